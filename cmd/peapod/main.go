@@ -1,0 +1,181 @@
+// Command peapod is the CRI runtime daemon. main wires configuration to the
+// services and the gRPC server, and nothing else.
+//
+// The same binary also runs as libcontainer's container init ("peapod init")
+// and as the pod's pause process ("peapod pod-pause"); both are dispatched
+// before main runs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter" // joins namespaces in "peapod init"
+	"go.podman.io/storage/pkg/reexec"
+
+	"github.com/peapod-cri/peapod/cgroups"
+	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/cri"
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/sandbox"
+	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
+)
+
+// version is set by the Makefile from git.
+var version = "dev"
+
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		// libcontainer's container init, after nsenter's constructor ran.
+		libcontainer.Init()
+	}
+}
+
+func main() {
+	if reexec.Init() { // helpers of the image store run as re-executions
+		return
+	}
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "peapod:", err)
+		os.Exit(1)
+	}
+}
+
+// flagNames are the flags that override config keys; scripts depend on them.
+var flagNames = map[string]func(*config.Config) *string{
+	"socket":          func(c *config.Config) *string { return &c.Socket },
+	"root":            func(c *config.Config) *string { return &c.Root },
+	"state":           func(c *config.Config) *string { return &c.State },
+	"log-level":       func(c *config.Config) *string { return &c.LogLevel },
+	"cgroup-parent":   func(c *config.Config) *string { return &c.CgroupParent },
+	"registries-conf": func(c *config.Config) *string { return &c.RegistriesConf },
+	"bridge":          func(c *config.Config) *string { return &c.Bridge },
+	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
+	"stream-address":  func(c *config.Config) *string { return &c.StreamAddress },
+}
+
+var flagUsage = map[string]string{
+	"socket":          "CRI gRPC unix socket",
+	"root":            "persistent state directory (metadata, images, container layers)",
+	"state":           "runtime state directory (pod files, container state)",
+	"log-level":       "debug, info, warn or error",
+	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
+	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
+	"bridge":          "bridge of the built-in pod network (not built yet)",
+	"pod-cidr":        "pod address range of the built-in network (not built yet)",
+	"stream-address":  "listen address of the exec/attach/port-forward server (not built yet)",
+}
+
+// notBuiltYet are flags accepted now whose feature comes with a later issue.
+var notBuiltYet = map[string]bool{"bridge": true, "pod-cidr": true, "stream-address": true}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("peapod", flag.ContinueOnError)
+	configPath := fs.String("config", "", "TOML config file read on top of the embedded defaults")
+	printConfig := fs.Bool("print-config", false, "print the embedded default config and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	values := map[string]*string{}
+	for name, usage := range flagUsage {
+		values[name] = fs.String(name, "", usage+" (overrides the config file)")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *printConfig {
+		fmt.Print(config.DefaultsText())
+		return nil
+	}
+	if *showVersion {
+		fmt.Println("peapod", version)
+		return nil
+	}
+
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	setFlags := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+	for name, field := range flagNames {
+		if setFlags[name] {
+			*field(&cfg) = *values[name]
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	level, _ := cfg.SlogLevel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	for name := range setFlags {
+		if notBuiltYet[name] {
+			log.Warn("flag accepted, but its feature is not built yet", "flag", "--"+name, "value", *values[name])
+		}
+	}
+	return serve(cfg, log)
+}
+
+func serve(cfg config.Config, log *slog.Logger) error {
+	images, err := image.Open(image.Config{
+		Root:           cfg.Root,
+		RunRoot:        cfg.State,
+		RegistriesConf: cfg.RegistriesConf,
+	})
+	if err != nil {
+		return err
+	}
+	defer images.Close()
+
+	rt, err := sandbox.Open(sandbox.Options{
+		Root:         filepath.Join(cfg.Root),
+		State:        cfg.State,
+		CgroupParent: cfg.CgroupParent,
+		Images:       images,
+		Network:      network.Loopback{},
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+
+	svc := cri.NewService(rt, images, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver}, log)
+	lis, err := cri.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	srv := svc.NewGRPCServer()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	log.Info("peapod serving", "socket", cfg.Socket, "root", cfg.Root, "state", cfg.State,
+		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down; pods and containers keep running")
+		srv.GracefulStop()
+		os.Remove(cfg.Socket)
+		return nil
+	case err := <-errc:
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return fmt.Errorf("serve: %w", err)
+	}
+}

@@ -1,0 +1,171 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod sandbox ID is empty")
+	}
+	cfg := req.GetConfig()
+	if cfg == nil {
+		return nil, invalid("container config is missing")
+	}
+	ref := cfg.GetImage().GetImage()
+	if ref == "" {
+		return nil, invalid("container config names no image")
+	}
+	img, err := s.images.Status(ctx, ref)
+	if err != nil {
+		if errors.Is(err, image.ErrNotFound) {
+			return nil, fmt.Errorf("image %q is not present, pull it first: %w", ref, err)
+		}
+		return nil, err
+	}
+	c, err := s.runtime.CreateContainer(ctx, req.GetPodSandboxId(), cfg, sandbox.Image{
+		ID:         img.ID,
+		User:       img.User,
+		WorkingDir: img.WorkingDir,
+		Entrypoint: img.Entrypoint,
+		Cmd:        img.Cmd,
+		Env:        img.Env,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
+}
+
+func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {
+	if err := s.runtime.StartContainer(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StartContainerResponse{}, nil
+}
+
+func (s *Service) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest) (*runtimeapi.StopContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container ID is empty")
+	}
+	if err := s.runtime.StopContainer(ctx, req.GetContainerId(), req.GetTimeout()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+func (s *Service) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest) (*runtimeapi.RemoveContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container ID is empty")
+	}
+	if err := s.runtime.RemoveContainer(ctx, req.GetContainerId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveContainerResponse{}, nil
+}
+
+func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {
+	c, err := s.runtime.Container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	st := &runtimeapi.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    c.Config.GetMetadata(),
+		State:       containerState(c.State),
+		CreatedAt:   c.CreatedAt,
+		StartedAt:   c.StartedAt,
+		FinishedAt:  c.FinishedAt,
+		ExitCode:    c.ExitCode,
+		Image:       c.Config.GetImage(),
+		ImageRef:    c.Image.ID,
+		ImageId:     c.Image.ID,
+		Reason:      c.Reason,
+		Message:     c.Message,
+		Labels:      c.Config.GetLabels(),
+		Annotations: c.Config.GetAnnotations(),
+		LogPath:     c.LogPath,
+		User:        &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{}},
+	}
+	for _, m := range c.Config.GetMounts() {
+		st.Mounts = append(st.Mounts, m)
+	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: st}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{
+			"pid":     c.PID,
+			"sandbox": c.PodID,
+			"rootfs":  c.Rootfs,
+			"bundle":  c.Bundle,
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func containerState(s sandbox.ContainerState) runtimeapi.ContainerState {
+	switch s {
+	case sandbox.ContainerCreated:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case sandbox.ContainerRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case sandbox.ContainerExited:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
+	f := req.GetFilter()
+	var items []*runtimeapi.Container
+	for _, c := range s.runtime.Containers() {
+		if f != nil {
+			if f.Id != "" && !matchID(c.ID, f.Id) {
+				continue
+			}
+			if f.PodSandboxId != "" && !matchID(c.PodID, f.PodSandboxId) {
+				continue
+			}
+			if f.State != nil && containerState(c.State) != f.State.State {
+				continue
+			}
+			if !matchLabels(c.Config.GetLabels(), f.LabelSelector) {
+				continue
+			}
+		}
+		items = append(items, &runtimeapi.Container{
+			Id:           c.ID,
+			PodSandboxId: c.PodID,
+			Metadata:     c.Config.GetMetadata(),
+			Image:        c.Config.GetImage(),
+			ImageRef:     c.Image.ID,
+			ImageId:      c.Image.ID,
+			State:        containerState(c.State),
+			CreatedAt:    c.CreatedAt,
+			Labels:       c.Config.GetLabels(),
+			Annotations:  c.Config.GetAnnotations(),
+		})
+	}
+	return &runtimeapi.ListContainersResponse{Containers: items}, nil
+}
+
+func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("container ID is empty")
+	}
+	timeout := time.Duration(req.GetTimeout()) * time.Second
+	stdout, stderr, code, err := s.runtime.ExecSync(ctx, req.GetContainerId(), req.GetCmd(), timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.ExecSyncResponse{Stdout: stdout, Stderr: stderr, ExitCode: code}, nil
+}

@@ -1,0 +1,124 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/image"
+)
+
+func (s *Service) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
+	ref := req.GetImage().GetImage()
+	if ref == "" {
+		return nil, invalid("image reference is empty")
+	}
+	var auth *image.Auth
+	if a := req.GetAuth(); a != nil {
+		auth = &image.Auth{Username: a.Username, Password: a.Password, IdentityToken: a.IdentityToken, RegistryToken: a.RegistryToken}
+		if a.Auth != "" && a.Username == "" {
+			auth.Username, auth.Password = decodeBasicAuth(a.Auth)
+		}
+	}
+	img, err := s.images.Pull(ctx, ref, auth)
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.PullImageResponse{ImageRef: img.ID}, nil
+}
+
+// ImageStatus answers an empty status, not an error, for an absent image:
+// that is how kubelet learns it has to pull.
+func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
+	ref := req.GetImage().GetImage()
+	if ref == "" {
+		return nil, invalid("image reference is empty")
+	}
+	img, err := s.images.Status(ctx, ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return &runtimeapi.ImageStatusResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{"imageSpec": json.RawMessage(img.ConfigJSON)})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func (s *Service) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
+	if want := req.GetFilter().GetImage().GetImage(); want != "" {
+		img, err := s.images.Status(ctx, want)
+		if errors.Is(err, image.ErrNotFound) {
+			return &runtimeapi.ListImagesResponse{}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &runtimeapi.ListImagesResponse{Images: []*runtimeapi.Image{criImage(img)}}, nil
+	}
+	imgs, err := s.images.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*runtimeapi.Image, 0, len(imgs))
+	for _, img := range imgs {
+		out = append(out, criImage(img))
+	}
+	return &runtimeapi.ListImagesResponse{Images: out}, nil
+}
+
+func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
+	ref := req.GetImage().GetImage()
+	if ref == "" {
+		return nil, invalid("image reference is empty")
+	}
+	if err := s.images.Remove(ctx, ref); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemoveImageResponse{}, nil
+}
+
+func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
+	mnt, used, inodes, err := s.images.FsInfo()
+	if err != nil {
+		return nil, err
+	}
+	usage := &runtimeapi.FilesystemUsage{
+		Timestamp:  time.Now().UnixNano(),
+		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mnt},
+		UsedBytes:  &runtimeapi.UInt64Value{Value: used},
+		InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
+	}
+	return &runtimeapi.ImageFsInfoResponse{
+		ImageFilesystems:     []*runtimeapi.FilesystemUsage{usage},
+		ContainerFilesystems: []*runtimeapi.FilesystemUsage{usage},
+	}, nil
+}
+
+// criImage reports the image's user as kubelet expects: a numeric user as
+// uid, a name as username (the group part is dropped either way).
+func criImage(img *image.Image) *runtimeapi.Image {
+	out := &runtimeapi.Image{
+		Id:          img.ID,
+		RepoTags:    img.RepoTags,
+		RepoDigests: img.RepoDigests,
+		Size:        img.Size,
+		Spec:        &runtimeapi.ImageSpec{Image: img.ID},
+	}
+	user, _, _ := strings.Cut(img.User, ":")
+	if uid, err := strconv.ParseInt(user, 10, 64); err == nil {
+		out.Uid = &runtimeapi.Int64Value{Value: uid}
+	} else {
+		out.Username = user
+	}
+	return out
+}

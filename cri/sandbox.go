@@ -1,0 +1,105 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+func (s *Service) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxRequest) (*runtimeapi.RunPodSandboxResponse, error) {
+	p, err := s.runtime.RunPod(ctx, req.GetConfig(), req.GetRuntimeHandler())
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: p.ID}, nil
+}
+
+func (s *Service) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod sandbox ID is empty")
+	}
+	if err := s.runtime.StopPod(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+func (s *Service) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
+	if req.GetPodSandboxId() == "" {
+		return nil, invalid("pod sandbox ID is empty")
+	}
+	if err := s.runtime.RemovePod(ctx, req.GetPodSandboxId()); err != nil {
+		return nil, err
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandboxStatusRequest) (*runtimeapi.PodSandboxStatusResponse, error) {
+	p, err := s.runtime.Pod(req.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(&p)}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{
+			"pid":          p.PausePID,
+			"cgroupParent": p.CgroupParent,
+			"podDir":       p.Dir,
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+func podStatus(p *sandbox.Pod) *runtimeapi.PodSandboxStatus {
+	ns := p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	return &runtimeapi.PodSandboxStatus{
+		Id:             p.ID,
+		Metadata:       p.Config.GetMetadata(),
+		State:          podState(p.State),
+		CreatedAt:      p.CreatedAt,
+		Network:        &runtimeapi.PodSandboxNetworkStatus{},
+		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: ns}},
+		Labels:         p.Config.GetLabels(),
+		Annotations:    p.Config.GetAnnotations(),
+		RuntimeHandler: p.RuntimeHandler,
+	}
+}
+
+func podState(s sandbox.PodState) runtimeapi.PodSandboxState {
+	if s == sandbox.PodReady {
+		return runtimeapi.PodSandboxState_SANDBOX_READY
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+}
+
+func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
+	f := req.GetFilter()
+	var items []*runtimeapi.PodSandbox
+	for _, p := range s.runtime.Pods() {
+		if f != nil {
+			if f.Id != "" && !matchID(p.ID, f.Id) {
+				continue
+			}
+			if f.State != nil && podState(p.State) != f.State.State {
+				continue
+			}
+			if !matchLabels(p.Config.GetLabels(), f.LabelSelector) {
+				continue
+			}
+		}
+		items = append(items, &runtimeapi.PodSandbox{
+			Id:             p.ID,
+			Metadata:       p.Config.GetMetadata(),
+			State:          podState(p.State),
+			CreatedAt:      p.CreatedAt,
+			Labels:         p.Config.GetLabels(),
+			Annotations:    p.Config.GetAnnotations(),
+			RuntimeHandler: p.RuntimeHandler,
+		})
+	}
+	return &runtimeapi.ListPodSandboxResponse{Items: items}, nil
+}

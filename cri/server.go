@@ -1,0 +1,105 @@
+// Package cri is peapod's wire: the CRI v1 RuntimeService and ImageService
+// over gRPC. Handlers validate a request, call the domain packages (sandbox,
+// image) and map their errors to gRPC codes in one place (errors.go).
+package cri
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+// Images is the image store as the CRI layer uses it.
+type Images interface {
+	Pull(ctx context.Context, ref string, auth *image.Auth) (*image.Image, error)
+	Status(ctx context.Context, ref string) (*image.Image, error)
+	List(ctx context.Context) ([]*image.Image, error)
+	Remove(ctx context.Context, ref string) error
+	FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error)
+}
+
+// Info is what Version and RuntimeConfig report.
+type Info struct {
+	Version      string
+	CgroupDriver string // "cgroupfs" or "systemd"
+}
+
+// Service implements runtimeapi.RuntimeServiceServer and
+// runtimeapi.ImageServiceServer. RPCs not built yet answer Unimplemented
+// with their name (from the embedded Unimplemented servers).
+type Service struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	runtime *sandbox.Runtime
+	images  Images
+	info    Info
+	log     *slog.Logger
+}
+
+// NewService wires the domain into the CRI services.
+func NewService(rt *sandbox.Runtime, images Images, info Info, log *slog.Logger) *Service {
+	return &Service{runtime: rt, images: images, info: info, log: log}
+}
+
+// Listen creates the unix socket (mode 0660, owned by root), replacing a
+// stale one left by a crash.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	if err := os.Chown(path, 0, 0); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chown socket: %w", err)
+	}
+	return l, nil
+}
+
+// NewGRPCServer returns a gRPC server with both CRI services registered.
+// Messages up to 16 MiB are accepted, as kubelet's client allows.
+func (s *Service) NewGRPCServer() *grpc.Server {
+	const maxMsg = 16 << 20
+	srv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
+		grpc.UnaryInterceptor(s.logCall),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(srv, s)
+	runtimeapi.RegisterImageServiceServer(srv, s)
+	return srv
+}
+
+// logCall logs every RPC at debug level and failures at info level, and
+// turns domain errors into gRPC status errors.
+func (s *Service) logCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	if err != nil {
+		err = toStatus(err)
+		s.log.Info("rpc failed", "method", info.FullMethod, "duration", time.Since(start), "err", err)
+		return resp, err
+	}
+	s.log.Debug("rpc", "method", info.FullMethod, "duration", time.Since(start))
+	return resp, nil
+}

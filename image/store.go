@@ -1,0 +1,594 @@
+// Package image is peapod's image store, the backend of the CRI
+// ImageService.
+//
+// Layers live once in go.podman.io/storage (overlay driver) and are shared by
+// images and by the copy-on-write root filesystems of containers. Pulls use
+// go.podman.io/image/v5 (copy.Image from the docker transport into the
+// containers-storage transport), honouring a containers-registries.conf(5)
+// v2 file for mirrors, insecure (plain HTTP) registries and
+// unqualified-search-registries. Signatures are not checked.
+//
+// The package knows nothing of the CRI API types; the cri package translates.
+//
+// Programs using it must call reexec.Init() (go.podman.io/storage/pkg/reexec)
+// first thing in main, as storage re-executes itself to apply layers.
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/opencontainers/go-digest"
+	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.podman.io/image/v5/copy"
+	"go.podman.io/image/v5/docker"
+	"go.podman.io/image/v5/docker/reference"
+	"go.podman.io/image/v5/pkg/sysregistriesv2"
+	"go.podman.io/image/v5/signature"
+	istorage "go.podman.io/image/v5/storage"
+	"go.podman.io/image/v5/types"
+	"go.podman.io/storage"
+	storagetypes "go.podman.io/storage/types"
+)
+
+// ErrNotFound is wrapped by errors for images that are not in the store, or
+// not in the registry when pulling.
+var ErrNotFound = errors.New("image not found")
+
+// Config says where the store keeps its data.
+type Config struct {
+	// Root is persistent; storage lives in Root/storage.
+	Root string
+	// RunRoot holds state lost on reboot (mount bookkeeping, locks).
+	RunRoot string
+	// RegistriesConf is a containers-registries.conf(5) v2 file; empty or
+	// absent means no mirrors, HTTPS only, short names go to docker.io.
+	RegistriesConf string
+}
+
+// Auth is the credential for one pull.
+type Auth struct {
+	Username, Password string
+	IdentityToken      string
+	RegistryToken      string
+}
+
+// Image describes one stored image.
+type Image struct {
+	ID          string   // "sha256:<hex of the config digest>"
+	RepoTags    []string // fully qualified, e.g. "docker.io/library/busybox:latest"
+	RepoDigests []string // "<repo>@sha256:<manifest digest>"
+	Size        uint64
+
+	User, WorkingDir     string
+	Entrypoint, Cmd, Env []string
+	Labels               map[string]string
+	StopSignal           string
+	ConfigJSON           []byte // raw OCI image config
+}
+
+// Store is the image store. Its methods are safe for concurrent use.
+type Store struct {
+	store  storage.Store
+	root   string // storage graph root
+	sys    *types.SystemContext
+	policy *signature.PolicyContext
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu    sync.Mutex
+	cache map[string]*configInfo // by storage image ID; image content is immutable
+}
+
+type configInfo struct {
+	size   uint64
+	config imgspecv1.Image
+	raw    []byte
+}
+
+// Open opens (creating if needed) the store: overlay storage in
+// cfg.Root/storage and cfg.RunRoot/storage.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Root == "" || cfg.RunRoot == "" {
+		return nil, errors.New("image: Root and RunRoot are required")
+	}
+	graphRoot := filepath.Join(cfg.Root, "storage")
+	st, err := storage.GetStore(storagetypes.StoreOptions{
+		GraphRoot:       graphRoot,
+		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
+		GraphDriverName: "overlay",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image: open storage in %s: %w", graphRoot, err)
+	}
+	regConf := cfg.RegistriesConf
+	if regConf == "" {
+		regConf = filepath.Join(cfg.Root, "registries.conf") // normally absent: empty config
+	}
+	none := filepath.Join(cfg.Root, "nonexistent.d")
+	sys := &types.SystemContext{
+		SystemRegistriesConfPath:    regConf,
+		SystemRegistriesConfDirPath: none, // never read the host's /etc/containers/registries.conf.d
+		RegistriesDirPath:           none, // no lookaside signature config
+		AuthFilePath:                filepath.Join(none, "auth.json"),
+		BigFilesTemporaryDir:        filepath.Join(cfg.Root, "tmp"),
+		OSChoice:                    "linux",
+		ArchitectureChoice:          runtime.GOARCH,
+		DockerRegistryUserAgent:     "peapod",
+	}
+	if err := os.MkdirAll(sys.BigFilesTemporaryDir, 0o700); err != nil {
+		st.Shutdown(true) //nolint:errcheck
+		return nil, err
+	}
+	// Fail early on a malformed registries.conf.
+	if _, err := sysregistriesv2.GetRegistries(sys); err != nil {
+		st.Shutdown(true) //nolint:errcheck
+		return nil, fmt.Errorf("image: registries config %s: %w", regConf, err)
+	}
+	pc, err := signature.NewPolicyContext(&signature.Policy{
+		Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()},
+	})
+	if err != nil {
+		st.Shutdown(true) //nolint:errcheck
+		return nil, err
+	}
+	return &Store{store: st, root: graphRoot, sys: sys, policy: pc, cache: map[string]*configInfo{}}, nil
+}
+
+// Close unmounts everything storage mounted (container rootfs included)
+// and releases the store.
+// Close is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.policy.Destroy() //nolint:errcheck
+		_, err := s.store.Shutdown(true)
+		if errors.Is(err, storagetypes.ErrLayerUsedByContainer) {
+			// Shutdown(force) unmounted the container layers but then
+			// reports them and skips the driver cleanup (which unmounts the
+			// overlay home); the second call finds nothing mounted.
+			_, err = s.store.Shutdown(true)
+		}
+		s.closeErr = err
+	})
+	return s.closeErr
+}
+
+// ---------------------------------------------------------------- pull
+
+// candidates lists the fully qualified references ref may mean, in order:
+// short names expand over unqualified-search-registries (docker.io when
+// none is configured).
+func (s *Store) candidates(ref string) ([]reference.Named, error) {
+	if !isShortName(ref) {
+		n, err := normalizeNamed(ref)
+		if err != nil {
+			return nil, err
+		}
+		return []reference.Named{n}, nil
+	}
+	search, err := sysregistriesv2.UnqualifiedSearchRegistries(s.sys)
+	if err != nil {
+		return nil, err
+	}
+	if len(search) == 0 {
+		search = []string{"docker.io"}
+	}
+	var out []reference.Named
+	for _, reg := range search {
+		n, err := normalizeNamed(reg + "/" + ref)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Pull pulls ref (short, tagged or by digest) for this machine's platform
+// and returns the stored image. A reference the registry does not have gives
+// an error wrapping ErrNotFound.
+func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error) {
+	cands, err := s.candidates(ref)
+	if err != nil {
+		return nil, err
+	}
+	sys := *s.sys
+	if auth != nil && *auth != (Auth{}) {
+		sys.DockerAuthConfig = &types.DockerAuthConfig{
+			Username: auth.Username, Password: auth.Password, IdentityToken: auth.IdentityToken,
+		}
+		sys.DockerBearerRegistryToken = auth.RegistryToken
+	}
+	var errs []error
+	for _, named := range cands {
+		img, err := s.pullOne(ctx, &sys, named)
+		if err == nil {
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("pull %q: %w", ref, ctx.Err())
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	err = errors.Join(errs...)
+	if allNotFound(errs) {
+		return nil, fmt.Errorf("image %q: %w: %v", ref, ErrNotFound, err)
+	}
+	return nil, fmt.Errorf("pull %q: %w", ref, err)
+}
+
+func allNotFound(errs []error) bool {
+	for _, e := range errs {
+		if !errors.Is(e, ErrNotFound) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named reference.Named) (*Image, error) {
+	srcRef, err := docker.NewReference(named)
+	if err != nil {
+		return nil, err
+	}
+	dstRef, err := istorage.Transport.NewStoreReference(s.store, named, "")
+	if err != nil {
+		return nil, err
+	}
+	_, err = copy.Image(ctx, s.policy, dstRef, srcRef, &copy.Options{
+		SourceCtx:          sys,
+		DestinationCtx:     sys,
+		ReportWriter:       io.Discard,
+		ImageListSelection: copy.CopySystemImage,
+	})
+	if err != nil {
+		if isRegistryNotFound(err) {
+			return nil, fmt.Errorf("image %q: %w: %v", named.String(), ErrNotFound, err)
+		}
+		return nil, fmt.Errorf("pull %q: %w", named.String(), err)
+	}
+	simg, err := istorage.Transport.GetStoreImage(s.store, dstRef)
+	if err != nil {
+		return nil, fmt.Errorf("pull %q: stored image not found: %w", named.String(), err)
+	}
+	return s.describe(ctx, simg)
+}
+
+// isRegistryNotFound tells whether a copy error means the registry (or every
+// mirror) answered that the repository or manifest does not exist. With
+// mirrors, c/image wraps only the primary location's error (which may be a
+// network error offline), so the mirrors' answers are matched in the text.
+func isRegistryNotFound(err error) bool {
+	msg := strings.ToLower(err.Error())
+	for _, s := range []string{"manifest unknown", "name unknown", "repository name not known", "not found"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// ---------------------------------------------------------------- lookup
+
+// Status returns the image ref names: name[:tag], name@digest, "sha256:<id>",
+// the ID hex or a unique prefix of it. Errors wrap ErrNotFound when absent.
+func (s *Store) Status(ctx context.Context, ref string) (*Image, error) {
+	simg, err := s.lookup(ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.describe(ctx, simg)
+}
+
+func (s *Store) lookup(ref string) (*storage.Image, error) {
+	notFound := fmt.Errorf("image %q: %w", ref, ErrNotFound)
+	id := strings.TrimPrefix(ref, "sha256:")
+	if hexID(id) {
+		if img, err := s.store.Image(id); err == nil && strings.HasPrefix(img.ID, id) {
+			return img, nil
+		}
+		if id != ref { // "sha256:..." is only an ID
+			return nil, notFound
+		}
+	}
+	cands, err := s.candidates(ref)
+	if err != nil {
+		if hexID(id) {
+			return nil, notFound
+		}
+		return nil, fmt.Errorf("image %q: %w", ref, err)
+	}
+	for _, named := range cands {
+		if img, err := s.store.Image(named.String()); err == nil {
+			return img, nil
+		}
+		// repo@digest: any image of that repo with that manifest digest.
+		if dn, ok := named.(reference.Digested); ok {
+			imgs, err := s.store.ImagesByDigest(dn.Digest())
+			if err != nil {
+				continue
+			}
+			repo := named.Name()
+			for _, img := range imgs {
+				for _, n := range img.Names {
+					if repoOf(n) == repo {
+						return img, nil
+					}
+				}
+			}
+		}
+	}
+	return nil, notFound
+}
+
+// List returns all images, ordered by ID.
+func (s *Store) List(ctx context.Context) ([]*Image, error) {
+	imgs, err := s.store.Images()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Image, 0, len(imgs))
+	for i := range imgs {
+		img, err := s.describe(ctx, &imgs[i])
+		if err != nil {
+			if errors.Is(err, storagetypes.ErrImageUnknown) {
+				continue // removed meanwhile
+			}
+			return nil, err
+		}
+		out = append(out, img)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *Store) describe(ctx context.Context, simg *storage.Image) (*Image, error) {
+	ci, err := s.configOf(ctx, simg)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{
+		ID:         "sha256:" + simg.ID,
+		Size:       ci.size,
+		User:       ci.config.Config.User,
+		WorkingDir: ci.config.Config.WorkingDir,
+		Entrypoint: ci.config.Config.Entrypoint,
+		Cmd:        ci.config.Config.Cmd,
+		Env:        ci.config.Config.Env,
+		Labels:     ci.config.Config.Labels,
+		StopSignal: ci.config.Config.StopSignal,
+		ConfigJSON: ci.raw,
+	}
+	img.RepoTags, img.RepoDigests = names(simg)
+	return img, nil
+}
+
+// names splits storage names into tags and repo digests: each repository
+// the image is known under gets "<repo>@<manifest digest>".
+func names(simg *storage.Image) (tags, digests []string) {
+	seen := map[string]bool{}
+	addDigest := func(d string) {
+		if !seen[d] {
+			seen[d] = true
+			digests = append(digests, d)
+		}
+	}
+	var ds []digest.Digest
+	if simg.Digest != "" {
+		ds = append(ds, simg.Digest)
+	}
+	ds = append(ds, simg.Digests...)
+	for _, n := range simg.Names {
+		if strings.Contains(n, "@") {
+			addDigest(n)
+		} else {
+			tags = append(tags, n)
+		}
+	}
+	for _, n := range simg.Names {
+		repo := repoOf(n)
+		for _, d := range ds {
+			addDigest(repo + "@" + d.String())
+		}
+	}
+	return tags, digests
+}
+
+func (s *Store) configOf(ctx context.Context, simg *storage.Image) (*configInfo, error) {
+	s.mu.Lock()
+	ci := s.cache[simg.ID]
+	s.mu.Unlock()
+	if ci != nil {
+		return ci, nil
+	}
+	ref, err := istorage.Transport.NewStoreReference(s.store, nil, simg.ID)
+	if err != nil {
+		return nil, err
+	}
+	src, err := ref.NewImage(ctx, s.sys)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", simg.ID, err)
+	}
+	defer src.Close()
+	raw, err := src.ConfigBlob(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: config: %w", simg.ID, err)
+	}
+	ci = &configInfo{raw: raw}
+	if err := json.Unmarshal(raw, &ci.config); err != nil {
+		return nil, fmt.Errorf("image %s: parse config: %w", simg.ID, err)
+	}
+	if size, err := src.Size(); err == nil && size > 0 {
+		ci.size = uint64(size)
+	}
+	s.mu.Lock()
+	s.cache[simg.ID] = ci
+	s.mu.Unlock()
+	return ci, nil
+}
+
+// ---------------------------------------------------------------- remove
+
+// Remove removes ref. A tag of an image that has other tags is only
+// untagged; an ID, a digest reference or an image's last tag removes the
+// image. An absent image is not an error. An image whose layers containers
+// still use is not removed (the error names it).
+func (s *Store) Remove(ctx context.Context, ref string) error {
+	simg, err := s.lookup(ref)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	byTag := ""
+	if id := strings.TrimPrefix(ref, "sha256:"); !(hexID(id) && strings.HasPrefix(simg.ID, id)) {
+		for _, n := range simg.Names {
+			if !strings.Contains(n, "@") {
+				if cands, err := s.candidates(ref); err == nil {
+					for _, c := range cands {
+						if c.String() == n {
+							byTag = n
+						}
+					}
+				}
+			}
+		}
+	}
+	if byTag != "" {
+		others := 0
+		for _, n := range simg.Names {
+			if n != byTag && !strings.Contains(n, "@") {
+				others++
+			}
+		}
+		if others > 0 {
+			if err := s.store.RemoveNames(simg.ID, []string{byTag}); err != nil {
+				return fmt.Errorf("untag %s from image %s: %w", byTag, simg.ID, err)
+			}
+			return nil
+		}
+	}
+	if _, err := s.store.DeleteImage(simg.ID, true); err != nil {
+		if errors.Is(err, storagetypes.ErrImageUnknown) {
+			return nil
+		}
+		if errors.Is(err, storagetypes.ErrImageUsedByContainer) {
+			return fmt.Errorf("image %q (%s) is in use by a container: %w", ref, simg.ID, err)
+		}
+		return fmt.Errorf("remove image %q (%s): %w", ref, simg.ID, err)
+	}
+	s.mu.Lock()
+	delete(s.cache, simg.ID)
+	s.mu.Unlock()
+	return nil
+}
+
+// ---------------------------------------------------------------- fs info
+
+// FsInfo reports the image filesystem: its mountpoint (the storage root) and
+// the bytes and inodes used under it (mounted container rootfs are not
+// counted twice: other filesystems are skipped).
+func (s *Store) FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error) {
+	var rootDev uint64
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.root, &st); err != nil {
+		return "", 0, 0, err
+	}
+	rootDev = st.Dev
+	seen := map[uint64]bool{}
+	err = filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			return nil
+		}
+		if st.Dev != rootDev {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if seen[st.Ino] {
+			return nil
+		}
+		seen[st.Ino] = true
+		inodesUsed++
+		usedBytes += uint64(st.Blocks) * 512
+		return nil
+	})
+	if err != nil {
+		return "", 0, 0, err
+	}
+	return s.root, usedBytes, inodesUsed, nil
+}
+
+// ---------------------------------------------------------------- rootfs
+
+// CreateRootfs creates (or reuses) the writable copy-on-write layer of
+// container containerID on top of image imageID (anything Status accepts)
+// and mounts it. It returns the mount path. Calling it again for the same
+// container returns the same mount.
+func (s *Store) CreateRootfs(ctx context.Context, containerID, imageID string) (mountPath string, err error) {
+	if containerID == "" {
+		return "", errors.New("image: empty container ID")
+	}
+	if c, err := s.store.Container(containerID); err == nil {
+		// Mounting again returns the same path; the extra mount count is
+		// dropped by RemoveRootfs' forced unmount.
+		return s.store.Mount(c.ID, "")
+	}
+	simg, err := s.lookup(imageID)
+	if err != nil {
+		return "", err
+	}
+	c, err := s.store.CreateContainer(containerID, nil, simg.ID, "", "", nil)
+	if err != nil {
+		return "", fmt.Errorf("create rootfs of container %s (image %s): %w", containerID, simg.ID, err)
+	}
+	mp, err := s.store.Mount(c.ID, "")
+	if err != nil {
+		_ = s.store.DeleteContainer(c.ID)
+		return "", fmt.Errorf("mount rootfs of container %s: %w", containerID, err)
+	}
+	return mp, nil
+}
+
+// RemoveRootfs unmounts and deletes the container's layer. An absent
+// container is not an error.
+func (s *Store) RemoveRootfs(ctx context.Context, containerID string) error {
+	c, err := s.store.Container(containerID)
+	if err != nil {
+		if errors.Is(err, storagetypes.ErrContainerUnknown) {
+			return nil
+		}
+		return err
+	}
+	if _, err := s.store.Unmount(c.ID, true); err != nil && !errors.Is(err, storagetypes.ErrLayerNotMounted) {
+		return fmt.Errorf("unmount rootfs of container %s: %w", containerID, err)
+	}
+	if err := s.store.DeleteContainer(c.ID); err != nil && !errors.Is(err, storagetypes.ErrContainerUnknown) {
+		return fmt.Errorf("delete rootfs of container %s: %w", containerID, err)
+	}
+	return nil
+}

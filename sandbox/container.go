@@ -1,0 +1,386 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+type container struct {
+	mu sync.Mutex // serialises lifecycle operations on this container
+	Container
+
+	exited chan struct{} // closed once the exit is recorded; nil before start
+	lc     *libcontainer.Container
+	quit   chan struct{} // closed by Close to stop a recovered-process watcher
+}
+
+func newContainer(c *Container) *container {
+	ctr := &container{Container: *c, quit: make(chan struct{})}
+	if c.State == ContainerExited {
+		ctr.exited = make(chan struct{})
+		close(ctr.exited)
+	}
+	return ctr
+}
+
+func (c *container) stopWatching() {
+	select {
+	case <-c.quit:
+	default:
+		close(c.quit)
+	}
+}
+
+// CreateContainer prepares a container in a ready pod: its root filesystem
+// on the image and its OCI bundle. Nothing runs until StartContainer.
+func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (_ Container, retErr error) {
+	if cfg == nil || cfg.GetMetadata().GetName() == "" {
+		return Container{}, fmt.Errorf("container config needs metadata with a name: %w", ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return Container{}, fmt.Errorf("container %q names no image: %w", cfg.GetMetadata().GetName(), ErrInvalidArgument)
+	}
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return Container{}, fmt.Errorf("create container in pod: %w", err)
+	}
+	p.mu.Lock()
+	p.refresh()
+	podCopy := p.Pod
+	p.mu.Unlock()
+	if podCopy.State != PodReady {
+		return Container{}, fmt.Errorf("pod %s is not ready: %w", podCopy.ID, ErrFailedPrecondition)
+	}
+	if err := validateMounts(cfg.GetMounts()); err != nil {
+		return Container{}, err
+	}
+
+	id := newID()
+	name := containerName(podCopy.Config, cfg)
+	if err := r.ctrNames.reserve(name, id); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	undo = append(undo, func() { r.ctrNames.release(name) })
+
+	c := &Container{
+		ID:        id,
+		PodID:     podCopy.ID,
+		Config:    cfg,
+		Image:     ImageRef{ID: img.ID, Ref: cfg.GetImage().GetImage()},
+		CreatedAt: time.Now().UnixNano(),
+		State:     ContainerCreated,
+		Bundle:    filepath.Join(r.opts.State, "containers", id),
+	}
+	if dir, rel := podCopy.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
+		c.LogPath = filepath.Join(dir, rel)
+	}
+	if err := os.MkdirAll(c.Bundle, 0o711); err != nil {
+		return Container{}, fmt.Errorf("create bundle: %w", err)
+	}
+	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
+
+	rootfs, err := r.opts.Images.CreateRootfs(ctx, id, img.ID)
+	if err != nil {
+		return Container{}, fmt.Errorf("create root filesystem of %s: %w", name, err)
+	}
+	c.Rootfs = rootfs
+	undo = append(undo, func() {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		r.opts.Images.RemoveRootfs(cctx, id)
+	})
+
+	spec, err := buildSpec(specInput{
+		ID:           id,
+		Pod:          &podCopy,
+		Config:       cfg,
+		Image:        img,
+		Rootfs:       rootfs,
+		CgroupParent: podCopy.CgroupParent,
+	})
+	if err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if _, err := libcontainerConfig(id, spec); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %v: %w", name, err, ErrInvalidArgument)
+	}
+	if err := writeSpec(c.Bundle, spec); err != nil {
+		return Container{}, err
+	}
+	if err := r.saveContainer(c); err != nil {
+		return Container{}, fmt.Errorf("save container %s: %w", id, err)
+	}
+	r.mu.Lock()
+	r.containers[id] = newContainer(c)
+	r.mu.Unlock()
+	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
+	return *c, nil
+}
+
+func validateMounts(mounts []*runtimeapi.Mount) error {
+	for _, m := range mounts {
+		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
+			return fmt.Errorf("mount container path %q must be absolute: %w", m.GetContainerPath(), ErrInvalidArgument)
+		}
+		if m.GetImage() != nil {
+			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), ErrInvalidArgument)
+		}
+		if _, err := os.Stat(m.GetHostPath()); err != nil {
+			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+func writeSpec(bundle string, spec *specs.Spec) error {
+	data, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("encode OCI spec: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return fmt.Errorf("write OCI spec: %w", err)
+	}
+	return nil
+}
+
+func readSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("decode OCI spec: %w", err)
+	}
+	return &spec, nil
+}
+
+func (r *Runtime) lookupContainer(id string) (*container, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, err := resolveID(r.containers, id, "container")
+	if err != nil {
+		return nil, err
+	}
+	return r.containers[full], nil
+}
+
+// Container returns a copy of the container with the given ID or prefix.
+func (r *Runtime) Container(id string) (Container, error) {
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return Container{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Container, nil
+}
+
+// Containers returns copies of all containers.
+func (r *Runtime) Containers() []Container {
+	r.mu.RLock()
+	list := make([]*container, 0, len(r.containers))
+	for _, c := range r.containers {
+		list = append(list, c)
+	}
+	r.mu.RUnlock()
+	out := make([]Container, 0, len(list))
+	for _, c := range list {
+		c.mu.Lock()
+		out = append(out, c.Container)
+		c.mu.Unlock()
+	}
+	return out
+}
+
+func (r *Runtime) podContainers(podID string) []Container {
+	var out []Container
+	for _, c := range r.Containers() {
+		if c.PodID == podID {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// StartContainer runs the container's process. Its stdout and stderr go to
+// the container's log in the CRI format.
+func (r *Runtime) StartContainer(ctx context.Context, id string) error {
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.State != ContainerCreated {
+		return fmt.Errorf("container %s is %s, only a created container can be started: %w", c.ID, c.State, ErrFailedPrecondition)
+	}
+	p, err := r.lookupPod(c.PodID)
+	if err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	p.mu.Lock()
+	p.refresh()
+	ready := p.State == PodReady
+	p.mu.Unlock()
+	if !ready {
+		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
+	}
+	if err := r.runContainer(ctx, c); err != nil {
+		c.State = ContainerExited
+		c.FinishedAt = time.Now().UnixNano()
+		c.ExitCode = 128
+		c.Reason = "StartError"
+		c.Message = err.Error()
+		c.exited = make(chan struct{})
+		close(c.exited)
+		if serr := r.saveContainer(&c.Container); serr != nil {
+			r.log.Error("save container after failed start", "container", c.ID, "err", serr)
+		}
+		return fmt.Errorf("start container %s: %w", c.ID, err)
+	}
+	if err := r.saveContainer(&c.Container); err != nil {
+		return fmt.Errorf("save container %s: %w", c.ID, err)
+	}
+	r.log.Info("container started", "container", c.ID, "pid", c.PID)
+	return nil
+}
+
+// StopContainer sends SIGTERM, then SIGKILL after timeout seconds, and waits
+// for the exit. Stopping a container that is not running, or unknown, is not
+// an error.
+func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) error {
+	c, err := r.lookupContainer(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.State != ContainerRunning {
+		return nil
+	}
+	exited := c.exited
+	if timeout > 0 {
+		r.signal(c, unix.SIGTERM)
+		select {
+		case <-exited:
+			return nil
+		case <-time.After(time.Duration(timeout) * time.Second):
+		case <-ctx.Done():
+		}
+	}
+	r.signal(c, unix.SIGKILL)
+	select {
+	case <-exited:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("container %s did not exit 30s after SIGKILL", c.ID)
+	}
+}
+
+// signal sends sig to the container's init process. Without a private PID
+// namespace SIGKILL goes to every process of the container's cgroup, as
+// nothing else would end them.
+func (r *Runtime) signal(c *container, sig unix.Signal) {
+	if c.lc != nil {
+		if err := c.lc.Signal(sig); err == nil || sig != unix.SIGKILL {
+			return
+		}
+	}
+	if processAlive(c.PID, c.PIDStart) {
+		unix.Kill(c.PID, sig)
+	}
+}
+
+// RemoveContainer kills the container if it runs and removes it, its root
+// filesystem and its bundle. The log file stays: it belongs to the kubelet.
+// Removing an unknown container is not an error.
+func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
+	c, err := r.lookupContainer(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.StopContainer(ctx, c.ID, 0); err != nil {
+		return fmt.Errorf("remove container %s: %w", c.ID, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopWatching()
+	r.destroyLibcontainer(c)
+	if err := r.opts.Images.RemoveRootfs(ctx, c.ID); err != nil {
+		return fmt.Errorf("remove container %s root filesystem: %w", c.ID, err)
+	}
+	if err := os.RemoveAll(c.Bundle); err != nil {
+		return fmt.Errorf("remove container %s bundle: %w", c.ID, err)
+	}
+	if err := r.store.delete(bucketContainers, c.ID); err != nil {
+		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
+	}
+	r.mu.Lock()
+	delete(r.containers, c.ID)
+	pod := r.pods[c.PodID]
+	r.mu.Unlock()
+	if pod != nil {
+		r.ctrNames.release(containerName(pod.Config, c.Config))
+	}
+	r.log.Info("container removed", "container", c.ID)
+	return nil
+}
+
+// destroyLibcontainer removes libcontainer's state and the container's
+// cgroup. It is safe to call more than once.
+func (r *Runtime) destroyLibcontainer(c *container) {
+	lc := c.lc
+	if lc == nil {
+		var err error
+		lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID)
+		if err != nil {
+			return
+		}
+	}
+	if err := lc.Destroy(); err != nil {
+		r.log.Warn("destroy container state", "container", c.ID, "err", err)
+	}
+	c.lc = nil
+}
+
+// exitCode turns a wait status into the shell convention kubelet shows.
+func exitCode(ws syscall.WaitStatus) int32 {
+	if ws.Signaled() {
+		return 128 + int32(ws.Signal())
+	}
+	return int32(ws.ExitStatus())
+}
+
+func exitReason(code int32) string {
+	if code == 0 {
+		return "Completed"
+	}
+	return "Error"
+}

@@ -1,0 +1,25 @@
+// Package pause is peapod's built-in pause process: the per-pod process that
+// owns the pod's namespaces. It needs no pause image.
+//
+// It is written in C and runs from an ELF constructor, before the Go runtime
+// starts, when peapod is executed as "peapod pod-pause ...". The Go runtime
+// therefore never initialises in the pause process: it costs a few pages of
+// stack and libc data instead of a Go heap, which matters because one runs
+// per pod. Import this package for its side effect in the peapod binary.
+package pause
+
+/*
+#cgo CFLAGS: -Wall -O2
+extern void peapod_pause_constructor(int argc, char **argv, char **envp);
+void __attribute__((constructor)) peapod_pause_init(int argc, char **argv, char **envp) {
+	peapod_pause_constructor(argc, argv, envp);
+}
+*/
+import "C"
+
+// Command is the argv[1] that turns the peapod binary into the pause process.
+const Command = "pod-pause"
+
+// ReadyFD is the descriptor (inherited as ExtraFiles[0]) on which the pause
+// reports "ok" or an error line once the pod's namespaces are set up.
+const ReadyFD = 3

@@ -1,0 +1,427 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/sandbox/pause"
+)
+
+type pod struct {
+	mu sync.Mutex // serialises lifecycle operations on this pod
+	Pod
+	pauseExited chan struct{} // closed when the pause we started has been reaped
+}
+
+// RunPod creates the pod's namespaces with a pause process and records the
+// pod. Each step registers its undo right after it succeeds.
+func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
+	if err := validatePodConfig(cfg); err != nil {
+		return Pod{}, err
+	}
+	if handler != "" && handler != "runc" {
+		return Pod{}, fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
+	}
+	id := newID()
+	name := podName(cfg)
+	if err := r.podNames.reserve(name, id); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", name, err)
+	}
+	var undo []func()
+	defer func() {
+		if retErr != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+	undo = append(undo, func() { r.podNames.release(name) })
+
+	p := &pod{Pod: Pod{
+		ID:             id,
+		Config:         cfg,
+		RuntimeHandler: handler,
+		CreatedAt:      time.Now().UnixNano(),
+		State:          PodNotReady,
+		Dir:            filepath.Join(r.opts.State, "pods", id),
+		CgroupParent:   cfg.GetLinux().GetCgroupParent(),
+	}}
+	if p.CgroupParent == "" {
+		p.CgroupParent = r.opts.CgroupParent
+	}
+	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
+		return Pod{}, fmt.Errorf("create pod dir: %w", err)
+	}
+	undo = append(undo, func() {
+		unmountPodShm(p.Dir)
+		os.RemoveAll(p.Dir)
+	})
+	if err := writePodFiles(p.Dir, cfg); err != nil {
+		return Pod{}, err
+	}
+	if err := r.startPause(p); err != nil {
+		return Pod{}, err
+	}
+	undo = append(undo, func() { r.killPause(p) })
+
+	if !hostNetwork(cfg) && r.opts.Network != nil {
+		if err := r.opts.Network.SetupPod(ctx, id, p.netnsPath()); err != nil {
+			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
+		}
+		undo = append(undo, func() {
+			cctx, cancel := cleanupContext()
+			defer cancel()
+			r.opts.Network.TeardownPod(cctx, id, p.netnsPath())
+		})
+	}
+	p.State = PodReady
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	r.mu.Lock()
+	r.pods[id] = p
+	r.mu.Unlock()
+	r.log.Info("pod ready", "pod", id, "name", name, "pause_pid", p.PausePID)
+	return p.Pod, nil
+}
+
+func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
+	if cfg == nil {
+		return fmt.Errorf("pod sandbox config is missing: %w", ErrInvalidArgument)
+	}
+	m := cfg.GetMetadata()
+	if m == nil || m.Name == "" || m.Namespace == "" || m.Uid == "" {
+		return fmt.Errorf("pod metadata needs name, namespace and uid (got %v): %w", m, ErrInvalidArgument)
+	}
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	for key := range cfg.GetLinux().GetSysctls() {
+		switch {
+		case strings.HasPrefix(key, "net.") && ns.GetNetwork() == runtimeapi.NamespaceMode_NODE:
+			return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: %w", key, ErrInvalidArgument)
+		case isIPCSysctl(key) && ns.GetIpc() == runtimeapi.NamespaceMode_NODE:
+			return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host IPC namespace: %w", key, ErrInvalidArgument)
+		case !strings.HasPrefix(key, "net.") && !isIPCSysctl(key) && key != "kernel.hostname" && key != "kernel.domainname":
+			return fmt.Errorf("sysctl %s is not namespaced: %w", key, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+func isIPCSysctl(key string) bool {
+	return strings.HasPrefix(key, "fs.mqueue.") || strings.HasPrefix(key, "kernel.msg") ||
+		strings.HasPrefix(key, "kernel.shm") || key == "kernel.sem"
+}
+
+func hostNetwork(cfg *runtimeapi.PodSandboxConfig) bool {
+	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
+}
+
+func (p *pod) netnsPath() string { return p.nsPath("net") }
+
+func (p *pod) nsPath(kind string) string {
+	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
+}
+
+// hostname is the pod's hostname: the configured one, else the pod name.
+func hostname(cfg *runtimeapi.PodSandboxConfig) string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
+	}
+	if hostNetwork(cfg) {
+		h, _ := os.Hostname()
+		return h
+	}
+	return cfg.GetMetadata().GetName()
+}
+
+// writePodFiles writes the files every container of the pod mounts:
+// hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
+// the pod's own.
+func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname(cfg)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write hostname: %w", err)
+	}
+	resolv, err := resolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644); err != nil {
+		return fmt.Errorf("write resolv.conf: %w", err)
+	}
+	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
+		shm := filepath.Join(dir, "shm")
+		if err := os.MkdirAll(shm, 0o755); err != nil {
+			return fmt.Errorf("create shm dir: %w", err)
+		}
+		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+			return fmt.Errorf("mount pod /dev/shm: %w", err)
+		}
+	}
+	return nil
+}
+
+// resolvConf renders DNSConfig; with none, the host's resolv.conf is used,
+// as kubelet expects for dnsPolicy Default.
+func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
+	if dns == nil || len(dns.Servers)+len(dns.Searches)+len(dns.Options) == 0 {
+		data, err := os.ReadFile("/etc/resolv.conf")
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return data, err
+	}
+	var b strings.Builder
+	if len(dns.Searches) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(dns.Searches, " "))
+	}
+	for _, s := range dns.Servers {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if len(dns.Options) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(dns.Options, " "))
+	}
+	return []byte(b.String()), nil
+}
+
+// unmountPodShm unmounts the pod's /dev/shm tmpfs; not mounted is fine.
+func unmountPodShm(dir string) {
+	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+}
+
+// startPause starts the built-in pause process inside new namespaces and
+// waits until it reports that hostname and sysctls are set.
+func (r *Runtime) startPause(p *pod) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find peapod binary: %w", err)
+	}
+	ns := p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	var flags uintptr
+	args := []string{"peapod", pause.Command}
+	if ns.GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		flags |= unix.CLONE_NEWNET
+	}
+	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
+		flags |= unix.CLONE_NEWIPC
+	}
+	if !hostNetwork(p.Config) {
+		// The UTS namespace follows the network one, as in kubelet's model.
+		flags |= unix.CLONE_NEWUTS
+		args = append(args, "-h", hostname(p.Config))
+	}
+	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
+		flags |= unix.CLONE_NEWPID
+	}
+	for k, v := range p.Config.GetLinux().GetSysctls() {
+		args = append(args, "-s", k+"="+v)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("pause ready pipe: %w", err)
+	}
+	defer readyR.Close()
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       args,
+		Dir:        "/",
+		ExtraFiles: []*os.File{readyW},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Setpgid:    true, // keep terminal signals meant for the daemon away from pods
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return fmt.Errorf("start pause: %w", err)
+	}
+	readyW.Close()
+	p.pauseExited = make(chan struct{})
+	exited := p.pauseExited
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		cmd.Wait()
+		close(exited)
+	}()
+	msg := make([]byte, 512)
+	n, _ := readFull(readyR, msg)
+	if got := strings.TrimSpace(string(msg[:n])); got != "ok" {
+		cmd.Process.Kill()
+		<-exited
+		if got == "" {
+			got = "exited without reporting"
+		}
+		return fmt.Errorf("pause process: %s: %w", got, ErrInvalidArgument)
+	}
+	p.PausePID = cmd.Process.Pid
+	start, err := processStartTime(p.PausePID)
+	if err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("read pause start time: %w", err)
+	}
+	p.PauseStart = start
+	return nil
+}
+
+func readFull(f *os.File, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := f.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// killPause ends the pause process and waits until it is gone.
+func (r *Runtime) killPause(p *pod) {
+	if !processAlive(p.PausePID, p.PauseStart) {
+		return
+	}
+	unix.Kill(p.PausePID, unix.SIGKILL)
+	if p.pauseExited != nil {
+		select {
+		case <-p.pauseExited:
+		case <-time.After(10 * time.Second):
+			r.log.Warn("pause did not exit after SIGKILL", "pod", p.ID, "pid", p.PausePID)
+		}
+		return
+	}
+	// Not our child (the daemon restarted): wait until it disappears.
+	deadline := time.Now().Add(10 * time.Second)
+	for processAlive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// StopPod kills the pod's containers and its pause process. Stopping a pod
+// that is already stopped or does not exist is not an error.
+func (r *Runtime) StopPod(ctx context.Context, id string) error {
+	p, err := r.lookupPod(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, c := range r.podContainers(p.ID) {
+		if err := r.StopContainer(ctx, c.ID, 0); err != nil {
+			return fmt.Errorf("stop pod %s: %w", p.ID, err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
+		unmountPodShm(p.Dir)
+		return nil
+	}
+	if !hostNetwork(p.Config) && r.opts.Network != nil && processAlive(p.PausePID, p.PauseStart) {
+		if err := r.opts.Network.TeardownPod(ctx, p.ID, p.netnsPath()); err != nil {
+			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
+		}
+	}
+	r.killPause(p)
+	unmountPodShm(p.Dir)
+	p.State = PodNotReady
+	if err := r.savePod(&p.Pod); err != nil {
+		return fmt.Errorf("save pod %s: %w", p.ID, err)
+	}
+	r.log.Info("pod stopped", "pod", p.ID)
+	return nil
+}
+
+// RemovePod stops the pod if needed and removes it with all its containers.
+// Removing a pod that does not exist is not an error.
+func (r *Runtime) RemovePod(ctx context.Context, id string) error {
+	p, err := r.lookupPod(id)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.StopPod(ctx, p.ID); err != nil {
+		return err
+	}
+	for _, c := range r.podContainers(p.ID) {
+		if err := r.RemoveContainer(ctx, c.ID); err != nil {
+			return fmt.Errorf("remove pod %s: %w", p.ID, err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := os.RemoveAll(p.Dir); err != nil {
+		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
+	}
+	if err := r.store.delete(bucketPods, p.ID); err != nil {
+		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
+	}
+	r.mu.Lock()
+	delete(r.pods, p.ID)
+	r.mu.Unlock()
+	r.podNames.release(podName(p.Config))
+	r.log.Info("pod removed", "pod", p.ID)
+	return nil
+}
+
+func (r *Runtime) lookupPod(id string) (*pod, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	full, err := resolveID(r.pods, id, "pod sandbox")
+	if err != nil {
+		return nil, err
+	}
+	return r.pods[full], nil
+}
+
+// Pod returns a copy of the pod with the given ID or unique ID prefix.
+func (r *Runtime) Pod(id string) (Pod, error) {
+	p, err := r.lookupPod(id)
+	if err != nil {
+		return Pod{}, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refresh()
+	return p.Pod, nil
+}
+
+// refresh notices a pause process that died on its own.
+func (p *pod) refresh() {
+	if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
+		p.State = PodNotReady
+	}
+}
+
+// Pods returns copies of all pods.
+func (r *Runtime) Pods() []Pod {
+	r.mu.RLock()
+	list := make([]*pod, 0, len(r.pods))
+	for _, p := range r.pods {
+		list = append(list, p)
+	}
+	r.mu.RUnlock()
+	out := make([]Pod, 0, len(list))
+	for _, p := range list {
+		p.mu.Lock()
+		p.refresh()
+		out = append(out, p.Pod)
+		p.mu.Unlock()
+	}
+	return out
+}

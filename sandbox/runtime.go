@@ -1,0 +1,168 @@
+// Package sandbox runs pods and their containers: the pause process that
+// owns a pod's namespaces, containers run with runc's libcontainer inside
+// the peapod binary, their logs and exit codes, and the metadata that lets a
+// restarted daemon report them again.
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Images is what the sandbox needs from the image store: a copy-on-write
+// root filesystem per container.
+type Images interface {
+	CreateRootfs(ctx context.Context, containerID, imageID string) (string, error)
+	RemoveRootfs(ctx context.Context, containerID string) error
+}
+
+// Network prepares a pod's network namespace.
+type Network interface {
+	SetupPod(ctx context.Context, podID, netnsPath string) error
+	TeardownPod(ctx context.Context, podID, netnsPath string) error
+}
+
+// Options configure a Runtime.
+type Options struct {
+	Root         string // persistent: metadata database
+	State        string // runtime state: pod dirs, container bundles, libcontainer state
+	CgroupParent string // used when a pod names no cgroup parent
+	Images       Images
+	Network      Network
+	Logger       *slog.Logger
+}
+
+// Runtime owns every pod and container of the node.
+type Runtime struct {
+	opts  Options
+	log   *slog.Logger
+	store *metadataStore
+
+	mu         sync.RWMutex
+	pods       map[string]*pod
+	containers map[string]*container
+	podNames   *nameRegistry
+	ctrNames   *nameRegistry
+
+	wg sync.WaitGroup // exit watchers and log copiers
+}
+
+// Open loads the persisted pods and containers and reconciles them with the
+// processes that are still alive.
+func Open(opts Options) (*Runtime, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	for _, d := range []string{opts.Root, opts.State, filepath.Join(opts.State, "pods"),
+		filepath.Join(opts.State, "containers"), libcontainerRoot(opts.State)} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	store, err := openMetadataStore(filepath.Join(opts.Root, "metadata.db"))
+	if err != nil {
+		return nil, err
+	}
+	r := &Runtime{
+		opts:       opts,
+		log:        opts.Logger,
+		store:      store,
+		pods:       map[string]*pod{},
+		containers: map[string]*container{},
+		podNames:   newNameRegistry(),
+		ctrNames:   newNameRegistry(),
+	}
+	if err := r.recover(); err != nil {
+		store.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close stops the watchers and closes the metadata store. Pods and
+// containers keep running.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	for _, c := range r.containers {
+		c.stopWatching()
+	}
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		r.log.Warn("log copiers still busy at shutdown")
+	}
+	return r.store.close()
+}
+
+// recover rebuilds the in-memory state from the metadata store. A pod whose
+// pause is gone is NotReady; a container whose process is gone is Exited.
+func (r *Runtime) recover() error {
+	err := r.store.each(bucketPods, func(id string, data []byte) error {
+		p, err := decodePod(data)
+		if err != nil {
+			return fmt.Errorf("decode pod %s: %w", id, err)
+		}
+		if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
+			p.State = PodNotReady
+			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
+		}
+		r.pods[id] = &pod{Pod: *p}
+		return r.podNames.reserve(podName(p.Config), id)
+	})
+	if err != nil {
+		return fmt.Errorf("load pods: %w", err)
+	}
+	return r.store.each(bucketContainers, func(id string, data []byte) error {
+		c, err := decodeContainer(data)
+		if err != nil {
+			return fmt.Errorf("decode container %s: %w", id, err)
+		}
+		ctr := newContainer(c)
+		r.containers[id] = ctr
+		if p, ok := r.pods[c.PodID]; ok {
+			if err := r.ctrNames.reserve(containerName(p.Config, c.Config), id); err != nil {
+				return err
+			}
+		}
+		if c.State == ContainerRunning {
+			if processAlive(c.PID, c.PIDStart) {
+				r.watchRecovered(ctr)
+			} else {
+				r.markLost(ctr)
+			}
+		}
+		return nil
+	})
+}
+
+func libcontainerRoot(state string) string { return filepath.Join(state, "runc") }
+
+func (r *Runtime) savePod(p *Pod) error {
+	rec, err := encodePod(p)
+	if err != nil {
+		return err
+	}
+	return r.store.put(bucketPods, p.ID, rec)
+}
+
+func (r *Runtime) saveContainer(c *Container) error {
+	rec, err := encodeContainer(c)
+	if err != nil {
+		return err
+	}
+	return r.store.put(bucketContainers, c.ID, rec)
+}
+
+// cleanupContext is used for undo steps: they must run even when the
+// caller's context is already cancelled.
+func cleanupContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}

@@ -1,0 +1,434 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"github.com/moby/sys/capability"
+	"github.com/moby/sys/user"
+	"github.com/opencontainers/cgroups"
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	peapodcgroups "github.com/peapod-cri/peapod/cgroups"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// Image is what a container takes from its image's config.
+type Image struct {
+	ID         string
+	User       string
+	WorkingDir string
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+}
+
+type specInput struct {
+	ID           string
+	Pod          *Pod
+	Config       *runtimeapi.ContainerConfig
+	Image        Image
+	Rootfs       string
+	CgroupParent string
+}
+
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// buildSpec turns a CRI container config and its image into an OCI spec,
+// starting from runc's default spec.
+func buildSpec(in specInput) (*specs.Spec, error) {
+	cfg, sec := in.Config, in.Config.GetLinux().GetSecurityContext()
+	spec := specconv.Example()
+	spec.Hostname = "" // the pod's UTS namespace already has it
+	spec.Root = &specs.Root{Path: in.Rootfs, Readonly: sec.GetReadonlyRootfs()}
+	spec.Process.Terminal = cfg.GetTty()
+	spec.Process.Rlimits = nil // inherit the daemon's, as containerd does
+	spec.Annotations = cfg.GetAnnotations()
+
+	args := containerArgs(cfg, in.Image)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("no command: neither the container config nor image %s gives one: %w", in.Image.ID, ErrInvalidArgument)
+	}
+	spec.Process.Args = args
+	spec.Process.Env = containerEnv(in.Image.Env, cfg.GetEnvs())
+	spec.Process.Cwd = "/"
+	if in.Image.WorkingDir != "" {
+		spec.Process.Cwd = in.Image.WorkingDir
+	}
+	if cfg.GetWorkingDir() != "" {
+		spec.Process.Cwd = cfg.GetWorkingDir()
+	}
+	u, err := containerUser(in.Rootfs, sec, in.Image.User)
+	if err != nil {
+		return nil, err
+	}
+	spec.Process.User = u
+
+	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions()); err != nil {
+		return nil, err
+	}
+	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
+	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
+	setSecurity(spec, sec)
+	setResources(spec, cfg.GetLinux().GetResources())
+	spec.Linux.CgroupsPath = peapodcgroups.ContainerPath(in.CgroupParent, in.ID)
+	return spec, nil
+}
+
+// containerArgs applies Kubernetes' command/args rules over the image's
+// entrypoint and cmd.
+func containerArgs(cfg *runtimeapi.ContainerConfig, img Image) []string {
+	if len(cfg.GetCommand()) > 0 {
+		return append(append([]string{}, cfg.GetCommand()...), cfg.GetArgs()...)
+	}
+	args := cfg.GetArgs()
+	if len(args) == 0 {
+		args = img.Cmd
+	}
+	return append(append([]string{}, img.Entrypoint...), args...)
+}
+
+// containerEnv merges the image's environment with the container's, the
+// container's winning, and makes sure PATH is set.
+func containerEnv(image []string, kvs []*runtimeapi.KeyValue) []string {
+	var order []string
+	values := map[string]string{}
+	set := func(k, v string) {
+		if _, ok := values[k]; !ok {
+			order = append(order, k)
+		}
+		values[k] = v
+	}
+	for _, e := range image {
+		k, v, _ := strings.Cut(e, "=")
+		set(k, v)
+	}
+	for _, kv := range kvs {
+		set(kv.GetKey(), string(kv.GetValue()))
+	}
+	if _, ok := values["PATH"]; !ok {
+		k, v, _ := strings.Cut(defaultPath, "=")
+		set(k, v)
+	}
+	env := make([]string, 0, len(order))
+	for _, k := range order {
+		env = append(env, k+"="+values[k])
+	}
+	return env
+}
+
+// containerUser resolves the user to run as from the security context or,
+// failing that, the image's USER, against the container's /etc/passwd and
+// /etc/group.
+func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext, imageUser string) (specs.User, error) {
+	spec := imageUser
+	switch {
+	case sec.GetRunAsUser() != nil:
+		spec = strconv.FormatInt(sec.GetRunAsUser().GetValue(), 10)
+	case sec.GetRunAsUsername() != "":
+		spec = sec.GetRunAsUsername()
+	}
+	if sec.GetRunAsGroup() != nil {
+		name, _, _ := strings.Cut(spec, ":")
+		if name == "" {
+			name = "0"
+		}
+		spec = name + ":" + strconv.FormatInt(sec.GetRunAsGroup().GetValue(), 10)
+	}
+	passwd, err := securejoin.SecureJoin(rootfs, "/etc/passwd")
+	if err != nil {
+		return specs.User{}, err
+	}
+	group, err := securejoin.SecureJoin(rootfs, "/etc/group")
+	if err != nil {
+		return specs.User{}, err
+	}
+	eu, err := user.GetExecUserPath(spec, &user.ExecUser{Home: "/"}, passwd, group)
+	if err != nil {
+		return specs.User{}, fmt.Errorf("resolve user %q in the image: %v: %w", spec, err, ErrInvalidArgument)
+	}
+	u := specs.User{UID: uint32(eu.Uid), GID: uint32(eu.Gid)}
+	for _, g := range eu.Sgids {
+		u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+	}
+	for _, g := range sec.GetSupplementalGroups() {
+		u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+	}
+	return u, nil
+}
+
+// setNamespaces joins the pod's namespaces (held by its pause process) or
+// the host's, as the namespace options say.
+func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption) error {
+	proc := "/proc/" + strconv.Itoa(pod.PausePID) + "/ns/"
+	podNS := pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	var ns []specs.LinuxNamespace
+	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
+	// A private cgroup namespace only on v2: on v1 kubelet expects none.
+	if cgroups.IsCgroup2UnifiedMode() {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	switch opts.GetPid() {
+	case runtimeapi.NamespaceMode_CONTAINER:
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	case runtimeapi.NamespaceMode_POD:
+		if podNS.GetPid() != runtimeapi.NamespaceMode_POD {
+			return fmt.Errorf("container asks for the pod's PID namespace but the pod has none: %w", ErrInvalidArgument)
+		}
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: proc + "pid"})
+	}
+	if podNS.GetNetwork() != runtimeapi.NamespaceMode_NODE {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: proc + "net"},
+			specs.LinuxNamespace{Type: specs.UTSNamespace, Path: proc + "uts"})
+	}
+	if podNS.GetIpc() != runtimeapi.NamespaceMode_NODE {
+		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: proc + "ipc"})
+	}
+	spec.Linux.Namespaces = ns
+	return nil
+}
+
+// podMounts are the pod files every container sees unless the kubelet
+// mounts its own there.
+func podMounts(pod *Pod, user []*runtimeapi.Mount) []specs.Mount {
+	taken := map[string]bool{}
+	for _, m := range user {
+		taken[filepath.Clean(m.GetContainerPath())] = true
+	}
+	var out []specs.Mount
+	add := func(dst, src string, opts ...string) {
+		if taken[dst] {
+			return
+		}
+		if _, err := os.Stat(src); err != nil {
+			return
+		}
+		out = append(out, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: append([]string{"rbind", "nosuid", "nodev"}, opts...)})
+	}
+	add("/etc/hostname", filepath.Join(pod.Dir, "hostname"))
+	add("/etc/resolv.conf", filepath.Join(pod.Dir, "resolv.conf"))
+	if pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() == runtimeapi.NamespaceMode_NODE {
+		add("/dev/shm", "/dev/shm")
+	} else {
+		add("/dev/shm", filepath.Join(pod.Dir, "shm"), "noexec")
+	}
+	return out
+}
+
+// userMounts turns the kubelet's mounts into bind mounts, with the
+// propagation it asks for. The last mount of a path wins, as in Docker.
+func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
+	var out []specs.Mount
+	for _, m := range mounts {
+		opts := []string{"rbind"}
+		if m.GetReadonly() {
+			opts = append(opts, "ro")
+		} else {
+			opts = append(opts, "rw")
+		}
+		switch m.GetPropagation() {
+		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
+			opts = append(opts, "rprivate")
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			opts = append(opts, "rslave")
+			if spec.Linux.RootfsPropagation != "rshared" {
+				spec.Linux.RootfsPropagation = "rslave"
+			}
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			opts = append(opts, "rshared")
+			spec.Linux.RootfsPropagation = "rshared"
+		}
+		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
+	}
+	return out
+}
+
+// setSecurity applies privileged mode, capabilities and no_new_privs.
+// "All capabilities" means the daemon's bounding set: capabilities the
+// daemon lacks (here CAP_SYS_RESOURCE) cannot be given to a container.
+func setSecurity(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext) {
+	spec.Process.NoNewPrivileges = sec.GetNoNewPrivs()
+	bounding := boundingSet()
+	var caps []string
+	if sec.GetPrivileged() {
+		caps = bounding
+		spec.Linux.MaskedPaths = nil
+		spec.Linux.ReadonlyPaths = nil
+		spec.Linux.Resources.Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
+		for i := range spec.Mounts {
+			if spec.Mounts[i].Destination == "/sys" || spec.Mounts[i].Destination == "/sys/fs/cgroup" {
+				spec.Mounts[i].Options = removeString(spec.Mounts[i].Options, "ro")
+			}
+		}
+	} else {
+		caps = adjustCaps(sec.GetCapabilities(), bounding)
+		if p := sec.GetMaskedPaths(); p != nil {
+			spec.Linux.MaskedPaths = p
+		}
+		if p := sec.GetReadonlyPaths(); p != nil {
+			spec.Linux.ReadonlyPaths = p
+		}
+	}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{
+		Bounding: caps, Effective: caps, Permitted: caps,
+	}
+	if spec.Process.User.UID != 0 && !sec.GetPrivileged() {
+		// A non-root user gets capabilities only through files (setuid);
+		// the effective and permitted sets start empty as with docker.
+		spec.Process.Capabilities.Effective = nil
+		spec.Process.Capabilities.Permitted = nil
+	}
+}
+
+// defaultCaps is containerd's and docker's default capability set.
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+func adjustCaps(c *runtimeapi.Capability, bounding []string) []string {
+	set := map[string]bool{}
+	for _, n := range defaultCaps {
+		set[n] = true
+	}
+	norm := func(n string) string {
+		n = strings.ToUpper(n)
+		if n != "ALL" && !strings.HasPrefix(n, "CAP_") {
+			n = "CAP_" + n
+		}
+		return n
+	}
+	for _, n := range c.GetDropCapabilities() {
+		if n = norm(n); n == "ALL" {
+			set = map[string]bool{}
+		} else {
+			delete(set, n)
+		}
+	}
+	for _, n := range c.GetAddCapabilities() {
+		if n = norm(n); n == "ALL" {
+			for _, b := range bounding {
+				set[b] = true
+			}
+		} else {
+			set[n] = true
+		}
+	}
+	inBounding := map[string]bool{}
+	for _, b := range bounding {
+		inBounding[b] = true
+	}
+	var out []string
+	for n := range set {
+		if inBounding[n] {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// boundingSet lists the capabilities in the daemon's own bounding set.
+func boundingSet() []string {
+	caps, err := capability.NewPid2(0)
+	if err == nil {
+		err = caps.Load()
+	}
+	var out []string
+	for _, c := range capability.ListKnown() {
+		if err != nil || caps.Get(capability.BOUNDING, c) {
+			out = append(out, "CAP_"+strings.ToUpper(c.String()))
+		}
+	}
+	return out
+}
+
+func removeString(list []string, s string) []string {
+	var out []string
+	for _, v := range list {
+		if v != s {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// setResources maps the basic CPU and memory settings; the resources issue
+// completes this (hugepages, unified, swap, live updates).
+func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources) {
+	if res == nil {
+		return
+	}
+	r := spec.Linux.Resources
+	if res.MemoryLimitInBytes > 0 {
+		l := res.MemoryLimitInBytes
+		r.Memory = &specs.LinuxMemory{Limit: &l}
+	}
+	cpu := &specs.LinuxCPU{Cpus: res.CpusetCpus, Mems: res.CpusetMems}
+	if res.CpuShares > 0 {
+		s := uint64(res.CpuShares)
+		cpu.Shares = &s
+	}
+	if res.CpuQuota > 0 {
+		q := res.CpuQuota
+		cpu.Quota = &q
+	}
+	if res.CpuPeriod > 0 {
+		p := uint64(res.CpuPeriod)
+		cpu.Period = &p
+	}
+	r.CPU = cpu
+	if adj := int(res.OomScoreAdj); adj != 0 {
+		// Never below the daemon's own: lowering needs CAP_SYS_RESOURCE.
+		if own := ownOOMScoreAdj(); adj < own {
+			adj = own
+		}
+		spec.Process.OOMScoreAdj = &adj
+	}
+}
+
+func ownOOMScoreAdj() int {
+	data, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return v
+}
+
+// libcontainerConfig converts the OCI spec for libcontainer (cgroupfs).
+func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
+	return specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: id,
+		Spec:       spec,
+	})
+}
+
+// newInitProcess is the container's first process as the spec describes it.
+func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
+	p := spec.Process
+	if p == nil {
+		return nil, fmt.Errorf("OCI spec has no process")
+	}
+	proc := &libcontainer.Process{
+		Args: p.Args,
+		Env:  p.Env,
+		Cwd:  p.Cwd,
+		UID:  int(p.User.UID),
+		GID:  int(p.User.GID),
+		Init: true,
+	}
+	for _, g := range p.User.AdditionalGids {
+		proc.AdditionalGroups = append(proc.AdditionalGroups, int(g))
+	}
+	return proc, nil
+}

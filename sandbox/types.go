@@ -1,0 +1,138 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// PodState is the state of a pod sandbox.
+type PodState string
+
+const (
+	PodReady    PodState = "ready"
+	PodNotReady PodState = "notready"
+)
+
+// Pod is one pod sandbox: the pause process that owns the pod's namespaces
+// and the files (resolv.conf, hostname, /dev/shm) its containers share.
+// Values handed out by Runtime are copies.
+type Pod struct {
+	ID             string
+	Config         *runtimeapi.PodSandboxConfig
+	RuntimeHandler string
+	CreatedAt      int64 // unix nanoseconds
+	State          PodState
+	PausePID       int
+	PauseStart     uint64 // start time of PausePID, see processStartTime
+	Dir            string // pod files under the state dir
+	CgroupParent   string
+}
+
+// ContainerState is the state of a container.
+type ContainerState string
+
+const (
+	ContainerCreated ContainerState = "created"
+	ContainerRunning ContainerState = "running"
+	ContainerExited  ContainerState = "exited"
+)
+
+// Container is one container of a pod. Values handed out are copies.
+type Container struct {
+	ID         string
+	PodID      string
+	Config     *runtimeapi.ContainerConfig
+	Image      ImageRef
+	CreatedAt  int64
+	StartedAt  int64
+	FinishedAt int64
+	State      ContainerState
+	ExitCode   int32
+	Reason     string
+	Message    string
+	PID        int
+	PIDStart   uint64
+	LogPath    string // absolute, "" when the kubelet asked for no log
+	Bundle     string // directory with config.json
+	Rootfs     string
+}
+
+// ImageRef names the image a container was created from.
+type ImageRef struct {
+	ID  string // image ID ("sha256:...")
+	Ref string // the reference as requested, e.g. "busybox:1.36"
+}
+
+// The records below are how Pod and Container are persisted: the CRI configs
+// are stored in their protobuf encoding, the rest as JSON.
+
+type podRecord struct {
+	Pod
+	Config []byte
+}
+
+func encodePod(p *Pod) (podRecord, error) {
+	cfg, err := proto.Marshal(p.Config)
+	if err != nil {
+		return podRecord{}, fmt.Errorf("encode pod %s config: %w", p.ID, err)
+	}
+	r := podRecord{Pod: *p, Config: cfg}
+	r.Pod.Config = nil
+	return r, nil
+}
+
+func decodePod(data []byte) (*Pod, error) {
+	var r podRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	p := r.Pod
+	p.Config = &runtimeapi.PodSandboxConfig{}
+	if err := proto.Unmarshal(r.Config, p.Config); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+type containerRecord struct {
+	Container
+	Config []byte
+}
+
+func encodeContainer(c *Container) (containerRecord, error) {
+	cfg, err := proto.Marshal(c.Config)
+	if err != nil {
+		return containerRecord{}, fmt.Errorf("encode container %s config: %w", c.ID, err)
+	}
+	r := containerRecord{Container: *c, Config: cfg}
+	r.Container.Config = nil
+	return r, nil
+}
+
+func decodeContainer(data []byte) (*Container, error) {
+	var r containerRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, err
+	}
+	c := r.Container
+	c.Config = &runtimeapi.ContainerConfig{}
+	if err := proto.Unmarshal(r.Config, c.Config); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// podName is the name kubelet's pod is unique by.
+func podName(cfg *runtimeapi.PodSandboxConfig) string {
+	m := cfg.GetMetadata()
+	return fmt.Sprintf("%s_%s_%s_%d", m.GetName(), m.GetNamespace(), m.GetUid(), m.GetAttempt())
+}
+
+// containerName is the name a container is unique by within the node.
+func containerName(pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	m, pm := cfg.GetMetadata(), pod.GetMetadata()
+	return fmt.Sprintf("%s_%s_%s_%s_%d", m.GetName(), pm.GetName(), pm.GetNamespace(), pm.GetUid(), m.GetAttempt())
+}
