@@ -277,12 +277,13 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	if err != nil {
 		return err
 	}
+	// The lock is not held while waiting: the exit is recorded under it.
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.State != ContainerRunning {
+	running, exited := c.State == ContainerRunning, c.exited
+	c.mu.Unlock()
+	if !running {
 		return nil
 	}
-	exited := c.exited
 	if timeout > 0 {
 		r.signal(c, unix.SIGTERM)
 		select {
@@ -305,13 +306,16 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 // namespace SIGKILL goes to every process of the container's cgroup, as
 // nothing else would end them.
 func (r *Runtime) signal(c *container, sig unix.Signal) {
-	if c.lc != nil {
-		if err := c.lc.Signal(sig); err == nil || sig != unix.SIGKILL {
+	c.mu.Lock()
+	lc, pid, start := c.lc, c.PID, c.PIDStart
+	c.mu.Unlock()
+	if lc != nil {
+		if err := lc.Signal(sig); err == nil || sig != unix.SIGKILL {
 			return
 		}
 	}
-	if processAlive(c.PID, c.PIDStart) {
-		unix.Kill(c.PID, sig)
+	if processAlive(pid, start) {
+		unix.Kill(pid, sig)
 	}
 }
 

@@ -249,9 +249,7 @@ func (r *Runtime) startPause(p *pod) error {
 	readyW.Close()
 	p.pauseExited = make(chan struct{})
 	exited := p.pauseExited
-	r.wg.Add(1)
 	go func() {
-		defer r.wg.Done()
 		cmd.Wait()
 		close(exited)
 	}()

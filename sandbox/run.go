@@ -90,15 +90,12 @@ func (r *Runtime) runContainer(ctx context.Context, c *container) (retErr error)
 	c.exited = make(chan struct{})
 
 	copied := make(chan struct{})
-	r.wg.Add(2)
 	go func() {
-		defer r.wg.Done()
 		copyLogs(logw, streams)
 		logw.Close()
 		close(copied)
 	}()
 	go func() {
-		defer r.wg.Done()
 		ps, werr := proc.Wait()
 		// Let the last lines reach the log before the exit is visible; a
 		// child that keeps stdout open must not hold the exit back.
@@ -143,9 +140,7 @@ func (r *Runtime) watchRecovered(c *container) {
 	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
 		c.lc = lc
 	}
-	r.wg.Add(1)
 	go func() {
-		defer r.wg.Done()
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for processAlive(c.PID, c.PIDStart) {

@@ -48,8 +48,6 @@ type Runtime struct {
 	containers map[string]*container
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
-
-	wg sync.WaitGroup // exit watchers and log copiers
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -84,21 +82,15 @@ func Open(opts Options) (*Runtime, error) {
 	return r, nil
 }
 
-// Close stops the watchers and closes the metadata store. Pods and
-// containers keep running.
+// Close stops the watchers of recovered containers and closes the metadata
+// store. Pods and containers keep running; the goroutines that copy their
+// output end with the daemon (docs/design.md).
 func (r *Runtime) Close() error {
 	r.mu.Lock()
 	for _, c := range r.containers {
 		c.stopWatching()
 	}
 	r.mu.Unlock()
-	done := make(chan struct{})
-	go func() { r.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		r.log.Warn("log copiers still busy at shutdown")
-	}
 	return r.store.close()
 }
 

@@ -2,9 +2,12 @@ package sandbox
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // metadataStore persists pods and containers in a bbolt file so that a
@@ -20,7 +23,10 @@ var (
 )
 
 func openMetadataStore(path string) (*metadataStore, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 0})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("metadata %s is locked: is another peapod running with the same --root?", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}

@@ -1,0 +1,339 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// peapodBinary is built once by TestMain.
+var peapodBinary string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration tests need root: skipped")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "peapod-bin-")
+	if err != nil {
+		panic(err)
+	}
+	peapodBinary = filepath.Join(dir, "peapod")
+	tags, err := os.ReadFile("../build-tags.txt")
+	if err != nil {
+		panic(err)
+	}
+	build := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", peapodBinary, "../cmd/peapod")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Println("build peapod:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is one peapod under test with its own socket, root, state, cgroup
+// parent and log.
+type daemon struct {
+	t            *testing.T
+	dir          string
+	socket       string
+	root, state  string
+	cgroupParent string // relative: nested under the test's own cgroup
+	regConf      string
+	cmd          *exec.Cmd
+	logPath      string
+	conn         *grpc.ClientConn
+	rt           runtimeapi.RuntimeServiceClient
+	img          runtimeapi.ImageServiceClient
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newDaemon prepares (but does not start) a daemon whose registries.conf
+// sends registry.k8s.io and docker.io to the test registry at regAddr.
+func newDaemon(t *testing.T, regAddr string) *daemon {
+	dir, err := os.MkdirTemp("", "peapod-it-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{
+		t:            t,
+		dir:          dir,
+		socket:       filepath.Join(dir, "peapod.sock"),
+		root:         filepath.Join(dir, "root"),
+		state:        filepath.Join(dir, "state"),
+		cgroupParent: "peapod-it-" + randomSuffix(),
+		regConf:      filepath.Join(dir, "registries.conf"),
+		logPath:      filepath.Join(dir, "daemon.log"),
+	}
+	conf := fmt.Sprintf(`unqualified-search-registries = ["docker.io"]
+[[registry]]
+location = %[1]q
+insecure = true
+[[registry]]
+location = "registry.k8s.io"
+[[registry.mirror]]
+location = %[1]q
+insecure = true
+[[registry]]
+location = "docker.io"
+[[registry.mirror]]
+location = %[1]q
+insecure = true
+`, regAddr)
+	if err := os.WriteFile(d.regConf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.destroy)
+	return d
+}
+
+func (d *daemon) start() {
+	d.t.Helper()
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.cmd = exec.Command(peapodBinary,
+		"--socket", d.socket, "--root", d.root, "--state", d.state,
+		"--cgroup-parent", d.cgroupParent, "--registries-conf", d.regConf, "--log-level", "debug")
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	logf.Close()
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.conn = conn
+	d.rt = runtimeapi.NewRuntimeServiceClient(conn)
+	d.img = runtimeapi.NewImageServiceClient(conn)
+	waitFor(d.t, 20*time.Second, "daemon to answer Version", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := d.rt.Version(ctx, &runtimeapi.VersionRequest{})
+		return err == nil
+	})
+}
+
+// stop ends the daemon with SIGTERM, as an operator would.
+func (d *daemon) stop() {
+	if d.cmd == nil {
+		return
+	}
+	if d.conn != nil {
+		d.conn.Close()
+		d.conn = nil
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		d.t.Errorf("peapod did not exit 15s after SIGTERM")
+		d.cmd.Process.Kill()
+		<-done
+	}
+	d.cmd = nil
+}
+
+// destroy removes every pod, stops the daemon and removes everything the
+// test made, even after a failure. It then checks nothing was left behind.
+func (d *daemon) destroy() {
+	if d.cmd != nil && d.rt != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		if resp, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+			for _, p := range resp.Items {
+				if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+					d.t.Errorf("cleanup: remove pod %s: %v", p.Id, err)
+				}
+			}
+		}
+		cancel()
+	}
+	d.stop()
+	if d.t.Failed() {
+		if data, err := os.ReadFile(d.logPath); err == nil {
+			d.t.Logf("peapod log:\n%s", tail(string(data), 60))
+		}
+	}
+	if m := mountsUnder(d.dir); len(m) > 0 {
+		d.t.Errorf("mounts left under %s: %v", d.dir, m)
+		for i := len(m) - 1; i >= 0; i-- {
+			syscall.Unmount(m[i], syscall.MNT_DETACH)
+		}
+	}
+	if left := cgroupChildren(d.cgroupParent); len(left) > 0 {
+		d.t.Errorf("cgroups left under %s: %v", d.cgroupParent, left)
+	}
+	removeCgroupTree(d.cgroupParent)
+	os.RemoveAll(d.dir)
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// mountsUnder lists mount points at or below dir, in mount order.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// ownCgroupDirs returns, for each v1 hierarchy (and the v2 one), the
+// directory of this test process's cgroup, under which relative parents nest.
+func ownCgroupDirs() []string {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil
+	}
+	mounts := map[string]string{}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, pf := strings.Fields(pre), strings.Fields(post)
+		if len(pf) < 3 || len(f) < 5 {
+			continue
+		}
+		switch pf[0] {
+		case "cgroup2":
+			mounts[""] = f[4]
+		case "cgroup":
+			for _, opt := range strings.Split(pf[2], ",") {
+				mounts[opt] = f[4]
+			}
+		}
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ctrl := strings.Split(parts[1], ",")[0]
+		if mnt, ok := mounts[ctrl]; ok {
+			out = append(out, filepath.Join(mnt, parts[2]))
+		}
+	}
+	return out
+}
+
+// cgroupChildren lists cgroups left below parent in any hierarchy.
+func cgroupChildren(parent string) []string {
+	var out []string
+	for _, own := range ownCgroupDirs() {
+		entries, _ := os.ReadDir(filepath.Join(own, parent))
+		for _, e := range entries {
+			if e.IsDir() {
+				out = append(out, filepath.Join(own, parent, e.Name()))
+			}
+		}
+	}
+	return out
+}
+
+func removeCgroupTree(parent string) {
+	for _, own := range ownCgroupDirs() {
+		dir := filepath.Join(own, parent)
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if e.IsDir() {
+				syscall.Rmdir(filepath.Join(dir, e.Name()))
+			}
+		}
+		syscall.Rmdir(dir)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testImage pushes the busybox test image to a fresh registry and returns
+// the registry address and the name pods use (resolved through the mirror).
+func testImage(t *testing.T) (regAddr, ref string) {
+	regAddr = testenv.StartRegistry(t)
+	testenv.PushImage(t, regAddr, "e2e-test-images/busybox:it", testenv.BusyboxRootfs(t), testenv.ImageConfig{
+		Cmd: []string{"sh"},
+	})
+	return regAddr, "registry.k8s.io/e2e-test-images/busybox:it"
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func podConfig(name, logDir string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "it", Uid: name + "-uid"},
+		Hostname:     name + "-host",
+		LogDirectory: logDir,
+		DnsConfig:    &runtimeapi.DNSConfig{Servers: []string{"10.0.0.10"}, Searches: []string{"it.svc"}},
+		Labels:       map[string]string{"app": name},
+		Annotations:  map[string]string{"note": "integration"},
+		Linux:        &runtimeapi.LinuxPodSandboxConfig{},
+	}
+}
+
+func containerConfig(name, image string, cmd ...string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: image},
+		Command:  cmd,
+		LogPath:  name + ".log",
+		Labels:   map[string]string{"container": name},
+	}
+}
