@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -165,10 +166,12 @@ func (d *daemon) stop() {
 // destroy removes every pod, stops the daemon and removes everything the
 // test made, even after a failure. It then checks nothing was left behind.
 func (d *daemon) destroy() {
+	var pauses []int
 	if d.cmd != nil && d.rt != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		if resp, err := d.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err == nil {
 			for _, p := range resp.Items {
+				pauses = append(pauses, pausePID(ctx, d, p.Id))
 				if _, err := d.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
 					d.t.Errorf("cleanup: remove pod %s: %v", p.Id, err)
 				}
@@ -182,6 +185,14 @@ func (d *daemon) destroy() {
 			d.t.Logf("peapod log:\n%s", tail(string(data), 60))
 		}
 	}
+	for _, pid := range pauses {
+		if pid > 0 && syscall.Kill(pid, 0) == nil {
+			if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(st), "pod-pause") {
+				d.t.Errorf("pause process %d left running", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 	if m := mountsUnder(d.dir); len(m) > 0 {
 		d.t.Errorf("mounts left under %s: %v", d.dir, m)
 		for i := len(m) - 1; i >= 0; i-- {
@@ -193,6 +204,17 @@ func (d *daemon) destroy() {
 	}
 	removeCgroupTree(d.cgroupParent)
 	os.RemoveAll(d.dir)
+}
+
+// pausePID reads the pod's pause PID from the verbose status.
+func pausePID(ctx context.Context, d *daemon, pod string) int {
+	resp, err := d.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
+	if err != nil {
+		return 0
+	}
+	var info struct{ Pid int }
+	json.Unmarshal([]byte(resp.Info["info"]), &info)
+	return info.Pid
 }
 
 func tail(s string, n int) string {

@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+
 	"google.golang.org/grpc/status"
 )
 
@@ -8,3 +10,5 @@ import (
 func grpcCode(err error) string {
 	return status.Code(err).String()
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
@@ -61,6 +62,10 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if p.CgroupParent == "" {
 		p.CgroupParent = r.opts.CgroupParent
 	}
+	if cgroups.IsSystemdSlice(p.CgroupParent) && r.opts.CgroupDriver != "systemd" {
+		return Pod{}, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
+			p.CgroupParent, r.opts.CgroupDriver, ErrInvalidArgument)
+	}
 	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
 		return Pod{}, fmt.Errorf("create pod dir: %w", err)
 	}
@@ -105,6 +110,9 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if m == nil || m.Name == "" || m.Namespace == "" || m.Uid == "" {
 		return fmt.Errorf("pod metadata needs name, namespace and uid (got %v): %w", m, ErrInvalidArgument)
 	}
+	if len(cfg.Hostname) > 64 {
+		return fmt.Errorf("hostname %q is longer than the kernel's 64 characters: %w", cfg.Hostname, ErrInvalidArgument)
+	}
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	for key := range cfg.GetLinux().GetSysctls() {
 		switch {
@@ -134,16 +142,14 @@ func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
 }
 
-// hostname is the pod's hostname: the configured one, else the pod name.
+// hostname is the pod's hostname: the configured one, else the node's (as
+// containerd does; kubelet always sets one).
 func hostname(cfg *runtimeapi.PodSandboxConfig) string {
 	if cfg.Hostname != "" {
 		return cfg.Hostname
 	}
-	if hostNetwork(cfg) {
-		h, _ := os.Hostname()
-		return h
-	}
-	return cfg.GetMetadata().GetName()
+	h, _ := os.Hostname()
+	return h
 }
 
 // writePodFiles writes the files every container of the pod mounts:

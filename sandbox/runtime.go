@@ -32,6 +32,7 @@ type Options struct {
 	Root         string // persistent: metadata database
 	State        string // runtime state: pod dirs, container bundles, libcontainer state
 	CgroupParent string // used when a pod names no cgroup parent
+	CgroupDriver string // "cgroupfs" (kubelet's driver must match)
 	Images       Images
 	Network      Network
 	Logger       *slog.Logger

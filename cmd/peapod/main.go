@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -128,7 +127,16 @@ func run(args []string) error {
 	return serve(cfg, log)
 }
 
+// hostRegistriesConf is read when the config names no registries file, as
+// other containers/image users (CRI-O, podman) do.
+const hostRegistriesConf = "/etc/containers/registries.conf"
+
 func serve(cfg config.Config, log *slog.Logger) error {
+	if cfg.RegistriesConf == "" {
+		if _, err := os.Stat(hostRegistriesConf); err == nil {
+			cfg.RegistriesConf = hostRegistriesConf
+		}
+	}
 	images, err := image.Open(image.Config{
 		Root:           cfg.Root,
 		RunRoot:        cfg.State,
@@ -140,9 +148,10 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	defer images.Close()
 
 	rt, err := sandbox.Open(sandbox.Options{
-		Root:         filepath.Join(cfg.Root),
+		Root:         cfg.Root,
 		State:        cfg.State,
 		CgroupParent: cfg.CgroupParent,
+		CgroupDriver: cfg.CgroupDriver,
 		Images:       images,
 		Network:      network.Loopback{},
 		Logger:       log,
