@@ -1,0 +1,156 @@
+package sandbox
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestContainerArgs(t *testing.T) {
+	img := Image{Entrypoint: []string{"/ep"}, Cmd: []string{"cmd-arg"}}
+	for _, tc := range []struct {
+		name      string
+		cmd, args []string
+		want      []string
+	}{
+		{"image defaults", nil, nil, []string{"/ep", "cmd-arg"}},
+		{"args replace image cmd", nil, []string{"a"}, []string{"/ep", "a"}},
+		{"command replaces entrypoint and cmd", []string{"/bin/sh"}, nil, []string{"/bin/sh"}},
+		{"command and args", []string{"/bin/sh", "-c"}, []string{"echo"}, []string{"/bin/sh", "-c", "echo"}},
+	} {
+		got := containerArgs(&runtimeapi.ContainerConfig{Command: tc.cmd, Args: tc.args}, img)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestContainerEnv(t *testing.T) {
+	got := containerEnv([]string{"A=1", "B=2"}, []*runtimeapi.KeyValue{{Key: "B", Value: []byte("3")}, {Key: "C", Value: []byte("x=y")}})
+	want := []string{"A=1", "B=3", "C=x=y", defaultPath}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("env %v, want %v", got, want)
+	}
+	if got := containerEnv([]string{"PATH=/x"}, nil); !reflect.DeepEqual(got, []string{"PATH=/x"}) {
+		t.Errorf("image PATH replaced: %v", got)
+	}
+}
+
+func TestAdjustCaps(t *testing.T) {
+	bounding := []string{"CAP_CHOWN", "CAP_KILL", "CAP_NET_ADMIN", "CAP_SYS_ADMIN", "CAP_SETUID"}
+	for _, tc := range []struct {
+		name      string
+		add, drop []string
+		want      []string
+	}{
+		{"add one, clamp to bounding", []string{"NET_ADMIN"}, []string{"CHOWN", "KILL", "SETUID"}, []string{"CAP_NET_ADMIN"}},
+		{"drop all then add", []string{"CAP_KILL"}, []string{"ALL"}, []string{"CAP_KILL"}},
+		{"add all is the bounding set", []string{"ALL"}, nil, bounding},
+	} {
+		got := adjustCaps(&runtimeapi.Capability{AddCapabilities: tc.add, DropCapabilities: tc.drop}, bounding)
+		if want := sorted(tc.want); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %v, want %v", tc.name, got, want)
+		}
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
+}
+
+func TestResolvConf(t *testing.T) {
+	got, err := resolvConf(&runtimeapi.DNSConfig{Servers: []string{"1.1.1.1", "8.8.8.8"}, Searches: []string{"a.svc", "b"}, Options: []string{"ndots:5"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "search a.svc b\nnameserver 1.1.1.1\nnameserver 8.8.8.8\noptions ndots:5\n"
+	if string(got) != want {
+		t.Errorf("resolv.conf:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestValidatePodConfig(t *testing.T) {
+	meta := &runtimeapi.PodSandboxMetadata{Name: "n", Namespace: "ns", Uid: "u"}
+	hostNet := &runtimeapi.LinuxPodSandboxConfig{
+		SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}},
+		Sysctls:         map[string]string{"net.ipv4.ip_forward": "1"},
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  *runtimeapi.PodSandboxConfig
+		ok   bool
+	}{
+		{"good", &runtimeapi.PodSandboxConfig{Metadata: meta}, true},
+		{"nil", nil, false},
+		{"no uid", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "n", Namespace: "ns"}}, false},
+		{"long hostname", &runtimeapi.PodSandboxConfig{Metadata: meta, Hostname: strings.Repeat("x", 65)}, false},
+		{"net sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: hostNet}, false},
+		{"not namespaced sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"vm.swappiness": "1"}}}, false},
+		{"ipc sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.shmmax": "1"}}}, true},
+	} {
+		err := validatePodConfig(tc.cfg)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: %v is not ErrInvalidArgument", tc.name, err)
+		}
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	for _, tc := range []struct {
+		ws   syscall.WaitStatus
+		want int32
+	}{
+		{syscall.WaitStatus(0), 0},
+		{syscall.WaitStatus(3 << 8), 3},
+		{syscall.WaitStatus(syscall.SIGKILL), 137},
+		{syscall.WaitStatus(syscall.SIGTERM), 143},
+	} {
+		if got := exitCode(tc.ws); got != tc.want {
+			t.Errorf("exitCode(%#x) = %d, want %d", uint32(tc.ws), got, tc.want)
+		}
+	}
+}
+
+func TestContainerUser(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nwww-data:x:33:\nextra:x:50:www-data\n"), 0o644)
+	uid := func(v int64) *runtimeapi.Int64Value { return &runtimeapi.Int64Value{Value: v} }
+	for _, tc := range []struct {
+		name      string
+		sec       *runtimeapi.LinuxContainerSecurityContext
+		image     string
+		uid, gid  uint32
+		additional []uint32
+		ok        bool
+	}{
+		{"image user by name", nil, "www-data", 33, 33, []uint32{50}, true},
+		{"image uid:gid", nil, "1003:1004", 1003, 1004, nil, true},
+		{"run as user wins", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(1000)}, "www-data", 1000, 0, nil, true},
+		{"run as group", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(7), RunAsGroup: uid(8)}, "", 7, 8, nil, true},
+		{"supplemental", &runtimeapi.LinuxContainerSecurityContext{SupplementalGroups: []int64{99}}, "", 0, 0, []uint32{99}, true},
+		{"unknown name", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "ghost"}, "", 0, 0, nil, false},
+	} {
+		u, err := containerUser(root, tc.sec, tc.image)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if err == nil && (u.UID != tc.uid || u.GID != tc.gid || !reflect.DeepEqual(u.AdditionalGids, tc.additional)) {
+			t.Errorf("%s: %+v, want %d:%d %v", tc.name, u, tc.uid, tc.gid, tc.additional)
+		}
+	}
+}
