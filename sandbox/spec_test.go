@@ -130,12 +130,12 @@ func TestContainerUser(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nwww-data:x:33:\nextra:x:50:www-data\n"), 0o644)
 	uid := func(v int64) *runtimeapi.Int64Value { return &runtimeapi.Int64Value{Value: v} }
 	for _, tc := range []struct {
-		name      string
-		sec       *runtimeapi.LinuxContainerSecurityContext
-		image     string
-		uid, gid  uint32
+		name       string
+		sec        *runtimeapi.LinuxContainerSecurityContext
+		image      string
+		uid, gid   uint32
 		additional []uint32
-		ok        bool
+		ok         bool
 	}{
 		{"image user by name", nil, "www-data", 33, 33, []uint32{50}, true},
 		{"image uid:gid", nil, "1003:1004", 1003, 1004, nil, true},

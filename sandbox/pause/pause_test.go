@@ -111,4 +111,3 @@ func TestPauseSetsNamespacedSysctl(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
