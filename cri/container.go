@@ -94,7 +94,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		Labels:      c.Config.GetLabels(),
 		Annotations: c.Config.GetAnnotations(),
 		LogPath:     c.LogPath,
-		User:        &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{}},
+		User:        containerUser(c.User.UID, c.User.GID, c.User.AdditionalGids),
 	}
 	for _, m := range c.Config.GetMounts() {
 		st.Mounts = append(st.Mounts, m)
@@ -110,6 +110,14 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		resp.Info = map[string]string{"info": string(info)}
 	}
 	return resp, nil
+}
+
+func containerUser(uid, gid uint32, groups []uint32) *runtimeapi.ContainerUser {
+	u := &runtimeapi.LinuxContainerUser{Uid: int64(uid), Gid: int64(gid)}
+	for _, g := range groups {
+		u.SupplementalGroups = append(u.SupplementalGroups, int64(g))
+	}
+	return &runtimeapi.ContainerUser{Linux: u}
 }
 
 func containerState(s sandbox.ContainerState) runtimeapi.ContainerState {

@@ -77,6 +77,24 @@ func TestBadInput(t *testing.T) {
 	longName.Hostname = strings.Repeat("h", 65)
 	_, err = d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: longName})
 	check("hostname over 64 characters", err, "InvalidArgument", "hostname")
+	// A pod whose setup fails half-way (the pause cannot set a sysctl)
+	// leaves nothing: its name can be used again at once.
+	badSysctl := podConfig("sysctl", t.TempDir())
+	badSysctl.Linux.Sysctls = map[string]string{"net.ipv4.no_such_key": "1"}
+	_, err = d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: badSysctl})
+	check("sysctl the kernel does not have", err, "InvalidArgument", "net.ipv4.no_such_key")
+	badSysctl.Linux.Sysctls = nil
+	retry, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: badSysctl})
+	if err != nil {
+		t.Fatalf("pod name not released after a failed run: %v", err)
+	}
+	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: retry.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	podDirs, _ := os.ReadDir(filepath.Join(d.state, "pods"))
+	if len(podDirs) != 1 {
+		t.Errorf("pod directories left: %d, want 1", len(podDirs))
+	}
 	noSource := containerConfig("nosource", image, "true")
 	noSource.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: filepath.Join(t.TempDir(), "absent")}}
 	_, err = d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: noSource, SandboxConfig: podCfg})

@@ -124,6 +124,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if _, err := libcontainerConfig(id, spec); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %v: %w", name, err, ErrInvalidArgument)
 	}
+	c.User = spec.Process.User
 	if err := writeSpec(c.Bundle, spec); err != nil {
 		return Container{}, err
 	}
@@ -141,6 +142,12 @@ func validateMounts(mounts []*runtimeapi.Mount) error {
 	for _, m := range mounts {
 		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
 			return fmt.Errorf("mount container path %q must be absolute: %w", m.GetContainerPath(), ErrInvalidArgument)
+		}
+		if m.GetRecursiveReadOnly() && !m.GetReadonly() {
+			return fmt.Errorf("mount at %s: recursive read-only needs readonly: %w", m.GetContainerPath(), ErrInvalidArgument)
+		}
+		if m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), ErrInvalidArgument)
 		}
 		if m.GetImage() != nil {
 			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), ErrInvalidArgument)

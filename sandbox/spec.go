@@ -137,10 +137,10 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 		spec = sec.GetRunAsUsername()
 	}
 	if sec.GetRunAsGroup() != nil {
-		name, _, _ := strings.Cut(spec, ":")
-		if name == "" {
-			name = "0"
+		if sec.GetRunAsUser() == nil && sec.GetRunAsUsername() == "" {
+			return specs.User{}, fmt.Errorf("run_as_group is set without run_as_user or run_as_username: %w", ErrInvalidArgument)
 		}
+		name, _, _ := strings.Cut(spec, ":")
 		spec = name + ":" + strconv.FormatInt(sec.GetRunAsGroup().GetValue(), 10)
 	}
 	passwd, err := securejoin.SecureJoin(rootfs, "/etc/passwd")
@@ -155,12 +155,25 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 	if err != nil {
 		return specs.User{}, fmt.Errorf("resolve user %q in the image: %v: %w", spec, err, ErrInvalidArgument)
 	}
+	// Groups as containerd sets them: the primary group first, then the
+	// pod's supplemental groups, then (policy Merge) the user's groups from
+	// the image's /etc/group.
 	u := specs.User{UID: uint32(eu.Uid), GID: uint32(eu.Gid)}
-	for _, g := range eu.Sgids {
-		u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+	seen := map[uint32]bool{}
+	addGroup := func(g uint32) {
+		if !seen[g] {
+			seen[g] = true
+			u.AdditionalGids = append(u.AdditionalGids, g)
+		}
 	}
+	addGroup(u.GID)
 	for _, g := range sec.GetSupplementalGroups() {
-		u.AdditionalGids = append(u.AdditionalGids, uint32(g))
+		addGroup(uint32(g))
+	}
+	if sec.GetSupplementalGroupsPolicy() != runtimeapi.SupplementalGroupsPolicy_Strict {
+		for _, g := range eu.Sgids {
+			addGroup(uint32(g))
+		}
 	}
 	return u, nil
 }
@@ -233,6 +246,9 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 			opts = append(opts, "ro")
 		} else {
 			opts = append(opts, "rw")
+		}
+		if m.GetRecursiveReadOnly() {
+			opts = append(opts, "rro")
 		}
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:

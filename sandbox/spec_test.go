@@ -137,11 +137,14 @@ func TestContainerUser(t *testing.T) {
 		additional []uint32
 		ok         bool
 	}{
-		{"image user by name", nil, "www-data", 33, 33, []uint32{50}, true},
-		{"image uid:gid", nil, "1003:1004", 1003, 1004, nil, true},
-		{"run as user wins", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(1000)}, "www-data", 1000, 0, nil, true},
-		{"run as group", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(7), RunAsGroup: uid(8)}, "", 7, 8, nil, true},
-		{"supplemental", &runtimeapi.LinuxContainerSecurityContext{SupplementalGroups: []int64{99}}, "", 0, 0, []uint32{99}, true},
+		{"image user by name", nil, "www-data", 33, 33, []uint32{33, 50}, true},
+		{"image uid:gid", nil, "1003:1004", 1003, 1004, []uint32{1004}, true},
+		{"run as user wins", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(1000)}, "www-data", 1000, 0, []uint32{0}, true},
+		{"run as group", &runtimeapi.LinuxContainerSecurityContext{RunAsUser: uid(7), RunAsGroup: uid(8)}, "", 7, 8, []uint32{8}, true},
+		{"run as group without user", &runtimeapi.LinuxContainerSecurityContext{RunAsGroup: uid(8)}, "", 0, 0, nil, false},
+		{"supplemental merged before image groups", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "www-data", SupplementalGroups: []int64{99}}, "", 33, 33, []uint32{33, 99, 50}, true},
+		{"strict policy drops image groups", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "www-data", SupplementalGroups: []int64{99},
+			SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict}, "", 33, 33, []uint32{33, 99}, true},
 		{"unknown name", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "ghost"}, "", 0, 0, nil, false},
 	} {
 		u, err := containerUser(root, tc.sec, tc.image)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -58,6 +59,7 @@ type Container struct {
 	LogPath    string // absolute, "" when the kubelet asked for no log
 	Bundle     string // directory with config.json
 	Rootfs     string
+	User       specs.User // the identity the container's processes run as
 }
 
 // ImageRef names the image a container was created from.
