@@ -88,6 +88,8 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	removeMu sync.Mutex
+
 	mu    sync.Mutex
 	cache map[string]*configInfo // by storage image ID; image content is immutable
 }
@@ -449,6 +451,10 @@ func (s *Store) configOf(ctx context.Context, simg *storage.Image) (*configInfo,
 // image. An absent image is not an error. An image whose layers containers
 // still use is not removed (the error names it).
 func (s *Store) Remove(ctx context.Context, ref string) error {
+	// Removals are serialised: storage's DeleteImage is not safe against a
+	// concurrent delete of the same image (critest removes in parallel).
+	s.removeMu.Lock()
+	defer s.removeMu.Unlock()
 	simg, err := s.lookup(ref)
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -485,8 +491,8 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 		}
 	}
 	if _, err := s.store.DeleteImage(simg.ID, true); err != nil {
-		if errors.Is(err, storagetypes.ErrImageUnknown) {
-			return nil
+		if errors.Is(err, storagetypes.ErrImageUnknown) || errors.Is(err, storagetypes.ErrNotAnImage) {
+			return nil // removed meanwhile (by another peapod call or tool)
 		}
 		if errors.Is(err, storagetypes.ErrImageUsedByContainer) {
 			return fmt.Errorf("image %q (%s) is in use by a container: %w", ref, simg.ID, err)

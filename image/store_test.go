@@ -249,6 +249,21 @@ func TestStoreEndToEnd(t *testing.T) {
 	if list, err := s.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("List after removal = %v, %v", list, err)
 	}
+
+	// Simultaneous removals of one image all succeed (critest does this).
+	again, err := s.Pull(ctx, k8sRef, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 5)
+	for i := 0; i < 5; i++ {
+		go func() { errs <- s.Remove(ctx, again.ID) }()
+	}
+	for i := 0; i < 5; i++ {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Remove: %v", err)
+		}
+	}
 }
 
 // A store reopened on the same root keeps its images; a second rootfs
