@@ -4,7 +4,10 @@
 package cgroups
 
 import (
+	"fmt"
+	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	ocgroups "github.com/opencontainers/cgroups"
@@ -33,4 +36,35 @@ func Mode() string {
 		return "v2"
 	}
 	return "v1"
+}
+
+// OOMKills returns how many processes the kernel's OOM killer has killed in
+// the cgroup whose controller paths are given (libcontainer's
+// State.CgroupPaths): memory.events on v2, memory.oom_control on v1. Read at
+// exit, this catches kills that happen within milliseconds of start, which an
+// event registered after start can miss.
+func OOMKills(paths map[string]string) (uint64, error) {
+	if dir, ok := paths[""]; ok && ocgroups.IsCgroup2UnifiedMode() {
+		return readCounter(path.Join(dir, "memory.events"), "oom_kill")
+	}
+	dir, ok := paths["memory"]
+	if !ok {
+		return 0, fmt.Errorf("no memory cgroup in %v", paths)
+	}
+	return readCounter(path.Join(dir, "memory.oom_control"), "oom_kill")
+}
+
+// readCounter finds "key value" in a flat-keyed cgroup file.
+func readCounter(file, key string) (uint64, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, " ")
+		if ok && k == key {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("%s has no %s", file, key)
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
+
+	"github.com/peapod-cri/peapod/cgroups"
 )
 
 // runContainer creates the container with libcontainer and starts its init
@@ -120,6 +122,9 @@ func (r *Runtime) recordExit(c *container, ps *os.ProcessState, werr error) {
 	case ps != nil:
 		c.ExitCode = exitCode(ps.Sys().(syscall.WaitStatus))
 		c.Reason = exitReason(c.ExitCode)
+		if r.oomKilled(c) {
+			c.Reason = "OOMKilled"
+		}
 	default:
 		c.ExitCode = 255
 		c.Reason = "Unknown"
@@ -131,6 +136,24 @@ func (r *Runtime) recordExit(c *container, ps *os.ProcessState, werr error) {
 	}
 	close(c.exited)
 	r.log.Info("container exited", "container", c.ID, "exit_code", c.ExitCode)
+}
+
+// oomKilled reports whether the OOM killer acted in the container's cgroup.
+// Any kill counts, not only of the init process, as kubelet expects.
+func (r *Runtime) oomKilled(c *container) bool {
+	if c.lc == nil {
+		return false
+	}
+	st, err := c.lc.State()
+	if err != nil {
+		return false
+	}
+	n, err := cgroups.OOMKills(st.CgroupPaths)
+	if err != nil {
+		r.log.Debug("read OOM kill counter", "container", c.ID, "err", err)
+		return false
+	}
+	return n > 0
 }
 
 // watchRecovered follows a container that kept running while the daemon
