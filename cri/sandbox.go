@@ -61,12 +61,24 @@ func podStatus(p *sandbox.Pod) *runtimeapi.PodSandboxStatus {
 		Metadata:       p.Config.GetMetadata(),
 		State:          podState(p.State),
 		CreatedAt:      p.CreatedAt,
-		Network:        &runtimeapi.PodSandboxNetworkStatus{},
+		Network:        podNetworkStatus(p.IPs),
 		Linux:          &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: ns}},
 		Labels:         p.Config.GetLabels(),
 		Annotations:    p.Config.GetAnnotations(),
 		RuntimeHandler: p.RuntimeHandler,
 	}
+}
+
+func podNetworkStatus(ips []string) *runtimeapi.PodSandboxNetworkStatus {
+	st := &runtimeapi.PodSandboxNetworkStatus{}
+	for i, ip := range ips {
+		if i == 0 {
+			st.Ip = ip
+		} else {
+			st.AdditionalIps = append(st.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
+	return st
 }
 
 func podState(s sandbox.PodState) runtimeapi.PodSandboxState {

@@ -22,7 +22,7 @@ func TestLoopbackUp(t *testing.T) {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	path := "/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net"
-	if err := (Loopback{}).SetupPod(context.Background(), "test", path); err != nil {
+	if _, err := (Loopback{}).SetupPod(context.Background(), Pod{ID: "test", NetNS: path}); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("nsenter", "--net="+path, "ip", "-o", "link", "show", "lo").CombinedOutput()

@@ -17,6 +17,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/cgroups"
+	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
@@ -82,13 +83,17 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	undo = append(undo, func() { r.killPause(p) })
 
 	if !hostNetwork(cfg) && r.opts.Network != nil {
-		if err := r.opts.Network.SetupPod(ctx, id, p.netnsPath()); err != nil {
+		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
+		if err != nil {
 			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
+		}
+		for _, ip := range res.IPs {
+			p.IPs = append(p.IPs, ip.String())
 		}
 		undo = append(undo, func() {
 			cctx, cancel := cleanupContext()
 			defer cancel()
-			r.opts.Network.TeardownPod(cctx, id, p.netnsPath())
+			r.opts.Network.TeardownPod(cctx, p.networkPod())
 		})
 	}
 	p.State = PodReady
@@ -137,6 +142,21 @@ func hostNetwork(cfg *runtimeapi.PodSandboxConfig) bool {
 }
 
 func (p *pod) netnsPath() string { return p.nsPath("net") }
+
+// networkPod describes the pod to the network package.
+func (p *pod) networkPod() network.Pod {
+	m := p.Config.GetMetadata()
+	np := network.Pod{ID: p.ID, Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUid(), NetNS: p.netnsPath()}
+	for _, pm := range p.Config.GetPortMappings() {
+		np.Ports = append(np.Ports, network.PortMapping{
+			Protocol:      strings.ToLower(pm.GetProtocol().String()),
+			ContainerPort: pm.GetContainerPort(),
+			HostPort:      pm.GetHostPort(),
+			HostIP:        pm.GetHostIp(),
+		})
+	}
+	return np
+}
 
 func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
@@ -335,7 +355,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 		return nil
 	}
 	if !hostNetwork(p.Config) && r.opts.Network != nil && processAlive(p.PausePID, p.PauseStart) {
-		if err := r.opts.Network.TeardownPod(ctx, p.ID, p.netnsPath()); err != nil {
+		if err := r.opts.Network.TeardownPod(ctx, p.networkPod()); err != nil {
 			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/peapod-cri/peapod/network"
 )
 
 // Images is what the sandbox needs from the image store: a copy-on-write
@@ -21,10 +23,10 @@ type Images interface {
 	RemoveRootfs(ctx context.Context, containerID string) error
 }
 
-// Network prepares a pod's network namespace.
+// Network prepares a pod's network namespace (package network).
 type Network interface {
-	SetupPod(ctx context.Context, podID, netnsPath string) error
-	TeardownPod(ctx context.Context, podID, netnsPath string) error
+	SetupPod(ctx context.Context, pod network.Pod) (network.Result, error)
+	TeardownPod(ctx context.Context, pod network.Pod) error
 }
 
 // Options configure a Runtime.

@@ -30,6 +30,7 @@ type Pod struct {
 	PauseStart     uint64 // start time of PausePID, see processStartTime
 	Dir            string // pod files under the state dir
 	CgroupParent   string
+	IPs            []string // from the network setup, primary first
 }
 
 // ContainerState is the state of a container.
