@@ -1,0 +1,160 @@
+package network
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// allocation is what the built-in network holds for one pod. One JSON file
+// per pod under the IPAM dir, so a restarted daemon (or one after a crash)
+// knows which IPs, veths and host ports are taken.
+type allocation struct {
+	Pod   string        `json:"pod"`
+	IP    string        `json:"ip"`
+	Veth  string        `json:"veth"`
+	Ports []PortMapping `json:"ports,omitempty"`
+}
+
+// ipam hands out the addresses of one IPv4 subnet. The caller serialises
+// calls (Bridge.mu); the files are the truth, the maps their index.
+type ipam struct {
+	dir     string
+	subnet  *net.IPNet
+	first   uint32 // first assignable (after network and gateway)
+	last    uint32 // last assignable (before broadcast)
+	next    uint32 // where the next search starts: recently freed IPs are not reused at once
+	byPod   map[string]*allocation
+	byIP    map[uint32]string
+	gateway net.IP
+}
+
+func ip4ToU32(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
+
+func u32ToIP4(v uint32) net.IP {
+	ip := make(net.IP, 4)
+	binary.BigEndian.PutUint32(ip, v)
+	return ip
+}
+
+// gatewayOf is the first address of the subnet: the bridge's own.
+func gatewayOf(subnet *net.IPNet) net.IP { return u32ToIP4(ip4ToU32(subnet.IP) + 1) }
+
+func openIPAM(dir string, subnet *net.IPNet) (*ipam, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create IPAM dir: %w", err)
+	}
+	ones, bits := subnet.Mask.Size()
+	base := ip4ToU32(subnet.IP)
+	size := uint32(1) << uint(bits-ones)
+	a := &ipam{
+		dir:     dir,
+		subnet:  subnet,
+		first:   base + 2,
+		last:    base + size - 2,
+		byPod:   map[string]*allocation{},
+		byIP:    map[uint32]string{},
+		gateway: gatewayOf(subnet),
+	}
+	a.next = a.first
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read IPAM dir: %w", err)
+	}
+	for _, e := range entries {
+		path := filepath.Join(dir, e.Name())
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			os.Remove(path) // a write the daemon did not finish
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read IPAM record: %w", err)
+		}
+		var al allocation
+		if err := json.Unmarshal(data, &al); err != nil || al.Pod != e.Name() {
+			return nil, fmt.Errorf("IPAM record %s is corrupt (remove it if no pod uses it): %v", path, err)
+		}
+		if ip := net.ParseIP(al.IP).To4(); ip == nil || !subnet.Contains(ip) {
+			// The pod CIDR changed since this pod was set up; its IP is
+			// not ours to hand out, but the record still says what to
+			// tear down.
+			a.byPod[al.Pod] = &al
+			continue
+		}
+		a.byPod[al.Pod] = &al
+		a.byIP[ip4ToU32(net.ParseIP(al.IP))] = al.Pod
+	}
+	return a, nil
+}
+
+// allocate gives pod an address and records it with veth and ports. A pod
+// that already has one keeps it (a retried setup).
+func (a *ipam) allocate(pod, veth string, ports []PortMapping) (*allocation, error) {
+	if al, ok := a.byPod[pod]; ok {
+		return al, nil
+	}
+	for n, v := uint32(0), a.next; n <= a.last-a.first; n, v = n+1, v+1 {
+		if v > a.last {
+			v = a.first
+		}
+		if _, taken := a.byIP[v]; taken {
+			continue
+		}
+		al := &allocation{Pod: pod, IP: u32ToIP4(v).String(), Veth: veth, Ports: ports}
+		if err := a.write(al); err != nil {
+			return nil, err
+		}
+		a.byPod[pod] = al
+		a.byIP[v] = pod
+		a.next = v + 1
+		return al, nil
+	}
+	return nil, fmt.Errorf("no free address in pod CIDR %s (%d pods): widen pod_cidr", a.subnet, len(a.byIP))
+}
+
+// write persists al atomically. No fsync: after a power loss every pod is
+// gone anyway, and a daemon crash keeps the page cache.
+func (a *ipam) write(al *allocation) error {
+	data, err := json.Marshal(al)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(a.dir, al.Pod)
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		return fmt.Errorf("record IP of pod %s: %w", al.Pod, err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("record IP of pod %s: %w", al.Pod, err)
+	}
+	return nil
+}
+
+// release frees the pod's address. Releasing an unknown pod is not an error.
+func (a *ipam) release(pod string) error {
+	al, ok := a.byPod[pod]
+	if !ok {
+		return nil
+	}
+	if err := os.Remove(filepath.Join(a.dir, pod)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("release IP of pod %s: %w", pod, err)
+	}
+	delete(a.byPod, pod)
+	if ip := net.ParseIP(al.IP).To4(); ip != nil && a.byIP[ip4ToU32(ip)] == pod {
+		delete(a.byIP, ip4ToU32(ip))
+	}
+	return nil
+}
+
+func (a *ipam) allocations() []*allocation {
+	out := make([]*allocation, 0, len(a.byPod))
+	for _, al := range a.byPod {
+		out = append(out, al)
+	}
+	return out
+}
