@@ -23,6 +23,8 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
+	live   *liveIO // stdio of a container this daemon started; nil after a restart
+	log    *criLog
 	quit   chan struct{} // closed by Close to stop a recovered-process watcher
 }
 

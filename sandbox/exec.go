@@ -3,12 +3,16 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
 )
 
@@ -20,44 +24,78 @@ const maxExecOutput = 16 << 20
 // code. With a timeout, the process is killed and reaped when it passes and
 // ErrDeadlineExceeded is returned.
 func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	outBuf, errBuf := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
+	code, err = r.Exec(ctx, id, cmd, Streams{Stdout: nopCloser{outBuf}, Stderr: nopCloser{errBuf}})
+	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, ErrDeadlineExceeded)
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return outBuf.Bytes(), errBuf.Bytes(), code, nil
+}
+
+// Exec runs cmd in a running container with the given streams, in all the
+// container's namespaces and its cgroup, as its user with its environment.
+// It returns the exit code. When ctx ends first, the process is killed and
+// reaped, and ctx's error is returned.
+func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) (int32, error) {
 	if len(cmd) == 0 {
-		return nil, nil, 0, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
+		return 0, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
 	}
 	c, err := r.lookupContainer(id)
 	if err != nil {
-		return nil, nil, 0, err
+		return 0, err
 	}
 	c.mu.Lock()
 	running, lc, bundle := c.State == ContainerRunning, c.lc, c.Bundle
 	c.mu.Unlock()
 	if !running {
-		return nil, nil, 0, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
+		return 0, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
 	}
 	if lc == nil {
 		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
-			return nil, nil, 0, fmt.Errorf("load container %s: %w", c.ID, err)
+			return 0, fmt.Errorf("load container %s: %w", c.ID, err)
 		}
 	}
 	spec, err := readSpec(bundle)
 	if err != nil {
-		return nil, nil, 0, err
+		return 0, err
 	}
 	proc, err := newInitProcess(spec)
 	if err != nil {
-		return nil, nil, 0, err
+		return 0, err
 	}
 	proc.Init = false
 	proc.Args = cmd
-	outBuf, errBuf := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
-	proc.Stdout, proc.Stderr = outBuf, errBuf
-	devnull, err := os.Open(os.DevNull)
+
+	stdio, err := execStdio(proc, s)
 	if err != nil {
-		return nil, nil, 0, err
+		return 0, err
 	}
-	defer devnull.Close()
-	proc.Stdin = devnull
+	defer stdio.close()
 	if err := lc.Run(proc); err != nil {
-		return nil, nil, 0, fmt.Errorf("exec in container %s: %w", c.ID, err)
+		// A command that cannot be executed gets a shell's exit codes, 127
+		// (not found) and 126 (not executable), and the reason on stderr,
+		// so probes and kubectl exec read it as users expect.
+		if code := startFailureCode(err); code != 0 {
+			if s.Stderr != nil {
+				fmt.Fprintf(s.Stderr, "%v\n", err)
+			}
+			return code, nil
+		}
+		return 0, fmt.Errorf("exec %q in container %s: %w", cmd, c.ID, err)
+	}
+	copied, err := stdio.started(s)
+	if err != nil {
+		proc.Signal(unix.SIGKILL)
+		proc.Wait()
+		return 0, err
 	}
 
 	type result struct {
@@ -69,28 +107,163 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		ps, err := proc.Wait()
 		done <- result{ps, err}
 	}()
-	var expire <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		expire = t.C
-	}
 	select {
 	case res := <-done:
-		if res.ps == nil {
-			return nil, nil, 0, fmt.Errorf("wait for exec in %s: %w", c.ID, res.err)
+		// Output written just before the exit must reach the client.
+		select {
+		case <-copied:
+		case <-time.After(2 * time.Second):
 		}
-		return outBuf.Bytes(), errBuf.Bytes(), exitCode(res.ps.Sys().(syscall.WaitStatus)), nil
-	case <-expire:
-		proc.Signal(unix.SIGKILL)
-		<-done // reap it: nobody else will promptly (see docs/design.md)
-		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, c.ID, timeout, ErrDeadlineExceeded)
+		if res.ps == nil {
+			return 0, fmt.Errorf("wait for exec in %s: %w", c.ID, res.err)
+		}
+		return exitCode(res.ps.Sys().(syscall.WaitStatus)), nil
 	case <-ctx.Done():
 		proc.Signal(unix.SIGKILL)
-		<-done
-		return nil, nil, 0, ctx.Err()
+		<-done // reap it: nobody else will promptly (see docs/design.md)
+		return 0, ctx.Err()
 	}
 }
+
+// startFailureCode maps libcontainer's failure to execute the command to
+// the exit code a shell gives; 0 for other failures. libcontainer reports
+// it as text from the container's init, so the text is all there is.
+func startFailureCode(err error) int32 {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+		return 127
+	case strings.Contains(msg, "permission denied"):
+		return 126
+	}
+	return 0
+}
+
+// execIO holds the daemon's ends of an exec process's stdio.
+type execIO struct {
+	files   []*os.File // closed when the exec ends
+	console *os.File   // parent end of the console socket (TTY)
+	child   []*os.File // the process's ends, closed after start
+	outs    []pipeCopy
+	stdin   *os.File // write end of the process's stdin pipe
+}
+
+type pipeCopy struct {
+	r *os.File
+	w io.Writer
+}
+
+func execStdio(proc *libcontainer.Process, s Streams) (*execIO, error) {
+	e := &execIO{}
+	if s.TTY {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("console socket: %w", err)
+		}
+		e.console = os.NewFile(uintptr(fds[0]), "console-parent")
+		child := os.NewFile(uintptr(fds[1]), "console-child")
+		e.files = append(e.files, e.console)
+		e.child = append(e.child, child)
+		proc.ConsoleSocket = child
+		return e, nil
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	e.files = append(e.files, devnull)
+	proc.Stdin = devnull
+	if s.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.child, e.stdin = append(e.child, r), w
+		e.files = append(e.files, w)
+		proc.Stdin = r
+	}
+	for _, out := range []struct {
+		w   io.Writer
+		dst *io.Writer
+	}{{s.Stdout, &proc.Stdout}, {s.Stderr, &proc.Stderr}} {
+		if out.w == nil {
+			*out.dst = devnull
+			continue
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.child = append(e.child, w)
+		e.files = append(e.files, r)
+		e.outs = append(e.outs, pipeCopy{r, out.w})
+		*out.dst = w
+	}
+	return e, nil
+}
+
+// started runs after the process started: it closes the process's ends and
+// starts copying. The returned channel closes when all output is copied.
+func (e *execIO) started(s Streams) (<-chan struct{}, error) {
+	for _, f := range e.child {
+		f.Close()
+	}
+	e.child = nil
+	copied := make(chan struct{})
+	if e.console != nil {
+		master, err := utils.RecvFile(e.console)
+		if err != nil {
+			close(copied)
+			return copied, fmt.Errorf("receive exec terminal: %w", err)
+		}
+		e.files = append(e.files, master)
+		if s.Resize != nil {
+			go resizeLoop(context.Background(), master, s.Resize)
+		}
+		if s.Stdin != nil {
+			go io.Copy(master, s.Stdin)
+		}
+		go func() {
+			if s.Stdout != nil {
+				io.Copy(s.Stdout, master) // ends with EIO when the terminal's last user exits
+			}
+			close(copied)
+		}()
+		return copied, nil
+	}
+	if e.stdin != nil {
+		go func() {
+			io.Copy(e.stdin, s.Stdin)
+			e.stdin.Close() // the client's EOF is the process's EOF
+		}()
+	}
+	remaining := make(chan struct{}, len(e.outs))
+	for _, pc := range e.outs {
+		go func() {
+			io.Copy(pc.w, pc.r)
+			remaining <- struct{}{}
+		}()
+	}
+	go func() {
+		for range e.outs {
+			<-remaining
+		}
+		close(copied)
+	}()
+	return copied, nil
+}
+
+func (e *execIO) close() {
+	for _, f := range append(e.child, e.files...) {
+		f.Close()
+	}
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // cappedBuffer keeps the first max bytes written and drops the rest.
 type cappedBuffer struct {

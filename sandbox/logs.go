@@ -35,7 +35,26 @@ func openContainerLog(path string) (*criLog, error) {
 	return &criLog{f: f}, nil
 }
 
+// reopen closes and reopens the file at the same path, after the kubelet
+// renamed it for rotation. No line is lost: writers wait on the lock.
+func (l *criLog) reopen(path string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("reopen container log: %w", err)
+	}
+	l.f.Close()
+	l.f = f
+	return nil
+}
+
 func (l *criLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if l.f == nil {
 		return nil
 	}
@@ -66,15 +85,16 @@ func (l *criLog) writeLine(stream string, partial bool, content []byte) {
 	l.f.Write(buf)
 }
 
-// copyLogs copies every stream into the log until all reach EOF.
-func copyLogs(l *criLog, streams []logStream) {
+// copyLogs copies every stream into the log, and to attached clients,
+// until all reach EOF.
+func copyLogs(l *criLog, streams []logStream, live *liveIO) {
 	var wg sync.WaitGroup
 	for _, s := range streams {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer s.r.Close()
-			copyStream(l, s.name, s.r)
+			copyStream(l, s.name, io.TeeReader(s.r, live.streamWriter(s.name)))
 		}()
 	}
 	wg.Wait()

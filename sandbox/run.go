@@ -90,11 +90,15 @@ func (r *Runtime) runContainer(ctx context.Context, c *container) (retErr error)
 	c.State = ContainerRunning
 	c.StartedAt = time.Now().UnixNano()
 	c.exited = make(chan struct{})
+	live := newLiveIO(stdio.stdinW, stdio.terminal, c.Config.GetStdinOnce())
+	c.live = live
+	c.log = logw
 
 	copied := make(chan struct{})
 	go func() {
-		copyLogs(logw, streams)
+		copyLogs(logw, streams, live)
 		logw.Close()
+		live.finish()
 		close(copied)
 	}()
 	go func() {
@@ -106,7 +110,6 @@ func (r *Runtime) runContainer(ctx context.Context, c *container) (retErr error)
 		case <-time.After(2 * time.Second):
 		}
 		r.recordExit(c, ps, werr)
-		stdio.closeStdin()
 	}()
 	return nil
 }
@@ -207,6 +210,7 @@ type containerStdio struct {
 	stderrR, stderrW *os.File
 	consoleParent    *os.File
 	consoleChild     *os.File
+	terminal         *os.File // pty master, received from the container
 }
 
 func attachStdio(proc *libcontainer.Process, tty, stdin bool) (*containerStdio, error) {
@@ -251,6 +255,7 @@ func (s *containerStdio) outputStreams() ([]logStream, error) {
 		if err != nil {
 			return nil, fmt.Errorf("receive terminal: %w", err)
 		}
+		s.terminal = master
 		if s.stdinW != nil {
 			// With a terminal, stdin is the terminal too.
 			s.stdinW.Close()
@@ -268,12 +273,6 @@ func (s *containerStdio) closeChildEnds() {
 			(*f).Close()
 			*f = nil
 		}
-	}
-}
-
-func (s *containerStdio) closeStdin() {
-	if s.stdinW != nil {
-		s.stdinW.Close()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -72,11 +73,11 @@ var flagUsage = map[string]string{
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
 	"bridge":          "bridge of the built-in pod network (not built yet)",
 	"pod-cidr":        "pod address range of the built-in network (not built yet)",
-	"stream-address":  "listen address of the exec/attach/port-forward server (not built yet)",
+	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
 }
 
 // notBuiltYet are flags accepted now whose feature comes with a later issue.
-var notBuiltYet = map[string]bool{"bridge": true, "pod-cidr": true, "stream-address": true}
+var notBuiltYet = map[string]bool{"bridge": true, "pod-cidr": true}
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("peapod", flag.ContinueOnError)
@@ -131,16 +132,38 @@ func run(args []string) error {
 // other containers/image users (CRI-O, podman) do.
 const hostRegistriesConf = "/etc/containers/registries.conf"
 
+// hostAuthFiles are the node's registry credentials, first found wins,
+// read when the config names no auth_file (CRI-O's and docker's places).
+func hostAuthFiles() []string {
+	files := []string{"/etc/containers/auth.json"}
+	if home, err := os.UserHomeDir(); err == nil {
+		files = append(files, filepath.Join(home, ".docker", "config.json"))
+	}
+	return files
+}
+
 func serve(cfg config.Config, log *slog.Logger) error {
 	if cfg.RegistriesConf == "" {
 		if _, err := os.Stat(hostRegistriesConf); err == nil {
 			cfg.RegistriesConf = hostRegistriesConf
 		}
 	}
+	if cfg.AuthFile == "" {
+		for _, p := range hostAuthFiles() {
+			if _, err := os.Stat(p); err == nil {
+				cfg.AuthFile = p
+				break
+			}
+		}
+	}
 	images, err := image.Open(image.Config{
-		Root:           cfg.Root,
-		RunRoot:        cfg.State,
-		RegistriesConf: cfg.RegistriesConf,
+		Root:                cfg.Root,
+		RunRoot:             cfg.State,
+		RegistriesConf:      cfg.RegistriesConf,
+		AuthFile:            cfg.AuthFile,
+		PullProgressTimeout: cfg.PullProgressTimeout,
+		PinnedImages:        cfg.PinnedImages,
+		Logger:              log,
 	})
 	if err != nil {
 		return err
@@ -161,7 +184,13 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer rt.Close()
 
-	svc := cri.NewService(rt, images, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver}, log)
+	streams, err := cri.NewStreamServer(cfg.StreamAddress, rt, log)
+	if err != nil {
+		return err
+	}
+	defer streams.Close()
+
+	svc := cri.NewService(rt, images, streams, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver}, log)
 	lis, err := cri.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -172,7 +201,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("peapod serving", "socket", cfg.Socket, "root", cfg.Root, "state", cfg.State,
+	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
 		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
 
 	select {

@@ -1,0 +1,328 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// streamPod runs a pod with one container from cfg and returns the ids.
+func streamPod(t *testing.T, d *daemon, image string, cfg *runtimeapi.ContainerConfig) (pod, ctr string, podCfg *runtimeapi.PodSandboxConfig) {
+	t.Helper()
+	c := ctx(t)
+	podCfg = podConfig(cfg.Metadata.Name, t.TempDir())
+	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	return run.PodSandboxId, cr.ContainerId, podCfg
+}
+
+func newStreamingDaemon(t *testing.T) (*daemon, string) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.start()
+	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	return d, image
+}
+
+// executor opens a SPDY session on a URL the daemon handed out, the way
+// the kubelet's proxy and kubectl do.
+func executor(t *testing.T, rawURL string) remotecommand.Executor {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec, err := remotecommand.NewSPDYExecutor(&rest.Config{Host: u.Host}, "POST", u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exec
+}
+
+type fixedSize struct {
+	sizes chan remotecommand.TerminalSize
+}
+
+func (f fixedSize) Next() *remotecommand.TerminalSize {
+	sz, ok := <-f.sizes
+	if !ok {
+		return nil
+	}
+	return &sz
+}
+
+// TestStreamingExec: exec over the streaming server with and without a
+// TTY, with resize, exit codes, and a missing binary.
+func TestStreamingExec(t *testing.T) {
+	d, image := newStreamingDaemon(t)
+	_, ctr, _ := streamPod(t, d, image, containerConfig("exec", image, "sleep", "1000"))
+	c := ctx(t)
+
+	// Plain: stdout, stderr, exit code.
+	resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	err = executor(t, resp.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	if ee, ok := err.(interface{ ExitStatus() int }); !ok || ee.ExitStatus() != 5 {
+		t.Errorf("exec exit: %v, want exit status 5", err)
+	}
+	if out.String() != "out\n" || errOut.String() != "err\n" {
+		t.Errorf("exec stdout %q stderr %q", out.String(), errOut.String())
+	}
+
+	// The URL is single-use.
+	if err := executor(t, resp.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdout: io.Discard}); err == nil {
+		t.Error("a used exec URL worked a second time")
+	}
+
+	// TTY with stdin and resize: the terminal reports the size sent.
+	resp, err = d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "read line; busybox stty size; echo got:$line"}, Stdin: true, Stdout: true, Tty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := fixedSize{make(chan remotecommand.TerminalSize, 1)}
+	sizes.sizes <- remotecommand.TerminalSize{Width: 123, Height: 45}
+	stdinR, stdinW := io.Pipe()
+	var ttyOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- executor(t, resp.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdin: stdinR, Stdout: &ttyOut, Tty: true, TerminalSizeQueue: sizes})
+	}()
+	time.Sleep(300 * time.Millisecond) // let the resize land before the read returns
+	fmt.Fprintln(stdinW, "hello")
+	if err := <-done; err != nil {
+		t.Errorf("tty exec: %v", err)
+	}
+	close(sizes.sizes)
+	stdinW.Close()
+	if got := ttyOut.String(); !strings.Contains(got, "45 123") || !strings.Contains(got, "got:hello") {
+		t.Errorf("tty exec output %q: want the size 45 123 and got:hello", got)
+	}
+
+	// A missing binary: exit code 127 as a shell would give, with a reason.
+	resp, err = d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errOut.Reset()
+	err = executor(t, resp.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdout: io.Discard, Stderr: &errOut})
+	if ee, ok := err.(interface{ ExitStatus() int }); !ok || ee.ExitStatus() != 127 {
+		t.Errorf("exec of a missing binary: %v, want exit status 127", err)
+	}
+	if !strings.Contains(errOut.String(), "/no/such/tool") {
+		t.Errorf("missing binary: stderr %q does not name it", errOut.String())
+	}
+	sync, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}})
+	if err != nil || sync.ExitCode != 127 {
+		t.Errorf("ExecSync of a missing binary: %v, exit %d, want 127", err, sync.GetExitCode())
+	}
+}
+
+// TestStreamingAttach: two clients attached to one container both see its
+// output; stdin from one reaches the container.
+func TestStreamingAttach(t *testing.T) {
+	d, image := newStreamingDaemon(t)
+	cfg := containerConfig("attach", image, "sh", "-c", "while read line; do echo echo:$line; done; echo bye")
+	cfg.Stdin = true
+	cfg.StdinOnce = true // the first client's EOF closes the container's stdin
+	_, ctr, _ := streamPod(t, d, image, cfg)
+	c := ctx(t)
+
+	type session struct {
+		out  *syncBuffer
+		done chan error
+	}
+	var sessions []session
+	stdinR, stdinW := io.Pipe()
+	for i := 0; i < 2; i++ {
+		resp, err := d.rt.Attach(c, &runtimeapi.AttachRequest{ContainerId: ctr, Stdin: i == 0, Stdout: true, Stderr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := session{out: &syncBuffer{}, done: make(chan error, 1)}
+		opts := remotecommand.StreamOptions{Stdout: s.out, Stderr: io.Discard}
+		if i == 0 {
+			opts.Stdin = stdinR
+		}
+		go func() { s.done <- executor(t, resp.Url).StreamWithContext(c, opts) }()
+		sessions = append(sessions, s)
+	}
+	time.Sleep(300 * time.Millisecond) // both sessions attached
+	fmt.Fprintln(stdinW, "ping")
+	waitFor(t, 10*time.Second, "both clients to see the echo", func() bool {
+		return strings.Contains(sessions[0].out.String(), "echo:ping") && strings.Contains(sessions[1].out.String(), "echo:ping")
+	})
+	stdinW.Close() // EOF on the container's stdin: it says bye and exits
+	for i, s := range sessions {
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("attach session %d did not end when the container exited", i)
+		}
+	}
+	waitFor(t, 10*time.Second, "the container to exit", func() bool {
+		return containerStatus(t, d, ctr).State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestStreamingPortForward downloads a 10 MB file from busybox httpd in a
+// pod through port-forward and checks it arrives intact.
+func TestStreamingPortForward(t *testing.T) {
+	d, image := newStreamingDaemon(t)
+	cfg := containerConfig("web", image, "sh", "-c",
+		"mkdir -p /www && dd if=/dev/urandom of=/www/big bs=1M count=10 2>/dev/null && busybox sha256sum /www/big > /www/sum && httpd -f -p 8080 -h /www")
+	pod, ctr, _ := streamPod(t, d, image, cfg)
+	c := ctx(t)
+	var want string
+	waitFor(t, 20*time.Second, "the file and its checksum", func() bool {
+		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/www/sum"}})
+		if err == nil && len(r.Stdout) > 64 {
+			want = string(r.Stdout[:64])
+			return true
+		}
+		return false
+	})
+	resp, err := d.rt.PortForward(c, &runtimeapi.PortForwardRequest{PodSandboxId: pod, Port: []int32{8080}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(resp.Url)
+	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: u.Host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080"}, stop, ready, io.Discard, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fwDone := make(chan error, 1)
+	go func() { fwDone <- fw.ForwardPorts() }()
+	defer func() { close(stop); <-fwDone }()
+	select {
+	case <-ready:
+	case err := <-fwDone:
+		t.Fatalf("port forward: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("port forward not ready")
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) != 1 {
+		t.Fatalf("forwarded ports: %v %v", ports, err)
+	}
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local)))
+	var got []byte
+	waitFor(t, 20*time.Second, "httpd to answer through the forward", func() bool {
+		r, err := http.Get("http://" + local + "/big")
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		got, err = io.ReadAll(r.Body)
+		return err == nil && r.StatusCode == 200
+	})
+	sum := sha256.Sum256(got)
+	if len(got) != 10<<20 || hex.EncodeToString(sum[:]) != want {
+		t.Errorf("forwarded file: %d bytes, sha256 %x; want %d bytes, %s", len(got), sum, 10<<20, want)
+	}
+}
+
+// TestLogRotation: while a container writes 10,000 numbered lines fast,
+// the log is renamed and reopened again and again; every line is present
+// exactly once across the rotated files.
+func TestLogRotation(t *testing.T) {
+	d, image := newStreamingDaemon(t)
+	cfg := containerConfig("writer", image, "sh", "-c",
+		"i=1; while [ $i -le 10000 ]; do echo line-$i; [ $((i % 500)) = 0 ] && sleep 0.02; i=$((i+1)); done")
+	_, ctr, podCfg := streamPod(t, d, image, cfg)
+	c := ctx(t)
+	logPath := filepath.Join(podCfg.LogDirectory, "writer.log")
+	rotations := 0
+	for i := 0; ; i++ {
+		if containerStatus(t, d, ctr).State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			break
+		}
+		if err := os.Rename(logPath, fmt.Sprintf("%s.%04d", logPath, i)); err == nil {
+			if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); err != nil && containerStatus(t, d, ctr).State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+				t.Fatalf("reopen: %v", err)
+			}
+			rotations++
+		}
+		time.Sleep(15 * time.Millisecond)
+	}
+	if rotations < 3 {
+		t.Fatalf("only %d rotations happened while the container wrote", rotations)
+	}
+	files, _ := filepath.Glob(logPath + "*")
+	seen := map[string]int{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if fields := strings.SplitN(line, " ", 4); len(fields) == 4 {
+				seen[fields[3]]++
+			}
+		}
+	}
+	for i := 1; i <= 10000; i++ {
+		if n := seen[fmt.Sprintf("line-%d", i)]; n != 1 {
+			t.Fatalf("line-%d appears %d times across %d files (%d rotations)", i, n, len(files), rotations)
+		}
+	}
+	t.Logf("%d rotations, %d files, 10000 lines each exactly once", rotations, len(files))
+
+	if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); grpcCode(err) != "FailedPrecondition" {
+		t.Errorf("reopen of an exited container: %v, want FailedPrecondition", err)
+	}
+}
