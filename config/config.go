@@ -26,8 +26,10 @@ type Config struct {
 	RegistriesConf string `toml:"registries_conf"`
 	Bridge         string `toml:"bridge"`
 	PodCIDR        string `toml:"pod_cidr"`
-	CNIConfDir     string   `toml:"cni_conf_dir"`
-	CNIBinDirs     []string `toml:"cni_bin_dirs"`
+
+	CNIConfDir string   `toml:"cni_conf_dir"`
+	CNIBinDirs []string `toml:"cni_bin_dirs"`
+
 	StreamAddress  string `toml:"stream_address"`
 }
 

@@ -186,7 +186,7 @@ func (b *Bridge) ensureHost(ctx context.Context) error {
 	// Pods reach other networks through the host. route_localnet lets
 	// 127.0.0.1:hostPort be DNATed out of this bridge, and only this one.
 	for path, val := range map[string]string{
-		"/proc/sys/net/ipv4/ip_forward":                            "1",
+		"/proc/sys/net/ipv4/ip_forward":                             "1",
 		"/proc/sys/net/ipv4/conf/" + b.cfg.Name + "/route_localnet": "1",
 	} {
 		if err := writeSysctl(path, val); err != nil {

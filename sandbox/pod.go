@@ -350,14 +350,20 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The network is released even when the pause died on its own (the
+	// netns is gone then, and its /proc path may name another process's).
+	if !hostNetwork(p.Config) && r.opts.Network != nil {
+		np := p.networkPod()
+		if !processAlive(p.PausePID, p.PauseStart) {
+			np.NetNS = ""
+		}
+		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
+			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
+		}
+	}
 	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
 		unmountPodShm(p.Dir)
 		return nil
-	}
-	if !hostNetwork(p.Config) && r.opts.Network != nil && processAlive(p.PausePID, p.PauseStart) {
-		if err := r.opts.Network.TeardownPod(ctx, p.networkPod()); err != nil {
-			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
-		}
 	}
 	r.killPause(p)
 	unmountPodShm(p.Dir)

@@ -82,7 +82,30 @@ func Open(opts Options) (*Runtime, error) {
 		store.close()
 		return nil, err
 	}
+	r.reconcileNetwork()
 	return r, nil
+}
+
+// reconcileNetwork lets the network release what pods that are gone still
+// hold (IPs, veths, host ports), e.g. after a crash mid-RunPodSandbox.
+func (r *Runtime) reconcileNetwork() {
+	rn, ok := r.opts.Network.(interface {
+		Reconcile(ctx context.Context, live []string) error
+	})
+	if !ok {
+		return
+	}
+	var live []string
+	for id, p := range r.pods {
+		if p.State == PodReady {
+			live = append(live, id)
+		}
+	}
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if err := rn.Reconcile(ctx, live); err != nil {
+		r.log.Warn("release the network of pods that are gone", "err", err)
+	}
 }
 
 // Close stops the watchers of recovered containers and closes the metadata

@@ -61,6 +61,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"registries-conf": func(c *config.Config) *string { return &c.RegistriesConf },
 	"bridge":          func(c *config.Config) *string { return &c.Bridge },
 	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
+	"cni-conf-dir":    func(c *config.Config) *string { return &c.CNIConfDir },
 	"stream-address":  func(c *config.Config) *string { return &c.StreamAddress },
 }
 
@@ -71,13 +72,14 @@ var flagUsage = map[string]string{
 	"log-level":       "debug, info, warn or error",
 	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
-	"bridge":          "bridge of the built-in pod network (not built yet)",
-	"pod-cidr":        "pod address range of the built-in network (not built yet)",
+	"bridge":          "bridge of the built-in pod network",
+	"pod-cidr":        "IPv4 pod address range of the built-in network",
+	"cni-conf-dir":    "CNI config dir; a config there replaces the built-in network",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
 }
 
 // notBuiltYet are flags accepted now whose feature comes with a later issue.
-var notBuiltYet = map[string]bool{"bridge": true, "pod-cidr": true}
+var notBuiltYet = map[string]bool{}
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("peapod", flag.ContinueOnError)
@@ -170,13 +172,25 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer images.Close()
 
+	podNetwork, err := network.Open(context.Background(), network.Config{
+		Bridge:     cfg.Bridge,
+		PodCIDR:    cfg.PodCIDR,
+		Root:       cfg.Root,
+		CNIConfDir: cfg.CNIConfDir,
+		CNIBinDirs: cfg.CNIBinDirs,
+		Logger:     log,
+	})
+	if err != nil {
+		return fmt.Errorf("pod network: %w", err)
+	}
+
 	rt, err := sandbox.Open(sandbox.Options{
 		Root:         cfg.Root,
 		State:        cfg.State,
 		CgroupParent: cfg.CgroupParent,
 		CgroupDriver: cfg.CgroupDriver,
 		Images:       images,
-		Network:      network.Loopback{},
+		Network:      podNetwork,
 		Logger:       log,
 	})
 	if err != nil {

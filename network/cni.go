@@ -1,0 +1,180 @@
+package network
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sort"
+
+	"github.com/containernetworking/cni/libcni"
+	types100 "github.com/containernetworking/cni/pkg/types/100"
+)
+
+// CNIConfig says where CNI configs and plugins are.
+type CNIConfig struct {
+	ConfDir  string   // the first .conflist, .conf or .json in name order is used
+	BinDirs  []string // plugin binaries
+	CacheDir string   // libcni's record of each attachment, for DEL after a restart
+}
+
+// CNI sets pods up with the operator's CNI plugins through libcni, passing
+// the pod's host ports as the portMappings capability.
+type CNI struct {
+	cni  *libcni.CNIConfig
+	list *libcni.NetworkConfigList
+	file string
+}
+
+// cniIfName is the pod's interface, as kubelet and every CNI plugin expect.
+const cniIfName = "eth0"
+
+// FindCNIConfig returns the config file peapod would use from dir, or "" if
+// there is none.
+func FindCNIConfig(dir string) (string, error) {
+	files, err := libcni.ConfFiles(dir, []string{".conflist", ".conf", ".json"})
+	if err != nil {
+		return "", fmt.Errorf("read CNI config dir %s: %w", dir, err)
+	}
+	sort.Strings(files)
+	if len(files) == 0 {
+		return "", nil
+	}
+	return files[0], nil
+}
+
+// NewCNI loads the first config of cfg.ConfDir and checks that its plugins
+// exist, so that a missing plugin is named at start, not at the first pod.
+func NewCNI(ctx context.Context, cfg CNIConfig) (*CNI, error) {
+	file, err := FindCNIConfig(cfg.ConfDir)
+	if err != nil {
+		return nil, err
+	}
+	if file == "" {
+		return nil, fmt.Errorf("no CNI config (.conflist, .conf) in %s", cfg.ConfDir)
+	}
+	var list *libcni.NetworkConfigList
+	if filepath.Ext(file) == ".conflist" {
+		list, err = libcni.ConfListFromFile(file)
+	} else {
+		var conf *libcni.NetworkConfig
+		if conf, err = libcni.ConfFromFile(file); err == nil {
+			list, err = libcni.ConfListFromConf(conf)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("CNI config %s: %w", file, err)
+	}
+	c := &CNI{cni: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil), list: list, file: file}
+	return c, nil
+}
+
+// Ready checks that every plugin of the config is installed and speaks the
+// config's CNI version.
+func (c *CNI) Ready() error {
+	if _, err := c.cni.ValidateNetworkList(context.Background(), c.list); err != nil {
+		return fmt.Errorf("CNI network %q (%s): %w", c.list.Name, c.file, err)
+	}
+	return nil
+}
+
+func (c *CNI) runtimeConf(pod Pod) *libcni.RuntimeConf {
+	rt := &libcni.RuntimeConf{
+		ContainerID: pod.ID,
+		NetNS:       pod.NetNS,
+		IfName:      cniIfName,
+		Args: [][2]string{
+			{"IgnoreUnknown", "1"},
+			{"K8S_POD_NAMESPACE", pod.Namespace},
+			{"K8S_POD_NAME", pod.Name},
+			{"K8S_POD_INFRA_CONTAINER_ID", pod.ID},
+			{"K8S_POD_UID", pod.UID},
+		},
+	}
+	type portMapping struct {
+		HostPort      int32  `json:"hostPort"`
+		ContainerPort int32  `json:"containerPort"`
+		Protocol      string `json:"protocol"`
+		HostIP        string `json:"hostIP,omitempty"`
+	}
+	var pms []portMapping
+	for _, p := range pod.Ports {
+		if p.HostPort > 0 {
+			pms = append(pms, portMapping{p.HostPort, p.ContainerPort, p.Protocol, p.HostIP})
+		}
+	}
+	if len(pms) > 0 {
+		rt.CapabilityArgs = map[string]interface{}{"portMappings": pms}
+	}
+	return rt
+}
+
+// SetupPod runs ADD. A failed ADD is followed by DEL, as the CNI spec asks,
+// so nothing is left for a pod that never came up.
+func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
+	rt := c.runtimeConf(pod)
+	res, err := c.cni.AddNetworkList(ctx, c.list, rt)
+	if err != nil {
+		c.cni.DelNetworkList(ctx, c.list, rt)
+		return Result{}, fmt.Errorf("CNI ADD (network %s): %w", c.list.Name, err)
+	}
+	cur, err := types100.NewResultFromResult(res)
+	if err != nil {
+		c.cni.DelNetworkList(ctx, c.list, rt)
+		return Result{}, fmt.Errorf("CNI ADD (network %s) result: %w", c.list.Name, err)
+	}
+	var v4, v6 []net.IP
+	for _, ip := range cur.IPs {
+		if ip.Interface != nil && *ip.Interface < len(cur.Interfaces) && cur.Interfaces[*ip.Interface].Name != cniIfName {
+			continue
+		}
+		if ip.Address.IP.To4() != nil {
+			v4 = append(v4, ip.Address.IP.To4())
+		} else {
+			v6 = append(v6, ip.Address.IP)
+		}
+	}
+	return Result{IPs: append(v4, v6...)}, nil
+}
+
+// Check runs CHECK against the pod's recorded attachment.
+func (c *CNI) Check(ctx context.Context, pod Pod) error {
+	if err := c.cni.CheckNetworkList(ctx, c.list, c.runtimeConf(pod)); err != nil {
+		return fmt.Errorf("CNI CHECK (network %s): %w", c.list.Name, err)
+	}
+	return nil
+}
+
+// TeardownPod runs DEL, which plugins make idempotent.
+func (c *CNI) TeardownPod(ctx context.Context, pod Pod) error {
+	if err := c.cni.DelNetworkList(ctx, c.list, c.runtimeConf(pod)); err != nil {
+		return fmt.Errorf("CNI DEL (network %s): %w", c.list.Name, err)
+	}
+	return nil
+}
+
+// Reconcile runs DEL for every cached attachment of a pod not in live.
+func (c *CNI) Reconcile(ctx context.Context, live []string) error {
+	atts, err := c.cni.GetCachedAttachments("")
+	if err != nil {
+		return fmt.Errorf("list CNI attachments: %w", err)
+	}
+	isLive := map[string]bool{}
+	for _, id := range live {
+		isLive[id] = true
+	}
+	var errs []error
+	for _, a := range atts {
+		if isLive[a.ContainerID] || a.Network != c.list.Name {
+			continue
+		}
+		// No netns: the pod's pause is gone, and its /proc path may now
+		// name another process's namespace.
+		rt := &libcni.RuntimeConf{ContainerID: a.ContainerID, IfName: a.IfName, Args: a.CniArgs, CapabilityArgs: a.CapabilityArgs}
+		if err := c.cni.DelNetworkList(ctx, c.list, rt); err != nil {
+			errs = append(errs, fmt.Errorf("CNI DEL of gone pod %s: %w", a.ContainerID, err))
+		}
+	}
+	return errors.Join(errs...)
+}
