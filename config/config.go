@@ -30,7 +30,7 @@ type Config struct {
 	CNIConfDir string   `toml:"cni_conf_dir"`
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
 
-	StreamAddress  string `toml:"stream_address"`
+	StreamAddress string `toml:"stream_address"`
 }
 
 // Defaults returns the embedded default configuration.
