@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -31,6 +32,10 @@ type Config struct {
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
 
 	StreamAddress string `toml:"stream_address"`
+
+	AuthFile            string        `toml:"auth_file"`
+	PullProgressTimeout time.Duration `toml:"pull_progress_timeout"`
+	PinnedImages        []string      `toml:"pinned_images"`
 }
 
 // Defaults returns the embedded default configuration.
@@ -77,6 +82,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cgroup_driver %q is not supported yet; use cgroupfs", c.CgroupDriver)
 	default:
 		return fmt.Errorf("cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+	}
+	if c.PullProgressTimeout < 0 {
+		return fmt.Errorf("pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)
 	}
 	for name, v := range map[string]string{"socket": c.Socket, "root": c.Root, "state": c.State} {
 		if v == "" {

@@ -3,7 +3,9 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaults(t *testing.T) {
@@ -56,5 +58,29 @@ func TestValidate(t *testing.T) {
 		if err := c.Validate(); (err == nil) != tc.ok {
 			t.Errorf("%s: Validate() = %v, want ok=%v", tc.name, err, tc.ok)
 		}
+	}
+}
+
+func TestImageKeys(t *testing.T) {
+	c := Defaults()
+	if c.PullProgressTimeout != 5*time.Minute || c.AuthFile != "" || len(c.PinnedImages) != 0 {
+		t.Fatalf("image defaults: %+v", c)
+	}
+	path := filepath.Join(t.TempDir(), "img.toml")
+	data := "pull_progress_timeout = \"90s\"\nauth_file = \"/tmp/a.json\"\npinned_images = [\"busybox\", \"sha256:" +
+		strings.Repeat("a", 64) + "\"]\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PullProgressTimeout != 90*time.Second || c.AuthFile != "/tmp/a.json" || len(c.PinnedImages) != 2 {
+		t.Fatalf("loaded: %+v", c)
+	}
+	c.PullProgressTimeout = -time.Second
+	if err := c.Validate(); err == nil {
+		t.Fatal("negative pull_progress_timeout accepted")
 	}
 }

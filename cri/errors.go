@@ -27,7 +27,16 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
-	case errors.Is(err, sandbox.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, image.ErrUnauthorized):
+		code = codes.Unauthenticated
+	case errors.Is(err, image.ErrRegistryUnavailable):
+		code = codes.Unavailable
+	case errors.Is(err, image.ErrCorrupt):
+		code = codes.DataLoss
+	case errors.Is(err, image.ErrNoSpace):
+		code = codes.ResourceExhausted
+	case errors.Is(err, sandbox.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, image.ErrPullStalled):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -48,7 +48,14 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 	}
 	resp := &runtimeapi.ImageStatusResponse{Image: criImage(img)}
 	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{"imageSpec": json.RawMessage(img.ConfigJSON)})
+		// imageSpec as containerd reports it; the rest so a person need not
+		// dig them out of it.
+		info, _ := json.Marshal(map[string]any{
+			"imageSpec":  json.RawMessage(img.ConfigJSON),
+			"stopSignal": img.StopSignal,
+			"volumes":    img.Volumes,
+			"pinned":     img.Pinned,
+		})
 		resp.Info = map[string]string{"info": string(info)}
 	}
 	return resp, nil
@@ -113,6 +120,7 @@ func criImage(img *image.Image) *runtimeapi.Image {
 		RepoDigests: img.RepoDigests,
 		Size:        img.Size,
 		Spec:        &runtimeapi.ImageSpec{Image: img.ID},
+		Pinned:      img.Pinned,
 	}
 	user, _, _ := strings.Cut(img.User, ":")
 	if uid, err := strconv.ParseInt(user, 10, 64); err == nil {

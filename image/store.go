@@ -19,8 +19,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -28,11 +28,10 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
-	"go.podman.io/image/v5/copy"
-	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/signature"
@@ -41,10 +40,6 @@ import (
 	"go.podman.io/storage"
 	storagetypes "go.podman.io/storage/types"
 )
-
-// ErrNotFound is wrapped by errors for images that are not in the store, or
-// not in the registry when pulling.
-var ErrNotFound = errors.New("image not found")
 
 // Config says where the store keeps its data.
 type Config struct {
@@ -55,6 +50,17 @@ type Config struct {
 	// RegistriesConf is a containers-registries.conf(5) v2 file; empty or
 	// absent means no mirrors, HTTPS only, short names go to docker.io.
 	RegistriesConf string
+	// AuthFile is a containers-auth.json(5) or docker config.json file
+	// with registry credentials, used when a pull brings none; empty: none.
+	AuthFile string
+	// PullProgressTimeout cancels a pull that receives no bytes for this
+	// long while a transfer is open; 0 disables it.
+	PullProgressTimeout time.Duration
+	// PinnedImages are references (tags, digests or IDs) reported as
+	// pinned, so the kubelet never garbage-collects them.
+	PinnedImages []string
+	// Logger receives pull progress; nil: slog.Default().
+	Logger *slog.Logger
 }
 
 // Auth is the credential for one pull.
@@ -74,8 +80,10 @@ type Image struct {
 	User, WorkingDir     string
 	Entrypoint, Cmd, Env []string
 	Labels               map[string]string
-	StopSignal           string
-	ConfigJSON           []byte // raw OCI image config
+	StopSignal           string   // e.g. "SIGQUIT"; empty: the runtime's default (SIGTERM)
+	Volumes              []string // the config's exposed volumes, sorted
+	Pinned               bool     // named by Config.PinnedImages
+	ConfigJSON           []byte   // raw OCI image config
 }
 
 // Store is the image store. Its methods are safe for concurrent use.
@@ -84,6 +92,24 @@ type Store struct {
 	root   string // storage graph root
 	sys    *types.SystemContext
 	policy *signature.PolicyContext
+
+	log             *slog.Logger
+	progressTimeout time.Duration
+	pinned          map[string]bool // normalized references and "sha256:<id>"
+
+	// pulls of the same reference with the same credentials share one
+	// copy; they run under baseCtx, which Close cancels.
+	flights    *flights
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+
+	// layerGC: layers a failed pull committed are removed once no pull is
+	// running (a running pull's committed layers are not yet referenced).
+	gcMu      sync.Mutex
+	gcIdle    *sync.Cond
+	running   int
+	gcPending bool
+	gcRunning bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -126,13 +152,36 @@ func Open(cfg Config) (*Store, error) {
 		RegistriesDirPath:           none, // no lookaside signature config
 		AuthFilePath:                filepath.Join(none, "auth.json"),
 		BigFilesTemporaryDir:        filepath.Join(cfg.Root, "tmp"),
+		BlobInfoCacheDir:            filepath.Join(cfg.Root, "cache"), // not the host's /var/lib/containers/cache
 		OSChoice:                    "linux",
 		ArchitectureChoice:          runtime.GOARCH,
 		DockerRegistryUserAgent:     "peapod",
 	}
-	if err := os.MkdirAll(sys.BigFilesTemporaryDir, 0o700); err != nil {
-		st.Shutdown(true) //nolint:errcheck
-		return nil, err
+	if cfg.AuthFile != "" {
+		sys.AuthFilePath = cfg.AuthFile
+	}
+	for _, d := range []string{sys.BigFilesTemporaryDir, sys.BlobInfoCacheDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			st.Shutdown(true) //nolint:errcheck
+			return nil, err
+		}
+	}
+	pinned := map[string]bool{}
+	for _, p := range cfg.PinnedImages {
+		if id := strings.TrimPrefix(p, "sha256:"); len(id) == 64 && hexID(id) {
+			pinned["sha256:"+id] = true
+			continue
+		}
+		n, err := Normalize(p)
+		if err != nil {
+			st.Shutdown(true) //nolint:errcheck
+			return nil, fmt.Errorf("image: pinned image: %w", err)
+		}
+		pinned[n] = true
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
 	}
 	// Fail early on a malformed registries.conf.
 	if _, err := sysregistriesv2.GetRegistries(sys); err != nil {
@@ -146,7 +195,14 @@ func Open(cfg Config) (*Store, error) {
 		st.Shutdown(true) //nolint:errcheck
 		return nil, err
 	}
-	return &Store{store: st, root: graphRoot, sys: sys, policy: pc, cache: map[string]*configInfo{}}, nil
+	s := &Store{
+		store: st, root: graphRoot, sys: sys, policy: pc, cache: map[string]*configInfo{},
+		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned,
+		flights: &flights{m: map[string]*flight{}},
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.gcIdle = sync.NewCond(&s.gcMu)
+	return s, nil
 }
 
 // Close unmounts everything storage mounted (container rootfs included)
@@ -154,6 +210,8 @@ func Open(cfg Config) (*Store, error) {
 // Close is idempotent.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.cancelBase()
+		s.flights.wait()
 		s.policy.Destroy() //nolint:errcheck
 		_, err := s.store.Shutdown(true)
 		if errors.Is(err, storagetypes.ErrLayerUsedByContainer) {
@@ -165,124 +223,6 @@ func (s *Store) Close() error {
 		s.closeErr = err
 	})
 	return s.closeErr
-}
-
-// ---------------------------------------------------------------- pull
-
-// candidates lists the fully qualified references ref may mean, in order:
-// short names expand over unqualified-search-registries (docker.io when
-// none is configured).
-func (s *Store) candidates(ref string) ([]reference.Named, error) {
-	if !isShortName(ref) {
-		n, err := normalizeNamed(ref)
-		if err != nil {
-			return nil, err
-		}
-		return []reference.Named{n}, nil
-	}
-	search, err := sysregistriesv2.UnqualifiedSearchRegistries(s.sys)
-	if err != nil {
-		return nil, err
-	}
-	if len(search) == 0 {
-		search = []string{"docker.io"}
-	}
-	var out []reference.Named
-	for _, reg := range search {
-		n, err := normalizeNamed(reg + "/" + ref)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-// Pull pulls ref (short, tagged or by digest) for this machine's platform
-// and returns the stored image. A reference the registry does not have gives
-// an error wrapping ErrNotFound.
-func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error) {
-	cands, err := s.candidates(ref)
-	if err != nil {
-		return nil, err
-	}
-	sys := *s.sys
-	if auth != nil && *auth != (Auth{}) {
-		sys.DockerAuthConfig = &types.DockerAuthConfig{
-			Username: auth.Username, Password: auth.Password, IdentityToken: auth.IdentityToken,
-		}
-		sys.DockerBearerRegistryToken = auth.RegistryToken
-	}
-	var errs []error
-	for _, named := range cands {
-		img, err := s.pullOne(ctx, &sys, named)
-		if err == nil {
-			return img, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("pull %q: %w", ref, ctx.Err())
-		}
-		errs = append(errs, err)
-	}
-	if len(errs) == 1 {
-		return nil, errs[0]
-	}
-	err = errors.Join(errs...)
-	if allNotFound(errs) {
-		return nil, fmt.Errorf("image %q: %w: %v", ref, ErrNotFound, err)
-	}
-	return nil, fmt.Errorf("pull %q: %w", ref, err)
-}
-
-func allNotFound(errs []error) bool {
-	for _, e := range errs {
-		if !errors.Is(e, ErrNotFound) {
-			return false
-		}
-	}
-	return true
-}
-
-func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named reference.Named) (*Image, error) {
-	srcRef, err := docker.NewReference(named)
-	if err != nil {
-		return nil, err
-	}
-	dstRef, err := istorage.Transport.NewStoreReference(s.store, named, "")
-	if err != nil {
-		return nil, err
-	}
-	_, err = copy.Image(ctx, s.policy, dstRef, srcRef, &copy.Options{
-		SourceCtx:          sys,
-		DestinationCtx:     sys,
-		ReportWriter:       io.Discard,
-		ImageListSelection: copy.CopySystemImage,
-	})
-	if err != nil {
-		if isRegistryNotFound(err) {
-			return nil, fmt.Errorf("image %q: %w: %v", named.String(), ErrNotFound, err)
-		}
-		return nil, fmt.Errorf("pull %q: %w", named.String(), err)
-	}
-	simg, err := istorage.Transport.GetStoreImage(s.store, dstRef)
-	if err != nil {
-		return nil, fmt.Errorf("pull %q: stored image not found: %w", named.String(), err)
-	}
-	return s.describe(ctx, simg)
-}
-
-// isRegistryNotFound tells whether a copy error means the registry (or every
-// mirror) answered that the repository or manifest does not exist. With
-// mirrors, c/image wraps only the primary location's error (which may be a
-// network error offline), so the mirrors' answers are matched in the text.
-func isRegistryNotFound(err error) bool {
-	msg := strings.ToLower(err.Error())
-	for _, s := range []string{"manifest unknown", "name unknown", "repository name not known", "not found"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // ---------------------------------------------------------------- lookup
@@ -376,7 +316,15 @@ func (s *Store) describe(ctx context.Context, simg *storage.Image) (*Image, erro
 		StopSignal: ci.config.Config.StopSignal,
 		ConfigJSON: ci.raw,
 	}
+	for v := range ci.config.Config.Volumes {
+		img.Volumes = append(img.Volumes, v)
+	}
+	sort.Strings(img.Volumes)
 	img.RepoTags, img.RepoDigests = names(simg)
+	img.Pinned = s.pinned[img.ID]
+	for _, n := range append(append([]string(nil), img.RepoTags...), img.RepoDigests...) {
+		img.Pinned = img.Pinned || s.pinned[n]
+	}
 	return img, nil
 }
 

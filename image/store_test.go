@@ -25,6 +25,13 @@ func TestMain(m *testing.M) {
 // It checks at cleanup that Close left no mounts under the temp dir.
 func openTestStore(t *testing.T, addr string) (*Store, string) {
 	t.Helper()
+	return openTestStoreWith(t, addr, nil)
+}
+
+// openTestStoreWith is openTestStore with the Config adjusted by mod
+// (dir is the test's temp dir; Root and RunRoot are under it).
+func openTestStoreWith(t *testing.T, addr string, mod func(dir string, c *Config)) (*Store, string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (overlay storage)")
 	}
@@ -52,7 +59,11 @@ insecure = true
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: conf})
+	cfg := Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: conf}
+	if mod != nil {
+		mod(dir, &cfg)
+	}
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,10 +82,17 @@ func StartRegistry(t testing.TB) (addr string) {
 	if err := ensureRegistryInstalled(); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	return startRegistryWith(t, "")
+}
+
+// startRegistryWith starts a registry whose config has extra appended
+// (top-level YAML sections).
+func startRegistryWith(t testing.TB, extra string) (addr string) {
+	t.Helper()
 	dir := t.TempDir()
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		addr, err := startRegistry(t, dir, attempt)
+		addr, err := startRegistry(t, dir, attempt, extra)
 		if err == nil {
 			return addr
 		}
@@ -95,7 +102,7 @@ func StartRegistry(t testing.TB) (addr string) {
 	return ""
 }
 
-func startRegistry(t testing.TB, dir string, attempt int) (string, error) {
+func startRegistry(t testing.TB, dir string, attempt int, extra string) (string, error) {
 	port, err := freePort()
 	if err != nil {
 		return "", err
@@ -116,7 +123,7 @@ storage:
     enabled: true
 http:
   addr: %s
-`, root, addr)
+%s`, root, addr, extra)
 	if err := os.WriteFile(conf, []byte(config), 0o644); err != nil {
 		return "", err
 	}
@@ -153,7 +160,7 @@ http:
 		resp, err := client.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK || extra != "" && resp.StatusCode == http.StatusUnauthorized {
 				break
 			}
 		}
@@ -502,6 +509,7 @@ type ImageConfig struct {
 	User       string
 	Labels     map[string]string
 	StopSignal string
+	Volumes    []string // exposed volumes, e.g. "/data"
 }
 
 // layerEpoch is the mtime of every layer entry, so equal inputs give equal
@@ -569,6 +577,12 @@ func BuildImage(rootfsDir string, cfg ImageConfig) (v1.Image, error) {
 			StopSignal: cfg.StopSignal,
 		},
 		RootFS: v1.RootFS{Type: "layers"},
+	}
+	for _, v := range cfg.Volumes {
+		if cf.Config.Volumes == nil {
+			cf.Config.Volumes = map[string]struct{}{}
+		}
+		cf.Config.Volumes[v] = struct{}{}
 	}
 	img, err := mutate.ConfigFile(empty.Image, cf)
 	if err != nil {
