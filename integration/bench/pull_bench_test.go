@@ -1,0 +1,307 @@
+// Package bench compares peapod's image pulls with Debian's containerd 1.6
+// on the same machine, registry and image, in the same run (`make bench`).
+//
+// peapod's image service runs in the test process (image store behind the
+// cri package's gRPC ImageService on a unix socket); containerd runs as a
+// private daemon with the config in containerd.toml.tmpl. Both are driven
+// through the CRI ImageService over their sockets, as the kubelet would.
+package bench
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.podman.io/storage/pkg/reexec"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/cri"
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+//go:embed containerd.toml.tmpl
+var containerdConfig string
+
+//go:embed hosts.toml.tmpl
+var hostsConfig string
+
+const containerdBin = "/usr/bin/containerd"
+
+func TestMain(m *testing.M) {
+	if reexec.Init() { // containers/storage re-executes the test binary
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// The bench image: 5 layers of random data, 10 MiB each.
+const (
+	benchLayers     = 5
+	benchLayerBytes = 10 << 20
+	parallelPulls   = 10
+)
+
+type runtimeUnderTest struct {
+	name string
+	img  runtimeapi.ImageServiceClient
+}
+
+// BenchmarkImagePull pulls a 5-layer 50 MiB image cold (not present),
+// warm (present: manifest check only) and 10 times at once (cold), with
+// peapod and with containerd, then prints a table.
+func BenchmarkImagePull(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	reg := testenv.StartRegistry(b)
+	img, err := testenv.RandomImage(benchLayers, benchLayerBytes, 42)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ref := reg + "/bench/layers5:1"
+	testenv.Push(b, ref, img, "", "")
+
+	rts := []runtimeUnderTest{
+		{"peapod", startPeapod(b, reg)},
+		{"containerd", startContainerd(b, reg)},
+	}
+	results := map[string]map[string]time.Duration{}
+	var mu sync.Mutex
+	record := func(scenario, rt string, d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		if results[scenario] == nil {
+			results[scenario] = map[string]time.Duration{}
+		}
+		results[scenario][rt] = d
+	}
+	scenarios := []struct {
+		name    string
+		present bool // image present before each pull
+		pulls   int
+	}{
+		{"cold", false, 1},
+		{"warm", true, 1},
+		{fmt.Sprintf("parallel%d", parallelPulls), false, parallelPulls},
+	}
+	for _, sc := range scenarios {
+		for _, rt := range rts {
+			b.Run(sc.name+"/"+rt.name, func(b *testing.B) {
+				ctx := context.Background()
+				var total time.Duration
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					if sc.present {
+						pull(b, ctx, rt, ref)
+					} else {
+						remove(b, ctx, rt, ref)
+					}
+					b.StartTimer()
+					start := time.Now()
+					var wg sync.WaitGroup
+					for j := 0; j < sc.pulls; j++ {
+						wg.Add(1)
+						go func() { defer wg.Done(); pull(b, ctx, rt, ref) }()
+					}
+					wg.Wait()
+					total += time.Since(start)
+				}
+				b.ReportMetric(float64(benchLayers*benchLayerBytes)/(1<<20), "MiB/image")
+				record(sc.name, rt.name, total/time.Duration(b.N))
+			})
+		}
+	}
+
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nimage pull: %d layers x %d MiB random data (%s), same registry, same run\n",
+		benchLayers, benchLayerBytes>>20, ref)
+	fmt.Fprintf(&out, "%-12s %12s %12s %18s\n", "scenario", "peapod", "containerd", "peapod/containerd")
+	for _, sc := range scenarios {
+		p, c := results[sc.name]["peapod"], results[sc.name]["containerd"]
+		ratio := "-"
+		if p > 0 && c > 0 {
+			ratio = fmt.Sprintf("%.2f", float64(p)/float64(c))
+		}
+		fmt.Fprintf(&out, "%-12s %12s %12s %18s\n", sc.name, p.Round(time.Millisecond), c.Round(time.Millisecond), ratio)
+	}
+	fmt.Print(out.String())
+}
+
+func pull(b *testing.B, ctx context.Context, rt runtimeUnderTest, ref string) {
+	if _, err := rt.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		b.Errorf("%s: PullImage %s: %v", rt.name, ref, err)
+	}
+}
+
+// remove removes the image and checks it is gone, so the next pull is cold.
+func remove(b *testing.B, ctx context.Context, rt runtimeUnderTest, ref string) {
+	if _, err := rt.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		b.Fatalf("%s: RemoveImage %s: %v", rt.name, ref, err)
+	}
+	st, err := rt.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	if err != nil || st.Image != nil {
+		b.Fatalf("%s: image %s still there after RemoveImage: %v", rt.name, ref, err)
+	}
+}
+
+// ---------------------------------------------------------------- peapod
+
+// startPeapod serves peapod's image store through the cri package's
+// ImageService on a unix socket in a temp dir, with a registries.conf that
+// marks the local registry insecure (plain HTTP).
+func startPeapod(b *testing.B, reg string) runtimeapi.ImageServiceClient {
+	dir, err := os.MkdirTemp("", "peapod-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	store, err := image.Open(image.Config{
+		Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: conf,
+		PullProgressTimeout: 5 * time.Minute,
+		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := store.Close(); err != nil {
+			b.Errorf("close image store: %v", err)
+		}
+	})
+	svc := cri.NewService(nil, store, nil, cri.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	sock := filepath.Join(dir, "peapod.sock")
+	lis, err := cri.Listen(sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := svc.NewGRPCServer()
+	served := make(chan struct{})
+	go func() { defer close(served); srv.Serve(lis) }()
+	b.Cleanup(func() { srv.Stop(); <-served })
+	return runtimeapi.NewImageServiceClient(dial(b, sock))
+}
+
+func dial(b *testing.B, sock string) *grpc.ClientConn {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// ---------------------------------------------------------------- containerd
+
+// startContainerd starts Debian's containerd (installed with apt-get if
+// missing) on its own socket, root and state in a temp dir, pulling from
+// reg over plain HTTP. It is stopped by its PID in b.Cleanup.
+func startContainerd(b *testing.B, reg string) runtimeapi.ImageServiceClient {
+	if _, err := os.Stat(containerdBin); err != nil {
+		if out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "containerd").CombinedOutput(); err != nil {
+			b.Skipf("containerd not installed and apt-get failed: %v\n%s", err, out)
+		}
+	}
+	dir, err := os.MkdirTemp("", "containerd-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "containerd.sock")
+	render := func(tmpl string) []byte {
+		return []byte(strings.NewReplacer("@DIR@", dir, "@SOCK@", sock, "@REGISTRY@", reg).Replace(tmpl))
+	}
+	hostsDir := filepath.Join(dir, "hosts.d", reg)
+	for _, d := range []string{hostsDir, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(hostsDir, "hosts.toml"), render(hostsConfig), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	confPath := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(confPath, render(containerdConfig), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(containerdBin, "--config", confPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		unmountUnder(dir)
+		os.RemoveAll(dir)
+	})
+	conn := dial(b, sock)
+	client := runtimeapi.NewImageServiceClient(conn)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return client
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
+			b.Fatalf("containerd exited:\n%s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("containerd did not answer in 20s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// unmountUnder detaches whatever containerd left mounted under dir.
+func unmountUnder(dir string) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var mounts []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			mounts = append(mounts, f[4])
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
+	for _, m := range mounts {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
