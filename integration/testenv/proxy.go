@@ -43,7 +43,7 @@ type Proxy struct {
 
 	mu          sync.Mutex
 	mode        ProxyMode
-	only        string // when set, mode applies only to this blob digest
+	only        string         // when set, mode applies only to this blob digest
 	blobGets    map[string]int // by path
 	inFlight    int
 	maxInFlight int
