@@ -59,6 +59,9 @@ type daemon struct {
 	root, state  string
 	cgroupParent string // relative: nested under the test's own cgroup
 	regConf      string
+	bridge       string // built-in pod network: own bridge and /24 per daemon
+	podCIDR      string
+	cniConfDir   string // empty: the built-in network, whatever the host has in /etc/cni/net.d
 	cmd          *exec.Cmd
 	logPath      string
 	conn         *grpc.ClientConn
@@ -88,7 +91,14 @@ func newDaemon(t *testing.T, regAddr string) *daemon {
 		cgroupParent: "peapod-it-" + randomSuffix(),
 		regConf:      filepath.Join(dir, "registries.conf"),
 		logPath:      filepath.Join(dir, "daemon.log"),
+		bridge:       "ppt" + randomSuffix(),
+		podCIDR:      freePodCIDR(t),
+		cniConfDir:   filepath.Join(dir, "cni"),
 	}
+	if err := os.MkdirAll(d.cniConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	guardBridge(t, d.bridge)
 	conf := fmt.Sprintf(`unqualified-search-registries = ["docker.io"]
 [[registry]]
 location = %[1]q
@@ -119,7 +129,8 @@ func (d *daemon) start() {
 	}
 	d.cmd = exec.Command(peapodBinary,
 		"--socket", d.socket, "--root", d.root, "--state", d.state,
-		"--cgroup-parent", d.cgroupParent, "--registries-conf", d.regConf, "--log-level", "debug")
+		"--cgroup-parent", d.cgroupParent, "--registries-conf", d.regConf, "--log-level", "debug",
+		"--bridge", d.bridge, "--pod-cidr", d.podCIDR, "--cni-conf-dir", d.cniConfDir)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
@@ -203,6 +214,11 @@ func (d *daemon) destroy() {
 		d.t.Errorf("cgroups left under %s: %v", d.cgroupParent, left)
 	}
 	removeCgroupTree(d.cgroupParent)
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
+		d.t.Errorf("veths left on %s: %s", d.bridge, out)
+	}
+	exec.Command("ip", "link", "del", d.bridge).Run()
+	exec.Command("nft", "delete", "table", "ip", "peapod-"+d.bridge).Run()
 	os.RemoveAll(d.dir)
 }
 
@@ -358,4 +374,39 @@ func containerConfig(name, image string, cmd ...string) *runtimeapi.ContainerCon
 		LogPath:  name + ".log",
 		Labels:   map[string]string{"container": name},
 	}
+}
+
+// freePodCIDR picks a 10.199.X.0/24 (X from 128; network's own tests use
+// the lower half) that no route of the host uses.
+func freePodCIDR(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	for range 100 {
+		b := make([]byte, 1)
+		rand.Read(b)
+		prefix := fmt.Sprintf("10.199.%d.", 128+int(b[0])%127)
+		if !strings.Contains(string(out), prefix) {
+			return prefix + "0/24"
+		}
+	}
+	t.Fatal("no free 10.199.X.0/24 for the pod network")
+	return ""
+}
+
+// guardBridge drops whatever the daemon's bridge would forward to another
+// interface, so that nothing a pod sends leaves the machine. The table is
+// removed in cleanup.
+func guardBridge(t *testing.T, bridge string) {
+	t.Helper()
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip ppt-guard-%[1]s {
+  chain forward { type filter hook forward priority -10; iifname "%[1]s" oifname != "%[1]s" drop; }
+}`, bridge))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+bridge).Run() })
 }
