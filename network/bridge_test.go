@@ -69,16 +69,8 @@ func newTestBridge(t *testing.T) *testBridge {
 	t.Helper()
 	needRoot(t)
 	tb := &testBridge{name: "ppt" + randHex(8), cidr: freeSubnet(t), stateDir: t.TempDir()}
-	guard := fmt.Sprintf(`table ip ppt-guard-%[1]s {
-  chain forward { type filter hook forward priority -10; iifname "%[1]s" oifname != "%[1]s" drop; }
-}`, tb.name)
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(guard)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("guard table: %v: %s", err, out)
-	}
+	newGuard(t, tb.name)
 	t.Cleanup(func() {
-		exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+tb.name).Run()
 		exec.Command("nft", "delete", "table", "ip", tableName(tb.name)).Run()
 		if br, err := netlink.LinkByName(tb.name); err == nil {
 			links, _ := netlink.LinkList()
@@ -100,6 +92,21 @@ func newTestBridge(t *testing.T) *testBridge {
 	}
 	tb.Bridge = b
 	return tb
+}
+
+// newGuard drops anything bridge would forward to another interface.
+func newGuard(t *testing.T, bridge string) string {
+	t.Helper()
+	name := "ppt-guard-" + bridge
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip %s {
+  chain forward { type filter hook forward priority -10; iifname "%s" oifname != "%[2]s" drop; }
+}`, name, bridge))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("guard table: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", name).Run() })
+	return name
 }
 
 // reopen is a new Bridge on the same device and state, as after a restart.
