@@ -18,10 +18,16 @@ func (s *Service) Version(ctx context.Context, req *runtimeapi.VersionRequest) (
 }
 
 func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	network := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if s.info.NetworkReady != nil {
+		if err := s.info.NetworkReady(); err != nil {
+			network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
+		}
+	}
 	return &runtimeapi.StatusResponse{
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
 			{Type: runtimeapi.RuntimeReady, Status: true},
-			{Type: runtimeapi.NetworkReady, Status: true},
+			network,
 		}},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
 			Name:     "",

@@ -28,10 +28,12 @@ type Images interface {
 	FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error)
 }
 
-// Info is what Version and RuntimeConfig report.
+// Info is what Version, Status and RuntimeConfig report.
 type Info struct {
 	Version      string
 	CgroupDriver string // "cgroupfs" or "systemd"
+	// NetworkReady says why pods cannot get a network now, or nil.
+	NetworkReady func() error
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and

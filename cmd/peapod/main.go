@@ -204,7 +204,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer streams.Close()
 
-	svc := cri.NewService(rt, images, streams, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver}, log)
+	svc := cri.NewService(rt, images, streams, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready}, log)
 	lis, err := cri.Listen(cfg.Socket)
 	if err != nil {
 		return err
