@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // CNIConfig says where CNI configs and plugins are.
@@ -17,14 +20,96 @@ type CNIConfig struct {
 	ConfDir  string   // the first .conflist, .conf or .json in name order is used
 	BinDirs  []string // plugin binaries
 	CacheDir string   // libcni's record of each attachment, for DEL after a restart
+	// PodCIDR, comma-separated ("10.88.0.0/16,fd00:88::/64"), is passed
+	// as the ipRanges capability, one range set per CIDR; "" passes none.
+	PodCIDR string
 }
 
 // CNI sets pods up with the operator's CNI plugins through libcni, passing
-// the pod's host ports as the portMappings capability.
+// the capabilities kubelet's runtimes pass: portMappings (host ports),
+// bandwidth (pod annotations) and ipRanges (the pod CIDR). libcni gives each
+// plugin only the capabilities its config declares.
 type CNI struct {
-	cni  *libcni.CNIConfig
-	list *libcni.NetworkConfigList
-	file string
+	cni      *libcni.CNIConfig
+	list     *libcni.NetworkConfigList
+	file     string
+	ipRanges [][]ipRange
+}
+
+// ipRange is one element of the ipRanges capability (host-local's range).
+type ipRange struct {
+	Subnet string `json:"subnet"`
+}
+
+// parseIPRanges turns "10.88.0.0/16,fd00:88::/64" into one range set per
+// CIDR, as dual-stack host-local expects.
+func parseIPRanges(podCIDR string) ([][]ipRange, error) {
+	var out [][]ipRange
+	for _, s := range strings.Split(podCIDR, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("pod_cidr %q: %q is not a CIDR such as 10.88.0.0/16", podCIDR, s)
+		}
+		out = append(out, []ipRange{{Subnet: n.String()}})
+	}
+	return out, nil
+}
+
+// Pod annotations kubelet reads for traffic shaping, in bits per second.
+const (
+	annotationIngressBandwidth = "kubernetes.io/ingress-bandwidth"
+	annotationEgressBandwidth  = "kubernetes.io/egress-bandwidth"
+)
+
+// bandwidth is the bandwidth capability (the bandwidth plugin's runtimeConfig).
+type bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// podBandwidth reads the bandwidth annotations as kubelet validates them
+// (a quantity from 1k to 1P) and as containerd passes them (burst
+// unlimited). nil means no shaping.
+func podBandwidth(annotations map[string]string) (*bandwidth, error) {
+	minRate, maxRate := resource.MustParse("1k"), resource.MustParse("1P")
+	parse := func(key string) (uint64, error) {
+		v, ok := annotations[key]
+		if !ok {
+			return 0, nil
+		}
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return 0, fmt.Errorf("annotation %s=%q: not a quantity such as 10M: %w", key, v, err)
+		}
+		if q.Cmp(minRate) < 0 || q.Cmp(maxRate) > 0 {
+			return 0, fmt.Errorf("annotation %s=%q: must be from 1k to 1P (bits per second)", key, v)
+		}
+		return uint64(q.Value()), nil
+	}
+	in, err := parse(annotationIngressBandwidth)
+	if err != nil {
+		return nil, err
+	}
+	out, err := parse(annotationEgressBandwidth)
+	if err != nil {
+		return nil, err
+	}
+	if in == 0 && out == 0 {
+		return nil, nil
+	}
+	bw := &bandwidth{IngressRate: in, EgressRate: out}
+	if in > 0 {
+		bw.IngressBurst = math.MaxUint32
+	}
+	if out > 0 {
+		bw.EgressBurst = math.MaxUint32
+	}
+	return bw, nil
 }
 
 // cniIfName is the pod's interface, as kubelet and every CNI plugin expect.
@@ -66,7 +151,11 @@ func NewCNI(ctx context.Context, cfg CNIConfig) (*CNI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CNI config %s: %w", file, err)
 	}
-	c := &CNI{cni: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil), list: list, file: file}
+	ranges, err := parseIPRanges(cfg.PodCIDR)
+	if err != nil {
+		return nil, err
+	}
+	c := &CNI{cni: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil), list: list, file: file, ipRanges: ranges}
 	return c, nil
 }
 
@@ -79,7 +168,7 @@ func (c *CNI) Ready() error {
 	return nil
 }
 
-func (c *CNI) runtimeConf(pod Pod) *libcni.RuntimeConf {
+func (c *CNI) runtimeConf(pod Pod) (*libcni.RuntimeConf, error) {
 	rt := &libcni.RuntimeConf{
 		ContainerID: pod.ID,
 		NetNS:       pod.NetNS,
@@ -104,16 +193,33 @@ func (c *CNI) runtimeConf(pod Pod) *libcni.RuntimeConf {
 			pms = append(pms, portMapping{p.HostPort, p.ContainerPort, p.Protocol, p.HostIP})
 		}
 	}
+	caps := map[string]interface{}{}
 	if len(pms) > 0 {
-		rt.CapabilityArgs = map[string]interface{}{"portMappings": pms}
+		caps["portMappings"] = pms
 	}
-	return rt
+	bw, err := podBandwidth(pod.Annotations)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", pod.ID, err)
+	}
+	if bw != nil {
+		caps["bandwidth"] = bw
+	}
+	if len(c.ipRanges) > 0 {
+		caps["ipRanges"] = c.ipRanges
+	}
+	if len(caps) > 0 {
+		rt.CapabilityArgs = caps
+	}
+	return rt, nil
 }
 
 // SetupPod runs ADD. A failed ADD is followed by DEL, as the CNI spec asks,
 // so nothing is left for a pod that never came up.
 func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
-	rt := c.runtimeConf(pod)
+	rt, err := c.runtimeConf(pod)
+	if err != nil {
+		return Result{}, err
+	}
 	res, err := c.cni.AddNetworkList(ctx, c.list, rt)
 	if err != nil {
 		c.cni.DelNetworkList(ctx, c.list, rt)
@@ -140,15 +246,25 @@ func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
 
 // Check runs CHECK against the pod's recorded attachment.
 func (c *CNI) Check(ctx context.Context, pod Pod) error {
-	if err := c.cni.CheckNetworkList(ctx, c.list, c.runtimeConf(pod)); err != nil {
+	rt, err := c.runtimeConf(pod)
+	if err != nil {
+		return err
+	}
+	if err := c.cni.CheckNetworkList(ctx, c.list, rt); err != nil {
 		return fmt.Errorf("CNI CHECK (network %s): %w", c.list.Name, err)
 	}
 	return nil
 }
 
-// TeardownPod runs DEL, which plugins make idempotent.
+// TeardownPod runs DEL, which plugins make idempotent. Bad bandwidth
+// annotations do not block it: DEL runs without that capability.
 func (c *CNI) TeardownPod(ctx context.Context, pod Pod) error {
-	if err := c.cni.DelNetworkList(ctx, c.list, c.runtimeConf(pod)); err != nil {
+	rt, err := c.runtimeConf(pod)
+	if err != nil {
+		pod.Annotations = nil
+		rt, _ = c.runtimeConf(pod)
+	}
+	if err := c.cni.DelNetworkList(ctx, c.list, rt); err != nil {
 		return fmt.Errorf("CNI DEL (network %s): %w", c.list.Name, err)
 	}
 	return nil

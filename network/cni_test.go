@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -84,5 +85,66 @@ func TestCNIUnknownPlugin(t *testing.T) {
 	}
 	if _, err := c.SetupPod(context.Background(), Pod{ID: "x", NetNS: newNetNS(t)}); err == nil || !strings.Contains(err.Error(), "no-such-plugin") {
 		t.Fatalf("SetupPod: %v", err)
+	}
+}
+
+// TestCNICapabilities: the capabilities peapod passes through libcni, as
+// kubelet's runtimes pass them (pure translation: no plugin runs).
+func TestCNICapabilities(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		podCIDR     string
+		pod         Pod
+		want        string // JSON of CapabilityArgs, "" for none
+		wantErr     string
+		wantOpenErr string
+	}{
+		{name: "nothing", want: ""},
+		{name: "host ports", pod: Pod{Ports: []PortMapping{{Protocol: "tcp", ContainerPort: 80, HostPort: 8080, HostIP: "127.0.0.1"}, {Protocol: "udp", ContainerPort: 53}}},
+			want: `{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]}`},
+		{name: "bandwidth", pod: Pod{Annotations: map[string]string{annotationIngressBandwidth: "10M", annotationEgressBandwidth: "1k", "other": "x"}},
+			want: `{"bandwidth":{"ingressRate":10000000,"ingressBurst":4294967295,"egressRate":1000,"egressBurst":4294967295}}`},
+		{name: "ingress only", pod: Pod{Annotations: map[string]string{annotationIngressBandwidth: "1Mi"}},
+			want: `{"bandwidth":{"ingressRate":1048576,"ingressBurst":4294967295}}`},
+		{name: "bandwidth not a quantity", pod: Pod{Annotations: map[string]string{annotationEgressBandwidth: "fast"}}, wantErr: annotationEgressBandwidth},
+		{name: "bandwidth too small", pod: Pod{Annotations: map[string]string{annotationIngressBandwidth: "10"}}, wantErr: "1k to 1P"},
+		{name: "bandwidth too large", pod: Pod{Annotations: map[string]string{annotationIngressBandwidth: "2P"}}, wantErr: "1k to 1P"},
+		{name: "ip ranges", podCIDR: "10.88.0.0/16", want: `{"ipRanges":[[{"subnet":"10.88.0.0/16"}]]}`},
+		{name: "dual-stack ip ranges", podCIDR: "10.88.0.0/16, fd00:88::/64",
+			want: `{"ipRanges":[[{"subnet":"10.88.0.0/16"}],[{"subnet":"fd00:88::/64"}]]}`},
+		{name: "bad pod CIDR", podCIDR: "10.88.0.0/16,nope", wantOpenErr: `"nope" is not a CIDR`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "10.conflist"), []byte(`{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"}]}`), 0o644)
+			c, err := NewCNI(context.Background(), CNIConfig{ConfDir: dir, PodCIDR: tc.podCIDR})
+			if tc.wantOpenErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantOpenErr) {
+					t.Fatalf("NewCNI: %v, want %q", err, tc.wantOpenErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			rt, err := c.runtimeConf(tc.pod)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("runtimeConf: %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if rt.CapabilityArgs != nil {
+				b, _ := json.Marshal(rt.CapabilityArgs)
+				got = string(b)
+			}
+			if got != tc.want {
+				t.Errorf("capabilities\n got %s\nwant %s", got, tc.want)
+			}
+		})
 	}
 }

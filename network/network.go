@@ -22,6 +22,9 @@ type Pod struct {
 	UID       string
 	NetNS     string // path of the pod's network namespace
 	Ports     []PortMapping
+	// Annotations of the pod's config: CNI reads the bandwidth ones
+	// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth).
+	Annotations map[string]string
 }
 
 // PortMapping is a hostPort of the pod's config.
@@ -52,7 +55,7 @@ type Backend interface {
 // Config configures Open.
 type Config struct {
 	Bridge     string   // built-in: bridge device
-	PodCIDR    string   // built-in: IPv4 pod range
+	PodCIDR    string   // built-in: IPv4 pod range; CNI: the ipRanges capability (comma-separated)
 	Root       string   // persistent state; the network keeps <Root>/network
 	CNIConfDir string   // a config here selects CNI
 	CNIBinDirs []string // CNI plugin binaries
@@ -71,7 +74,7 @@ func Open(ctx context.Context, cfg Config) (Backend, error) {
 		return nil, err
 	}
 	if file != "" {
-		c, err := NewCNI(ctx, CNIConfig{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs,
+		c, err := NewCNI(ctx, CNIConfig{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs, PodCIDR: cfg.PodCIDR,
 			CacheDir: filepath.Join(cfg.Root, "network", "cni-cache")})
 		if err != nil {
 			return nil, err
