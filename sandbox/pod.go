@@ -146,7 +146,7 @@ func (p *pod) netnsPath() string { return p.nsPath("net") }
 // networkPod describes the pod to the network package.
 func (p *pod) networkPod() network.Pod {
 	m := p.Config.GetMetadata()
-	np := network.Pod{ID: p.ID, Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUid(), NetNS: p.netnsPath()}
+	np := network.Pod{ID: p.ID, Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUid(), NetNS: p.netnsPath(), Annotations: p.Config.GetAnnotations()}
 	for _, pm := range p.Config.GetPortMappings() {
 		np.Ports = append(np.Ports, network.PortMapping{
 			Protocol:      strings.ToLower(pm.GetProtocol().String()),
