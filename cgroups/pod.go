@@ -1,0 +1,131 @@
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+
+	ocgroups "github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/manager"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// The layout of a pod, the same on v1 and v2:
+//
+//	<parent>/peapod-pod-<pod id>              the pod's limits (resources + overhead)
+//	<parent>/peapod-pod-<pod id>/pause        the pause process
+//	<parent>/peapod-pod-<pod id>/peapod-<id>  each container
+//
+// The pause gets a leaf of its own because a v2 cgroup that has processes
+// cannot hand controllers to children ("no internal processes").
+const pauseLeaf = "pause"
+
+// PodPath is the cgroupfs path of a pod's cgroup under parent; a relative
+// parent nests under peapod's own cgroup, as for ContainerPath.
+func PodPath(parent, podID string) string {
+	name := "peapod-pod-" + podID
+	if parent == "" {
+		return name
+	}
+	return path.Join(parent, name)
+}
+
+// CreatePod creates the pod's cgroup with the given limits.
+func CreatePod(podPath string, res *specs.LinuxResources) error {
+	pod, err := podManager(podPath, res)
+	if err != nil {
+		return err
+	}
+	if err := pod.Apply(-1); err != nil {
+		return fmt.Errorf("create pod cgroup %s: %w", podPath, err)
+	}
+	if err := pod.Set(limitsOf(pod)); err != nil {
+		pod.Destroy()
+		return fmt.Errorf("set limits of pod cgroup %s: %w", podPath, err)
+	}
+	return nil
+}
+
+// AddPause moves the pod's pause process into its own leaf of the pod's
+// cgroup, creating the leaf.
+func AddPause(podPath string, pid int) error {
+	leaf, err := podManager(path.Join(podPath, pauseLeaf), nil)
+	if err != nil {
+		return err
+	}
+	if err := leaf.Apply(pid); err != nil {
+		return fmt.Errorf("move pause %d into %s: %w", pid, podPath, err)
+	}
+	return nil
+}
+
+// UpdatePod applies new limits to the pod's cgroup while it runs.
+func UpdatePod(podPath string, res *specs.LinuxResources) error {
+	pod, err := podManager(podPath, res)
+	if err != nil {
+		return err
+	}
+	if !exists(pod) {
+		return fmt.Errorf("pod cgroup %s: %w", podPath, os.ErrNotExist)
+	}
+	if err := pod.Set(limitsOf(pod)); err != nil {
+		return fmt.Errorf("update limits of pod cgroup %s: %w", podPath, err)
+	}
+	return nil
+}
+
+// RemovePod removes the pod's cgroup and everything below it; its
+// processes must be gone. A pod cgroup that does not exist is not an error.
+func RemovePod(podPath string) error {
+	pod, err := podManager(podPath, nil)
+	if err != nil {
+		return err
+	}
+	if err := pod.Destroy(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove pod cgroup %s: %w", podPath, err)
+	}
+	return nil
+}
+
+// Paths returns the absolute directories of a cgroupfs path: one per v1
+// controller, or the unified one under the key "".
+func Paths(cgroupPath string) (map[string]string, error) {
+	m, err := podManager(cgroupPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.GetPaths(), nil
+}
+
+func podManager(cgroupPath string, res *specs.LinuxResources) (ocgroups.Manager, error) {
+	cg, err := libcontainerCgroup(cgroupPath, res)
+	if err != nil {
+		return nil, fmt.Errorf("pod cgroup %s: %w", cgroupPath, err)
+	}
+	m, err := manager.New(cg)
+	if err != nil {
+		return nil, fmt.Errorf("pod cgroup %s: %w", cgroupPath, err)
+	}
+	return m, nil
+}
+
+// limitsOf are the resources a manager was made with, to Set them.
+func limitsOf(m ocgroups.Manager) *ocgroups.Resources {
+	cg, err := m.GetCgroups()
+	if err != nil || cg.Resources == nil {
+		return &ocgroups.Resources{SkipDevices: true}
+	}
+	return cg.Resources
+}
+
+// exists reports whether the cgroup is there. Manager.Exists looks at the
+// devices controller on v1, which pod cgroups leave alone.
+func exists(m ocgroups.Manager) bool {
+	for _, p := range m.GetPaths() {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
