@@ -95,6 +95,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 		Annotations: c.Config.GetAnnotations(),
 		LogPath:     c.LogPath,
 		User:        containerUser(c.User.UID, c.User.GID, c.User.AdditionalGids),
+		Resources:   &runtimeapi.ContainerResources{Linux: c.Config.GetLinux().GetResources()},
 	}
 	for _, m := range c.Config.GetMounts() {
 		st.Mounts = append(st.Mounts, m)

@@ -77,10 +77,18 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := writePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
 	}
+	p.Cgroup = cgroups.PodPath(p.CgroupParent, id)
+	if err := cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+	}
+	undo = append(undo, func() { r.removePodCgroup(p) })
 	if err := r.startPause(p); err != nil {
 		return Pod{}, err
 	}
 	undo = append(undo, func() { r.killPause(p) })
+	if err := cgroups.AddPause(p.Cgroup, p.PausePID); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+	}
 
 	if !hostNetwork(cfg) && r.opts.Network != nil {
 		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
@@ -367,6 +375,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.killPause(p)
 	unmountPodShm(p.Dir)
+	r.removePodCgroup(p)
 	p.State = PodNotReady
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
@@ -395,6 +404,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	r.removePodCgroup(p)
 	if err := os.RemoveAll(p.Dir); err != nil {
 		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
 	}

@@ -51,6 +51,8 @@ type Runtime struct {
 	containers map[string]*container
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
+
+	samples cpuSamples // for the CPU rate in stats
 }
 
 // Open loads the persisted pods and containers and reconciles them with the

@@ -79,7 +79,14 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
 	setSecurity(spec, sec)
 	setResources(spec, cfg.GetLinux().GetResources())
-	spec.Linux.CgroupsPath = peapodcgroups.ContainerPath(in.CgroupParent, in.ID)
+	if err := peapodcgroups.Check(spec.Linux.Resources); err != nil {
+		return nil, fmt.Errorf("resources: %v: %w", err, ErrInvalidArgument)
+	}
+	parent := in.CgroupParent
+	if in.Pod.Cgroup != "" {
+		parent = in.Pod.Cgroup
+	}
+	spec.Linux.CgroupsPath = peapodcgroups.ContainerPath(parent, in.ID)
 	return spec, nil
 }
 
@@ -378,31 +385,14 @@ func removeString(list []string, s string) []string {
 	return out
 }
 
-// setResources maps the basic CPU and memory settings; the resources issue
-// completes this (hugepages, unified, swap, live updates).
+// setResources applies the container's CPU, memory, hugepage and unified
+// limits (translated in package cgroups) and its OOM score adjustment.
 func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources) {
 	if res == nil {
 		return
 	}
-	r := spec.Linux.Resources
-	if res.MemoryLimitInBytes > 0 {
-		l := res.MemoryLimitInBytes
-		r.Memory = &specs.LinuxMemory{Limit: &l}
-	}
-	cpu := &specs.LinuxCPU{Cpus: res.CpusetCpus, Mems: res.CpusetMems}
-	if res.CpuShares > 0 {
-		s := uint64(res.CpuShares)
-		cpu.Shares = &s
-	}
-	if res.CpuQuota > 0 {
-		q := res.CpuQuota
-		cpu.Quota = &q
-	}
-	if res.CpuPeriod > 0 {
-		p := uint64(res.CpuPeriod)
-		cpu.Period = &p
-	}
-	r.CPU = cpu
+	r, lim := spec.Linux.Resources, peapodcgroups.Limits(res, peapodcgroups.SwapAccounted())
+	r.Memory, r.CPU, r.HugepageLimits, r.Unified = lim.Memory, lim.CPU, lim.HugepageLimits, lim.Unified
 	if adj := int(res.OomScoreAdj); adj != 0 {
 		// Never below the daemon's own: lowering needs CAP_SYS_RESOURCE.
 		if own := ownOOMScoreAdj(); adj < own {

@@ -30,6 +30,7 @@ type Pod struct {
 	PauseStart     uint64 // start time of PausePID, see processStartTime
 	Dir            string // pod files under the state dir
 	CgroupParent   string
+	Cgroup         string   // the pod's own cgroup below CgroupParent ("" for pods from before pod cgroups)
 	IPs            []string // from the network setup, primary first
 }
 

@@ -1,0 +1,28 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"go.podman.io/storage/pkg/directory"
+)
+
+// RootfsUsage measures the writable layer of a container: the bytes and
+// inodes in its overlay upper directory. mountpoint is the image store's
+// root, as FsInfo reports it, so kubelet can match the two.
+func (s *Store) RootfsUsage(ctx context.Context, containerID string) (mountpoint string, bytes, inodes uint64, err error) {
+	c, err := s.store.Container(containerID)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("writable layer of container %s: %w", containerID, err)
+	}
+	if s.store.GraphDriverName() != "overlay" {
+		return "", 0, 0, errors.New("writable layer usage: only the overlay driver is measured")
+	}
+	u, err := directory.Usage(filepath.Join(s.store.GraphRoot(), "overlay", c.LayerID, "diff"))
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("writable layer of container %s: %w", containerID, err)
+	}
+	return s.root, uint64(u.Size), uint64(u.InodeCount), nil
+}

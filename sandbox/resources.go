@@ -1,0 +1,186 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/cgroups"
+)
+
+// podLimits are the limits of the pod's cgroup: its resources plus the
+// sandbox overhead.
+func podLimits(linux *runtimeapi.LinuxPodSandboxConfig) *specs.LinuxResources {
+	return cgroups.PodLimits(linux.GetResources(), linux.GetOverhead(), cgroups.SwapAccounted())
+}
+
+// removePodCgroup removes the pod's cgroup once its processes are gone.
+func (r *Runtime) removePodCgroup(p *pod) {
+	if p.Cgroup == "" {
+		return
+	}
+	if err := cgroups.RemovePod(p.Cgroup); err != nil {
+		r.log.Warn("remove pod cgroup", "pod", p.ID, "err", err)
+	}
+}
+
+// UpdateContainerResources changes a container's limits. A running
+// container gets them at once through libcontainer; a created one when it
+// starts. What the update leaves unset (zero) keeps its value. The new
+// values are what ContainerStatus reports afterwards.
+func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *runtimeapi.LinuxContainerResources) error {
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.State == ContainerExited {
+		return fmt.Errorf("update resources of container %s: it has exited: %w", c.ID, ErrFailedPrecondition)
+	}
+	spec, err := readSpec(c.Bundle)
+	if err != nil {
+		return fmt.Errorf("update resources of container %s: %w", c.ID, err)
+	}
+	spec.Linux.Resources = cgroups.Merge(spec.Linux.Resources, cgroups.Limits(res, cgroups.SwapAccounted()))
+	if err := cgroups.Check(spec.Linux.Resources); err != nil {
+		return fmt.Errorf("update resources of container %s: %v: %w", c.ID, err, ErrInvalidArgument)
+	}
+	if c.State == ContainerRunning {
+		if err := r.setLive(c, spec); err != nil {
+			return fmt.Errorf("update resources of container %s: %w", c.ID, err)
+		}
+	}
+	if err := writeSpec(c.Bundle, spec); err != nil {
+		return fmt.Errorf("update resources of container %s: %w", c.ID, err)
+	}
+	cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
+	}
+	cfg.Linux.Resources = mergeResources(cfg.Linux.Resources, res)
+	c.Config = cfg
+	if err := r.saveContainer(&c.Container); err != nil {
+		return fmt.Errorf("save container %s: %w", c.ID, err)
+	}
+	r.log.Info("container resources updated", "container", c.ID)
+	return nil
+}
+
+// setLive writes the spec's cgroup limits to the running container.
+func (r *Runtime) setLive(c *container, spec *specs.Spec) error {
+	lc := c.lc
+	if lc == nil {
+		var err error
+		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
+			return fmt.Errorf("load container state: %w", err)
+		}
+	}
+	want, err := libcontainerConfig(c.ID, spec)
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
+	}
+	cfg := lc.Config()
+	cg := *cfg.Cgroups
+	cg.Resources = want.Cgroups.Resources
+	// The device rules did not change; leave the live ones alone.
+	cg.Resources.SkipDevices = true
+	cfg.Cgroups = &cg
+	if err := lc.Set(cfg); err != nil {
+		return fmt.Errorf("set cgroup limits: %w", err)
+	}
+	return nil
+}
+
+// UpdatePodResources applies a pod's new resources and overhead to its
+// cgroup (kubelet's in-place pod resize).
+func (r *Runtime) UpdatePodResources(ctx context.Context, id string, overhead, res *runtimeapi.LinuxContainerResources) error {
+	p, err := r.lookupPod(id)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refresh()
+	if p.State != PodReady || p.Cgroup == "" {
+		return fmt.Errorf("update resources of pod %s: it is not running in a pod cgroup: %w", p.ID, ErrFailedPrecondition)
+	}
+	cfg := proto.Clone(p.Config).(*runtimeapi.PodSandboxConfig)
+	if cfg.Linux == nil {
+		cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{}
+	}
+	if res != nil {
+		cfg.Linux.Resources = mergeResources(cfg.Linux.Resources, res)
+	}
+	if overhead != nil {
+		cfg.Linux.Overhead = mergeResources(cfg.Linux.Overhead, overhead)
+	}
+	limits := podLimits(cfg.Linux)
+	if err := cgroups.Check(limits); err != nil {
+		return fmt.Errorf("update resources of pod %s: %v: %w", p.ID, err, ErrInvalidArgument)
+	}
+	if err := cgroups.UpdatePod(p.Cgroup, limits); err != nil {
+		return fmt.Errorf("update resources of pod %s: %w", p.ID, err)
+	}
+	p.Config = cfg
+	if err := r.savePod(&p.Pod); err != nil {
+		return fmt.Errorf("save pod %s: %w", p.ID, err)
+	}
+	r.log.Info("pod resources updated", "pod", p.ID)
+	return nil
+}
+
+// mergeResources is cgroups.Merge for the CRI form that status reports:
+// set fields of upd replace those of cur. oom_score_adj is not changed: a
+// running process keeps the one it started with.
+func mergeResources(cur, upd *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
+	out := &runtimeapi.LinuxContainerResources{}
+	if cur != nil {
+		out = proto.Clone(cur).(*runtimeapi.LinuxContainerResources)
+	}
+	if upd == nil {
+		return out
+	}
+	if upd.CpuPeriod != 0 {
+		out.CpuPeriod = upd.CpuPeriod
+	}
+	if upd.CpuQuota != 0 {
+		out.CpuQuota = upd.CpuQuota
+	}
+	if upd.CpuShares != 0 {
+		out.CpuShares = upd.CpuShares
+	}
+	if upd.MemoryLimitInBytes != 0 {
+		out.MemoryLimitInBytes = upd.MemoryLimitInBytes
+	}
+	if upd.MemorySwapLimitInBytes != 0 {
+		out.MemorySwapLimitInBytes = upd.MemorySwapLimitInBytes
+	}
+	if upd.CpusetCpus != "" {
+		out.CpusetCpus = upd.CpusetCpus
+	}
+	if upd.CpusetMems != "" {
+		out.CpusetMems = upd.CpusetMems
+	}
+	for _, h := range upd.HugepageLimits {
+		i := slices.IndexFunc(out.HugepageLimits, func(o *runtimeapi.HugepageLimit) bool { return o.PageSize == h.PageSize })
+		if i >= 0 {
+			out.HugepageLimits[i] = proto.Clone(h).(*runtimeapi.HugepageLimit)
+		} else {
+			out.HugepageLimits = append(out.HugepageLimits, proto.Clone(h).(*runtimeapi.HugepageLimit))
+		}
+	}
+	if len(upd.Unified) > 0 {
+		if out.Unified == nil {
+			out.Unified = map[string]string{}
+		}
+		maps.Copy(out.Unified, upd.Unified)
+	}
+	return out
+}
