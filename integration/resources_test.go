@@ -1,0 +1,283 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// cgroupV2 reports whether this machine has the unified hierarchy only.
+func cgroupV2() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err == nil
+}
+
+// cgroupFile is the path of file in the cgroup rel (relative to the test's
+// own cgroup, as the daemon's relative parent is) of controller ctrl on v1,
+// or in the unified hierarchy.
+func cgroupFile(t *testing.T, ctrl, rel, file string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if cgroupV2() && parts[0] == "0" {
+			return filepath.Join("/sys/fs/cgroup", parts[2], rel, file)
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == ctrl {
+				return filepath.Join("/sys/fs/cgroup", ctrl, parts[2], rel, file)
+			}
+		}
+	}
+	t.Fatalf("no cgroup for controller %s", ctrl)
+	return ""
+}
+
+func readCgroup(t *testing.T, ctrl, rel, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(cgroupFile(t, ctrl, rel, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+// expectCgroup checks v1 file values or v2 ones, whichever the host has.
+func expectCgroup(t *testing.T, rel string, v1, v2 map[string]string) {
+	t.Helper()
+	want := v1
+	if cgroupV2() {
+		want = v2
+	}
+	for key, v := range want {
+		ctrl, file, _ := strings.Cut(key, "/")
+		if got := readCgroup(t, ctrl, rel, file); got != v {
+			t.Errorf("%s/%s = %q, want %q", rel, file, got, v)
+		}
+	}
+}
+
+// TestResources: pod and container limits reach the cgroup files, a 0.2
+// CPU quota holds a busy loop, limits change live, and the stats move.
+func TestResources(t *testing.T) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.start()
+	c := ctx(t)
+	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	podCfg := podConfig("res", t.TempDir())
+	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 256 << 20}
+	podCfg.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
+	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	podRel := filepath.Join(d.cgroupParent, "peapod-pod-"+run.PodSandboxId)
+	expectCgroup(t, podRel,
+		map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(272 << 20), "cpu/cpu.cfs_quota_us": "50000"},
+		map[string]string{"memory/memory.max": strconv.Itoa(272 << 20), "cpu/cpu.max": "50000 100000"})
+	pausePid := pausePID(c, d, run.PodSandboxId)
+	if procs := readCgroup(t, "memory", filepath.Join(podRel, "pause"), "cgroup.procs"); procs != strconv.Itoa(pausePid) {
+		t.Errorf("pause cgroup has %q, want the pause %d", procs, pausePid)
+	}
+
+	// A busy loop held to 0.2 CPU.
+	busy := containerConfig("busy", image, "sh", "-c", "while :; do :; done")
+	busy.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
+		CpuShares: 512, CpuQuota: 20000, CpuPeriod: 100000, MemoryLimitInBytes: 64 << 20,
+	}}
+	busyID := startContainer(t, d, run.PodSandboxId, podCfg, busy)
+	busyRel := filepath.Join(podRel, "peapod-"+busyID)
+	expectCgroup(t, busyRel,
+		map[string]string{"cpu/cpu.shares": "512", "cpu/cpu.cfs_quota_us": "20000", "cpu/cpu.cfs_period_us": "100000", "memory/memory.limit_in_bytes": strconv.Itoa(64 << 20)},
+		map[string]string{"cpu/cpu.weight": "59", "cpu/cpu.max": "20000 100000", "memory/memory.max": strconv.Itoa(64 << 20)})
+
+	usage := func() (uint64, time.Time) {
+		s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue(), time.Now()
+	}
+	time.Sleep(500 * time.Millisecond) // past the start
+	u0, t0 := usage()
+	time.Sleep(2 * time.Second)
+	u1, t1 := usage()
+	share := float64(u1-u0) / float64(t1.Sub(t0).Nanoseconds())
+	t.Logf("busy loop under a 0.2 CPU quota used %.3f CPU over %s", share, t1.Sub(t0).Round(time.Millisecond))
+	if share < 0.15 || share > 0.25 {
+		t.Errorf("busy loop used %.3f CPU, want 0.2 ± 0.05", share)
+	}
+	s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nc := s.Stats.GetCpu().GetUsageNanoCores().GetValue(); nc < 100_000_000 || nc > 300_000_000 {
+		t.Errorf("usage_nano_cores %d, want about 0.2 cores", nc)
+	}
+
+	// A container that holds 40 MiB and wrote 1 MiB to its writable layer.
+	mem := containerConfig("mem", image, "sh", "-c",
+		"head -c 1048576 /dev/zero > /big; x=$(head -c 41943040 /dev/zero | tr '\\0' a); echo ready; sleep 1000")
+	mem.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}
+	memID := startContainer(t, d, run.PodSandboxId, podCfg, mem)
+	var ms *runtimeapi.ContainerStats
+	waitFor(t, 30*time.Second, "the mem container to hold 40 MiB", func() bool {
+		r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = r.Stats
+		return ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20
+	})
+	m := ms.GetMemory()
+	t.Logf("mem container: working set %d, usage %d, rss %d, page faults %d, available %d; writable layer %d bytes, %d inodes",
+		m.GetWorkingSetBytes().GetValue(), m.GetUsageBytes().GetValue(), m.GetRssBytes().GetValue(), m.GetPageFaults().GetValue(),
+		m.GetAvailableBytes().GetValue(), ms.GetWritableLayer().GetUsedBytes().GetValue(), ms.GetWritableLayer().GetInodesUsed().GetValue())
+	if m.GetRssBytes().GetValue() < 32<<20 || m.GetPageFaults().GetValue() == 0 || m.GetAvailableBytes() == nil {
+		t.Errorf("memory stats: %v", m)
+	}
+	if l := ms.GetWritableLayer(); l.GetUsedBytes().GetValue() < 1<<20 || l.GetInodesUsed().GetValue() == 0 || l.GetFsId().GetMountpoint() == "" {
+		t.Errorf("writable layer: %v", l)
+	}
+
+	// Lists and filters.
+	list, err := d.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: run.PodSandboxId}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Stats) != 2 {
+		t.Errorf("ListContainerStats(pod) gave %d stats, want 2", len(list.Stats))
+	}
+	list, err = d.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{LabelSelector: map[string]string{"container": "mem"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Stats) != 1 || list.Stats[0].Attributes.Id != memID {
+		t.Errorf("ListContainerStats(label container=mem) = %v", list.Stats)
+	}
+	ps, err := d.rt.PodSandboxStats(c, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: run.PodSandboxId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := ps.Stats.GetLinux()
+	if pl.GetCpu().GetUsageCoreNanoSeconds().GetValue() < u1 || pl.GetMemory().GetWorkingSetBytes().GetValue() < 40<<20 ||
+		pl.GetProcess().GetProcessCount().GetValue() < 3 || len(pl.GetContainers()) != 2 {
+		t.Errorf("pod stats: cpu %v memory %v process %v, %d containers", pl.GetCpu(), pl.GetMemory(), pl.GetProcess(), len(pl.GetContainers()))
+	}
+	if pl.GetNetwork().GetDefaultInterface() == nil {
+		t.Logf("no pod network interfaces reported (network: %v)", pl.GetNetwork())
+	}
+	plist, err := d.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "res"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plist.Stats) != 1 {
+		t.Errorf("ListPodSandboxStats(app=res) gave %d, want 1", len(plist.Stats))
+	}
+
+	// Live updates of a container and of the pod.
+	upd := &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 96 << 20}
+	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: busyID, Linux: upd}); err != nil {
+		t.Fatal(err)
+	}
+	expectCgroup(t, busyRel,
+		map[string]string{"cpu/cpu.shares": "1024", "cpu/cpu.cfs_quota_us": "50000", "memory/memory.limit_in_bytes": strconv.Itoa(96 << 20)},
+		map[string]string{"cpu/cpu.weight": "100", "cpu/cpu.max": "50000 100000", "memory/memory.max": strconv.Itoa(96 << 20)})
+	st := containerStatus(t, d, busyID)
+	if r := st.GetResources().GetLinux(); r.GetMemoryLimitInBytes() != 96<<20 || r.GetCpuQuota() != 50000 || r.GetCpuShares() != 1024 {
+		t.Errorf("status resources after update: %v", r)
+	}
+	if _, err := d.rt.UpdatePodSandboxResources(c, &runtimeapi.UpdatePodSandboxResourcesRequest{
+		PodSandboxId: run.PodSandboxId,
+		Resources:    &runtimeapi.LinuxContainerResources{CpuQuota: 80000, MemoryLimitInBytes: 512 << 20},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expectCgroup(t, podRel,
+		map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(528 << 20), "cpu/cpu.cfs_quota_us": "80000"},
+		map[string]string{"memory/memory.max": strconv.Itoa(528 << 20), "cpu/cpu.max": "80000 100000"})
+
+	// Lowering the memory limit below what the container holds: the OOM
+	// killer acts, and the container is reported OOMKilled.
+	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: memID,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}); err != nil {
+		t.Logf("lowering the limit below usage: %v", err) // v1 refuses with EBUSY after reclaim fails
+	} else {
+		waitFor(t, 20*time.Second, "the mem container to be OOM killed", func() bool {
+			return containerStatus(t, d, memID).State == runtimeapi.ContainerState_CONTAINER_EXITED
+		})
+		if s := containerStatus(t, d, memID); s.Reason != "OOMKilled" || s.ExitCode != 137 {
+			t.Errorf("after lowering the limit: exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
+		}
+	}
+}
+
+// TestOOMKilledRepeated: a 32 MiB container that allocates 100 MiB is
+// OOMKilled/137 every time: 10 runs where the container's init allocates
+// at once at start, 10 where a child of the init is the one killed.
+func TestOOMKilledRepeated(t *testing.T) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.start()
+	c := ctx(t)
+	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	podCfg := podConfig("oom20", t.TempDir())
+	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	variants := [][]string{
+		{"tail", "/dev/zero"}, // one line that never ends: tail holds it all
+		{"sh", "-c", "head -c 100m /dev/zero | tail"}, // sh exits with the killed tail's 137
+	}
+	fails := 0
+	for i := range 20 {
+		cmd := variants[i%2]
+		cfg := containerConfig(fmt.Sprintf("hog%d", i), image, cmd...)
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
+		id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
+		var s *runtimeapi.ContainerStatus
+		waitFor(t, 30*time.Second, "the container to exit", func() bool {
+			s = containerStatus(t, d, id)
+			return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
+		})
+		if s.ExitCode != 137 || s.Reason != "OOMKilled" {
+			fails++
+			t.Errorf("run %d (%q): exit %d reason %q, want 137 OOMKilled", i, cmd, s.ExitCode, s.Reason)
+		}
+		if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("OOMKilled/137 in %d of 20 runs", 20-fails)
+}
+
+func startContainer(t *testing.T, d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	c := ctx(t)
+	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	return cr.ContainerId
+}
