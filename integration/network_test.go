@@ -201,12 +201,14 @@ func TestPodNetworkCNI(t *testing.T) {
 	}
 }
 
-// ifbLinks lists the ifb devices (the bandwidth plugin's, for egress).
+// ifbLinks lists the bandwidth plugin's ifb devices (for egress shaping;
+// named bwp<hash>). Loading the ifb module also makes ifb0 and ifb1: not
+// the plugin's, and they stay while the module is loaded.
 func ifbLinks() []string {
 	out, _ := exec.Command("ip", "-o", "link", "show", "type", "ifb").CombinedOutput()
 	var names []string
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.SplitN(line, ": ", 3); len(f) == 3 {
+		if f := strings.SplitN(line, ": ", 3); len(f) == 3 && strings.HasPrefix(f[1], "bwp") {
 			names = append(names, strings.Split(f[1], "@")[0])
 		}
 	}
