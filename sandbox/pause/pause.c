@@ -1,19 +1,32 @@
-// The pause process. See pause.go for why it is C in a constructor.
+// The pause process and pod keeper. See pause.go for why it is C in a
+// constructor, and keeper.c for the keeper's event loop and protocol.
 //
-// argv: peapod pod-pause [-h HOSTNAME] [-s KEY=VALUE]...
+// argv: peapod pod-pause [-h HOSTNAME] [-s KEY=VALUE]... [-P] [-S SOCKET]
 // It is started by peapod already inside the pod's new namespaces (clone
-// flags set by the parent). It sets the hostname and the namespaced sysctls,
-// reports on fd 3, then waits: it reaps every child it inherits (it is PID 1
-// when the pod shares a PID namespace) and exits on SIGTERM or SIGINT.
-#define _GNU_SOURCE
+// flags set by the parent), in the host PID namespace. It sets the hostname
+// and the namespaced sysctls, becomes the child subreaper, and with -P forks
+// the pod's PID holder: PID 1 of a new PID namespace, which the pod's
+// containers join through /proc/<holder>/ns/pid. With -S it listens for the
+// daemon on a unix socket. It reports "ok <holder pid or 0>" on fd 3 (or an
+// error line, and exits 1), then runs the keeper loop: it reaps every child,
+// serves the socket, and exits 0 on SIGTERM or SIGINT.
+#include "keeper.h"
+
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <sched.h>
 #include <unistd.h>
 
 static void report(int fd, const char *msg) {
@@ -32,9 +45,9 @@ static void report(int fd, const char *msg) {
 	}
 }
 
-static void fail(int fd, const char *what, const char *arg) {
+static void __attribute__((noreturn)) fail(int fd, const char *what, const char *arg) {
 	char buf[512];
-	snprintf(buf, sizeof buf, "%s %s: %s\n", what, arg, strerror(errno));
+	snprintf(buf, sizeof buf, "%s%s%s: %s\n", what, arg[0] ? " " : "", arg, strerror(errno));
 	report(fd, buf);
 	_exit(1);
 }
@@ -75,6 +88,86 @@ static void on_stop(int sig) {
 
 static void on_child(int sig) { (void)sig; }
 
+// holder_main is the PID holder: PID 1 of the pod's PID namespace. It reaps
+// whatever is orphaned in the namespace and exits on SIGTERM or SIGINT (or
+// dies with the keeper). alive is the read end of a pipe whose write end only
+// the keeper holds: EOF there means the keeper died before PDEATHSIG was set.
+static void __attribute__((noreturn)) holder_main(int alive, int keeper_end, sigset_t *wait_mask) {
+	close(keeper_end);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		_exit(1);
+	struct pollfd pf = {.fd = alive, .events = POLLIN};
+	if (poll(&pf, 1, 0) > 0)
+		_exit(0);
+	// Hold no fd at all: not the ready pipe, not the keeper's.
+	if (syscall(SYS_close_range, 0U, ~0U, 0) < 0)
+		for (int fd = 0; fd < 1024; fd++)
+			close(fd);
+	while (!stop_requested) {
+		sigsuspend(wait_mask);
+		while (waitpid(-1, NULL, WNOHANG) > 0) {
+		}
+	}
+	_exit(0);
+}
+
+// start_holder creates the PID holder with clone(CLONE_NEWPID): only the
+// holder is in the new namespace, the keeper's later children are not.
+static pid_t start_holder(sigset_t *wait_mask) {
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -1;
+	long r = syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
+	if (r < 0) {
+		int saved = errno;
+		close(p[0]);
+		close(p[1]);
+		errno = saved;
+		return -1;
+	}
+	if (r == 0)
+		holder_main(p[0], p[1], wait_mask);
+	close(p[0]); // p[1] stays open (close-on-exec) for the keeper's life
+	return (pid_t)r;
+}
+
+// make_listener listens on a unix socket at path, mode 0600, replacing a
+// stale socket (but nothing else).
+static int make_listener(const char *path) {
+	struct sockaddr_un sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sun_family = AF_UNIX;
+	if (path[0] == '\0' || strlen(path) >= sizeof sa.sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			errno = EEXIST;
+			return -1;
+		}
+		if (unlink(path) < 0)
+			return -1;
+	} else if (errno != ENOENT) {
+		return -1;
+	}
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	mode_t old = umask(0177);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	umask(old);
+	if (r < 0 || chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
 void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	(void)envp;
 	if (argc < 2 || strcmp(argv[1], "pod-pause") != 0)
@@ -83,12 +176,16 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	int ready = 3;
 	if (fcntl(ready, F_GETFD) < 0)
 		ready = -1;
-	fcntl(ready, F_SETFD, FD_CLOEXEC);
+	else
+		fcntl(ready, F_SETFD, FD_CLOEXEC);
 
 	// Reap what is orphaned below us even when we are not PID 1.
-	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+		fail(ready, "set child subreaper", "");
 	// No PR_SET_PDEATHSIG: the pod must outlive a restart of the daemon.
 
+	int share_pid = 0;
+	const char *sock_path = NULL;
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
 			const char *h = argv[++i];
@@ -98,18 +195,25 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 			const char *kv = argv[++i];
 			if (set_sysctl(kv) < 0)
 				fail(ready, "set sysctl", kv);
+		} else if (strcmp(argv[i], "-S") == 0 && i + 1 < argc) {
+			sock_path = argv[++i];
+		} else if (strcmp(argv[i], "-P") == 0) {
+			share_pid = 1;
 		} else {
 			errno = EINVAL;
 			fail(ready, "unknown argument", argv[i]);
 		}
 	}
 
+	// Signals are taken from a signalfd by the keeper; the handlers matter
+	// for the PID holder, and keep a blocked signal from being discarded.
 	sigset_t block, wait_mask;
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGCHLD);
-	sigprocmask(SIG_BLOCK, &block, &wait_mask);
+	if (sigprocmask(SIG_BLOCK, &block, &wait_mask) < 0)
+		fail(ready, "block signals", "");
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_stop;
@@ -117,27 +221,42 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = on_child;
 	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = SIG_IGN; // writes to gone clients return EPIPE instead
+	sigaction(SIGPIPE, &sa, NULL);
 	sigdelset(&wait_mask, SIGTERM);
 	sigdelset(&wait_mask, SIGINT);
 	sigdelset(&wait_mask, SIGCHLD);
 
 	// Move off whatever directory we were started in so we pin no mount.
-	(void)!chdir("/");
+	if (chdir("/") < 0)
+		fail(ready, "chdir", "/");
+	// fds 0-2 become /dev/null; the keeper's runners inherit them from here.
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (devnull >= 0) {
-		dup2(devnull, 0);
-		dup2(devnull, 1);
-		dup2(devnull, 2);
-	}
+	if (devnull < 0)
+		fail(ready, "open", "/dev/null");
+	for (int fd = 0; fd <= 2; fd++)
+		if (devnull != fd && dup2(devnull, fd) < 0)
+			fail(ready, "dup2", "/dev/null");
+	if (devnull > 2)
+		close(devnull);
 
-	report(ready, "ok\n");
+	pid_t holder = 0;
+	if (share_pid && (holder = start_holder(&wait_mask)) < 0)
+		fail(ready, "create PID namespace", "");
+
+	int listen_fd = -1;
+	if (sock_path != NULL && (listen_fd = make_listener(sock_path)) < 0)
+		fail(ready, "listen on", sock_path);
+
+	int sig_fd = signalfd(-1, &block, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sig_fd < 0)
+		fail(ready, "signalfd", "");
+
+	char ok[32];
+	snprintf(ok, sizeof ok, "ok %d\n", (int)holder);
+	report(ready, ok);
 	if (ready >= 0)
 		close(ready);
 
-	while (!stop_requested) {
-		sigsuspend(&wait_mask);
-		while (waitpid(-1, NULL, WNOHANG) > 0) {
-		}
-	}
-	_exit(0);
+	keeper_run(listen_fd, sig_fd, holder);
 }

@@ -42,7 +42,7 @@ func needRoot(t *testing.T) {
 func TestPauseSetsHostnameAndExitsOnTerm(t *testing.T) {
 	needRoot(t)
 	cmd, msg := startPause(t, syscall.CLONE_NEWUTS, "-h", "pea-host")
-	if msg != "ok" {
+	if msg != "ok 0" {
 		t.Fatalf("pause reported %q", msg)
 	}
 	out, err := exec.Command("nsenter", "--uts=/proc/"+itoa(cmd.Process.Pid)+"/ns/uts", "hostname").Output()
@@ -65,7 +65,7 @@ func TestPauseSetsHostnameAndExitsOnTerm(t *testing.T) {
 func TestPauseAsPID1ExitsOnTerm(t *testing.T) {
 	needRoot(t)
 	cmd, msg := startPause(t, syscall.CLONE_NEWPID)
-	if msg != "ok" {
+	if msg != "ok 0" {
 		t.Fatalf("pause reported %q", msg)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
@@ -101,7 +101,7 @@ func TestPauseReportsErrors(t *testing.T) {
 func TestPauseSetsNamespacedSysctl(t *testing.T) {
 	needRoot(t)
 	cmd, msg := startPause(t, syscall.CLONE_NEWNET, "-s", "net.ipv4.ip_unprivileged_port_start=2000")
-	if msg != "ok" {
+	if msg != "ok 0" {
 		t.Fatalf("pause reported %q", msg)
 	}
 	out, err := exec.Command("nsenter", "--net=/proc/"+itoa(cmd.Process.Pid)+"/ns/net", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start").Output()

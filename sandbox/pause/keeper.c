@@ -1,0 +1,1129 @@
+// The pod keeper: the pause process's event loop once it has set the pod up.
+//
+// The keeper is the child subreaper of the pod's containers. It starts each
+// container through a short-lived runner process, keeps the container's stdio
+// (pipe ends or the terminal master), writes the CRI log, records the exit in
+// a file, and serves the daemon on a unix socket. All of this survives a
+// restart or crash of the daemon.
+//
+// Control protocol: one request per connection. A request is a sequence of
+// NUL-terminated fields. The first field is the command; each command has a
+// fixed number of leading fields (which may be empty), and the request ends
+// with the first empty field after them, so the bytes end in "\0\0".
+// Replies are "\n"-terminated text lines. The client may half-close its
+// writing side after the request. Commands:
+//
+//   start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE ARGV0 ARGV...
+//        -> "ok <pid>\n" | "error <message>\n"
+//   wait ID        -> "exited <code> <finished_unix_nanos>\n" once the exit
+//                     is final (log flushed, exit file written)
+//   reopen ID      -> "ok\n"
+//   attach ID      -> "ok\n", then frames: 1 byte stream (1 stdout, 2
+//                     stderr), 4 bytes big-endian length, data
+//   stdin ID       -> "ok\n" with the stdin write end (or the terminal master)
+//                     as SCM_RIGHTS
+//   close-stdin ID -> "ok\n"
+//   forget ID      -> "ok\n" ("error container is running\n" if it has not
+//                     exited)
+// Any of them may instead reply "error <message>\n".
+//
+// Everything runs on one thread around epoll. A `start` blocks the loop
+// until its runner has reported (at most 60 s), while still draining that
+// container's output.
+#include "keeper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define REQ_MAX 65536          // largest request, in bytes
+#define START_TIMEOUT_MS 60000 // how long a runner may take to report
+#define EXIT_GRACE_MS 2000     // how long output may outlive the init
+#define UNKNOWN_MAX 32         // exits of not (yet) registered PIDs we keep
+#define UNKNOWN_TTL_MS 60000
+#define START_FIXED_FIELDS 7   // start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE
+
+enum client_mode { C_REQUEST, C_WAIT, C_ATTACH };
+
+struct client {
+	struct watch w;
+	int fd;
+	enum client_mode mode;
+	char *buf; // request bytes (C_REQUEST only)
+	size_t len, cap;
+	struct container *c; // container waited on / attached to
+	struct client *next; // in c->waiters or c->attachers
+	int dead;
+	struct client *next_dead;
+};
+
+struct unknown_exit {
+	pid_t pid;
+	int status;
+	long long ns, mono_ms;
+};
+
+static int ep = -1;
+static int listen_fd = -1, sig_fd = -1, spare_fd = -1;
+static pid_t holder_pid;
+static struct watch sig_watch = {W_SIGNAL}, listen_watch = {W_LISTEN};
+static struct container *containers;
+// Objects closed while handling one batch of epoll events are freed only
+// after the batch, since a later event of the batch may still point at them.
+static struct client *dead_clients;
+static struct container *dead_containers;
+static struct unknown_exit unknown[UNKNOWN_MAX];
+static unsigned unknown_next;
+// One read buffer for every output: data is logged and forwarded at once.
+static char rbuf[LOG_LINE_MAX];
+
+static int ep_add(int fd, void *ptr, uint32_t events) {
+	struct epoll_event ev;
+	memset(&ev, 0, sizeof ev);
+	ev.events = events;
+	ev.data.ptr = ptr;
+	return epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void ep_mod(int fd, void *ptr, uint32_t events) {
+	struct epoll_event ev;
+	memset(&ev, 0, sizeof ev);
+	ev.events = events;
+	ev.data.ptr = ptr;
+	(void)epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+// ep_del ignores errors: the fd may never have been registered (a container
+// whose start failed), and it is closed right after anyway.
+static void ep_del(int fd) { (void)epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL); }
+
+// close_fd closes *fd if open. close is not retried on EINTR: on Linux the
+// descriptor is gone either way.
+static void close_fd(int *fd) {
+	if (*fd >= 0) {
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+static int exit_code(int status) {
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return 255;
+}
+
+static int set_nonblock(int fd) {
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -1;
+	return fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* ---- clients ---- */
+
+static void unlink_client(struct client *cl) {
+	if (cl->c == NULL)
+		return;
+	struct client **pp = cl->mode == C_ATTACH ? &cl->c->attachers : &cl->c->waiters;
+	for (; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == cl) {
+			*pp = cl->next;
+			break;
+		}
+	}
+	cl->c = NULL;
+	cl->next = NULL;
+}
+
+static void client_close(struct client *cl) {
+	if (cl->dead)
+		return;
+	unlink_client(cl);
+	ep_del(cl->fd);
+	close_fd(&cl->fd);
+	free(cl->buf);
+	cl->buf = NULL;
+	cl->dead = 1;
+	cl->next_dead = dead_clients;
+	dead_clients = cl;
+}
+
+// send_msg sends a whole reply, optionally passing pass_fd. The socket is
+// non-blocking: a client that cannot take a short reply at once is broken.
+static int send_msg(struct client *cl, const char *msg, size_t len, int pass_fd) {
+	struct iovec iov = {(void *)msg, len};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr mh;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	if (pass_fd >= 0) {
+		memset(&u, 0, sizeof u);
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof u.buf;
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+	}
+	for (;;) {
+		ssize_t w = sendmsg(cl->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w < 0 && errno == EINTR)
+			continue;
+		return w == (ssize_t)len ? 0 : -1;
+	}
+}
+
+// reply formats one line (the format includes the "\n") and sends it.
+// A too long line is cut, keeping its newline. Returns 0 or -1.
+static int __attribute__((format(printf, 3, 4)))
+reply_fd(struct client *cl, int pass_fd, const char *fmt, ...) {
+	char buf[4608];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -1;
+	if ((size_t)n >= sizeof buf) {
+		n = sizeof buf - 1;
+		buf[n - 1] = '\n';
+	}
+	return send_msg(cl, buf, (size_t)n, pass_fd);
+}
+#define reply(cl, ...) reply_fd(cl, -1, __VA_ARGS__)
+
+/* ---- containers ---- */
+
+static struct container *find_id(const char *id) {
+	for (struct container *c = containers; c != NULL; c = c->next)
+		if (strcmp(c->id, id) == 0)
+			return c;
+	return NULL;
+}
+
+static struct container *find_pid(pid_t pid) {
+	for (struct container *c = containers; c != NULL; c = c->next)
+		if (c->pid == pid && !c->exited) // a PID is reused after the exit
+			return c;
+	return NULL;
+}
+
+static int outputs_done(const struct container *c) {
+	return c->out[0].fd < 0 && c->out[1].fd < 0;
+}
+
+// stream_close ends an output: it stops watching it, closes it and logs an
+// unterminated last line.
+static void stream_close(struct stream *s) {
+	if (s->fd >= 0) {
+		ep_del(s->fd);
+		if (s->c->stdin_fd == s->fd) // the terminal master is also stdin
+			s->c->stdin_fd = -1;
+		close_fd(&s->fd);
+	}
+	stream_flush(s);
+}
+
+static void close_attachers(struct container *c) {
+	while (c->attachers != NULL)
+		client_close(c->attachers);
+}
+
+// finalize makes an exit final: output is closed and the log flushed, the
+// exit file written, waiters answered and attach clients closed.
+static void finalize(struct container *c) {
+	if (c->finalized || !c->exited)
+		return;
+	c->finalized = 1;
+	// Output still open 2 s after the exit is held by a leftover process;
+	// it is not waited for.
+	stream_close(&c->out[0]);
+	stream_close(&c->out[1]);
+	close_fd(&c->stdin_fd);
+	close_fd(&c->log_fd);
+	// A failure here cannot be reported to anyone; waiters still get the
+	// exit, and the daemon treats a missing exit file as unknown.
+	(void)write_exit_file(c);
+	while (c->waiters != NULL) {
+		struct client *cl = c->waiters;
+		(void)reply(cl, "exited %d %lld\n", c->code, c->finished_ns);
+		client_close(cl);
+	}
+	close_attachers(c);
+}
+
+static void output_ended(struct container *c) {
+	if (!outputs_done(c))
+		return;
+	close_attachers(c);
+	if (c->exited)
+		finalize(c);
+}
+
+static void record_exit(struct container *c, int status, long long ns, long long mono) {
+	c->exited = 1;
+	c->code = exit_code(status);
+	c->finished_ns = ns;
+	c->exit_mono_ms = mono;
+	if (outputs_done(c))
+		finalize(c);
+}
+
+// container_free releases a container that is in no list and no epoll set.
+static void container_free(struct container *c) {
+	stream_close(&c->out[0]);
+	stream_close(&c->out[1]);
+	close_fd(&c->stdin_fd);
+	close_fd(&c->log_fd);
+	free(c->id);
+	free(c->log_path);
+	free(c->exit_file);
+	free(c);
+}
+
+// attach_send forwards raw output to the attach clients. A client that
+// cannot take the whole frame at once is dropped: neither the keeper nor the
+// container ever waits for a client.
+static void attach_send(struct container *c, int kind, const char *data, size_t n) {
+	unsigned char hdr[5] = {(unsigned char)kind, (unsigned char)(n >> 24),
+				(unsigned char)(n >> 16), (unsigned char)(n >> 8),
+				(unsigned char)n};
+	struct client *cl = c->attachers;
+	while (cl != NULL) {
+		struct client *next = cl->next;
+		struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)data, n}};
+		struct msghdr mh;
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = iov;
+		mh.msg_iovlen = 2;
+		ssize_t w;
+		do
+			w = sendmsg(cl->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (w < 0 && errno == EINTR);
+		if (w != (ssize_t)(n + sizeof hdr))
+			client_close(cl);
+		cl = next;
+	}
+}
+
+// stream_read does one read of a ready output (one per readiness, so that a
+// blocking terminal master never blocks the keeper).
+static void stream_read(struct stream *s) {
+	ssize_t n = read(s->fd, rbuf, sizeof rbuf);
+	if (n > 0) {
+		attach_send(s->c, s->kind, rbuf, (size_t)n);
+		stream_feed(s, rbuf, (size_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	// EOF, EIO (terminal master after the last slave closed) or an error.
+	stream_close(s);
+	output_ended(s->c);
+}
+
+/* ---- exits ---- */
+
+static void remember_unknown(pid_t pid, int status) {
+	struct unknown_exit *u = &unknown[unknown_next++ % UNKNOWN_MAX];
+	u->pid = pid;
+	u->status = status;
+	u->ns = now_realtime_ns();
+	u->mono_ms = now_mono_ms();
+}
+
+// take_unknown finds the exit of pid reaped since `since` (monotonic ms).
+static int take_unknown(pid_t pid, long long since, struct unknown_exit *out) {
+	long long now = now_mono_ms();
+	for (int i = 0; i < UNKNOWN_MAX; i++) {
+		struct unknown_exit *u = &unknown[i];
+		if (u->pid == pid && u->mono_ms >= since && now - u->mono_ms < UNKNOWN_TTL_MS) {
+			*out = *u;
+			u->pid = 0;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void reap(void) {
+	for (;;) {
+		int st;
+		pid_t p = waitpid(-1, &st, WNOHANG);
+		if (p < 0 && errno == EINTR)
+			continue;
+		if (p <= 0) // 0: none ready; ECHILD: no children at all
+			return;
+		struct container *c = find_pid(p);
+		if (c != NULL)
+			record_exit(c, st, now_realtime_ns(), now_mono_ms());
+		else if (p == holder_pid)
+			holder_pid = 0; // the pod's PID namespace is gone
+		else
+			remember_unknown(p, st);
+	}
+}
+
+/* ---- start ---- */
+
+// close_from closes every fd >= lo (in the runner child).
+static void close_from(int lo) {
+	if (syscall(SYS_close_range, (unsigned)lo, ~0U, 0) == 0)
+		return;
+	long max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > 65536)
+		max = 65536;
+	for (int fd = lo; fd < max; fd++)
+		close(fd);
+}
+
+static void child_fail(int res_fd, const char *what) {
+	char buf[256];
+	int n = snprintf(buf, sizeof buf, "error %s: %s\n", what, strerror(errno));
+	if (n > 0)
+		(void)write_all(res_fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+	_exit(127);
+}
+
+// exec_runner runs in the forked child: it sets fds 0-4 and execs the runner.
+static void __attribute__((noreturn))
+exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **argv) {
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &dfl, NULL); // fails harmlessly for KILL, STOP, libc's
+	// The keeper's fds 0-2 are /dev/null (pause.c).
+	int src[5] = {in_fd >= 0 ? in_fd : 0, out_fd >= 0 ? out_fd : 1,
+		      err_fd >= 0 ? err_fd : 2, res_fd, tty_fd};
+	int n = tty_fd >= 0 ? 5 : 4, tmp[5];
+	// Move the sources above the targets first, so that no dup2 clobbers a
+	// source with a low number and every target is a fresh fd (dup2 onto
+	// itself would keep FD_CLOEXEC).
+	for (int i = 0; i < n; i++)
+		if ((tmp[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 5)) < 0)
+			child_fail(res_fd, "runner fds");
+	for (int i = 0; i < n; i++) {
+		int r;
+		do
+			r = dup2(tmp[i], i);
+		while (r < 0 && errno == EINTR);
+		if (r < 0)
+			child_fail(tmp[3], "runner fds");
+	}
+	close_from(n);
+	execve(argv[0], argv, environ);
+	char what[300];
+	snprintf(what, sizeof what, "exec %s", argv[0]);
+	child_fail(3, what);
+	_exit(127);
+}
+
+struct runner_result {
+	char line[4096];
+	size_t len;
+	int have_line, eof, exited, status, timed_out;
+};
+
+// wait_runner waits (at most START_TIMEOUT_MS) until the runner has reported
+// on res_fd and exited, logging the container's output meanwhile so that a
+// chatty runner cannot deadlock on a full pipe. A runner that overstays is
+// killed.
+static void wait_runner(struct container *c, pid_t pid, int res_fd, struct runner_result *r) {
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); // -1: poll waitpid
+	long long deadline = now_mono_ms() + START_TIMEOUT_MS;
+	for (;;) {
+		if (!r->exited) {
+			int st;
+			pid_t w = waitpid(pid, &st, WNOHANG);
+			if (w == pid) {
+				r->exited = 1;
+				r->status = st;
+			} else if (w < 0 && errno != EINTR) {
+				r->exited = 1; // cannot happen: it is our child
+				r->status = 255 << 8;
+			}
+		}
+		int reported = r->have_line || r->eof;
+		if (reported && r->exited)
+			break;
+		long long left = deadline - now_mono_ms();
+		if (left <= 0) {
+			r->timed_out = 1;
+			break;
+		}
+		struct pollfd pf[4];
+		int np = 0, ires = -1, ipid = -1, iout[2] = {-1, -1};
+		if (!reported) {
+			ires = np;
+			pf[np++] = (struct pollfd){.fd = res_fd, .events = POLLIN};
+		}
+		if (!r->exited && pidfd >= 0) {
+			ipid = np;
+			pf[np++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+		}
+		for (int i = 0; i < 2; i++) {
+			if (c->out[i].fd >= 0) {
+				iout[i] = np;
+				pf[np++] = (struct pollfd){.fd = c->out[i].fd, .events = POLLIN};
+			}
+		}
+		int timeout = left > START_TIMEOUT_MS ? START_TIMEOUT_MS : (int)left;
+		if (!r->exited && pidfd < 0 && timeout > 10)
+			timeout = 10;
+		int n = poll(pf, (nfds_t)np, timeout);
+		if (n < 0) {
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			r->timed_out = 1; // cannot wait any more: treat as a timeout
+			break;
+		}
+		(void)ipid; // a ready pidfd just ends the poll; waitpid above reaps
+		for (int i = 0; i < 2; i++)
+			if (iout[i] >= 0 && pf[iout[i]].revents != 0 && c->out[i].fd >= 0)
+				stream_read(&c->out[i]);
+		if (ires >= 0 && pf[ires].revents != 0) {
+			size_t room = sizeof r->line - 1 - r->len;
+			ssize_t got = read(res_fd, r->line + r->len, room);
+			if (got < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (got <= 0) {
+				r->eof = 1;
+			} else {
+				r->len += (size_t)got;
+				r->line[r->len] = '\0';
+				// Only the first line counts: the runner's children may
+				// keep the pipe open, so EOF is not waited for.
+				char *nl = memchr(r->line, '\n', r->len);
+				if (nl != NULL) {
+					*nl = '\0';
+					r->len = (size_t)(nl - r->line);
+					r->have_line = 1;
+				} else if (r->len == sizeof r->line - 1) {
+					r->have_line = 1; // over-long report: cut it
+				}
+			}
+		}
+	}
+	if (!r->exited) {
+		kill(pid, SIGKILL);
+		int st;
+		pid_t w;
+		do
+			w = waitpid(pid, &st, 0);
+		while (w < 0 && errno == EINTR);
+		r->exited = 1;
+		r->status = w == pid ? st : 255 << 8;
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
+// recv_master receives the terminal master that the runner sent on sock.
+static int recv_master(int sock) {
+	char byte;
+	struct iovec iov = {&byte, 1};
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} u;
+	struct msghdr mh;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.buf;
+	mh.msg_controllen = sizeof u.buf;
+	ssize_t n;
+	do
+		n = recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	int master = -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm != NULL; cm = CMSG_NXTHDR(&mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < nfd; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+			if (master < 0)
+				master = fd;
+			else
+				close(fd); // only one is expected
+		}
+	}
+	if (master < 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (!isatty(master)) {
+		close(master);
+		errno = ENOTTY;
+		return -1;
+	}
+	return master;
+}
+
+static int flag_field(const char *s, int *out) {
+	if (strcmp(s, "0") == 0 || strcmp(s, "1") == 0) {
+		*out = s[0] == '1';
+		return 0;
+	}
+	return -1;
+}
+
+static char *dup_or_null(const char *s) { return s[0] != '\0' ? strdup(s) : NULL; }
+
+static void cmd_start(struct client *cl, char **f, int nf) {
+	if (nf < START_FIXED_FIELDS + 1) {
+		(void)reply(cl, "error start needs ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE ARGV...\n");
+		return;
+	}
+	const char *id = f[1];
+	int tty, want_stdin, once;
+	if (id[0] == '\0' || strlen(id) > 256 || strchr(id, '/') != NULL) {
+		(void)reply(cl, "error bad container ID\n");
+		return;
+	}
+	if (flag_field(f[3], &tty) < 0 || flag_field(f[4], &want_stdin) < 0 ||
+	    flag_field(f[5], &once) < 0) {
+		(void)reply(cl, "error TTY, STDIN and STDIN_ONCE must be 0 or 1\n");
+		return;
+	}
+	if (f[6][0] == '\0') {
+		(void)reply(cl, "error empty EXITFILE\n");
+		return;
+	}
+	if (find_id(id) != NULL) {
+		(void)reply(cl, "error container %s already exists\n", id);
+		return;
+	}
+
+	struct container *c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		(void)reply(cl, "error out of memory\n");
+		return;
+	}
+	c->log_fd = c->stdin_fd = -1;
+	for (int i = 0; i < 2; i++) {
+		c->out[i].w.type = W_STREAM;
+		c->out[i].fd = -1;
+		c->out[i].kind = i + 1;
+		c->out[i].c = c;
+	}
+	c->tty = tty;
+	c->stdin_once = once;
+	c->id = strdup(id);
+	c->exit_file = strdup(f[6]);
+	c->log_path = dup_or_null(f[2]);
+	if (c->id == NULL || c->exit_file == NULL || (f[2][0] != '\0' && c->log_path == NULL)) {
+		(void)reply(cl, "error out of memory\n");
+		container_free(c);
+		return;
+	}
+	if (log_reopen(c) < 0) {
+		(void)reply(cl, "error open log %s: %s\n", c->log_path, strerror(errno));
+		container_free(c);
+		return;
+	}
+
+	// Child ends, closed in the keeper after the fork.
+	int in_r = -1, out_w = -1, err_w = -1, tty_child = -1, tty_sock = -1;
+	int res[2] = {-1, -1};
+	const char *failed = NULL;
+	if (!tty) {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC) < 0) {
+			failed = "pipe";
+			goto fail;
+		}
+		c->out[0].fd = p[0], out_w = p[1];
+		if (pipe2(p, O_CLOEXEC) < 0) {
+			failed = "pipe";
+			goto fail;
+		}
+		c->out[1].fd = p[0], err_w = p[1];
+		if (set_nonblock(c->out[0].fd) < 0 || set_nonblock(c->out[1].fd) < 0) {
+			failed = "set non-blocking";
+			goto fail;
+		}
+		// The stdin write end stays blocking: the daemon gets a copy
+		// (the same open file) through `stdin`.
+		if (want_stdin) {
+			if (pipe2(p, O_CLOEXEC) < 0) {
+				failed = "pipe";
+				goto fail;
+			}
+			in_r = p[0], c->stdin_fd = p[1];
+		}
+	} else {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+			failed = "socketpair";
+			goto fail;
+		}
+		tty_sock = sv[0], tty_child = sv[1];
+	}
+	if (pipe2(res, O_CLOEXEC) < 0) {
+		failed = "pipe";
+		goto fail;
+	}
+
+	// argv points into the request buffer, which outlives the child's exec.
+	char **argv = f + START_FIXED_FIELDS;
+	f[nf] = NULL;
+	long long forked_ms = now_mono_ms();
+	pid_t pid = fork();
+	if (pid < 0) {
+		failed = "fork";
+		goto fail;
+	}
+	if (pid == 0)
+		exec_runner(in_r, out_w, err_w, res[1], tty_child, argv);
+	close_fd(&in_r);
+	close_fd(&out_w);
+	close_fd(&err_w);
+	close_fd(&tty_child);
+	close_fd(&res[1]);
+
+	struct runner_result r;
+	memset(&r, 0, sizeof r);
+	wait_runner(c, pid, res[0], &r);
+	close_fd(&res[0]);
+
+	if (r.timed_out) {
+		(void)reply(cl, "error runner did not report within %d s\n", START_TIMEOUT_MS / 1000);
+		goto fail_quiet;
+	}
+	if (!r.have_line) {
+		(void)reply(cl, "error runner exited with status %d without reporting\n",
+			    exit_code(r.status));
+		goto fail_quiet;
+	}
+	if (strncmp(r.line, "error ", 6) == 0) {
+		(void)reply(cl, "error %s\n", r.line + 6);
+		goto fail_quiet;
+	}
+	char *end = NULL;
+	long cpid = strncmp(r.line, "ok ", 3) == 0 ? strtol(r.line + 3, &end, 10) : 0;
+	if (cpid <= 0 || cpid > 0x7fffffffL || end == NULL || *end != '\0') {
+		(void)reply(cl, "error bad runner report: %s\n", r.line);
+		goto fail_quiet;
+	}
+	if (tty) {
+		int m = recv_master(tty_sock);
+		if (m < 0) {
+			(void)reply(cl, "error receive terminal from runner: %s\n", strerror(errno));
+			goto fail_quiet;
+		}
+		c->out[0].fd = c->stdin_fd = m;
+		close_fd(&tty_sock);
+	}
+
+	// The init must now be our child (re-parented when the runner exited),
+	// or already reaped as an unknown exit; otherwise its exit would never
+	// be seen.
+	struct unknown_exit early;
+	int have_early = take_unknown((pid_t)cpid, forked_ms, &early);
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	if (!have_early && waitid(P_PID, (id_t)cpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+		(void)reply(cl, "error container process %ld is not a child of the keeper: %s\n",
+			    cpid, strerror(errno));
+		goto fail_quiet;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (c->out[i].fd >= 0 && ep_add(c->out[i].fd, &c->out[i].w, EPOLLIN) < 0) {
+			(void)reply(cl, "error epoll: %s\n", strerror(errno));
+			goto fail_quiet;
+		}
+	}
+	c->pid = (pid_t)cpid;
+	c->next = containers;
+	containers = c;
+	(void)reply(cl, "ok %ld\n", cpid);
+	if (have_early)
+		record_exit(c, early.status, early.ns, early.mono_ms);
+	else if (outputs_done(c))
+		output_ended(c);
+	reap(); // its SIGCHLD may be pending already
+	return;
+
+fail:
+	(void)reply(cl, "error %s: %s\n", failed, strerror(errno));
+fail_quiet:
+	close_fd(&in_r);
+	close_fd(&out_w);
+	close_fd(&err_w);
+	close_fd(&tty_child);
+	close_fd(&tty_sock);
+	close_fd(&res[0]);
+	close_fd(&res[1]);
+	container_free(c);
+}
+
+/* ---- requests ---- */
+
+// parse_request splits a request into fields. It returns the number of
+// fields when the request is complete, 0 when more bytes are needed, and -1
+// when bytes follow the end. f has room for len+1 pointers.
+static int parse_request(char *buf, size_t len, char **f) {
+	size_t pos = 0;
+	int nf = 0, fixed = 1;
+	while (pos < len) {
+		char *end = memchr(buf + pos, '\0', len - pos);
+		if (end == NULL)
+			return 0;
+		size_t flen = (size_t)(end - (buf + pos));
+		if (nf >= fixed && flen == 0)
+			return pos + 1 == len ? nf : -1;
+		f[nf++] = buf + pos;
+		if (nf == 1)
+			fixed = strcmp(f[0], "start") == 0 ? START_FIXED_FIELDS : 2;
+		pos += flen + 1;
+	}
+	return 0;
+}
+
+static void dispatch(struct client *cl, char **f, int nf) {
+	const char *cmd = f[0];
+	if (strcmp(cmd, "start") == 0) {
+		cmd_start(cl, f, nf);
+		client_close(cl);
+		return;
+	}
+	static const char *const known[] = {"wait", "reopen", "attach", "stdin",
+					    "close-stdin", "forget"};
+	int k = -1;
+	for (int i = 0; i < (int)(sizeof known / sizeof known[0]); i++)
+		if (strcmp(cmd, known[i]) == 0)
+			k = i;
+	if (k < 0) {
+		(void)reply(cl, "error unknown command %.100s\n", cmd);
+		client_close(cl);
+		return;
+	}
+	if (nf != 2) {
+		(void)reply(cl, "error %s takes one argument, the container ID\n", cmd);
+		client_close(cl);
+		return;
+	}
+	struct container *c = find_id(f[1]);
+	if (strcmp(cmd, "forget") == 0) {
+		if (c != NULL && !c->exited) {
+			(void)reply(cl, "error container is running\n");
+		} else {
+			if (c != NULL) {
+				finalize(c);
+				for (struct container **pp = &containers; *pp; pp = &(*pp)->next) {
+					if (*pp == c) {
+						*pp = c->next;
+						break;
+					}
+				}
+				c->dead = 1;
+				c->next_dead = dead_containers;
+				dead_containers = c;
+			}
+			(void)reply(cl, "ok\n");
+		}
+		client_close(cl);
+		return;
+	}
+	if (c == NULL) {
+		(void)reply(cl, "error unknown container\n");
+		client_close(cl);
+		return;
+	}
+	if (strcmp(cmd, "wait") == 0) {
+		if (c->finalized) {
+			(void)reply(cl, "exited %d %lld\n", c->code, c->finished_ns);
+			client_close(cl);
+			return;
+		}
+		cl->mode = C_WAIT;
+		cl->c = c;
+		cl->next = c->waiters;
+		c->waiters = cl;
+	} else if (strcmp(cmd, "attach") == 0) {
+		if (c->finalized || outputs_done(c)) {
+			(void)reply(cl, "error container output has ended\n");
+			client_close(cl);
+			return;
+		}
+		if (reply(cl, "ok\n") < 0) {
+			client_close(cl);
+			return;
+		}
+		cl->mode = C_ATTACH;
+		cl->c = c;
+		cl->next = c->attachers;
+		c->attachers = cl;
+	} else if (strcmp(cmd, "reopen") == 0) {
+		if (c->finalized)
+			(void)reply(cl, "error container has exited\n");
+		else if (log_reopen(c) < 0)
+			(void)reply(cl, "error reopen %s: %s\n", c->log_path, strerror(errno));
+		else
+			(void)reply(cl, "ok\n");
+		client_close(cl);
+		return;
+	} else if (strcmp(cmd, "stdin") == 0) {
+		if (c->stdin_fd < 0)
+			(void)reply(cl, "error no stdin\n");
+		else
+			(void)reply_fd(cl, c->stdin_fd, "ok\n");
+		client_close(cl);
+		return;
+	} else { // close-stdin
+		if (!c->tty)
+			close_fd(&c->stdin_fd);
+		(void)reply(cl, "ok\n");
+		client_close(cl);
+		return;
+	}
+	// A waiting or attached client is only watched for hang-up.
+	free(cl->buf);
+	cl->buf = NULL;
+	cl->len = cl->cap = 0;
+	ep_mod(cl->fd, &cl->w, EPOLLIN | EPOLLRDHUP);
+}
+
+static void client_event(struct client *cl, uint32_t events) {
+	if (cl->mode != C_REQUEST) {
+		// Only a hang-up matters; stray bytes are discarded. A half-close
+		// (EOF on read without EPOLLHUP) is not a hang-up: stop reading
+		// and keep the client until EPOLLHUP.
+		if (events & (EPOLLHUP | EPOLLERR)) {
+			client_close(cl);
+			return;
+		}
+		char junk[256];
+		for (;;) {
+			ssize_t n = read(cl->fd, junk, sizeof junk);
+			if (n > 0)
+				continue;
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && errno == EAGAIN)
+				return;
+			if (n == 0) {
+				ep_mod(cl->fd, &cl->w, 0); // EPOLLHUP is always reported
+				return;
+			}
+			client_close(cl);
+			return;
+		}
+	}
+	for (;;) {
+		if (cl->len == cl->cap) {
+			if (cl->cap >= REQ_MAX) {
+				(void)reply(cl, "error request larger than %d bytes\n", REQ_MAX);
+				client_close(cl);
+				return;
+			}
+			size_t ncap = cl->cap ? cl->cap * 2 : 1024;
+			if (ncap > REQ_MAX)
+				ncap = REQ_MAX;
+			char *nb = realloc(cl->buf, ncap);
+			if (nb == NULL) {
+				(void)reply(cl, "error out of memory\n");
+				client_close(cl);
+				return;
+			}
+			cl->buf = nb;
+			cl->cap = ncap;
+		}
+		ssize_t n = read(cl->fd, cl->buf + cl->len, cl->cap - cl->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) { // gone before the request was complete
+			client_close(cl);
+			return;
+		}
+		cl->len += (size_t)n;
+		char **f = malloc((cl->len + 1) * sizeof *f);
+		if (f == NULL) {
+			(void)reply(cl, "error out of memory\n");
+			client_close(cl);
+			return;
+		}
+		int nf = parse_request(cl->buf, cl->len, f);
+		if (nf < 0) {
+			(void)reply(cl, "error malformed request\n");
+			client_close(cl);
+		} else if (nf > 0) {
+			dispatch(cl, f, nf);
+		}
+		free(f);
+		if (nf != 0)
+			return;
+	}
+}
+
+static void accept_clients(void) {
+	for (;;) {
+		int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if ((errno == EMFILE || errno == ENFILE) && spare_fd >= 0) {
+				// Out of fds: use the spare to take the connection
+				// off the queue and refuse it, instead of spinning.
+				close_fd(&spare_fd);
+				fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+				if (fd >= 0)
+					close(fd);
+				spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+				continue;
+			}
+			return; // EAGAIN, or nothing sensible to do
+		}
+		struct ucred cr;
+		socklen_t crl = sizeof cr;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) < 0 || cr.uid != geteuid()) {
+			close(fd);
+			continue;
+		}
+		struct client *cl = calloc(1, sizeof *cl);
+		if (cl == NULL) {
+			close(fd);
+			continue;
+		}
+		cl->w.type = W_CLIENT;
+		cl->fd = fd;
+		cl->mode = C_REQUEST;
+		if (ep_add(fd, &cl->w, EPOLLIN | EPOLLRDHUP) < 0) {
+			close(fd);
+			free(cl);
+		}
+	}
+}
+
+/* ---- loop ---- */
+
+static void handle_signals(void) {
+	struct signalfd_siginfo si;
+	int child = 0;
+	for (;;) {
+		ssize_t n = read(sig_fd, &si, sizeof si);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != (ssize_t)sizeof si)
+			break;
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+			_exit(0);
+		if (si.ssi_signo == SIGCHLD)
+			child = 1;
+	}
+	if (child)
+		reap();
+}
+
+// next_timeout is the epoll timeout until the earliest grace period ends.
+static int next_timeout(void) {
+	long long now = now_mono_ms(), best = -1;
+	for (struct container *c = containers; c != NULL; c = c->next) {
+		if (!c->exited || c->finalized)
+			continue;
+		long long left = c->exit_mono_ms + EXIT_GRACE_MS - now;
+		if (left < 0)
+			left = 0;
+		if (best < 0 || left < best)
+			best = left;
+	}
+	return best > 60000 ? 60000 : (int)best;
+}
+
+static void check_deadlines(void) {
+	long long now = now_mono_ms();
+	for (struct container *c = containers; c != NULL; c = c->next)
+		if (c->exited && !c->finalized && now - c->exit_mono_ms >= EXIT_GRACE_MS)
+			finalize(c);
+}
+
+static void free_dead(void) {
+	while (dead_clients != NULL) {
+		struct client *cl = dead_clients;
+		dead_clients = cl->next_dead;
+		free(cl);
+	}
+	while (dead_containers != NULL) {
+		struct container *c = dead_containers;
+		dead_containers = c->next_dead;
+		container_free(c);
+	}
+}
+
+void keeper_run(int lfd, int sfd, pid_t holder) {
+	listen_fd = lfd;
+	sig_fd = sfd;
+	holder_pid = holder;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0 || ep_add(sig_fd, &sig_watch, EPOLLIN) < 0)
+		_exit(1);
+	if (listen_fd >= 0 && ep_add(listen_fd, &listen_watch, EPOLLIN) < 0)
+		_exit(1);
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	reap();
+	struct epoll_event ev[32];
+	for (;;) {
+		int n = epoll_wait(ep, ev, (int)(sizeof ev / sizeof ev[0]), next_timeout());
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		for (int i = 0; i < n; i++) {
+			struct watch *w = ev[i].data.ptr;
+			switch (w->type) {
+			case W_SIGNAL:
+				handle_signals();
+				break;
+			case W_LISTEN:
+				accept_clients();
+				break;
+			case W_CLIENT: {
+				struct client *cl = (struct client *)w;
+				if (!cl->dead)
+					client_event(cl, ev[i].events);
+				break;
+			}
+			case W_STREAM: {
+				struct stream *s = (struct stream *)w;
+				if (s->fd >= 0 && !s->c->dead)
+					stream_read(s);
+				break;
+			}
+			}
+		}
+		check_deadlines();
+		free_dead();
+	}
+}

@@ -1,0 +1,66 @@
+// Shared declarations of the pod keeper (pause.c, keeper.c, log.c).
+// See keeper.c for the control protocol and pause.go for why this is C.
+#ifndef PEAPOD_KEEPER_H
+#define PEAPOD_KEEPER_H
+
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// A CRI log line longer than this is split into P pieces of this size.
+#define LOG_LINE_MAX 16384
+
+// Every object registered in epoll starts with a watch, so that the event's
+// data pointer tells what kind of object became ready.
+enum watch_type { W_SIGNAL = 1, W_LISTEN, W_CLIENT, W_STREAM };
+struct watch {
+	enum watch_type type;
+};
+
+struct container;
+
+// One output of a container: a pipe read end, or the terminal master.
+struct stream {
+	struct watch w;
+	int fd;          // -1 once at EOF (or never opened)
+	int kind;        // 1 = stdout, 2 = stderr (the attach frame's stream byte)
+	char *part;      // unterminated line carried over to the next read
+	size_t plen, pcap;
+	struct container *c;
+};
+
+struct client;
+
+struct container {
+	struct container *next;
+	char *id;
+	char *log_path;     // NULL: output is discarded
+	char *exit_file;
+	int log_fd;         // -1: not logging (no path, or reopen never worked)
+	unsigned long log_drops; // lines lost to failed log writes
+	int tty, stdin_once;
+	int stdin_fd;       // keeper's stdin write end, or the tty master; -1
+	struct stream out[2];
+	pid_t pid;          // container init in the host PID namespace, 0 = none
+	int exited, finalized, dead;
+	int code;                  // exit code, 128+signal when killed
+	long long finished_ns;     // CLOCK_REALTIME of the exit
+	long long exit_mono_ms;    // CLOCK_MONOTONIC of the exit, for the 2 s grace
+	struct client *waiters, *attachers;
+	struct container *next_dead;
+};
+
+// log.c
+long long now_realtime_ns(void);
+long long now_mono_ms(void);
+int write_all(int fd, const void *buf, size_t n);
+void stream_feed(struct stream *s, const char *data, size_t n);
+void stream_flush(struct stream *s);
+int log_reopen(struct container *c);
+int write_exit_file(const struct container *c);
+
+// keeper.c
+void keeper_run(int listen_fd, int sig_fd, pid_t holder) __attribute__((noreturn));
+
+#endif

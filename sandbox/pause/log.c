@@ -1,0 +1,241 @@
+// CRI log writing for the pod keeper, and the exit file.
+//
+// Each output line becomes
+//   <RFC 3339 UTC timestamp with nanoseconds> <stdout|stderr> <F|P> <content>\n
+// A line longer than LOG_LINE_MAX is written as P pieces of LOG_LINE_MAX
+// bytes followed by an F piece with the rest. An unterminated last line is
+// written as F at EOF (stream_flush). A failed log write drops the line (it is
+// counted) and never blocks the container: the keeper keeps reading.
+#include "keeper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+long long now_realtime_ns(void) {
+	struct timespec ts;
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0)
+		return 0;
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+long long now_mono_ms(void) {
+	struct timespec ts;
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+		return 0;
+	return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+// write_all writes n bytes to a blocking fd, retrying short writes and
+// EINTR. It returns 0, or -1 with errno set.
+int write_all(int fd, const void *buf, size_t n) {
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+// writev_all is write_all for an iovec array; it consumes iov.
+static int writev_all(int fd, struct iovec *iov, int cnt) {
+	while (cnt > 0) {
+		if (iov->iov_len == 0) {
+			iov++, cnt--;
+			continue;
+		}
+		ssize_t w = writev(fd, iov, cnt);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (w == 0) {
+			errno = EIO;
+			return -1;
+		}
+		size_t left = (size_t)w;
+		while (cnt > 0 && left >= iov->iov_len) {
+			left -= iov->iov_len;
+			iov++, cnt--;
+		}
+		if (cnt > 0) {
+			iov->iov_base = (char *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+	}
+	return 0;
+}
+
+// log_piece writes one CRI line whose content is a followed by b.
+static void log_piece(struct stream *s, char tag, const char *a, size_t alen,
+		      const char *b, size_t blen) {
+	struct container *c = s->c;
+	if (c->log_fd < 0)
+		return;
+	struct timespec ts;
+	struct tm tm;
+	if (clock_gettime(CLOCK_REALTIME, &ts) < 0 || gmtime_r(&ts.tv_sec, &tm) == NULL) {
+		memset(&tm, 0, sizeof tm);
+		ts.tv_nsec = 0;
+	}
+	char hdr[96];
+	int h = snprintf(hdr, sizeof hdr, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ %s %c ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+			 tm.tm_min, tm.tm_sec, (long)ts.tv_nsec,
+			 s->kind == 2 ? "stderr" : "stdout", tag);
+	if (h < 0 || (size_t)h >= sizeof hdr) {
+		c->log_drops++;
+		return;
+	}
+	struct iovec iov[4] = {
+		{hdr, (size_t)h},
+		{(void *)a, alen},
+		{(void *)b, blen},
+		{"\n", 1},
+	};
+	if (writev_all(c->log_fd, iov, 4) < 0)
+		c->log_drops++; // disk full or similar: drop the line, keep going
+}
+
+// stash appends data to the stream's carried-over partial line. The caller
+// guarantees plen + n <= LOG_LINE_MAX. On allocation failure the bytes are
+// logged at once as a P piece rather than lost.
+static void stash(struct stream *s, const char *data, size_t n) {
+	if (s->plen + n > s->pcap) {
+		size_t want = s->pcap ? s->pcap : 256;
+		while (want < s->plen + n)
+			want *= 2;
+		if (want > LOG_LINE_MAX)
+			want = LOG_LINE_MAX;
+		char *p = realloc(s->part, want);
+		if (p == NULL) {
+			log_piece(s, 'P', s->part, s->plen, data, n);
+			s->plen = 0;
+			return;
+		}
+		s->part = p;
+		s->pcap = want;
+	}
+	memcpy(s->part + s->plen, data, n);
+	s->plen += n;
+}
+
+// drop_part forgets the carried-over line, releasing a large buffer.
+static void drop_part(struct stream *s) {
+	s->plen = 0;
+	if (s->pcap > 4096) {
+		free(s->part);
+		s->part = NULL;
+		s->pcap = 0;
+	}
+}
+
+// stream_feed logs the bytes just read from a container's output.
+void stream_feed(struct stream *s, const char *data, size_t n) {
+	if (s->c->log_fd < 0) {
+		s->plen = 0;
+		return;
+	}
+	while (n > 0) {
+		size_t room = LOG_LINE_MAX - s->plen;
+		// A newline right after `room` bytes still ends a full line.
+		size_t look = n < room + 1 ? n : room + 1;
+		const char *nl = memchr(data, '\n', look);
+		if (nl != NULL) {
+			size_t take = (size_t)(nl - data);
+			log_piece(s, 'F', s->part, s->plen, data, take);
+			drop_part(s);
+			data += take + 1;
+			n -= take + 1;
+		} else if (n >= room) {
+			log_piece(s, 'P', s->part, s->plen, data, room);
+			drop_part(s);
+			data += room;
+			n -= room;
+		} else {
+			stash(s, data, n);
+			return;
+		}
+	}
+}
+
+// stream_flush writes an unterminated last line as F and frees the buffer.
+void stream_flush(struct stream *s) {
+	if (s->plen > 0)
+		log_piece(s, 'F', s->part, s->plen, NULL, 0);
+	free(s->part);
+	s->part = NULL;
+	s->plen = s->pcap = 0;
+}
+
+static int open_log(const char *path) {
+	int fd;
+	do
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	while (fd < 0 && errno == EINTR);
+	return fd;
+}
+
+// log_reopen opens the log path again (the kubelet renamed the old file) and
+// switches to it. Lines are written whole between event-loop steps, so each
+// goes to exactly one of the two files. On failure the old fd is kept.
+int log_reopen(struct container *c) {
+	if (c->log_path == NULL) {
+		if (c->log_fd >= 0)
+			close(c->log_fd);
+		c->log_fd = -1;
+		return 0;
+	}
+	int fd = open_log(c->log_path);
+	if (fd < 0)
+		return -1;
+	if (c->log_fd >= 0)
+		close(c->log_fd);
+	c->log_fd = fd;
+	return 0;
+}
+
+// write_exit_file records "<code> <finished_unix_nanos>\n" atomically:
+// EXITFILE.tmp is written, then renamed over EXITFILE.
+int write_exit_file(const struct container *c) {
+	size_t n = strlen(c->exit_file);
+	char *tmp = malloc(n + 5);
+	if (tmp == NULL)
+		return -1;
+	memcpy(tmp, c->exit_file, n);
+	memcpy(tmp + n, ".tmp", 5);
+	char line[64];
+	int len = snprintf(line, sizeof line, "%d %lld\n", c->code, c->finished_ns);
+	int fd;
+	do
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	while (fd < 0 && errno == EINTR);
+	int rc = -1;
+	if (fd >= 0) {
+		int werr = write_all(fd, line, (size_t)len);
+		// No fsync: the file only has to survive the daemon, not the host
+		// (the containers do not survive a host crash either).
+		if (close(fd) == 0 && werr == 0 && rename(tmp, c->exit_file) == 0)
+			rc = 0;
+		else
+			unlink(tmp);
+	}
+	free(tmp);
+	return rc;
+}
