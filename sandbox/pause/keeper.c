@@ -197,7 +197,7 @@ static int send_msg(struct client *cl, const char *msg, size_t len, int pass_fd)
 // A too long line is cut, keeping its newline. Returns 0 or -1.
 static int __attribute__((format(printf, 3, 4)))
 reply_fd(struct client *cl, int pass_fd, const char *fmt, ...) {
-	char buf[4608];
+	char buf[2048];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(buf, sizeof buf, fmt, ap);
@@ -443,7 +443,7 @@ exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **ar
 }
 
 struct runner_result {
-	char line[4096];
+	char line[1536];
 	size_t len;
 	int have_line, eof, exited, status, timed_out;
 };

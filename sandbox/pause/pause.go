@@ -6,6 +6,13 @@
 // therefore never initialises in the pause process: it costs a few pages of
 // stack and libc data instead of a Go heap, which matters because one runs
 // per pod. Import this package for its side effect in the peapod binary.
+//
+// The pause process is also the pod's keeper (keeper.c): the child subreaper
+// of the pod's containers, the holder of their stdio, the writer of their
+// CRI logs (log.c) and the recorder of their exits, serving the daemon on a
+// unix socket (-S), so that containers, logs and exit codes survive a daemon
+// restart. With -P it forks the pod's PID holder, PID 1 of a new PID
+// namespace, and reports its pid: containers join /proc/<holder>/ns/pid.
 package pause
 
 /*
@@ -21,5 +28,6 @@ import "C"
 const Command = "pod-pause"
 
 // ReadyFD is the descriptor (inherited as ExtraFiles[0]) on which the pause
-// reports "ok" or an error line once the pod's namespaces are set up.
+// reports "ok <holder pid>" ("ok 0" without -P) or an error line once the
+// pod is set up and the control socket listens.
 const ReadyFD = 3
