@@ -716,7 +716,7 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	close_fd(&res[0]);
 
 	if (r.timed_out) {
-		(void)reply(cl, "error runner did not report within %d s\n", START_TIMEOUT_MS / 1000);
+		(void)reply(cl, "error runner did not report and exit within %d s\n", START_TIMEOUT_MS / 1000);
 		goto fail_quiet;
 	}
 	if (!r.have_line) {
