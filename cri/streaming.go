@@ -156,7 +156,7 @@ func (s *Service) requireRunning(id string) error {
 }
 
 func (s *Service) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	if err := s.runtime.ReopenLog(req.GetContainerId()); err != nil {
+	if err := s.runtime.ReopenLog(ctx, req.GetContainerId()); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil

@@ -174,6 +174,17 @@ func (d *daemon) stop() {
 	d.cmd = nil
 }
 
+// kill ends the daemon with SIGKILL, as a crash would.
+func (d *daemon) kill() {
+	if d.conn != nil {
+		d.conn.Close()
+		d.conn = nil
+	}
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	d.cmd = nil
+}
+
 // destroy removes every pod, stops the daemon and removes everything the
 // test made, even after a failure. It then checks nothing was left behind.
 func (d *daemon) destroy() {

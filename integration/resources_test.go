@@ -244,7 +244,7 @@ func TestOOMKilledRepeated(t *testing.T) {
 		t.Fatal(err)
 	}
 	variants := [][]string{
-		{"tail", "/dev/zero"}, // one line that never ends: tail holds it all
+		{"tail", "/dev/zero"},                         // one line that never ends: tail holds it all
 		{"sh", "-c", "head -c 100m /dev/zero | tail"}, // sh exits with the killed tail's 137
 	}
 	fails := 0

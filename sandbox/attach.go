@@ -2,10 +2,10 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,158 +23,76 @@ type Streams struct {
 	Resize <-chan TerminalSize
 }
 
-// liveIO is what the daemon holds of a running container's stdio: the
-// write end of its stdin (or the terminal), and the attached clients that
-// see its output. It lives only in memory.
-type liveIO struct {
-	mu        sync.Mutex
-	stdin     *os.File // nil when the container has no stdin or it was closed
-	terminal  *os.File // the pty master when the container has a TTY
-	stdinOnce bool
-	clients   map[*attachClient]struct{}
-	done      bool // output ended: no new clients
-}
-
-// attachClient receives output through a bounded queue, so that a slow
-// client is dropped rather than blocking the container.
-type attachClient struct {
-	stdout, stderr io.Writer
-	queue          chan outputChunk
-	once           sync.Once
-}
-
-type outputChunk struct {
-	stream string
-	data   []byte
-}
-
-const attachQueue = 256
-
-func newLiveIO(stdin, terminal *os.File, stdinOnce bool) *liveIO {
-	return &liveIO{stdin: stdin, terminal: terminal, stdinOnce: stdinOnce, clients: map[*attachClient]struct{}{}}
-}
-
-// streamWriter feeds one output stream of the container to the clients.
-func (l *liveIO) streamWriter(stream string) io.Writer {
-	return writerFunc(func(p []byte) (int, error) {
-		l.broadcast(stream, p)
-		return len(p), nil
-	})
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-func (l *liveIO) broadcast(stream string, p []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.clients) == 0 {
-		return
-	}
-	data := append([]byte(nil), p...)
-	for c := range l.clients {
-		select {
-		case c.queue <- outputChunk{stream, data}:
-		default:
-			// Too slow: drop it rather than hold the container's output.
-			delete(l.clients, c)
-			c.close()
-		}
-	}
-}
-
-// finish ends every attach session: the container's output has ended.
-func (l *liveIO) finish() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.done = true
-	for c := range l.clients {
-		delete(l.clients, c)
-		c.close()
-	}
-	if l.stdin != nil {
-		l.stdin.Close()
-		l.stdin = nil
-	}
-}
-
-func (c *attachClient) close() { c.once.Do(func() { close(c.queue) }) }
-
-// Attach connects streams to a running container's stdio until the
-// container's output ends, the client goes away or ctx ends.
+// Attach connects streams to a running container's stdio, which its pod's
+// keeper holds, until the container's output ends, the client goes away or
+// ctx ends. Several clients may attach at once.
 func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
 	c, err := r.lookupContainer(id)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	running, live := c.State == ContainerRunning, c.live
+	running, podID, tty, stdinOnce := c.State == ContainerRunning, c.PodID, c.Config.GetTty(), c.Config.GetStdinOnce()
 	c.mu.Unlock()
 	if !running {
 		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
 	}
-	if live == nil {
-		return fmt.Errorf("container %s was started before peapod restarted; its stdio is not held: %w", c.ID, ErrFailedPrecondition)
+	if s.TTY != tty {
+		return fmt.Errorf("attach with tty=%v to a container with tty=%v: %w", s.TTY, tty, ErrInvalidArgument)
 	}
-	if s.TTY != (live.terminal != nil) {
-		return fmt.Errorf("attach with tty=%v to a container with tty=%v: %w", s.TTY, live.terminal != nil, ErrInvalidArgument)
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return err
 	}
-	client := &attachClient{stdout: s.Stdout, stderr: s.Stderr, queue: make(chan outputChunk, attachQueue)}
-	live.mu.Lock()
-	if live.done {
-		live.mu.Unlock()
-		return nil
+	k := r.keeperOf(&p.Pod)
+	frames, conn, err := k.attach(ctx, c.ID)
+	if err != nil {
+		return fmt.Errorf("attach to container %s: %w", c.ID, err)
 	}
-	live.clients[client] = struct{}{}
-	live.mu.Unlock()
-	defer func() {
-		live.mu.Lock()
-		delete(live.clients, client)
-		live.mu.Unlock()
-		client.close()
-	}()
+	defer conn.Close()
 
-	if s.Resize != nil && live.terminal != nil {
-		go resizeLoop(ctx, live.terminal, s.Resize)
-	}
-	if s.Stdin != nil {
-		go func() {
-			live.mu.Lock()
-			in := live.stdin
-			live.mu.Unlock()
-			if in == nil {
-				return
+	// stdin (with a TTY: the terminal) comes from the keeper, which keeps
+	// its own copy: closing ours does not close the container's stdin.
+	if s.Stdin != nil || (tty && s.Resize != nil) {
+		in, err := k.stdin(ctx, c.ID)
+		if err == nil {
+			defer in.Close()
+			if tty && s.Resize != nil {
+				go resizeLoop(ctx, in, s.Resize)
 			}
-			io.Copy(in, s.Stdin)
-			if live.stdinOnce {
-				live.mu.Lock()
-				if live.stdin != nil && live.terminal == nil {
-					live.stdin.Close()
-					live.stdin = nil
-				}
-				live.mu.Unlock()
+			if s.Stdin != nil {
+				go func() {
+					io.Copy(in, s.Stdin)
+					if !tty {
+						in.Close() // ours only; a TTY's stays open for resizes
+					}
+					if stdinOnce {
+						k.closeStdin(context.Background(), c.ID)
+					}
+				}()
 			}
-		}()
+		}
 	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	var header [5]byte
 	for {
-		select {
-		case chunk, ok := <-client.queue:
-			if !ok {
+		if _, err := io.ReadFull(frames, header[:]); err != nil {
+			return nil // output ended, or the session was closed
+		}
+		n := binary.BigEndian.Uint32(header[1:])
+		w := s.Stdout
+		if header[0] == 2 && s.Stderr != nil {
+			w = s.Stderr
+		}
+		if w == nil {
+			if _, err := io.CopyN(io.Discard, frames, int64(n)); err != nil {
 				return nil
 			}
-			w := client.stdout
-			if chunk.stream == "stderr" && client.stderr != nil {
-				w = client.stderr
-			}
-			if w == nil {
-				continue
-			}
-			if _, err := w.Write(chunk.data); err != nil {
-				return nil // client went away
-			}
-		case <-ctx.Done():
-			return nil
+			continue
+		}
+		if _, err := io.CopyN(w, frames, int64(n)); err != nil {
+			return nil // the client went away
 		}
 	}
 }

@@ -23,8 +23,6 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	live   *liveIO // stdio of a container this daemon started; nil after a restart
-	log    *criLog
 	quit   chan struct{} // closed by Close to stop a recovered-process watcher
 }
 
@@ -255,7 +253,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if !ready {
 		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
 	}
-	if err := r.runContainer(ctx, c); err != nil {
+	if err := r.runContainer(ctx, c, &p.Pod); err != nil {
 		c.State = ContainerExited
 		c.FinishedAt = time.Now().UnixNano()
 		c.ExitCode = 128
@@ -346,6 +344,12 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	defer c.mu.Unlock()
 	c.stopWatching()
 	r.destroyLibcontainer(c)
+	r.mu.RLock()
+	p := r.pods[c.PodID]
+	r.mu.RUnlock()
+	if p != nil {
+		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
+	}
 	if err := r.opts.Images.RemoveRootfs(ctx, c.ID); err != nil {
 		return fmt.Errorf("remove container %s root filesystem: %w", c.ID, err)
 	}

@@ -256,11 +256,14 @@ func (r *Runtime) startPause(p *pod) error {
 		args = append(args, "-h", hostname(p.Config))
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
-		flags |= unix.CLONE_NEWPID
+		// The keeper stays in the host PID namespace (it must reap the
+		// runners it forks); it forks PID 1 of the pod's namespace.
+		args = append(args, "-P")
 	}
 	for k, v := range p.Config.GetLinux().GetSysctls() {
 		args = append(args, "-s", k+"="+v)
 	}
+	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("pause ready pipe: %w", err)
@@ -289,7 +292,13 @@ func (r *Runtime) startPause(p *pod) error {
 	}()
 	msg := make([]byte, 512)
 	n, _ := readFull(readyR, msg)
-	if got := strings.TrimSpace(string(msg[:n])); got != "ok" {
+	got := strings.TrimSpace(string(msg[:n]))
+	holder, ok := strings.CutPrefix(got, "ok ")
+	if ok {
+		p.PIDHolder, err = strconv.Atoi(holder)
+		ok = err == nil
+	}
+	if !ok {
 		cmd.Process.Kill()
 		<-exited
 		if got == "" {

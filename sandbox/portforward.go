@@ -105,21 +105,25 @@ func dialInNetNS(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	return r.conn, r.err
 }
 
-// ReopenLog reopens a running container's log file after the kubelet
-// rotated it.
-func (r *Runtime) ReopenLog(id string) error {
+// ReopenLog has the keeper reopen a running container's log file after
+// the kubelet rotated it.
+func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 	c, err := r.lookupContainer(id)
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	running, logw, path := c.State == ContainerRunning, c.log, c.LogPath
+	running, podID := c.State == ContainerRunning, c.PodID
 	c.mu.Unlock()
 	if !running {
 		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
 	}
-	if logw == nil {
-		return fmt.Errorf("container %s was started before peapod restarted; its log is not held: %w", c.ID, ErrFailedPrecondition)
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return err
 	}
-	return logw.reopen(path)
+	if err := r.keeperOf(&p.Pod).reopen(ctx, c.ID); err != nil {
+		return fmt.Errorf("reopen log of container %s: %w", c.ID, err)
+	}
+	return nil
 }

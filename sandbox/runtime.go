@@ -62,7 +62,7 @@ func Open(opts Options) (*Runtime, error) {
 		opts.Logger = slog.Default()
 	}
 	for _, d := range []string{opts.Root, opts.State, filepath.Join(opts.State, "pods"),
-		filepath.Join(opts.State, "containers"), libcontainerRoot(opts.State)} {
+		filepath.Join(opts.State, "containers"), filepath.Join(opts.State, "k"), libcontainerRoot(opts.State)} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
@@ -153,17 +153,24 @@ func (r *Runtime) recover() error {
 			}
 		}
 		if c.State == ContainerRunning {
-			if processAlive(c.PID, c.PIDStart) {
-				r.watchRecovered(ctr)
-			} else {
-				r.markLost(ctr)
-			}
+			r.recoverContainer(ctr)
 		}
 		return nil
 	})
 }
 
 func libcontainerRoot(state string) string { return filepath.Join(state, "runc") }
+
+// keeperOf is the client of a pod's keeper. The socket path is kept short
+// (unix socket paths are limited to 108 bytes): half the pod ID is unique
+// enough among the pods of one node.
+func (r *Runtime) keeperOf(p *Pod) keeper {
+	return keeper{socket: keeperSocket(r.opts.State, p.ID)}
+}
+
+func keeperSocket(state, podID string) string {
+	return filepath.Join(state, "k", podID[:32])
+}
 
 func (r *Runtime) savePod(p *Pod) error {
 	rec, err := encodePod(p)

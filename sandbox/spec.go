@@ -200,10 +200,10 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 	case runtimeapi.NamespaceMode_CONTAINER:
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	case runtimeapi.NamespaceMode_POD:
-		if podNS.GetPid() != runtimeapi.NamespaceMode_POD {
+		if podNS.GetPid() != runtimeapi.NamespaceMode_POD || pod.PIDHolder == 0 {
 			return fmt.Errorf("container asks for the pod's PID namespace but the pod has none: %w", ErrInvalidArgument)
 		}
-		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: proc + "pid"})
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + strconv.Itoa(pod.PIDHolder) + "/ns/pid"})
 	}
 	if podNS.GetNetwork() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: proc + "net"},

@@ -28,6 +28,7 @@ type Pod struct {
 	State          PodState
 	PausePID       int
 	PauseStart     uint64 // start time of PausePID, see processStartTime
+	PIDHolder      int    // PID 1 of the pod's shared PID namespace, 0 when there is none
 	Dir            string // pod files under the state dir
 	CgroupParent   string
 	Cgroup         string   // the pod's own cgroup below CgroupParent ("" for pods from before pod cgroups)

@@ -2,8 +2,9 @@
 // services and the gRPC server, and nothing else.
 //
 // The same binary also runs as libcontainer's container init ("peapod init")
-// and as the pod's pause process ("peapod pod-pause"); both are dispatched
-// before main runs.
+// and as the pod's keeper and pause process ("peapod pod-pause"), both
+// dispatched before main runs, and as the runner a keeper forks to start a
+// container ("peapod container-start").
 package main
 
 import (
@@ -44,6 +45,10 @@ func init() {
 func main() {
 	if reexec.Init() { // helpers of the image store run as re-executions
 		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == sandbox.RunnerCommand {
+		// Forked by a pod's keeper to start one container.
+		os.Exit(sandbox.RunnerMain(os.Args[2:]))
 	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "peapod:", err)

@@ -1,0 +1,249 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// keeper is the daemon's client of a pod's keeper: the pause process, which
+// holds the stdio of the pod's containers, writes their logs and records
+// their exits (protocol in sandbox/pause/keeper.c). Each request is one
+// connection.
+type keeper struct {
+	socket string
+}
+
+var errKeeperGone = errors.New("the pod's keeper is not running")
+
+// dial connects and sends one request: NUL-terminated fields, then an empty
+// field.
+func (k keeper) dial(ctx context.Context, fields ...string) (*net.UnixConn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", k.socket)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
+			return nil, fmt.Errorf("%w: %v", errKeeperGone, err)
+		}
+		return nil, fmt.Errorf("connect to keeper: %w", err)
+	}
+	conn := c.(*net.UnixConn)
+	var b strings.Builder
+	for _, f := range fields {
+		if strings.IndexByte(f, 0) >= 0 {
+			conn.Close()
+			return nil, fmt.Errorf("keeper request field %q contains NUL: %w", f, ErrInvalidArgument)
+		}
+		b.WriteString(f)
+		b.WriteByte(0)
+	}
+	b.WriteByte(0)
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte(b.String())); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("send to keeper: %w", err)
+	}
+	return conn, nil
+}
+
+// readLine reads one reply line byte by byte, so that nothing after it
+// (attach frames) is consumed.
+func readLine(r io.Reader) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) < 64<<10 {
+		if _, err := io.ReadFull(r, one); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return "", fmt.Errorf("%w: connection closed", errKeeperGone)
+			}
+			return "", err
+		}
+		if one[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, one[0])
+	}
+	return "", errors.New("keeper reply too long")
+}
+
+// call sends a request and returns the reply line after "ok".
+func (k keeper) call(ctx context.Context, fields ...string) (string, error) {
+	conn, err := k.dial(ctx, fields...)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	line, err := readLine(conn)
+	if err != nil {
+		return "", err
+	}
+	return okReply(line)
+}
+
+func okReply(line string) (string, error) {
+	switch {
+	case line == "ok":
+		return "", nil
+	case strings.HasPrefix(line, "ok "):
+		return line[3:], nil
+	case strings.HasPrefix(line, "error "):
+		return "", errors.New(line[len("error "):])
+	}
+	return "", fmt.Errorf("unexpected keeper reply %q", line)
+}
+
+type startRequest struct {
+	id, logPath, exitFile string
+	tty, stdin, stdinOnce bool
+	argv                  []string
+}
+
+func flag01(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// start has the keeper run a container through a runner; it returns the
+// PID of the container's init.
+func (k keeper) start(ctx context.Context, r startRequest) (int, error) {
+	fields := append([]string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile}, r.argv...)
+	rest, err := k.call(ctx, fields...)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(rest)
+	if err != nil {
+		return 0, fmt.Errorf("keeper start reply %q: %w", rest, err)
+	}
+	return pid, nil
+}
+
+// containerExit is an exit as the keeper recorded it.
+type containerExit struct {
+	code     int32
+	finished int64 // unix nanoseconds
+}
+
+// wait blocks until the container's exit is recorded.
+func (k keeper) wait(ctx context.Context, id string) (containerExit, error) {
+	conn, err := k.dial(ctx, "wait", id)
+	if err != nil {
+		return containerExit{}, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	line, err := readLine(conn)
+	if err != nil {
+		if ctx.Err() != nil {
+			return containerExit{}, ctx.Err()
+		}
+		return containerExit{}, err
+	}
+	if rest, ok := strings.CutPrefix(line, "exited "); ok {
+		return parseExit(rest)
+	}
+	_, err = okReply(line)
+	if err == nil {
+		err = fmt.Errorf("unexpected keeper reply %q", line)
+	}
+	return containerExit{}, err
+}
+
+// parseExit reads "<code> <finished_unix_nanos>", as in the exit file.
+func parseExit(s string) (containerExit, error) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return containerExit{}, fmt.Errorf("malformed exit record %q", s)
+	}
+	code, err1 := strconv.ParseInt(f[0], 10, 32)
+	finished, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return containerExit{}, fmt.Errorf("malformed exit record %q", s)
+	}
+	return containerExit{code: int32(code), finished: finished}, nil
+}
+
+// readExitFile reads an exit the keeper recorded on disk.
+func readExitFile(path string) (containerExit, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return containerExit{}, err
+	}
+	return parseExit(strings.TrimSpace(string(data)))
+}
+
+func (k keeper) reopen(ctx context.Context, id string) error {
+	_, err := k.call(ctx, "reopen", id)
+	return err
+}
+
+func (k keeper) closeStdin(ctx context.Context, id string) error {
+	_, err := k.call(ctx, "close-stdin", id)
+	return err
+}
+
+func (k keeper) forget(ctx context.Context, id string) error {
+	_, err := k.call(ctx, "forget", id)
+	return err
+}
+
+// attach returns a connection that carries the container's output as
+// frames: 1 byte stream (1 stdout, 2 stderr), 4 bytes length, data.
+func (k keeper) attach(ctx context.Context, id string) (*bufio.Reader, io.Closer, error) {
+	conn, err := k.dial(ctx, "attach", id)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	line, err := readLine(conn)
+	if err == nil {
+		_, err = okReply(line)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return bufio.NewReader(conn), conn, nil
+}
+
+// stdin returns the write end of the container's stdin (with a TTY: the
+// terminal), passed by the keeper with SCM_RIGHTS.
+func (k keeper) stdin(ctx context.Context, id string) (*os.File, error) {
+	conn, err := k.dial(ctx, "stdin", id)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	buf := make([]byte, 512)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, fmt.Errorf("read keeper reply: %w", err)
+	}
+	if _, err := okReply(strings.TrimSuffix(string(buf[:n]), "\n")); err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, fmt.Errorf("keeper sent no descriptor: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, fmt.Errorf("keeper sent no descriptor: %v", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "stdin-"+id), nil
+}
