@@ -14,12 +14,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,7 +74,7 @@ func BenchmarkImagePull(b *testing.B) {
 
 	rts := []runtimeUnderTest{
 		{"peapod", startPeapod(b, reg)},
-		{"containerd", startContainerd(b, reg)},
+		{"containerd", startContainerd(b, reg, "").img},
 	}
 	results := map[string]map[string]time.Duration{}
 	var mu sync.Mutex
@@ -208,100 +205,3 @@ func dial(b *testing.B, sock string) *grpc.ClientConn {
 	return conn
 }
 
-// ---------------------------------------------------------------- containerd
-
-// startContainerd starts Debian's containerd (installed with apt-get if
-// missing) on its own socket, root and state in a temp dir, pulling from
-// reg over plain HTTP. It is stopped by its PID in b.Cleanup.
-func startContainerd(b *testing.B, reg string) runtimeapi.ImageServiceClient {
-	if _, err := os.Stat(containerdBin); err != nil {
-		if out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "containerd").CombinedOutput(); err != nil {
-			b.Skipf("containerd not installed and apt-get failed: %v\n%s", err, out)
-		}
-	}
-	dir, err := os.MkdirTemp("", "containerd-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	sock := filepath.Join(dir, "containerd.sock")
-	render := func(tmpl string) []byte {
-		return []byte(strings.NewReplacer("@DIR@", dir, "@SOCK@", sock, "@REGISTRY@", reg).Replace(tmpl))
-	}
-	hostsDir := filepath.Join(dir, "hosts.d", reg)
-	for _, d := range []string{hostsDir, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(hostsDir, "hosts.toml"), render(hostsConfig), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	confPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(confPath, render(containerdConfig), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(containerdBin, "--config", confPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		unmountUnder(dir)
-		os.RemoveAll(dir)
-	})
-	conn := dial(b, sock)
-	client := runtimeapi.NewImageServiceClient(conn)
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			return client
-		}
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
-			b.Fatalf("containerd exited:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("containerd did not answer in 20s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// unmountUnder detaches whatever containerd left mounted under dir.
-func unmountUnder(dir string) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var mounts []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			mounts = append(mounts, f[4])
-		}
-	}
-	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
-	for _, m := range mounts {
-		syscall.Unmount(m, syscall.MNT_DETACH)
-	}
-}

@@ -1,0 +1,315 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/transport/spdy"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+const (
+	execSamples  = 200
+	forwardBytes = 50 << 20
+	forwardRuns  = 3
+)
+
+// BenchmarkStreaming measures ExecSync round trips (`true`, p50/p99) and
+// port-forward throughput (a 50 MiB download from busybox httpd) with
+// peapod and with containerd 1.6, in the same run, against the same image,
+// and prints a table. Pods use the host network on both, so that the
+// numbers are those of the exec and streaming paths, not of a CNI setup.
+func BenchmarkStreaming(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	reg := testenv.StartRegistry(b)
+	rootfs := testenv.BusyboxRootfs(b)
+	image := reg + "/bench/busybox:1"
+	pause := reg + "/bench/pause:1"
+	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
+	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+
+	type result struct {
+		execP50, execP99 time.Duration
+		forwardMBs       float64
+	}
+	results := map[string]result{}
+	runtimes := []struct {
+		name  string
+		start func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient)
+	}{
+		{"peapod", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+			return startPeapodDaemon(b, reg)
+		}},
+		{"containerd", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+			ep := startContainerd(b, reg, pause)
+			return ep.rt, ep.img
+		}},
+	}
+	for _, rt := range runtimes {
+		b.Run(rt.name, func(b *testing.B) {
+			rtc, img := rt.start()
+			ctx := context.Background()
+			if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+				b.Fatalf("pull: %v", err)
+			}
+			port := freePort(b)
+			ctr, pod := runWebPod(b, rtc, image, port)
+			defer func() {
+				rtc.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
+				rtc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+			}()
+			var samples []time.Duration
+			for i := 0; i < b.N; i++ {
+				for j := 0; j < execSamples; j++ {
+					start := time.Now()
+					resp, err := rtc.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"true"}, Timeout: 10})
+					if err != nil || resp.ExitCode != 0 {
+						b.Fatalf("ExecSync true: %v %v", err, resp)
+					}
+					samples = append(samples, time.Since(start))
+				}
+			}
+			sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
+			res := result{execP50: samples[len(samples)/2], execP99: samples[len(samples)*99/100]}
+			res.forwardMBs = forwardThroughput(b, rtc, pod, port)
+			results[rt.name] = res
+		})
+	}
+
+	p, c := results["peapod"], results["containerd"]
+	ratio := func(a, b float64) string {
+		if a == 0 || b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nstreaming: ExecSync `true` x%d, port-forward %d MiB x%d (best), host-network pods, same run\n", execSamples, forwardBytes>>20, forwardRuns)
+	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "metric", "peapod", "containerd", "peapod/containerd")
+	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "ExecSync p50", p.execP50.Round(10*time.Microsecond), c.execP50.Round(10*time.Microsecond), ratio(float64(p.execP50), float64(c.execP50)))
+	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "ExecSync p99", p.execP99.Round(10*time.Microsecond), c.execP99.Round(10*time.Microsecond), ratio(float64(p.execP99), float64(c.execP99)))
+	fmt.Fprintf(&out, "%-22s %12.1f %12.1f %18s\n", "port-forward MB/s", p.forwardMBs, c.forwardMBs, ratio(p.forwardMBs, c.forwardMBs))
+	fmt.Print(out.String())
+}
+
+// runWebPod runs a host-network pod whose container serves a 50 MiB file
+// with busybox httpd on port, and waits until it is served.
+func runWebPod(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, port int) (ctr, pod string) {
+	ctx := context.Background()
+	hostNet := &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
+	}}
+	name := fmt.Sprintf("bench-web-%d", port)
+	podCfg := &runtimeapi.PodSandboxConfig{
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: name},
+		Linux:    hostNet,
+	}
+	run, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	if err != nil {
+		b.Fatalf("RunPodSandbox: %v", err)
+	}
+	script := fmt.Sprintf("mkdir -p /www && dd if=/dev/zero of=/www/big bs=1M count=%d 2>/dev/null && exec httpd -f -p 127.0.0.1:%d -h /www", forwardBytes>>20, port)
+	cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, SandboxConfig: podCfg, Config: &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: "web"},
+		Image:    &runtimeapi.ImageSpec{Image: image},
+		Command:  []string{"sh", "-c", script},
+	}})
+	if err != nil {
+		b.Fatalf("CreateContainer: %v", err)
+	}
+	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		b.Fatalf("StartContainer: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if r, err := http.Head(fmt.Sprintf("http://127.0.0.1:%d/big", port)); err == nil {
+			r.Body.Close()
+			if r.ContentLength == forwardBytes {
+				return cr.ContainerId, run.PodSandboxId
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("httpd on port %d did not serve the file", port)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// forwardThroughput downloads the file through the runtime's port-forward
+// forwardRuns times and returns the best rate in MB/s.
+func forwardThroughput(b *testing.B, rt runtimeapi.RuntimeServiceClient, pod string, port int) float64 {
+	resp, err := rt.PortForward(context.Background(), &runtimeapi.PortForwardRequest{PodSandboxId: pod, Port: []int32{int32(port)}})
+	if err != nil {
+		b.Fatalf("PortForward: %v", err)
+	}
+	u, err := url.Parse(resp.Url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	transport, upgrader, err := spdy.RoundTripperFor(&rest.Config{Host: u.Host})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, "POST", u)
+	stop, ready := make(chan struct{}), make(chan struct{})
+	fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fw.ForwardPorts() }()
+	defer func() { close(stop); <-done }()
+	select {
+	case <-ready:
+	case err := <-done:
+		b.Fatalf("port forward: %v", err)
+	}
+	ports, err := fw.GetPorts()
+	if err != nil || len(ports) != 1 {
+		b.Fatalf("forwarded ports: %v %v", ports, err)
+	}
+	local := "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(int(ports[0].Local))) + "/big"
+	best := 0.0
+	for i := 0; i < forwardRuns; i++ {
+		start := time.Now()
+		r, err := http.Get(local)
+		if err != nil {
+			b.Fatalf("GET through the forward: %v", err)
+		}
+		n, err := io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if err != nil || n != forwardBytes {
+			b.Fatalf("forwarded %d bytes (%v), want %d", n, err, forwardBytes)
+		}
+		if rate := float64(n) / 1e6 / time.Since(start).Seconds(); rate > best {
+			best = rate
+		}
+	}
+	return best
+}
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startPeapodDaemon builds and starts the peapod daemon on its own socket,
+// root, state, cgroup parent and bridge, with a registries.conf marking the
+// bench registry insecure. It is stopped by its PID in b.Cleanup.
+func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+	dir, err := os.MkdirTemp("", "peapod-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(dir, "peapod")
+	tags, err := os.ReadFile("../../build-tags.txt")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", bin, "../../cmd/peapod").CombinedOutput(); err != nil {
+		b.Fatalf("build peapod: %v\n%s", err, out)
+	}
+	conf := filepath.Join(dir, "registries.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	sock := filepath.Join(dir, "peapod.sock")
+	logf, err := os.Create(filepath.Join(dir, "peapod.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer logf.Close()
+	suffix := strconv.Itoa(os.Getpid() % 100000)
+	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
+		"--registries-conf", conf, "--cgroup-parent", "peapod-bench-"+suffix,
+		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(os.Getpid()%200+20)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	b.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
+		exec.Command("nft", "delete", "table", "ip", "peapod-ppb"+suffix).Run()
+		for _, h := range []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd", "unified"} {
+			removeCgroupDirs(filepath.Join("/sys/fs/cgroup", h), "peapod-bench-"+suffix)
+		}
+		unmountUnder(dir)
+		os.RemoveAll(dir)
+	})
+	conn := dial(b, sock)
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			return rt, runtimeapi.NewImageServiceClient(conn)
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "peapod.log"))
+			b.Fatalf("peapod did not answer: %v\n%s", err, log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// removeCgroupDirs removes name (and its empty children) wherever it sits
+// under root: a relative cgroup parent nests under the daemon's own cgroup.
+func removeCgroupDirs(root, name string) {
+	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if d.Name() == name {
+			entries, _ := os.ReadDir(path)
+			for _, e := range entries {
+				if e.IsDir() {
+					sub, _ := os.ReadDir(filepath.Join(path, e.Name()))
+					for _, s := range sub {
+						if s.IsDir() {
+							syscall.Rmdir(filepath.Join(path, e.Name(), s.Name()))
+						}
+					}
+					syscall.Rmdir(filepath.Join(path, e.Name()))
+				}
+			}
+			syscall.Rmdir(path)
+			return filepath.SkipDir
+		}
+		return nil
+	})
+}
