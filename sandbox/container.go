@@ -98,6 +98,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create bundle: %w", err)
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
+	r.fail.crash("create-container-after-bundle")
 
 	rootfs, err := r.opts.Images.CreateRootfs(ctx, id, img.ID)
 	if err != nil {
@@ -109,6 +110,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		defer cancel()
 		r.opts.Images.RemoveRootfs(cctx, id)
 	})
+	r.fail.crash("create-container-after-rootfs")
 
 	spec, err := buildSpec(specInput{
 		ID:           id,
@@ -128,9 +130,11 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err := writeSpec(c.Bundle, spec); err != nil {
 		return Container{}, err
 	}
+	r.fail.crash("create-container-after-spec")
 	if err := r.saveContainer(c); err != nil {
 		return Container{}, fmt.Errorf("save container %s: %w", id, err)
 	}
+	r.fail.crash("create-container-after-save")
 	r.mu.Lock()
 	r.containers[id] = newContainer(c)
 	r.mu.Unlock()
@@ -269,6 +273,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if err := r.saveContainer(&c.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", c.ID, err)
 	}
+	r.fail.crash("start-container-after-save")
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
 	return nil
 }

@@ -67,6 +67,15 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
 			p.CgroupParent, r.opts.CgroupDriver, ErrInvalidArgument)
 	}
+	// Recorded before anything is made, so that a crash mid-way leaves a
+	// record for recovery to clean up after (reconcile.go).
+	p.Cgroup = cgroups.PodPath(p.CgroupParent, id)
+	p.Creating = true
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	undo = append(undo, func() { r.store.delete(bucketPods, id) })
+	r.fail.crash("run-pod-after-record")
 	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
 		return Pod{}, fmt.Errorf("create pod dir: %w", err)
 	}
@@ -77,11 +86,12 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := writePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
 	}
-	p.Cgroup = cgroups.PodPath(p.CgroupParent, id)
+	r.fail.crash("run-pod-after-files")
 	if err := cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
 	undo = append(undo, func() { r.removePodCgroup(p) })
+	r.fail.crash("run-pod-after-cgroup")
 	if err := r.startPause(p); err != nil {
 		return Pod{}, err
 	}
@@ -89,6 +99,7 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
+	r.fail.crash("run-pod-after-pause")
 
 	if !hostNetwork(cfg) && r.opts.Network != nil {
 		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
@@ -104,10 +115,13 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			r.opts.Network.TeardownPod(cctx, p.networkPod())
 		})
 	}
+	r.fail.crash("run-pod-after-network")
 	p.State = PodReady
+	p.Creating = false
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
+	r.fail.crash("run-pod-after-save")
 	r.mu.Lock()
 	r.pods[id] = p
 	r.mu.Unlock()
@@ -365,6 +379,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 			return fmt.Errorf("stop pod %s: %w", p.ID, err)
 		}
 	}
+	r.fail.crash("stop-pod-after-containers")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// The network is released even when the pause died on its own (the
@@ -378,17 +393,22 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
 		}
 	}
+	r.fail.crash("stop-pod-after-network")
 	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
 		unmountPodShm(p.Dir)
+		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
 	r.killPause(p)
+	r.fail.crash("stop-pod-after-pause")
 	unmountPodShm(p.Dir)
 	r.removePodCgroup(p)
+	r.fail.crash("stop-pod-after-cgroup")
 	p.State = PodNotReady
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
+	r.fail.crash("stop-pod-after-save")
 	r.log.Info("pod stopped", "pod", p.ID)
 	return nil
 }
@@ -417,6 +437,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	if err := os.RemoveAll(p.Dir); err != nil {
 		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
 	}
+	os.Remove(keeperSocket(r.opts.State, p.ID)) // a killed keeper leaves it
 	if err := r.store.delete(bucketPods, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
 	}

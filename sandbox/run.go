@@ -26,6 +26,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	if _, err := r.opts.Images.CreateRootfs(ctx, c.ID, c.Image.ID); err != nil {
 		return fmt.Errorf("mount root filesystem: %w", err)
 	}
+	r.fail.crash("start-container-after-rootfs")
 	if c.LogPath != "" {
 		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
 			return fmt.Errorf("create log directory: %w", err)
@@ -46,6 +47,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	if err != nil {
 		return err
 	}
+	r.fail.crash("start-container-after-start")
 	start, err := processStartTime(pid)
 	if err != nil {
 		start = 0 // exited already: the keeper records it

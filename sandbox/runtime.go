@@ -53,6 +53,7 @@ type Runtime struct {
 	ctrNames   *nameRegistry
 
 	samples cpuSamples // for the CPU rate in stats
+	fail    failpoints // crash points for recovery tests (failpoint.go); nil in production
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -79,11 +80,13 @@ func Open(opts Options) (*Runtime, error) {
 		containers: map[string]*container{},
 		podNames:   newNameRegistry(),
 		ctrNames:   newNameRegistry(),
+		fail:       failpointsFromEnv(),
 	}
 	if err := r.recover(); err != nil {
 		store.close()
 		return nil, err
 	}
+	r.reconcileHalfDone()
 	r.reconcileNetwork()
 	return r, nil
 }

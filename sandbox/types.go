@@ -33,6 +33,7 @@ type Pod struct {
 	CgroupParent   string
 	Cgroup         string   // the pod's own cgroup below CgroupParent ("" for pods from before pod cgroups)
 	IPs            []string // from the network setup, primary first
+	Creating       bool     // RunPodSandbox has not finished; recovery cleans up after a crash
 }
 
 // ContainerState is the state of a container.
