@@ -61,7 +61,8 @@ type daemon struct {
 	regConf      string
 	bridge       string // built-in pod network: own bridge and /24 per daemon
 	podCIDR      string
-	cniConfDir   string // empty: the built-in network, whatever the host has in /etc/cni/net.d
+	cniConfDir   string   // empty: the built-in network, whatever the host has in /etc/cni/net.d
+	env          []string // added to the daemon's environment (e.g. PEAPOD_FAILPOINTS)
 	cmd          *exec.Cmd
 	logPath      string
 	conn         *grpc.ClientConn
@@ -132,6 +133,7 @@ func (d *daemon) start() {
 		"--cgroup-parent", d.cgroupParent, "--registries-conf", d.regConf, "--log-level", "debug",
 		"--bridge", d.bridge, "--pod-cidr", d.podCIDR, "--cni-conf-dir", d.cniConfDir)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
