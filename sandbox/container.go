@@ -43,9 +43,9 @@ func (c *container) stopWatching() {
 	}
 }
 
-// CreateContainer prepares a container in a ready pod: its root filesystem
+// createContainer prepares a container in a ready pod: its root filesystem
 // on the image and its OCI bundle. Nothing runs until StartContainer.
-func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (_ Container, retErr error) {
+func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (_ Container, retErr error) {
 	if cfg == nil || cfg.GetMetadata().GetName() == "" {
 		return Container{}, fmt.Errorf("container config needs metadata with a name: %w", ErrInvalidArgument)
 	}
@@ -135,9 +135,13 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("save container %s: %w", id, err)
 	}
 	r.fail.crash("create-container-after-save")
+	ctr := newContainer(c)
+	ctr.mu.Lock() // its created event comes before any other
 	r.mu.Lock()
-	r.containers[id] = newContainer(c)
+	r.containers[id] = ctr
 	r.mu.Unlock()
+	r.publishContainer(EventCreated, &ctr.Container)
+	ctr.mu.Unlock()
 	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
 	return *c, nil
 }
@@ -268,12 +272,14 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 		if serr := r.saveContainer(&c.Container); serr != nil {
 			r.log.Error("save container after failed start", "container", c.ID, "err", serr)
 		}
+		r.publishContainer(EventStopped, &c.Container)
 		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	if err := r.saveContainer(&c.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", c.ID, err)
 	}
 	r.fail.crash("start-container-after-save")
+	r.publishContainer(EventStarted, &c.Container)
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
 	return nil
 }
@@ -368,6 +374,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	delete(r.containers, c.ID)
 	pod := r.pods[c.PodID]
 	r.mu.Unlock()
+	r.publishContainer(EventDeleted, &c.Container)
 	if pod != nil {
 		r.ctrNames.release(containerName(pod.Config, c.Config))
 	}

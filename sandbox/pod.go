@@ -27,9 +27,9 @@ type pod struct {
 	pauseExited chan struct{} // closed when the pause we started has been reaped
 }
 
-// RunPod creates the pod's namespaces with a pause process and records the
+// runPod creates the pod's namespaces with a pause process and records the
 // pod. Each step registers its undo right after it succeeds.
-func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
+func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
 	if err := validatePodConfig(cfg); err != nil {
 		return Pod{}, err
 	}
@@ -122,9 +122,13 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
 	r.fail.crash("run-pod-after-save")
+	p.mu.Lock()
 	r.mu.Lock()
 	r.pods[id] = p
 	r.mu.Unlock()
+	r.publishPod(EventCreated, &p.Pod)
+	r.publishPod(EventStarted, &p.Pod)
+	p.mu.Unlock()
 	r.log.Info("pod ready", "pod", id, "name", name, "pause_pid", p.PausePID)
 	return p.Pod, nil
 }
@@ -409,6 +413,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
 	r.fail.crash("stop-pod-after-save")
+	r.publishPod(EventStopped, &p.Pod)
 	r.log.Info("pod stopped", "pod", p.ID)
 	return nil
 }
@@ -444,6 +449,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	r.mu.Lock()
 	delete(r.pods, p.ID)
 	r.mu.Unlock()
+	r.publishPod(EventDeleted, &p.Pod)
 	r.podNames.release(podName(p.Config))
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil

@@ -118,6 +118,7 @@ func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
 		r.log.Error("save container exit", "container", c.ID, "err", err)
 	}
 	close(c.exited)
+	r.publishContainer(EventStopped, &c.Container)
 	r.log.Info("container exited", "container", c.ID, "exit_code", c.ExitCode, "reason", c.Reason)
 }
 
@@ -178,4 +179,5 @@ func (r *Runtime) markLost(c *container) {
 	}
 	c.exited = make(chan struct{})
 	close(c.exited)
+	r.publishContainer(EventStopped, &c.Container)
 }

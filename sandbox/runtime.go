@@ -37,6 +37,7 @@ type Options struct {
 	CgroupDriver string // "cgroupfs" (kubelet's driver must match)
 	Images       Images
 	Network      Network
+	Events       Events // receives pod and container events; nil: none
 	Logger       *slog.Logger
 }
 
@@ -52,8 +53,10 @@ type Runtime struct {
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
 
-	samples cpuSamples // for the CPU rate in stats
-	fail    failpoints // crash points for recovery tests (failpoint.go); nil in production
+	samples cpuSamples              // for the CPU rate in stats
+	podOps  *resultStore[Pod]       // RunPod calls that may outlive their caller
+	ctrOps  *resultStore[Container] // CreateContainer calls, likewise
+	fail    failpoints              // crash points for recovery tests (failpoint.go); nil in production
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -80,6 +83,8 @@ func Open(opts Options) (*Runtime, error) {
 		containers: map[string]*container{},
 		podNames:   newNameRegistry(),
 		ctrNames:   newNameRegistry(),
+		podOps:     newResultStore[Pod](),
+		ctrOps:     newResultStore[Container](),
 		fail:       failpointsFromEnv(),
 	}
 	if err := r.recover(); err != nil {
@@ -117,6 +122,8 @@ func (r *Runtime) reconcileNetwork() {
 // store. Pods and containers keep running; the goroutines that copy their
 // output end with the daemon (docs/design.md).
 func (r *Runtime) Close() error {
+	r.podOps.wait()
+	r.ctrOps.wait()
 	r.mu.Lock()
 	for _, c := range r.containers {
 		c.stopWatching()
