@@ -78,6 +78,21 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	if err != nil {
 		return nil, err
 	}
+	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(&c)}
+	if req.GetVerbose() {
+		info, _ := json.Marshal(map[string]any{
+			"pid":     c.PID,
+			"sandbox": c.PodID,
+			"rootfs":  c.Rootfs,
+			"bundle":  c.Bundle,
+		})
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// containerStatus is what ContainerStatus and container events report.
+func containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 	st := &runtimeapi.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    c.Config.GetMetadata(),
@@ -100,17 +115,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	for _, m := range c.Config.GetMounts() {
 		st.Mounts = append(st.Mounts, m)
 	}
-	resp := &runtimeapi.ContainerStatusResponse{Status: st}
-	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{
-			"pid":     c.PID,
-			"sandbox": c.PodID,
-			"rootfs":  c.Rootfs,
-			"bundle":  c.Bundle,
-		})
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 func containerUser(uid, gid uint32, groups []uint32) *runtimeapi.ContainerUser {

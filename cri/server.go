@@ -46,13 +46,14 @@ type Service struct {
 	runtime *sandbox.Runtime
 	images  Images
 	streams *StreamServer
+	events  *EventBus // nil: GetContainerEvents is unavailable
 	info    Info
 	log     *slog.Logger
 }
 
 // NewService wires the domain into the CRI services.
-func NewService(rt *sandbox.Runtime, images Images, streams *StreamServer, info Info, log *slog.Logger) *Service {
-	return &Service{runtime: rt, images: images, streams: streams, info: info, log: log}
+func NewService(rt *sandbox.Runtime, images Images, streams *StreamServer, events *EventBus, info Info, log *slog.Logger) *Service {
+	return &Service{runtime: rt, images: images, streams: streams, events: events, info: info, log: log}
 }
 
 // Listen creates the unix socket (mode 0660, owned by root), replacing a

@@ -189,6 +189,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("pod network: %w", err)
 	}
 
+	events := cri.NewEventBus(cri.DefaultEventQueue)
 	rt, err := sandbox.Open(sandbox.Options{
 		Root:         cfg.Root,
 		State:        cfg.State,
@@ -196,6 +197,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 		CgroupDriver: cfg.CgroupDriver,
 		Images:       images,
 		Network:      podNetwork,
+		Events:       events,
 		Logger:       log,
 	})
 	if err != nil {
@@ -209,7 +211,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer streams.Close()
 
-	svc := cri.NewService(rt, images, streams, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready}, log)
+	svc := cri.NewService(rt, images, streams, events, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready}, log)
 	lis, err := cri.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -226,6 +228,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down; pods and containers keep running")
+		events.Close() // ends the event streams, which GracefulStop would wait for
 		srv.GracefulStop()
 		os.Remove(cfg.Socket)
 		return nil

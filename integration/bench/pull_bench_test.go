@@ -183,7 +183,7 @@ func startPeapod(b *testing.B, reg string) runtimeapi.ImageServiceClient {
 			b.Errorf("close image store: %v", err)
 		}
 	})
-	svc := cri.NewService(nil, store, nil, cri.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc := cri.NewService(nil, store, nil, nil, cri.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	sock := filepath.Join(dir, "peapod.sock")
 	lis, err := cri.Listen(sock)
 	if err != nil {
@@ -204,4 +204,3 @@ func dial(b *testing.B, sock string) *grpc.ClientConn {
 	b.Cleanup(func() { conn.Close() })
 	return conn
 }
-
