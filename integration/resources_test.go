@@ -114,13 +114,25 @@ func TestResources(t *testing.T) {
 		return s.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue(), time.Now()
 	}
 	time.Sleep(500 * time.Millisecond) // past the start
-	u0, t0 := usage()
-	time.Sleep(2 * time.Second)
-	u1, t1 := usage()
-	share := float64(u1-u0) / float64(t1.Sub(t0).Nanoseconds())
-	t.Logf("busy loop under a 0.2 CPU quota used %.3f CPU over %s", share, t1.Sub(t0).Round(time.Millisecond))
-	if share < 0.15 || share > 0.25 {
-		t.Errorf("busy loop used %.3f CPU, want 0.2 ± 0.05", share)
+	// The quota is a ceiling: no 2 s window may exceed it. A window can fall
+	// short only when the host itself is busy, so up to 3 windows are tried
+	// for one within 0.2 ± 0.05.
+	held := false
+	var u1 uint64 // the busy container's CPU time, compared with the pod's below
+	for try := 0; try < 3 && !held; try++ {
+		u0, t0 := usage()
+		time.Sleep(2 * time.Second)
+		var t1 time.Time
+		u1, t1 = usage()
+		share := float64(u1-u0) / float64(t1.Sub(t0).Nanoseconds())
+		t.Logf("busy loop under a 0.2 CPU quota used %.3f CPU over %s", share, t1.Sub(t0).Round(time.Millisecond))
+		if share > 0.25 {
+			t.Fatalf("busy loop used %.3f CPU, above its 0.2 quota", share)
+		}
+		held = share >= 0.15
+	}
+	if !held {
+		t.Errorf("busy loop never reached 0.2 ± 0.05 CPU in 3 windows")
 	}
 	s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
 	if err != nil {
@@ -212,18 +224,26 @@ func TestResources(t *testing.T) {
 		map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(528 << 20), "cpu/cpu.cfs_quota_us": "80000"},
 		map[string]string{"memory/memory.max": strconv.Itoa(528 << 20), "cpu/cpu.max": "80000 100000"})
 
-	// Lowering the memory limit below what the container holds: the OOM
-	// killer acts, and the container is reported OOMKilled.
+	// Lowering the memory limit below what the container holds: either the
+	// kernel refuses (v1: EBUSY when it cannot reclaim), or the new limit is
+	// in force — the OOM killer acts and the container is reported
+	// OOMKilled, or the kernel reclaimed the memory below the limit.
+	const lowered = 16 << 20
 	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: memID,
-		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}); err != nil {
-		t.Logf("lowering the limit below usage: %v", err) // v1 refuses with EBUSY after reclaim fails
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: lowered}}); err != nil {
+		t.Logf("lowering the limit below usage: %v", err)
 	} else {
-		waitFor(t, 20*time.Second, "the mem container to be OOM killed", func() bool {
-			return containerStatus(t, d, memID).State == runtimeapi.ContainerState_CONTAINER_EXITED
+		waitFor(t, 20*time.Second, "the lowered memory limit to be in force", func() bool {
+			s := containerStatus(t, d, memID)
+			if s.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+				if s.Reason != "OOMKilled" || s.ExitCode != 137 {
+					t.Fatalf("after lowering the limit: exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
+				}
+				return true
+			}
+			r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
+			return err == nil && r.GetStats().GetMemory().GetUsageBytes().GetValue() <= lowered
 		})
-		if s := containerStatus(t, d, memID); s.Reason != "OOMKilled" || s.ExitCode != 137 {
-			t.Errorf("after lowering the limit: exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
-		}
 	}
 }
 
