@@ -150,7 +150,11 @@ func (r *Runtime) recover() error {
 	if err != nil {
 		return fmt.Errorf("load pods: %w", err)
 	}
-	return r.store.each(bucketContainers, func(id string, data []byte) error {
+	// Running containers are recovered after the read transaction: recording
+	// an exit writes to the store, which deadlocks inside a read transaction
+	// when the file must grow (bbolt remaps it).
+	var running []*container
+	err = r.store.each(bucketContainers, func(id string, data []byte) error {
 		c, err := decodeContainer(data)
 		if err != nil {
 			return fmt.Errorf("decode container %s: %w", id, err)
@@ -163,10 +167,17 @@ func (r *Runtime) recover() error {
 			}
 		}
 		if c.State == ContainerRunning {
-			r.recoverContainer(ctr)
+			running = append(running, ctr)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, c := range running {
+		r.recoverContainer(c)
+	}
+	return nil
 }
 
 func libcontainerRoot(state string) string { return filepath.Join(state, "runc") }
