@@ -78,6 +78,11 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
 	setSecurity(spec, sec)
+	seccomp, err := seccompProfile(sec, spec.Process.Capabilities.Bounding)
+	if err != nil {
+		return nil, err
+	}
+	spec.Linux.Seccomp = seccomp
 	setResources(spec, cfg.GetLinux().GetResources())
 	if err := peapodcgroups.Check(spec.Linux.Resources); err != nil {
 		return nil, fmt.Errorf("resources: %v: %w", err, ErrInvalidArgument)
