@@ -12,18 +12,10 @@ import (
 // TestBadInput checks that each kind of bad request gets a clear gRPC code
 // and leaves nothing behind: no container, mount, bundle or process.
 func TestBadInput(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("bad", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	pod := run.PodSandboxId
 	baseMounts := len(mountsUnder(d.dir))
 	const unknown = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -39,7 +31,7 @@ func TestBadInput(t *testing.T) {
 		}
 	}
 
-	_, err = d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: unknown})
+	_, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: unknown})
 	check("status of unknown container", err, "NotFound", unknown)
 	_, err = d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: unknown})
 	check("status of unknown pod", err, "NotFound", unknown)

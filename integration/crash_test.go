@@ -27,7 +27,7 @@ import (
 // attach work, and a container that exits with 7 and one the OOM killer
 // ends while the daemon is down are reported exactly.
 func TestCrashKeepsContainers(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	c := ctx(t)
 	const pods = 20
 	var writers []string
@@ -54,10 +54,7 @@ func TestCrashKeepsContainers(t *testing.T) {
 	// creates /trigger/go (a host directory).
 	trigger := t.TempDir()
 	podCfg := podConfig("crash-exits", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	wait := "while [ ! -e /trigger/go ]; do sleep 0.05; done; "
 	exits := map[string]string{}
 	for name, script := range map[string]string{
@@ -266,7 +263,7 @@ func kubeletStart(c context.Context, d *daemon, id string) error {
 // nothing is left: no process of the peapod binary, mount, cgroup, veth,
 // IP allocation or state entry.
 func TestCrashAtFailpoints(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	d.stop()
 	points := []string{
 		"run-pod-after-record", "run-pod-after-files", "run-pod-after-cgroup", "run-pod-after-pause",
@@ -388,7 +385,7 @@ func processesOf(path string) []int {
 // Exited, has released their cgroups and IPs, and the kubelet can run the
 // pods again with the next attempt.
 func TestReboot(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	c := ctx(t)
 	var pods []string
 	var cfgs []*runtimeapi.PodSandboxConfig

@@ -423,3 +423,39 @@ func guardBridge(t *testing.T, bridge string) {
 	}
 	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+bridge).Run() })
 }
+
+// readyDaemon starts a daemon with the test image pulled, and returns the
+// image's name.
+func readyDaemon(t *testing.T) (*daemon, string) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.start()
+	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	return d, image
+}
+
+// runPod runs a pod sandbox from cfg.
+func runPod(t *testing.T, d *daemon, cfg *runtimeapi.PodSandboxConfig) *runtimeapi.RunPodSandboxResponse {
+	t.Helper()
+	run, err := d.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		t.Fatalf("run pod %s: %v", cfg.GetMetadata().GetName(), err)
+	}
+	return run
+}
+
+// startContainer creates and starts a container in a pod.
+func startContainer(t *testing.T, d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	c := ctx(t)
+	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatal(err)
+	}
+	return cr.ContainerId
+}

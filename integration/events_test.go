@@ -118,13 +118,8 @@ func checkEvent(ctx context.Context, d *daemon, ev *runtimeapi.ContainerEventRes
 // created, started, stopped and removed concurrently, in order per
 // container, and ContainerStatus agrees with each event.
 func TestContainerEvents(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	subCtx, cancelSubs := context.WithCancel(context.Background())
 	defer cancelSubs()
 	logs := []*eventLog{subscribe(subCtx, t, d, true), subscribe(subCtx, t, d, false), subscribe(subCtx, t, d, false)}

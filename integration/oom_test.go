@@ -10,18 +10,10 @@ import (
 // TestOOMKilled: a container killed by the OOM killer within milliseconds
 // of its start is reported OOMKilled with exit code 137.
 func TestOOMKilled(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("oom", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	cfg := containerConfig("hog", image, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}
 	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})

@@ -72,13 +72,8 @@ func expectCgroup(t *testing.T, rel string, v1, v2 map[string]string) {
 // TestResources: pod and container limits reach the cgroup files, a 0.2
 // CPU quota holds a busy loop, limits change live, and the stats move.
 func TestResources(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("res", t.TempDir())
 	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 256 << 20}
 	podCfg.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
@@ -251,18 +246,10 @@ func TestResources(t *testing.T) {
 // OOMKilled/137 every time: 10 runs where the container's init allocates
 // at once at start, 10 where a child of the init is the one killed.
 func TestOOMKilledRepeated(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("oom20", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	variants := [][]string{
 		{"tail", "/dev/zero"},                         // one line that never ends: tail holds it all
 		{"sh", "-c", "head -c 100m /dev/zero | tail"}, // sh exits with the killed tail's 137
@@ -287,17 +274,4 @@ func TestOOMKilledRepeated(t *testing.T) {
 		}
 	}
 	t.Logf("OOMKilled/137 in %d of 20 runs", 20-fails)
-}
-
-func startContainer(t *testing.T, d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
-	t.Helper()
-	c := ctx(t)
-	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
-		t.Fatal(err)
-	}
-	return cr.ContainerId
 }

@@ -16,18 +16,10 @@ import (
 // running, their logs keep flowing, and one killed meanwhile is reported
 // with its real exit code.
 func TestRestartKeepsPods(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("restart", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	pod := run.PodSandboxId
 	ids := map[string]string{}
 	for _, name := range []string{"keeps", "dies", "ticks"} {

@@ -24,13 +24,8 @@ func daemonLogHas(d *daemon, s string) bool {
 // pod and container; nothing is made twice, and nothing is left behind
 // (daemon.destroy checks processes, mounts, cgroups and veths).
 func TestRetryAfterDeadline(t *testing.T) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
+	d, image := readyDaemon(t)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
 	podCfg := podConfig("retry", t.TempDir())
 
 	short, cancel := context.WithTimeout(context.Background(), time.Millisecond)

@@ -12,17 +12,14 @@ import (
 // TestSeccomp: RuntimeDefault filters, Localhost profiles block what they
 // say, Unconfined and privileged containers run unfiltered.
 func TestSeccomp(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	c := ctx(t)
 	profile := filepath.Join(t.TempDir(), "no-chmod.json")
 	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chmod","fchmodat","fchmodat2"],"action":"SCMP_ACT_ERRNO"}]}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	podCfg := podConfig("seccomp", t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	run := runPod(t, d, podCfg)
 	start := func(name string, sec *runtimeapi.LinuxContainerSecurityContext) string {
 		cfg := containerConfig(name, image, "sleep", "1000")
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: sec}
@@ -71,7 +68,7 @@ func TestSeccomp(t *testing.T) {
 	cfg := containerConfig("missing", image, "true")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 		Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/no/such/profile.json"}}}
-	_, err = d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	_, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 	if grpcCode(err) != "InvalidArgument" || !strings.Contains(err.Error(), "/no/such/profile.json") {
 		t.Errorf("missing localhost profile: %v, want InvalidArgument naming it", err)
 	}

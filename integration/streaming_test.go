@@ -43,16 +43,6 @@ func streamPod(t *testing.T, d *daemon, image string, cfg *runtimeapi.ContainerC
 	return run.PodSandboxId, cr.ContainerId, podCfg
 }
 
-func newStreamingDaemon(t *testing.T) (*daemon, string) {
-	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	d.start()
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		t.Fatal(err)
-	}
-	return d, image
-}
-
 // executor opens a SPDY session on a URL the daemon handed out, the way
 // the kubelet's proxy and kubectl do.
 func executor(t *testing.T, rawURL string) remotecommand.Executor {
@@ -83,7 +73,7 @@ func (f fixedSize) Next() *remotecommand.TerminalSize {
 // TestStreamingExec: exec over the streaming server with and without a
 // TTY, with resize, exit codes, and a missing binary.
 func TestStreamingExec(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	_, ctr, _ := streamPod(t, d, image, containerConfig("exec", image, "sleep", "1000"))
 	c := ctx(t)
 
@@ -152,7 +142,7 @@ func TestStreamingExec(t *testing.T) {
 // TestStreamingAttach: two clients attached to one container both see its
 // output; stdin from one reaches the container.
 func TestStreamingAttach(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	cfg := containerConfig("attach", image, "sh", "-c", "while read line; do echo echo:$line; done; echo bye")
 	cfg.Stdin = true
 	cfg.StdinOnce = true // the first client's EOF closes the container's stdin
@@ -216,7 +206,7 @@ func (s *syncBuffer) String() string {
 // TestStreamingPortForward downloads a 10 MB file from busybox httpd in a
 // pod through port-forward and checks it arrives intact.
 func TestStreamingPortForward(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	cfg := containerConfig("web", image, "sh", "-c",
 		"mkdir -p /www && dd if=/dev/urandom of=/www/big bs=1M count=10 2>/dev/null && busybox sha256sum /www/big > /www/sum && httpd -f -p 8080 -h /www")
 	pod, ctr, _ := streamPod(t, d, image, cfg)
@@ -280,7 +270,7 @@ func TestStreamingPortForward(t *testing.T) {
 // the log is renamed and reopened again and again; every line is present
 // exactly once across the rotated files.
 func TestLogRotation(t *testing.T) {
-	d, image := newStreamingDaemon(t)
+	d, image := readyDaemon(t)
 	cfg := containerConfig("writer", image, "sh", "-c",
 		"i=1; while [ $i -le 10000 ]; do echo line-$i; [ $((i % 500)) = 0 ] && sleep 0.02; i=$((i+1)); done")
 	_, ctr, podCfg := streamPod(t, d, image, cfg)
