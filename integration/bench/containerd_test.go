@@ -12,6 +12,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 // ---------------------------------------------------------------- containerd
@@ -67,13 +69,7 @@ func startContainerd(b *testing.B, reg, sandboxImage string) containerdEndpoint 
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		stopByPID(cmd, exited, 10*time.Second)
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	})
@@ -116,5 +112,28 @@ func unmountUnder(dir string) {
 	sort.Sort(sort.Reverse(sort.StringSlice(mounts)))
 	for _, m := range mounts {
 		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+// runtimeBenchRegistry starts a registry holding the runtime benches'
+// busybox image and the pause image containerd needs (busybox sleeping),
+// and returns the registry and both references.
+func runtimeBenchRegistry(b *testing.B) (reg, image, pause string) {
+	reg = testenv.StartRegistry(b)
+	rootfs := testenv.BusyboxRootfs(b)
+	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
+	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+	return reg, reg + "/bench/busybox:1", reg + "/bench/pause:1"
+}
+
+// stopByPID ends a daemon the bench started: SIGTERM, then SIGKILL after
+// grace.
+func stopByPID(cmd *exec.Cmd, exited <-chan struct{}, grace time.Duration) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-exited
 	}
 }

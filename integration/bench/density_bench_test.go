@@ -12,8 +12,6 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 const densityPods = 50
@@ -31,12 +29,7 @@ func BenchmarkDensity(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	reg := testenv.StartRegistry(b)
-	rootfs := testenv.BusyboxRootfs(b)
-	image := reg + "/bench/busybox:1"
-	pause := reg + "/bench/pause:1"
-	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
-	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+	reg, image, pause := runtimeBenchRegistry(b)
 
 	results := map[string]density{}
 	runtimes := []struct {

@@ -21,8 +21,6 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 const (
@@ -40,12 +38,7 @@ func BenchmarkStreaming(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
-	reg := testenv.StartRegistry(b)
-	rootfs := testenv.BusyboxRootfs(b)
-	image := reg + "/bench/busybox:1"
-	pause := reg + "/bench/pause:1"
-	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
-	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+	reg, image, pause := runtimeBenchRegistry(b)
 
 	type result struct {
 		execP50, execP99 time.Duration
@@ -254,13 +247,7 @@ func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClien
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
+		stopByPID(cmd, exited, 15*time.Second)
 		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
 		exec.Command("nft", "delete", "table", "ip", "peapod-ppb"+suffix).Run()
 		for _, h := range []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd", "unified"} {
