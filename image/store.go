@@ -143,7 +143,15 @@ func Open(cfg Config) (*Store, error) {
 	}
 	regConf := cfg.RegistriesConf
 	if regConf == "" {
-		regConf = filepath.Join(cfg.Root, "registries.conf") // normally absent: empty config
+		// No mirrors, HTTPS only, short names on docker.io: an empty config
+		// (containers/image refuses a configured path that does not exist).
+		regConf = filepath.Join(cfg.Root, "registries.conf")
+		if _, err := os.Stat(regConf); os.IsNotExist(err) {
+			if err := os.WriteFile(regConf, []byte("# Written by peapod: registries_conf is empty and /etc/containers/registries.conf absent.\nunqualified-search-registries = [\"docker.io\"]\n"), 0o644); err != nil {
+				st.Shutdown(true) //nolint:errcheck
+				return nil, fmt.Errorf("image: write default registries config: %w", err)
+			}
+		}
 	}
 	none := filepath.Join(cfg.Root, "nonexistent.d")
 	sys := &types.SystemContext{

@@ -317,3 +317,20 @@ func TestReopenAndCloseUnmounts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A store with no registries config opens on a fresh root (the daemon's
+// defaults on a new machine) and resolves short names to docker.io.
+func TestOpenWithoutRegistriesConf(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (overlay storage)")
+	}
+	dir := t.TempDir()
+	s, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run")})
+	if err != nil {
+		t.Fatalf("Open without registries config: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.Status(context.Background(), "busybox"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Status of an absent short name: %v, want ErrNotFound", err)
+	}
+}
