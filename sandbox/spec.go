@@ -195,6 +195,9 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption) error {
 	proc := "/proc/" + strconv.Itoa(pod.PausePID) + "/ns/"
 	podNS := pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if opts == nil {
+		opts = podNS // kubelet always repeats the pod's; crictl users may not
+	}
 	var ns []specs.LinuxNamespace
 	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	// A private cgroup namespace only on v2: on v1 kubelet expects none.
