@@ -32,6 +32,9 @@ type Config struct {
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
 
 	StreamAddress string `toml:"stream_address"`
+	// TLS for the streaming server: both or neither.
+	StreamTLSCert string `toml:"stream_tls_cert"`
+	StreamTLSKey  string `toml:"stream_tls_key"`
 
 	AuthFile            string        `toml:"auth_file"`
 	PullProgressTimeout time.Duration `toml:"pull_progress_timeout"`
@@ -85,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.PullProgressTimeout < 0 {
 		return fmt.Errorf("pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)
+	}
+	if (c.StreamTLSCert == "") != (c.StreamTLSKey == "") {
+		return fmt.Errorf("stream_tls_cert and stream_tls_key must be set together")
 	}
 	for name, v := range map[string]string{"socket": c.Socket, "root": c.Root, "state": c.State} {
 		if v == "" {

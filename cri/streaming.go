@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -29,15 +30,28 @@ type StreamServer struct {
 }
 
 // NewStreamServer listens on addr ("127.0.0.1:0" for a random port) and
-// serves sessions against rt.
-func NewStreamServer(addr string, rt *sandbox.Runtime, log *slog.Logger) (*StreamServer, error) {
+// serves sessions against rt, over TLS when certFile and keyFile are set.
+func NewStreamServer(addr, certFile, keyFile string, rt *sandbox.Runtime, log *slog.Logger) (*StreamServer, error) {
+	var tlsConfig *tls.Config
+	scheme := "http"
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("streaming server: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("streaming server: listen on %s: %w", addr, err)
 	}
+	if tlsConfig != nil {
+		lis = tls.NewListener(lis, tlsConfig)
+	}
 	cfg := streaming.DefaultConfig
 	cfg.Addr = lis.Addr().String()
-	cfg.BaseURL = &url.URL{Scheme: "http", Host: lis.Addr().String()}
+	cfg.BaseURL = &url.URL{Scheme: scheme, Host: lis.Addr().String()}
 	srv, err := streaming.NewServer(cfg, streamRuntime{rt: rt})
 	if err != nil {
 		lis.Close()

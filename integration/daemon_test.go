@@ -63,6 +63,7 @@ type daemon struct {
 	podCIDR      string
 	cniConfDir   string   // empty: the built-in network, whatever the host has in /etc/cni/net.d
 	env          []string // added to the daemon's environment (e.g. PEAPOD_FAILPOINTS)
+	args         []string // added to the daemon's flags (e.g. --config)
 	cmd          *exec.Cmd
 	logPath      string
 	conn         *grpc.ClientConn
@@ -132,6 +133,7 @@ func (d *daemon) start() {
 		"--socket", d.socket, "--root", d.root, "--state", d.state,
 		"--cgroup-parent", d.cgroupParent, "--registries-conf", d.regConf, "--log-level", "debug",
 		"--bridge", d.bridge, "--pod-cidr", d.podCIDR, "--cni-conf-dir", d.cniConfDir)
+	d.cmd.Args = append(d.cmd.Args, d.args...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	d.cmd.Env = append(os.Environ(), d.env...)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -2,10 +2,17 @@ package integration
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -315,4 +322,80 @@ func TestLogRotation(t *testing.T) {
 	if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); grpcCode(err) != "FailedPrecondition" {
 		t.Errorf("reopen of an exited container: %v, want FailedPrecondition", err)
 	}
+}
+
+// TestStreamingTLS: with stream_tls_cert/key the streaming URLs are https
+// and exec works over TLS; a client that does not trust the certificate
+// is refused.
+func TestStreamingTLS(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedCert(t)
+	cert, key := filepath.Join(dir, "stream.crt"), filepath.Join(dir, "stream.key")
+	conf := filepath.Join(dir, "peapod.toml")
+	for p, data := range map[string][]byte{cert: certPEM, key: keyPEM,
+		conf: fmt.Appendf(nil, "stream_tls_cert = %q\nstream_tls_key = %q\n", cert, key)} {
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.args = []string{"--config", conf}
+	d.start()
+	c := ctx(t)
+	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	_, ctr, _ := streamPod(t, d, image, containerConfig("tls", image, "sleep", "1000"))
+	exec := func(tlsCfg rest.TLSClientConfig) (string, error) {
+		resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"echo", "over-tls"}, Stdout: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(resp.Url, "https://") {
+			t.Fatalf("exec URL %q is not https", resp.Url)
+		}
+		u, _ := url.Parse(resp.Url)
+		ex, err := remotecommand.NewSPDYExecutor(&rest.Config{Host: "https://" + u.Host, TLSClientConfig: tlsCfg}, "POST", u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err = ex.StreamWithContext(c, remotecommand.StreamOptions{Stdout: &out})
+		return out.String(), err
+	}
+	if out, err := exec(rest.TLSClientConfig{CAData: certPEM, ServerName: "localhost"}); err != nil || out != "over-tls\n" {
+		t.Errorf("exec over TLS: %q, %v", out, err)
+	}
+	if _, err := exec(rest.TLSClientConfig{ServerName: "localhost"}); err == nil {
+		t.Error("a client that does not trust the certificate was served")
+	}
+}
+
+// selfSignedCert makes a certificate for localhost and 127.0.0.1.
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "peapod streaming test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:         true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }

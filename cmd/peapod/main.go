@@ -205,7 +205,7 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer rt.Close()
 
-	streams, err := cri.NewStreamServer(cfg.StreamAddress, rt, log)
+	streams, err := cri.NewStreamServer(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, rt, log)
 	if err != nil {
 		return err
 	}
