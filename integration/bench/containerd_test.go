@@ -29,6 +29,12 @@ type containerdEndpoint struct {
 // reg over plain HTTP, with sandboxImage as its pause image (benches that
 // run no pod pass ""). It is stopped by its PID in b.Cleanup.
 func startContainerd(b *testing.B, reg, sandboxImage string) containerdEndpoint {
+	return startContainerdCNI(b, reg, sandboxImage, "")
+}
+
+// startContainerdCNI is startContainerd with conflist (if not "") as its
+// only CNI config and Debian's plugins in /usr/lib/cni as its bin_dir.
+func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) containerdEndpoint {
 	if _, err := os.Stat(containerdBin); err != nil {
 		if out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "containerd").CombinedOutput(); err != nil {
 			b.Skipf("containerd not installed and apt-get failed: %v\n%s", err, out)
@@ -39,8 +45,13 @@ func startContainerd(b *testing.B, reg, sandboxImage string) containerdEndpoint 
 		b.Fatal(err)
 	}
 	sock := filepath.Join(dir, "containerd.sock")
+	cniBin := filepath.Join(dir, "cni", "bin")
+	if conflist != "" {
+		cniBin = "/usr/lib/cni"
+	}
 	render := func(tmpl string) []byte {
-		return []byte(strings.NewReplacer("@DIR@", dir, "@SOCK@", sock, "@REGISTRY@", reg, "@SANDBOX_IMAGE@", sandboxImage).Replace(tmpl))
+		return []byte(strings.NewReplacer("@DIR@", dir, "@SOCK@", sock, "@REGISTRY@", reg, "@SANDBOX_IMAGE@", sandboxImage,
+			"@CNI_BIN@", cniBin).Replace(tmpl))
 	}
 	hostsDir := filepath.Join(dir, "hosts.d", reg)
 	for _, d := range []string{hostsDir, filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "net.d")} {
@@ -50,6 +61,11 @@ func startContainerd(b *testing.B, reg, sandboxImage string) containerdEndpoint 
 	}
 	if err := os.WriteFile(filepath.Join(hostsDir, "hosts.toml"), render(hostsConfig), 0o644); err != nil {
 		b.Fatal(err)
+	}
+	if conflist != "" {
+		if err := os.WriteFile(filepath.Join(dir, "cni", "net.d", "10-bench.conflist"), []byte(conflist), 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 	confPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(confPath, render(containerdConfig), 0o644); err != nil {

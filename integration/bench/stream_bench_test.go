@@ -213,6 +213,13 @@ func freePort(b *testing.B) int {
 // root, state, cgroup parent and bridge, with a registries.conf marking the
 // bench registry insecure. It is stopped by its PID in b.Cleanup.
 func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+	return startPeapodDaemonCNI(b, reg, "")
+}
+
+// startPeapodDaemonCNI is startPeapodDaemon with conflist (if not "") in
+// its CNI config dir, plugins from /usr/lib/cni. A guard table drops what
+// the built-in bridge would forward off the machine.
+func startPeapodDaemonCNI(b *testing.B, reg, conflist string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
 	dir, err := os.MkdirTemp("", "peapod-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -229,6 +236,14 @@ func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClien
 	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if conflist != "" {
+		if err := os.WriteFile(filepath.Join(dir, "cni", "10-bench.conflist"), []byte(conflist), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 	sock := filepath.Join(dir, "peapod.sock")
 	logf, err := os.Create(filepath.Join(dir, "peapod.log"))
 	if err != nil {
@@ -239,6 +254,7 @@ func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClien
 	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
 		"--registries-conf", conf, "--cgroup-parent", "peapod-bench-"+suffix,
 		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(os.Getpid()%200+20)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
+	guardForward(b, "ppb"+suffix)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -250,6 +266,7 @@ func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClien
 		stopByPID(cmd, exited, 15*time.Second)
 		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
 		exec.Command("nft", "delete", "table", "ip", "peapod-ppb"+suffix).Run()
+		exec.Command("nft", "delete", "table", "inet", "peapod-ppb"+suffix).Run()
 		for _, h := range []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd", "unified"} {
 			removeCgroupDirs(filepath.Join("/sys/fs/cgroup", h), "peapod-bench-"+suffix)
 		}
