@@ -20,8 +20,12 @@ import (
 
 // BridgeConfig configures the built-in network.
 type BridgeConfig struct {
-	Name     string // bridge device, at most 15 bytes
-	PodCIDR  string // IPv4; the bridge gets its first address, pods the rest
+	Name string // bridge device, at most 15 bytes
+	// PodCIDR is IPv4 ("10.88.0.0/16") or dual-stack, IPv4 and IPv6
+	// comma-separated ("10.88.0.0/16,fd00:88::/64"). The bridge gets the
+	// first address of each, pods the rest; a pod's v6 address has the host
+	// part of its v4 one.
+	PodCIDR  string
 	StateDir string // where IP allocations persist (one file per pod)
 	Logger   *slog.Logger
 }
@@ -35,10 +39,14 @@ type Bridge struct {
 	log     *slog.Logger
 	subnet  *net.IPNet
 	gateway net.IP
+	// Dual-stack: the v6 range and the bridge's v6 address; nil if none.
+	subnet6  *net.IPNet
+	gateway6 net.IP
 
 	mu   sync.Mutex // serialises setup, teardown and re-initialisation
 	ipam *ipam
 	nat  *natTable // nil until the host side is set up
+	nat6 *natTable // dual-stack: the ip6 twin of nat
 }
 
 // NewBridge checks the config and sets up the host side: the bridge, its
@@ -52,24 +60,86 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 	if cfg.Name == "" || len(cfg.Name) > unix.IFNAMSIZ-1 || strings.ContainsAny(cfg.Name, "/ \t\n") {
 		return nil, fmt.Errorf("bridge %q: must be a device name of 1 to 15 characters without '/' or spaces", cfg.Name)
 	}
-	subnet, err := ParsePodCIDR(cfg.PodCIDR)
+	subnet, subnet6, err := ParsePodCIDRs(cfg.PodCIDR)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkOverlap(cfg.Name, subnet); err != nil {
 		return nil, err
 	}
-	a, err := openIPAM(cfg.StateDir, subnet)
+	if subnet6 != nil {
+		if err := checkOverlap(cfg.Name, subnet6); err != nil {
+			return nil, err
+		}
+	}
+	a, err := openIPAM(cfg.StateDir, subnet, subnet6)
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, log: cfg.Logger, subnet: subnet, gateway: gatewayOf(subnet), ipam: a}
+	b := &Bridge{cfg: cfg, log: cfg.Logger, subnet: subnet, gateway: gatewayOf(subnet), subnet6: subnet6, ipam: a}
+	if subnet6 != nil {
+		b.gateway6 = ip6At(subnet6, 1)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.ensureHost(ctx); err != nil {
 		b.log.Warn("pod network not ready", "bridge", cfg.Name, "err", err)
 	}
 	return b, nil
+}
+
+// ParsePodCIDRs accepts an IPv4 network, or an IPv4 and an IPv6 network
+// comma-separated (dual-stack: "10.88.0.0/16,fd00:88::/64"). The IPv6 one
+// must hold at least as many addresses as the IPv4 one, as pods get the
+// same host part in both; /64 to /120. IPv6 alone is not built yet.
+func ParsePodCIDRs(s string) (v4, v6 *net.IPNet, err error) {
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		ip, _, perr := net.ParseCIDR(part)
+		if perr != nil || ip.To4() != nil {
+			if v4 != nil {
+				return nil, nil, fmt.Errorf("pod_cidr %q: more than one IPv4 CIDR", s)
+			}
+			if v4, err = ParsePodCIDR(part); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		if v6 != nil {
+			return nil, nil, fmt.Errorf("pod_cidr %q: more than one IPv6 CIDR", s)
+		}
+		if v6, err = parsePodCIDR6(part); err != nil {
+			return nil, nil, err
+		}
+	}
+	if v4 == nil {
+		return nil, nil, fmt.Errorf("pod_cidr %q: an IPv4 CIDR is needed (IPv6-only is not built yet; dual-stack is, e.g. \"10.88.0.0/16,fd00:88::/64\")", s)
+	}
+	if v6 != nil {
+		ones4, _ := v4.Mask.Size()
+		ones6, _ := v6.Mask.Size()
+		if 128-ones6 < 32-ones4 {
+			return nil, nil, fmt.Errorf("pod_cidr %q: the IPv6 range /%d is smaller than the IPv4 range /%d (pods get the same host part in both): use at most /%d", s, ones6, ones4, 96+ones4)
+		}
+	}
+	return v4, v6, nil
+}
+
+func parsePodCIDR6(s string) (*net.IPNet, error) {
+	ip, subnet, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("pod_cidr %q: not a CIDR such as fd00:88::/64", s)
+	}
+	if !ip.Equal(subnet.IP) {
+		return nil, fmt.Errorf("pod_cidr %q has host bits set: did you mean %s?", s, subnet)
+	}
+	if ones, _ := subnet.Mask.Size(); ones < 64 || ones > 120 {
+		return nil, fmt.Errorf("pod_cidr %q: IPv6 prefix must be /64 to /120", s)
+	}
+	if ip.IsLinkLocalUnicast() || ip.IsLoopback() || ip.IsMulticast() {
+		return nil, fmt.Errorf("pod_cidr %q: not a unicast range (use a ULA such as fd00:88::/64, or a global one)", s)
+	}
+	return subnet, nil
 }
 
 // ParsePodCIDR accepts an IPv4 network such as 10.88.0.0/16, from /8 to /28.
@@ -79,7 +149,7 @@ func ParsePodCIDR(s string) (*net.IPNet, error) {
 		return nil, fmt.Errorf("pod_cidr %q: not a CIDR such as 10.88.0.0/16", s)
 	}
 	if ip.To4() == nil {
-		return nil, fmt.Errorf("pod_cidr %q: only IPv4 is built yet", s)
+		return nil, fmt.Errorf("pod_cidr %q: not an IPv4 CIDR (IPv6 only with an IPv4 one, comma-separated)", s)
 	}
 	if !ip.Equal(subnet.IP) {
 		return nil, fmt.Errorf("pod_cidr %q has host bits set: did you mean %s?", s, subnet)
@@ -94,7 +164,11 @@ func ParsePodCIDR(s string) (*net.IPNet, error) {
 // checkOverlap refuses a pod CIDR that overlaps a route of another device:
 // pods would shadow, or be shadowed by, that network.
 func checkOverlap(bridge string, subnet *net.IPNet) error {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	family := netlink.FAMILY_V4
+	if subnet.IP.To4() == nil {
+		family = netlink.FAMILY_V6
+	}
+	routes, err := netlink.RouteList(nil, family)
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -180,6 +254,11 @@ func (b *Bridge) ensureHost(ctx context.Context) error {
 			return fmt.Errorf("add %s to bridge %s: %w", want, b.cfg.Name, err)
 		}
 	}
+	if b.subnet6 != nil {
+		if err := b.ensureAddr6(link); err != nil {
+			return err
+		}
+	}
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("bring up bridge %s: %w", b.cfg.Name, err)
 	}
@@ -193,6 +272,15 @@ func (b *Bridge) ensureHost(ctx context.Context) error {
 			return err
 		}
 	}
+	// Dual-stack: pods' v6 traffic to other networks is routed too. This
+	// makes the host an IPv6 router: interfaces with accept_ra=1 stop
+	// taking router advertisements (set accept_ra=2 where the host relies
+	// on them). Only when pod_cidr has a v6 range.
+	if b.subnet6 != nil {
+		if err := writeSysctl("/proc/sys/net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+	}
 	if b.nat == nil {
 		nat, err := newNATTable(b.cfg.Name, b.subnet)
 		if err != nil {
@@ -203,6 +291,42 @@ func (b *Bridge) ensureHost(ctx context.Context) error {
 	if err := b.nat.rebuild(ctx, b.ipam.allocations()); err != nil {
 		b.nat = nil
 		return err
+	}
+	if b.subnet6 != nil {
+		nat6, err := newNATTable(b.cfg.Name, b.subnet6)
+		if err == nil {
+			err = nat6.rebuild(ctx, b.ipam.allocations())
+		}
+		if err != nil {
+			b.nat = nil
+			return err
+		}
+		b.nat6 = nat6
+	}
+	return nil
+}
+
+// ensureAddr6 gives the bridge the first address of the v6 range, without
+// duplicate address detection (the range is ours; DAD would delay pods'
+// first packets by a second).
+func (b *Bridge) ensureAddr6(link netlink.Link) error {
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", b.cfg.Name, err)
+	}
+	want := &net.IPNet{IP: b.gateway6, Mask: b.subnet6.Mask}
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if a.IPNet.String() == want.String() {
+			return nil
+		}
+		return fmt.Errorf("bridge %s already has address %s, not %s: another daemon uses it, or pod_cidr changed (delete the bridge with `ip link del %[1]s` once no pod uses it)",
+			b.cfg.Name, a.IPNet, want)
+	}
+	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: want, Flags: unix.IFA_F_NODAD}); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add %s to bridge %s: %w", want, b.cfg.Name, err)
 	}
 	return nil
 }
@@ -227,7 +351,7 @@ func vethName(podID string) string {
 // SetupPod gives the pod eth0 on the bridge, an address, a default route
 // and its host ports. On error nothing of the pod is left.
 func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) {
-	ports, err := checkPorts(pod.Ports)
+	ports, err := checkPorts(pod.Ports, b.subnet6 != nil)
 	if err != nil {
 		return Result{}, err
 	}
@@ -238,7 +362,7 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 		return Result{}, fmt.Errorf("pod network not ready: %w", err)
 	}
 	if al, ok := b.ipam.byPod[pod.ID]; ok { // set up already
-		return Result{IPs: []net.IP{net.ParseIP(al.IP)}}, nil
+		return resultOf(al), nil
 	}
 	if err := b.portConflict(pod.ID, ports); err != nil {
 		return Result{}, err
@@ -253,7 +377,7 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 			b.ipam.release(pod.ID)
 		}
 	}()
-	if err := b.attach(pod.NetNS, br, veth, net.ParseIP(al.IP).To4()); err != nil {
+	if err := b.attach(pod.NetNS, br, veth, al); err != nil {
 		deleteLink(veth)
 		return Result{}, err
 	}
@@ -261,12 +385,29 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 		deleteLink(veth)
 		return Result{}, err
 	}
-	return Result{IPs: []net.IP{net.ParseIP(al.IP)}}, nil
+	if b.nat6 != nil {
+		if err := b.nat6.addPorts(ctx, al); err != nil {
+			b.nat.removePorts(ctx, al)
+			deleteLink(veth)
+			return Result{}, err
+		}
+	}
+	return resultOf(al), nil
+}
+
+// resultOf is the pod's IPv4 address, then its IPv6 one if dual-stack.
+func resultOf(al *allocation) Result {
+	res := Result{IPs: []net.IP{net.ParseIP(al.IP)}}
+	if al.IP6 != "" {
+		res.IPs = append(res.IPs, net.ParseIP(al.IP6))
+	}
+	return res
 }
 
 // attach creates the veth pair with its peer already in the pod's netns
 // (one netlink call, no rename), then addresses it from inside.
-func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, ip net.IP) error {
+func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, al *allocation) error {
+	ip := net.ParseIP(al.IP).To4()
 	ns, err := netns.GetFromPath(netnsPath)
 	if err != nil {
 		return fmt.Errorf("open network namespace %s: %w", netnsPath, err)
@@ -301,6 +442,12 @@ func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, ip net.I
 			if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: b.subnet.Mask}}); err != nil {
 				return fmt.Errorf("add %s to eth0 in %s: %w", ip, netnsPath, err)
 			}
+			if al.IP6 != "" && b.subnet6 != nil {
+				ip6 := net.ParseIP(al.IP6)
+				if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip6, Mask: b.subnet6.Mask}, Flags: unix.IFA_F_NODAD}); err != nil {
+					return fmt.Errorf("add %s to eth0 in %s: %w", ip6, netnsPath, err)
+				}
+			}
 		}
 		if err := h.LinkSetUp(l); err != nil {
 			return fmt.Errorf("bring up %s in %s: %w", name, netnsPath, err)
@@ -309,6 +456,11 @@ func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, ip net.I
 			if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: b.gateway}); err != nil {
 				return fmt.Errorf("add default route via %s in %s: %w", b.gateway, netnsPath, err)
 			}
+			if al.IP6 != "" && b.subnet6 != nil {
+				if err := h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: b.gateway6}); err != nil {
+					return fmt.Errorf("add default route via %s in %s: %w", b.gateway6, netnsPath, err)
+				}
+			}
 		}
 	}
 	return nil
@@ -316,7 +468,7 @@ func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, ip net.I
 
 // checkPorts validates and normalises the pod's host ports; mappings
 // without a host port are not mapped (kubelet sends them for information).
-func checkPorts(in []PortMapping) ([]PortMapping, error) {
+func checkPorts(in []PortMapping, v6 bool) ([]PortMapping, error) {
 	var out []PortMapping
 	for _, p := range in {
 		if p.HostPort == 0 {
@@ -334,10 +486,13 @@ func checkPorts(in []PortMapping) ([]PortMapping, error) {
 		}
 		if !anyHostIP(p.HostIP) {
 			ip := net.ParseIP(p.HostIP)
-			if ip == nil || ip.To4() == nil {
-				return nil, fmt.Errorf("port mapping %d: host IP %q is not an IPv4 address", p.HostPort, p.HostIP)
+			switch {
+			case ip == nil:
+				return nil, fmt.Errorf("port mapping %d: host IP %q is not an IP address", p.HostPort, p.HostIP)
+			case ip.To4() == nil && !v6:
+				return nil, fmt.Errorf("port mapping %d: host IP %q is IPv6 and pod_cidr has no IPv6 range", p.HostPort, p.HostIP)
 			}
-			p.HostIP = ip.To4().String()
+			p.HostIP = ip.String()
 		} else {
 			p.HostIP = ""
 		}
@@ -405,10 +560,12 @@ func (b *Bridge) teardown(ctx context.Context, podID string) error {
 	veth := vethName(podID)
 	if ok {
 		veth = al.Veth
-		if b.nat != nil && len(al.Ports) > 0 {
-			if err := b.nat.removePorts(ctx, al); err != nil {
-				b.log.Warn("unmap host ports; rebuilding the table", "pod", podID, "err", err)
-				b.nat.rebuild(ctx, b.allocationsExcept(podID))
+		for _, nat := range []*natTable{b.nat, b.nat6} {
+			if nat != nil && len(al.Ports) > 0 {
+				if err := nat.removePorts(ctx, al); err != nil {
+					b.log.Warn("unmap host ports; rebuilding the table", "pod", podID, "err", err)
+					nat.rebuild(ctx, b.allocationsExcept(podID))
+				}
 			}
 		}
 	}
@@ -466,9 +623,11 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 			}
 		}
 	}
-	if b.nat != nil {
-		if err := b.nat.rebuild(ctx, b.ipam.allocations()); err != nil {
-			errs = append(errs, err)
+	for _, nat := range []*natTable{b.nat, b.nat6} {
+		if nat != nil {
+			if err := nat.rebuild(ctx, b.ipam.allocations()); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)

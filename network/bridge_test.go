@@ -356,10 +356,11 @@ func TestBridgeBadPorts(t *testing.T) {
 		{"protocol", PortMapping{Protocol: "icmp", ContainerPort: 1, HostPort: 1}, "not tcp, udp or sctp"},
 		{"host port range", PortMapping{Protocol: "tcp", ContainerPort: 1, HostPort: 70000}, "1 to 65535"},
 		{"container port", PortMapping{Protocol: "tcp", ContainerPort: 0, HostPort: 80}, "1 to 65535"},
-		{"host ip", PortMapping{Protocol: "tcp", ContainerPort: 1, HostPort: 80, HostIP: "::1"}, "not an IPv4"},
+		{"host ip", PortMapping{Protocol: "tcp", ContainerPort: 1, HostPort: 80, HostIP: "::1"}, "pod_cidr has no IPv6 range"},
+		{"host ip garbage", PortMapping{Protocol: "tcp", ContainerPort: 1, HostPort: 80, HostIP: "nope"}, "not an IP address"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if _, err := checkPorts([]PortMapping{c.in}); err == nil || !strings.Contains(err.Error(), c.want) {
+			if _, err := checkPorts([]PortMapping{c.in}, false); err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("got %v, want %q", err, c.want)
 			}
 		})
@@ -371,10 +372,18 @@ func TestParsePodCIDR(t *testing.T) {
 		{"10.88.0.0/16", ""},
 		{"10.88.0.1/16", "did you mean 10.88.0.0/16"},
 		{"10.88.0.0", "not a CIDR"},
-		{"fd00::/64", "only IPv4"},
+		{"fd00::/64", "an IPv4 CIDR is needed"},
+		{"10.88.0.0/16,fd00:88::/64", ""},
+		{"fd00:88::/64, 10.88.0.0/16", ""},
+		{"10.88.0.0/16,fd00:88::/120", "smaller than the IPv4 range"},
+		{"10.88.0.0/16,fd00:88::/112", ""},
+		{"10.88.0.0/24,fd00:88::1/120", "host bits set"},
+		{"10.88.0.0/24,fd00:88::/48", "/64 to /120"},
+		{"10.88.0.0/24,fe80::/64", "not a unicast range"},
+		{"10.88.0.0/24,10.89.0.0/24", "more than one IPv4"},
 		{"10.0.0.0/30", "/8 to /28"},
 	} {
-		_, err := ParsePodCIDR(c.in)
+		_, _, err := ParsePodCIDRs(c.in)
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%s: got %v, want %q", c.in, err, c.want)
 		}

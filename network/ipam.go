@@ -17,6 +17,7 @@ import (
 type allocation struct {
 	Pod   string        `json:"pod"`
 	IP    string        `json:"ip"`
+	IP6   string        `json:"ip6,omitempty"` // dual-stack: the v6 address with the same host part
 	Veth  string        `json:"veth"`
 	Ports []PortMapping `json:"ports,omitempty"`
 }
@@ -32,6 +33,7 @@ type ipam struct {
 	byPod   map[string]*allocation
 	byIP    map[uint32]string
 	gateway net.IP
+	subnet6 *net.IPNet // nil: IPv4 only
 }
 
 func ip4ToU32(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
@@ -45,7 +47,16 @@ func u32ToIP4(v uint32) net.IP {
 // gatewayOf is the first address of the subnet: the bridge's own.
 func gatewayOf(subnet *net.IPNet) net.IP { return u32ToIP4(ip4ToU32(subnet.IP) + 1) }
 
-func openIPAM(dir string, subnet *net.IPNet) (*ipam, error) {
+// ip6At is the address of subnet6 whose host part is off (off fits in the
+// host part: ParsePodCIDRs checks that the v6 range is at least as large).
+func ip6At(subnet6 *net.IPNet, off uint32) net.IP {
+	ip := make(net.IP, 16)
+	copy(ip, subnet6.IP.To16())
+	binary.BigEndian.PutUint32(ip[12:], binary.BigEndian.Uint32(ip[12:])|off)
+	return ip
+}
+
+func openIPAM(dir string, subnet, subnet6 *net.IPNet) (*ipam, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create IPAM dir: %w", err)
 	}
@@ -60,6 +71,7 @@ func openIPAM(dir string, subnet *net.IPNet) (*ipam, error) {
 		byPod:   map[string]*allocation{},
 		byIP:    map[uint32]string{},
 		gateway: gatewayOf(subnet),
+		subnet6: subnet6,
 	}
 	a.next = a.first
 	entries, err := os.ReadDir(dir)
@@ -107,6 +119,9 @@ func (a *ipam) allocate(pod, veth string, ports []PortMapping) (*allocation, err
 			continue
 		}
 		al := &allocation{Pod: pod, IP: u32ToIP4(v).String(), Veth: veth, Ports: ports}
+		if a.subnet6 != nil {
+			al.IP6 = ip6At(a.subnet6, v-ip4ToU32(a.subnet.IP)).String()
+		}
 		if err := a.write(al); err != nil {
 			return nil, err
 		}

@@ -55,7 +55,7 @@ type Backend interface {
 // Config configures Open.
 type Config struct {
 	Bridge     string   // built-in: bridge device
-	PodCIDR    string   // built-in: IPv4 pod range; CNI: the ipRanges capability (comma-separated)
+	PodCIDR    string   // built-in: IPv4 or "v4,v6" dual-stack pod range; CNI: the ipRanges capability (comma-separated)
 	Root       string   // persistent state; the network keeps <Root>/network
 	CNIConfDir string   // a config here selects CNI
 	CNIBinDirs []string // CNI plugin binaries

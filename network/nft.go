@@ -20,11 +20,16 @@ const (
 // natTable is peapod's own nftables table for one bridge: masquerade for
 // traffic leaving the pod CIDR, and host ports as DNAT map elements, so that
 // a pod's ports are added and removed without touching any rule.
+//
+// A dual-stack bridge has two: "ip peapod-<bridge>" for IPv4 and its twin
+// "ip6 peapod-<bridge>" for IPv6 (no 127.0.0.1-style loopback rule there:
+// IPv6 has no route_localnet, so [::1]:hostPort cannot be DNATed to a pod).
 type natTable struct {
 	nft    knftables.Interface
 	name   string
 	bridge string
 	subnet *net.IPNet
+	v6     bool
 }
 
 // tableName is named from the bridge so that daemons with different bridges
@@ -32,15 +37,20 @@ type natTable struct {
 func tableName(bridge string) string { return "peapod-" + bridge }
 
 func newNATTable(bridge string, subnet *net.IPNet) (*natTable, error) {
+	v6 := subnet.IP.To4() == nil
+	family := knftables.IPv4Family
+	if v6 {
+		family = knftables.IPv6Family
+	}
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, fmt.Errorf("the nft command is missing: install the nftables package (Debian: apt-get install nftables)")
 	}
 	name := tableName(bridge)
-	nft, err := knftables.New(knftables.IPv4Family, name)
+	nft, err := knftables.New(family, name)
 	if err != nil {
 		return nil, fmt.Errorf("nftables unusable (needs the nf_tables kernel module and nft >= 1.0.1): %w", err)
 	}
-	return &natTable{nft: nft, name: name, bridge: bridge, subnet: subnet}, nil
+	return &natTable{nft: nft, name: name, bridge: bridge, subnet: subnet, v6: v6}, nil
 }
 
 // rebuild replaces the whole table in one transaction, with the host ports
@@ -50,10 +60,14 @@ func (t *natTable) rebuild(ctx context.Context, allocs []*allocation) error {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("peapod pod network on " + t.bridge)})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("peapod pod network on " + t.bridge)})
-	tx.Add(&knftables.Map{Name: mapHostPorts, Type: "inet_proto . inet_service : ipv4_addr . inet_service"})
-	tx.Add(&knftables.Map{Name: mapHostIPPorts, Type: "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service"})
+	addrType, ipKw := "ipv4_addr", "ip"
+	if t.v6 {
+		addrType, ipKw = "ipv6_addr", "ip6"
+	}
+	tx.Add(&knftables.Map{Name: mapHostPorts, Type: "inet_proto . inet_service : " + addrType + " . inet_service"})
+	tx.Add(&knftables.Map{Name: mapHostIPPorts, Type: addrType + " . inet_proto . inet_service : " + addrType + " . inet_service"})
 	tx.Add(&knftables.Chain{Name: "hostports"})
-	tx.Add(&knftables.Rule{Chain: "hostports", Rule: "dnat to ip daddr . meta l4proto . th dport map @" + mapHostIPPorts})
+	tx.Add(&knftables.Rule{Chain: "hostports", Rule: "dnat to " + ipKw + " daddr . meta l4proto . th dport map @" + mapHostIPPorts})
 	tx.Add(&knftables.Rule{Chain: "hostports", Rule: "dnat to meta l4proto . th dport map @" + mapHostPorts})
 	// Host ports answer on local addresses only, from outside (prerouting)
 	// and from the host itself, 127.0.0.1 included (output).
@@ -68,25 +82,27 @@ func (t *natTable) rebuild(ctx context.Context, allocs []*allocation) error {
 	br := strconv.Quote(t.bridge)
 	cidr := t.subnet.String()
 	// 127.0.0.1:hostPort from the host: the pod must answer a real address.
-	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip saddr 127.0.0.0/8 oifname " + br + " masquerade"})
+	if !t.v6 {
+		tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip saddr 127.0.0.0/8 oifname " + br + " masquerade"})
+	}
 	// Hairpin: a pod reaching a host port that leads back into the pod CIDR
 	// must see the reply come back through the host to be un-NATed.
-	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ct status dnat ip saddr " + cidr + " oifname " + br + " masquerade"})
-	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip saddr " + cidr + " ip daddr != " + cidr + " oifname != " + br + " masquerade"})
+	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ct status dnat " + ipKw + " saddr " + cidr + " oifname " + br + " masquerade"})
+	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: ipKw + " saddr " + cidr + " " + ipKw + " daddr != " + cidr + " oifname != " + br + " masquerade"})
 	for _, al := range allocs {
-		for _, e := range portElements(al) {
+		for _, e := range t.portElements(al) {
 			tx.Add(e)
 		}
 	}
 	if err := t.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("program nftables table ip %s: %w", t.name, err)
+		return fmt.Errorf("program nftables table %s %s: %w", ipKw, t.name, err)
 	}
 	return nil
 }
 
 // addPorts maps the pod's host ports.
 func (t *natTable) addPorts(ctx context.Context, al *allocation) error {
-	els := portElements(al)
+	els := t.portElements(al)
 	if len(els) == 0 {
 		return nil
 	}
@@ -102,7 +118,7 @@ func (t *natTable) addPorts(ctx context.Context, al *allocation) error {
 
 // removePorts unmaps the pod's host ports.
 func (t *natTable) removePorts(ctx context.Context, al *allocation) error {
-	els := portElements(al)
+	els := t.portElements(al)
 	if len(els) == 0 {
 		return nil
 	}
@@ -125,13 +141,26 @@ func (t *natTable) deleteTable(ctx context.Context) error {
 	return t.nft.Run(ctx, tx)
 }
 
-func portElements(al *allocation) []*knftables.Element {
+// portElements are the map elements of the pod's host ports in this
+// table's family: a host port on any address is in both tables of a
+// dual-stack bridge, one on a given host IP in that IP's table only.
+func (t *natTable) portElements(al *allocation) []*knftables.Element {
 	var out []*knftables.Element
+	podIP := al.IP
+	if t.v6 {
+		podIP = al.IP6
+	}
+	if podIP == "" { // set up before pod_cidr had a v6 range
+		return nil
+	}
 	for _, p := range al.Ports {
 		if p.HostPort == 0 {
 			continue
 		}
-		val := []string{al.IP, strconv.Itoa(int(p.ContainerPort))}
+		if !anyHostIP(p.HostIP) && (net.ParseIP(p.HostIP).To4() == nil) != t.v6 {
+			continue
+		}
+		val := []string{podIP, strconv.Itoa(int(p.ContainerPort))}
 		key := []string{p.Protocol, strconv.Itoa(int(p.HostPort))}
 		if anyHostIP(p.HostIP) {
 			out = append(out, &knftables.Element{Map: mapHostPorts, Key: key, Value: val})
@@ -142,4 +171,4 @@ func portElements(al *allocation) []*knftables.Element {
 	return out
 }
 
-func anyHostIP(ip string) bool { return ip == "" || ip == "0.0.0.0" }
+func anyHostIP(ip string) bool { return ip == "" || ip == "0.0.0.0" || ip == "::" }
