@@ -234,6 +234,7 @@ func (d *daemon) destroy() {
 	}
 	exec.Command("ip", "link", "del", d.bridge).Run()
 	exec.Command("nft", "delete", "table", "ip", "peapod-"+d.bridge).Run()
+	exec.Command("nft", "delete", "table", "ip6", "peapod-"+d.bridge).Run()
 	os.RemoveAll(d.dir)
 }
 
