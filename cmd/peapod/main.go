@@ -78,7 +78,7 @@ var flagUsage = map[string]string{
 	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
 	"bridge":          "bridge of the built-in pod network",
-	"pod-cidr":        "IPv4 pod address range of the built-in network",
+	"pod-cidr":        "pod address range of the built-in network: IPv4, or IPv4,IPv6 for dual-stack",
 	"cni-conf-dir":    "CNI config dir; a config there replaces the built-in network",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
 }
