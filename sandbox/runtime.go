@@ -71,6 +71,11 @@ func Open(opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	if exe := selfExe(); exe != "" && exeSealOverlaps(exe, libcontainerRoot(opts.State)) {
+		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+
+			"every exec and container start will copy the whole binary (tens of ms each); "+
+			"install the binary in a directory of its own", "binary", exe, "state", opts.State)
+	}
 	store, err := openMetadataStore(filepath.Join(opts.Root, "metadata.db"))
 	if err != nil {
 		return nil, err
