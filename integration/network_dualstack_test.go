@@ -2,9 +2,7 @@ package integration
 
 import (
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -103,18 +101,7 @@ func TestPodNetworkDualStack(t *testing.T) {
 			t.Fatalf("pod B could not fetch from pod A at [%s]:80: exit %d: %s", ipA, resp.ExitCode, out)
 		}
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	for _, url := range []string{"http://[" + ipA + "]:80/", "http://[" + gw6.String() + "]:" + itoa(hostPort) + "/"} {
-		resp, err := client.Get(url)
-		if err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), "hello-from-a") {
-			t.Fatalf("GET %s: %q", url, body)
-		}
-	}
+	expectServed(t, "hello-from-a", "http://["+ipA+"]:80/", "http://["+gw6.String()+"]:"+itoa(hostPort)+"/")
 	for _, p := range []string{podA, podB} {
 		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
 			t.Fatal(err)

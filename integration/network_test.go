@@ -115,18 +115,7 @@ func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[str
 	}
 
 	// The host reaches pod A by IP, and through its host port on 127.0.0.1.
-	client := &http.Client{Timeout: 2 * time.Second}
-	for _, url := range []string{"http://" + ipA + ":80/", "http://127.0.0.1:" + itoa(hostPort) + "/"} {
-		resp, err := client.Get(url)
-		if err != nil {
-			t.Fatalf("GET %s: %v", url, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), "hello-from-a") {
-			t.Fatalf("GET %s: %q", url, body)
-		}
-	}
+	expectServed(t, "hello-from-a", "http://"+ipA+":80/", "http://127.0.0.1:"+itoa(hostPort)+"/")
 
 	for _, f := range afterUp {
 		f(podA)
@@ -140,6 +129,7 @@ func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[str
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
 		t.Errorf("veths left after removing the pods: %s", out)
 	}
+	client := &http.Client{Timeout: 2 * time.Second}
 	if _, err := client.Get("http://127.0.0.1:" + itoa(hostPort) + "/"); err == nil {
 		t.Error("host port still answers after the pod is gone")
 	}
@@ -510,4 +500,22 @@ func isOurPause(pid string) bool {
 func podVeth(podID string) string {
 	h := sha256.Sum256([]byte(podID))
 	return "pp" + hex.EncodeToString(h[:6])
+}
+
+// expectServed GETs each URL from the host and fails unless the body
+// contains want.
+func expectServed(t *testing.T, want string, urls ...string) {
+	t.Helper()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for _, url := range urls {
+		resp, err := client.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), want) {
+			t.Fatalf("GET %s: %q", url, body)
+		}
+	}
 }

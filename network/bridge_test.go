@@ -164,12 +164,19 @@ func inNetNS(t *testing.T, nsPath string, f func()) {
 	f()
 }
 
-// serve answers every TCP connection to addr in the namespace with reply.
+// serve answers every TCP connection to the IPv4 addr in the namespace
+// with reply.
 func serve(t *testing.T, nsPath, addr, reply string) {
+	t.Helper()
+	serveNet(t, "tcp4", nsPath, addr, reply)
+}
+
+// serveNet is serve for a network of net.Listen ("tcp4", "tcp").
+func serveNet(t *testing.T, network, nsPath, addr, reply string) {
 	t.Helper()
 	var l net.Listener
 	var err error
-	inNetNS(t, nsPath, func() { l, err = net.Listen("tcp4", addr) })
+	inNetNS(t, nsPath, func() { l, err = net.Listen(network, addr) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,13 +193,19 @@ func serve(t *testing.T, nsPath, addr, reply string) {
 	}()
 }
 
-// fetch connects to addr (from the namespace if nsPath is set) and returns
-// what the server says.
+// fetch connects to the IPv4 addr (from the namespace if nsPath is set)
+// and returns what the server says.
 func fetch(t *testing.T, nsPath, addr string) (string, error) {
+	t.Helper()
+	return fetchNet(t, "tcp4", nsPath, addr)
+}
+
+// fetchNet is fetch for a network of net.Dial ("tcp4", "tcp").
+func fetchNet(t *testing.T, network, nsPath, addr string) (string, error) {
 	t.Helper()
 	var c net.Conn
 	var err error
-	dial := func() { c, err = net.DialTimeout("tcp4", addr, 2*time.Second) }
+	dial := func() { c, err = net.DialTimeout(network, addr, 2*time.Second) }
 	if nsPath == "" {
 		dial()
 	} else {

@@ -3,7 +3,6 @@ package network
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -103,42 +102,13 @@ func dualIPsOf(t *testing.T, res Result, err error) (net.IP, net.IP) {
 // serve6 answers every TCP connection to addr (any family) with reply.
 func serve6(t *testing.T, nsPath, addr, reply string) {
 	t.Helper()
-	var l net.Listener
-	var err error
-	inNetNS(t, nsPath, func() { l, err = net.Listen("tcp", addr) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, reply)
-			c.Close()
-		}
-	}()
+	serveNet(t, "tcp", nsPath, addr, reply)
 }
 
+// fetch6 is fetch for addresses of any family.
 func fetch6(t *testing.T, nsPath, addr string) (string, error) {
 	t.Helper()
-	var c net.Conn
-	var err error
-	dial := func() { c, err = net.DialTimeout("tcp", addr, 2*time.Second) }
-	if nsPath == "" {
-		dial()
-	} else {
-		inNetNS(t, nsPath, dial)
-	}
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	b, err := io.ReadAll(c)
-	return string(b), err
+	return fetchNet(t, "tcp", nsPath, addr)
 }
 
 // TestBridgeDualStack: with a v4 and a v6 range, pods get both addresses

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -308,9 +309,9 @@ func (r *Runtime) startPause(p *pod) error {
 		cmd.Wait()
 		close(exited)
 	}()
-	msg := make([]byte, 512)
-	n, _ := readFull(readyR, msg)
-	got := strings.TrimSpace(string(msg[:n]))
+	// The report ends when the keeper closes fd 3 (or dies).
+	msg, _ := io.ReadAll(io.LimitReader(readyR, 512))
+	got := strings.TrimSpace(string(msg))
 	holder, ok := strings.CutPrefix(got, "ok ")
 	if ok {
 		p.PIDHolder, err = strconv.Atoi(holder)
@@ -333,18 +334,6 @@ func (r *Runtime) startPause(p *pod) error {
 	}
 	p.PauseStart = start
 	return nil
-}
-
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // killPause ends the pause process and waits until it is gone.

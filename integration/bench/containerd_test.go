@@ -77,13 +77,7 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 	}
 	defer logf.Close()
 	cmd := exec.Command(containerdBin, "--config", confPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
 		stopByPID(cmd, exited, 10*time.Second)
 		unmountUnder(dir)
@@ -140,6 +134,19 @@ func runtimeBenchRegistry(b *testing.B) (reg, image, pause string) {
 	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
 	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
 	return reg, reg + "/bench/busybox:1", reg + "/bench/pause:1"
+}
+
+// startDaemon starts cmd in its own process group with its output in
+// logf; the channel closes when it has exited and been reaped.
+func startDaemon(b *testing.B, cmd *exec.Cmd, logf *os.File) <-chan struct{} {
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	return exited
 }
 
 // stopByPID ends a daemon the bench started: SIGTERM, then SIGKILL after

@@ -263,13 +263,7 @@ func startPeapodDaemonCNI(b *testing.B, reg, conflist string) (runtimeapi.Runtim
 		"--registries-conf", conf, "--cgroup-parent", "peapod-bench-"+suffix,
 		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(os.Getpid()%200+20)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
 	guardForward(b, "ppb"+suffix)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
 		stopByPID(cmd, exited, 15*time.Second)
 		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
