@@ -4,9 +4,14 @@
 package config
 
 import (
+	"bytes"
 	_ "embed"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -22,6 +27,7 @@ type Config struct {
 	Root           string `toml:"root"`
 	State          string `toml:"state"`
 	LogLevel       string `toml:"log_level"`
+	LogFormat      string `toml:"log_format"`
 	CgroupDriver   string `toml:"cgroup_driver"`
 	CgroupParent   string `toml:"cgroup_parent"`
 	RegistriesConf string `toml:"registries_conf"`
@@ -39,6 +45,9 @@ type Config struct {
 	AuthFile            string        `toml:"auth_file"`
 	PullProgressTimeout time.Duration `toml:"pull_progress_timeout"`
 	PinnedImages        []string      `toml:"pinned_images"`
+
+	// MetricsAddress serves Prometheus metrics at /metrics; empty: off.
+	MetricsAddress string `toml:"metrics_address"`
 }
 
 // Defaults returns the embedded default configuration.
@@ -50,54 +59,177 @@ func Defaults() Config {
 	return c
 }
 
-// DefaultsText is the embedded defaults file, for `peapod --print-config`.
+// DefaultsText is the embedded defaults file, one comment per key, for
+// `peapod config default` and `peapod --print-config`.
 func DefaultsText() string { return defaultsTOML }
 
 // Load reads the TOML file at path on top of the defaults. Unknown keys are
 // an error, so that a typo does not silently leave a default in place.
+// Errors name the file and line. Values are not validated (flags may still
+// change them): see Validate and Check.
 func Load(path string) (Config, error) {
 	c := Defaults()
 	if path == "" {
 		return c, nil
 	}
-	md, err := toml.DecodeFile(path, &c)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config %s: %w", path, err)
+		return Config{}, fmt.Errorf("read config: %w", err)
 	}
-	if undecoded := md.Undecoded(); len(undecoded) > 0 {
-		keys := make([]string, len(undecoded))
-		for i, k := range undecoded {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("config %s: unknown keys: %s", path, strings.Join(keys, ", "))
+	if errs := decode(path, string(data), &c); len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
 	}
 	return c, nil
 }
 
+// Check reads the file at path on top of the defaults as Load does, and
+// validates the result. It reports every problem it finds, one error per
+// problem, each as "path:line: message" where the line is known.
+func Check(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	c := Defaults()
+	errs := decode(path, string(data), &c)
+	if len(errs) > 0 {
+		return errors.Join(errs...) // a file that does not decode has no values to check
+	}
+	for _, p := range c.problems() {
+		errs = append(errs, atLine(path, keyLine(string(data), p.key), p.msg))
+	}
+	return errors.Join(errs...)
+}
+
+// decode reads text into c and reports a syntax or type error, or every
+// unknown key, with its line.
+func decode(path, text string, c *Config) []error {
+	md, err := toml.Decode(text, c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return []error{atLine(path, pe.Position.Line, pe.Message)}
+		}
+		// Type mismatches carry their line in the message ("toml: line 3 ...").
+		return []error{fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))}
+	}
+	var errs []error
+	for _, k := range md.Undecoded() {
+		errs = append(errs, atLine(path, keyLine(text, k.String()), fmt.Sprintf("unknown key %q", k.String())))
+	}
+	return errs
+}
+
+func atLine(path string, line int, msg string) error {
+	if line <= 0 {
+		return fmt.Errorf("%s: %s", path, msg)
+	}
+	return fmt.Errorf("%s:%d: %s", path, line, msg)
+}
+
+// keyLine finds the line (1-based) that sets key, or the header of the
+// table it is in; 0 when it is not in text (the value is a default). The
+// config is flat, so a line scan is enough.
+func keyLine(text, key string) int {
+	parts := strings.Split(key, ".")
+	last, first := parts[len(parts)-1], parts[0]
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		name, _, ok := strings.Cut(l, "=")
+		if ok && strings.Trim(strings.TrimSpace(name), `"'`) == last {
+			return i + 1
+		}
+	}
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "[") && strings.Trim(l, "[] ") == first {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 // Validate checks values that would otherwise fail late and obscurely.
 func (c Config) Validate() error {
+	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, errors.New(p.msg))
+	}
+	return errors.Join(errs...)
+}
+
+// problem is a bad value and the key that holds it.
+type problem struct{ key, msg string }
+
+func (c Config) problems() []problem {
+	var ps []problem
+	add := func(key, format string, args ...any) { ps = append(ps, problem{key, fmt.Sprintf(format, args...)}) }
 	if _, err := c.SlogLevel(); err != nil {
-		return err
+		add("log_level", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		add("log_format", "log_format %q: must be text or json", c.LogFormat)
 	}
 	switch c.CgroupDriver {
 	case "cgroupfs":
 	case "systemd":
-		return fmt.Errorf("cgroup_driver %q is not supported yet; use cgroupfs", c.CgroupDriver)
+		add("cgroup_driver", "cgroup_driver %q is not supported yet; use cgroupfs", c.CgroupDriver)
 	default:
-		return fmt.Errorf("cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+		add("cgroup_driver", "cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
 	}
 	if c.PullProgressTimeout < 0 {
-		return fmt.Errorf("pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)
+		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)
 	}
 	if (c.StreamTLSCert == "") != (c.StreamTLSKey == "") {
-		return fmt.Errorf("stream_tls_cert and stream_tls_key must be set together")
+		add("stream_tls_cert", "stream_tls_cert and stream_tls_key must be set together")
 	}
-	for name, v := range map[string]string{"socket": c.Socket, "root": c.Root, "state": c.State} {
-		if v == "" {
-			return fmt.Errorf("%s must not be empty", name)
+	for _, kv := range [][2]string{{"socket", c.Socket}, {"root", c.Root}, {"state", c.State}} {
+		if kv[1] == "" {
+			add(kv[0], "%s must not be empty", kv[0])
 		}
 	}
-	return nil
+	for _, kv := range [][2]string{{"stream_address", c.StreamAddress}, {"metrics_address", c.MetricsAddress}} {
+		if kv[1] == "" && kv[0] == "metrics_address" {
+			continue // off
+		}
+		if _, _, err := net.SplitHostPort(kv[1]); err != nil {
+			add(kv[0], "%s %q: must be host:port (e.g. 127.0.0.1:9090): %v", kv[0], kv[1], err)
+		}
+	}
+	return ps
+}
+
+// Values is c as a flat map keyed by config key, values as TOML would
+// write them (durations as strings): for the verbose CRI Status and for
+// telling what a reload changed.
+func (c Config) Values() map[string]any {
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		panic(fmt.Sprintf("encode config: %v", err)) // only plain fields: cannot happen
+	}
+	m := map[string]any{}
+	if _, err := toml.Decode(buf.String(), &m); err != nil {
+		panic(fmt.Sprintf("decode encoded config: %v", err))
+	}
+	return m
+}
+
+// ReloadableKeys are the keys a running daemon applies on SIGHUP; the
+// others need a restart.
+var ReloadableKeys = []string{"log_level", "registries_conf", "cni_conf_dir"}
+
+// Changed lists the keys whose values differ between a and b, sorted.
+func Changed(a, b Config) []string {
+	va, vb := a.Values(), b.Values()
+	var keys []string
+	for k, v := range va {
+		if fmt.Sprint(v) != fmt.Sprint(vb[k]) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // SlogLevel maps log_level to a slog level.

@@ -1,0 +1,104 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The printed default (`peapod config default`) must parse back to exactly
+// the embedded defaults, and validate.
+func TestDefaultRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peapod.toml")
+	if err := os.WriteFile(path, []byte(DefaultsText()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("printed default does not check: %v", err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Defaults()) {
+		t.Fatalf("printed default parses to\n%+v\nwant\n%+v", c, Defaults())
+	}
+	if len(Changed(c, Defaults())) != 0 {
+		t.Fatalf("Changed reports %v for equal configs", Changed(c, Defaults()))
+	}
+}
+
+// Every key of Config is set in the default file, below a comment.
+func TestDefaultDocumentsEveryKey(t *testing.T) {
+	lines := strings.Split(DefaultsText(), "\n")
+	typ := reflect.TypeOf(Config{})
+	for i := 0; i < typ.NumField(); i++ {
+		key := typ.Field(i).Tag.Get("toml")
+		n := keyLine(DefaultsText(), key)
+		if n == 0 {
+			t.Errorf("key %s is missing from peapod.toml", key)
+			continue
+		}
+		// Walk up over the keys documented together with this one.
+		j := n - 2
+		for j >= 0 && strings.Contains(lines[j], "=") && !strings.HasPrefix(strings.TrimSpace(lines[j]), "#") {
+			j--
+		}
+		if j < 0 || !strings.HasPrefix(strings.TrimSpace(lines[j]), "#") {
+			t.Errorf("key %s (line %d) has no comment above it", key, n)
+		}
+	}
+}
+
+func TestCheckRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       []string // substrings of the error, all required
+	}{
+		{"unknown key", "root = \"/x\"\n\nlog_levle = \"debug\"\n", []string{`:3: unknown key "log_levle"`}},
+		{"two unknown keys", "a = 1\nsocket = \"/s\"\nb = 2\n", []string{`:1: unknown key "a"`, `:3: unknown key "b"`}},
+		{"unknown table", "root = \"/x\"\n[cri]\nx = 1\n", []string{`:2: unknown key "cri`}},
+		{"bad level", "\nlog_level = \"loud\"\n", []string{`:2: log_level "loud": must be debug, info, warn or error`}},
+		{"bad format", "log_format = \"xml\"\n", []string{`:1: log_format "xml": must be text or json`}},
+		{"wrong type", "socket = \"/s\"\nroot = 5\n", []string{"line 2", `"root"`, "incompatible types"}},
+		{"bad duration", "pull_progress_timeout = \"5x\"\n", []string{`:1: invalid duration: "5x"`}},
+		{"syntax", "root =\n", []string{":1: expected value"}},
+		{"negative timeout", "pull_progress_timeout = \"-1s\"\n", []string{":1: pull_progress_timeout -1s: must not be negative"}},
+		{"systemd driver", "cgroup_driver = \"systemd\"\n", []string{`:1: cgroup_driver "systemd" is not supported yet`}},
+		{"metrics address", "metrics_address = \"9090\"\n", []string{`:1: metrics_address "9090": must be host:port`}},
+		{"empty root", "root = \"\"\n", []string{":1: root must not be empty"}},
+		{"two bad values", "log_level = \"x\"\ncgroup_driver = \"y\"\n", []string{":1: log_level", ":2: cgroup_driver"}},
+	} {
+		path := filepath.Join(t.TempDir(), "bad.toml")
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := Check(path)
+		if err == nil {
+			t.Errorf("%s: accepted", tc.name)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not contain %q", tc.name, err, w)
+			}
+		}
+		if !strings.HasPrefix(err.Error(), path) {
+			t.Errorf("%s: error %q does not start with the file name", tc.name, err)
+		}
+	}
+}
+
+func TestChanged(t *testing.T) {
+	a, b := Defaults(), Defaults()
+	b.LogLevel, b.Root, b.PinnedImages = "debug", "/r", []string{"busybox"}
+	got := Changed(a, b)
+	if want := []string{"log_level", "pinned_images", "root"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Changed = %v, want %v", got, want)
+	}
+	if v := a.Values(); v["pull_progress_timeout"] == nil || v["socket"] != "/run/peapod/peapod.sock" {
+		t.Fatalf("Values: %v", v)
+	}
+}
