@@ -35,7 +35,7 @@ func (s *Store) candidates(ref string) ([]reference.Named, error) {
 		}
 		return []reference.Named{n}, nil
 	}
-	search, err := sysregistriesv2.UnqualifiedSearchRegistries(s.sys)
+	search, err := sysregistriesv2.UnqualifiedSearchRegistries(s.systemContext())
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error
 	if err != nil {
 		return nil, err
 	}
-	sys := *s.sys
+	sys := *s.systemContext() // a reload during the pull does not change it
 	if auth != nil && *auth != (Auth{}) {
 		sys.DockerAuthConfig = &types.DockerAuthConfig{
 			Username: auth.Username, Password: auth.Password, IdentityToken: auth.IdentityToken,
@@ -161,6 +161,9 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 			err = cause
 		}
 		err = classifyPullError(named.String(), err)
+		if s.observer != nil {
+			s.observer.PullDone(watch.bytes.Load(), time.Since(watch.start), err)
+		}
 		s.log.Info("image pull failed", "image", named.String(), "bytes", watch.bytes.Load(),
 			"elapsed", time.Since(watch.start).Round(time.Millisecond), "error", err)
 		return nil, err
@@ -168,6 +171,9 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 	simg, err := istorage.Transport.GetStoreImage(s.store, dstRef)
 	if err != nil {
 		return nil, fmt.Errorf("pull %q: stored image not found: %w", named.String(), err)
+	}
+	if s.observer != nil {
+		s.observer.PullDone(watch.bytes.Load(), time.Since(watch.start), nil)
 	}
 	s.log.Info("pulled image", "image", named.String(), "id", simg.ID, "bytes", watch.bytes.Load(),
 		"blobs", watch.blobs.Load(), "elapsed", time.Since(watch.start).Round(time.Millisecond))

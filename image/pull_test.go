@@ -39,7 +39,7 @@ func assertNothingLeft(t *testing.T, s *Store, ref string, layersBefore int) {
 	if n := layerCount(t, s); n != layersBefore {
 		t.Errorf("after a failed pull of %s: %d layers, want %d", ref, n, layersBefore)
 	}
-	if tmp, _ := os.ReadDir(s.sys.BigFilesTemporaryDir); len(tmp) > 0 {
+	if tmp, _ := os.ReadDir(s.systemContext().BigFilesTemporaryDir); len(tmp) > 0 {
 		t.Errorf("temporary files left: %v", tmp)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,6 +62,14 @@ type Config struct {
 	PinnedImages []string
 	// Logger receives pull progress; nil: slog.Default().
 	Logger *slog.Logger
+	// Observer is told of every pull of one reference (metrics); nil: none.
+	Observer PullObserver
+}
+
+// PullObserver receives the outcome of each pull of one fully qualified
+// reference: the bytes received, the time taken and the error, if any.
+type PullObserver interface {
+	PullDone(bytes int64, elapsed time.Duration, err error)
 }
 
 // Auth is the credential for one pull.
@@ -89,13 +98,14 @@ type Image struct {
 // Store is the image store. Its methods are safe for concurrent use.
 type Store struct {
 	store  storage.Store
-	root   string // storage graph root
-	sys    *types.SystemContext
+	root   string                              // storage graph root
+	sysCtx atomic.Pointer[types.SystemContext] // replaced whole by SetRegistriesConf
 	policy *signature.PolicyContext
 
 	log             *slog.Logger
 	progressTimeout time.Duration
 	pinned          map[string]bool // normalized references and "sha256:<id>"
+	observer        PullObserver    // nil: none
 
 	// pulls of the same reference with the same credentials share one
 	// copy; they run under baseCtx, which Close cancels.
@@ -204,10 +214,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{
-		store: st, root: graphRoot, sys: sys, policy: pc, cache: map[string]*configInfo{},
-		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned,
+		store: st, root: graphRoot, policy: pc, cache: map[string]*configInfo{},
+		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
 		flights: &flights{m: map[string]*flight{}},
 	}
+	s.sysCtx.Store(sys)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.gcIdle = sync.NewCond(&s.gcMu)
 	return s, nil
@@ -378,7 +389,7 @@ func (s *Store) configOf(ctx context.Context, simg *storage.Image) (*configInfo,
 	if err != nil {
 		return nil, err
 	}
-	src, err := ref.NewImage(ctx, s.sys)
+	src, err := ref.NewImage(ctx, s.systemContext())
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", simg.ID, err)
 	}
