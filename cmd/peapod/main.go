@@ -150,6 +150,7 @@ func hostAuthFiles() []string {
 }
 
 func serve(cfg config.Config, log *slog.Logger) error {
+	startPprof(log)
 	if cfg.RegistriesConf == "" {
 		if _, err := os.Stat(hostRegistriesConf); err == nil {
 			cfg.RegistriesConf = hostRegistriesConf
