@@ -11,23 +11,47 @@ import (
 	"strings"
 
 	ocgroups "github.com/opencontainers/cgroups"
+	"github.com/opencontainers/cgroups/systemd"
 )
 
-// ContainerPath is the cgroupfs path of a container under its pod's parent.
-// An absolute parent is taken from the root of each hierarchy, a relative
+// ContainerPath is the cgroupfs path of a container in its pod's cgroup.
+// An absolute path is taken from the root of each hierarchy, a relative
 // one nests under peapod's own cgroup (how tests keep their cgroups apart).
+// Below a systemd slice the container gets the scope name systemd would
+// give it (peapod-<id>.scope), as runc's systemd driver names containers.
 func ContainerPath(parent, containerID string) string {
 	name := "peapod-" + containerID
+	if IsSystemdSlice(parent) {
+		name += ".scope"
+	}
 	if parent == "" {
 		return name
 	}
 	return path.Join(parent, name)
 }
 
-// IsSystemdSlice reports whether parent is written in systemd's slice
-// syntax (kubepods-burstable-pod<uid>.slice), which needs the systemd driver.
+// IsSystemdSlice reports whether parent is a systemd slice: a slice name
+// (kubepods-burstable-pod<uid>.slice), or a path whose last component is one
+// (/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice),
+// the two forms kubelet's systemd driver passes.
 func IsSystemdSlice(parent string) bool {
 	return strings.HasSuffix(path.Base(parent), ".slice")
+}
+
+// SlicePath is the cgroupfs path systemd gives a slice: the name
+// kubepods-burstable-pod<uid>.slice expands to
+// /kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice.
+// A path is returned as it is. peapod runs without systemd: with the systemd
+// driver it manages these directories itself, with cgroupfs.
+func SlicePath(slice string) (string, error) {
+	if strings.Contains(slice, "/") {
+		return slice, nil
+	}
+	p, err := systemd.ExpandSlice(slice)
+	if err != nil {
+		return "", fmt.Errorf("cgroup parent %q: %w", slice, err)
+	}
+	return p, nil
 }
 
 // Mode names the cgroup hierarchy of this host, for logs and status.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"strings"
 
 	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
@@ -17,18 +18,39 @@ import (
 //	<parent>/peapod-pod-<pod id>/pause        the pause process
 //	<parent>/peapod-pod-<pod id>/peapod-<id>  each container
 //
+// Under a systemd slice (the systemd driver), the names are those systemd
+// would give: the pod is a child slice, the pause and containers scopes:
+//
+//	<slice path>/<slice>-peapod_pod_<pod id>.slice
+//	<slice path>/<slice>-peapod_pod_<pod id>.slice/peapod-pause.scope
+//	<slice path>/<slice>-peapod_pod_<pod id>.slice/peapod-<id>.scope
+//
 // The pause gets a leaf of its own because a v2 cgroup that has processes
 // cannot hand controllers to children ("no internal processes").
-const pauseLeaf = "pause"
+const pauseLeaf, pauseScope = "pause", "peapod-pause.scope"
 
 // PodPath is the cgroupfs path of a pod's cgroup under parent; a relative
-// parent nests under peapod's own cgroup, as for ContainerPath.
-func PodPath(parent, podID string) string {
+// parent nests under peapod's own cgroup, as for ContainerPath. A systemd
+// slice parent is expanded to its path (SlicePath).
+func PodPath(parent, podID string) (string, error) {
+	if IsSystemdSlice(parent) {
+		dir, err := SlicePath(parent)
+		if err != nil {
+			return "", err
+		}
+		// A child slice's name is its parent's name plus "-<component>"
+		// (the root slice "-.slice" has no prefix); no '-' in the component.
+		prefix := strings.TrimSuffix(path.Base(dir), ".slice") + "-"
+		if dir == "/" {
+			prefix = ""
+		}
+		return path.Join(dir, prefix+"peapod_pod_"+podID+".slice"), nil
+	}
 	name := "peapod-pod-" + podID
 	if parent == "" {
-		return name
+		return name, nil
 	}
-	return path.Join(parent, name)
+	return path.Join(parent, name), nil
 }
 
 // CreatePod creates the pod's cgroup with the given limits.
@@ -50,7 +72,11 @@ func CreatePod(podPath string, res *specs.LinuxResources) error {
 // AddPause moves the pod's pause process into its own leaf of the pod's
 // cgroup, creating the leaf.
 func AddPause(podPath string, pid int) error {
-	leaf, err := podManager(path.Join(podPath, pauseLeaf), nil)
+	name := pauseLeaf
+	if IsSystemdSlice(podPath) {
+		name = pauseScope
+	}
+	leaf, err := podManager(path.Join(podPath, name), nil)
 	if err != nil {
 		return err
 	}

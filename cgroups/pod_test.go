@@ -27,7 +27,10 @@ func TestPodCgroup(t *testing.T) {
 	b := make([]byte, 4)
 	rand.Read(b)
 	parent := "peapod-ut-" + hex.EncodeToString(b)
-	podPath := PodPath(parent, "p1")
+	podPath, err := PodPath(parent, "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		RemovePod(podPath)
 		if paths, err := Paths(parent); err == nil {

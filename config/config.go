@@ -172,9 +172,7 @@ func (c Config) problems() []problem {
 		add("log_format", "log_format %q: must be text or json", c.LogFormat)
 	}
 	switch c.CgroupDriver {
-	case "cgroupfs":
-	case "systemd":
-		add("cgroup_driver", "cgroup_driver %q is not supported yet; use cgroupfs", c.CgroupDriver)
+	case "cgroupfs", "systemd":
 	default:
 		add("cgroup_driver", "cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
 	}

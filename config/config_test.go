@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, true},
 		{"bad level", func(c *Config) { c.LogLevel = "loud" }, false},
-		{"systemd not yet", func(c *Config) { c.CgroupDriver = "systemd" }, false},
+		{"systemd", func(c *Config) { c.CgroupDriver = "systemd" }, true},
 		{"bad driver", func(c *Config) { c.CgroupDriver = "x" }, false},
 		{"empty root", func(c *Config) { c.Root = "" }, false},
 	} {

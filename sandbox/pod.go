@@ -70,7 +70,10 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	// Recorded before anything is made, so that a crash mid-way leaves a
 	// record for recovery to clean up after (reconcile.go).
-	p.Cgroup = cgroups.PodPath(p.CgroupParent, id)
+	var err error
+	if p.Cgroup, err = cgroups.PodPath(p.CgroupParent, id); err != nil {
+		return Pod{}, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
+	}
 	p.Creating = true
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
@@ -86,6 +89,11 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	})
 	if err := writePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
+	}
+	if u := podUserns(cfg); u != nil {
+		if err := chownPodFiles(p.Dir, u); err != nil {
+			return Pod{}, err
+		}
 	}
 	r.fail.crash("run-pod-after-files")
 	if err := cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())); err != nil {
@@ -144,6 +152,9 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	}
 	if len(cfg.Hostname) > 64 {
 		return fmt.Errorf("hostname %q is longer than the kernel's 64 characters: %w", cfg.Hostname, ErrInvalidArgument)
+	}
+	if err := validateUserns(cfg); err != nil {
+		return err
 	}
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	for key := range cfg.GetLinux().GetSysctls() {
@@ -281,6 +292,12 @@ func (r *Runtime) startPause(p *pod) error {
 	}
 	for k, v := range p.Config.GetLinux().GetSysctls() {
 		args = append(args, "-s", k+"="+v)
+	}
+	if u := podUserns(p.Config); u != nil {
+		// The keeper creates the namespaces itself, below the pod's user
+		// namespace (validateUserns: none of them is the host's).
+		flags = 0
+		args = append(args, "-U", idMapLines(u.GetUids()), "-G", idMapLines(u.GetGids()))
 	}
 	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
 	readyR, readyW, err := os.Pipe()
