@@ -94,10 +94,16 @@ func (s *Service) NewGRPCServer() *grpc.Server {
 	return srv
 }
 
-// logCall logs every RPC at debug level and failures at info level, and
-// turns domain errors into gRPC status errors.
+// logCall validates every request (validate.go), logs every RPC at debug
+// level and failures at info level, and turns domain errors into gRPC
+// status errors.
 func (s *Service) logCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	start := time.Now()
+	if err := validateRequest(req); err != nil {
+		err = invalid(err.Error())
+		s.log.Info("rpc refused", "method", info.FullMethod, "err", err)
+		return nil, err
+	}
 	resp, err := handler(ctx, req)
 	if err != nil {
 		err = toStatus(err)
