@@ -33,12 +33,14 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
+	"go.podman.io/storage/pkg/idtools"
 	storagetypes "go.podman.io/storage/types"
 )
 
@@ -523,6 +525,14 @@ func (s *Store) FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err e
 // and mounts it. It returns the mount path. Calling it again for the same
 // container returns the same mount.
 func (s *Store) CreateRootfs(ctx context.Context, containerID, imageID string) (mountPath string, err error) {
+	return s.CreateRootfsMapped(ctx, containerID, imageID, nil, nil)
+}
+
+// CreateRootfsMapped is CreateRootfs for a container in a user namespace
+// with these mappings: the image's layers are mounted idmapped (or, where
+// the kernel cannot, copied with shifted owners) and the container's layer
+// is owned by the mapped root. No mappings is CreateRootfs.
+func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID string, uids, gids []specs.LinuxIDMapping) (mountPath string, err error) {
 	if containerID == "" {
 		return "", errors.New("image: empty container ID")
 	}
@@ -535,7 +545,13 @@ func (s *Store) CreateRootfs(ctx context.Context, containerID, imageID string) (
 	if err != nil {
 		return "", err
 	}
-	c, err := s.store.CreateContainer(containerID, nil, simg.ID, "", "", nil)
+	var opts *storage.ContainerOptions
+	if len(uids) > 0 || len(gids) > 0 {
+		opts = &storage.ContainerOptions{IDMappingOptions: storagetypes.IDMappingOptions{
+			UIDMap: storageIDMap(uids), GIDMap: storageIDMap(gids),
+		}}
+	}
+	c, err := s.store.CreateContainer(containerID, nil, simg.ID, "", "", opts)
 	if err != nil {
 		return "", fmt.Errorf("create rootfs of container %s (image %s): %w", containerID, simg.ID, err)
 	}
@@ -545,6 +561,14 @@ func (s *Store) CreateRootfs(ctx context.Context, containerID, imageID string) (
 		return "", fmt.Errorf("mount rootfs of container %s: %w", containerID, err)
 	}
 	return mp, nil
+}
+
+func storageIDMap(list []specs.LinuxIDMapping) []idtools.IDMap {
+	out := make([]idtools.IDMap, 0, len(list))
+	for _, m := range list {
+		out = append(out, idtools.IDMap{ContainerID: int(m.ContainerID), HostID: int(m.HostID), Size: int(m.Size)})
+	}
+	return out
 }
 
 // RemoveRootfs unmounts and deletes the container's layer. An absent

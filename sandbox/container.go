@@ -100,7 +100,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
 	r.fail.crash("create-container-after-bundle")
 
-	rootfs, err := r.opts.Images.CreateRootfs(ctx, id, img.ID)
+	rootfs, err := r.createRootfs(ctx, id, img.ID, podCopy.Config)
 	if err != nil {
 		return Container{}, fmt.Errorf("create root filesystem of %s: %w", name, err)
 	}

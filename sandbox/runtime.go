@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/peapod-cri/peapod/network"
 )
 
@@ -20,6 +22,9 @@ import (
 // root filesystem per container.
 type Images interface {
 	CreateRootfs(ctx context.Context, containerID, imageID string) (string, error)
+	// CreateRootfsMapped is CreateRootfs for a container in a user
+	// namespace with these mappings.
+	CreateRootfsMapped(ctx context.Context, containerID, imageID string, uids, gids []specs.LinuxIDMapping) (string, error)
 	RemoveRootfs(ctx context.Context, containerID string) error
 }
 
@@ -57,6 +62,8 @@ type Runtime struct {
 	podOps  *resultStore[Pod]       // RunPod calls that may outlive their caller
 	ctrOps  *resultStore[Container] // CreateContainer calls, likewise
 	fail    failpoints              // crash points for recovery tests (failpoint.go); nil in production
+
+	usernsWarn sync.Once // logs once why Status does not offer user namespaces
 }
 
 // Open loads the persisted pods and containers and reconciles them with the

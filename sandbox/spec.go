@@ -29,6 +29,8 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
+	StopSignal string   // STOPSIGNAL as the image writes it; "" for none
+	Volumes    []string // VOLUME paths
 }
 
 type specInput struct {
@@ -220,6 +222,10 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 	if podNS.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: proc + "ipc"})
 	}
+	if podUserns(pod.Config) != nil {
+		// libcontainer reads the mappings from the namespace it joins.
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: usernsPath(pod)})
+	}
 	spec.Linux.Namespaces = ns
 	return nil
 }
@@ -277,7 +283,11 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 			opts = append(opts, "rshared")
 			spec.Linux.RootfsPropagation = "rshared"
 		}
-		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
+		// The kubelet sends mappings for a pod in a user namespace: the
+		// volume becomes an idmapped mount (runc), its files as owned in the
+		// container as they are on the host.
+		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts,
+			UIDMappings: specIDMappings(m.GetUidMappings()), GIDMappings: specIDMappings(m.GetGidMappings())})
 	}
 	return out
 }

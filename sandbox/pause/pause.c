@@ -1,12 +1,22 @@
 // The pause process and pod keeper. See pause.go for why it is C in a
 // constructor, and keeper.c for the keeper's event loop and protocol.
 //
-// argv: peapod pod-pause [-h HOSTNAME] [-s KEY=VALUE]... [-P] [-S SOCKET]
+// argv: peapod pod-pause [-h HOSTNAME] [-s KEY=VALUE]... [-P] [-U UIDMAP -G GIDMAP] [-S SOCKET]
 // It is started by peapod already inside the pod's new namespaces (clone
 // flags set by the parent), in the host PID namespace. It sets the hostname
 // and the namespaced sysctls, becomes the child subreaper, and with -P forks
 // the pod's PID holder: PID 1 of a new PID namespace, which the pod's
-// containers join through /proc/<holder>/ns/pid. With -S it listens for the
+// containers join through /proc/<holder>/ns/pid.
+//
+// With -U and -G (a pod with its own user namespace; the maps are
+// /proc/<pid>/uid_map lines) the parent creates no namespace: the keeper
+// clones the holder into a new user namespace together with new network,
+// IPC and UTS namespaces (and PID with -P), so that all of them are owned by
+// the user namespace, writes the holder's maps and joins its network, IPC
+// and UTS namespaces itself. The keeper stays in the host user namespace:
+// it keeps root's power over the host files it writes (logs, exit files,
+// its socket) and forks the runners, which need it. Containers join
+// /proc/<holder>/ns/user. With -S it listens for the
 // daemon on a unix socket. It reports "ok <holder pid or 0>" on fd 3 (or an
 // error line, and exits 1), then runs the keeper loop: it reaps every child,
 // serves the socket, and exits 0 on SIGTERM or SIGINT.
@@ -111,13 +121,13 @@ static void __attribute__((noreturn)) holder_main(int alive, int keeper_end, sig
 	_exit(0);
 }
 
-// start_holder creates the PID holder with clone(CLONE_NEWPID): only the
-// holder is in the new namespace, the keeper's later children are not.
-static pid_t start_holder(sigset_t *wait_mask) {
+// start_holder creates the holder with clone(flags): only the holder is in
+// the new namespaces, the keeper's later children are not.
+static pid_t start_holder(unsigned long flags, sigset_t *wait_mask) {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
-	long r = syscall(SYS_clone, (unsigned long)(CLONE_NEWPID | SIGCHLD), 0UL, 0UL, 0UL, 0UL);
+	long r = syscall(SYS_clone, flags | SIGCHLD, 0UL, 0UL, 0UL, 0UL);
 	if (r < 0) {
 		int saved = errno;
 		close(p[0]);
@@ -129,6 +139,71 @@ static pid_t start_holder(sigset_t *wait_mask) {
 		holder_main(p[0], p[1], wait_mask);
 	close(p[0]); // p[1] stays open (close-on-exec) for the keeper's life
 	return (pid_t)r;
+}
+
+// write_file writes data to path in one write(2), as /proc/<pid>/uid_map
+// requires.
+static int write_file(const char *path, const char *data) {
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	size_t n = strlen(data);
+	ssize_t w = write(fd, data, n);
+	int saved = errno;
+	close(fd);
+	if (w >= 0 && (size_t)w != n)
+		saved = EIO;
+	errno = saved;
+	return w < 0 || (size_t)w != n ? -1 : 0;
+}
+
+// join_ns moves the calling process into namespace kind of process pid.
+static int join_ns(pid_t pid, const char *kind, int nstype) {
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kind);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = setns(fd, nstype);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+// start_userns_holder clones the holder into a new user namespace with the
+// pod's network, IPC, UTS (and with share_pid PID) namespaces, all owned by
+// it, writes its maps and joins its network, IPC and UTS namespaces. On
+// failure the holder is killed and the failing step is in *what.
+static pid_t start_userns_holder(int share_pid, const char *uid_map, const char *gid_map,
+                                 sigset_t *wait_mask, const char **what) {
+	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+	if (share_pid)
+		flags |= CLONE_NEWPID;
+	*what = "create user namespace";
+	pid_t holder = start_holder(flags, wait_mask);
+	if (holder < 0)
+		return -1;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)holder);
+	*what = "write uid_map";
+	if (write_file(path, uid_map) < 0)
+		goto fail;
+	snprintf(path, sizeof path, "/proc/%d/gid_map", (int)holder);
+	*what = "write gid_map";
+	if (write_file(path, gid_map) < 0)
+		goto fail;
+	*what = "join the pod's namespaces";
+	if (join_ns(holder, "net", CLONE_NEWNET) < 0 || join_ns(holder, "ipc", CLONE_NEWIPC) < 0 ||
+	    join_ns(holder, "uts", CLONE_NEWUTS) < 0)
+		goto fail;
+	return holder;
+fail:;
+	int saved = errno;
+	kill(holder, SIGKILL);
+	waitpid(holder, NULL, 0);
+	errno = saved;
+	return -1;
 }
 
 // make_listener listens on a unix socket at path, mode 0600, replacing a
@@ -185,24 +260,28 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	// No PR_SET_PDEATHSIG: the pod must outlive a restart of the daemon.
 
 	int share_pid = 0;
-	const char *sock_path = NULL;
+	const char *sock_path = NULL, *host = NULL, *uid_map = NULL, *gid_map = NULL;
 	for (int i = 2; i < argc; i++) {
 		if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
-			const char *h = argv[++i];
-			if (sethostname(h, strlen(h)) < 0)
-				fail(ready, "set hostname", h);
+			host = argv[++i];
 		} else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
-			const char *kv = argv[++i];
-			if (set_sysctl(kv) < 0)
-				fail(ready, "set sysctl", kv);
+			i++; // applied below, once the namespaces are there
 		} else if (strcmp(argv[i], "-S") == 0 && i + 1 < argc) {
 			sock_path = argv[++i];
+		} else if (strcmp(argv[i], "-U") == 0 && i + 1 < argc) {
+			uid_map = argv[++i];
+		} else if (strcmp(argv[i], "-G") == 0 && i + 1 < argc) {
+			gid_map = argv[++i];
 		} else if (strcmp(argv[i], "-P") == 0) {
 			share_pid = 1;
 		} else {
 			errno = EINVAL;
 			fail(ready, "unknown argument", argv[i]);
 		}
+	}
+	if ((uid_map == NULL) != (gid_map == NULL)) {
+		errno = EINVAL;
+		fail(ready, "-U and -G go together", "");
 	}
 
 	// Signals are taken from a signalfd by the keeper; the handlers matter
@@ -241,7 +320,34 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 		close(devnull);
 
 	pid_t holder = 0;
-	if (share_pid && (holder = start_holder(&wait_mask)) < 0)
+	if (uid_map != NULL) {
+		const char *what;
+		if ((holder = start_userns_holder(share_pid, uid_map, gid_map, &wait_mask, &what)) < 0)
+			fail(ready, what, "");
+	}
+	// The keeper is root in the host user namespace: it may set these in
+	// namespaces owned by the pod's user namespace too.
+	const char *step = NULL, *arg = "";
+	if (host != NULL && sethostname(host, strlen(host)) < 0)
+		step = "set hostname", arg = host;
+	for (int i = 2; step == NULL && i < argc; i++) {
+		if (strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-S") == 0 ||
+		    strcmp(argv[i], "-U") == 0 || strcmp(argv[i], "-G") == 0) {
+			if (argv[i][1] == 's' && set_sysctl(argv[i + 1]) < 0)
+				step = "set sysctl", arg = argv[i + 1];
+			i++;
+		}
+	}
+	if (step != NULL) {
+		int saved = errno;
+		if (holder > 0) {
+			kill(holder, SIGKILL);
+			waitpid(holder, NULL, 0);
+		}
+		errno = saved;
+		fail(ready, step, arg);
+	}
+	if (share_pid && uid_map == NULL && (holder = start_holder(CLONE_NEWPID, &wait_mask)) < 0)
 		fail(ready, "create PID namespace", "");
 
 	int listen_fd = -1;

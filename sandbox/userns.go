@@ -1,0 +1,211 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/sandbox/pause"
+)
+
+// User namespaces (hostUsers: false). The pod's keeper clones a holder
+// process into a new user namespace with the kubelet's mappings, together
+// with the pod's network, IPC, UTS and PID namespaces, so that the user
+// namespace owns them all (sandbox/pause/pause.c); the keeper itself stays in
+// the host user namespace. Containers join /proc/<holder>/ns/user; their
+// root filesystem is mounted by the image store with idmapped lower layers
+// and an upper layer owned by the mapped root, and the kubelet's volumes
+// become idmapped bind mounts.
+
+// podUserns returns the pod's user namespace options when it asks for a
+// user namespace of its own, else nil.
+func podUserns(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.UserNamespace {
+	u := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
+	if u.GetMode() != runtimeapi.NamespaceMode_POD {
+		return nil
+	}
+	return u
+}
+
+// validateUserns accepts what containerd accepts: the host's user namespace
+// (mode NODE, or no options), or a pod user namespace with exactly one uid
+// and one gid range that maps container ID 0, and no host network, IPC or
+// PID namespace (which the kubelet forbids with hostUsers: false too).
+func validateUserns(cfg *runtimeapi.PodSandboxConfig) error {
+	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	u := ns.GetUsernsOptions()
+	if u == nil {
+		return nil
+	}
+	switch u.GetMode() {
+	case runtimeapi.NamespaceMode_NODE:
+		if len(u.GetUids())+len(u.GetGids()) > 0 {
+			return fmt.Errorf("user namespace mode NODE takes no mappings: %w", ErrInvalidArgument)
+		}
+		return nil
+	case runtimeapi.NamespaceMode_POD:
+	default:
+		return fmt.Errorf("user namespace mode %s is not supported (only NODE and POD): %w", u.GetMode(), ErrInvalidArgument)
+	}
+	if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE || ns.GetIpc() == runtimeapi.NamespaceMode_NODE ||
+		ns.GetPid() == runtimeapi.NamespaceMode_NODE {
+		return fmt.Errorf("a pod in its own user namespace cannot use the host's network, IPC or PID namespace: %w", ErrInvalidArgument)
+	}
+	for _, m := range []struct {
+		kind string
+		list []*runtimeapi.IDMapping
+	}{{"uid", u.GetUids()}, {"gid", u.GetGids()}} {
+		if len(m.list) != 1 {
+			return fmt.Errorf("user namespace needs exactly one %s mapping, got %d: %w", m.kind, len(m.list), ErrInvalidArgument)
+		}
+		id := m.list[0]
+		if id.GetContainerId() != 0 {
+			return fmt.Errorf("user namespace %s mapping must map container ID 0 (got %d): %w", m.kind, id.GetContainerId(), ErrInvalidArgument)
+		}
+		if id.GetLength() == 0 || uint64(id.GetHostId())+uint64(id.GetLength()) > 1<<32-1 {
+			return fmt.Errorf("user namespace %s mapping %d+%d is empty or beyond the 32-bit ID space: %w", m.kind, id.GetHostId(), id.GetLength(), ErrInvalidArgument)
+		}
+		if id.GetHostId() == 0 {
+			return fmt.Errorf("user namespace %s mapping must not map the host's root: %w", m.kind, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// idMapLines renders mappings as /proc/<pid>/uid_map lines.
+func idMapLines(list []*runtimeapi.IDMapping) string {
+	var b strings.Builder
+	for _, m := range list {
+		fmt.Fprintf(&b, "%d %d %d\n", m.GetContainerId(), m.GetHostId(), m.GetLength())
+	}
+	return b.String()
+}
+
+// specIDMappings converts CRI mappings to OCI ones.
+func specIDMappings(list []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	var out []specs.LinuxIDMapping
+	for _, m := range list {
+		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+	}
+	return out
+}
+
+// hostRoot is the host uid and gid of root in the pod's user namespace.
+func hostRoot(u *runtimeapi.UserNamespace) (uid, gid int) {
+	return int(u.GetUids()[0].GetHostId()), int(u.GetGids()[0].GetHostId())
+}
+
+// usernsPath is the user namespace the pod's containers join.
+func usernsPath(p *Pod) string {
+	return "/proc/" + strconv.Itoa(p.PIDHolder) + "/ns/user"
+}
+
+// chownPodFiles gives the pod files every container mounts to the pod's
+// root, so that root in the container owns them as it does elsewhere.
+func chownPodFiles(dir string, u *runtimeapi.UserNamespace) error {
+	uid, gid := hostRoot(u)
+	for _, name := range []string{"hostname", "resolv.conf", "shm"} {
+		if err := os.Lchown(filepath.Join(dir, name), uid, gid); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("chown pod file %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+var (
+	usernsOnce      sync.Once
+	usernsSupported bool
+	usernsReason    string
+)
+
+// UserNamespacesSupported reports whether pods can get user namespaces
+// here: the kernel has them and can idmap mounts of the filesystem under
+// dir (the state directory). The probe runs once.
+func UserNamespacesSupported(dir string) (bool, string) {
+	usernsOnce.Do(func() {
+		if err := probeIDMap(dir); err != nil {
+			usernsReason = err.Error()
+			return
+		}
+		usernsSupported = true
+	})
+	return usernsSupported, usernsReason
+}
+
+// probeIDMap creates a user namespace (the pause process, cloned into one)
+// and idmaps a detached copy of the mount at dir with it.
+func probeIDMap(dir string) error {
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		return fmt.Errorf("no user namespaces in this kernel: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	cmd := &exec.Cmd{
+		Path: exe,
+		Args: []string{"peapod", pause.Command},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  unix.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}},
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("create a user namespace: %w", err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	userns, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
+	if err != nil {
+		return err
+	}
+	defer userns.Close()
+	tree, err := unix.OpenTree(-1, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("open_tree %s: %w", dir, err)
+	}
+	defer unix.Close(tree)
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
+		return fmt.Errorf("idmapped mount of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// UserNamespaces reports whether pods may ask for a user namespace of their
+// own (the runtime handler feature in Status).
+func (r *Runtime) UserNamespaces() bool {
+	if r == nil {
+		return false
+	}
+	ok, why := UserNamespacesSupported(r.opts.State)
+	if !ok {
+		r.usernsWarn.Do(func() { r.log.Warn("user namespaces are not supported here", "reason", why) })
+	}
+	return ok
+}
+
+// createRootfs has the image store create the container's root filesystem,
+// mapped when the pod has its own user namespace.
+func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
+	if u := podUserns(pod); u != nil {
+		return r.opts.Images.CreateRootfsMapped(ctx, id, imageID, specIDMappings(u.GetUids()), specIDMappings(u.GetGids()))
+	}
+	return r.opts.Images.CreateRootfs(ctx, id, imageID)
+}
