@@ -7,7 +7,7 @@ BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
 
-.PHONY: all build run test unit integration vet bench clean test-cgroupv2
+.PHONY: all build run test unit integration vet bench clean test-cgroupv2 critest
 
 all: build
 
@@ -47,6 +47,26 @@ test-cgroupv2:
 	else \
 		echo "test-cgroupv2: SKIPPED: this host is cgroup v1 and $(VM_RUN) is absent"; \
 	fi
+
+# The CRI validation suite: critest v1.36.0 and the ginkgo CLI it runs
+# under (--parallel), built from the Go module proxy through the tools
+# module in tools/critest and kept in bin/critest-tools until its go.mod or
+# go.sum changes. integration/critest builds critest's images, starts a
+# registry and a private peapod, runs critest and prints
+# "critest: N passed, N failed, N skipped"; it fails on any failed spec but
+# the offline-impossible digest pull. Report: _output/critest/.
+CRITEST_TOOLS := bin/critest-tools
+CRI_TOOLS_VERSION := $(shell awk '$$1 == "sigs.k8s.io/cri-tools" {print $$2}' tools/critest/go.mod)
+$(CRITEST_TOOLS)/critest: tools/critest/go.mod tools/critest/go.sum
+	cd tools/critest && CGO_ENABLED=0 $(GO) test -c -trimpath \
+		-ldflags "-X sigs.k8s.io/cri-tools/pkg/version.Version=$(CRI_TOOLS_VERSION:v%=%)" \
+		-o $(CURDIR)/$(CRITEST_TOOLS)/critest.tmp sigs.k8s.io/cri-tools/cmd/critest
+	cd tools/critest && CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/$(CRITEST_TOOLS)/ginkgo github.com/onsi/ginkgo/v2/ginkgo
+	mv $@.tmp $@
+
+critest: build $(CRITEST_TOOLS)/critest
+	CRITEST_TOOLS=$(CURDIR)/$(CRITEST_TOOLS) PEAPOD_BIN=$(CURDIR)/$(BIN) CRITEST_REPORT_DIR=$(CURDIR)/_output/critest \
+		$(GO) test -tags "$(TAGS)" -count=1 -v -timeout 60m -run '^TestCritest$$' ./integration/critest/
 
 bench:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...

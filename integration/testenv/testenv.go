@@ -285,6 +285,18 @@ func buildBusyboxRootfs() (string, error) {
 	return final, nil
 }
 
+// FetchDebs returns the paths of the .debs of pkgs (the candidate versions),
+// downloaded with apt-get download into CacheDir/debs once and reused from
+// there.
+func FetchDebs(t testing.TB, pkgs ...string) []string {
+	t.Helper()
+	paths, err := fetchDebs(pkgs...)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return paths
+}
+
 // fetchDebs returns the paths of the candidate .debs of pkgs, downloading
 // them into CacheDir/debs with apt-get download when not already there.
 func fetchDebs(pkgs ...string) ([]string, error) {
@@ -591,6 +603,18 @@ func BuildImage(rootfsDir string, cfg ImageConfig) (v1.Image, error) {
 	return mutate.Append(img, mutate.Addendum{
 		Layer:   layer,
 		History: v1.History{Created: v1.Time{Time: layerEpoch}, CreatedBy: "peapod testenv: " + filepath.Base(rootfsDir)},
+	})
+}
+
+// LayerFromDir returns an uncompressed layer of dir's contents, built as
+// PushImage builds its single layer (owned by 0:0, fixed mtimes).
+func LayerFromDir(dir string) (v1.Layer, error) {
+	layerTar, err := tarDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
 	})
 }
 

@@ -1,0 +1,500 @@
+// Package critest runs the Kubernetes CRI validation suite (critest from
+// sigs.k8s.io/cri-tools) against a private peapod, offline. The images
+// critest pulls are built here from Debian packages (images_test.go) and
+// served by a local registry; peapod's registries.conf mirrors
+// registry.k8s.io, gcr.io, k8s.gcr.io, public.ecr.aws and docker.io to it.
+//
+// `make critest` builds critest and the ginkgo CLI (tools/critest) and runs
+// TestCritest with CRITEST_TOOLS naming their directory. Without it the test
+// skips: it is a conformance run of its own, not part of `go test ./...`.
+package critest
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// offlineFailure is the one spec that cannot pass without the internet:
+// it pulls gcr.io/k8s-staging-cri-tools/test-image-digest by a fixed
+// upstream digest, which no image built here can have.
+const offlineFailure = "public image with digest should be pulled and removed"
+
+// The suite's own limit, and ours around it: both stay well inside
+// `go test -timeout` (60m in the Makefile), so cleanup always runs.
+const (
+	suiteTimeout = 30 * time.Minute
+	runTimeout   = 35 * time.Minute
+)
+
+func TestCritest(t *testing.T) {
+	tools := os.Getenv("CRITEST_TOOLS")
+	if tools == "" {
+		t.Skip("run by `make critest`: needs CRITEST_TOOLS (critest and ginkgo built from tools/critest)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	peapodBin := os.Getenv("PEAPOD_BIN")
+	if peapodBin == "" {
+		peapodBin = "../../bin/peapod"
+	}
+	// Ctrl-C or SIGTERM ends critest, then the cleanups below still run.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reportDir := os.Getenv("CRITEST_REPORT_DIR")
+	if reportDir == "" {
+		reportDir = t.TempDir()
+	}
+	if err := os.MkdirAll(reportDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	reg := testenv.StartRegistry(t)
+	pushCritestImages(t, reg)
+	t.Logf("registry %s with critest's images in %s", reg, time.Since(t0).Round(time.Millisecond))
+
+	d := startPeapod(t, peapodBin, reg, reportDir)
+	if ctx.Err() != nil {
+		t.Fatal("interrupted")
+	}
+
+	shmBefore := shmSegments()
+	t.Cleanup(func() { removeNewShm(t, shmBefore) })
+
+	t1 := time.Now()
+	rc := runCritest(ctx, t, tools, d.socket, reportDir)
+	t.Logf("critest ran in %s (exit status %d); report in %s", time.Since(t1).Round(time.Second), rc, reportDir)
+	if ctx.Err() != nil {
+		t.Fatal("interrupted")
+	}
+
+	res, err := readReport(filepath.Join(reportDir, "report.json"))
+	if err != nil {
+		t.Fatalf("critest report: %v (see %s)", err, filepath.Join(reportDir, "critest.log"))
+	}
+	unexpected := 0
+	for _, s := range res.failed {
+		if strings.Contains(s.name, offlineFailure) {
+			fmt.Printf("expected failure (offline: fixed upstream digest): %s\n", s.name)
+			continue
+		}
+		unexpected++
+		fmt.Printf("FAIL: %s\n    %s\n", s.name, s.message)
+	}
+	for _, s := range res.skipped {
+		fmt.Printf("skipped: %s\n    %s\n", s.name, s.message)
+	}
+	fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(res.passed), len(res.failed), len(res.skipped))
+	if unexpected > 0 {
+		t.Errorf("%d critest specs failed besides the offline digest pull (log: %s)", unexpected, filepath.Join(reportDir, "critest.log"))
+	}
+	if rc != 0 && len(res.failed) == 0 {
+		t.Errorf("critest exited %d with no failed spec; see %s", rc, filepath.Join(reportDir, "critest.log"))
+	}
+}
+
+// runCritest runs the validation suite (parallel 2) and returns critest's
+// exit status. critest re-runs itself under the ginkgo CLI from PATH.
+func runCritest(ctx context.Context, t *testing.T, tools, socket, reportDir string) int {
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
+	defer cancel()
+	logf, err := os.Create(filepath.Join(reportDir, "critest.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	ep := "unix://" + socket
+	cmd := exec.CommandContext(ctx, filepath.Join(tools, "critest"),
+		"--runtime-endpoint", ep, "--image-endpoint", ep, "--parallel", "2",
+		"--ginkgo.no-color", "--ginkgo.timeout", suiteTimeout.String(),
+		"--ginkgo.json-report", filepath.Join(reportDir, "report.json"))
+	cmd.Dir = reportDir // critest reads crictl.yaml from its working directory
+	cmd.Env = append(os.Environ(), "PATH="+tools+":"+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: ginkgo and its parallel workers are stopped together,
+	// gently first so that specs remove their pods.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
+	cmd.WaitDelay = 30 * time.Second
+	err = cmd.Run()
+	if cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // anything of the group still alive
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.ExitCode()
+	default:
+		t.Fatalf("critest: %v", err)
+		return -1
+	}
+}
+
+// ---------------------------------------------------------------- report
+
+type spec struct{ name, message string }
+
+type results struct{ passed, failed, skipped []spec }
+
+// readReport counts the specs of ginkgo's JSON report as critest's own
+// summary does. Specs filtered out by critest (the benchmarks, in
+// validation mode) are skipped without a message and are not counted;
+// specs that skip themselves at run time (no AppArmor, ...) say why.
+func readReport(path string) (results, error) {
+	var res results
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return res, err
+	}
+	var suites []struct {
+		SpecReports []struct {
+			ContainerHierarchyTexts []string
+			LeafNodeText            string
+			LeafNodeType            string
+			State                   string
+			Failure                 struct{ Message string }
+		}
+	}
+	if err := json.Unmarshal(data, &suites); err != nil {
+		return res, err
+	}
+	for _, s := range suites {
+		for _, r := range s.SpecReports {
+			if r.LeafNodeType != "It" {
+				continue
+			}
+			msg := strings.Join(strings.Fields(r.Failure.Message), " ")
+			if len(msg) > 300 {
+				msg = msg[:300] + "..."
+			}
+			sp := spec{strings.Join(append(r.ContainerHierarchyTexts, r.LeafNodeText), " "), msg}
+			switch r.State {
+			case "passed":
+				res.passed = append(res.passed, sp)
+			case "skipped", "pending":
+				if msg != "" {
+					res.skipped = append(res.skipped, sp)
+				}
+			default: // failed, panicked, timedout, interrupted, aborted
+				res.failed = append(res.failed, sp)
+			}
+		}
+	}
+	for _, l := range [][]spec{res.failed, res.skipped} {
+		sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
+	}
+	if len(res.passed)+len(res.failed) == 0 {
+		return res, errors.New("no spec ran")
+	}
+	return res, nil
+}
+
+// ---------------------------------------------------------------- peapod
+
+// daemon is the peapod under test: own socket, root, state, relative
+// cgroup parent, bridge and pod range.
+type daemon struct {
+	dir, socket  string
+	cgroupParent string
+	bridge       string
+	cmd          *exec.Cmd
+	exited       chan struct{}
+}
+
+func startPeapod(t *testing.T, bin, reg, reportDir string) *daemon {
+	dir, err := os.MkdirTemp("", "peapod-critest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := randomHex()
+	d := &daemon{
+		dir:          dir,
+		socket:       filepath.Join(dir, "peapod.sock"),
+		cgroupParent: "peapod-critest-" + suffix,
+		bridge:       "ppcri" + suffix,
+	}
+	cidr := freePodCIDR(t)
+	t.Cleanup(func() { d.destroy(t) })
+	guardBridge(t, d.bridge)
+
+	regConf := filepath.Join(dir, "registries.conf")
+	conf := fmt.Sprintf("unqualified-search-registries = [\"docker.io\"]\n[[registry]]\nlocation = %q\ninsecure = true\n", reg)
+	for _, upstream := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "public.ecr.aws", "docker.io"} {
+		conf += fmt.Sprintf("[[registry]]\nlocation = %q\n[[registry.mirror]]\nlocation = %q\ninsecure = true\n", upstream, reg)
+	}
+	cniDir := filepath.Join(dir, "cni") // empty: the built-in bridge network
+	for _, err := range []error{os.WriteFile(regConf, []byte(conf), 0o644), os.MkdirAll(cniDir, 0o755)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	logf, err := os.Create(filepath.Join(reportDir, "peapod.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(bin, "--socket", d.socket, "--root", filepath.Join(dir, "root"),
+		"--state", filepath.Join(dir, "state"), "--cgroup-parent", d.cgroupParent,
+		"--registries-conf", regConf, "--bridge", d.bridge, "--pod-cidr", cidr, "--cni-conf-dir", cniDir)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a Ctrl-C reaches it only through us
+	if err := d.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	d.exited = make(chan struct{})
+	go func() { d.cmd.Wait(); close(d.exited) }()
+
+	rt, done := d.client(t)
+	defer done()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		v, err := rt.Version(c, &runtimeapi.VersionRequest{})
+		cancel()
+		if err == nil {
+			t.Logf("peapod %s on %s (bridge %s, pods %s, cgroup parent %s)", v.RuntimeVersion, d.socket, d.bridge, cidr, d.cgroupParent)
+			return d
+		}
+		select {
+		case <-d.exited:
+			t.Fatalf("peapod exited: see %s", logf.Name())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peapod did not answer Version in 30s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (d *daemon) client(t *testing.T) (runtimeapi.RuntimeServiceClient, func()) {
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runtimeapi.NewRuntimeServiceClient(conn), func() { conn.Close() }
+}
+
+// destroy removes the pods critest left (an interrupted or failed spec may
+// leave some), stops peapod, and removes its bridge, nftables tables,
+// cgroups, mounts and directories.
+func (d *daemon) destroy(t *testing.T) {
+	var keepers []int
+	if d.running() {
+		rt, done := d.client(t)
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		if resp, err := rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err == nil {
+			for _, p := range resp.Items {
+				if st, err := rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id, Verbose: true}); err == nil {
+					var info struct{ Pid int }
+					json.Unmarshal([]byte(st.Info["info"]), &info)
+					keepers = append(keepers, info.Pid)
+				}
+				if _, err := rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
+					t.Errorf("cleanup: remove pod %s: %v", p.Id, err)
+				}
+			}
+			if len(resp.Items) > 0 {
+				t.Logf("cleanup: removed %d pods critest left", len(resp.Items))
+			}
+		}
+		cancel()
+		done()
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("peapod did not exit 15s after SIGTERM: killed")
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	for _, pid := range keepers {
+		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); pid > 0 && strings.Contains(string(cmdline), "pod-pause") {
+			t.Errorf("cleanup: pod keeper %d still running: killed", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	mounts := mountsUnder(d.dir)
+	for i := len(mounts) - 1; i >= 0; i-- {
+		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
+	}
+	removeCgroups(t, d.cgroupParent)
+	exec.Command("ip", "link", "del", d.bridge).Run()
+	for _, family := range []string{"ip", "ip6"} {
+		exec.Command("nft", "delete", "table", family, "peapod-"+d.bridge).Run()
+	}
+	os.RemoveAll(d.dir)
+}
+
+func (d *daemon) running() bool {
+	if d.exited == nil {
+		return false
+	}
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func randomHex() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// freePodCIDR picks a 10.197.X.0/24 that no route of the host uses.
+func freePodCIDR(t *testing.T) string {
+	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	for range 100 {
+		b := make([]byte, 1)
+		rand.Read(b)
+		prefix := fmt.Sprintf("10.197.%d.", 1+int(b[0])%250)
+		if !strings.Contains(string(out), prefix) {
+			return prefix + "0/24"
+		}
+	}
+	t.Fatal("no free 10.197.X.0/24 for the pod network")
+	return ""
+}
+
+// guardBridge drops whatever the bridge would forward to another
+// interface, so nothing a pod sends leaves the machine.
+func guardBridge(t *testing.T, bridge string) {
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip ppt-guard-%[1]s {
+  chain forward { type filter hook forward priority -10; iifname "%[1]s" oifname != "%[1]s" drop; }
+}`, bridge))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+bridge).Run() })
+}
+
+// mountsUnder lists mount points at or below dir, in mount order.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// removeCgroups removes the relative cgroup parent (and anything below it)
+// from every hierarchy this process is in; it reports what was left.
+func removeCgroups(t *testing.T, rel string) {
+	mounts := map[string]string{} // controller ("" for v2) -> mount point
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, pf := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(pf) < 3 {
+			continue
+		}
+		switch pf[0] {
+		case "cgroup2":
+			mounts[""] = f[4]
+		case "cgroup":
+			for _, opt := range strings.Split(pf[2], ",") {
+				mounts[opt] = f[4]
+			}
+		}
+	}
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	for _, line := range strings.Split(strings.TrimSpace(string(own)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		mnt, ok := mounts[strings.Split(parts[1], ",")[0]]
+		if !ok {
+			continue
+		}
+		root := filepath.Join(mnt, parts[2], rel)
+		var dirs []string
+		filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- { // children first
+			if dirs[i] != root {
+				t.Errorf("cleanup: cgroup %s left behind", dirs[i])
+			}
+			syscall.Rmdir(dirs[i])
+		}
+	}
+}
+
+// ---------------------------------------------------------------- SysV shm
+
+// critest's HostIpc specs create 1 MiB SysV shared memory segments in the
+// host's IPC namespace (ipcmk -M 1048576) and never remove them.
+func shmSegments() map[int]bool {
+	ids := map[int]bool{}
+	data, _ := os.ReadFile("/proc/sysvipc/shm")
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		var id, size, nattch int
+		if len(f) > 6 && sscan(f[1], &id) && sscan(f[3], &size) && sscan(f[6], &nattch) && size == 1<<20 && nattch == 0 {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+func removeNewShm(t *testing.T, before map[int]bool) {
+	for id := range shmSegments() {
+		if !before[id] {
+			if _, err := unix.SysvShmCtl(id, unix.IPC_RMID, nil); err != nil {
+				t.Logf("remove SysV shm %d: %v", id, err)
+			}
+		}
+	}
+}
+
+func sscan(s string, v *int) bool {
+	_, err := fmt.Sscan(s, v)
+	return err == nil
+}
