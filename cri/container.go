@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -80,13 +79,7 @@ func (s *Service) ContainerStatus(ctx context.Context, req *runtimeapi.Container
 	}
 	resp := &runtimeapi.ContainerStatusResponse{Status: containerStatus(&c)}
 	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{
-			"pid":     c.PID,
-			"sandbox": c.PodID,
-			"rootfs":  c.Rootfs,
-			"bundle":  c.Bundle,
-		})
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = containerInfo(&c)
 	}
 	return resp, nil
 }

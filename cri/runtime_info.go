@@ -24,7 +24,12 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			network.Status, network.Reason, network.Message = false, "NetworkPluginNotReady", err.Error()
 		}
 	}
+	var info map[string]string
+	if req.GetVerbose() {
+		info = s.statusInfo()
+	}
 	return &runtimeapi.StatusResponse{
+		Info: info,
 		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			network,

@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"encoding/json"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -44,12 +43,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, req *runtimeapi.PodSandb
 	}
 	resp := &runtimeapi.PodSandboxStatusResponse{Status: podStatus(&p)}
 	if req.GetVerbose() {
-		info, _ := json.Marshal(map[string]any{
-			"pid":          p.PausePID,
-			"cgroupParent": p.CgroupParent,
-			"podDir":       p.Dir,
-		})
-		resp.Info = map[string]string{"info": string(info)}
+		resp.Info = podInfo(&p)
 	}
 	return resp, nil
 }

@@ -10,12 +10,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -34,6 +34,9 @@ type Info struct {
 	CgroupDriver string // "cgroupfs" or "systemd"
 	// NetworkReady says why pods cannot get a network now, or nil.
 	NetworkReady func() error
+	// Verbose is what a verbose Status reports, each value as JSON under
+	// its key ("config": the effective config, as containerd's); nil: none.
+	Verbose func() map[string]any
 }
 
 // Service implements runtimeapi.RuntimeServiceServer and
@@ -49,6 +52,7 @@ type Service struct {
 	events  *EventBus // nil: GetContainerEvents is unavailable
 	info    Info
 	log     *slog.Logger
+	metrics *metrics.Metrics // nil: not recorded
 }
 
 // NewService wires the domain into the CRI services.
@@ -87,29 +91,20 @@ func (s *Service) NewGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMsg),
 		grpc.MaxSendMsgSize(maxMsg),
-		grpc.UnaryInterceptor(s.logCall),
+		// observe (observe.go) sees every call, the refused ones too.
+		grpc.ChainUnaryInterceptor(s.observeUnary, s.validateCall),
+		grpc.StreamInterceptor(s.observeStream),
 	)
 	runtimeapi.RegisterRuntimeServiceServer(srv, s)
 	runtimeapi.RegisterImageServiceServer(srv, s)
 	return srv
 }
 
-// logCall validates every request (validate.go), logs every RPC at debug
-// level and failures at info level, and turns domain errors into gRPC
-// status errors.
-func (s *Service) logCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
+// validateCall validates every request (validate.go) before its handler
+// runs; observeUnary logs the refusal.
+func (s *Service) validateCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := validateRequest(req); err != nil {
-		err = invalid(err.Error())
-		s.log.Info("rpc refused", "method", info.FullMethod, "err", err)
-		return nil, err
+		return nil, invalid(err.Error())
 	}
-	resp, err := handler(ctx, req)
-	if err != nil {
-		err = toStatus(err)
-		s.log.Info("rpc failed", "method", info.FullMethod, "duration", time.Since(start), "err", err)
-		return resp, err
-	}
-	s.log.Debug("rpc", "method", info.FullMethod, "duration", time.Since(start))
-	return resp, nil
+	return handler(ctx, req)
 }

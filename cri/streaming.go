@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -27,6 +29,7 @@ type StreamServer struct {
 	server   streaming.Server
 	listener net.Listener
 	http     *http.Server
+	metrics  *atomic.Pointer[metrics.Metrics] // shared with the streamRuntime
 }
 
 // NewStreamServer listens on addr ("127.0.0.1:0" for a random port) and
@@ -52,12 +55,13 @@ func NewStreamServer(addr, certFile, keyFile string, rt *sandbox.Runtime, log *s
 	cfg := streaming.DefaultConfig
 	cfg.Addr = lis.Addr().String()
 	cfg.BaseURL = &url.URL{Scheme: scheme, Host: lis.Addr().String()}
-	srv, err := streaming.NewServer(cfg, streamRuntime{rt: rt})
+	m := &atomic.Pointer[metrics.Metrics]{}
+	srv, err := streaming.NewServer(cfg, streamRuntime{rt: rt, metrics: m})
 	if err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("streaming server: %w", err)
 	}
-	s := &StreamServer{server: srv, listener: lis, http: &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}}
+	s := &StreamServer{server: srv, listener: lis, http: &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}, metrics: m}
 	go func() {
 		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("streaming server stopped", "err", err)
@@ -69,13 +73,20 @@ func NewStreamServer(addr, certFile, keyFile string, rt *sandbox.Runtime, log *s
 // Addr is where the server listens.
 func (s *StreamServer) Addr() string { return s.listener.Addr().String() }
 
+// UseMetrics counts the sessions in m from now on.
+func (s *StreamServer) UseMetrics(m *metrics.Metrics) { s.metrics.Store(m) }
+
 // Close stops the server and ends open sessions.
 func (s *StreamServer) Close() error { return s.http.Close() }
 
 // streamRuntime adapts sandbox.Runtime to cri-streaming's Runtime.
-type streamRuntime struct{ rt *sandbox.Runtime }
+type streamRuntime struct {
+	rt      *sandbox.Runtime
+	metrics *atomic.Pointer[metrics.Metrics]
+}
 
 func (a streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer a.metrics.Load().StreamSession("exec")()
 	code, err := a.rt.Exec(ctx, id, cmd, sandbox.Streams{Stdin: in, Stdout: out, Stderr: errw, TTY: tty, Resize: sizes(ctx, resize)})
 	if err != nil {
 		return err
@@ -87,10 +98,12 @@ func (a streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io.
 }
 
 func (a streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	defer a.metrics.Load().StreamSession("attach")()
 	return a.rt.Attach(ctx, id, sandbox.Streams{Stdin: in, Stdout: out, Stderr: errw, TTY: tty, Resize: sizes(ctx, resize)})
 }
 
 func (a streamRuntime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	defer a.metrics.Load().StreamSession("portforward")()
 	return a.rt.PortForward(ctx, podID, port, stream)
 }
 

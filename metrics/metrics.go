@@ -101,6 +101,12 @@ func New(counts StateCounts) *Metrics {
 	return m
 }
 
+// CountStates adds the pod and container counts, read from counts at
+// each scrape. Call it once, when the runtime is open.
+func (m *Metrics) CountStates(counts StateCounts) {
+	m.reg.MustRegister(stateCollector{counts: counts})
+}
+
 // Registry is where the metrics are registered (for tests and for serving).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 

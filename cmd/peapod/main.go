@@ -27,6 +27,7 @@ import (
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/cri"
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
@@ -50,6 +51,14 @@ func main() {
 		// Forked by a pod's keeper to start one container.
 		os.Exit(sandbox.RunnerMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "config" {
+		// Operator commands: `peapod config default`, `peapod config check FILE`.
+		if err := configCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "peapod config:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "peapod:", err)
 		os.Exit(1)
@@ -62,6 +71,8 @@ var flagNames = map[string]func(*config.Config) *string{
 	"root":            func(c *config.Config) *string { return &c.Root },
 	"state":           func(c *config.Config) *string { return &c.State },
 	"log-level":       func(c *config.Config) *string { return &c.LogLevel },
+	"log-format":      func(c *config.Config) *string { return &c.LogFormat },
+	"metrics-address": func(c *config.Config) *string { return &c.MetricsAddress },
 	"cgroup-parent":   func(c *config.Config) *string { return &c.CgroupParent },
 	"registries-conf": func(c *config.Config) *string { return &c.RegistriesConf },
 	"bridge":          func(c *config.Config) *string { return &c.Bridge },
@@ -75,6 +86,8 @@ var flagUsage = map[string]string{
 	"root":            "persistent state directory (metadata, images, container layers)",
 	"state":           "runtime state directory (pod files, container state)",
 	"log-level":       "debug, info, warn or error",
+	"log-format":      "log format: text or json",
+	"metrics-address": "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465; empty: off)",
 	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
 	"bridge":          "bridge of the built-in pod network",
@@ -124,15 +137,21 @@ func run(args []string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	level, _ := cfg.SlogLevel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	level := new(slog.LevelVar) // SIGHUP changes it
+	l, _ := cfg.SlogLevel()
+	level.Set(l)
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if cfg.LogFormat == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
 	slog.SetDefault(log)
 	for name := range setFlags {
 		if notBuiltYet[name] {
 			log.Warn("flag accepted, but its feature is not built yet", "flag", "--"+name, "value", *values[name])
 		}
 	}
-	return serve(cfg, log)
+	return serve(cfg, log, &reloader{path: *configPath, flags: setFlags, cfg: cfg, level: level, log: log})
 }
 
 // hostRegistriesConf is read when the config names no registries file, as
@@ -149,7 +168,12 @@ func hostAuthFiles() []string {
 	return files
 }
 
-func serve(cfg config.Config, log *slog.Logger) error {
+func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
+	// SIGHUP reloads (below, once serving); until then it must not kill us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	m := metrics.New(nil) // the pod and container counts are added once the runtime is open
 	startPprof(log)
 	if cfg.RegistriesConf == "" {
 		if _, err := os.Stat(hostRegistriesConf); err == nil {
@@ -172,13 +196,14 @@ func serve(cfg config.Config, log *slog.Logger) error {
 		PullProgressTimeout: cfg.PullProgressTimeout,
 		PinnedImages:        cfg.PinnedImages,
 		Logger:              log,
+		Observer:            m,
 	})
 	if err != nil {
 		return err
 	}
 	defer images.Close()
 
-	podNetwork, err := network.Open(context.Background(), network.Config{
+	podNetwork, err := network.OpenReloadable(context.Background(), network.Config{
 		Bridge:     cfg.Bridge,
 		PodCIDR:    cfg.PodCIDR,
 		Root:       cfg.Root,
@@ -197,8 +222,8 @@ func serve(cfg config.Config, log *slog.Logger) error {
 		CgroupParent: cfg.CgroupParent,
 		CgroupDriver: cfg.CgroupDriver,
 		Images:       images,
-		Network:      podNetwork,
-		Events:       events,
+		Network:      metrics.Network{Backend: podNetwork, M: m},
+		Events:       metrics.Events{Next: events, M: m},
 		Logger:       log,
 	})
 	if err != nil {
@@ -212,7 +237,22 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	}
 	defer streams.Close()
 
-	svc := cri.NewService(rt, images, streams, events, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready}, log)
+	m.CountStates(stateCounts(rt))
+	streams.UseMetrics(m)
+	svc := cri.NewService(rt, images, streams, events, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready,
+		Verbose: func() map[string]any {
+			return map[string]any{"config": reload.current().Values(), "runtime": runtimeInfo(cfg, podNetwork, streams.Addr())}
+		}}, log)
+	svc.UseMetrics(m)
+	if cfg.MetricsAddress != "" {
+		ms, err := m.Serve(cfg.MetricsAddress, log)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+		log.Info("serving metrics", "url", "http://"+ms.Addr()+"/metrics")
+	}
+	reload.images, reload.net = images, podNetwork
 	lis, err := cri.Listen(cfg.Socket)
 	if err != nil {
 		return err
@@ -226,17 +266,22 @@ func serve(cfg config.Config, log *slog.Logger) error {
 	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
 		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down; pods and containers keep running")
-		events.Close() // ends the event streams, which GracefulStop would wait for
-		srv.GracefulStop()
-		os.Remove(cfg.Socket)
-		return nil
-	case err := <-errc:
-		if errors.Is(err, context.Canceled) {
+	for {
+		select {
+		case <-hup:
+			reload.reload(ctx)
+			continue
+		case <-ctx.Done():
+			log.Info("shutting down; pods and containers keep running")
+			events.Close() // ends the event streams, which GracefulStop would wait for
+			srv.GracefulStop()
+			os.Remove(cfg.Socket)
 			return nil
+		case err := <-errc:
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("serve: %w", err)
 		}
-		return fmt.Errorf("serve: %w", err)
 	}
 }
