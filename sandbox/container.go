@@ -91,8 +91,8 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		State:     ContainerCreated,
 		Bundle:    filepath.Join(r.opts.State, "containers", id),
 	}
-	if dir, rel := podCopy.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && rel != "" {
-		c.LogPath = filepath.Join(dir, rel)
+	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
+		return Container{}, err
 	}
 	if err := os.MkdirAll(c.Bundle, 0o711); err != nil {
 		return Container{}, fmt.Errorf("create bundle: %w", err)

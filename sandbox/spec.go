@@ -80,6 +80,12 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
 	setSecurity(spec, sec)
+	if err := setDevices(spec, cfg.GetDevices(), sec.GetPrivileged()); err != nil {
+		return nil, err
+	}
+	if spec.Process.ApparmorProfile, err = apparmorProfile(sec); err != nil {
+		return nil, err
+	}
 	seccomp, err := seccompProfile(sec, spec.Process.Capabilities.Bounding)
 	if err != nil {
 		return nil, err
@@ -292,7 +298,8 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 	return out
 }
 
-// setSecurity applies privileged mode, capabilities and no_new_privs.
+// setSecurity applies privileged mode, capabilities (ambient ones too)
+// and no_new_privs.
 // "All capabilities" means the daemon's bounding set: capabilities the
 // daemon lacks (here CAP_SYS_RESOURCE) cannot be given to a container.
 func setSecurity(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext) {
@@ -326,6 +333,13 @@ func setSecurity(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext
 		// the effective and permitted sets start empty as with docker.
 		spec.Process.Capabilities.Effective = nil
 		spec.Process.Capabilities.Permitted = nil
+	}
+	if amb := ambientCaps(sec.GetCapabilities().GetAddAmbientCapabilities(), caps); len(amb) > 0 {
+		// Ambient capabilities survive execve for a non-root user; the
+		// kernel keeps only those also permitted and inheritable.
+		c := spec.Process.Capabilities
+		c.Ambient, c.Inheritable = amb, amb
+		c.Permitted, c.Effective = unionCaps(c.Permitted, amb), unionCaps(c.Effective, amb)
 	}
 }
 

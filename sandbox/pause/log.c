@@ -187,7 +187,8 @@ void stream_flush(struct stream *s) {
 static int open_log(const char *path) {
 	int fd;
 	do
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		// O_NOFOLLOW: a symlink planted at the log path is not followed.
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	while (fd < 0 && errno == EINTR);
 	return fd;
 }

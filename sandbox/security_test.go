@@ -1,0 +1,131 @@
+package sandbox
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+func TestAppArmorProfile(t *testing.T) {
+	dir := t.TempDir()
+	appArmorEnabledFile = filepath.Join(dir, "enabled")
+	appArmorProfilesFile = filepath.Join(dir, "profiles")
+	t.Cleanup(func() {
+		appArmorEnabledFile = "/sys/module/apparmor/parameters/enabled"
+		appArmorProfilesFile = "/sys/kernel/security/apparmor/profiles"
+	})
+	local := func(ref string) *runtimeapi.LinuxContainerSecurityContext {
+		return &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: ref}}
+	}
+	rd := &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}
+
+	// No AppArmor in the kernel: RuntimeDefault is skipped, Localhost refused.
+	for _, sec := range []*runtimeapi.LinuxContainerSecurityContext{nil, rd, {Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}} {
+		if p, err := apparmorProfile(sec); p != "" || err != nil {
+			t.Errorf("no AppArmor, %v: %q, %v; want none", sec.GetApparmor(), p, err)
+		}
+	}
+	if _, err := apparmorProfile(local("mine")); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not enabled") {
+		t.Errorf("no AppArmor, Localhost: %v, want InvalidArgument saying it is not enabled", err)
+	}
+
+	// AppArmor on: a Localhost profile must be loaded.
+	os.WriteFile(appArmorEnabledFile, []byte("Y\n"), 0o644)
+	os.WriteFile(appArmorProfilesFile, []byte("mine (enforce)\n"+defaultAppArmorProfile+" (enforce)\n"), 0o644)
+	if p, err := apparmorProfile(local("localhost/mine")); p != "mine" || err != nil {
+		t.Errorf("loaded Localhost: %q, %v", p, err)
+	}
+	if _, err := apparmorProfile(local("other")); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not loaded") {
+		t.Errorf("unloaded Localhost: %v", err)
+	}
+	if p, err := apparmorProfile(rd); p != defaultAppArmorProfile || err != nil {
+		t.Errorf("RuntimeDefault: %q, %v", p, err)
+	}
+	if p, _ := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}); p != "" {
+		t.Errorf("privileged without a profile: %q, want none", p)
+	}
+}
+
+// TestContainerLogPath: the log path stays in the log directory whatever
+// symlinks the directory holds.
+func TestContainerLogPath(t *testing.T) {
+	dir := t.TempDir()
+	os.Symlink("/etc/shadow", filepath.Join(dir, "shadow.log"))
+	os.Symlink("/etc", filepath.Join(dir, "etcdir"))
+	os.Symlink("../../../../..", filepath.Join(dir, "up"))
+	for rel, want := range map[string]string{
+		"c/0.log":         dir + "/c/0.log",
+		"shadow.log":      dir + "/etc/shadow",
+		"etcdir/passwd":   dir + "/etc/passwd",
+		"up/etc/shadow":   dir + "/etc/shadow",
+		"./a//b/../x.log": "", // ".." refused
+		"/etc/shadow":     "", // absolute refused
+		"../x.log":        "",
+	} {
+		got, err := containerLogPath(dir, rel)
+		if want == "" {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("%q: %q, %v; want InvalidArgument", rel, got, err)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", rel, got, err, want)
+		}
+	}
+}
+
+func TestAmbientCaps(t *testing.T) {
+	held := []string{"CAP_CHOWN", "CAP_NET_BIND_SERVICE"}
+	if got := ambientCaps([]string{"net_bind_service", "CAP_SYS_ADMIN", "CAP_NET_BIND_SERVICE"}, held); !reflect.DeepEqual(got, []string{"CAP_NET_BIND_SERVICE"}) {
+		t.Errorf("ambient %v", got)
+	}
+	sec := &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"NET_BIND_SERVICE"}}}
+	spec := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000}}, Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	setSecurity(spec, sec)
+	c := spec.Process.Capabilities
+	for name, set := range map[string][]string{"ambient": c.Ambient, "inheritable": c.Inheritable, "permitted": c.Permitted, "effective": c.Effective} {
+		if !reflect.DeepEqual(set, []string{"CAP_NET_BIND_SERVICE"}) {
+			t.Errorf("non-root with ambient NET_BIND_SERVICE: %s %v", name, set)
+		}
+	}
+}
+
+func TestDevices(t *testing.T) {
+	spec := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	err := setDevices(spec, []*runtimeapi.Device{{HostPath: "/dev/null", ContainerPath: "/dev/mynull", Permissions: "rw"}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Linux.Devices) != 1 || spec.Linux.Devices[0].Path != "/dev/mynull" || spec.Linux.Devices[0].Major != 1 || spec.Linux.Devices[0].Minor != 3 {
+		t.Errorf("devices %+v", spec.Linux.Devices)
+	}
+	if r := spec.Linux.Resources.Devices; len(r) != 1 || !r[0].Allow || *r[0].Major != 1 || *r[0].Minor != 3 || r[0].Access != "rw" {
+		t.Errorf("cgroup rules %+v", r)
+	}
+	for _, host := range []string{"/", "/etc/passwd", "/dev/../etc"} {
+		if err := setDevices(spec, []*runtimeapi.Device{{HostPath: host, ContainerPath: "/dev/x", Permissions: "r"}}, false); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("device %s: %v, want InvalidArgument", host, err)
+		}
+	}
+	priv := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
+	if err := setDevices(priv, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, d := range priv.Linux.Devices {
+		found = found || d.Path == "/dev/null"
+		if strings.HasPrefix(d.Path, "/dev/pts/") {
+			t.Errorf("privileged got the host's pty %s", d.Path)
+		}
+	}
+	if !found {
+		t.Errorf("privileged: no /dev/null among %d host devices", len(priv.Linux.Devices))
+	}
+}
