@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -60,9 +62,13 @@ func NewService(rt *sandbox.Runtime, images Images, streams *StreamServer, event
 	return &Service{runtime: rt, images: images, streams: streams, events: events, info: info, log: log}
 }
 
-// Listen creates the unix socket (mode 0660, owned by root), replacing a
-// stale one left by a crash.
-func Listen(path string) (net.Listener, error) {
+// Listen creates the unix socket (mode 0660, owned by root and group, by
+// default root), replacing a stale one left by a crash.
+func Listen(path, group string) (net.Listener, error) {
+	gid, err := lookupGroup(group)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
@@ -77,7 +83,7 @@ func Listen(path string) (net.Listener, error) {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
-	if err := os.Chown(path, 0, 0); err != nil {
+	if err := os.Chown(path, 0, gid); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chown socket: %w", err)
 	}
@@ -107,4 +113,19 @@ func (s *Service) validateCall(ctx context.Context, req any, info *grpc.UnarySer
 		return nil, invalid(err.Error())
 	}
 	return handler(ctx, req)
+}
+
+// lookupGroup resolves a group name or numeric GID; "" is root's group.
+func lookupGroup(group string) (int, error) {
+	if group == "" {
+		return 0, nil
+	}
+	if gid, err := strconv.Atoi(group); err == nil && gid >= 0 {
+		return gid, nil
+	}
+	g, err := user.LookupGroup(group)
+	if err != nil {
+		return 0, fmt.Errorf("socket group %q: %w", group, err)
+	}
+	return strconv.Atoi(g.Gid)
 }

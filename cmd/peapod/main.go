@@ -68,6 +68,7 @@ func main() {
 // flagNames are the flags that override config keys; scripts depend on them.
 var flagNames = map[string]func(*config.Config) *string{
 	"socket":          func(c *config.Config) *string { return &c.Socket },
+	"socket-group":    func(c *config.Config) *string { return &c.SocketGroup },
 	"root":            func(c *config.Config) *string { return &c.Root },
 	"state":           func(c *config.Config) *string { return &c.State },
 	"log-level":       func(c *config.Config) *string { return &c.LogLevel },
@@ -83,6 +84,7 @@ var flagNames = map[string]func(*config.Config) *string{
 
 var flagUsage = map[string]string{
 	"socket":          "CRI gRPC unix socket",
+	"socket-group":    "group (name or GID) owning the socket, mode 0660 (empty: root)",
 	"root":            "persistent state directory (metadata, images, container layers)",
 	"state":           "runtime state directory (pod files, container state)",
 	"log-level":       "debug, info, warn or error",
@@ -253,7 +255,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		log.Info("serving metrics", "url", "http://"+ms.Addr()+"/metrics")
 	}
 	reload.images, reload.net = images, podNetwork
-	lis, err := cri.Listen(cfg.Socket)
+	lis, err := cri.Listen(cfg.Socket, cfg.SocketGroup)
 	if err != nil {
 		return err
 	}

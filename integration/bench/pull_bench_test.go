@@ -185,7 +185,7 @@ func startPeapod(b *testing.B, reg string) runtimeapi.ImageServiceClient {
 	})
 	svc := cri.NewService(nil, store, nil, nil, cri.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	sock := filepath.Join(dir, "peapod.sock")
-	lis, err := cri.Listen(sock)
+	lis, err := cri.Listen(sock, "")
 	if err != nil {
 		b.Fatal(err)
 	}
