@@ -23,7 +23,7 @@ var defaultsTOML string
 
 // Config is the daemon's configuration. Keys mirror the flags of cmd/peapod.
 type Config struct {
-	Socket         string `toml:"socket"`
+	Socket string `toml:"socket"`
 	// SocketGroup owns the socket (name or GID); empty: root.
 	SocketGroup    string `toml:"socket_group"`
 	Root           string `toml:"root"`

@@ -43,7 +43,7 @@ func goodContainer() *runtimeapi.ContainerConfig {
 			Resources: &runtimeapi.LinuxContainerResources{CpuQuota: -1, CpusetCpus: "0-1,3", OomScoreAdj: 1000, MemorySwapLimitInBytes: -1,
 				HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}}},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
-				Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"net_admin", "CAP_SYS_TIME"}, DropCapabilities: []string{"ALL"}, AddAmbientCapabilities: []string{"CAP_NET_BIND_SERVICE"}},
+				Capabilities:  &runtimeapi.Capability{AddCapabilities: []string{"net_admin", "CAP_SYS_TIME"}, DropCapabilities: []string{"ALL"}, AddAmbientCapabilities: []string{"CAP_NET_BIND_SERVICE"}},
 				RunAsUsername: "nobody",
 				MaskedPaths:   []string{"/proc/kcore"},
 				Apparmor:      &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "k8s-apparmor-example"},
@@ -99,7 +99,9 @@ func TestValidateRefuses(t *testing.T) {
 		{"newline name", "control", pod(func(c *runtimeapi.PodSandboxConfig) { c.Metadata.Name = "a\nb" })},
 		{"relative log dir", "absolute", pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "logs" })},
 		{"log dir escape", `".."`, pod(func(c *runtimeapi.PodSandboxConfig) { c.LogDirectory = "/var/log/../../etc" })},
-		{"huge annotations", "limit", pod(func(c *runtimeapi.PodSandboxConfig) { c.Annotations = map[string]string{"a": strings.Repeat("x", 300<<10)} })},
+		{"huge annotations", "limit", pod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Annotations = map[string]string{"a": strings.Repeat("x", 300<<10)}
+		})},
 		{"empty label key", "empty key", pod(func(c *runtimeapi.PodSandboxConfig) { c.Labels = map[string]string{"": "x"} })},
 		{"DNS injection", "search domain", pod(func(c *runtimeapi.PodSandboxConfig) { c.DnsConfig.Searches = []string{"a\nnameserver 6.6.6.6"} })},
 		{"DNS server not IP", "not an IP", pod(func(c *runtimeapi.PodSandboxConfig) { c.DnsConfig.Servers = []string{"evil.example"} })},
@@ -108,7 +110,9 @@ func TestValidateRefuses(t *testing.T) {
 		{"bad protocol", "protocol", pod(func(c *runtimeapi.PodSandboxConfig) { c.PortMappings[0].Protocol = 9 })},
 		{"bad host IP", "host IP", pod(func(c *runtimeapi.PodSandboxConfig) { c.PortMappings[0].HostIp = "1.2.3" })},
 		{"nil port mapping", "empty", pod(func(c *runtimeapi.PodSandboxConfig) { c.PortMappings = append(c.PortMappings, nil) })},
-		{"sysctl escape", "component", pod(func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.ipv4/../../kernel/core_pattern": "|/x"} })},
+		{"sysctl escape", "component", pod(func(c *runtimeapi.PodSandboxConfig) {
+			c.Linux.Sysctls = map[string]string{"net.ipv4/../../kernel/core_pattern": "|/x"}
+		})},
 		{"sysctl odd character", "plain name", pod(func(c *runtimeapi.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"net.core.a b": "1"} })},
 		{"cgroup parent escape", "cgroup parent", pod(func(c *runtimeapi.PodSandboxConfig) { c.Linux.CgroupParent = "/../../sys" })},
 		{"negative pod user", "run_as_user", pod(func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext.RunAsUser.Value = -1 })},
@@ -140,11 +144,17 @@ func TestValidateRefuses(t *testing.T) {
 		{"nil mount", "empty", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts = []*runtimeapi.Mount{nil} })},
 		{"device permissions", "permissions", ctr(func(c *runtimeapi.ContainerConfig) { c.Devices[0].Permissions = "rwx" })},
 		{"relative device", "absolute", ctr(func(c *runtimeapi.ContainerConfig) { c.Devices[0].HostPath = "dev/sda" })},
-		{"unknown capability", "not a Linux capability", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.Capabilities.AddCapabilities = []string{"CAP_GOD_MODE"} })},
-		{"ambient ALL", "not a Linux capability", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.Capabilities.AddAmbientCapabilities = []string{"ALL"} })},
+		{"unknown capability", "not a Linux capability", sec(func(s *runtimeapi.LinuxContainerSecurityContext) {
+			s.Capabilities.AddCapabilities = []string{"CAP_GOD_MODE"}
+		})},
+		{"ambient ALL", "not a Linux capability", sec(func(s *runtimeapi.LinuxContainerSecurityContext) {
+			s.Capabilities.AddAmbientCapabilities = []string{"ALL"}
+		})},
 		{"username with colon", "run_as_username", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsUsername = "root:root" })},
 		{"uid -1", "run_as_user", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsUser = &runtimeapi.Int64Value{Value: -1} })},
-		{"uid 2^32-1", "run_as_user", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsUser = &runtimeapi.Int64Value{Value: 1<<32 - 1} })},
+		{"uid 2^32-1", "run_as_user", sec(func(s *runtimeapi.LinuxContainerSecurityContext) {
+			s.RunAsUser = &runtimeapi.Int64Value{Value: 1<<32 - 1}
+		})},
 		{"group 2^40", "supplemental", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.SupplementalGroups = []int64{1 << 40} })},
 		{"policy 9", "policy", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.SupplementalGroupsPolicy = 9 })},
 		{"masked relative", "absolute", sec(func(s *runtimeapi.LinuxContainerSecurityContext) { s.MaskedPaths = []string{"proc/kcore"} })},
