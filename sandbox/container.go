@@ -108,7 +108,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	undo = append(undo, func() {
 		cctx, cancel := cleanupContext()
 		defer cancel()
-		r.opts.Images.RemoveRootfs(cctx, id)
+		r.removeRootfs(cctx, id)
 	})
 	r.fail.crash("create-container-after-rootfs")
 
@@ -361,7 +361,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if p != nil {
 		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
-	if err := r.opts.Images.RemoveRootfs(ctx, c.ID); err != nil {
+	if err := r.removeRootfs(ctx, c.ID); err != nil {
 		return fmt.Errorf("remove container %s root filesystem: %w", c.ID, err)
 	}
 	if err := os.RemoveAll(c.Bundle); err != nil {

@@ -168,7 +168,7 @@ func (r *Runtime) removeOrphanBundles(ctx context.Context) {
 			lc.Destroy()
 		}
 		if r.opts.Images != nil {
-			if err := r.opts.Images.RemoveRootfs(ctx, id); err != nil {
+			if err := r.removeRootfs(ctx, id); err != nil {
 				r.log.Warn("remove the root filesystem of a half-created container", "container", id, "err", err)
 				continue
 			}

@@ -23,7 +23,7 @@ import (
 func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error {
 	// The image store may have unmounted the root filesystem when the daemon
 	// last shut down; mounting again is a no-op when it is mounted.
-	if _, err := r.opts.Images.CreateRootfs(ctx, c.ID, c.Image.ID); err != nil {
+	if _, err := r.createRootfs(ctx, c.ID, c.Image.ID, p.Config); err != nil {
 		return fmt.Errorf("mount root filesystem: %w", err)
 	}
 	r.fail.crash("start-container-after-rootfs")

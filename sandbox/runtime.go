@@ -78,6 +78,11 @@ func Open(opts Options) (*Runtime, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
+	// Containers in a user namespace pass through the state directory to
+	// their root filesystem and pod files (as containerd's 0711 dirs).
+	if st, err := os.Stat(opts.State); err == nil && st.Mode().Perm()&0o001 == 0 {
+		os.Chmod(opts.State, st.Mode().Perm()|0o011)
+	}
 	if exe := selfExe(); exe != "" && exeSealOverlaps(exe, libcontainerRoot(opts.State)) {
 		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+
 			"every exec and container start will copy the whole binary (tens of ms each); "+

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -155,6 +156,9 @@ func probeIDMap(dir string) error {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
 	}
+	if err := traversable(dir); err != nil {
+		return err
+	}
 	cmd := &exec.Cmd{
 		Path: exe,
 		Args: []string{"peapod", pause.Command},
@@ -201,11 +205,80 @@ func (r *Runtime) UserNamespaces() bool {
 	return ok
 }
 
-// createRootfs has the image store create the container's root filesystem,
-// mapped when the pod has its own user namespace.
+// createRootfs has the image store create (or mount again) the container's
+// root filesystem. For a pod with its own user namespace it is mapped, and
+// it is bind-mounted at <state>/rootfs/<id>: runc resolves the path from
+// inside the user namespace, where root has no power over the image store's
+// private (0700) directories.
 func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
-	if u := podUserns(pod); u != nil {
-		return r.opts.Images.CreateRootfsMapped(ctx, id, imageID, specIDMappings(u.GetUids()), specIDMappings(u.GetGids()))
+	u := podUserns(pod)
+	if u == nil {
+		return r.opts.Images.CreateRootfs(ctx, id, imageID)
 	}
-	return r.opts.Images.CreateRootfs(ctx, id, imageID)
+	src, err := r.opts.Images.CreateRootfsMapped(ctx, id, imageID, specIDMappings(u.GetUids()), specIDMappings(u.GetGids()))
+	if err != nil {
+		return "", err
+	}
+	dst := rootfsBindPath(r.opts.State, id)
+	if isMountPoint(dst) {
+		return dst, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
+		return "", fmt.Errorf("create rootfs bind directory: %w", err)
+	}
+	if err := os.Mkdir(dst, 0o755); err != nil && !os.IsExist(err) {
+		return "", fmt.Errorf("create rootfs bind point: %w", err)
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return "", fmt.Errorf("bind root filesystem at %s: %w", dst, err)
+	}
+	_ = unix.Mount("", dst, "", unix.MS_PRIVATE, "")
+	return dst, nil
+}
+
+// removeRootfs unbinds what createRootfs bound and has the image store
+// remove the container's layer.
+func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
+	dst := rootfsBindPath(r.opts.State, id)
+	if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("unbind root filesystem %s: %w", dst, err)
+	}
+	if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove rootfs bind point: %w", err)
+	}
+	return r.opts.Images.RemoveRootfs(ctx, id)
+}
+
+func rootfsBindPath(state, id string) string { return filepath.Join(state, "rootfs", id) }
+
+// isMountPoint tells whether path is on another filesystem than its parent
+// (enough for the overlay bound there).
+func isMountPoint(path string) bool {
+	var st, parent unix.Stat_t
+	if unix.Lstat(path, &st) != nil || unix.Lstat(filepath.Dir(path), &parent) != nil {
+		return false
+	}
+	return st.Dev != parent.Dev
+}
+
+// traversable checks that every directory from / down to dir lets other
+// users through: the processes of a user-namespaced container are "other"
+// to the host's root-owned directories.
+func traversable(dir string) error {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	for d := abs; ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is not searchable by other users (mode %v); user-namespaced containers could not reach their files below it", d, st.Mode().Perm())
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
