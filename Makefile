@@ -7,7 +7,7 @@ BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
 
-.PHONY: all build run test unit integration vet bench clean test-cgroupv2 critest
+.PHONY: all build run test unit integration vet bench clean test-cgroupv2 critest install uninstall
 
 all: build
 
@@ -33,20 +33,11 @@ test: vet
 integration:
 	$(GO) test -tags "$(TAGS)" -count=1 -timeout 30m -v ./integration/...
 
-# The cgroup tests (real pod cgroups, v2 file translation) under cgroup v2:
-# directly on a v2 host, else in ../shared/vm's guest (qemu TCG: its UML
-# backend's init crashes on this machine kind). Skips when neither exists.
-VM_RUN    ?= ../shared/vm/vm-run.sh
+# The cgroup unit tests and the resource integration tests under cgroup v2:
+# directly on a v2 host, else built here and run in ../shared/vm's guest
+# (UML where it boots, else qemu TCG). Fails when neither can run.
 test-cgroupv2:
-	@if [ -f /sys/fs/cgroup/cgroup.controllers ]; then \
-		$(GO) test -tags "$(TAGS)" -count=1 -v ./cgroups/ && \
-		$(GO) test -tags "$(TAGS)" -count=1 -v -run 'TestResources|TestOOMKilled' ./integration/; \
-	elif [ -x $(VM_RUN) ]; then \
-		$(GO) test -c -tags "$(TAGS)" -o cgroups.v2.test ./cgroups/ && \
-		{ $(VM_RUN) --backend tcg -- ./cgroups.v2.test -test.v -test.count=1; rc=$$?; rm -f cgroups.v2.test; exit $$rc; }; \
-	else \
-		echo "test-cgroupv2: SKIPPED: this host is cgroup v1 and $(VM_RUN) is absent"; \
-	fi
+	GO=$(GO) integration/cgroupv2.sh
 
 # The CRI validation suite: critest v1.36.0 and the ginkgo CLI it runs
 # under (--parallel), built from the Go module proxy through the tools
@@ -67,6 +58,40 @@ $(CRITEST_TOOLS)/critest: tools/critest/go.mod tools/critest/go.sum
 critest: build $(CRITEST_TOOLS)/critest
 	CRITEST_TOOLS=$(CURDIR)/$(CRITEST_TOOLS) PEAPOD_BIN=$(CURDIR)/$(BIN) CRITEST_REPORT_DIR=$(CURDIR)/_output/critest \
 		$(GO) test -tags "$(TAGS)" -count=1 -v -timeout 60m -run '^TestCritest$$' ./integration/critest/
+
+# Installs for a node: `sudo make install`, or into a staging root with
+# DESTDIR=/tmp/stage. The config is installed only where none exists, so an
+# operator's file is never overwritten; likewise /etc/crictl.yaml.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(SYSCONFDIR)/systemd/system
+DESTDIR    ?=
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/peapod
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml ]; then \
+		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml (the defaults: peapod config default)"; \
+	else \
+		echo "install -D -m 0644 config/peapod.toml $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml"; \
+		install -D -m 0644 config/peapod.toml $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml; \
+	fi
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's#/usr/local/bin/peapod#$(BINDIR)/peapod#' -e 's#/etc/peapod/#$(SYSCONFDIR)/peapod/#' \
+		contrib/systemd/peapod.service > $(DESTDIR)$(UNITDIR)/peapod.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/peapod.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/crictl.yaml ]; then \
+		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/crictl.yaml (peapod's: contrib/crictl.yaml)"; \
+	else \
+		echo "install -D -m 0644 contrib/crictl.yaml $(DESTDIR)$(SYSCONFDIR)/crictl.yaml"; \
+		install -D -m 0644 contrib/crictl.yaml $(DESTDIR)$(SYSCONFDIR)/crictl.yaml; \
+	fi
+	@echo "installed. With systemd: systemctl daemon-reload && systemctl enable --now peapod"
+
+# Removes the binary and the unit; keeps the config, /etc/crictl.yaml and
+# peapod's state (/var/lib/peapod), as package managers do.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(UNITDIR)/peapod.service
 
 bench:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -349,8 +350,19 @@ func removeCgroupTree(parent string) {
 	}
 }
 
+// timeoutScale stretches the tests' waits on a slow machine: the emulated
+// cgroup v2 guest of make test-cgroupv2 sets PEAPOD_TEST_TIMEOUT_SCALE.
+var timeoutScale = func() time.Duration {
+	n, err := strconv.Atoi(os.Getenv("PEAPOD_TEST_TIMEOUT_SCALE"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return time.Duration(n)
+}()
+
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout *= timeoutScale
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -371,7 +383,7 @@ func testImage(t *testing.T) (regAddr, ref string) {
 }
 
 func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	c, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeoutScale)
 	t.Cleanup(cancel)
 	return c
 }

@@ -143,13 +143,14 @@ func TestResources(t *testing.T) {
 	mem.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}
 	memID := startContainer(t, d, run.PodSandboxId, podCfg, mem)
 	var ms *runtimeapi.ContainerStats
-	waitFor(t, 30*time.Second, "the mem container to hold 40 MiB", func() bool {
+	// The writable layer is measured at most every 10 s, as containerd does.
+	waitFor(t, 40*time.Second, "the mem container to hold 40 MiB and its layer 1 MiB", func() bool {
 		r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ms = r.Stats
-		return ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20
+		return ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20 && ms.GetWritableLayer().GetUsedBytes().GetValue() >= 1<<20
 	})
 	m := ms.GetMemory()
 	t.Logf("mem container: working set %d, usage %d, rss %d, page faults %d, available %d; writable layer %d bytes, %d inodes",
@@ -243,35 +244,90 @@ func TestResources(t *testing.T) {
 }
 
 // TestOOMKilledRepeated: a 32 MiB container that allocates 100 MiB is
-// OOMKilled/137 every time: 10 runs where the container's init allocates
-// at once at start, 10 where a child of the init is the one killed.
+// OOMKilled/137 every time, in 20 runs of these variants: the init
+// allocates it all at once at start (killed within milliseconds), the init
+// grows until killed, a child of the init is the one killed (sh passes on
+// its 137), and on cgroup v2 the same child with memory.oom.group set, as
+// kubelet sets it, so the kernel kills the whole container.
 func TestOOMKilledRepeated(t *testing.T) {
 	d, image := readyDaemon(t)
 	c := ctx(t)
 	podCfg := podConfig("oom20", t.TempDir())
 	run := runPod(t, d, podCfg)
-	variants := [][]string{
-		{"tail", "/dev/zero"},                         // one line that never ends: tail holds it all
-		{"sh", "-c", "head -c 100m /dev/zero | tail"}, // sh exits with the killed tail's 137
+	type variant struct {
+		name    string
+		cmd     []string
+		unified map[string]string
+	}
+	variants := []variant{
+		{"at once at start", []string{"dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"}, nil},
+		{"init grows", []string{"tail", "/dev/zero"}, nil}, // one line that never ends: tail holds it all
+		{"child killed", []string{"sh", "-c", "head -c 100m /dev/zero | tail"}, nil},
+	}
+	if cgroupV2() {
+		variants = append(variants, variant{"child, oom.group", []string{"sh", "-c", "head -c 100m /dev/zero | tail; sleep 1000"},
+			map[string]string{"memory.oom.group": "1"}})
 	}
 	fails := 0
+	var took []time.Duration
 	for i := range 20 {
-		cmd := variants[i%2]
-		cfg := containerConfig(fmt.Sprintf("hog%d", i), image, cmd...)
-		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
+		v := variants[i%len(variants)]
+		cfg := containerConfig(fmt.Sprintf("hog%d", i), image, v.cmd...)
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, Unified: v.unified}}
 		id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
 		var s *runtimeapi.ContainerStatus
 		waitFor(t, 30*time.Second, "the container to exit", func() bool {
 			s = containerStatus(t, d, id)
 			return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
 		})
+		took = append(took, time.Duration(s.FinishedAt-s.StartedAt).Round(time.Millisecond))
 		if s.ExitCode != 137 || s.Reason != "OOMKilled" {
 			fails++
-			t.Errorf("run %d (%q): exit %d reason %q, want 137 OOMKilled", i, cmd, s.ExitCode, s.Reason)
+			t.Errorf("run %d (%s): exit %d reason %q, want 137 OOMKilled", i, v.name, s.ExitCode, s.Reason)
 		}
 		if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("OOMKilled/137 in %d of 20 runs", 20-fails)
+	t.Logf("OOMKilled/137 in %d of 20 runs (%d variants); start to exit: %v", 20-fails, len(variants), took)
+}
+
+// TestLiveMemoryUpdate: lowering a running container's memory limit takes
+// effect at once: the container's init then allocates 48 MiB, which its old
+// 128 MiB limit allowed (it would exit 0), and is OOMKilled under the new
+// 32 MiB one.
+func TestLiveMemoryUpdate(t *testing.T) {
+	d, image := readyDaemon(t)
+	c := ctx(t)
+	podCfg := podConfig("memupd", t.TempDir())
+	run := runPod(t, d, podCfg)
+	// The go-ahead is a file the test makes in a bind-mounted directory (an
+	// exec would add its own memory to the container's).
+	trigger := t.TempDir()
+	cfg := containerConfig("grow", image, "sh", "-c",
+		"while [ ! -e /trigger/go ]; do sleep 0.1; done; exec dd if=/dev/zero of=/dev/null bs=48M count=1")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/trigger", HostPath: trigger}}
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}
+	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
+	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	rel := filepath.Join(d.cgroupParent, "peapod-pod-"+run.PodSandboxId, "peapod-"+id)
+	expectCgroup(t, rel, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(32 << 20)},
+		map[string]string{"memory/memory.max": strconv.Itoa(32 << 20)})
+	if r := containerStatus(t, d, id).GetResources().GetLinux(); r.GetMemoryLimitInBytes() != 32<<20 {
+		t.Errorf("status resources after update: %v", r)
+	}
+	if err := os.WriteFile(filepath.Join(trigger, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var s *runtimeapi.ContainerStatus
+	waitFor(t, 30*time.Second, "the container to exit", func() bool {
+		s = containerStatus(t, d, id)
+		return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if s.ExitCode != 137 || s.Reason != "OOMKilled" {
+		t.Errorf("after lowering the limit to 32 MiB and allocating 48 MiB: exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
+	}
 }

@@ -1,0 +1,136 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestResourcesSystemd: with cgroup_driver = "systemd", a pod whose parent
+// is a slice name, as kubelet's systemd driver sends it, gets the cgroups
+// systemd would make for it (peapod manages them with cgroupfs): the pod a
+// child slice, the pause and the containers scopes, with their limits.
+func TestResourcesSystemd(t *testing.T) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	conf := filepath.Join(d.dir, "peapod.toml")
+	if err := os.WriteFile(conf, []byte("cgroup_driver = \"systemd\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.args = append(d.args, "--config", conf)
+	d.start()
+	c := ctx(t)
+	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := d.rt.RuntimeConfig(c, &runtimeapi.RuntimeConfigRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rc.GetLinux().GetCgroupDriver(); got != runtimeapi.CgroupDriver_SYSTEMD {
+		t.Errorf("RuntimeConfig cgroup driver %v, want SYSTEMD", got)
+	}
+
+	// A root slice of the test's own, as kubelet's kubepods.slice.
+	top := "peapodit" + randomSuffix()
+	slice := top + "-pod" + randomSuffix() + ".slice"
+	sliceDir := "/" + top + ".slice/" + slice
+	t.Cleanup(func() { removeAbsCgroup(sliceDir); removeAbsCgroup("/" + top + ".slice") })
+
+	podCfg := podConfig("sd", t.TempDir())
+	podCfg.Linux.CgroupParent = slice
+	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuQuota: 50000, CpuPeriod: 100000}
+	run := runPod(t, d, podCfg)
+	podDir := sliceDir + "/" + strings.TrimSuffix(slice, ".slice") + "-peapod_pod_" + run.PodSandboxId + ".slice"
+	expectAbsCgroup(t, podDir, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(128 << 20), "cpu/cpu.cfs_quota_us": "50000"},
+		map[string]string{"memory/memory.max": strconv.Itoa(128 << 20), "cpu/cpu.max": "50000 100000"})
+	pause := pausePID(c, d, run.PodSandboxId)
+	if got := readAbsCgroup(t, "memory", podDir+"/peapod-pause.scope", "cgroup.procs"); got != strconv.Itoa(pause) {
+		t.Errorf("peapod-pause.scope holds %q, want the pause %d", got, pause)
+	}
+
+	cfg := containerConfig("sleeper", image, "sleep", "1000")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 64 << 20, CpuShares: 512}}
+	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
+	scope := podDir + "/peapod-" + id + ".scope"
+	expectAbsCgroup(t, scope, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(64 << 20), "cpu/cpu.shares": "512"},
+		map[string]string{"memory/memory.max": strconv.Itoa(64 << 20), "cpu/cpu.weight": "59"})
+	if procs := readAbsCgroup(t, "memory", scope, "cgroup.procs"); procs == "" {
+		t.Errorf("container scope %s holds no process", scope)
+	}
+	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	expectAbsCgroup(t, scope, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(96 << 20)},
+		map[string]string{"memory/memory.max": strconv.Itoa(96 << 20)})
+
+	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(absCgroupFile(t, "memory", podDir, "")); !os.IsNotExist(err) {
+		t.Errorf("pod slice %s left after removal (%v)", podDir, err)
+	}
+
+	// The cgroupfs driver refuses slices: kubelet and peapod must agree.
+	plain := newDaemon(t, regAddr)
+	plain.start()
+	cfg2 := podConfig("sd2", t.TempDir())
+	cfg2.Linux.CgroupParent = slice
+	if _, err := plain.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg2}); err == nil {
+		t.Error("cgroupfs driver accepted a slice parent")
+	}
+}
+
+// absCgroupFile is file in the cgroup at the absolute path abs (from the
+// root of the hierarchy) of controller ctrl on v1, or in the unified one.
+func absCgroupFile(t *testing.T, ctrl, abs, file string) string {
+	if cgroupV2() {
+		return filepath.Join("/sys/fs/cgroup", abs, file)
+	}
+	return filepath.Join("/sys/fs/cgroup", ctrl, abs, file)
+}
+
+func readAbsCgroup(t *testing.T, ctrl, abs, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(absCgroupFile(t, ctrl, abs, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func expectAbsCgroup(t *testing.T, abs string, v1, v2 map[string]string) {
+	t.Helper()
+	want := v1
+	if cgroupV2() {
+		want = v2
+	}
+	for key, v := range want {
+		ctrl, file, _ := strings.Cut(key, "/")
+		if got := readAbsCgroup(t, ctrl, abs, file); got != v {
+			t.Errorf("%s/%s = %q, want %q", abs, file, got, v)
+		}
+	}
+}
+
+// removeAbsCgroup removes an (empty) cgroup at an absolute path in every
+// hierarchy.
+func removeAbsCgroup(abs string) {
+	if cgroupV2() {
+		syscall.Rmdir(filepath.Join("/sys/fs/cgroup", abs))
+		return
+	}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		syscall.Rmdir(filepath.Join("/sys/fs/cgroup", e.Name(), abs))
+	}
+}
