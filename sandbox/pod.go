@@ -34,6 +34,9 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := validatePodConfig(cfg); err != nil {
 		return Pod{}, err
 	}
+	if err := r.checkUsernsSupport(cfg); err != nil {
+		return Pod{}, err
+	}
 	if handler != "" && handler != "runc" {
 		return Pod{}, fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
 	}

@@ -131,7 +131,8 @@ var (
 
 // UserNamespacesSupported reports whether pods can get user namespaces
 // here: the kernel has them and can idmap mounts of the filesystem under
-// dir (the state directory). The probe runs once.
+// dir (the state directory; probed once), and the containers' processes can
+// pass through dir's path.
 func UserNamespacesSupported(dir string) (bool, string) {
 	usernsOnce.Do(func() {
 		if err := probeIDMap(dir); err != nil {
@@ -140,7 +141,13 @@ func UserNamespacesSupported(dir string) (bool, string) {
 		}
 		usernsSupported = true
 	})
-	return usernsSupported, usernsReason
+	if !usernsSupported {
+		return false, usernsReason
+	}
+	if err := traversable(dir); err != nil {
+		return false, err.Error()
+	}
+	return true, ""
 }
 
 // probeIDMap creates a user namespace (the pause process, cloned into one)
@@ -154,9 +161,6 @@ func probeIDMap(dir string) error {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return err
-	}
-	if err := traversable(dir); err != nil {
 		return err
 	}
 	cmd := &exec.Cmd{
@@ -281,4 +285,16 @@ func traversable(dir string) error {
 			return nil
 		}
 	}
+}
+
+// checkUsernsSupport refuses a pod user namespace where Status does not
+// offer one.
+func (r *Runtime) checkUsernsSupport(cfg *runtimeapi.PodSandboxConfig) error {
+	if podUserns(cfg) == nil {
+		return nil
+	}
+	if ok, why := UserNamespacesSupported(r.opts.State); !ok {
+		return fmt.Errorf("user namespaces are not supported here: %s: %w", why, ErrFailedPrecondition)
+	}
+	return nil
 }
