@@ -33,20 +33,11 @@ test: vet
 integration:
 	$(GO) test -tags "$(TAGS)" -count=1 -timeout 30m -v ./integration/...
 
-# The cgroup tests (real pod cgroups, v2 file translation) under cgroup v2:
-# directly on a v2 host, else in ../shared/vm's guest (qemu TCG: its UML
-# backend's init crashes on this machine kind). Skips when neither exists.
-VM_RUN    ?= ../shared/vm/vm-run.sh
+# The cgroup unit tests and the resource integration tests under cgroup v2:
+# directly on a v2 host, else built here and run in ../shared/vm's guest
+# (UML where it boots, else qemu TCG). Fails when neither can run.
 test-cgroupv2:
-	@if [ -f /sys/fs/cgroup/cgroup.controllers ]; then \
-		$(GO) test -tags "$(TAGS)" -count=1 -v ./cgroups/ && \
-		$(GO) test -tags "$(TAGS)" -count=1 -v -run 'TestResources|TestOOMKilled' ./integration/; \
-	elif [ -x $(VM_RUN) ]; then \
-		$(GO) test -c -tags "$(TAGS)" -o cgroups.v2.test ./cgroups/ && \
-		{ $(VM_RUN) --backend tcg -- ./cgroups.v2.test -test.v -test.count=1; rc=$$?; rm -f cgroups.v2.test; exit $$rc; }; \
-	else \
-		echo "test-cgroupv2: SKIPPED: this host is cgroup v1 and $(VM_RUN) is absent"; \
-	fi
+	GO=$(GO) integration/cgroupv2.sh
 
 # The CRI validation suite: critest v1.36.0 and the ginkgo CLI it runs
 # under (--parallel), built from the Go module proxy through the tools
