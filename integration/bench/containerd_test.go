@@ -20,8 +20,10 @@ import (
 
 // containerdEndpoint is a private containerd's CRI services.
 type containerdEndpoint struct {
-	img runtimeapi.ImageServiceClient
-	rt  runtimeapi.RuntimeServiceClient
+	img  runtimeapi.ImageServiceClient
+	rt   runtimeapi.RuntimeServiceClient
+	sock string // named in the command line of its shims
+	dir  string // root of its config, hosts.d, state
 }
 
 // startContainerd starts Debian's containerd (installed with apt-get if
@@ -92,7 +94,7 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
 		if err == nil {
-			return containerdEndpoint{img: client, rt: rt}
+			return containerdEndpoint{img: client, rt: rt, sock: sock, dir: dir}
 		}
 		select {
 		case <-exited:

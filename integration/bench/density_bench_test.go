@@ -14,17 +14,18 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-const densityPods = 50
+const densityPods = 100
 
-// BenchmarkDensity measures what each runtime adds per pod at 50 pods of
+// BenchmarkDensity measures what each runtime adds per pod at 100 pods of
 // one `sleep 3600` container each, host network on both (no CNI): the PSS
 // (/proc/PID/smaps_rollup) of the processes the runtime runs per pod
 // (peapod: keeper, and PID holder when there is one; containerd 1.6: shim +
-// pause) summed and divided by 50, and the daemon's RSS at 0 and 50 pods.
-// The rule is that of ../shared/critest/measure-density.sh: processes that
-// appear with the pods, descend from the daemon or name a pod in their
-// command line, minus the containers' own processes. Goals (issue 7):
-// per-pod PSS <= 180 KiB, daemon RSS growth <= 40 KiB per pod.
+// pause) summed and divided by the pod count, the daemon's RSS at 0 and
+// 100 pods, and the CPU seconds the runtime spent starting them. The rule
+// is that of ../shared/critest/measure-density.sh: processes that appear
+// with the pods, descend from the daemon or name a pod (or the runtime's
+// socket) in their command line, minus the containers' own processes.
+// BenchmarkPerformance runs the same measurement with pod networks.
 func BenchmarkDensity(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -34,25 +35,29 @@ func BenchmarkDensity(b *testing.B) {
 	results := map[string]density{}
 	runtimes := []struct {
 		name, exe string
-		start     func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient)
+		start     func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient, string)
 	}{
-		{"peapod", "peapod", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
-			return startPeapodDaemon(b, reg)
+		{"peapod", "peapod", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient, string) {
+			rt, img := startPeapodDaemon(b, reg)
+			return rt, img, ""
 		}},
-		{"containerd", "containerd", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+		{"containerd", "containerd", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient, string) {
 			ep := startContainerd(b, reg, pause)
-			return ep.rt, ep.img
+			return ep.rt, ep.img, ep.sock
 		}},
 	}
 	for _, rt := range runtimes {
 		b.Run(rt.name, func(b *testing.B) {
-			rtc, img := rt.start()
+			rtc, img, marker := rt.start()
 			daemon := childNamed(rt.exe)
 			if daemon == 0 {
 				b.Fatalf("no %s process among this test's children", rt.exe)
 			}
+			pull(b, context.Background(), runtimeUnderTest{img: img}, image)
 			for i := 0; i < b.N; i++ {
-				results[rt.name] = measureDensity(b, rtc, img, image, daemon)
+				f := startFleet(b, rtc, image, densityPods, true, daemon, marker)
+				results[rt.name] = f.measure(b)
+				f.remove()
 			}
 		})
 	}
@@ -72,11 +77,12 @@ func BenchmarkDensity(b *testing.B) {
 	row("per-pod RSS", p.perPodRss, c.perPodRss, "KiB")
 	fmt.Fprintf(&out, "%-30s %12d %12d\n", "per-pod processes (total)", p.processes, c.processes)
 	row("daemon RSS, 0 pods", p.daemonRss0, c.daemonRss0, "KiB")
-	row("daemon RSS, 50 pods", p.daemonRss50, c.daemonRss50, "KiB")
-	row("daemon RSS growth per pod", (p.daemonRss50-p.daemonRss0)/densityPods, (c.daemonRss50-c.daemonRss0)/densityPods, "KiB")
-	row("50 pods started", p.startSeconds*1000, c.startSeconds*1000, "ms")
+	row(fmt.Sprintf("daemon RSS, %d pods", densityPods), p.daemonRssN, c.daemonRssN, "KiB")
+	row("daemon RSS growth per pod", (p.daemonRssN-p.daemonRss0)/densityPods, (c.daemonRssN-c.daemonRss0)/densityPods, "KiB")
+	row(fmt.Sprintf("%d pods started", densityPods), p.start.Seconds()*1000, c.start.Seconds()*1000, "ms")
+	row(fmt.Sprintf("CPU to start %d pods", densityPods), p.cpuSeconds*1000, c.cpuSeconds*1000, "ms")
 	fmt.Fprintf(&out, "goals: per-pod PSS <= 180 KiB (peapod %s), daemon RSS growth <= 40 KiB/pod (peapod %s)\n",
-		verdict(p.perPodPss <= 180), verdict((p.daemonRss50-p.daemonRss0)/densityPods <= 40))
+		verdict(p.perPodPss <= 180), verdict((p.daemonRssN-p.daemonRss0)/densityPods <= 40))
 	fmt.Print(out.String())
 }
 
@@ -88,67 +94,84 @@ func verdict(ok bool) string {
 }
 
 type density struct {
-	perPodPss, perPodRss    float64 // KiB
-	processes               int
-	daemonRss0, daemonRss50 float64 // KiB
-	startSeconds            float64
+	pods                   int
+	perPodPss, perPodRss   float64 // KiB
+	processes              int
+	daemonRss0, daemonRssN float64 // KiB
+	start, start50         time.Duration
+	cpuSeconds             float64 // runtime CPU spent while starting the pods
 }
 
-// measureDensity runs the pods, measures, and removes them again.
-func measureDensity(b *testing.B, rt runtimeapi.RuntimeServiceClient, img runtimeapi.ImageServiceClient, image string, daemon int) density {
-	ctx := context.Background()
-	if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-		b.Fatalf("pull: %v", err)
-	}
-	var d density
-	time.Sleep(2 * time.Second) // let the daemon settle after the pull
-	d.daemonRss0 = float64(statusKiB(daemon, "VmRSS:"))
-	before := processSet()
+// fleet is a set of density pods, one `sleep 3600` container each, and
+// what is needed to tell the runtime's processes from the containers'.
+type fleet struct {
+	rt         runtimeapi.RuntimeServiceClient
+	daemon     int
+	marker     string // a string in the command line of the runtime's per-pod processes ("" = none)
+	before     map[string]bool
+	pods, ctrs []string
+	d          density
+}
 
-	var pods, ctrs []string
-	defer func() {
-		for _, p := range pods {
-			rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p})
-			rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p})
-		}
-	}()
-	// kubelet's defaults but for the network: IPC per pod, PID per
-	// container (the density rule of ../shared/critest/measure-density.sh);
-	// the host network spares containerd a CNI setup.
-	hostNet := &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
-		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER},
+// startFleet starts n pods one after another, each with its own network
+// namespace unless hostNet, with kubelet's other defaults (IPC per pod,
+// PID per container; the density rule of ../shared/critest/measure-density.sh).
+func startFleet(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, n int, hostNet bool, daemon int, marker string) *fleet {
+	ctx := context.Background()
+	f := &fleet{rt: rt, daemon: daemon, marker: marker}
+	f.d.pods = n
+	time.Sleep(2 * time.Second) // let the daemon settle (pull, earlier pods)
+	f.d.daemonRss0 = float64(statusKiB(daemon, "VmRSS:"))
+	f.before = processSet()
+	cpu0 := f.cpu()
+	netMode := runtimeapi.NamespaceMode_POD
+	if hostNet {
+		netMode = runtimeapi.NamespaceMode_NODE
+	}
+	linux := &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: netMode, Pid: runtimeapi.NamespaceMode_CONTAINER},
 	}}
 	start := time.Now()
-	for i := range densityPods {
-		name := fmt.Sprintf("density-%d", i)
+	for i := range n {
+		name := fmt.Sprintf("density-%d-%d", i, start.UnixNano())
 		podCfg := &runtimeapi.PodSandboxConfig{
 			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: name},
-			Linux:    hostNet,
+			Linux:    linux,
 		}
 		run, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 		if err != nil {
+			f.remove()
 			b.Fatalf("RunPodSandbox %d: %v", i, err)
 		}
-		pods = append(pods, run.PodSandboxId)
+		f.pods = append(f.pods, run.PodSandboxId)
 		cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, SandboxConfig: podCfg, Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
 			Image:    &runtimeapi.ImageSpec{Image: image},
 			Command:  []string{"sleep", "3600"},
 		}})
 		if err != nil {
+			f.remove()
 			b.Fatalf("CreateContainer %d: %v", i, err)
 		}
 		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+			f.remove()
 			b.Fatalf("StartContainer %d: %v", i, err)
 		}
-		ctrs = append(ctrs, cr.ContainerId)
+		f.ctrs = append(f.ctrs, cr.ContainerId)
+		if i+1 == 50 {
+			f.d.start50 = time.Since(start)
+		}
 	}
-	d.startSeconds = time.Since(start).Seconds()
-	time.Sleep(3 * time.Second) // as measure-density.sh's DENSITY_SETTLE_S
+	f.d.start = time.Since(start)
+	f.d.cpuSeconds = f.cpu() - cpu0
+	return f
+}
 
-	containers := map[int]bool{}
-	for _, id := range ctrs {
-		resp, err := rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+// containerPIDs are the containers' own processes, from the verbose status.
+func (f *fleet) containerPIDs(b *testing.B) map[int]bool {
+	pids := map[int]bool{}
+	for _, id := range f.ctrs {
+		resp, err := f.rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -156,24 +179,96 @@ func measureDensity(b *testing.B, rt runtimeapi.RuntimeServiceClient, img runtim
 		if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil || info.Pid == 0 {
 			b.Fatalf("no pid in the verbose status of %s: %v", id, err)
 		}
-		containers[info.Pid] = true
+		pids[info.Pid] = true
 	}
+	return pids
+}
+
+// runtimeProcesses are the daemon and the processes it added for the pods
+// (keepers; shims and pause), without the containers' own processes.
+func (f *fleet) runtimeProcesses(containers map[int]bool) []process {
 	procs := allProcesses()
+	ids := append([]string(nil), f.pods...)
+	if f.marker != "" {
+		ids = append(ids, f.marker)
+	}
+	var out []process
 	for _, pr := range procs {
-		if before[pr.key()] || pr.pid == daemon || pr.kernel || descendsFrom(procs, pr.pid, containers) {
+		if pr.pid == f.daemon {
+			out = append(out, pr)
 			continue
 		}
-		if !descendsFrom(procs, pr.pid, map[int]bool{daemon: true}) && !namesAny(procs, pr.pid, pods) {
+		if f.before[pr.key()] || pr.kernel || descendsFrom(procs, pr.pid, containers) {
+			continue
+		}
+		if !descendsFrom(procs, pr.pid, map[int]bool{f.daemon: true}) && !namesAny(procs, pr.pid, ids) {
+			continue
+		}
+		out = append(out, pr)
+	}
+	return out
+}
+
+// cpu is the CPU time, in seconds, of the daemon and its per-pod
+// processes, each with its reaped children (CNI plugins, runc, runners).
+// Containers are told apart by their PIDs only once they all run, so
+// this counts them too: a sleep's CPU time is nil.
+func (f *fleet) cpu() float64 {
+	var ticks int
+	for _, pr := range f.runtimeProcesses(nil) {
+		ticks += cpuTicks(pr.pid)
+	}
+	return float64(ticks) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
+const clockTicks = 100
+
+// cpuTicks is utime+stime+cutime+cstime of pid.
+func cpuTicks(pid int) int {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 15 {
+		return 0
+	}
+	var sum int
+	for _, v := range f[11:15] {
+		n, _ := strconv.Atoi(v)
+		sum += n
+	}
+	return sum
+}
+
+// measure waits for the pods to settle and measures their memory.
+func (f *fleet) measure(b *testing.B) density {
+	time.Sleep(3 * time.Second) // as measure-density.sh's DENSITY_SETTLE_S
+	d := f.d
+	for _, pr := range f.runtimeProcesses(f.containerPIDs(b)) {
+		if pr.pid == f.daemon {
 			continue
 		}
 		d.perPodPss += float64(rollupKiB(pr.pid, "Pss:"))
 		d.perPodRss += float64(rollupKiB(pr.pid, "Rss:"))
 		d.processes++
 	}
-	d.perPodPss /= densityPods
-	d.perPodRss /= densityPods
-	d.daemonRss50 = float64(statusKiB(daemon, "VmRSS:"))
+	d.perPodPss /= float64(len(f.pods))
+	d.perPodRss /= float64(len(f.pods))
+	d.daemonRssN = float64(statusKiB(f.daemon, "VmRSS:"))
 	return d
+}
+
+// remove stops and removes the fleet's pods.
+func (f *fleet) remove() {
+	ctx := context.Background()
+	for _, p := range f.pods {
+		f.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: p})
+		f.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p})
+	}
+	f.pods, f.ctrs = nil, nil
 }
 
 type process struct {

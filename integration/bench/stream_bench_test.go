@@ -220,6 +220,21 @@ func startPeapodDaemon(b *testing.B, reg string) (runtimeapi.RuntimeServiceClien
 // its CNI config dir, plugins from /usr/lib/cni. A guard table drops what
 // the built-in bridge would forward off the machine.
 func startPeapodDaemonCNI(b *testing.B, reg, conflist string) (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+	ep := startPeapodEndpoint(b, reg, conflist)
+	return ep.rt, ep.img
+}
+
+// peapodEndpoint is a peapod daemon the bench started.
+type peapodEndpoint struct {
+	rt   runtimeapi.RuntimeServiceClient
+	img  runtimeapi.ImageServiceClient
+	sock string
+	dir  string // root, state, logs
+}
+
+// startPeapodEndpoint is startPeapodDaemonCNI returning the socket too.
+// The daemon inherits the bench's environment (PEAPOD_PPROF, ...).
+func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
 	dir, err := os.MkdirTemp("", "peapod-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -283,7 +298,7 @@ func startPeapodDaemonCNI(b *testing.B, reg, conflist string) (runtimeapi.Runtim
 		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
 		if err == nil {
-			return rt, runtimeapi.NewImageServiceClient(conn)
+			return peapodEndpoint{rt: rt, img: runtimeapi.NewImageServiceClient(conn), sock: sock, dir: dir}
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(dir, "peapod.log"))
