@@ -7,7 +7,7 @@ BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
 
-.PHONY: all build run test unit integration vet bench clean test-cgroupv2 critest install uninstall
+.PHONY: all build run test unit integration vet bench bench-all clean test-cgroupv2 critest install uninstall
 
 all: build
 
@@ -93,8 +93,16 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(UNITDIR)/peapod.service
 
-bench:
-	$(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchmem ./...
+# The performance suite (integration/bench/perf_bench_test.go, docs/performance.md):
+# peapod and containerd 1.6 side by side, one table with p50/p99 and ratios
+# (about 6-10 minutes). bench-all adds the image pull, streaming, network
+# and host-network density benches.
+bench: $(CRITEST_TOOLS)/critest
+	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench '^BenchmarkPerformance$$' \
+		-benchtime 1x -timeout 40m ./integration/bench/
+
+bench-all: $(CRITEST_TOOLS)/critest
+	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchtime 1x -timeout 90m ./integration/bench/
 
 clean:
 	rm -rf bin
