@@ -58,10 +58,11 @@ type Runtime struct {
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
 
-	samples cpuSamples              // for the CPU rate in stats
-	podOps  *resultStore[Pod]       // RunPod calls that may outlive their caller
-	ctrOps  *resultStore[Container] // CreateContainer calls, likewise
-	fail    failpoints              // crash points for recovery tests (failpoint.go); nil in production
+	samples    cpuSamples              // for the CPU rate in stats
+	statsCache statsCache              // cgroup dirs and layer usage between stats calls
+	podOps     *resultStore[Pod]       // RunPod calls that may outlive their caller
+	ctrOps     *resultStore[Container] // CreateContainer calls, likewise
+	fail       failpoints              // crash points for recovery tests (failpoint.go); nil in production
 
 	usernsWarn sync.Once // logs once why Status does not offer user namespaces
 }

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer"
+
 	"github.com/peapod-cri/peapod/cgroups"
 )
 
@@ -65,21 +67,117 @@ func (r *Runtime) ContainerStats(ctx context.Context, id string) (ContainerStats
 	c.mu.Unlock()
 	st := ContainerStats{Container: ctr, Timestamp: time.Now().UnixNano()}
 	if ctr.State == ContainerRunning && lc != nil {
-		if state, err := lc.State(); err == nil {
-			if cs, err := cgroups.ReadStats(state.CgroupPaths); err == nil {
+		if paths := r.statsCache.cgroupPaths(ctr.ID, lc); paths != nil {
+			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
 				st.NanoCores = r.samples.rate(r, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)
+			} else {
+				r.statsCache.forgetPaths(ctr.ID) // gone, or not yet there
 			}
 		}
 	}
 	if lu, ok := r.opts.Images.(layerUsage); ok {
-		if mp, b, n, err := lu.RootfsUsage(ctx, ctr.ID); err == nil {
-			st.Layer = &LayerUsage{Mountpoint: mp, Bytes: b, Inodes: n}
-		} else {
-			r.log.Debug("writable layer usage", "container", ctr.ID, "err", err)
-		}
+		st.Layer = r.statsCache.layer(ctx, ctr.ID, lu, r)
 	}
 	return st, nil
+}
+
+// statsCache keeps what every stats call would otherwise redo for each
+// container: its cgroup directories, which do not change while it runs,
+// and its writable layer's usage, a directory walk, measured at most every
+// layerUsageTTL (containerd's CRI collects it every 10 s too).
+type statsCache struct {
+	mu sync.Mutex
+	m  map[string]*statsEntry
+}
+
+type statsEntry struct {
+	paths   map[string]string
+	layer   *LayerUsage
+	layerAt time.Time
+}
+
+const layerUsageTTL = 10 * time.Second
+
+func (s *statsCache) entry(id string) *statsEntry {
+	if s.m == nil {
+		s.m = map[string]*statsEntry{}
+	}
+	e := s.m[id]
+	if e == nil {
+		e = &statsEntry{}
+		s.m[id] = e
+	}
+	return e
+}
+
+// cgroupPaths are the container's cgroup directories, from libcontainer's
+// state the first time.
+func (s *statsCache) cgroupPaths(id string, lc *libcontainer.Container) map[string]string {
+	s.mu.Lock()
+	paths := s.entry(id).paths
+	s.mu.Unlock()
+	if paths != nil {
+		return paths
+	}
+	state, err := lc.State()
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	s.entry(id).paths = state.CgroupPaths
+	s.mu.Unlock()
+	return state.CgroupPaths
+}
+
+func (s *statsCache) forgetPaths(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.m[id]; e != nil {
+		e.paths = nil
+	}
+}
+
+// layer is the container's writable layer usage, measured again once
+// layerUsageTTL has passed.
+func (s *statsCache) layer(ctx context.Context, id string, lu layerUsage, r *Runtime) *LayerUsage {
+	s.mu.Lock()
+	e := s.entry(id)
+	l, at := e.layer, e.layerAt
+	s.mu.Unlock()
+	if l != nil && time.Since(at) < layerUsageTTL {
+		return l
+	}
+	mp, b, n, err := lu.RootfsUsage(ctx, id)
+	if err != nil {
+		r.log.Debug("writable layer usage", "container", id, "err", err)
+		return nil
+	}
+	l = &LayerUsage{Mountpoint: mp, Bytes: b, Inodes: n}
+	s.mu.Lock()
+	e = s.entry(id)
+	e.layer, e.layerAt = l, time.Now()
+	s.prune(r)
+	s.mu.Unlock()
+	return l
+}
+
+// prune forgets containers that are gone once the map has grown well past
+// the number of live ones. s.mu is held.
+func (s *statsCache) prune(r *Runtime) {
+	if len(s.m) <= 64 {
+		return
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if len(s.m) < 2*len(r.containers) {
+		return
+	}
+	for id := range s.m {
+		if _, ok := r.containers[id]; !ok {
+			delete(s.m, id)
+		}
+	}
 }
 
 // PodStats reads the stats of one pod and of its running containers.
