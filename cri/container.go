@@ -38,6 +38,8 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		Entrypoint: img.Entrypoint,
 		Cmd:        img.Cmd,
 		Env:        img.Env,
+		StopSignal: img.StopSignal,
+		Volumes:    img.Volumes,
 	})
 	if err != nil {
 		return nil, err
@@ -104,6 +106,7 @@ func containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 		LogPath:     c.LogPath,
 		User:        containerUser(c.User.UID, c.User.GID, c.User.AdditionalGids),
 		Resources:   &runtimeapi.ContainerResources{Linux: c.Config.GetLinux().GetResources()},
+		StopSignal:  runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+c.StopSignal]),
 	}
 	for _, m := range c.Config.GetMounts() {
 		st.Mounts = append(st.Mounts, m)

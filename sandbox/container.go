@@ -66,6 +66,10 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := validateMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
+	stopSignal, err := stopSignalName(cfg, img)
+	if err != nil {
+		return Container{}, err
+	}
 
 	id := newID()
 	name := containerName(podCopy.Config, cfg)
@@ -83,13 +87,14 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	undo = append(undo, func() { r.ctrNames.release(name) })
 
 	c := &Container{
-		ID:        id,
-		PodID:     podCopy.ID,
-		Config:    cfg,
-		Image:     ImageRef{ID: img.ID, Ref: cfg.GetImage().GetImage()},
-		CreatedAt: time.Now().UnixNano(),
-		State:     ContainerCreated,
-		Bundle:    filepath.Join(r.opts.State, "containers", id),
+		ID:         id,
+		PodID:      podCopy.ID,
+		Config:     cfg,
+		Image:      ImageRef{ID: img.ID, Ref: cfg.GetImage().GetImage()},
+		CreatedAt:  time.Now().UnixNano(),
+		State:      ContainerCreated,
+		Bundle:     filepath.Join(r.opts.State, "containers", id),
+		StopSignal: stopSignal,
 	}
 	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
@@ -111,6 +116,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		r.removeRootfs(cctx, id)
 	})
 	r.fail.crash("create-container-after-rootfs")
+	if err := makeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
 
 	spec, err := buildSpec(specInput{
 		ID:           id,
@@ -284,7 +292,8 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	return nil
 }
 
-// StopContainer sends SIGTERM, then SIGKILL after timeout seconds, and waits
+// StopContainer sends the container's stop signal (SIGTERM unless the
+// config or image chose another), then SIGKILL after timeout seconds, and waits
 // for the exit. Stopping a container that is not running, or unknown, is not
 // an error.
 func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) error {
@@ -297,13 +306,13 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	}
 	// The lock is not held while waiting: the exit is recorded under it.
 	c.mu.Lock()
-	running, exited := c.State == ContainerRunning, c.exited
+	running, exited, stopSig := c.State == ContainerRunning, c.exited, c.stopSignal()
 	c.mu.Unlock()
 	if !running {
 		return nil
 	}
 	if timeout > 0 {
-		r.signal(c, unix.SIGTERM)
+		r.signal(c, stopSig)
 		select {
 		case <-exited:
 			return nil

@@ -64,6 +64,7 @@ type Container struct {
 	Bundle     string // directory with config.json
 	Rootfs     string
 	User       specs.User // the identity the container's processes run as
+	StopSignal string     // e.g. "SIGTERM": what StopContainer sends first
 }
 
 // ImageRef names the image a container was created from.

@@ -89,6 +89,45 @@ static int set_sysctl(const char *kv) {
 	return w < 0 ? -1 : 0;
 }
 
+// is_ipc_sysctl tells the IPC namespace's keys, which the kernel lets only
+// the namespace's root uid write, not the host's root (ipc_permissions).
+static int is_ipc_sysctl(const char *kv) {
+	return strncmp(kv, "fs.mqueue.", 10) == 0 || strncmp(kv, "kernel.msg", 10) == 0 ||
+	       strncmp(kv, "kernel.shm", 10) == 0 || strncmp(kv, "kernel.sem=", 11) == 0;
+}
+
+// map_root is the host ID that ID 0 maps to in a uid_map/gid_map text.
+static long map_root(const char *map) {
+	unsigned long inside, outside, len;
+	if (sscanf(map, "%lu %lu %lu", &inside, &outside, &len) != 3 || inside != 0)
+		return -1;
+	return (long)outside;
+}
+
+// set_sysctl_as writes the sysctl with the effective uid and gid switched
+// to uid and gid (the user namespace's root) for the time of the write.
+static int set_sysctl_as(const char *kv, long uid, long gid) {
+	if (uid < 0 || gid < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (setresgid(-1, (gid_t)gid, -1) < 0)
+		return -1;
+	if (setresuid(-1, (uid_t)uid, -1) < 0) {
+		int saved = errno;
+		setresgid(-1, 0, -1);
+		errno = saved;
+		return -1;
+	}
+	int r = set_sysctl(kv);
+	int saved = errno;
+	// Back to root: the effective capabilities come back with euid 0.
+	if (setresuid(-1, 0, -1) < 0 || setresgid(-1, 0, -1) < 0)
+		_exit(1);
+	errno = saved;
+	return r;
+}
+
 static volatile sig_atomic_t stop_requested;
 
 static void on_stop(int sig) {
@@ -333,8 +372,13 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	for (int i = 2; step == NULL && i < argc; i++) {
 		if (strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-S") == 0 ||
 		    strcmp(argv[i], "-U") == 0 || strcmp(argv[i], "-G") == 0) {
-			if (argv[i][1] == 's' && set_sysctl(argv[i + 1]) < 0)
-				step = "set sysctl", arg = argv[i + 1];
+			const char *kv = argv[i + 1];
+			int r = 0;
+			if (argv[i][1] == 's')
+				r = uid_map != NULL && is_ipc_sysctl(kv) ? set_sysctl_as(kv, map_root(uid_map), map_root(gid_map))
+				                                         : set_sysctl(kv);
+			if (r < 0)
+				step = "set sysctl", arg = kv;
 			i++;
 		}
 	}

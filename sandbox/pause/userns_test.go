@@ -43,7 +43,8 @@ func ownerIno(t *testing.T, path string) uint64 {
 // which the keeper joined; the hostname and sysctls land there.
 func TestPauseUserNamespace(t *testing.T) {
 	needRoot(t)
-	cmd, msg := startPause(t, 0, "-h", "uns-host", "-s", "net.ipv4.ip_unprivileged_port_start=2000", "-P",
+	cmd, msg := startPause(t, 0, "-h", "uns-host", "-s", "net.ipv4.ip_unprivileged_port_start=2000",
+		"-s", "kernel.shmmax=123456", "-s", "fs.mqueue.msg_max=20", "-P",
 		"-U", "0 200000 65536\n", "-G", "0 200000 65536\n")
 	holder, ok := strings.CutPrefix(msg, "ok ")
 	if !ok || holder == "0" {
@@ -82,6 +83,13 @@ func TestPauseUserNamespace(t *testing.T) {
 	}
 	if out, err := exec.Command("nsenter", "--net="+keeper+"net", "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start").Output(); err != nil || strings.TrimSpace(string(out)) != "2000" {
 		t.Errorf("sysctl in the pod's network namespace = %q, %v", out, err)
+	}
+	// IPC keys are written as the namespace's root (the host's is refused).
+	if out, err := exec.Command("nsenter", "--ipc="+keeper+"ipc", "cat", "/proc/sys/kernel/shmmax", "/proc/sys/fs/mqueue/msg_max").Output(); err != nil || strings.Join(strings.Fields(string(out)), " ") != "123456 20" {
+		t.Errorf("IPC sysctls in the pod's IPC namespace = %q, %v", out, err)
+	}
+	if status, _ := os.ReadFile("/proc/" + itoa(cmd.Process.Pid) + "/status"); !strings.Contains(string(status), "Uid:\t0\t0\t0\t0\n") {
+		t.Errorf("the keeper is not back to root after the IPC sysctls:\n%s", status)
 	}
 	// The holder dies with the keeper.
 	cmd.Process.Kill()

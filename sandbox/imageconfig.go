@@ -1,0 +1,87 @@
+package sandbox
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The parts of an image's config that apply outside the OCI process spec:
+// the stop signal and the declared volumes.
+
+// stopSignalName picks the signal StopContainer sends first: the
+// container config's (kubelet's ContainerStopSignals), else the image's
+// STOPSIGNAL, else SIGTERM. It is resolved once at create so a stop after
+// a daemon restart sends the same signal.
+func stopSignalName(cfg *runtimeapi.ContainerConfig, img Image) (string, error) {
+	if s := cfg.GetStopSignal(); s != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
+		return strings.TrimPrefix(s.String(), "SIGNAL_"), nil
+	}
+	if img.StopSignal == "" {
+		return "SIGTERM", nil
+	}
+	sig, err := parseSignal(img.StopSignal)
+	if err != nil {
+		return "", fmt.Errorf("image %s STOPSIGNAL: %w", img.ID, err)
+	}
+	return unix.SignalName(sig), nil
+}
+
+// parseSignal reads a signal as images write it: "SIGQUIT", "QUIT" or "3".
+func parseSignal(s string) (unix.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("signal number %d out of range: %w", n, ErrInvalidArgument)
+		}
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q: %w", s, ErrInvalidArgument)
+}
+
+// stopSignal is the signal a stored container is stopped with; records
+// written before stop signals existed have none and get SIGTERM.
+func (c *Container) stopSignal() unix.Signal {
+	if sig := unix.SignalNum(c.StopSignal); sig != 0 {
+		return sig
+	}
+	return unix.SIGTERM
+}
+
+// makeImageVolumes creates the image's declared VOLUME directories in the
+// container's writable layer, unless a mount covers them (CRI-O's "mkdir"
+// image_volumes mode: the directory exists, its content is the image's).
+// The paths come from the image, so they are resolved inside the rootfs:
+// a symlink in the image cannot make peapod create a directory elsewhere.
+func makeImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount) error {
+	for _, v := range volumes {
+		dst := path.Clean("/" + v)
+		if dst == "/" || coveredByMount(dst, mounts) {
+			continue
+		}
+		if err := pathrs.MkdirAll(rootfs, dst, 0o755); err != nil {
+			return fmt.Errorf("image volume %s: %w", v, err)
+		}
+	}
+	return nil
+}
+
+func coveredByMount(dst string, mounts []*runtimeapi.Mount) bool {
+	for _, m := range mounts {
+		if path.Clean(m.GetContainerPath()) == dst {
+			return true
+		}
+	}
+	return false
+}
