@@ -1,7 +1,6 @@
 package critest
 
 import (
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -100,11 +99,10 @@ func pushCritestImages(t *testing.T, reg string) {
 	b.push(busybox, true, "docker/library/busybox:1", "docker/library/busybox:1-glibc",
 		"docker/library/busybox:1-musl", "docker/library/busybox:1-uclibc", "docker/library/busybox:1.35.0-glibc")
 
-	nginxBin, nginxLibs := b.nginxFiles(baseDir)
-	b.push(b.image(imageConfig{cmd: []string{"nginx", "-g", "daemon off;"}, stopSignal: "SIGQUIT"},
-		b.nginxLayer(nginxBin, nginxLibs, 80)), true, "e2e-test-images/nginx:1.14-2")
-	b.push(b.image(imageConfig{cmd: []string{"nginx", "-g", "daemon off;"}, stopSignal: "SIGQUIT"},
-		b.nginxLayer(nginxBin, nginxLibs, 12003)), false, "k8s-staging-cri-tools/hostnet-nginx-amd64:latest")
+	nginxDebs := testenv.ExtractDebs(t, b.dir, "nginx", "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g")
+	nginx := imageConfig{cmd: []string{"nginx", "-g", "daemon off;"}, stopSignal: "SIGQUIT"}
+	b.push(b.image(nginx, b.nginxLayer(nginxDebs, baseDir, 80)), true, "e2e-test-images/nginx:1.14-2")
+	b.push(b.image(nginx, b.nginxLayer(nginxDebs, baseDir, 12003)), false, "k8s-staging-cri-tools/hostnet-nginx-amd64:latest")
 
 	httpd := b.tree("httpd", map[string]string{
 		"usr/local/apache2/htdocs/index.html": "<html><body><h1>It works!</h1></body></html>\n",
@@ -232,73 +230,24 @@ func (b *imageBuilder) nnpTree() string {
 	return dir
 }
 
-// nginxFiles extracts Debian's nginx and the libraries it links (beyond
-// the base image's glibc) from their .debs, and returns the binary's path
-// and the libraries' paths.
-func (b *imageBuilder) nginxFiles(baseDir string) (bin string, libs []string) {
-	x := filepath.Join(b.dir, "nginx-debs")
-	for _, deb := range testenv.FetchDebs(b.t, "nginx", "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g") {
-		if out, err := exec.Command("dpkg-deb", "-x", deb, x).CombinedOutput(); err != nil {
-			b.t.Fatalf("dpkg-deb -x %s: %v: %s", deb, err, out)
-		}
-	}
-	bin = filepath.Join(x, "usr/sbin/nginx")
-	find := func(lib string) string {
-		for _, d := range []string{"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"} {
-			if p := filepath.Join(x, d, lib); exists(p) {
-				return p
-			}
-		}
-		return ""
-	}
-	seen := map[string]bool{}
-	queue := []string{bin}
-	for len(queue) > 0 {
-		f, err := elf.Open(queue[0])
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		needed, err := f.ImportedLibraries()
-		f.Close()
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		queue = queue[1:]
-		for _, lib := range needed {
-			if seen[lib] || exists(filepath.Join(baseDir, "lib/x86_64-linux-gnu", lib)) {
-				continue
-			}
-			seen[lib] = true
-			p := find(lib)
-			if p == "" {
-				b.t.Fatalf("nginx needs %s: not in the extracted .debs", lib)
-			}
-			libs = append(libs, p)
-			queue = append(queue, p)
-		}
-	}
-	return bin, libs
-}
-
-func (b *imageBuilder) nginxLayer(bin string, libs []string, port int) v1.Layer {
-	files := map[string]string{
+// nginxLayer holds Debian's nginx, the libraries it links beyond the base
+// image's glibc, and a config that listens on port.
+func (b *imageBuilder) nginxLayer(debs, baseDir string, port int) v1.Layer {
+	dir := b.tree(fmt.Sprintf("nginx-%d", port), map[string]string{
 		"etc/nginx/nginx.conf":            fmt.Sprintf(nginxConf, port),
 		"usr/share/nginx/html/index.html": "<html><body><h1>Welcome to nginx!</h1></body></html>\n",
-	}
-	dir := b.tree(fmt.Sprintf("nginx-%d", port), files)
-	for _, d := range []string{"var/log/nginx", "var/lib/nginx", "usr/sbin", "lib/x86_64-linux-gnu"} {
+	})
+	for _, d := range []string{"var/log/nginx", "var/lib/nginx", "usr/sbin"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			b.t.Fatal(err)
 		}
 	}
-	for _, f := range append([]string{bin}, libs...) {
-		dst := filepath.Join(dir, "usr/sbin", filepath.Base(f))
-		if f != bin {
-			dst = filepath.Join(dir, "lib/x86_64-linux-gnu", filepath.Base(f))
-		}
-		if out, err := exec.Command("cp", "-L", f, dst).CombinedOutput(); err != nil {
-			b.t.Fatalf("cp %s: %v: %s", f, err, out)
-		}
+	bin := filepath.Join(dir, "usr/sbin/nginx")
+	if out, err := exec.Command("cp", filepath.Join(debs, "usr/sbin/nginx"), bin).CombinedOutput(); err != nil {
+		b.t.Fatalf("cp nginx: %v: %s", err, out)
+	}
+	if err := testenv.CopyLibs(dir, debs, []string{baseDir}, bin); err != nil {
+		b.t.Fatalf("nginx libraries: %v", err)
 	}
 	return b.layer(dir)
 }
@@ -357,9 +306,4 @@ func (b *imageBuilder) push(img v1.Image, index bool, tags ...string) {
 			b.t.Fatalf("push %s: %v", ref, err)
 		}
 	}
-}
-
-func exists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }

@@ -35,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -295,6 +296,69 @@ func FetchDebs(t testing.TB, pkgs ...string) []string {
 		t.Fatalf("testenv: %v", err)
 	}
 	return paths
+}
+
+// ExtractDebs extracts the Debian packages pkgs (FetchDebs) into a new
+// directory below dir and returns it.
+func ExtractDebs(t testing.TB, dir string, pkgs ...string) string {
+	t.Helper()
+	x, err := os.MkdirTemp(dir, "debs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, deb := range FetchDebs(t, pkgs...) {
+		if out, err := exec.Command("dpkg-deb", "-x", deb, x).CombinedOutput(); err != nil {
+			t.Fatalf("testenv: dpkg-deb -x %s: %v\n%s", deb, err, out)
+		}
+	}
+	return x
+}
+
+// CopyLibs copies into root/lib/x86_64-linux-gnu every shared library that
+// the ELF files bins need (DT_NEEDED, transitively) and that neither root
+// nor the trees in have hold, taken from the library directories of libTree
+// (a tree ExtractDebs made). have: lower layers of the same image.
+func CopyLibs(root, libTree string, have []string, bins ...string) error {
+	libDirs := []string{"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"}
+	lookup := func(tree, lib string) string {
+		for _, d := range libDirs {
+			if p := filepath.Join(tree, d, lib); fileExists(p) {
+				return p
+			}
+		}
+		return ""
+	}
+	queue := append([]string(nil), bins...)
+	for len(queue) > 0 {
+		_, needed, err := elfDeps(queue[0])
+		if err != nil {
+			return fmt.Errorf("read %s: %w", queue[0], err)
+		}
+		queue = queue[1:]
+		for _, lib := range needed {
+			if slices.ContainsFunc(append([]string{root}, have...), func(tree string) bool { return lookup(tree, lib) != "" }) {
+				continue
+			}
+			src := lookup(libTree, lib)
+			if src == "" {
+				return fmt.Errorf("shared library %s: in neither %s nor %s", lib, root, libTree)
+			}
+			dst := filepath.Join(root, libDirs[0], lib)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return err
+			}
+			if err := copyFile(src, dst, 0o755); err != nil { // follows the .so symlink
+				return err
+			}
+			queue = append(queue, dst)
+		}
+	}
+	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // fetchDebs returns the paths of the candidate .debs of pkgs, downloading
