@@ -60,7 +60,9 @@ func TestObserveUnary(t *testing.T) {
 		t.Fatalf("code %v, want NotFound", status.Code(err))
 	}
 	// A mutation that succeeds: one info line naming the image.
-	ok := func(context.Context, any) (any, error) { return &runtimeapi.PullImageResponse{ImageRef: "sha256:1"}, nil }
+	ok := func(context.Context, any) (any, error) {
+		return &runtimeapi.PullImageResponse{ImageRef: "sha256:1"}, nil
+	}
 	if err := call("PullImage", &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "busybox"}}, ok); err != nil {
 		t.Fatal(err)
 	}
