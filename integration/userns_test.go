@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 // usernsOptions is what the kubelet sends for hostUsers: false.
@@ -272,4 +274,32 @@ func TestUserNamespaceBadRequests(t *testing.T) {
 	if len(pods.Items) != 0 {
 		t.Errorf("refused pods left %d pod records", len(pods.Items))
 	}
+}
+
+// TestUserNamespaceImageVolume checks that the directories peapod makes for
+// an image's VOLUMEs in a mapped root filesystem belong to the pod's root.
+func TestUserNamespaceImageVolume(t *testing.T) {
+	regAddr, _ := testImage(t)
+	testenv.PushImage(t, regAddr, "e2e-test-images/busybox:userns-vol", testenv.BusyboxRootfs(t), testenv.ImageConfig{
+		Cmd: []string{"sh"}, Volumes: []string{"/data/sub"},
+	})
+	image := "registry.k8s.io/e2e-test-images/busybox:userns-vol"
+	d := newDaemon(t, regAddr)
+	d.start()
+	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(d.dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	podCfg := podConfig("userns-vol", filepath.Join(d.dir, "logs"))
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(300000)},
+	}
+	pod := runPod(t, d, podCfg).PodSandboxId
+	ctr := startContainer(t, d, pod, podCfg, containerConfig("vol", image, "sleep", "300"))
+	if got := strings.Fields(execOut(t, d, ctr, "stat", "-c", "%u:%g", "/data", "/data/sub")); strings.Join(got, " ") != "0:0 0:0" {
+		t.Errorf("owners of the VOLUME directories in the container = %v, want root", got)
+	}
+	execOut(t, d, ctr, "touch", "/data/sub/f")
 }

@@ -119,6 +119,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := makeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
+	if err := chownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
 
 	spec, err := buildSpec(specInput{
 		ID:           id,

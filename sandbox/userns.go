@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
+	securejoin "github.com/cyphar/filepath-securejoin"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -295,6 +297,42 @@ func (r *Runtime) checkUsernsSupport(cfg *runtimeapi.PodSandboxConfig) error {
 	}
 	if ok, why := UserNamespacesSupported(r.opts.State); !ok {
 		return fmt.Errorf("user namespaces are not supported here: %s: %w", why, ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// chownImageVolumes gives the directories makeImageVolumes created in a
+// mapped root filesystem to the pod's root. They are the only entries there
+// that belong to the host's root: through the idmapped layers every image
+// file shows a mapped owner.
+func chownImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount, pod *runtimeapi.PodSandboxConfig) error {
+	u := podUserns(pod)
+	if u == nil {
+		return nil
+	}
+	uid, gid := hostRoot(u)
+	for _, v := range volumes {
+		dst := path.Clean("/" + v)
+		if dst == "/" || coveredByMount(dst, mounts) {
+			continue
+		}
+		prefix := ""
+		for _, part := range strings.Split(strings.TrimPrefix(dst, "/"), "/") {
+			prefix += "/" + part
+			p, err := securejoin.SecureJoin(rootfs, prefix)
+			if err != nil {
+				return fmt.Errorf("image volume %s: %w", v, err)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				return fmt.Errorf("image volume %s: %w", v, err)
+			}
+			if st.Uid == 0 && st.Gid == 0 && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if err := os.Lchown(p, uid, gid); err != nil {
+					return fmt.Errorf("image volume %s: %w", v, err)
+				}
+			}
+		}
 	}
 	return nil
 }
