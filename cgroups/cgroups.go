@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -110,11 +111,18 @@ func JoinCgroupsOf(pid int) error {
 		if subsystem == "" {
 			continue // the hybrid cgroup2 mount holds no controllers here
 		}
-		mnt, err := ocgroups.FindCgroupMountpoint("", subsystem)
+		mnt, root, err := ocgroups.FindCgroupMountpointAndRoot("", subsystem)
 		if err != nil {
 			continue // not mounted: nothing to join
 		}
-		if err := ocgroups.WriteCgroupProc(path.Join(mnt, p), self); err != nil {
+		// Inside a container (a kind-style node) the hierarchy is mounted
+		// from the container's own cgroup (mount root), while
+		// /proc/PID/cgroup shows the host's full path.
+		rel, err := filepath.Rel(root, p)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			return fmt.Errorf("join %s cgroup %s: outside the mounted hierarchy %s", subsystem, p, root)
+		}
+		if err := ocgroups.WriteCgroupProc(path.Join(mnt, rel), self); err != nil {
 			return fmt.Errorf("join %s cgroup %s: %w", subsystem, p, err)
 		}
 	}
