@@ -242,6 +242,14 @@ func TestMetricsEndpoint(t *testing.T) {
 	if err := executor(t, ex.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdout: &bytes.Buffer{}}); err != nil {
 		t.Fatal(err)
 	}
+	// A container the OOM killer ends (as TestOOMKilled).
+	hogCfg := containerConfig("hog", image, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M")
+	hogCfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}
+	hog := startContainer(t, d, pod, podCfg, hogCfg)
+	waitFor(t, 20*time.Second, "the hog to be OOM-killed", func() bool {
+		st, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: hog})
+		return err == nil && st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
 	// A request for something that does not exist: NotFound.
 	if _, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: strings.Repeat("ab", 32)}); err == nil {
 		t.Fatal("status of a missing container succeeded")
@@ -255,7 +263,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		max    float64 // -1: no maximum
 	}{
 		{"peapod_cri_requests_total", map[string]string{"method": "RunPodSandbox", "code": "OK"}, 1, 1},
-		{"peapod_cri_requests_total", map[string]string{"method": "StartContainer", "code": "OK"}, 1, 1},
+		{"peapod_cri_requests_total", map[string]string{"method": "StartContainer", "code": "OK"}, 2, 2},
 		{"peapod_cri_requests_total", map[string]string{"method": "ContainerStatus", "code": "NotFound"}, 1, 1},
 		{"peapod_cri_request_duration_seconds", map[string]string{"method": "PullImage", "code": "OK"}, 1, 1},
 		{"peapod_image_pull_bytes_total", nil, 1000, -1},
@@ -265,7 +273,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		{"peapod_pod_network_setup_duration_seconds", map[string]string{"result": "success"}, 1, 1},
 		{"peapod_streaming_sessions_total", map[string]string{"kind": "exec"}, 1, 1},
 		{"peapod_streaming_sessions_active", map[string]string{"kind": "exec"}, 0, 0},
-		{"peapod_container_oom_kills_total", nil, 0, 0},
+		{"peapod_containers", map[string]string{"state": "exited"}, 1, 1},
+		{"peapod_container_oom_kills_total", nil, 1, 1},
 	} {
 		v := metricValue(fams, tc.name, tc.labels)
 		if v < tc.min || (tc.max >= 0 && v > tc.max) {
@@ -284,8 +293,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v := metricValue(fams, "peapod_pods", map[string]string{"state": "notready"}); v != 1 {
 		t.Errorf("pods notready after stop = %v, want 1", v)
 	}
-	if v := metricValue(fams, "peapod_containers", map[string]string{"state": "exited"}); v != 1 {
-		t.Errorf("containers exited after stop = %v, want 1", v)
+	if v := metricValue(fams, "peapod_containers", map[string]string{"state": "exited"}); v != 2 {
+		t.Errorf("containers exited after stop = %v, want 2", v)
 	}
 	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
