@@ -69,6 +69,7 @@ func TestCheckRejects(t *testing.T) {
 		{"unknown driver", "cgroup_driver = \"openrc\"\n", []string{`:1: cgroup_driver "openrc": must be cgroupfs or systemd`}},
 		{"metrics address", "metrics_address = \"9090\"\n", []string{`:1: metrics_address "9090": must be host:port`}},
 		{"empty root", "root = \"\"\n", []string{":1: root must not be empty"}},
+		{"missing file", "root = \"/x\"\nregistries_conf = \"/nonexistent/registries.conf\"\n", []string{`:2: registries_conf: stat /nonexistent/registries.conf: no such file or directory`}},
 		{"two bad values", "log_level = \"x\"\ncgroup_driver = \"y\"\n", []string{":1: log_level", ":2: cgroup_driver"}},
 	} {
 		path := filepath.Join(t.TempDir(), "bad.toml")

@@ -97,10 +97,26 @@ func Check(path string) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...) // a file that does not decode has no values to check
 	}
-	for _, p := range c.problems() {
+	for _, p := range append(c.problems(), c.missingFiles()...) {
 		errs = append(errs, atLine(path, keyLine(string(data), p.key), p.msg))
 	}
 	return errors.Join(errs...)
+}
+
+// missingFiles reports files the config names that do not exist (Check
+// only: the daemon reports them when it opens them).
+func (c Config) missingFiles() []problem {
+	var ps []problem
+	for _, kv := range [][2]string{{"registries_conf", c.RegistriesConf}, {"auth_file", c.AuthFile},
+		{"stream_tls_cert", c.StreamTLSCert}, {"stream_tls_key", c.StreamTLSKey}} {
+		if kv[1] == "" {
+			continue
+		}
+		if _, err := os.Stat(kv[1]); err != nil {
+			ps = append(ps, problem{kv[0], fmt.Sprintf("%s: %v", kv[0], err)})
+		}
+	}
+	return ps
 }
 
 // decode reads text into c and reports a syntax or type error, or every
