@@ -7,7 +7,7 @@ BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
 
-.PHONY: all build run test unit integration vet bench bench-all clean test-cgroupv2 critest install uninstall
+.PHONY: all build run test unit integration vet bench bench-all clean test-cgroupv2 critest install uninstall e2e-kubelet kubelet
 
 all: build
 
@@ -97,6 +97,26 @@ uninstall:
 # peapod and containerd 1.6 side by side, one table with p50/p99 and ratios
 # (about 6-10 minutes). bench-all adds the image pull, streaming, network
 # and host-network density benches.
+# Stock kubelet e2e (integration/kubelet_e2e_test.go, as root): an
+# unmodified kubelet built from k8s.io/kubernetes through the module proxy
+# (tools/kubelet; ~5 min cold on 2 idle cores, cached by version in
+# KUBELET_CACHE), run standalone on peapod with static pods. Prints a
+# PASS/FAIL table.
+KUBELET_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/kubelet/go.mod)
+KUBELET_CACHE   ?= /var/cache/peapod-test
+KUBELET         := $(KUBELET_CACHE)/kubelet-$(KUBELET_VERSION)
+KUBELET_LDFLAGS := $(foreach v,gitVersion=$(KUBELET_VERSION) gitTreeState=clean,-X k8s.io/component-base/version.$(v))
+
+kubelet: $(KUBELET)
+
+$(KUBELET):
+	mkdir -p $(KUBELET_CACHE)
+	cd tools/kubelet && $(GO) build -ldflags "$(KUBELET_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/cmd/kubelet
+	mv $@.tmp $@
+
+e2e-kubelet: $(KUBELET)
+	PEAPOD_KUBELET=$(KUBELET) $(GO) test -tags "$(TAGS)" -count=1 -timeout 20m -v -run '^TestKubeletE2E$$' ./integration/
+
 bench: $(CRITEST_TOOLS)/critest
 	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench '^BenchmarkPerformance$$' \
 		-benchtime 1x -timeout 40m ./integration/bench/

@@ -1,0 +1,538 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/remotecommand"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The harness of the stock-kubelet test (kubelet_e2e_test.go): an
+// unmodified kubelet, standalone (no API server), running static pods from a
+// directory on peapod. Everything it creates is test-owned: its root, cert
+// and log directories under a temp dir, its cgroups under a cgroup root of
+// the test's own (cgroupRoot), its API on 127.0.0.1 only. The one place the
+// kubelet writes outside them is hard-coded upstream (the device-plugin
+// socket in /var/lib/kubelet/device-plugins, the log symlinks in
+// /var/log/containers); hostPaths removes what was not there before.
+
+// kubeletNode is the kubelet's node name; static pods are named
+// "<manifest name>-<node>".
+const kubeletNode = "e2e-node"
+
+// kubelet is one standalone kubelet under test.
+type kubelet struct {
+	t          *testing.T
+	dir        string // everything of the kubelet's: root, certs, manifests, logs
+	rootDir    string
+	manifests  string
+	podLogs    string
+	logPath    string
+	cgroupRoot string // absolute, in every hierarchy: "/peapod-e2e-<rand>"
+	port       int
+	base       string // "https://127.0.0.1:<port>"
+	cmd        *exec.Cmd
+	exited     chan struct{}
+	http       *http.Client
+}
+
+// kubeletConfig is the KubeletConfiguration for a standalone node on this
+// cgroup v1 host. Each non-default says why.
+const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+# API on loopback only; anonymous and AlwaysAllow because nothing but the
+# test can reach it, and there is no API server to authorize against.
+address: 127.0.0.1
+port: %[1]d
+readOnlyPort: 0
+healthzPort: 0
+authentication:
+  anonymous: {enabled: true}
+  webhook: {enabled: false}
+authorization:
+  mode: AlwaysAllow
+staticPodPath: %[2]s
+fileCheckFrequency: 1s
+syncFrequency: 10s
+containerRuntimeEndpoint: unix://%[3]s
+imageServiceEndpoint: unix://%[3]s
+serializeImagePulls: false
+# cgroups: cgroupfs like peapod, all of the kubelet's under a root of the
+# test's own; node allocatable is not enforced on it.
+cgroupDriver: cgroupfs
+cgroupRoot: %[4]s
+cgroupsPerQOS: true
+enforceNodeAllocatable: []
+failCgroupV1: false
+# A shared development host: swap state, kernel defaults and iptables are
+# not the kubelet's to judge or change; no negative oom_score_adj (root
+# lacks CAP_SYS_RESOURCE here).
+failSwapOn: false
+protectKernelDefaults: false
+makeIPTablesUtilChains: false
+oomScoreAdj: 0
+# No image GC and no eviction: the host's disk and memory use are not the
+# test's, and static pods should not be judged by them.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "1Mi"}
+localStorageCapacityIsolation: false
+resolvConf: %[5]s
+podLogsDir: %[6]s
+volumePluginDir: %[7]s
+`
+
+// startKubelet starts a kubelet on the peapod at socket and waits for its
+// API. Cleanup removes every manifest, waits for the pods to be torn down,
+// stops the kubelet and removes what it left.
+func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "peapod-kubelet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &kubelet{
+		t: t, dir: dir,
+		rootDir:    filepath.Join(dir, "root"),
+		manifests:  filepath.Join(dir, "manifests"),
+		podLogs:    filepath.Join(dir, "pod-logs"),
+		logPath:    filepath.Join(dir, "kubelet.log"),
+		cgroupRoot: cgroupRoot,
+		exited:     make(chan struct{}),
+		// The kubelet serves a self-signed certificate it made at start.
+		http: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		}},
+	}
+	for _, d := range []string{k.rootDir, k.manifests, k.podLogs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resolv := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 10.0.0.10\nsearch e2e.svc\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k.port = freeTCPPort(t)
+	k.base = fmt.Sprintf("https://127.0.0.1:%d", k.port)
+	conf := filepath.Join(dir, "kubelet.yaml")
+	cfg := fmt.Sprintf(kubeletConfig, k.port, k.manifests, socket, cgroupRoot, resolv, k.podLogs,
+		filepath.Join(dir, "volume-plugins"))
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(k.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.cmd = exec.Command(bin, "--config", conf, "--root-dir", k.rootDir,
+		"--cert-dir", filepath.Join(dir, "pki"), "--hostname-override", kubeletNode, "--v", "1")
+	k.cmd.Stdout, k.cmd.Stderr = logf, logf
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := k.cmd.Start(); err != nil {
+		t.Fatalf("start kubelet: %v", err)
+	}
+	logf.Close()
+	go func() { k.cmd.Wait(); close(k.exited) }()
+	t.Cleanup(k.destroy)
+
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if resp, err := k.http.Get(k.base + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return k
+			}
+		}
+		select {
+		case <-k.exited:
+			t.Fatalf("kubelet exited at start: %v\n%s", k.cmd.ProcessState, k.logTail(40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kubelet API not up after 90s:\n%s", k.logTail(40))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (k *kubelet) logTail(n int) string {
+	data, _ := os.ReadFile(k.logPath)
+	return tail(string(data), n)
+}
+
+// destroy tears the pods down through the kubelet (manifests removed), then
+// stops it and removes its directory and mounts.
+func (k *kubelet) destroy() {
+	entries, _ := os.ReadDir(k.manifests)
+	for _, e := range entries {
+		os.Remove(filepath.Join(k.manifests, e.Name()))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if pods, err := k.pods(); err == nil && len(pods) == 0 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	k.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-k.exited:
+	case <-time.After(15 * time.Second):
+		k.t.Errorf("kubelet did not exit 15s after SIGTERM")
+		k.cmd.Process.Kill()
+		<-k.exited
+	}
+	if k.t.Failed() {
+		k.t.Logf("kubelet log (%s):\n%s", k.logPath, k.logTail(80))
+	}
+	// The kubelet bind-mounts its root onto itself (rshared); pods' volumes
+	// may still be mounted below it if a teardown failed.
+	m := mountsUnder(k.dir)
+	for i := len(m) - 1; i >= 0; i-- {
+		syscall.Unmount(m[i], syscall.MNT_DETACH)
+	}
+	if os.Getenv("PEAPOD_KUBELET_KEEP") == "" {
+		os.RemoveAll(k.dir)
+	}
+}
+
+// fullName is the name the kubelet gives a static pod from a manifest.
+func fullName(manifest string) string { return manifest + "-" + kubeletNode }
+
+// apply writes a static pod manifest (atomically: the kubelet ignores
+// dot files).
+func (k *kubelet) apply(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	data, err := json.MarshalIndent(pod, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(k.manifests, "."+pod.Name+".json")
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(k.manifests, pod.Name+".json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remove deletes a static pod's manifest.
+func (k *kubelet) remove(t *testing.T, manifest string) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(k.manifests, manifest+".json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get does a GET on the kubelet's API and returns the body of a 200.
+func (k *kubelet) get(path string) ([]byte, error) {
+	resp, err := k.http.Get(k.base + path)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, bytes.TrimSpace(body))
+	}
+	return body, nil
+}
+
+// pods lists the kubelet's pods with their status (/pods fills in static
+// pods' status when there is no API server).
+func (k *kubelet) pods() ([]corev1.Pod, error) {
+	body, err := k.get("/pods")
+	if err != nil {
+		return nil, err
+	}
+	var list corev1.PodList
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("decode /pods: %w", err)
+	}
+	return list.Items, nil
+}
+
+// pod returns the static pod from manifest, or nil when the kubelet has none.
+func (k *kubelet) pod(manifest string) (*corev1.Pod, error) {
+	pods, err := k.pods()
+	if err != nil {
+		return nil, err
+	}
+	for i := range pods {
+		if pods[i].Name == fullName(manifest) {
+			return &pods[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// waitPod polls /pods until cond holds for the pod from manifest.
+func (k *kubelet) waitPod(t *testing.T, manifest string, timeout time.Duration, what string, cond func(*corev1.Pod) bool) *corev1.Pod {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last *corev1.Pod
+	for {
+		p, err := k.pod(manifest)
+		if err == nil && p != nil {
+			last = p
+			if cond(p) {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			status, _ := json.MarshalIndent(lastStatus(last), "", " ")
+			t.Fatalf("%s: timed out after %s waiting for %s; last status:\n%s", manifest, timeout, what, status)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func lastStatus(p *corev1.Pod) any {
+	if p == nil {
+		return "no such pod"
+	}
+	return p.Status
+}
+
+// logs reads a container's log through /containerLogs.
+func (k *kubelet) logs(manifest, container string) (string, error) {
+	body, err := k.get(fmt.Sprintf("/containerLogs/%s/%s/%s", e2eNamespace, fullName(manifest), container))
+	return string(body), err
+}
+
+// run runs a command in a container through /run (ExecSync). The kubelet
+// splits cmd on spaces, so arguments cannot hold any.
+func (k *kubelet) run(manifest, container string, cmd ...string) (string, error) {
+	u := fmt.Sprintf("%s/run/%s/%s/%s?cmd=%s", k.base, e2eNamespace, fullName(manifest), container,
+		url.QueryEscape(strings.Join(cmd, " ")))
+	resp, err := k.http.Post(u, "", nil)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("POST /run %v: %s: %s", cmd, resp.Status, bytes.TrimSpace(body))
+	}
+	return string(body), nil
+}
+
+// exec runs a command in a container through /exec: the kubelet upgrades
+// the connection to SPDY and proxies it to peapod's streaming server.
+func (k *kubelet) exec(ctx context.Context, manifest, container string, cmd ...string) (stdout, stderr string, err error) {
+	q := url.Values{"output": {"1"}, "error": {"1"}, "command": cmd}
+	u, err := url.Parse(fmt.Sprintf("%s/exec/%s/%s/%s?%s", k.base, e2eNamespace, fullName(manifest), container, q.Encode()))
+	if err != nil {
+		return "", "", err
+	}
+	ex, err := remotecommand.NewSPDYExecutor(&rest.Config{Host: k.base, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}, "POST", u)
+	if err != nil {
+		return "", "", err
+	}
+	var out, errOut bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errOut})
+	return out.String(), errOut.String(), err
+}
+
+// sandboxOf finds the pod's sandboxes in peapod by the kubelet's labels.
+func sandboxesOf(t *testing.T, d *daemon, manifest string) []*runtimeapi.PodSandbox {
+	t.Helper()
+	resp, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+		LabelSelector: map[string]string{"io.kubernetes.pod.name": fullName(manifest)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Items
+}
+
+// containersOf lists the containers peapod has in a sandbox.
+func containersOf(t *testing.T, d *daemon, sandbox string) []*runtimeapi.Container {
+	t.Helper()
+	resp, err := d.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: sandbox}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Containers
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ---------------------------------------------------------------- cgroup root
+
+// cgroupHierarchies lists the mount points of the host's cgroup
+// hierarchies (v1 controllers and named ones; on v2, the one mount).
+func cgroupHierarchies() []string {
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, pf := strings.Fields(pre), strings.Fields(post)
+		if len(f) > 4 && len(pf) > 0 && (pf[0] == "cgroup" || pf[0] == "cgroup2") && f[3] == "/" {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+// makeCgroupRoot creates the kubelet's cgroup root in every hierarchy (the
+// kubelet refuses a root that does not exist) and removes the whole tree
+// in cleanup, deepest first.
+func makeCgroupRoot(t *testing.T) string {
+	t.Helper()
+	root := "/peapod-e2e-" + randomSuffix()
+	for _, h := range cgroupHierarchies() {
+		dir := filepath.Join(h, root)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatalf("cgroup root: %v", err)
+		}
+		// A new v1 cpuset starts empty; its tasks could run nowhere.
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if v, err := os.ReadFile(filepath.Join(h, f)); err == nil {
+				os.WriteFile(filepath.Join(dir, f), v, 0o644)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, h := range cgroupHierarchies() {
+			removeCgroupDirs(filepath.Join(h, root))
+		}
+	})
+	return root
+}
+
+// removeCgroupDirs removes a cgroup directory and its children, deepest
+// first (cgroup directories are removed with rmdir, files and all).
+func removeCgroupDirs(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			removeCgroupDirs(filepath.Join(dir, e.Name()))
+		}
+	}
+	syscall.Rmdir(dir)
+}
+
+// cgroupDir is the directory of a cgroup path in the hierarchy of a v1
+// controller (or the v2 one).
+func cgroupDir(controller, path string) string {
+	for _, h := range cgroupHierarchies() {
+		if filepath.Base(h) == controller || strings.Contains(filepath.Base(h), controller+",") ||
+			strings.HasSuffix(filepath.Base(h), ","+controller) {
+			return filepath.Join(h, path)
+		}
+	}
+	return filepath.Join("/sys/fs/cgroup", path)
+}
+
+// ---------------------------------------------------------------- host paths
+
+// hostPaths removes, in cleanup, those of paths that did not exist before
+// the test: the kubelet creates them whatever its configuration says. Where
+// a path existed, only the entries the test's kubelet added are removed
+// (container log symlinks pointing into its pod log directory).
+func hostPaths(t *testing.T, podLogsOf func() string, paths ...string) {
+	absent := map[string]bool{}
+	for _, p := range paths {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			absent[p] = true
+		}
+	}
+	t.Cleanup(func() {
+		for _, p := range paths {
+			if absent[p] {
+				os.RemoveAll(p)
+				continue
+			}
+			if p != "/var/log/containers" || podLogsOf() == "" {
+				continue
+			}
+			entries, _ := os.ReadDir(p)
+			for _, e := range entries {
+				if dst, err := os.Readlink(filepath.Join(p, e.Name())); err == nil && strings.HasPrefix(dst, podLogsOf()+"/") {
+					os.Remove(filepath.Join(p, e.Name()))
+				}
+			}
+		}
+	})
+}
+
+// ---------------------------------------------------------------- registry counter
+
+var manifestPath = regexp.MustCompile(`^/v2/(.+)/manifests/[^/]+$`)
+
+// pullCounter is a loopback proxy in front of the test registry that counts
+// manifest requests per repository: one per image pull (or more when the
+// client asks for the index first), none for a pull the kubelet skips.
+type pullCounter struct {
+	addr string
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func startPullCounter(t *testing.T, registry string) *pullCounter {
+	t.Helper()
+	c := &pullCounter{n: map[string]int{}}
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: registry})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.addr = l.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m := manifestPath.FindStringSubmatch(r.URL.Path); m != nil {
+			c.mu.Lock()
+			c.n[m[1]]++
+			c.mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return c
+}
+
+// manifests is the number of manifest requests for repo so far.
+func (c *pullCounter) manifests(repo string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[repo]
+}
