@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 
 	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer/specconv"
@@ -189,6 +191,28 @@ func SwapAccounted() bool {
 	}
 	_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 	return err == nil
+}
+
+// hugetlbAvailable reports whether the hugetlb controller is there: on v1
+// mounted, on v2 enabled at the root.
+var hugetlbAvailable = sync.OnceValue(func() bool {
+	if ocgroups.IsCgroup2UnifiedMode() {
+		ctrls, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		return err == nil && slices.Contains(strings.Fields(string(ctrls)), "hugetlb")
+	}
+	_, err := ocgroups.FindCgroupMountpoint("", "hugetlb")
+	return err == nil
+})
+
+// TolerateMissingHugetlb drops the hugepage limits of r when the host has
+// no hugetlb controller, as containerd does (tolerate_missing_hugetlb_
+// controller): the kubelet sends a limit for every page size the machine
+// has, and libcontainer fails a start that cannot apply one.
+func TolerateMissingHugetlb(r *specs.LinuxResources) *specs.LinuxResources {
+	if r != nil && !hugetlbAvailable() {
+		r.HugepageLimits = nil
+	}
+	return r
 }
 
 // libcontainerCgroup converts OCI resources for opencontainers/cgroups'

@@ -17,7 +17,7 @@ import (
 // podLimits are the limits of the pod's cgroup: its resources plus the
 // sandbox overhead.
 func podLimits(linux *runtimeapi.LinuxPodSandboxConfig) *specs.LinuxResources {
-	return cgroups.PodLimits(linux.GetResources(), linux.GetOverhead(), cgroups.SwapAccounted())
+	return cgroups.TolerateMissingHugetlb(cgroups.PodLimits(linux.GetResources(), linux.GetOverhead(), cgroups.SwapAccounted()))
 }
 
 // removePodCgroup removes the pod's cgroup once its processes are gone.
@@ -48,7 +48,7 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 	if err != nil {
 		return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 	}
-	spec.Linux.Resources = cgroups.Merge(spec.Linux.Resources, cgroups.Limits(res, cgroups.SwapAccounted()))
+	spec.Linux.Resources = cgroups.Merge(spec.Linux.Resources, cgroups.TolerateMissingHugetlb(cgroups.Limits(res, cgroups.SwapAccounted())))
 	if err := cgroups.Check(spec.Linux.Resources); err != nil {
 		return fmt.Errorf("update resources of container %s: %v: %w", c.ID, err, ErrInvalidArgument)
 	}

@@ -423,7 +423,7 @@ func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources) {
 	if res == nil {
 		return
 	}
-	r, lim := spec.Linux.Resources, peapodcgroups.Limits(res, peapodcgroups.SwapAccounted())
+	r, lim := spec.Linux.Resources, peapodcgroups.TolerateMissingHugetlb(peapodcgroups.Limits(res, peapodcgroups.SwapAccounted()))
 	r.Memory, r.CPU, r.HugepageLimits, r.Unified = lim.Memory, lim.CPU, lim.HugepageLimits, lim.Unified
 	if adj := int(res.OomScoreAdj); adj != 0 {
 		// Never below the daemon's own: lowering needs CAP_SYS_RESOURCE.
