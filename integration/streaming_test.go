@@ -81,8 +81,25 @@ func (f fixedSize) Next() *remotecommand.TerminalSize {
 // TTY, with resize, exit codes, and a missing binary.
 func TestStreamingExec(t *testing.T) {
 	d, image := readyDaemon(t)
-	_, ctr, _ := streamPod(t, d, image, containerConfig("exec", image, "sleep", "1000"))
+	_, ctr, _ := streamPod(t, d, image, containerConfig("exec", image, "sh", "-c", "cat /proc/self/cgroup > /tmp/init.cgroup; exec sleep 1000"))
 	c := ctx(t)
+
+	// The exec'd process is in every cgroup of the container's init (on
+	// cgroup v1 it joins them itself: sandbox/execcg; the unified hierarchy
+	// of a hybrid host follows a moment later), and sees no descriptor of
+	// that machinery.
+	cg, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Timeout: 10,
+		Cmd: []string{"sh", "-c", "sleep 0.3; cat /proc/self/cgroup; echo ---; cat /tmp/init.cgroup; echo ---; ls -l /proc/$$/fd"}})
+	if err != nil || cg.ExitCode != 0 {
+		t.Fatalf("exec cgroup check: %v %q", err, cg.GetStderr())
+	}
+	parts := strings.Split(string(cg.Stdout), "---\n")
+	if len(parts) != 3 || parts[0] != parts[1] || !strings.Contains(parts[0], "peapod-"+ctr) {
+		t.Errorf("exec cgroups differ from the container init's:\n%s", cg.Stdout)
+	}
+	if fds := parts[len(parts)-1]; strings.Contains(fds, "memfd") || strings.Contains(fds, "cgroup") {
+		t.Errorf("exec'd process holds peapod's descriptors:\n%s", fds)
+	}
 
 	// Plain: stdout, stderr, exit code.
 	resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, Stdout: true, Stderr: true})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,7 +24,11 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	quit   chan struct{} // closed by Close to stop a recovered-process watcher
+	exec   *execHandle // reused by every exec while the container runs; nil until the first
+	// logError says why the keeper's log writes fail, while they do (nil
+	// when they work); ContainerStatus shows it as the message.
+	logError atomic.Pointer[string]
+	quit     chan struct{} // closed by Close to stop a recovered-process watcher
 }
 
 func newContainer(c *Container) *container {
@@ -219,7 +224,11 @@ func (r *Runtime) Container(id string) (Container, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.Container, nil
+	out := c.Container
+	if e := c.logError.Load(); e != nil && out.Message == "" && out.State == ContainerRunning {
+		out.Message = *e
+	}
+	return out, nil
 }
 
 // Containers returns copies of all containers.
@@ -397,6 +406,8 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 // destroyLibcontainer removes libcontainer's state and the container's
 // cgroup. It is safe to call more than once.
 func (r *Runtime) destroyLibcontainer(c *container) {
+	c.exec.close()
+	c.exec = nil
 	lc := c.lc
 	if lc == nil {
 		var err error
