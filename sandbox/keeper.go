@@ -137,8 +137,16 @@ type containerExit struct {
 	finished int64 // unix nanoseconds
 }
 
-// wait blocks until the container's exit is recorded.
-func (k keeper) wait(ctx context.Context, id string) (containerExit, error) {
+// logState is what the keeper reports about a container's log writes.
+type logState struct {
+	failing bool
+	dropped uint64 // lines lost so far
+	reason  string // why the last write failed (failing only)
+}
+
+// wait blocks until the container's exit is recorded. onLog, if not nil,
+// gets the keeper's reports on the log writes meanwhile.
+func (k keeper) wait(ctx context.Context, id string, onLog func(logState)) (containerExit, error) {
 	conn, err := k.dial(ctx, "wait", id)
 	if err != nil {
 		return containerExit{}, err
@@ -146,21 +154,44 @@ func (k keeper) wait(ctx context.Context, id string) (containerExit, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	line, err := readLine(conn)
-	if err != nil {
-		if ctx.Err() != nil {
-			return containerExit{}, ctx.Err()
+	r := bufio.NewReader(conn)
+	for {
+		line, err := readLine(r)
+		if err != nil {
+			if ctx.Err() != nil {
+				return containerExit{}, ctx.Err()
+			}
+			return containerExit{}, err
+		}
+		if rest, ok := strings.CutPrefix(line, "exited "); ok {
+			return parseExit(rest)
+		}
+		if st, ok := parseLogState(line); ok {
+			if onLog != nil {
+				onLog(st)
+			}
+			continue
+		}
+		_, err = okReply(line)
+		if err == nil {
+			err = fmt.Errorf("unexpected keeper reply %q", line)
 		}
 		return containerExit{}, err
 	}
-	if rest, ok := strings.CutPrefix(line, "exited "); ok {
-		return parseExit(rest)
+}
+
+// parseLogState reads "log-error <dropped> <reason>" or "log-ok <dropped>".
+func parseLogState(line string) (logState, bool) {
+	if rest, ok := strings.CutPrefix(line, "log-ok "); ok {
+		n, err := strconv.ParseUint(rest, 10, 64)
+		return logState{dropped: n}, err == nil
 	}
-	_, err = okReply(line)
-	if err == nil {
-		err = fmt.Errorf("unexpected keeper reply %q", line)
+	if rest, ok := strings.CutPrefix(line, "log-error "); ok {
+		num, reason, _ := strings.Cut(rest, " ")
+		n, err := strconv.ParseUint(num, 10, 64)
+		return logState{failing: true, dropped: n, reason: reason}, err == nil
 	}
-	return containerExit{}, err
+	return logState{}, false
 }
 
 // parseExit reads "<code> <finished_unix_nanos>", as in the exit file.

@@ -142,7 +142,7 @@ func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
 	if p != nil && processAlive(p.PausePID, p.PauseStart) {
 		k := r.keeperOf(&p.Pod)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		k.wait(wctx, c.ID)
+		k.wait(wctx, c.ID, nil)
 		cancel()
 		k.forget(ctx, c.ID)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	_ "github.com/opencontainers/cgroups/devices" // lets the cgroup manager apply device rules
@@ -42,7 +41,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		tty:       c.Config.GetTty(),
 		stdin:     c.Config.GetStdin(),
 		stdinOnce: c.Config.GetStdinOnce(),
-		argv:      []string{"/proc/self/exe", RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, strconv.Itoa(os.Getpid())},
+		argv:      []string{"/proc/self/exe", RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err
@@ -81,7 +80,7 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 			case <-ctx.Done():
 			}
 		}()
-		ex, err := k.wait(ctx, c.ID)
+		ex, err := k.wait(ctx, c.ID, func(st logState) { r.noteLogState(c, st) })
 		if errors.Is(err, context.Canceled) {
 			return // the daemon is shutting down; the keeper keeps the exit
 		}
@@ -92,6 +91,21 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 		}
 		r.recordExit(c, ex, err)
 	}()
+}
+
+// noteLogState records what the keeper reports about the container's log
+// writes: a failing write (a full disk) shows in ContainerStatus's message
+// and in the daemon's log until writes work again.
+func (r *Runtime) noteLogState(c *container, st logState) {
+	if st.failing {
+		msg := fmt.Sprintf("writing the container log %s fails (%s): its output is dropped until a write works again", c.LogPath, st.reason)
+		c.logError.Store(&msg)
+		r.log.Warn("container log write failed; lines are dropped, the container is not blocked",
+			"container", c.ID, "log", c.LogPath, "reason", st.reason, "dropped_lines", st.dropped)
+		return
+	}
+	c.logError.Store(nil)
+	r.log.Info("container log writes work again", "container", c.ID, "log", c.LogPath, "dropped_lines", st.dropped)
 }
 
 // recordExit stores the exit of a container's init process and releases

@@ -16,7 +16,10 @@
 //   start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE ARGV0 ARGV...
 //        -> "ok <pid>\n" | "error <message>\n"
 //   wait ID        -> "exited <code> <finished_unix_nanos>\n" once the exit
-//                     is final (log flushed, exit file written)
+//                     is final (log flushed, exit file written); before
+//                     it, "log-error <dropped lines> <reason>\n" when log
+//                     writes start failing (at once if they are failing)
+//                     and "log-ok <dropped lines>\n" when they work again
 //   reopen ID      -> "ok\n"
 //   attach ID      -> "ok\n", then frames: 1 byte stream (1 stdout, 2
 //                     stderr), 4 bytes big-endian length, data
@@ -270,6 +273,22 @@ static void finalize(struct container *c) {
 		client_close(cl);
 	}
 	close_attachers(c);
+}
+
+// send_log_state tells one waiter whether log writes fail. A waiter that
+// cannot take the line now misses it, and is kept: the exit still counts.
+static void send_log_state(struct client *cl, const struct container *c) {
+	if (c->log_errno != 0)
+		(void)reply(cl, "log-error %lu %s\n", c->log_drops, strerror(c->log_errno));
+	else
+		(void)reply(cl, "log-ok %lu\n", c->log_drops);
+}
+
+// log_state_changed tells the daemon (through the waiters) that log writes
+// started failing (a full disk) or work again.
+void log_state_changed(struct container *c) {
+	for (struct client *cl = c->waiters; cl != NULL; cl = cl->next)
+		send_log_state(cl, c);
 }
 
 static void output_ended(struct container *c) {
@@ -869,6 +888,8 @@ static void dispatch(struct client *cl, char **f, int nf) {
 		cl->c = c;
 		cl->next = c->waiters;
 		c->waiters = cl;
+		if (c->log_errno != 0)
+			send_log_state(cl, c);
 	} else if (strcmp(cmd, "attach") == 0) {
 		if (c->finalized || outputs_done(c)) {
 			(void)reply(cl, "error container output has ended\n");

@@ -39,6 +39,7 @@ struct container {
 	char *exit_file;
 	int log_fd;         // -1: not logging (no path, or reopen never worked)
 	unsigned long log_drops; // lines lost to failed log writes
+	int log_errno;           // errno of the last failed log write; 0 once one succeeds
 	int tty, stdin_once;
 	int stdin_fd;       // keeper's stdin write end, or the tty master; -1
 	struct stream out[2];
@@ -61,6 +62,7 @@ int log_reopen(struct container *c);
 int write_exit_file(const struct container *c);
 
 // keeper.c
+void log_state_changed(struct container *c);
 void keeper_run(int listen_fd, int sig_fd, pid_t holder) __attribute__((noreturn));
 
 #endif

@@ -5,7 +5,10 @@
 // A line longer than LOG_LINE_MAX is written as P pieces of LOG_LINE_MAX
 // bytes followed by an F piece with the rest. An unterminated last line is
 // written as F at EOF (stream_flush). A failed log write drops the line (it is
-// counted) and never blocks the container: the keeper keeps reading.
+// counted) and never blocks the container: the keeper keeps reading. A line
+// a full disk cut short is taken back out of the file, so that the file
+// holds whole lines only. The daemon hears when writes start failing and
+// when they work again (log_state_changed).
 #include "keeper.h"
 
 #include <errno.h>
@@ -52,8 +55,9 @@ int write_all(int fd, const void *buf, size_t n) {
 	return 0;
 }
 
-// writev_all is write_all for an iovec array; it consumes iov.
-static int writev_all(int fd, struct iovec *iov, int cnt) {
+// writev_all is write_all for an iovec array; it consumes iov and adds
+// the bytes written to *done.
+static int writev_all(int fd, struct iovec *iov, int cnt, size_t *done) {
 	while (cnt > 0) {
 		if (iov->iov_len == 0) {
 			iov++, cnt--;
@@ -69,6 +73,7 @@ static int writev_all(int fd, struct iovec *iov, int cnt) {
 			errno = EIO;
 			return -1;
 		}
+		*done += (size_t)w;
 		size_t left = (size_t)w;
 		while (cnt > 0 && left >= iov->iov_len) {
 			left -= iov->iov_len;
@@ -109,8 +114,28 @@ static void log_piece(struct stream *s, char tag, const char *a, size_t alen,
 		{(void *)b, blen},
 		{"\n", 1},
 	};
-	if (writev_all(c->log_fd, iov, 4) < 0)
-		c->log_drops++; // disk full or similar: drop the line, keep going
+	size_t done = 0;
+	if (writev_all(c->log_fd, iov, 4, &done) < 0) {
+		int err = errno;
+		// Disk full or similar: drop the line, keep going.
+		c->log_drops++;
+		if (done > 0) { // the keeper is the file's only writer (O_APPEND)
+			off_t end = lseek(c->log_fd, 0, SEEK_END);
+			if (end >= (off_t)done) {
+				int rc = ftruncate(c->log_fd, end - (off_t)done);
+				(void)rc; // on failure the next line still starts after the cut one
+			}
+		}
+		if (c->log_errno != err) {
+			c->log_errno = err;
+			log_state_changed(c);
+		}
+		return;
+	}
+	if (c->log_errno != 0) {
+		c->log_errno = 0;
+		log_state_changed(c);
+	}
 }
 
 // stash appends data to the stream's carried-over partial line. The caller
