@@ -161,6 +161,11 @@ func TestStreamingExec(t *testing.T) {
 	if err != nil || sync.ExitCode != 127 {
 		t.Errorf("ExecSync of a missing binary: %v, exit %d, want 127", err, sync.GetExitCode())
 	}
+	// A file that is not executable: 126.
+	sync, err = d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/etc/passwd"}})
+	if err != nil || sync.ExitCode != 126 || !strings.Contains(string(sync.Stderr), "/etc/passwd") {
+		t.Errorf("ExecSync of a non-executable file: %v, exit %d, stderr %q; want 126 naming it", err, sync.GetExitCode(), sync.GetStderr())
+	}
 }
 
 // TestStreamingAttach: two clients attached to one container both see its
