@@ -88,6 +88,13 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 	if ref == "" {
 		return nil, invalid("image reference is empty")
 	}
+	if s.runtime != nil {
+		// Removed containers hold their image until their root
+		// filesystems are gone, which happens after RemoveContainer returns.
+		if err := s.runtime.WaitRemovals(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.images.Remove(ctx, ref); err != nil {
 		return nil, err
 	}

@@ -382,15 +382,11 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if p != nil {
 		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
-	if err := r.removeRootfs(ctx, c.ID); err != nil {
-		return fmt.Errorf("remove container %s root filesystem: %w", c.ID, err)
-	}
-	if err := os.RemoveAll(c.Bundle); err != nil {
-		return fmt.Errorf("remove container %s bundle: %w", c.ID, err)
-	}
 	if err := r.store.delete(bucketContainers, c.ID); err != nil {
 		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
 	}
+	// Root filesystem and bundle go after the reply (removals.go).
+	r.removeLater(c.PodID, c.ID, c.Bundle)
 	r.mu.Lock()
 	delete(r.containers, c.ID)
 	pod := r.pods[c.PodID]

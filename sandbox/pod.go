@@ -460,6 +460,9 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
 	r.podNames.release(podName(p.Config))
+	// The containers' root filesystems went in the background meanwhile
+	// (removals.go); a removed pod leaves no mount behind.
+	r.removals.wait(ctx, p.ID)
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil
 }

@@ -63,6 +63,7 @@ type Runtime struct {
 	podOps     *resultStore[Pod]       // RunPod calls that may outlive their caller
 	ctrOps     *resultStore[Container] // CreateContainer calls, likewise
 	fail       failpoints              // crash points for recovery tests (failpoint.go); nil in production
+	removals   *removals               // root filesystems of removed containers being deleted
 
 	usernsWarn sync.Once // logs once why Status does not offer user namespaces
 }
@@ -104,6 +105,7 @@ func Open(opts Options) (*Runtime, error) {
 		podOps:     newResultStore[Pod](),
 		ctrOps:     newResultStore[Container](),
 		fail:       failpointsFromEnv(),
+		removals:   newRemovals(),
 	}
 	if err := r.recover(); err != nil {
 		store.close()
@@ -142,6 +144,9 @@ func (r *Runtime) reconcileNetwork() {
 func (r *Runtime) Close() error {
 	r.podOps.wait()
 	r.ctrOps.wait()
+	ctx, cancel := context.WithTimeout(context.Background(), closeRemovalsTimeout)
+	r.removals.wait(ctx, "")
+	cancel()
 	r.mu.Lock()
 	for _, c := range r.containers {
 		c.stopWatching()
