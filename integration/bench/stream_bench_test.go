@@ -274,8 +274,10 @@ func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
 	}
 	defer logf.Close()
 	suffix := strconv.Itoa(os.Getpid() % 100000)
+	// An absolute cgroup parent, as the kubelet gives (containerd gets
+	// critest's /test.slice), not one nested below the bench's own cgroup.
 	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
-		"--registries-conf", conf, "--cgroup-parent", "peapod-bench-"+suffix,
+		"--registries-conf", conf, "--cgroup-parent", "/peapod-bench-"+suffix,
 		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(os.Getpid()%200+20)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
 	guardForward(b, "ppb"+suffix)
 	exited := startDaemon(b, cmd, logf)
