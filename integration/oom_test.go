@@ -32,25 +32,3 @@ func TestOOMKilled(t *testing.T) {
 		t.Errorf("exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
 	}
 }
-
-// TestOOMKilledChild: when the OOM killer kills a process other than the
-// container's init and the init goes on to exit 0, the container is still
-// reported OOMKilled, with the init's own exit code: the cgroup saw an OOM
-// kill, which is what containerd (its TaskOOM event) and CRI-O (conmon's
-// oom_kill watch) report.
-func TestOOMKilledChild(t *testing.T) {
-	d, image := readyDaemon(t)
-	podCfg := podConfig("oomchild", t.TempDir())
-	run := runPod(t, d, podCfg)
-	cfg := containerConfig("parent", image, "sh", "-c", "head -c 100m /dev/zero | tail; exit 0")
-	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
-	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-	var s *runtimeapi.ContainerStatus
-	waitFor(t, 30*time.Second, "the container to exit", func() bool {
-		s = containerStatus(t, d, id)
-		return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
-	})
-	if s.ExitCode != 0 || s.Reason != "OOMKilled" {
-		t.Errorf("exit %d reason %q, want 0 OOMKilled", s.ExitCode, s.Reason)
-	}
-}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -69,10 +70,35 @@ func expectCgroup(t *testing.T, rel string, v1, v2 map[string]string) {
 	}
 }
 
-// TestResources: pod and container limits reach the cgroup files, a 0.2
-// CPU quota holds a busy loop, limits change live, and the stats move.
+// TestResources is the resource suite, on one registry and daemon (it also
+// runs in the emulated cgroup v2 guest of make test-cgroupv2, where each
+// daemon and image push costs minutes): limits, CPU quota, stats and live
+// updates; OOM kills; the systemd driver's layout.
 func TestResources(t *testing.T) {
-	d, image := readyDaemon(t)
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.start()
+	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *daemon, string)
+	}{
+		{"limits, CPU quota, stats, live update", resourceLimits},
+		{"OOMKilled 20 of 20", oomKilledRepeated},
+		{"OOM of a child, init exits 0", oomKilledChild},
+		{"live memory update takes effect", liveMemoryUpdate},
+		{"cgroupfs driver refuses a slice", refuseSlice},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, d, image) })
+	}
+	t.Run("systemd driver", func(t *testing.T) { systemdLayout(t, regAddr, image) })
+}
+
+// resourceLimits: pod and container limits reach the cgroup files, a 0.2
+// CPU quota holds a busy loop, limits change live, and the stats move.
+func resourceLimits(t *testing.T, d *daemon, image string) {
 	c := ctx(t)
 	podCfg := podConfig("res", t.TempDir())
 	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 256 << 20}
@@ -137,21 +163,30 @@ func TestResources(t *testing.T) {
 		t.Errorf("usage_nano_cores %d, want about 0.2 cores", nc)
 	}
 
-	// A container that holds 40 MiB and wrote 1 MiB to its writable layer.
+	// A container that holds 40 MiB and wrote 1 MiB to its writable layer:
+	// sed holds the one 40 MiB line while it waits on a reader that never
+	// reads (busybox sh gives a variable's memory back at its next command).
 	mem := containerConfig("mem", image, "sh", "-c",
-		"head -c 1048576 /dev/zero > /big; x=$(head -c 41943040 /dev/zero | tr '\\0' a); echo ready; sleep 1000")
+		"head -c 1048576 /dev/zero > /big; head -c 41943040 /dev/zero | tr '\\0' a | sed s/x/y/ | sleep 1000")
 	mem.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}
 	memID := startContainer(t, d, run.PodSandboxId, podCfg, mem)
 	var ms *runtimeapi.ContainerStats
 	// The writable layer is measured at most every 10 s, as containerd does.
-	waitFor(t, 40*time.Second, "the mem container to hold 40 MiB and its layer 1 MiB", func() bool {
+	deadline := time.Now().Add(40 * time.Second * timeoutScale)
+	for {
 		r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ms = r.Stats
-		return ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20 && ms.GetWritableLayer().GetUsedBytes().GetValue() >= 1<<20
-	})
+		if ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20 && ms.GetWritableLayer().GetUsedBytes().GetValue() >= 1<<20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mem container never held 40 MiB with a 1 MiB layer: %v", ms)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	m := ms.GetMemory()
 	t.Logf("mem container: working set %d, usage %d, rss %d, page faults %d, available %d; writable layer %d bytes, %d inodes",
 		m.GetWorkingSetBytes().GetValue(), m.GetUsageBytes().GetValue(), m.GetRssBytes().GetValue(), m.GetPageFaults().GetValue(),
@@ -190,6 +225,7 @@ func TestResources(t *testing.T) {
 	if pl.GetNetwork().GetDefaultInterface() == nil {
 		t.Logf("no pod network interfaces reported (network: %v)", pl.GetNetwork())
 	}
+	checkPodMetrics(t, d, run.PodSandboxId, memID)
 	plist, err := d.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "res"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -243,14 +279,13 @@ func TestResources(t *testing.T) {
 	}
 }
 
-// TestOOMKilledRepeated: a 32 MiB container that allocates 100 MiB is
+// oomKilledRepeated: a 32 MiB container that allocates 100 MiB is
 // OOMKilled/137 every time, in 20 runs of these variants: the init
 // allocates it all at once at start (killed within milliseconds), the init
 // grows until killed, a child of the init is the one killed (sh passes on
 // its 137), and on cgroup v2 the same child with memory.oom.group set, as
 // kubelet sets it, so the kernel kills the whole container.
-func TestOOMKilledRepeated(t *testing.T) {
-	d, image := readyDaemon(t)
+func oomKilledRepeated(t *testing.T, d *daemon, image string) {
 	c := ctx(t)
 	podCfg := podConfig("oom20", t.TempDir())
 	run := runPod(t, d, podCfg)
@@ -268,36 +303,66 @@ func TestOOMKilledRepeated(t *testing.T) {
 		variants = append(variants, variant{"child, oom.group", []string{"sh", "-c", "head -c 100m /dev/zero | tail; sleep 1000"},
 			map[string]string{"memory.oom.group": "1"}})
 	}
-	fails := 0
-	var took []time.Duration
-	for i := range 20 {
+	// Four containers at a time, each started, awaited and removed by its
+	// own goroutine: the runs overlap, and each is still one container
+	// under its own 32 MiB limit.
+	const runs, together = 20, 4
+	took := make([]time.Duration, runs)
+	errs := make([]error, runs)
+	one := func(i int) error {
 		v := variants[i%len(variants)]
 		cfg := containerConfig(fmt.Sprintf("hog%d", i), image, v.cmd...)
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, Unified: v.unified}}
-		id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-		var s *runtimeapi.ContainerStatus
-		waitFor(t, 30*time.Second, "the container to exit", func() bool {
-			s = containerStatus(t, d, id)
-			return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
-		})
-		took = append(took, time.Duration(s.FinishedAt-s.StartedAt).Round(time.Millisecond))
-		if s.ExitCode != 137 || s.Reason != "OOMKilled" {
-			fails++
-			t.Errorf("run %d (%s): exit %d reason %q, want 137 OOMKilled", i, v.name, s.ExitCode, s.Reason)
+		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+		if err != nil {
+			return err
 		}
-		if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-			t.Fatal(err)
+		defer d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: cr.ContainerId})
+		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(30 * time.Second * timeoutScale)
+		for {
+			r, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: cr.ContainerId})
+			if err != nil {
+				return err
+			}
+			if s := r.Status; s.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+				took[i] = time.Duration(s.FinishedAt - s.StartedAt).Round(time.Millisecond)
+				if s.ExitCode != 137 || s.Reason != "OOMKilled" {
+					return fmt.Errorf("%s: exit %d reason %q, want 137 OOMKilled", v.name, s.ExitCode, s.Reason)
+				}
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: still %v after %s", v.name, r.Status.State, 30*time.Second*timeoutScale)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for first := 0; first < runs; first += together {
+		var wg sync.WaitGroup
+		for i := first; i < first+together; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = one(i) }()
+		}
+		wg.Wait()
+	}
+	fails := 0
+	for i, err := range errs {
+		if err != nil {
+			fails++
+			t.Errorf("run %d: %v", i, err)
 		}
 	}
 	t.Logf("OOMKilled/137 in %d of 20 runs (%d variants); start to exit: %v", 20-fails, len(variants), took)
 }
 
-// TestLiveMemoryUpdate: lowering a running container's memory limit takes
+// liveMemoryUpdate: lowering a running container's memory limit takes
 // effect at once: the container's init then allocates 48 MiB, which its old
 // 128 MiB limit allowed (it would exit 0), and is OOMKilled under the new
 // 32 MiB one.
-func TestLiveMemoryUpdate(t *testing.T) {
-	d, image := readyDaemon(t)
+func liveMemoryUpdate(t *testing.T, d *daemon, image string) {
 	c := ctx(t)
 	podCfg := podConfig("memupd", t.TempDir())
 	run := runPod(t, d, podCfg)
@@ -329,5 +394,68 @@ func TestLiveMemoryUpdate(t *testing.T) {
 	})
 	if s.ExitCode != 137 || s.Reason != "OOMKilled" {
 		t.Errorf("after lowering the limit to 32 MiB and allocating 48 MiB: exit %d reason %q, want 137 OOMKilled", s.ExitCode, s.Reason)
+	}
+}
+
+// checkPodMetrics: ListPodSandboxMetrics reports the pod and the mem
+// container's working set under the series ListMetricDescriptors names.
+func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
+	t.Helper()
+	c := ctx(t)
+	desc, err := d.rt.ListMetricDescriptors(c, &runtimeapi.ListMetricDescriptorsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]int{}
+	for _, ds := range desc.Descriptors {
+		keys[ds.Name] = len(ds.LabelKeys)
+	}
+	resp, err := d.rt.ListPodSandboxMetrics(c, &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws uint64
+	for _, pm := range resp.PodMetrics {
+		if pm.PodSandboxId != pod {
+			continue
+		}
+		all := pm.Metrics
+		for _, cm := range pm.ContainerMetrics {
+			for _, m := range cm.Metrics {
+				if cm.ContainerId == memID && m.Name == "container_memory_working_set_bytes" {
+					ws = m.Value.GetValue()
+				}
+			}
+			all = append(all, cm.Metrics...)
+		}
+		for _, m := range all {
+			if n, ok := keys[m.Name]; !ok || n != len(m.LabelValues) {
+				t.Errorf("metric %s: %d label values, descriptor has %d (known %v)", m.Name, len(m.LabelValues), n, ok)
+			}
+		}
+	}
+	if ws < 40<<20 {
+		t.Errorf("ListPodSandboxMetrics: mem container working set %d, want > 40 MiB", ws)
+	}
+}
+
+// oomKilledChild: when the OOM killer kills a process other than the
+// container's init and the init goes on to exit 0, the container is still
+// reported OOMKilled, with the init's own exit code: the cgroup saw an OOM
+// kill, which is what containerd (its TaskOOM event) and CRI-O (conmon's
+// oom_kill watch) report.
+func oomKilledChild(t *testing.T, d *daemon, image string) {
+	podCfg := podConfig("oomchild", t.TempDir())
+	run := runPod(t, d, podCfg)
+	cfg := containerConfig("parent", image, "sh", "-c", "head -c 100m /dev/zero | tail; exit 0")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
+	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
+	var s *runtimeapi.ContainerStatus
+	waitFor(t, 30*time.Second, "the container to exit", func() bool {
+		s = containerStatus(t, d, id)
+		return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if s.ExitCode != 0 || s.Reason != "OOMKilled" {
+		t.Errorf("exit %d reason %q, want 0 OOMKilled", s.ExitCode, s.Reason)
 	}
 }

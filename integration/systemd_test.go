@@ -11,12 +11,18 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// TestResourcesSystemd: with cgroup_driver = "systemd", a pod whose parent
-// is a slice name, as kubelet's systemd driver sends it, gets the cgroups
+// systemdLayout: with cgroup_driver = "systemd", a pod whose parent is a
+// slice name, as kubelet's systemd driver sends it, gets the cgroups
 // systemd would make for it (peapod manages them with cgroupfs): the pod a
 // child slice, the pause and the containers scopes, with their limits.
-func TestResourcesSystemd(t *testing.T) {
-	regAddr, image := testImage(t)
+func systemdLayout(t *testing.T, regAddr, image string) {
+	// A root slice of the test's own, as kubelet's kubepods.slice; removed
+	// after the daemon's cleanup has removed the pods (cleanups run last
+	// first).
+	top := "peapodit" + randomSuffix()
+	slice := top + "-pod" + randomSuffix() + ".slice"
+	sliceDir := "/" + top + ".slice/" + slice
+	t.Cleanup(func() { removeAbsCgroup(sliceDir); removeAbsCgroup("/" + top + ".slice") })
 	d := newDaemon(t, regAddr)
 	conf := filepath.Join(d.dir, "peapod.toml")
 	if err := os.WriteFile(conf, []byte("cgroup_driver = \"systemd\"\n"), 0o644); err != nil {
@@ -35,12 +41,6 @@ func TestResourcesSystemd(t *testing.T) {
 	if got := rc.GetLinux().GetCgroupDriver(); got != runtimeapi.CgroupDriver_SYSTEMD {
 		t.Errorf("RuntimeConfig cgroup driver %v, want SYSTEMD", got)
 	}
-
-	// A root slice of the test's own, as kubelet's kubepods.slice.
-	top := "peapodit" + randomSuffix()
-	slice := top + "-pod" + randomSuffix() + ".slice"
-	sliceDir := "/" + top + ".slice/" + slice
-	t.Cleanup(func() { removeAbsCgroup(sliceDir); removeAbsCgroup("/" + top + ".slice") })
 
 	podCfg := podConfig("sd", t.TempDir())
 	podCfg.Linux.CgroupParent = slice
@@ -80,12 +80,14 @@ func TestResourcesSystemd(t *testing.T) {
 		t.Errorf("pod slice %s left after removal (%v)", podDir, err)
 	}
 
-	// The cgroupfs driver refuses slices: kubelet and peapod must agree.
-	plain := newDaemon(t, regAddr)
-	plain.start()
-	cfg2 := podConfig("sd2", t.TempDir())
-	cfg2.Linux.CgroupParent = slice
-	if _, err := plain.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg2}); err == nil {
+}
+
+// refuseSlice: the cgroupfs driver refuses a slice parent: kubelet and
+// peapod must agree on the driver.
+func refuseSlice(t *testing.T, d *daemon, image string) {
+	cfg := podConfig("sd2", t.TempDir())
+	cfg.Linux.CgroupParent = "peapodit-pod" + randomSuffix() + ".slice"
+	if _, err := d.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg}); err == nil {
 		t.Error("cgroupfs driver accepted a slice parent")
 	}
 }
