@@ -115,7 +115,7 @@ $(KUBELET):
 	mv $@.tmp $@
 
 e2e-kubelet: $(KUBELET)
-	PEAPOD_KUBELET=$(KUBELET) $(GO) test -tags "$(TAGS)" -count=1 -timeout 20m -v -run '^TestKubeletE2E$$' ./integration/
+	PEAPOD_KUBELET=$(KUBELET) $(GO) test -tags "$(TAGS)" -count=1 -timeout 20m -v -parallel 32 -run '^TestKubeletE2E$$' ./integration/
 
 bench: $(CRITEST_TOOLS)/critest
 	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench '^BenchmarkPerformance$$' \

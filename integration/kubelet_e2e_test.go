@@ -45,7 +45,7 @@ func TestKubeletE2E(t *testing.T) {
 	pulls := startPullCounter(t, reg)
 	cgRoot := makeCgroupRoot(t)
 	var podLogs string
-	hostPaths(t, func() string { return podLogs }, "/var/lib/kubelet", "/var/log/containers", "/var/log/pods")
+	hostPaths(t, func() string { return podLogs })
 	d := newDaemon(t, pulls.addr)
 	d.start()
 	k := startKubelet(t, bin, d.socket, cgRoot)
@@ -56,20 +56,20 @@ func TestKubeletE2E(t *testing.T) {
 	var mu sync.Mutex
 	var results []checkResult
 	t.Run("checks", func(t *testing.T) {
-		for _, c := range kubeletChecks {
+		for i, c := range kubeletChecks {
 			t.Run(c.name, func(t *testing.T) {
 				t.Parallel()
 				begin := time.Now()
 				defer func() {
 					mu.Lock()
-					results = append(results, checkResult{c.name, !t.Failed(), time.Since(begin)})
+					results = append(results, checkResult{i, c.name, !t.Failed(), time.Since(begin)})
 					mu.Unlock()
 				}()
 				c.run(t, e)
 			})
 		}
 	})
-	sort.Slice(results, func(i, j int) bool { return results[i].name < results[j].name })
+	sort.Slice(results, func(i, j int) bool { return results[i].order < results[j].order })
 	failed := 0
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nkubelet e2e (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
@@ -86,9 +86,10 @@ func TestKubeletE2E(t *testing.T) {
 }
 
 type checkResult struct {
-	name string
-	ok   bool
-	took time.Duration
+	order int
+	name  string
+	ok    bool
+	took  time.Duration
 }
 
 func kubeletVersion(bin string) string {
@@ -433,9 +434,16 @@ func pullPod(name, img string, policy corev1.PullPolicy) *corev1.Pod {
 	return newPod(name, c)
 }
 
+// firstStart holds once the pod's container "c" has been created, before
+// its first restart (the pull, if any, came before the create).
+func firstStart(p *corev1.Pod) bool {
+	s := cstatus(p, "c")
+	return s != nil && s.ContainerID != "" && s.RestartCount == 0
+}
+
 func checkPullAlways(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, pullPod("pull-always", image("pull-always"), corev1.PullAlways))
-	e.k.waitPod(t, "pull-always", podTimeout, "first start", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") == 0 })
+	e.k.waitPod(t, "pull-always", podTimeout, "first start", firstStart)
 	first := e.pulls.manifests("e2e-kubelet/pull-always")
 	e.k.waitPod(t, "pull-always", podTimeout, "a restart", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") >= 1 })
 	again := e.pulls.manifests("e2e-kubelet/pull-always")
@@ -446,7 +454,7 @@ func checkPullAlways(t *testing.T, e *kubeletEnv) {
 
 func checkPullIfNotPresent(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, pullPod("pull-ifnotpresent", image("pull-ifnotpresent"), corev1.PullIfNotPresent))
-	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "first start", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") == 0 })
+	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "first start", firstStart)
 	first := e.pulls.manifests("e2e-kubelet/pull-ifnotpresent")
 	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "a restart", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") >= 1 })
 	again := e.pulls.manifests("e2e-kubelet/pull-ifnotpresent")

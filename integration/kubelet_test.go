@@ -34,7 +34,7 @@ import (
 // the test's own (cgroupRoot), its API on 127.0.0.1 only. The one place the
 // kubelet writes outside them is hard-coded upstream (the device-plugin
 // socket in /var/lib/kubelet/device-plugins, the log symlinks in
-// /var/log/containers); hostPaths removes what was not there before.
+// /var/log/containers); hostPaths removes what it added there.
 
 // kubeletNode is the kubelet's node name; static pods are named
 // "<manifest name>-<node>".
@@ -96,7 +96,6 @@ oomScoreAdj: 0
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "1Mi"}
-localStorageCapacityIsolation: false
 resolvConf: %[5]s
 podLogsDir: %[6]s
 volumePluginDir: %[7]s
@@ -465,31 +464,43 @@ func cgroupDir(controller, path string) string {
 
 // ---------------------------------------------------------------- host paths
 
-// hostPaths removes, in cleanup, those of paths that did not exist before
-// the test: the kubelet creates them whatever its configuration says. Where
-// a path existed, only the entries the test's kubelet added are removed
-// (container log symlinks pointing into its pod log directory).
-func hostPaths(t *testing.T, podLogsOf func() string, paths ...string) {
+// The kubelet creates these whatever its configuration says: the
+// device-plugin socket's directory is a constant of the device plugin API,
+// and the container log symlinks' directory a constant of the kubelet.
+const (
+	devicePluginDir  = "/var/lib/kubelet/device-plugins"
+	containerLogsDir = "/var/log/containers"
+)
+
+// hostPaths removes, in cleanup, what the test's kubelet adds to the
+// host's fixed paths: its device-plugin socket and its container log
+// symlinks (those pointing into its pod log directory), then each
+// directory that did not exist before the test, if nothing else is left in
+// it (another kubelet on the host may be using it).
+func hostPaths(t *testing.T, podLogsOf func() string) {
+	dirs := []string{containerLogsDir, devicePluginDir, filepath.Dir(devicePluginDir)}
 	absent := map[string]bool{}
-	for _, p := range paths {
+	for _, p := range dirs {
 		if _, err := os.Lstat(p); os.IsNotExist(err) {
 			absent[p] = true
 		}
 	}
 	t.Cleanup(func() {
-		for _, p := range paths {
-			if absent[p] {
-				os.RemoveAll(p)
-				continue
-			}
-			if p != "/var/log/containers" || podLogsOf() == "" {
-				continue
-			}
-			entries, _ := os.ReadDir(p)
+		if absent[devicePluginDir] {
+			os.Remove(filepath.Join(devicePluginDir, "kubelet.sock"))
+		}
+		if logs := podLogsOf(); logs != "" {
+			entries, _ := os.ReadDir(containerLogsDir)
 			for _, e := range entries {
-				if dst, err := os.Readlink(filepath.Join(p, e.Name())); err == nil && strings.HasPrefix(dst, podLogsOf()+"/") {
-					os.Remove(filepath.Join(p, e.Name()))
+				link := filepath.Join(containerLogsDir, e.Name())
+				if dst, err := os.Readlink(link); err == nil && strings.HasPrefix(dst, logs+"/") {
+					os.Remove(link)
 				}
+			}
+		}
+		for _, p := range dirs {
+			if absent[p] {
+				os.Remove(p) // only when empty
 			}
 		}
 	})
