@@ -545,11 +545,19 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	if err != nil {
 		return "", err
 	}
-	var opts *storage.ContainerOptions
+	// Volatile: c/storage records the container and its layer without an
+	// fsync (it fsyncs containers.json and layers.json, each rewritten
+	// whole, for every other container): two syncs fewer on
+	// CreateContainer and as many on removal. A daemon crash loses nothing
+	// (the page cache survives it); only a power loss can lose the record
+	// of a container created just before it, and then the node restarts
+	// every pod anyway. The daemon's own metadata stays synced
+	// (sandbox/store.go), and RemoveRootfs accepts an unknown container.
+	opts := &storage.ContainerOptions{Volatile: true}
 	if len(uids) > 0 || len(gids) > 0 {
-		opts = &storage.ContainerOptions{IDMappingOptions: storagetypes.IDMappingOptions{
+		opts.IDMappingOptions = storagetypes.IDMappingOptions{
 			UIDMap: storageIDMap(uids), GIDMap: storageIDMap(gids),
-		}}
+		}
 	}
 	c, err := s.store.CreateContainer(containerID, nil, simg.ID, "", "", opts)
 	if err != nil {
