@@ -46,11 +46,25 @@ func TestKubeletE2E(t *testing.T) {
 	cgRoot := makeCgroupRoot(t)
 	var podLogs string
 	hostPaths(t, func() string { return podLogs })
-	d := newDaemon(t, pulls.addr)
-	d.start()
-	k := startKubelet(t, bin, d.socket, cgRoot)
-	podLogs = k.podLogs
-	e := &kubeletEnv{k: k, d: d, pulls: pulls, cgroupRoot: cgRoot}
+	e := &kubeletEnv{pulls: pulls, cgroupRoot: cgRoot}
+	var socket string
+	runtimeName := os.Getenv("PEAPOD_E2E_RUNTIME")
+	switch runtimeName {
+	case "", "peapod":
+		runtimeName = "peapod"
+		d := newDaemon(t, pulls.addr)
+		d.start()
+		socket, e.rt, e.img, e.stateDirs = d.socket, d.rt, d.img, []string{d.root, d.state}
+	case "containerd":
+		// The reference: the same checks on Debian's containerd 1.6.
+		testenv.PushImage(t, reg, "e2e-kubelet/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+		c := startContainerdRuntime(t, pulls.addr, image("pause"))
+		socket, e.rt, e.img, e.stateDirs = c.socket, c.rt, c.img, []string{c.dir}
+	default:
+		t.Fatalf("PEAPOD_E2E_RUNTIME=%q: want peapod or containerd", runtimeName)
+	}
+	e.k = startKubelet(t, bin, socket, cgRoot)
+	podLogs = e.k.podLogs
 	setupTime := time.Since(setup)
 
 	var mu sync.Mutex
@@ -72,7 +86,7 @@ func TestKubeletE2E(t *testing.T) {
 	sort.Slice(results, func(i, j int) bool { return results[i].order < results[j].order })
 	failed := 0
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nkubelet e2e (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
+	fmt.Fprintf(&b, "\nkubelet e2e (kubelet %s on %s; setup %.1fs)\n", kubeletVersion(bin), runtimeName, setupTime.Seconds())
 	fmt.Fprintf(&b, "%-48s %-6s %8s\n", "check", "result", "time")
 	for _, r := range results {
 		res := "PASS"
@@ -100,11 +114,13 @@ func kubeletVersion(bin string) string {
 	return base
 }
 
-// kubeletEnv is what every check gets: the kubelet, the peapod under it,
-// the registry's pull counter and the kubelet's cgroup root.
+// kubeletEnv is what every check gets: the kubelet, the CRI runtime under
+// it, the registry's pull counter and the kubelet's cgroup root.
 type kubeletEnv struct {
 	k          *kubelet
-	d          *daemon
+	rt         runtimeapi.RuntimeServiceClient
+	img        runtimeapi.ImageServiceClient
+	stateDirs  []string // where no trace of a removed pod may remain
 	pulls      *pullCounter
 	cgroupRoot string
 }
@@ -281,10 +297,10 @@ func checkInitContainers(t *testing.T, e *kubeletEnv) {
 	if s := cstatus(failed, "main"); s == nil || s.State.Running != nil || s.State.Terminated != nil {
 		t.Errorf("main of init-fail ran: %+v", s)
 	}
-	for _, sb := range sandboxesOf(t, e.d, "init-fail") {
-		for _, c := range containersOf(t, e.d, sb.Id) {
+	for _, sb := range sandboxesOf(t, e.rt, "init-fail") {
+		for _, c := range containersOf(t, e.rt, sb.Id) {
 			if c.Metadata.Name == "main" {
-				t.Errorf("peapod has a main container in init-fail's pod")
+				t.Errorf("the runtime has a main container in init-fail's pod")
 			}
 		}
 	}
@@ -464,7 +480,7 @@ func checkPullIfNotPresent(t *testing.T, e *kubeletEnv) {
 }
 
 func checkPullNever(t *testing.T, e *kubeletEnv) {
-	if _, err := e.d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image("pull-never")}}); err != nil {
+	if _, err := e.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image("pull-never")}}); err != nil {
 		t.Fatal(err)
 	}
 	before := e.pulls.manifests("e2e-kubelet/pull-never")
@@ -661,9 +677,9 @@ func checkLabels(t *testing.T, e *kubeletEnv) {
 	if got.Labels["tier"] != "backend" || got.Annotations["kubernetes.io/config.source"] != "file" {
 		t.Errorf("/pods: labels %v annotations %v", got.Labels, got.Annotations)
 	}
-	sbs := sandboxesOf(t, e.d, "meta")
+	sbs := sandboxesOf(t, e.rt, "meta")
 	if len(sbs) != 1 {
-		t.Fatalf("peapod has %d sandboxes for meta, want 1", len(sbs))
+		t.Fatalf("the runtime has %d sandboxes for meta, want 1", len(sbs))
 	}
 	sb := sbs[0]
 	for k, v := range map[string]string{"app": "meta", "tier": "backend", "io.kubernetes.pod.namespace": e2eNamespace, "io.kubernetes.pod.uid": string(got.UID)} {
@@ -676,9 +692,9 @@ func checkLabels(t *testing.T, e *kubeletEnv) {
 			t.Errorf("sandbox annotation %s = %q, want %q", k, sb.Annotations[k], v)
 		}
 	}
-	ctrs := containersOf(t, e.d, sb.Id)
+	ctrs := containersOf(t, e.rt, sb.Id)
 	if len(ctrs) != 1 || ctrs[0].Labels["io.kubernetes.container.name"] != "main" || ctrs[0].Annotations["io.kubernetes.container.restartCount"] != "0" {
-		t.Errorf("peapod containers of meta: %v", ctrs)
+		t.Errorf("runtime containers of meta: %v", ctrs)
 	}
 	out := waitLog(t, e.k, "meta", "main", "tier=")
 	for _, want := range []string{"name=" + fullName("meta") + " ns=" + e2eNamespace, `app="meta"`, `tier="backend"`} {
@@ -695,12 +711,12 @@ func checkTeardown(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, p)
 	got := e.k.waitPod(t, "teardown", podTimeout, "a and b running", func(p *corev1.Pod) bool { return running(p, "a", "b") })
 	uid := string(got.UID)
-	sbs := sandboxesOf(t, e.d, "teardown")
+	sbs := sandboxesOf(t, e.rt, "teardown")
 	if len(sbs) != 1 {
-		t.Fatalf("peapod has %d sandboxes for teardown, want 1", len(sbs))
+		t.Fatalf("the runtime has %d sandboxes for teardown, want 1", len(sbs))
 	}
 	sandbox := sbs[0].Id
-	pause := pausePID(ctx(t), e.d, sandbox)
+	pause := sandboxPID(t, e.rt, sandbox)
 	podCgroup := filepath.Join(e.cgroupRoot, "kubepods/besteffort/pod"+uid)
 	podDir := filepath.Join(e.k.rootDir, "pods", uid)
 	logDir := filepath.Join(e.k.podLogs, e2eNamespace+"_"+fullName("teardown")+"_"+uid)
@@ -733,9 +749,9 @@ func checkTeardown(t *testing.T, e *kubeletEnv) {
 	gone("kubelet pod directory removed", 30*time.Second, func() bool { _, err := os.Stat(podDir); return os.IsNotExist(err) })
 	// The kubelet's container GC (every minute) removes the dead
 	// containers and the sandbox, then the pod's log directory.
-	gone("sandbox removed from peapod", 90*time.Second, func() bool { return len(sandboxesOf(t, e.d, "teardown")) == 0 })
-	if ctrs := containersOf(t, e.d, sandbox); len(ctrs) != 0 {
-		t.Errorf("containers left in peapod: %v", ctrs)
+	gone("sandbox removed from the runtime", 90*time.Second, func() bool { return len(sandboxesOf(t, e.rt, "teardown")) == 0 })
+	if ctrs := containersOf(t, e.rt, sandbox); len(ctrs) != 0 {
+		t.Errorf("containers left in the runtime: %v", ctrs)
 	}
 	gone("pod log directory removed", 30*time.Second, func() bool { _, err := os.Stat(logDir); return os.IsNotExist(err) })
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
@@ -744,10 +760,10 @@ func checkTeardown(t *testing.T, e *kubeletEnv) {
 			t.Errorf("mount left: %s", line)
 		}
 	}
-	for _, dir := range []string{e.d.state, e.d.root} {
+	for _, dir := range e.stateDirs {
 		filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 			if err == nil && strings.Contains(d.Name(), sandbox) {
-				t.Errorf("peapod state left: %s", path)
+				t.Errorf("runtime state left: %s", path)
 			}
 			return nil
 		})

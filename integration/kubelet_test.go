@@ -360,10 +360,11 @@ func (k *kubelet) exec(ctx context.Context, manifest, container string, cmd ...s
 	return out.String(), errOut.String(), err
 }
 
-// sandboxOf finds the pod's sandboxes in peapod by the kubelet's labels.
-func sandboxesOf(t *testing.T, d *daemon, manifest string) []*runtimeapi.PodSandbox {
+// sandboxesOf finds the pod's sandboxes in the runtime by the kubelet's
+// labels.
+func sandboxesOf(t *testing.T, rt runtimeapi.RuntimeServiceClient, manifest string) []*runtimeapi.PodSandbox {
 	t.Helper()
-	resp, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
+	resp, err := rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{
 		LabelSelector: map[string]string{"io.kubernetes.pod.name": fullName(manifest)},
 	}})
 	if err != nil {
@@ -372,14 +373,27 @@ func sandboxesOf(t *testing.T, d *daemon, manifest string) []*runtimeapi.PodSand
 	return resp.Items
 }
 
-// containersOf lists the containers peapod has in a sandbox.
-func containersOf(t *testing.T, d *daemon, sandbox string) []*runtimeapi.Container {
+// containersOf lists the containers the runtime has in a sandbox.
+func containersOf(t *testing.T, rt runtimeapi.RuntimeServiceClient, sandbox string) []*runtimeapi.Container {
 	t.Helper()
-	resp, err := d.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: sandbox}})
+	resp, err := rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: sandbox}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return resp.Containers
+}
+
+// sandboxPID is the PID of the sandbox's pause (keeper) process, from the
+// verbose status both peapod and containerd give ("pid" in "info").
+func sandboxPID(t *testing.T, rt runtimeapi.RuntimeServiceClient, sandbox string) int {
+	t.Helper()
+	resp, err := rt.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: sandbox, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct{ Pid int }
+	json.Unmarshal([]byte(resp.Info["info"]), &info)
+	return info.Pid
 }
 
 func freeTCPPort(t *testing.T) int {
