@@ -101,7 +101,8 @@ uninstall:
 # unmodified kubelet built from k8s.io/kubernetes through the module proxy
 # (tools/kubelet; ~5 min cold on 2 idle cores, cached by version in
 # KUBELET_CACHE), run standalone on peapod with static pods. Prints a
-# PASS/FAIL table.
+# PASS/FAIL table. PEAPOD_E2E_RUNTIME=containerd runs the same checks on
+# Debian's containerd 1.6, the reference.
 KUBELET_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/kubelet/go.mod)
 KUBELET_CACHE   ?= /var/cache/peapod-test
 KUBELET         := $(KUBELET_CACHE)/kubelet-$(KUBELET_VERSION)
