@@ -7,7 +7,7 @@ BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
 
-.PHONY: all build run test unit integration vet bench bench-all clean test-cgroupv2 critest install uninstall e2e-kubelet kubelet
+.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 critest install uninstall e2e-kubelet kubelet
 
 all: build
 
@@ -124,6 +124,15 @@ bench: $(CRITEST_TOOLS)/critest
 
 bench-all: $(CRITEST_TOOLS)/critest
 	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench . -benchtime 1x -timeout 90m ./integration/bench/
+
+# Fuzz targets (go test -fuzz), FUZZTIME each. Seeds are committed under
+# */testdata/fuzz; a crash the fuzzer finds is written there as well:
+# commit it and it runs as a regression test in `make unit`.
+FUZZTIME  ?= 30s
+fuzz:
+	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzBuildSpec$$' -fuzztime $(FUZZTIME) ./sandbox/
+	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzPathResolution$$' -fuzztime $(FUZZTIME) ./sandbox/
+	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzValidateRequest$$' -fuzztime $(FUZZTIME) ./cri/
 
 clean:
 	rm -rf bin

@@ -30,9 +30,20 @@ func seccompProfile(sec *runtimeapi.LinuxContainerSecurityContext, caps []string
 	return nil, fmt.Errorf("seccomp profile type %v: %w", p.GetProfileType(), ErrInvalidArgument)
 }
 
+const maxSeccompProfile = 1 << 20
+
 func localhostSeccomp(path string) (*specs.LinuxSeccomp, error) {
 	if !filepath.IsAbs(path) {
 		return nil, fmt.Errorf("seccomp localhost profile %q must be an absolute path: %w", path, ErrInvalidArgument)
+	}
+	// A profile is a small regular file: a device such as /dev/zero or a
+	// FIFO named by a request must not make the daemon read forever.
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read seccomp profile: %v: %w", err, ErrInvalidArgument)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxSeccompProfile {
+		return nil, fmt.Errorf("seccomp profile %s is not a regular file of at most %d bytes: %w", path, maxSeccompProfile, ErrInvalidArgument)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
