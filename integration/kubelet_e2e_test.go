@@ -30,7 +30,10 @@ import (
 // patterns operators use behave as they do on containerd. It needs a
 // kubelet binary: `make e2e-kubelet` builds one (cached) and runs this
 // test with PEAPOD_KUBELET set; without it the test skips, so `make test`
-// does not pay for the kubelet build.
+// does not pay for the kubelet build. The checks run in parallel, each with
+// pods of its own: give go test -parallel 32 (make e2e-kubelet does), else
+// they run two at a time. PEAPOD_E2E_RUNTIME=containerd runs them on
+// containerd 1.6 instead (kubelet_containerd_test.go).
 func TestKubeletE2E(t *testing.T) {
 	bin := os.Getenv("PEAPOD_KUBELET")
 	if bin == "" {
