@@ -129,3 +129,13 @@ func TestDevices(t *testing.T) {
 		t.Errorf("privileged: no /dev/null among %d host devices", len(priv.Linux.Devices))
 	}
 }
+
+// TestLocalhostSeccompNotRegular: a device or directory named as a profile
+// is refused before the daemon reads it (/dev/zero would never end).
+func TestLocalhostSeccompNotRegular(t *testing.T) {
+	for _, p := range []string{"/dev/zero", "/etc", "/dev/null"} {
+		if _, err := localhostSeccomp(p); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "regular file") {
+			t.Errorf("%s: %v, want InvalidArgument about a regular file", p, err)
+		}
+	}
+}
