@@ -402,7 +402,6 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 // destroyLibcontainer removes libcontainer's state and the container's
 // cgroup. It is safe to call more than once.
 func (r *Runtime) destroyLibcontainer(c *container) {
-	c.exec.close()
 	c.exec = nil
 	lc := c.lc
 	if lc == nil {

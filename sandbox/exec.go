@@ -11,9 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
-	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
 	"golang.org/x/sys/unix"
@@ -72,9 +70,6 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 	proc.Init = false
 	proc.Args = cmd
 	proc.Env = slices.Clone(proc.Env) // the spec is shared by every exec
-	if h.cgList != nil {
-		proc.ExtraFiles = []*os.File{h.cgList} // fd 3: see package execcg
-	}
 
 	stdio, err := execStdio(proc, s)
 	if err != nil {
@@ -100,104 +95,31 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 		return 0, err
 	}
 
-	pid, err := proc.Pid()
-	if err != nil {
-		proc.Signal(unix.SIGKILL)
-		proc.Wait()
-		return 0, fmt.Errorf("exec in %s: %w", c.ID, err)
-	}
-	joined := r.joinUnified(h, pid)
-
 	type result struct {
-		ws  syscall.WaitStatus
+		ps  *os.ProcessState
 		err error
 	}
-	exited := make(chan result, 1) // the exit status, known before the reap
-	reaped := make(chan struct{})
+	done := make(chan result, 1)
 	go func() {
-		defer close(reaped)
-		ws, werr := waitNoReap(pid)
-		if werr == nil {
-			exited <- result{ws: ws}
-		}
-		<-joined // the PID stays ours until the join has written it
 		ps, err := proc.Wait()
-		if werr != nil {
-			if ps == nil {
-				exited <- result{err: err}
-			} else {
-				exited <- result{ws: ps.Sys().(syscall.WaitStatus)}
-			}
-		}
+		done <- result{ps, err}
 	}()
 	select {
-	case res := <-exited:
+	case res := <-done:
 		// Output written just before the exit must reach the client.
 		select {
 		case <-copied:
 		case <-time.After(2 * time.Second):
 		}
-		if res.err != nil {
+		if res.ps == nil {
 			return 0, fmt.Errorf("wait for exec in %s: %w", c.ID, res.err)
 		}
-		return exitCode(res.ws), nil
+		return exitCode(res.ps.Sys().(syscall.WaitStatus)), nil
 	case <-ctx.Done():
 		proc.Signal(unix.SIGKILL)
-		<-reaped // reap it: nobody else will promptly (see docs/design.md)
+		<-done // reap it: nobody else will promptly (see docs/design.md)
 		return 0, ctx.Err()
 	}
-}
-
-// joinUnified moves the exec'd process into the container's cgroup of a
-// hybrid host's v2 hierarchy, off the exec's critical path: a PID write to
-// cgroup.procs waits for an RCU grace period (package execcg). The returned
-// channel closes when done; until then the process must not be reaped.
-func (r *Runtime) joinUnified(h *execHandle, pid int) <-chan struct{} {
-	done := make(chan struct{})
-	if h.unified == "" {
-		close(done)
-		return done
-	}
-	go func() {
-		defer close(done)
-		// ESRCH: it exited (a zombie cannot move), which is no failure.
-		if err := cgroups.WriteCgroupProc(h.unified, pid); err != nil && !errors.Is(err, unix.ESRCH) {
-			r.log.Warn("move exec process into the container's unified cgroup", "pid", pid, "cgroup", h.unified, "err", err)
-		}
-	}()
-	return done
-}
-
-// waitNoReap blocks until the child pid exits and returns its wait status,
-// leaving it a zombie (WNOWAIT), so that its PID is not reused yet.
-func waitNoReap(pid int) (syscall.WaitStatus, error) {
-	var info unix.Siginfo
-	for {
-		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		break
-	}
-	// siginfo_t for SIGCHLD: si_pid, si_uid, si_status follow the three
-	// ints (and, on 64-bit, the padding that aligns the union).
-	off := uintptr(12)
-	if unsafe.Sizeof(uintptr(0)) == 8 {
-		off = 16
-	}
-	status := *(*int32)(unsafe.Add(unsafe.Pointer(&info), off+8))
-	switch info.Code {
-	case 1: // CLD_EXITED
-		return syscall.WaitStatus(status&0xff) << 8, nil
-	case 2: // CLD_KILLED
-		return syscall.WaitStatus(status & 0x7f), nil
-	case 3: // CLD_DUMPED
-		return syscall.WaitStatus(status&0x7f | 0x80), nil
-	}
-	return 0, fmt.Errorf("waitid: unexpected child state %d", info.Code)
 }
 
 // startFailureCode maps libcontainer's failure to execute the command to

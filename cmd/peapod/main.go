@@ -30,7 +30,6 @@ import (
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
-	"github.com/peapod-cri/peapod/sandbox/execcg"
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
 )
 
@@ -40,7 +39,6 @@ var version = "dev"
 func init() {
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		// libcontainer's container init, after nsenter's constructor ran.
-		execcg.Join() // an exec's cgroups, from the thread that execs
 		libcontainer.Init()
 	}
 }
