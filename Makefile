@@ -11,8 +11,11 @@ ARGS      ?=
 
 all: build
 
+# bin/peapod-runner: the container runner alone (sandbox/runner), which
+# the daemon runs from beside its binary to start containers faster.
 build:
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
+	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -o $(BIN)-runner ./cmd/peapod-runner
 
 # Starts peapod in the foreground with its embedded defaults (as root).
 run: build
@@ -70,6 +73,7 @@ DESTDIR    ?=
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/peapod
+	install -D -m 0755 $(BIN)-runner $(DESTDIR)$(BINDIR)/peapod-runner
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml ]; then \
 		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml (the defaults: peapod config default)"; \
 	else \
@@ -91,7 +95,7 @@ install: build
 # Removes the binary and the unit; keeps the config, /etc/crictl.yaml and
 # peapod's state (/var/lib/peapod), as package managers do.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(UNITDIR)/peapod.service
+	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(BINDIR)/peapod-runner $(DESTDIR)$(UNITDIR)/peapod.service
 
 # The performance suite (integration/bench/perf_bench_test.go, docs/performance.md):
 # peapod and containerd 1.6 side by side, one table with p50/p99 and ratios

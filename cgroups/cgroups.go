@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -94,37 +93,3 @@ func readCounter(file, key string) (uint64, error) {
 	return 0, fmt.Errorf("%s has no %s", file, key)
 }
 
-// JoinCgroupsOf moves the calling process into the cgroups of pid in every
-// hierarchy. A process started on the daemon's behalf (the container runner,
-// forked by a pod's keeper) calls it so that relative cgroup paths resolve
-// below the daemon's cgroups, as they do for the daemon.
-func JoinCgroupsOf(pid int) error {
-	paths, err := ocgroups.ParseCgroupFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return fmt.Errorf("read cgroups of %d: %w", pid, err)
-	}
-	self := os.Getpid()
-	if ocgroups.IsCgroup2UnifiedMode() {
-		return ocgroups.WriteCgroupProc(path.Join("/sys/fs/cgroup", paths[""]), self)
-	}
-	for subsystem, p := range paths {
-		if subsystem == "" {
-			continue // the hybrid cgroup2 mount holds no controllers here
-		}
-		mnt, root, err := ocgroups.FindCgroupMountpointAndRoot("", subsystem)
-		if err != nil {
-			continue // not mounted: nothing to join
-		}
-		// Inside a container (a kind-style node) the hierarchy is mounted
-		// from the container's own cgroup (mount root), while
-		// /proc/PID/cgroup shows the host's full path.
-		rel, err := filepath.Rel(root, p)
-		if err != nil || strings.HasPrefix(rel, "..") {
-			return fmt.Errorf("join %s cgroup %s: outside the mounted hierarchy %s", subsystem, p, root)
-		}
-		if err := ocgroups.WriteCgroupProc(path.Join(mnt, rel), self); err != nil {
-			return fmt.Errorf("join %s cgroup %s: %w", subsystem, p, err)
-		}
-	}
-	return nil
-}

@@ -46,11 +46,15 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	build := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", peapodBinary, "../cmd/peapod")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Println("build peapod:", err)
-		os.Exit(1)
+	// peapod-runner beside it, as make build and make install put it:
+	// the daemon starts containers with it (sandbox/runner).
+	for _, cmd := range []string{"peapod", "peapod-runner"} {
+		build := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", filepath.Join(dir, cmd), "../cmd/"+cmd)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Println("build "+cmd+":", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

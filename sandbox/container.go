@@ -16,6 +16,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
 type container struct {
@@ -194,17 +196,7 @@ func writeSpec(bundle string, spec *specs.Spec) error {
 	return nil
 }
 
-func readSpec(bundle string) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read OCI spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("decode OCI spec: %w", err)
-	}
-	return &spec, nil
-}
+func readSpec(bundle string) (*specs.Spec, error) { return runner.ReadSpec(bundle) }
 
 func (r *Runtime) lookupContainer(id string) (*container, error) {
 	r.mu.RLock()

@@ -41,7 +41,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		tty:       c.Config.GetTty(),
 		stdin:     c.Config.GetStdin(),
 		stdinOnce: c.Config.GetStdinOnce(),
-		argv:      []string{"/proc/self/exe", RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+		argv:      []string{runnerExe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err

@@ -1,123 +1,39 @@
 package sandbox
 
 import (
-	"fmt"
-	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/utils"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
-	"github.com/peapod-cri/peapod/cgroups"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
 // RunnerCommand is the argv[1] that makes the peapod binary a container
-// runner: a short-lived process the pod's keeper forks to start one
-// container. The runner creates the container with libcontainer, reports
-// the init's PID and exits, so that the init is re-parented to the keeper,
-// which holds its stdio and records its exit (docs/design.md).
-const RunnerCommand = "container-start"
+// runner (package runner): a short-lived process the pod's keeper forks to
+// start one container.
+const RunnerCommand = runner.Command
 
-// Descriptors the keeper gives the runner besides stdio.
-const (
-	runnerResultFD = 3 // "ok <pid>\n" or "error <message>\n"
-	runnerTTYFD    = 4 // unix socket for the terminal master (TTY only)
-)
+// RunnerMain is the runner's main in the peapod binary (runner.Main).
+func RunnerMain(args []string) int { return runner.Main(args) }
 
-// RunnerMain is the runner's main: args are the libcontainer root, the
-// bundle directory, the container ID and the daemon's PID. It returns the
-// exit status.
-func RunnerMain(args []string) int {
-	result := os.NewFile(runnerResultFD, "result")
-	if result == nil || len(args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: peapod container-start ROOT BUNDLE ID DAEMON_PID (started by the pod's keeper)")
-		return 2
-	}
-	// Resolve relative cgroup paths as the daemon does, not below the
-	// keeper's cgroup, where the keeper forked us (0: no need, runnerJoins).
-	daemon, err := strconv.Atoi(args[3])
-	if err == nil && daemon != 0 {
-		err = cgroups.JoinCgroupsOf(daemon)
-	}
-	if err != nil {
-		fmt.Fprintf(result, "error join the daemon's cgroups: %s\n", err)
-		return 1
-	}
-	// stdout and stderr are the container's: libcontainer's messages must
-	// not end up in its log.
-	logrus.SetOutput(io.Discard)
-	pid, err := runContainerProcess(args[0], args[1], args[2])
-	if err != nil {
-		fmt.Fprintf(result, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
-		return 1
-	}
-	fmt.Fprintf(result, "ok %d\n", pid)
-	return 0
-}
+// RunnerBinary is the name of the small runner binary (cmd/peapod-runner)
+// that the daemon uses when it is installed beside it.
+const RunnerBinary = "peapod-runner"
 
-func runContainerProcess(root, bundle, id string) (int, error) {
-	spec, err := readSpec(bundle)
-	if err != nil {
-		return 0, err
-	}
-	cfg, err := libcontainerConfig(id, spec)
-	if err != nil {
-		return 0, err
-	}
-	if stale, err := libcontainer.Load(root, id); err == nil {
-		stale.Destroy() // left by a start that failed half-way
-	}
-	lc, err := libcontainer.Create(root, id, cfg)
-	if err != nil {
-		return 0, fmt.Errorf("create container state: %w", err)
-	}
-	proc, err := newInitProcess(spec)
-	if err != nil {
-		lc.Destroy()
-		return 0, err
-	}
-	var consoleParent *os.File
-	if spec.Process.Terminal {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			lc.Destroy()
-			return 0, fmt.Errorf("console socket: %w", err)
-		}
-		consoleParent = os.NewFile(uintptr(fds[0]), "console-parent")
-		defer consoleParent.Close()
-		child := os.NewFile(uintptr(fds[1]), "console-child")
-		defer child.Close()
-		proc.ConsoleSocket = child
-	} else {
-		proc.Stdin, proc.Stdout, proc.Stderr = os.Stdin, os.Stdout, os.Stderr
-	}
-	if err := lc.Run(proc); err != nil {
-		lc.Destroy()
-		return 0, fmt.Errorf("run container process: %w", err)
-	}
-	if consoleParent != nil {
-		master, err := utils.RecvFile(consoleParent)
-		if err == nil {
-			err = sendFD(runnerTTYFD, master)
-			master.Close()
-		}
-		if err != nil {
-			proc.Signal(unix.SIGKILL)
-			lc.Destroy()
-			return 0, fmt.Errorf("hand the terminal to the keeper: %w", err)
+// runnerExe is what the keeper executes to start a container: the small
+// runner binary beside the daemon's, else the daemon's own (both run
+// package runner; the small one starts in a third of the time).
+func runnerExe() string {
+	if exe := selfExe(); exe != "" {
+		p := filepath.Join(filepath.Dir(exe), RunnerBinary)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p
 		}
 	}
-	return proc.Pid()
-}
-
-// sendFD passes f over the unix socket at fd sock with one byte of data.
-func sendFD(sock int, f *os.File) error {
-	return unix.Sendmsg(sock, []byte{'t'}, unix.UnixRights(int(f.Fd())), nil, 0)
+	return "/proc/self/exe"
 }
 
 // runnerJoins is the runner's last argument: the PID whose cgroups it

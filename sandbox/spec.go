@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	peapodcgroups "github.com/peapod-cri/peapod/cgroups"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -78,6 +79,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
+	if err := checkPropagation(cfg.GetMounts()); err != nil {
+		return nil, err
+	}
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
 	setSecurity(spec, sec)
 	if err := setDevices(spec, cfg.GetDevices(), sec.GetPrivileged()); err != nil {
@@ -86,6 +90,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if spec.Process.ApparmorProfile, err = apparmorProfile(sec); err != nil {
 		return nil, err
 	}
+	setSELinux(spec, sec.GetSelinuxOptions())
 	seccomp, err := seccompProfile(sec, spec.Process.Capabilities.Bounding)
 	if err != nil {
 		return nil, err
@@ -443,30 +448,12 @@ func ownOOMScoreAdj() int {
 	return v
 }
 
-// libcontainerConfig converts the OCI spec for libcontainer (cgroupfs).
+// libcontainerConfig converts the OCI spec for libcontainer.
 func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
-	return specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
-		CgroupName: id,
-		Spec:       spec,
-	})
+	return runner.LibcontainerConfig(id, spec)
 }
 
 // newInitProcess is the container's first process as the spec describes it.
 func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
-	p := spec.Process
-	if p == nil {
-		return nil, fmt.Errorf("OCI spec has no process")
-	}
-	proc := &libcontainer.Process{
-		Args: p.Args,
-		Env:  p.Env,
-		Cwd:  p.Cwd,
-		UID:  int(p.User.UID),
-		GID:  int(p.User.GID),
-		Init: true,
-	}
-	for _, g := range p.User.AdditionalGids {
-		proc.AdditionalGroups = append(proc.AdditionalGroups, int(g))
-	}
-	return proc, nil
+	return runner.InitProcess(spec)
 }

@@ -252,8 +252,11 @@ func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if out, err := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", bin, "../../cmd/peapod").CombinedOutput(); err != nil {
-		b.Fatalf("build peapod: %v\n%s", err, out)
+	for _, cmd := range []string{"peapod", "peapod-runner"} { // the runner beside it, as make install puts it
+		out := filepath.Join(binDir, cmd)
+		if msg, err := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", out, "../../cmd/"+cmd).CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", cmd, err, msg)
+		}
 	}
 	conf := filepath.Join(dir, "registries.conf")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {

@@ -1,0 +1,204 @@
+// Package runner is the container runner: the short-lived process a pod's
+// keeper forks to start one container. It creates the container with
+// runc's libcontainer, reports the init's PID and exits, so that the init
+// is re-parented to the keeper, which holds its stdio and records its exit
+// (docs/design.md).
+//
+// The package imports libcontainer and the OCI spec, nothing of the
+// daemon, so that cmd/peapod-runner, a small binary of this package and
+// libcontainer's init, starts in a third of the CPU time the peapod binary
+// takes (3.9 vs 11.2 ms, 15 vs 155 context switches, measured with perf
+// stat): it runs twice per StartContainer, as the runner and as the
+// container's init. The peapod binary runs it too, where no peapod-runner
+// is installed beside it.
+package runner
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	ocgroups "github.com/opencontainers/cgroups"
+	_ "github.com/opencontainers/cgroups/devices" // lets the cgroup manager apply device rules
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/opencontainers/runc/libcontainer/specconv"
+	"github.com/opencontainers/runc/libcontainer/utils"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// Command is the argv[1] that makes a binary (peapod or peapod-runner) a
+// container runner.
+const Command = "container-start"
+
+// Descriptors the keeper gives the runner besides stdio.
+const (
+	resultFD = 3 // "ok <pid>\n" or "error <message>\n"
+	ttyFD    = 4 // unix socket for the terminal master (TTY only)
+)
+
+// Main is the runner's main: args are the libcontainer root, the bundle
+// directory, the container ID and the PID whose cgroups to join first (0:
+// none). It returns the exit status.
+func Main(args []string) int {
+	result := os.NewFile(resultFD, "result")
+	if result == nil || len(args) != 4 {
+		fmt.Fprintln(os.Stderr, "usage: "+Command+" ROOT BUNDLE ID DAEMON_PID (started by the pod's keeper)")
+		return 2
+	}
+	// Resolve relative cgroup paths as the daemon does, not below the
+	// keeper's cgroup, where the keeper forked us (0: no need).
+	daemon, err := strconv.Atoi(args[3])
+	if err == nil && daemon != 0 {
+		err = joinCgroupsOf(daemon)
+	}
+	if err != nil {
+		fmt.Fprintf(result, "error join the daemon's cgroups: %s\n", err)
+		return 1
+	}
+	// stdout and stderr are the container's: libcontainer's messages must
+	// not end up in its log.
+	logrus.SetOutput(io.Discard)
+	pid, err := run(args[0], args[1], args[2])
+	if err != nil {
+		fmt.Fprintf(result, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		return 1
+	}
+	fmt.Fprintf(result, "ok %d\n", pid)
+	return 0
+}
+
+// run creates and starts the container; it returns the init's PID.
+func run(root, bundle, id string) (int, error) {
+	spec, err := ReadSpec(bundle)
+	if err != nil {
+		return 0, err
+	}
+	cfg, err := LibcontainerConfig(id, spec)
+	if err != nil {
+		return 0, err
+	}
+	if stale, err := libcontainer.Load(root, id); err == nil {
+		stale.Destroy() // left by a start that failed half-way
+	}
+	lc, err := libcontainer.Create(root, id, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("create container state: %w", err)
+	}
+	proc, err := InitProcess(spec)
+	if err != nil {
+		lc.Destroy()
+		return 0, err
+	}
+	var consoleParent *os.File
+	if spec.Process.Terminal {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			lc.Destroy()
+			return 0, fmt.Errorf("console socket: %w", err)
+		}
+		consoleParent = os.NewFile(uintptr(fds[0]), "console-parent")
+		defer consoleParent.Close()
+		child := os.NewFile(uintptr(fds[1]), "console-child")
+		defer child.Close()
+		proc.ConsoleSocket = child
+	} else {
+		proc.Stdin, proc.Stdout, proc.Stderr = os.Stdin, os.Stdout, os.Stderr
+	}
+	if err := lc.Run(proc); err != nil {
+		lc.Destroy()
+		return 0, fmt.Errorf("run container process: %w", err)
+	}
+	if consoleParent != nil {
+		master, err := utils.RecvFile(consoleParent)
+		if err == nil {
+			err = sendFD(ttyFD, master)
+			master.Close()
+		}
+		if err != nil {
+			proc.Signal(unix.SIGKILL)
+			lc.Destroy()
+			return 0, fmt.Errorf("hand the terminal to the keeper: %w", err)
+		}
+	}
+	return proc.Pid()
+}
+
+// sendFD passes f over the unix socket at fd sock with one byte of data.
+func sendFD(sock int, f *os.File) error {
+	return unix.Sendmsg(sock, []byte{'t'}, unix.UnixRights(int(f.Fd())), nil, 0)
+}
+
+// ReadSpec reads the bundle's OCI spec.
+func ReadSpec(bundle string) (*specs.Spec, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI spec: %w", err)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("decode OCI spec: %w", err)
+	}
+	return &spec, nil
+}
+
+// LibcontainerConfig converts the OCI spec for libcontainer.
+func LibcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
+	return specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
+		CgroupName: id,
+		Spec:       spec,
+	})
+}
+
+// InitProcess is the container's first process as the spec describes it.
+func InitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
+	p := spec.Process
+	if p == nil {
+		return nil, fmt.Errorf("OCI spec has no process")
+	}
+	proc := &libcontainer.Process{
+		Args: p.Args,
+		Env:  p.Env,
+		Cwd:  p.Cwd,
+		UID:  int(p.User.UID),
+		GID:  int(p.User.GID),
+		Init: true,
+	}
+	for _, g := range p.User.AdditionalGids {
+		proc.AdditionalGroups = append(proc.AdditionalGroups, int(g))
+	}
+	return proc, nil
+}
+
+// joinCgroupsOf moves the calling process into the cgroups of pid in every
+// hierarchy, so that relative cgroup paths resolve below them.
+func joinCgroupsOf(pid int) error {
+	paths, err := ocgroups.ParseCgroupFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return fmt.Errorf("read cgroups of %d: %w", pid, err)
+	}
+	self := os.Getpid()
+	if ocgroups.IsCgroup2UnifiedMode() {
+		return ocgroups.WriteCgroupProc(path.Join("/sys/fs/cgroup", paths[""]), self)
+	}
+	for subsystem, p := range paths {
+		if subsystem == "" {
+			continue // the hybrid cgroup2 mount holds no controllers here
+		}
+		mnt, err := ocgroups.FindCgroupMountpoint("", subsystem)
+		if err != nil {
+			continue // not mounted: nothing to join
+		}
+		if err := ocgroups.WriteCgroupProc(path.Join(mnt, p), self); err != nil {
+			return fmt.Errorf("join %s cgroup %s: %w", subsystem, p, err)
+		}
+	}
+	return nil
+}
