@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,7 +134,16 @@ func TestHostileRequests(t *testing.T) {
 	noAction := filepath.Join(profiles, "noaction.json")
 	os.WriteFile(noAction, []byte(`{"syscalls":[]}`), 0o644)
 
-	calls := hostileCalls(d, pod, podCfg, image, badJSON, noAction)
+	// A private mount: propagation from it cannot be asked for.
+	private := t.TempDir()
+	if err := syscall.Mount("tmpfs", private, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(private, syscall.MNT_DETACH) })
+	if err := syscall.Mount("", private, "", syscall.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	calls := hostileCalls(d, pod, podCfg, image, badJSON, noAction, private)
 	if len(calls) < 200 {
 		t.Fatalf("only %d hostile requests generated", len(calls))
 	}
@@ -176,7 +186,7 @@ func TestHostileRequests(t *testing.T) {
 	}
 }
 
-func hostileCalls(d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, image, badJSON, noAction string) []hostileCall {
+func hostileCalls(d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, image, badJSON, noAction, private string) []hostileCall {
 	var calls []hostileCall
 	add := func(name string, want codes.Code, call func(context.Context) error) {
 		calls = append(calls, hostileCall{name, want, call})
@@ -484,6 +494,8 @@ func hostileCalls(d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, im
 		"dest dev traversal":   {ContainerPath: "/dev/../proc/sys", HostPath: existing},
 		"source NUL":           {ContainerPath: "/data", HostPath: "/tmp\x00/x"},
 		"dest long":            {ContainerPath: "/" + strings.Repeat("d", 5000), HostPath: existing},
+		"rshared private src":  {ContainerPath: "/data", HostPath: private, Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
+		"rslave private src":   {ContainerPath: "/data", HostPath: private, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
 	} {
 		m := m
 		ctrCase("mount "+label, inv, func(cfg *runtimeapi.ContainerConfig) { cfg.Mounts = []*runtimeapi.Mount{m} })

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -136,6 +137,43 @@ func TestLocalhostSeccompNotRegular(t *testing.T) {
 	for _, p := range []string{"/dev/zero", "/etc", "/dev/null"} {
 		if _, err := localhostSeccomp(p); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "regular file") {
 			t.Errorf("%s: %v, want InvalidArgument about a regular file", p, err)
+		}
+	}
+}
+
+// TestCheckPropagation: bidirectional and host-to-container mounts need a
+// shared source; private mounts need nothing.
+func TestCheckPropagation(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Unmount(dir, syscall.MNT_DETACH)
+	sub := filepath.Join(dir, "vol")
+	os.Mkdir(sub, 0o755)
+	mount := func(p runtimeapi.MountPropagation) []*runtimeapi.Mount {
+		return []*runtimeapi.Mount{{HostPath: sub, ContainerPath: "/v", Propagation: p}}
+	}
+	if err := syscall.Mount("", dir, "", syscall.MS_PRIVATE, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
+		if err := checkPropagation(mount(p)); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), dir) {
+			t.Errorf("%v on a private mount: %v, want InvalidArgument naming %s", p, err, dir)
+		}
+	}
+	if err := checkPropagation(mount(runtimeapi.MountPropagation_PROPAGATION_PRIVATE)); err != nil {
+		t.Errorf("private: %v", err)
+	}
+	if err := syscall.Mount("", dir, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
+		if err := checkPropagation(mount(p)); err != nil {
+			t.Errorf("%v on a shared mount: %v", p, err)
 		}
 	}
 }

@@ -79,6 +79,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
+	if err := checkPropagation(cfg.GetMounts()); err != nil {
+		return nil, err
+	}
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
 	setSecurity(spec, sec)
 	if err := setDevices(spec, cfg.GetDevices(), sec.GetPrivileged()); err != nil {
@@ -87,6 +90,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	if spec.Process.ApparmorProfile, err = apparmorProfile(sec); err != nil {
 		return nil, err
 	}
+	setSELinux(spec, sec.GetSelinuxOptions())
 	seccomp, err := seccompProfile(sec, spec.Process.Capabilities.Bounding)
 	if err != nil {
 		return nil, err
