@@ -361,7 +361,11 @@ func checkProbes(t *testing.T, e *kubeletEnv) {
 	badHTTP := sh("badhttp", "exec sleep 3600")
 	badHTTP.LivenessProbe = probe(httpGet("/missing", 8080)) // web's httpd answers 404
 	badHTTP.LivenessProbe.InitialDelaySeconds = 2
-	e.k.apply(t, newPod("probes", web, execOK, badExec, badTCP, badHTTP))
+	tcpReady := sh("tcpready", "exec sleep 3600")
+	tcpReady.ReadinessProbe = probe(tcp(8080)) // web's httpd
+	neverReady := sh("neverready", "exec sleep 3600")
+	neverReady.ReadinessProbe = probe(tcp(9998)) // failing readiness never restarts
+	e.k.apply(t, newPod("probes", web, execOK, badExec, badTCP, badHTTP, tcpReady, neverReady))
 
 	got := e.k.waitPod(t, "probes", podTimeout, "web and execprobe running", func(p *corev1.Pod) bool { return running(p, "web", "execprobe") })
 	time.Sleep(2 * time.Second) // a few probe periods
@@ -385,8 +389,18 @@ func checkProbes(t *testing.T, e *kubeletEnv) {
 		}
 		return true
 	})
-	if restarts(got, "web") != 0 || restarts(got, "execprobe") != 0 {
-		t.Errorf("healthy containers restarted: web %d execprobe %d", restarts(got, "web"), restarts(got, "execprobe"))
+	for _, n := range []string{"web", "execprobe", "tcpready", "neverready"} {
+		if restarts(got, n) != 0 {
+			t.Errorf("%s restarted %d times, want 0", n, restarts(got, n))
+		}
+	}
+	if !cstatus(got, "tcpready").Ready || cstatus(got, "neverready").Ready {
+		t.Errorf("TCP readiness: tcpready %v (want true), neverready %v (want false)", cstatus(got, "tcpready").Ready, cstatus(got, "neverready").Ready)
+	}
+	for _, c := range got.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status != corev1.ConditionFalse {
+			t.Errorf("pod Ready %s with a container never ready", c.Status)
+		}
 	}
 }
 
@@ -397,6 +411,10 @@ func checkRestartAlways(t *testing.T, e *kubeletEnv) {
 	})
 	if last := cstatus(got, "crash").LastTerminationState.Terminated; last == nil || last.ExitCode != 1 {
 		t.Errorf("last state %+v, want exit 1", last)
+	}
+	body, err := e.k.get(fmt.Sprintf("/containerLogs/%s/%s/crash?previous=true", e2eNamespace, fullName("crash-always")))
+	if err != nil || string(body) != "crashing\n" {
+		t.Errorf("previous container's log %q %v, want \"crashing\"", body, err)
 	}
 	if got.Status.Phase != corev1.PodRunning {
 		t.Errorf("phase %s, want Running", got.Status.Phase)
