@@ -125,6 +125,9 @@ func Merge(cur, upd *specs.LinuxResources) *specs.LinuxResources {
 		if out.Memory == nil {
 			out.Memory = &specs.LinuxMemory{}
 		}
+		if m.Limit != nil && m.Swap == nil {
+			out.Memory.Swap = keepSwapAllowance(out.Memory.Limit, out.Memory.Swap, *m.Limit)
+		}
 		if m.Limit != nil {
 			out.Memory.Limit = m.Limit
 		}
@@ -170,6 +173,23 @@ func Merge(cur, upd *specs.LinuxResources) *specs.LinuxResources {
 		out.Pids = upd.Pids
 	}
 	return out
+}
+
+// keepSwapAllowance is the memory+swap limit after the memory limit
+// changes to limit while the update leaves swap alone: the swap the
+// container had on top of its memory is kept. Kept as it was, a memory+swap
+// limit below the new memory limit would be refused by the kernel (v1) or
+// silently change the swap (v2).
+func keepSwapAllowance(oldLimit, oldSwap *int64, limit int64) *int64 {
+	if oldSwap == nil || *oldSwap <= 0 || oldLimit == nil || *oldLimit <= 0 {
+		return oldSwap // none, or unlimited
+	}
+	if limit <= 0 {
+		v := int64(-1) // memory unlimited: memory+swap too
+		return &v
+	}
+	v := limit + max(*oldSwap-*oldLimit, 0)
+	return &v
 }
 
 // SwapAccounted reports whether the kernel accounts swap for peapod's

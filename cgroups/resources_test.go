@@ -353,3 +353,29 @@ func dump(r *specs.LinuxResources) string {
 	}
 	return b.String()
 }
+
+// TestMergeKeepsSwapAllowance: a memory update without swap keeps the swap
+// the container had on top of its memory (none stays none), so the v1
+// kernel never sees memory+swap below memory.
+func TestMergeKeepsSwapAllowance(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		limit, swap, upd   int64
+		wantLimit, wantSwp int64
+	}{
+		{"no swap stays no swap", mib(64), mib(64), mib(96), mib(96), mib(96)},
+		{"32 MiB of swap kept", mib(64), mib(96), mib(128), mib(128), mib(160)},
+		{"lowered", mib(64), mib(64), mib(32), mib(32), mib(32)},
+		{"memory unlimited", mib(64), mib(96), -1, -1, -1},
+		{"swap unlimited stays", mib(64), -1, mib(96), mib(96), -1},
+	} {
+		cur := &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(tc.limit), Swap: i64(tc.swap)}}
+		got := Merge(cur, Limits(&runtimeapi.LinuxContainerResources{MemoryLimitInBytes: tc.upd}, true))
+		if *got.Memory.Limit != tc.wantLimit || *got.Memory.Swap != tc.wantSwp {
+			t.Errorf("%s: limit %d swap %d, want %d %d", tc.name, *got.Memory.Limit, *got.Memory.Swap, tc.wantLimit, tc.wantSwp)
+		}
+		if *cur.Memory.Swap != tc.swap {
+			t.Errorf("%s: Merge changed its input", tc.name)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,6 +54,26 @@ func readCgroup(t *testing.T, ctrl, rel, file string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// hasController reports whether this host's cgroups have the controller.
+func hasController(name string) bool {
+	if cgroupV2() {
+		data, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		return slices.Contains(strings.Fields(string(data)), name)
+	}
+	_, err := os.Stat(filepath.Join("/sys/fs/cgroup", name))
+	return err == nil
+}
+
+// swapAccounted mirrors the daemon's check (cgroups.SwapAccounted).
+func swapAccounted() bool {
+	if cgroupV2() {
+		m, _ := filepath.Glob("/sys/fs/cgroup/*/memory.swap.max")
+		return len(m) > 0
+	}
+	_, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+	return err == nil
 }
 
 // expectCgroup checks v1 file values or v2 ones, whichever the host has.
@@ -121,11 +142,32 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	busy.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{
 		CpuShares: 512, CpuQuota: 20000, CpuPeriod: 100000, MemoryLimitInBytes: 64 << 20,
 	}}
+	// With what this kernel has: cpuset, no swap (memory+swap = memory),
+	// a 2 MB hugepage limit.
+	extraV1, extraV2 := map[string]string{}, map[string]string{}
+	r := busy.Linux.Resources
+	if hasController("cpuset") {
+		r.CpusetCpus, r.CpusetMems = "0", "0"
+		extraV1["cpuset/cpuset.cpus"], extraV1["cpuset/cpuset.mems"] = "0", "0"
+		extraV2["cpuset/cpuset.cpus"], extraV2["cpuset/cpuset.mems"] = "0", "0"
+	}
+	if swapAccounted() {
+		r.MemorySwapLimitInBytes = 64 << 20
+		extraV1["memory/memory.memsw.limit_in_bytes"] = strconv.Itoa(64 << 20)
+		extraV2["memory/memory.swap.max"] = "0"
+	}
+	if _, err := os.Stat("/sys/kernel/mm/hugepages/hugepages-2048kB"); err == nil && hasController("hugetlb") {
+		r.HugepageLimits = []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}}
+		extraV1["hugetlb/hugetlb.2MB.limit_in_bytes"] = strconv.Itoa(4 << 20)
+		extraV2["hugetlb/hugetlb.2MB.max"] = strconv.Itoa(4 << 20)
+	}
+	t.Logf("busy container also gets %v", extraV1)
 	busyID := startContainer(t, d, run.PodSandboxId, podCfg, busy)
 	busyRel := filepath.Join(podRel, "peapod-"+busyID)
 	expectCgroup(t, busyRel,
 		map[string]string{"cpu/cpu.shares": "512", "cpu/cpu.cfs_quota_us": "20000", "cpu/cpu.cfs_period_us": "100000", "memory/memory.limit_in_bytes": strconv.Itoa(64 << 20)},
 		map[string]string{"cpu/cpu.weight": "59", "cpu/cpu.max": "20000 100000", "memory/memory.max": strconv.Itoa(64 << 20)})
+	expectCgroup(t, busyRel, extraV1, extraV2)
 
 	usage := func() (uint64, time.Time) {
 		s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
@@ -447,7 +489,9 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 func oomKilledChild(t *testing.T, d *daemon, image string) {
 	podCfg := podConfig("oomchild", t.TempDir())
 	run := runPod(t, d, podCfg)
-	cfg := containerConfig("parent", image, "sh", "-c", "head -c 100m /dev/zero | tail; exit 0")
+	// The child raises its own OOM score to the top, so the kernel's choice of
+	// victim is always it, never the init (which may not lower its own).
+	cfg := containerConfig("parent", image, "sh", "-c", "head -c 100m /dev/zero | (echo 1000 >/proc/self/oom_score_adj && exec tail); exit 0")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
 	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
 	var s *runtimeapi.ContainerStatus

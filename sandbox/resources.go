@@ -157,6 +157,13 @@ func mergeResources(cur, upd *runtimeapi.LinuxContainerResources) *runtimeapi.Li
 		out.CpuShares = upd.CpuShares
 	}
 	if upd.MemoryLimitInBytes != 0 {
+		if upd.MemorySwapLimitInBytes == 0 && out.MemorySwapLimitInBytes > 0 && out.MemoryLimitInBytes > 0 {
+			// The swap on top of memory is kept, as cgroups.Merge keeps it.
+			out.MemorySwapLimitInBytes = -1
+			if upd.MemoryLimitInBytes > 0 {
+				out.MemorySwapLimitInBytes = upd.MemoryLimitInBytes + max(cur.GetMemorySwapLimitInBytes()-cur.GetMemoryLimitInBytes(), 0)
+			}
+		}
 		out.MemoryLimitInBytes = upd.MemoryLimitInBytes
 	}
 	if upd.MemorySwapLimitInBytes != 0 {
