@@ -29,6 +29,9 @@ out=bin/cgroupv2
 rm -rf "$out" && mkdir -p "$out"
 trap 'rm -rf "$out"' EXIT
 CGO_ENABLED=1 $GO build -tags "$TAGS" -o "$out/peapod" ./cmd/peapod
+# The container runner beside it, as make build installs it (the daemon
+# falls back to its own code where it is missing).
+if [ -d cmd/peapod-runner ]; then CGO_ENABLED=1 $GO build -tags "$TAGS" -o "$out/peapod-runner" ./cmd/peapod-runner; fi
 $GO test -c -tags "$TAGS" -o "$out/cgroups.test" ./cgroups/
 $GO test -c -tags "$TAGS" -o "$out/integration.test" ./integration/
 # The busybox image's .debs and rootfs, cached on the host (the guest has
@@ -50,9 +53,8 @@ if [ -z "$backend" ]; then
   fi
 fi
 echo "test-cgroupv2: this host is cgroup v1: running the tests in $VM_RUN --backend $backend"
-abs=$(pwd -P)
 "$VM_RUN" --backend "$backend" --mem 3G --timeout "${CGV2_TIMEOUT:-1500}" \
-  --share /var/cache/peapod-test --env PEAPOD_BINARY="$abs/$out/peapod" --env PEAPOD_TEST_TIMEOUT_SCALE=10 -- \
+  --share /var/cache/peapod-test --env PEAPOD_TEST_TIMEOUT_SCALE=10 -- \
   bash -c "set -e; uname -r; cat /sys/fs/cgroup/cgroup.controllers
     # The guest kernel has AppArmor but its image no apparmor_parser to load
     # profiles with; hide it, as on the (AppArmor-less) build hosts.
@@ -61,6 +63,6 @@ abs=$(pwd -P)
     fi
     # The daemon runs from the guest's tmpfs: executables on the 9p share
     # are slow to page in, and the daemon execs itself for every container.
-    mkdir -p /tmp/peapod-bin && cp \$PEAPOD_BINARY /tmp/peapod-bin/peapod && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
+    mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
     cd cgroups && ../$out/cgroups.test -test.count=1 -test.v
     cd ../integration && ../$out/integration.test -test.count=1 -test.timeout=20m -test.v -test.run '$TESTS'"
