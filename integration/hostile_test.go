@@ -538,6 +538,7 @@ func hostileCalls(d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, im
 		})
 		secCase(fmt.Sprintf("supplemental group %d", v), inv, func(s *runtimeapi.LinuxContainerSecurityContext) { s.SupplementalGroups = []int64{v} })
 	}
+	secCase("privileged in an unprivileged pod", inv, func(s *runtimeapi.LinuxContainerSecurityContext) { s.Privileged = true })
 	secCase("group without user", inv, func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsGroup = &runtimeapi.Int64Value{Value: 5} })
 	secCase("username unknown", inv, func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsUsername = "no-such-user" })
 	secCase("username with colon", inv, func(s *runtimeapi.LinuxContainerSecurityContext) { s.RunAsUsername = "root:0" })

@@ -19,6 +19,7 @@ func TestSeccomp(t *testing.T) {
 		t.Fatal(err)
 	}
 	podCfg := podConfig("seccomp", t.TempDir())
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true} // for the privileged container
 	run := runPod(t, d, podCfg)
 	start := func(name string, sec *runtimeapi.LinuxContainerSecurityContext) string {
 		cfg := containerConfig(name, image, "sleep", "1000")

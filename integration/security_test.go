@@ -167,6 +167,7 @@ func TestSecurity(t *testing.T) {
 		t.Fatal(err)
 	}
 	podCfg := podConfig("security", logDir)
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{Privileged: true} // for the privileged container
 	pod := runPod(t, d, podCfg).PodSandboxId
 	n := 0
 	start := func(sec *runtimeapi.LinuxContainerSecurityContext, edit func(*runtimeapi.ContainerConfig)) string {

@@ -38,7 +38,8 @@ func FuzzBuildSpec(f *testing.F) {
 	}
 	pod := &Pod{
 		ID: strings.Repeat("a", 64), PausePID: os.Getpid(), PIDHolder: os.Getpid(), Dir: podDir, Cgroup: "peapod-fuzz/pod",
-		Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"}},
+		Config: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "n", Uid: "u"},
+			Linux: &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}}},
 	}
 	for _, cfg := range fuzzSeeds() {
 		data, err := proto.Marshal(cfg)

@@ -49,6 +49,11 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // starting from runc's default spec.
 func buildSpec(in specInput) (*specs.Spec, error) {
 	cfg, sec := in.Config, in.Config.GetLinux().GetSecurityContext()
+	// As containerd: a privileged container only in a privileged pod, so
+	// that a pod's privilege is decided once, where admission looks.
+	if sec.GetPrivileged() && !in.Pod.Config.GetLinux().GetSecurityContext().GetPrivileged() {
+		return nil, fmt.Errorf("privileged container in pod %s, which is not privileged: %w", in.Pod.ID, ErrInvalidArgument)
+	}
 	spec := specconv.Example()
 	spec.Hostname = "" // the pod's UTS namespace already has it
 	spec.Root = &specs.Root{Path: in.Rootfs, Readonly: sec.GetReadonlyRootfs()}
