@@ -117,7 +117,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create root filesystem of %s: %w", name, err)
 	}
 	c.Rootfs = rootfs
+	r.mounted.Store(id, true) // StartContainer need not mount it again
 	undo = append(undo, func() {
+		r.mounted.Delete(id)
 		cctx, cancel := cleanupContext()
 		defer cancel()
 		r.removeRootfs(cctx, id)
@@ -378,6 +380,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
 	}
 	// Root filesystem and bundle go after the reply (removals.go).
+	r.mounted.Delete(c.ID)
 	r.removeLater(c.PodID, c.ID, c.Bundle)
 	r.mu.Lock()
 	delete(r.containers, c.ID)

@@ -21,9 +21,14 @@ import (
 // that depends on the daemon (docs/design.md).
 func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error {
 	// The image store may have unmounted the root filesystem when the daemon
-	// last shut down; mounting again is a no-op when it is mounted.
-	if _, err := r.createRootfs(ctx, c.ID, c.Image.ID, p.Config); err != nil {
-		return fmt.Errorf("mount root filesystem: %w", err)
+	// last shut down. When this process mounted it (CreateContainer), it
+	// still is: mounting again would only cost the image store's lock, a
+	// read of the mount table and an fsynced rewrite of its mount counts.
+	if _, ok := r.mounted.Load(c.ID); !ok {
+		if _, err := r.createRootfs(ctx, c.ID, c.Image.ID, p.Config); err != nil {
+			return fmt.Errorf("mount root filesystem: %w", err)
+		}
+		r.mounted.Store(c.ID, true)
 	}
 	r.fail.crash("start-container-after-rootfs")
 	if c.LogPath != "" {

@@ -64,6 +64,7 @@ type Runtime struct {
 	ctrOps     *resultStore[Container] // CreateContainer calls, likewise
 	fail       failpoints              // crash points for recovery tests (failpoint.go); nil in production
 	removals   *removals               // root filesystems of removed containers being deleted
+	mounted    sync.Map                // container IDs whose root filesystem this process mounted
 
 	usernsWarn sync.Once // logs once why Status does not offer user namespaces
 }
