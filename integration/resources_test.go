@@ -221,7 +221,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 			t.Fatal(err)
 		}
 		ms = r.Stats
-		if ms.GetMemory().GetWorkingSetBytes().GetValue() > 40<<20 && ms.GetWritableLayer().GetUsedBytes().GetValue() >= 1<<20 {
+		if ms.GetMemory().GetWorkingSetBytes().GetValue() > 36<<20 && ms.GetWritableLayer().GetUsedBytes().GetValue() >= 1<<20 {
 			break
 		}
 		if time.Now().After(deadline) {
