@@ -53,7 +53,7 @@ if [ -z "$backend" ]; then
   fi
 fi
 echo "test-cgroupv2: this host is cgroup v1: running the tests in $VM_RUN --backend $backend"
-"$VM_RUN" --backend "$backend" --mem 3G --timeout "${CGV2_TIMEOUT:-1500}" \
+"$VM_RUN" --backend "$backend" --mem 3G --timeout "${CGV2_TIMEOUT:-3000}" \
   --share /var/cache/peapod-test --env PEAPOD_TEST_TIMEOUT_SCALE=10 -- \
   bash -c "set -e; uname -r; cat /sys/fs/cgroup/cgroup.controllers
     # The guest kernel has AppArmor but its image no apparmor_parser to load
@@ -65,4 +65,4 @@ echo "test-cgroupv2: this host is cgroup v1: running the tests in $VM_RUN --back
     # are slow to page in, and the daemon execs itself for every container.
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
     cd cgroups && ../$out/cgroups.test -test.count=1 -test.v
-    cd ../integration && ../$out/integration.test -test.count=1 -test.timeout=20m -test.v -test.run '$TESTS'"
+    cd ../integration && ../$out/integration.test -test.count=1 -test.timeout=45m -test.v -test.run '$TESTS'"
