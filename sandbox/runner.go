@@ -25,15 +25,20 @@ const RunnerBinary = "peapod-runner"
 
 // runnerExe is what the keeper executes to start a container: the small
 // runner binary beside the daemon's, else the daemon's own (both run
-// package runner; the small one starts in a third of the time).
+// package runner; the small one starts in a third of the time). Always a
+// path on disk, never the keeper's /proc/self/exe: a keeper started by an
+// older peapod must run the runner of the daemon that asks it, whose
+// arguments it understands.
 func runnerExe() string {
-	if exe := selfExe(); exe != "" {
-		p := filepath.Join(filepath.Dir(exe), RunnerBinary)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return p
-		}
+	exe := selfExe()
+	if exe == "" || strings.HasSuffix(exe, " (deleted)") {
+		return "/proc/self/exe"
 	}
-	return "/proc/self/exe"
+	p := filepath.Join(filepath.Dir(exe), RunnerBinary)
+	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		return p
+	}
+	return exe
 }
 
 // runnerJoins is the runner's last argument: the PID whose cgroups it
