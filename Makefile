@@ -136,7 +136,7 @@ FUZZTIME  ?= 30s
 fuzz:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzBuildSpec$$' -fuzztime $(FUZZTIME) ./sandbox/
 	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzPathResolution$$' -fuzztime $(FUZZTIME) ./sandbox/
-	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzValidateRequest$$' -fuzztime $(FUZZTIME) ./cri/
+	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzValidateRequest$$' -fuzztime $(FUZZTIME) ./cri/validate/
 
 clean:
 	rm -rf bin

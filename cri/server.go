@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/cri/validate"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -106,10 +107,10 @@ func (s *Service) NewGRPCServer() *grpc.Server {
 	return srv
 }
 
-// validateCall validates every request (validate.go) before its handler
+// validateCall validates every request (package validate) before its handler
 // runs; observeUnary logs the refusal.
 func (s *Service) validateCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := validateRequest(req); err != nil {
+	if err := validate.Request(req); err != nil {
 		return nil, invalid(err.Error())
 	}
 	return handler(ctx, req)

@@ -33,7 +33,7 @@ func TestStreamURLs(t *testing.T) {
 	seen := map[string]bool{}
 	var urls []string
 	for range 100 {
-		resp, err := s.server.GetExec(&runtimeapi.ExecRequest{ContainerId: testID, Cmd: []string{"sh"}, Stdout: true})
+		resp, err := s.server.GetExec(&runtimeapi.ExecRequest{ContainerId: strings.Repeat("c", 64), Cmd: []string{"sh"}, Stdout: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,8 @@
-package cri
+// Package validate checks CRI requests at the boundary: every request
+// passes through Request before its handler (cri/server.go), so a malformed
+// or hostile field is refused with InvalidArgument before anything is made.
+// Its own package, with few imports, so the fuzzer runs it fast.
+package validate
 
 import (
 	"fmt"
@@ -12,10 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// Limits on what a CRI request may carry. Every request passes through
-// validateRequest before its handler (server.go), so a malformed or hostile
-// field is refused with InvalidArgument before anything is created. The
-// limits follow Kubernetes' own, with room to spare, so that anything the
+// Limits on what a CRI request may carry. They follow Kubernetes' own, with room to spare, so that anything the
 // kubelet sends fits:
 //   - IDs: at most 128 of [A-Za-z0-9_-] (peapod's are 64 hex digits; crictl
 //     sends prefixes). No separators, so an ID never becomes a path.
@@ -66,9 +67,9 @@ var (
 	pageSizePattern = regexp.MustCompile(`^[0-9]+[KMG]B$`)
 )
 
-// validateRequest checks a request's fields against the limits above. It
-// returns nil for requests it has nothing to check.
-func validateRequest(req any) error {
+// Request checks a request's fields against the limits above. It returns
+// nil for requests it has nothing to check; its errors say what to fix.
+func Request(req any) error {
 	switch r := req.(type) {
 	case *runtimeapi.RunPodSandboxRequest:
 		return validatePodConfig(r.GetConfig())

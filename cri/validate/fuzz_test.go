@@ -1,4 +1,4 @@
-package cri
+package validate
 
 import (
 	"strings"
@@ -32,7 +32,7 @@ func FuzzValidateRequest(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctr := &runtimeapi.CreateContainerRequest{}
-		if proto.Unmarshal(data, ctr) == nil && validateRequest(ctr) == nil {
+		if proto.Unmarshal(data, ctr) == nil && Request(ctr) == nil {
 			cfg := ctr.GetConfig()
 			for _, m := range cfg.GetMounts() {
 				if !strings.HasPrefix(m.GetContainerPath(), "/") || climbs(m.GetContainerPath()) || climbs(m.GetHostPath()) {
@@ -44,7 +44,7 @@ func FuzzValidateRequest(f *testing.F) {
 			}
 		}
 		pod := &runtimeapi.RunPodSandboxRequest{}
-		if proto.Unmarshal(data, pod) == nil && validateRequest(pod) == nil {
+		if proto.Unmarshal(data, pod) == nil && Request(pod) == nil {
 			for k := range pod.GetConfig().GetLinux().GetSysctls() {
 				if strings.Contains(k, "..") || strings.HasPrefix(k, "/") || strings.Contains(k, "//") {
 					t.Fatalf("accepted sysctl %q", k)

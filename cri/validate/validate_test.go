@@ -1,4 +1,4 @@
-package cri
+package validate
 
 import (
 	"strings"
@@ -64,7 +64,7 @@ func TestValidateAcceptsKubeletRequests(t *testing.T) {
 		"port-forward":     &runtimeapi.PortForwardRequest{PodSandboxId: testID, Port: []int32{80, 65535}},
 		"version":          &runtimeapi.VersionRequest{},
 	} {
-		if err := validateRequest(req); err != nil {
+		if err := Request(req); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -186,7 +186,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"update negative", "memory", &runtimeapi.UpdateContainerResourcesRequest{ContainerId: testID, Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: -1}}},
 	}
 	for _, tc := range cases {
-		err := validateRequest(tc.req)
+		err := Request(tc.req)
 		if err == nil {
 			t.Errorf("%s: accepted", tc.name)
 			continue
