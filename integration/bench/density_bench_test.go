@@ -117,13 +117,38 @@ type fleet struct {
 // namespace unless hostNet, with kubelet's other defaults (IPC per pod,
 // PID per container; the density rule of ../shared/critest/measure-density.sh).
 func startFleet(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, n int, hostNet bool, daemon int, marker string) *fleet {
+	return startFleets(b, []fleetTarget{{rt: rt, daemon: daemon, marker: marker}}, image, n, hostNet)[0]
+}
+
+// fleetTarget is a runtime to start a fleet on.
+type fleetTarget struct {
+	rt     runtimeapi.RuntimeServiceClient
+	daemon int
+	marker string
+}
+
+// startFleets starts n pods on each target, one pod after another on each,
+// alternating between the targets pod by pod, so that every runtime meets
+// the same load of a shared machine. A fleet's start time is the sum of
+// its own pods' start times.
+func startFleets(b *testing.B, targets []fleetTarget, image string, n int, hostNet bool) []*fleet {
 	ctx := context.Background()
-	f := &fleet{rt: rt, daemon: daemon, marker: marker}
-	f.d.pods = n
-	time.Sleep(2 * time.Second) // let the daemon settle (pull, earlier pods)
-	f.d.daemonRss0 = float64(statusKiB(daemon, "VmRSS:"))
-	f.before = processSet()
-	cpu0 := f.cpu()
+	time.Sleep(2 * time.Second) // let the daemons settle (pulls, earlier pods)
+	before := processSet()
+	var fleets []*fleet
+	removeAll := func() {
+		for _, f := range fleets {
+			f.remove()
+		}
+	}
+	cpu0 := make([]float64, len(targets))
+	for i, t := range targets {
+		f := &fleet{rt: t.rt, daemon: t.daemon, marker: t.marker, before: before}
+		f.d.pods = n
+		f.d.daemonRss0 = float64(statusKiB(t.daemon, "VmRSS:"))
+		cpu0[i] = f.cpu()
+		fleets = append(fleets, f)
+	}
 	netMode := runtimeapi.NamespaceMode_POD
 	if hostNet {
 		netMode = runtimeapi.NamespaceMode_NODE
@@ -131,40 +156,45 @@ func startFleet(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, 
 	linux := &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{Network: netMode, Pid: runtimeapi.NamespaceMode_CONTAINER},
 	}}
-	start := time.Now()
+	stamp := time.Now().UnixNano()
 	for i := range n {
-		name := fmt.Sprintf("density-%d-%d", i, start.UnixNano())
-		podCfg := &runtimeapi.PodSandboxConfig{
-			Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: name},
-			Linux:    linux,
-		}
-		run, err := rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
-		if err != nil {
-			f.remove()
-			b.Fatalf("RunPodSandbox %d: %v", i, err)
-		}
-		f.pods = append(f.pods, run.PodSandboxId)
-		cr, err := rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, SandboxConfig: podCfg, Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
-			Image:    &runtimeapi.ImageSpec{Image: image},
-			Command:  []string{"sleep", "3600"},
-		}})
-		if err != nil {
-			f.remove()
-			b.Fatalf("CreateContainer %d: %v", i, err)
-		}
-		if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
-			f.remove()
-			b.Fatalf("StartContainer %d: %v", i, err)
-		}
-		f.ctrs = append(f.ctrs, cr.ContainerId)
-		if i+1 == 50 {
-			f.d.start50 = time.Since(start)
+		for _, f := range fleets {
+			name := fmt.Sprintf("density-%d-%d", i, stamp)
+			podCfg := &runtimeapi.PodSandboxConfig{
+				Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "bench", Uid: name},
+				Linux:    linux,
+			}
+			start := time.Now()
+			run, err := f.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+			if err != nil {
+				removeAll()
+				b.Fatalf("RunPodSandbox %d: %v", i, err)
+			}
+			f.pods = append(f.pods, run.PodSandboxId)
+			cr, err := f.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, SandboxConfig: podCfg, Config: &runtimeapi.ContainerConfig{
+				Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
+				Image:    &runtimeapi.ImageSpec{Image: image},
+				Command:  []string{"sleep", "3600"},
+			}})
+			if err != nil {
+				removeAll()
+				b.Fatalf("CreateContainer %d: %v", i, err)
+			}
+			if _, err := f.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+				removeAll()
+				b.Fatalf("StartContainer %d: %v", i, err)
+			}
+			f.d.start += time.Since(start)
+			f.ctrs = append(f.ctrs, cr.ContainerId)
+			if i+1 == 50 {
+				f.d.start50 = f.d.start
+			}
 		}
 	}
-	f.d.start = time.Since(start)
-	f.d.cpuSeconds = f.cpu() - cpu0
-	return f
+	for i, f := range fleets {
+		f.d.cpuSeconds = f.cpu() - cpu0[i]
+	}
+	return fleets
 }
 
 // containerPIDs are the containers' own processes, from the verbose status.

@@ -48,6 +48,11 @@ type suiteRuntime struct {
 //   - steady state with the 100 pods: runtime CPU per minute under kubelet-like
 //     polling (ListPodSandbox + ListContainers + ListContainerStats each second).
 //
+// critest runs on one runtime, then the other; pod starts, density and
+// the polling alternate between them sample by sample (pod by pod, round
+// by round, second by second), so that both meet the same load of a shared
+// machine, and both fleets of 100 pods are up together.
+//
 // Every pod has its own network namespace (kubelet's defaults), so
 // containerd pays for its CNI plugins and peapod for its built-in bridge.
 // "Runtime CPU" is the daemon plus every process it runs for the pods,
@@ -97,24 +102,48 @@ func BenchmarkPerformance(b *testing.B) {
 				}
 			}
 		}
-		for _, r := range runtimes {
-			t.add("pod start, 1 at a time", r.name, podStarts(b, r.rt, image, 1, startSamples))
+		// Pod starts and density alternate between the runtimes sample by
+		// sample, so that both meet the same load of a shared machine.
+		starts := map[string][]time.Duration{}
+		for range startSamples {
+			for _, r := range runtimes {
+				starts[r.name] = append(starts[r.name], podStarts(b, r.rt, image, 1, 1)...)
+			}
 		}
 		for _, r := range runtimes {
-			t.add(fmt.Sprintf("pod start, %d at a time", startParallel), r.name, podStarts(b, r.rt, image, startParallel, startRounds))
+			t.add("pod start, 1 at a time", r.name, starts[r.name])
+		}
+		starts = map[string][]time.Duration{}
+		for range startRounds {
+			for _, r := range runtimes {
+				starts[r.name] = append(starts[r.name], podStarts(b, r.rt, image, startParallel, 1)...)
+			}
 		}
 		for _, r := range runtimes {
-			f := startFleet(b, r.rt, image, densityPods, false, r.daemon, r.marker)
-			d := f.measure(b)
-			cpuMin := steadyCPU(b, f)
+			t.add(fmt.Sprintf("pod start, %d at a time", startParallel), r.name, starts[r.name])
+		}
+		var targets []fleetTarget
+		for _, r := range runtimes {
+			targets = append(targets, fleetTarget{rt: r.rt, daemon: r.daemon, marker: r.marker})
+		}
+		fleets := startFleets(b, targets, image, densityPods, false)
+		var ds []density
+		for _, f := range fleets {
+			ds = append(ds, f.measure(b))
+		}
+		cpuMin := steadyCPU(b, fleets)
+		for _, f := range fleets {
 			f.remove()
+		}
+		for i, r := range runtimes {
+			d := ds[i]
 			t.value("density: 50 pods one after another (s)", r.name, d.start50.Seconds())
 			t.value(fmt.Sprintf("density: %d pods one after another (s)", densityPods), r.name, d.start.Seconds())
 			t.value(fmt.Sprintf("density: runtime CPU for %d pods (s)", densityPods), r.name, d.cpuSeconds)
 			t.value(fmt.Sprintf("density: daemon RSS at %d pods (MiB)", densityPods), r.name, d.daemonRssN/1024)
 			t.value("density: per-pod PSS (KiB)", r.name, d.perPodPss)
 			t.value("density: per-pod RSS (KiB)", r.name, d.perPodRss)
-			t.value(fmt.Sprintf("steady %d pods, polled 1/s: runtime CPU (s/min)", densityPods), r.name, cpuMin)
+			t.value(fmt.Sprintf("steady %d pods, polled 1/s: runtime CPU (s/min)", densityPods), r.name, cpuMin[i])
 		}
 	}
 	fmt.Printf("\nperformance suite: peapod vs containerd 1.6.20 (CNI bridge), same run, %s; load average %s at start, %s at end; CPU = daemon + its per-pod processes (containerd: + shims, pause, runc, CNI plugins)\n",
@@ -198,40 +227,53 @@ func podStarts(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, p
 	return took
 }
 
-// steadyCPU polls as the kubelet does (ListPodSandbox, ListContainers,
-// ListContainerStats once a second) for steadyWindow and returns the
-// runtime's CPU seconds per minute meanwhile.
-func steadyCPU(b *testing.B, f *fleet) float64 {
+// steadyCPU polls each fleet's runtime as the kubelet does
+// (ListPodSandbox, ListContainers, ListContainerStats once a second) for
+// steadyWindow, all of them in each second, and returns each runtime's CPU
+// seconds per minute meanwhile.
+func steadyCPU(b *testing.B, fleets []*fleet) []float64 {
 	ctx := context.Background()
-	containers := f.containerPIDs(b)
-	procs := f.runtimeProcesses(containers)
-	ticks := func() int {
+	procs := make([][]process, len(fleets))
+	for i, f := range fleets {
+		procs[i] = f.runtimeProcesses(f.containerPIDs(b))
+	}
+	ticks := func(i int) int {
 		var n int
-		for _, pr := range procs {
+		for _, pr := range procs[i] {
 			n += cpuTicks(pr.pid)
 		}
 		return n
 	}
-	t0, c0 := time.Now(), ticks()
+	c0 := make([]int, len(fleets))
+	for i := range fleets {
+		c0[i] = ticks(i)
+	}
+	t0 := time.Now()
 	for time.Since(t0) < steadyWindow {
 		next := time.Now().Add(steadyInterval)
-		if _, err := f.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
-			b.Fatalf("ListPodSandbox: %v", err)
-		}
-		if _, err := f.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil {
-			b.Fatalf("ListContainers: %v", err)
-		}
-		stats, err := f.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
-		if err != nil {
-			b.Fatalf("ListContainerStats: %v", err)
-		}
-		if len(stats.Stats) < len(f.ctrs) {
-			b.Fatalf("ListContainerStats: %d stats for %d containers", len(stats.Stats), len(f.ctrs))
+		for _, f := range fleets {
+			if _, err := f.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); err != nil {
+				b.Fatalf("ListPodSandbox: %v", err)
+			}
+			if _, err := f.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil {
+				b.Fatalf("ListContainers: %v", err)
+			}
+			stats, err := f.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+			if err != nil {
+				b.Fatalf("ListContainerStats: %v", err)
+			}
+			if len(stats.Stats) < len(f.ctrs) {
+				b.Fatalf("ListContainerStats: %d stats for %d containers", len(stats.Stats), len(f.ctrs))
+			}
 		}
 		time.Sleep(time.Until(next))
 	}
-	elapsed := time.Since(t0)
-	return float64(ticks()-c0) / clockTicks / elapsed.Minutes()
+	minutes := time.Since(t0).Minutes()
+	out := make([]float64, len(fleets))
+	for i := range fleets {
+		out[i] = float64(ticks(i)-c0[i]) / clockTicks / minutes
+	}
+	return out
 }
 
 // critestBinary is the critest to run: $CRITEST, else the one `make
