@@ -260,7 +260,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 		t.Fatal(err)
 	}
 	pl := ps.Stats.GetLinux()
-	if pl.GetCpu().GetUsageCoreNanoSeconds().GetValue() < u1 || pl.GetMemory().GetWorkingSetBytes().GetValue() < 40<<20 ||
+	if pl.GetCpu().GetUsageCoreNanoSeconds().GetValue() < u1 || pl.GetMemory().GetWorkingSetBytes().GetValue() < 36<<20 ||
 		pl.GetProcess().GetProcessCount().GetValue() < 3 || len(pl.GetContainers()) != 2 {
 		t.Errorf("pod stats: cpu %v memory %v process %v, %d containers", pl.GetCpu(), pl.GetMemory(), pl.GetProcess(), len(pl.GetContainers()))
 	}
