@@ -99,15 +99,23 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		}
 	}
 	r.fail.crash("run-pod-after-files")
-	if err := cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())); err != nil {
+	// The pod's cgroup is made while the pause starts: the pause starts in
+	// the daemon's cgroup and moves in below (AddPause).
+	cgroupMade := make(chan error, 1)
+	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())) }()
+	pauseErr := r.startPause(p)
+	if err := <-cgroupMade; err != nil {
+		if pauseErr == nil {
+			r.killPause(p)
+		}
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
 	undo = append(undo, func() { r.removePodCgroup(p) })
 	r.fail.crash("run-pod-after-cgroup")
-	if err := r.startPause(p); err != nil {
-		return Pod{}, err
+	if pauseErr != nil {
+		return Pod{}, pauseErr
 	}
-	undo = append(undo, func() { r.killPause(p) })
+	undo = append(undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
