@@ -161,7 +161,11 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 		extraV1["hugetlb/hugetlb.2MB.limit_in_bytes"] = strconv.Itoa(4 << 20)
 		extraV2["hugetlb/hugetlb.2MB.max"] = strconv.Itoa(4 << 20)
 	}
-	t.Logf("busy container also gets %v", extraV1)
+	if cgroupV2() {
+		t.Logf("busy container also gets %v", extraV2)
+	} else {
+		t.Logf("busy container also gets %v", extraV1)
+	}
 	busyID := startContainer(t, d, run.PodSandboxId, podCfg, busy)
 	busyRel := filepath.Join(podRel, "peapod-"+busyID)
 	expectCgroup(t, busyRel,
