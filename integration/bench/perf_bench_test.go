@@ -48,10 +48,10 @@ type suiteRuntime struct {
 //   - steady state with the 100 pods: runtime CPU per minute under kubelet-like
 //     polling (ListPodSandbox + ListContainers + ListContainerStats each second).
 //
-// critest runs on one runtime, then the other; pod starts, density and
-// the polling alternate between them sample by sample (pod by pod, round
-// by round, second by second), so that both meet the same load of a shared
-// machine, and both fleets of 100 pods are up together.
+// critest, density and the polling run on one runtime, then the other
+// (the other idle with no pods); the pod starts alternate between them
+// sample by sample and round by round, so that both meet the same load of
+// a shared machine.
 //
 // Every pod has its own network namespace (kubelet's defaults), so
 // containerd pays for its CNI plugins and peapod for its built-in bridge.
@@ -102,7 +102,7 @@ func BenchmarkPerformance(b *testing.B) {
 				}
 			}
 		}
-		// Pod starts and density alternate between the runtimes sample by
+		// Pod starts alternate between the runtimes sample by
 		// sample, so that both meet the same load of a shared machine.
 		starts := map[string][]time.Duration{}
 		for range startSamples {
@@ -122,28 +122,21 @@ func BenchmarkPerformance(b *testing.B) {
 		for _, r := range runtimes {
 			t.add(fmt.Sprintf("pod start, %d at a time", startParallel), r.name, starts[r.name])
 		}
-		var targets []fleetTarget
+		// Density: one runtime's 100 pods at a time, the other idle with
+		// none (as measure-density.sh measures), so that neither's pods
+		// weigh on the other's times.
 		for _, r := range runtimes {
-			targets = append(targets, fleetTarget{rt: r.rt, daemon: r.daemon, marker: r.marker})
-		}
-		fleets := startFleets(b, targets, image, densityPods, false)
-		var ds []density
-		for _, f := range fleets {
-			ds = append(ds, f.measure(b))
-		}
-		cpuMin := steadyCPU(b, fleets)
-		for _, f := range fleets {
-			f.remove()
-		}
-		for i, r := range runtimes {
-			d := ds[i]
+			fleets := startFleets(b, []fleetTarget{{rt: r.rt, daemon: r.daemon, marker: r.marker}}, image, densityPods, false)
+			d := fleets[0].measure(b)
+			cpuMin := steadyCPU(b, fleets)[0]
+			fleets[0].remove()
 			t.value("density: 50 pods one after another (s)", r.name, d.start50.Seconds())
 			t.value(fmt.Sprintf("density: %d pods one after another (s)", densityPods), r.name, d.start.Seconds())
 			t.value(fmt.Sprintf("density: runtime CPU for %d pods (s)", densityPods), r.name, d.cpuSeconds)
 			t.value(fmt.Sprintf("density: daemon RSS at %d pods (MiB)", densityPods), r.name, d.daemonRssN/1024)
 			t.value("density: per-pod PSS (KiB)", r.name, d.perPodPss)
 			t.value("density: per-pod RSS (KiB)", r.name, d.perPodRss)
-			t.value(fmt.Sprintf("steady %d pods, polled 1/s: runtime CPU (s/min)", densityPods), r.name, cpuMin[i])
+			t.value(fmt.Sprintf("steady %d pods, polled 1/s: runtime CPU (s/min)", densityPods), r.name, cpuMin)
 		}
 	}
 	fmt.Printf("\nperformance suite: peapod vs containerd 1.6.20 (CNI bridge), same run, %s; load average %s at start, %s at end; CPU = daemon + its per-pod processes (containerd: + shims, pause, runc, CNI plugins)\n",
