@@ -53,13 +53,18 @@ func TestLogDiskFull(t *testing.T) {
 		return strings.Contains(strings.ToLower(msg), "no space left on device")
 	})
 	t.Logf("status message: %s", msg)
+	// The shell truncates /tmp/count before it writes it: an empty read
+	// is that instant, not a stopped counter, so read again.
 	counter := func() int {
-		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/tmp/count"}, Timeout: 10})
-		if err != nil {
-			t.Fatalf("exec: %v", err)
+		for try := 0; ; try++ {
+			r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/tmp/count"}, Timeout: 10})
+			if err != nil {
+				t.Fatalf("exec: %v", err)
+			}
+			if n, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout))); err == nil || try == 9 {
+				return n
+			}
 		}
-		n, _ := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
-		return n
 	}
 	before := counter()
 	time.Sleep(500 * time.Millisecond)
