@@ -414,40 +414,11 @@ func containerConfig(name, image string, cmd ...string) *runtimeapi.ContainerCon
 	}
 }
 
-// freePodCIDR picks a 10.199.X.0/24 (X from 128; network's own tests use
-// the lower half) that no route of the host uses.
-func freePodCIDR(t *testing.T) string {
-	t.Helper()
-	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip route: %v: %s", err, out)
-	}
-	for range 100 {
-		b := make([]byte, 1)
-		rand.Read(b)
-		prefix := fmt.Sprintf("10.199.%d.", 128+int(b[0])%127)
-		if !strings.Contains(string(out), prefix) {
-			return prefix + "0/24"
-		}
-	}
-	t.Fatal("no free 10.199.X.0/24 for the pod network")
-	return ""
-}
+// freePodCIDR picks a 10.199.X.0/24 with X from 128 (network's own tests
+// use the lower half).
+func freePodCIDR(t *testing.T) string { return testenv.FreePodCIDR(t, "10.199", 128, 127) }
 
-// guardBridge drops whatever the daemon's bridge would forward to another
-// interface, so that nothing a pod sends leaves the machine. The table is
-// removed in cleanup.
-func guardBridge(t *testing.T, bridge string) {
-	t.Helper()
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip ppt-guard-%[1]s {
-  chain forward { type filter hook forward priority -10; iifname "%[1]s" oifname != "%[1]s" drop; }
-}`, bridge))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+bridge).Run() })
-}
+func guardBridge(t *testing.T, bridge string) { testenv.GuardBridge(t, bridge) }
 
 // readyDaemon starts a daemon with the test image pulled, and returns the
 // image's name.

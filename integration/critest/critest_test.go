@@ -239,9 +239,9 @@ func startPeapod(t *testing.T, bin, reg, reportDir string) *daemon {
 		cgroupParent: "peapod-critest-" + suffix,
 		bridge:       "ppcri" + suffix,
 	}
-	cidr := freePodCIDR(t)
+	cidr := testenv.FreePodCIDR(t, "10.197", 1, 250)
 	t.Cleanup(func() { d.destroy(t) })
-	guardBridge(t, d.bridge)
+	testenv.GuardBridge(t, d.bridge)
 
 	regConf := filepath.Join(dir, "registries.conf")
 	conf := fmt.Sprintf("unqualified-search-registries = [\"docker.io\"]\n[[registry]]\nlocation = %q\ninsecure = true\n", reg)
@@ -369,37 +369,6 @@ func randomHex() string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// freePodCIDR picks a 10.197.X.0/24 that no route of the host uses.
-func freePodCIDR(t *testing.T) string {
-	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip route: %v: %s", err, out)
-	}
-	for range 100 {
-		b := make([]byte, 1)
-		rand.Read(b)
-		prefix := fmt.Sprintf("10.197.%d.", 1+int(b[0])%250)
-		if !strings.Contains(string(out), prefix) {
-			return prefix + "0/24"
-		}
-	}
-	t.Fatal("no free 10.197.X.0/24 for the pod network")
-	return ""
-}
-
-// guardBridge drops whatever the bridge would forward to another
-// interface, so nothing a pod sends leaves the machine.
-func guardBridge(t *testing.T, bridge string) {
-	cmd := exec.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip ppt-guard-%[1]s {
-  chain forward { type filter hook forward priority -10; iifname "%[1]s" oifname != "%[1]s" drop; }
-}`, bridge))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", "ppt-guard-"+bridge).Run() })
 }
 
 // mountsUnder lists mount points at or below dir, in mount order.

@@ -1,0 +1,46 @@
+package testenv
+
+import (
+	"crypto/rand"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// FreePodCIDR picks a <base>.X.0/24 with X in [first, first+span) that no
+// route of the host uses, so test daemons each get a pod network of their
+// own (base e.g. "10.199"; test packages use separate bases or halves).
+func FreePodCIDR(t testing.TB, base string, first, span int) string {
+	t.Helper()
+	out, err := exec.Command("ip", "-4", "route", "show", "table", "all").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	for range 100 {
+		b := make([]byte, 1)
+		rand.Read(b)
+		prefix := fmt.Sprintf("%s.%d.", base, first+int(b[0])%span)
+		if !strings.Contains(string(out), prefix) {
+			return prefix + "0/24"
+		}
+	}
+	t.Fatalf("no free %s.X.0/24 for the pod network", base)
+	return ""
+}
+
+// GuardBridge drops whatever bridge would forward to another interface,
+// so that nothing a test pod sends leaves the machine. The nft table goes
+// in the test's cleanup.
+func GuardBridge(t testing.TB, bridge string) {
+	t.Helper()
+	table := "ppt-guard-" + bridge
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table ip %s {
+  chain forward { type filter hook forward priority -10; iifname "%s" oifname != "%s" drop; }
+}`, table, bridge, bridge))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", table).Run() })
+}
