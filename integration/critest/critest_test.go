@@ -232,6 +232,12 @@ func startPeapod(t *testing.T, bin, reg, reportDir string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// User-namespaced containers reach their files below the state dir as
+	// a mapped user: peapod offers user namespaces only when every dir on
+	// the way is searchable by others (MkdirTemp makes 0700).
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	suffix := randomHex()
 	d := &daemon{
 		dir:          dir,
