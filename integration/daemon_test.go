@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -268,23 +267,7 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// mountsUnder lists mount points at or below dir, in mount order.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	return out
-}
+func mountsUnder(dir string) []string { return testenv.MountsUnder(dir) }
 
 // ownCgroupDirs returns, for each v1 hierarchy (and the v2 one), the
 // directory of this test process's cgroup, under which relative parents nest.

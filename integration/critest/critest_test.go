@@ -10,7 +10,6 @@
 package critest
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -347,7 +346,7 @@ func (d *daemon) destroy(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	mounts := mountsUnder(d.dir)
+	mounts := testenv.MountsUnder(d.dir)
 	for i := len(mounts) - 1; i >= 0; i-- {
 		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
 	}
@@ -375,24 +374,6 @@ func randomHex() string {
 	b := make([]byte, 4)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// mountsUnder lists mount points at or below dir, in mount order.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
-			out = append(out, fields[4])
-		}
-	}
-	return out
 }
 
 // removeCgroups removes the relative cgroup parent (and anything below it)

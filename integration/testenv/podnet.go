@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"bufio"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -43,4 +45,22 @@ func GuardBridge(t testing.TB, bridge string) {
 		t.Fatalf("nft guard table (apt-get install nftables): %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("nft", "delete", "table", "ip", table).Run() })
+}
+
+// MountsUnder lists the mount points at or below dir, in mount order.
+func MountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	return out
 }
