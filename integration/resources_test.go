@@ -76,8 +76,15 @@ func swapAccounted() bool {
 	return err == nil
 }
 
-// expectCgroup checks v1 file values or v2 ones, whichever the host has.
+// expectCgroup checks v1 file values or v2 ones, whichever the host has,
+// in the cgroup at rel (relative to the test's own).
 func expectCgroup(t *testing.T, rel string, v1, v2 map[string]string) {
+	t.Helper()
+	expectCgroupFiles(t, rel, func(ctrl, file string) string { return readCgroup(t, ctrl, rel, file) }, v1, v2)
+}
+
+// expectCgroupFiles checks v1 or v2 values ("ctrl/file" keys) through read.
+func expectCgroupFiles(t *testing.T, where string, read func(ctrl, file string) string, v1, v2 map[string]string) {
 	t.Helper()
 	want := v1
 	if cgroupV2() {
@@ -85,8 +92,8 @@ func expectCgroup(t *testing.T, rel string, v1, v2 map[string]string) {
 	}
 	for key, v := range want {
 		ctrl, file, _ := strings.Cut(key, "/")
-		if got := readCgroup(t, ctrl, rel, file); got != v {
-			t.Errorf("%s/%s = %q, want %q", rel, file, got, v)
+		if got := read(ctrl, file); got != v {
+			t.Errorf("%s/%s = %q, want %q", where, file, got, v)
 		}
 	}
 }

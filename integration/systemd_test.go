@@ -112,16 +112,7 @@ func readAbsCgroup(t *testing.T, ctrl, abs, file string) string {
 
 func expectAbsCgroup(t *testing.T, abs string, v1, v2 map[string]string) {
 	t.Helper()
-	want := v1
-	if cgroupV2() {
-		want = v2
-	}
-	for key, v := range want {
-		ctrl, file, _ := strings.Cut(key, "/")
-		if got := readAbsCgroup(t, ctrl, abs, file); got != v {
-			t.Errorf("%s/%s = %q, want %q", abs, file, got, v)
-		}
-	}
+	expectCgroupFiles(t, abs, func(ctrl, file string) string { return readAbsCgroup(t, ctrl, abs, file) }, v1, v2)
 }
 
 // removeAbsCgroup removes an (empty) cgroup at an absolute path in every
