@@ -131,14 +131,6 @@ func allNotFound(errs []error) bool {
 }
 
 func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named reference.Named) (*Image, error) {
-	srcRef, err := docker.NewReference(named)
-	if err != nil {
-		return nil, err
-	}
-	dstRef, err := istorage.Transport.NewStoreReference(s.store, named, "")
-	if err != nil {
-		return nil, err
-	}
 	watch := newPullWatch(named.String(), s.progressTimeout, s.log)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -149,13 +141,15 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 	defer cancel(nil) // runs before Wait: stops the watch
 
 	s.log.Info("pulling image", "image", named.String())
-	_, err = copy.Image(ctx, s.policy, dstRef, watchedRef{ImageReference: srcRef, w: watch}, &copy.Options{
-		SourceCtx:            sys,
-		DestinationCtx:       sys,
-		ReportWriter:         io.Discard,
-		ImageListSelection:   copy.CopySystemImage,
-		MaxParallelDownloads: maxParallelDownloads,
-	})
+	var simg *storage.Image
+	err := errFallback
+	if !s.noFastPull {
+		simg, err = s.fastPull(ctx, sys, named, watch)
+	}
+	if errors.Is(err, errFallback) {
+		s.log.Debug("pulling with containers/image's copy", "image", named.String())
+		simg, err = s.copyPull(ctx, sys, named, watch)
+	}
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrPullStalled) {
 			err = cause
@@ -168,16 +162,39 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 			"elapsed", time.Since(watch.start).Round(time.Millisecond), "error", err)
 		return nil, err
 	}
-	simg, err := istorage.Transport.GetStoreImage(s.store, dstRef)
-	if err != nil {
-		return nil, fmt.Errorf("pull %q: stored image not found: %w", named.String(), err)
-	}
 	if s.observer != nil {
 		s.observer.PullDone(watch.bytes.Load(), time.Since(watch.start), nil)
 	}
 	s.log.Info("pulled image", "image", named.String(), "id", simg.ID, "bytes", watch.bytes.Load(),
 		"blobs", watch.blobs.Load(), "elapsed", time.Since(watch.start).Round(time.Millisecond))
 	return s.describe(ctx, simg)
+}
+
+// copyPull pulls named with containers/image's copy: the images the fast
+// pull leaves to it (fastpull.go).
+func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, named reference.Named, watch *pullWatch) (*storage.Image, error) {
+	srcRef, err := docker.NewReference(named)
+	if err != nil {
+		return nil, err
+	}
+	dstRef, err := istorage.Transport.NewStoreReference(s.store, named, "")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := copy.Image(ctx, s.policy, dstRef, watchedRef{ImageReference: srcRef, w: watch}, &copy.Options{
+		SourceCtx:            sys,
+		DestinationCtx:       sys,
+		ReportWriter:         io.Discard,
+		ImageListSelection:   copy.CopySystemImage,
+		MaxParallelDownloads: maxParallelDownloads,
+	}); err != nil {
+		return nil, err
+	}
+	simg, err := istorage.Transport.GetStoreImage(s.store, dstRef)
+	if err != nil {
+		return nil, fmt.Errorf("pull %q: stored image not found: %w", named.String(), err)
+	}
+	return simg, nil
 }
 
 // ---------------------------------------------------------------- shared pulls

@@ -127,6 +127,10 @@ type Store struct {
 	closeErr  error
 
 	removeMu sync.Mutex
+	commitMu sync.Mutex // fast pulls: layer commits and image records
+	// noFastPull sends every pull through containers/image's copy (tests
+	// compare both).
+	noFastPull bool
 
 	mu    sync.Mutex
 	cache map[string]*configInfo // by storage image ID; image content is immutable
