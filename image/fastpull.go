@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -420,6 +421,9 @@ func (p *fastPull) recordImage(id, top string, cfgBlob []byte, cfgDigest digest.
 				return nil, fmt.Errorf("save %s of image %s: %w", it.Key, id, err)
 			}
 		}
+	}
+	if slices.Contains(simg.Names, p.named.String()) {
+		return simg, nil
 	}
 	if err := st.AddNames(id, []string{p.named.String()}); err != nil {
 		if isNew {

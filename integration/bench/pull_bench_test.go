@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ const (
 	benchLayers     = 5
 	benchLayerBytes = 10 << 20
 	parallelPulls   = 10
+	pullRounds      = 7
 )
 
 type runtimeUnderTest struct {
@@ -59,7 +61,8 @@ type runtimeUnderTest struct {
 
 // BenchmarkImagePull pulls a 5-layer 50 MiB image cold (not present),
 // warm (present: manifest check only) and 10 times at once (cold), with
-// peapod and with containerd, then prints a table.
+// peapod and with containerd, pullRounds times each, then prints a table
+// of medians and minimums.
 func BenchmarkImagePull(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -76,16 +79,6 @@ func BenchmarkImagePull(b *testing.B) {
 		{"peapod", startPeapod(b, reg)},
 		{"containerd", startContainerd(b, reg, "").img},
 	}
-	results := map[string]map[string]time.Duration{}
-	var mu sync.Mutex
-	record := func(scenario, rt string, d time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		if results[scenario] == nil {
-			results[scenario] = map[string]time.Duration{}
-		}
-		results[scenario][rt] = d
-	}
 	scenarios := []struct {
 		name    string
 		present bool // image present before each pull
@@ -95,45 +88,46 @@ func BenchmarkImagePull(b *testing.B) {
 		{"warm", true, 1},
 		{fmt.Sprintf("parallel%d", parallelPulls), false, parallelPulls},
 	}
+	// samples[scenario][runtime]: pullRounds rounds, the runtimes taking
+	// turns within a round (the first alternating), so that both meet the
+	// same load.
+	samples := map[string]map[string][]time.Duration{}
+	ctx := context.Background()
 	for _, sc := range scenarios {
-		for _, rt := range rts {
-			b.Run(sc.name+"/"+rt.name, func(b *testing.B) {
-				ctx := context.Background()
-				var total time.Duration
-				for i := 0; i < b.N; i++ {
-					b.StopTimer()
-					if sc.present {
-						pull(b, ctx, rt, ref)
-					} else {
-						remove(b, ctx, rt, ref)
-					}
-					b.StartTimer()
-					start := time.Now()
-					var wg sync.WaitGroup
-					for j := 0; j < sc.pulls; j++ {
-						wg.Add(1)
-						go func() { defer wg.Done(); pull(b, ctx, rt, ref) }()
-					}
-					wg.Wait()
-					total += time.Since(start)
+		samples[sc.name] = map[string][]time.Duration{}
+		for round := 0; round < pullRounds; round++ {
+			for k := range rts {
+				rt := rts[(k+round)%len(rts)]
+				if sc.present {
+					pull(b, ctx, rt, ref)
+				} else {
+					remove(b, ctx, rt, ref)
 				}
-				b.ReportMetric(float64(benchLayers*benchLayerBytes)/(1<<20), "MiB/image")
-				record(sc.name, rt.name, total/time.Duration(b.N))
-			})
+				start := time.Now()
+				var wg sync.WaitGroup
+				for j := 0; j < sc.pulls; j++ {
+					wg.Add(1)
+					go func() { defer wg.Done(); pull(b, ctx, rt, ref) }()
+				}
+				wg.Wait()
+				samples[sc.name][rt.name] = append(samples[sc.name][rt.name], time.Since(start))
+			}
 		}
 	}
 
 	var out strings.Builder
-	fmt.Fprintf(&out, "\nimage pull: %d layers x %d MiB random data (%s), same registry, same run\n",
-		benchLayers, benchLayerBytes>>20, ref)
-	fmt.Fprintf(&out, "%-12s %12s %12s %18s\n", "scenario", "peapod", "containerd", "peapod/containerd")
+	fmt.Fprintf(&out, "\nimage pull: %d layers x %d MiB random data (%s), same registry, same run, %d rounds (p50, min)\n",
+		benchLayers, benchLayerBytes>>20, ref, pullRounds)
+	fmt.Fprintf(&out, "%-12s %12s %12s %14s %14s %10s\n", "scenario", "peapod p50", "ctrd p50", "peapod min", "ctrd min", "p50 x")
 	for _, sc := range scenarios {
-		p, c := results[sc.name]["peapod"], results[sc.name]["containerd"]
-		ratio := "-"
-		if p > 0 && c > 0 {
-			ratio = fmt.Sprintf("%.2f", float64(p)/float64(c))
+		p, c := samples[sc.name]["peapod"], samples[sc.name]["containerd"]
+		if len(p) == 0 || len(c) == 0 {
+			continue
 		}
-		fmt.Fprintf(&out, "%-12s %12s %12s %18s\n", sc.name, p.Round(time.Millisecond), c.Round(time.Millisecond), ratio)
+		pl, cl := percentiles(p), percentiles(c)
+		fmt.Fprintf(&out, "%-12s %12s %12s %14s %14s %10.2f\n", sc.name, pl.p50.Round(time.Millisecond), cl.p50.Round(time.Millisecond),
+			slices.Min(p).Round(time.Millisecond), slices.Min(c).Round(time.Millisecond), float64(pl.p50)/float64(cl.p50))
+		b.ReportMetric(float64(pl.p50)/float64(cl.p50), sc.name+"-x")
 	}
 	fmt.Print(out.String())
 }
