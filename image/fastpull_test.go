@@ -19,11 +19,13 @@ import (
 	"testing"
 	"time"
 
+	ggcrcompression "github.com/google/go-containerregistry/pkg/compression"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	ggcrtypes "github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
@@ -52,6 +54,12 @@ func link(name, target string, typ byte) tarEntry {
 
 func tarLayer(t *testing.T, entries ...tarEntry) v1.Layer {
 	t.Helper()
+	return tarLayerAs(t, "gzip", entries...)
+}
+
+// tarLayerAs builds a layer compressed as comp: "gzip", "zstd" or "none".
+func tarLayerAs(t *testing.T, comp string, entries ...tarEntry) v1.Layer {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range entries {
@@ -71,8 +79,14 @@ func tarLayer(t *testing.T, entries ...tarEntry) v1.Layer {
 		t.Fatal(err)
 	}
 	b := buf.Bytes()
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
-		tarball.WithCompressionLevel(gzip.BestSpeed))
+	if comp == "none" {
+		return static.NewLayer(b, ggcrtypes.OCIUncompressedLayer)
+	}
+	opts := []tarball.LayerOption{tarball.WithCompressionLevel(gzip.BestSpeed)}
+	if comp == "zstd" {
+		opts = []tarball.LayerOption{tarball.WithCompression(ggcrcompression.ZStd), tarball.WithMediaType(ggcrtypes.OCILayerZStd)}
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +198,7 @@ func xattrsOf(t *testing.T, path string) string {
 // (whiteouts, opaque directories, owners, set-id bits, links, xattrs,
 // implicit parents, the root directory's mode with and without a root
 // entry). A plain Docker schema 2 image and an OCI index with this
-// platform's image and another's.
+// platform's image (gzip, zstd and uncompressed layers) and another's.
 func TestFastPullMatchesCopy(t *testing.T) {
 	addr := testenv.StartRegistry(t)
 	canary := t.TempDir()
@@ -220,7 +234,9 @@ func TestFastPullMatchesCopy(t *testing.T) {
 	)
 	plain := imageOf(t, false, runtime.GOARCH, l1, l2, l3)
 	testenv.Push(t, addr+"/same/plain:1", plain, "", "")
-	ociImg := imageOf(t, true, runtime.GOARCH, l1, l2)
+	lz := tarLayerAs(t, "zstd", reg("srv/zstd", 0o644, strings.Repeat("zstd ", 5000)), reg("etc/.wh.secret", 0o600, ""))
+	lu := tarLayerAs(t, "none", reg("srv/plain", 0o644, "uncompressed layer\n"))
+	ociImg := imageOf(t, true, runtime.GOARCH, l1, l2, lz, lu)
 	other := imageOf(t, true, "s390x", l3)
 	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, ggcrtypes.OCIImageIndex),
 		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}}},
@@ -273,6 +289,13 @@ func TestFastPullMatchesCopy(t *testing.T) {
 			if a, b := fmt.Sprint(fl.Parent, fl.CompressedDigest, fl.UncompressedDigest, fl.UncompressedSize, fl.UIDs, fl.GIDs),
 				fmt.Sprint(sl.Parent, sl.CompressedDigest, sl.UncompressedDigest, sl.UncompressedSize, sl.UIDs, sl.GIDs); a != b {
 				t.Errorf("layer %s records differ:\nfast %s\ncopy %s", lid, a, b)
+			}
+			// Which path made each layer: storage keeps tar-split data for
+			// the layers it unpacks itself, the fast pull gives it none.
+			_, ferr := os.Stat(filepath.Join(fast.root, "overlay-layers", lid+".tar-split.gz"))
+			_, serr := os.Stat(filepath.Join(slow.root, "overlay-layers", lid+".tar-split.gz"))
+			if ferr == nil || serr != nil {
+				t.Errorf("layer %s: tar-split in the fast store: %v, in the copy store: %v; want only in the copy store", lid, ferr == nil, serr == nil)
 			}
 			fdir, err := fast.store.DifferTarget(lid)
 			if err != nil {
@@ -414,5 +437,27 @@ func TestFastPullSharedLayers(t *testing.T) {
 	}
 	if layers, _ := s.store.Layers(); len(layers) != 0 {
 		t.Errorf("%d layers left after removing every image", len(layers))
+	}
+}
+
+// A layer a daemon crash left half-unpacked in staging is gone when the
+// store opens again.
+func TestOpenRemovesStagingLeftovers(t *testing.T) {
+	addr := testenv.StartRegistry(t)
+	s, dir := openTestStore(t, addr)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Join(dir, "root", "storage", "overlay", "staging", "123456", "dir", "usr")
+	if err := os.MkdirAll(left, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: filepath.Join(dir, "registries.conf")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if ents, _ := os.ReadDir(filepath.Dir(filepath.Dir(filepath.Dir(left)))); len(ents) != 0 {
+		t.Errorf("staging leftovers after Open: %d", len(ents))
 	}
 }

@@ -219,6 +219,7 @@ func Open(cfg Config) (*Store, error) {
 		st.Shutdown(true) //nolint:errcheck
 		return nil, err
 	}
+	removeStagingLeftovers(graphRoot, log)
 	s := &Store{
 		store: st, root: graphRoot, policy: pc, cache: map[string]*configInfo{},
 		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
@@ -600,4 +601,20 @@ func (s *Store) RemoveRootfs(ctx context.Context, containerID string) error {
 		return fmt.Errorf("delete rootfs of container %s: %w", containerID, err)
 	}
 	return nil
+}
+
+// removeStagingLeftovers removes the layers a fast pull was unpacking when
+// the daemon died: no pull runs while the store opens, and storage itself
+// prunes its staging directory only at a clean shutdown.
+func removeStagingLeftovers(graphRoot string, log *slog.Logger) {
+	dir := filepath.Join(graphRoot, "overlay", "staging")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			log.Warn("removing a layer left half-unpacked", "dir", filepath.Join(dir, e.Name()), "error", err)
+		}
+	}
 }
