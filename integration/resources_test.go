@@ -498,7 +498,25 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 // kill, which is what containerd (its TaskOOM event) and CRI-O (conmon's
 // oom_kill watch) report.
 func oomKilledChild(t *testing.T, d *daemon, image string) {
-	podCfg := podConfig("oomchild", t.TempDir())
+	// On a loaded host the kernel now and then kills the init too, as a
+	// second victim while the first is still being reaped; peapod then
+	// rightly reports 137 OOMKilled. That case is run again (3 tries); any
+	// other outcome fails at once.
+	for attempt := 1; ; attempt++ {
+		code, reason := oomChildOnce(t, d, image, attempt)
+		if code == 0 && reason == "OOMKilled" {
+			return
+		}
+		if code == 137 && reason == "OOMKilled" && attempt < 3 {
+			t.Logf("attempt %d: the kernel killed the init too (exit 137 OOMKilled); again", attempt)
+			continue
+		}
+		t.Fatalf("exit %d reason %q, want 0 OOMKilled", code, reason)
+	}
+}
+
+func oomChildOnce(t *testing.T, d *daemon, image string, attempt int) (int32, string) {
+	podCfg := podConfig(fmt.Sprintf("oomchild%d", attempt), t.TempDir())
 	run := runPod(t, d, podCfg)
 	// The child raises its own OOM score to the top, so the kernel's choice of
 	// victim is always it, never the init (which may not lower its own).
@@ -510,7 +528,5 @@ func oomKilledChild(t *testing.T, d *daemon, image string) {
 		s = containerStatus(t, d, id)
 		return s.State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
-	if s.ExitCode != 0 || s.Reason != "OOMKilled" {
-		t.Errorf("exit %d reason %q, want 0 OOMKilled", s.ExitCode, s.Reason)
-	}
+	return s.ExitCode, s.Reason
 }
