@@ -613,9 +613,10 @@ static int enter_main(void)
 	if (c.cgroup2) {
 		// Born in the cgroup2 directory, without a migration: a write to
 		// its cgroup.procs would wait for an RCU grace period.
+		// No exit_signal with CLONE_PARENT (EINVAL): the child gets
+		// the helper's, SIGCHLD.
 		struct clone_args args = {
 			.flags = CLONE_PARENT | CLONE_INTO_CGROUP,
-			.exit_signal = SIGCHLD,
 			.cgroup = cg,
 		};
 		pid = syscall(SYS_clone3, &args, sizeof(args));
