@@ -101,7 +101,17 @@ func TestExecPathsAgree(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: exec: %v", path, err)
 				}
-				out[path] = ids.ReplaceAllString(string(resp.Stdout)+"stderr:\n"+string(resp.Stderr), "ID") + fmt.Sprintf("exit %d", resp.ExitCode)
+				out[path] = ids.ReplaceAllString(string(resp.Stdout)+"stderr:\n"+string(resp.Stderr), "ID") + fmt.Sprintf("exit %d\n", resp.ExitCode)
+				// Commands that cannot run: the shell's exit codes, the
+				// command named on stderr.
+				for _, cmd := range [][]string{{"/no/such/tool"}, {"no-such-tool"}, {"/etc/passwd"}, {"/tmp"}} {
+					resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: 20})
+					if err != nil {
+						out[path] += fmt.Sprintf("%s: %s\n", cmd[0], ids.ReplaceAllString(err.Error(), "ID"))
+						continue
+					}
+					out[path] += fmt.Sprintf("%s: exit %d, stderr %q\n", cmd[0], resp.ExitCode, resp.Stderr)
+				}
 				log, _ := os.ReadFile(d.logPath)
 				fellBack := strings.Contains(string(log), ctr) && (strings.Contains(string(log), "execs go through libcontainer") || strings.Contains(string(log), "exec through libcontainer"))
 				if path == "fast" && tc.fast && fellBack {

@@ -437,13 +437,18 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	if rep.err != "" || werr != nil {
 		killReap(rep.pid)
 		msg := "unable to start container process: " + rep.err
+		if !strings.HasPrefix(rep.err, "exec") {
+			// Anything but the command's lookup and execve: let
+			// libcontainer try, and word the error if it fails too.
+			return 0, fmt.Errorf("%s: %w", msg, errFallBack)
+		}
 		if code := startFailureCode(errors.New(msg)); code != 0 {
 			if s.Stderr != nil {
 				fmt.Fprintf(s.Stderr, "%s\n", msg)
 			}
 			return code, nil
 		}
-		return 0, fmt.Errorf("%s: %w", msg, errFallBack)
+		return 0, fmt.Errorf("exec %q in container %s: %s", cmd, h.lc.ID(), msg)
 	}
 
 	copied, err := stdio.started(s)

@@ -115,6 +115,19 @@ struct config {
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 
+// errstr is strerror as Go words it ("no such file or directory"): the
+// daemon maps these words to the shell's exit codes 127 and 126.
+static const char *errstr(int e)
+{
+	static char bufs[4][128];
+	static int next;
+	char *b = bufs[next++ % 4];
+	snprintf(b, 128, "%s", strerror(e));
+	if (b[0] >= 'A' && b[0] <= 'Z' && !(b[1] >= 'A' && b[1] <= 'Z'))
+		b[0] += 'a' - 'A';
+	return b;
+}
+
 static void fail(const char *fmt, ...)
 {
 	char msg[4096];
@@ -153,7 +166,7 @@ static char *read_all(int fd, size_t *len)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			fail("read exec configuration: %s", strerror(errno));
+			fail("read exec configuration: %s", errstr(errno));
 		}
 		if (r == 0)
 			break;
@@ -280,12 +293,12 @@ static void write_file(const char *path, const char *data)
 {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
-		fail("open %s: %s", path, strerror(errno));
+		fail("open %s: %s", path, errstr(errno));
 	ssize_t n = write(fd, data, strlen(data));
 	int err = errno;
 	close(fd);
 	if (n != (ssize_t)strlen(data))
-		fail("write %s to %s: %s", data, path, n < 0 ? strerror(err) : "short write");
+		fail("write %s to %s: %s", data, path, n < 0 ? errstr(err) : "short write");
 }
 
 // join_cgroups moves the (single-threaded) helper into each cgroup v1
@@ -307,7 +320,7 @@ static int last_cap(void)
 	char buf[16] = {0};
 	int fd = open("/proc/sys/kernel/cap_last_cap", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		fail("open cap_last_cap: %s", strerror(errno));
+		fail("open cap_last_cap: %s", errstr(errno));
 	ssize_t n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
@@ -390,29 +403,36 @@ static char **prepare_env(struct config *c, const char **path)
 	return out;
 }
 
-// executable is Go's findExecutable, as runc's exec.LookPath uses it.
-static int executable(const char *file)
+// executable is Go's findExecutable, as runc's exec.LookPath uses it; the
+// error as Go words it: "stat PATH: <errno>" for stat's, else the errno.
+static int executable(const char *file, char *msg, size_t len)
 {
 	struct stat st;
-	if (stat(file, &st) < 0)
-		return -errno;
+	if (stat(file, &st) < 0) {
+		snprintf(msg, len, "stat %s: %s", file, errstr(errno));
+		return -1;
+	}
+	int err = 0;
 	if (S_ISDIR(st.st_mode))
-		return -EISDIR;
-	if (faccessat(AT_FDCWD, file, X_OK, AT_EACCESS) == 0)
-		return 0;
-	if (errno == ENOSYS || errno == EPERM)
-		return (st.st_mode & 0111) ? 0 : -EACCES;
-	return -errno;
+		err = EISDIR;
+	else if (faccessat(AT_FDCWD, file, X_OK, AT_EACCESS) < 0) {
+		err = errno;
+		if (err == ENOSYS || err == EPERM)
+			err = (st.st_mode & 0111) ? 0 : EACCES;
+	}
+	if (err)
+		snprintf(msg, len, "%s", errstr(err));
+	return err ? -1 : 0;
 }
 
 // look_path is Go's exec.LookPath as runc's setns init calls it, with the
 // container's PATH (none: nothing is found without a slash).
 static char *look_path(const char *name, const char *path)
 {
+	char msg[PATH_MAX + 128];
 	if (strchr(name, '/')) {
-		int err = executable(name);
-		if (err)
-			fail("exec: \"%s\": stat %s: %s", name, name, strerror(-err));
+		if (executable(name, msg, sizeof(msg)) < 0)
+			fail("exec: \"%s\": %s", name, msg);
 		return (char *)name;
 	}
 	if (path) {
@@ -429,7 +449,7 @@ static char *look_path(const char *name, const char *path)
 			if (!full)
 				fail("out of memory");
 			sprintf(full, "%s/%s", dir, name);
-			if (executable(full) == 0) {
+			if (executable(full, msg, sizeof(msg)) == 0) {
 				if (dir[0] != '/')
 					fail("exec: \"%s\": cannot run executable found relative to current directory", name);
 				return full;
@@ -452,7 +472,7 @@ static void load_seccomp(struct config *c)
 	else
 		r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, c->bpf_flags, &prog);
 	if (r < 0)
-		fail("error loading seccomp filter: %s", strerror(errno));
+		fail("error loading seccomp filter: %s", errstr(errno));
 }
 
 static void apply_caps(struct config *c, int last)
@@ -463,10 +483,10 @@ static void apply_caps(struct config *c, int last)
 		{.effective = c->cape >> 32, .permitted = c->capp >> 32, .inheritable = c->capi >> 32},
 	};
 	if (syscall(SYS_capset, &hdr, data) < 0)
-		fail("can't apply capabilities: capset: %s", strerror(errno));
+		fail("can't apply capabilities: capset: %s", errstr(errno));
 	// Ambient capabilities one by one, errors ignored, as runc does.
 	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-		fail("reset ambient capabilities: %s", strerror(errno));
+		fail("reset ambient capabilities: %s", errstr(errno));
 	for (int i = 0; i <= last && i < 64; i++)
 		if (c->capa & (1ULL << i))
 			prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, i, 0, 0);
@@ -482,22 +502,22 @@ static int is_dev_null(struct stat *st)
 static void exec_process(struct config *c, int last)
 {
 	if (setsid() < 0)
-		fail("setsid failed: %s", strerror(errno));
+		fail("setsid failed: %s", errstr(errno));
 	if (setuid(0) < 0 || setgid(0) < 0)
-		fail("setuid/setgid 0: %s", strerror(errno));
+		fail("setuid/setgid 0: %s", errstr(errno));
 	if (c->setgroups && setgroups(0, NULL) < 0)
-		fail("setgroups failed: %s", strerror(errno));
+		fail("setgroups failed: %s", errstr(errno));
 	if (c->keyring && c->id) {
 		char name[256];
 		snprintf(name, sizeof(name), "_ses.%s", c->id);
 		if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name) < 0 && errno != ENOSYS)
-			fail("unable to join session keyring: %s", strerror(errno));
+			fail("unable to join session keyring: %s", errstr(errno));
 	}
 	for (int i = 0; i < c->nrlimits; i++)
 		if (setrlimit(c->rlimits[i].res, &c->rlimits[i].lim) < 0)
-			fail("error setting rlimit type %d: %s", c->rlimits[i].res, strerror(errno));
+			fail("error setting rlimit type %d: %s", c->rlimits[i].res, errstr(errno));
 	if (c->nnp && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		fail("set no_new_privs: %s", strerror(errno));
+		fail("set no_new_privs: %s", errstr(errno));
 	if (c->has_umask)
 		umask(c->umask);
 	// libcontainer resets the affinity inherited from the daemon.
@@ -514,7 +534,7 @@ static void exec_process(struct config *c, int last)
 	if (c->cwd && c->cwd[0]) {
 		if (chdir(c->cwd) < 0) {
 			if (errno != EACCES && errno != EPERM)
-				fail("chdir to cwd (\"%s\") set in config.json failed: %s", c->cwd, strerror(errno));
+				fail("chdir to cwd (\"%s\") set in config.json failed: %s", c->cwd, errstr(errno));
 			chdir_later = 1;
 		}
 	}
@@ -523,17 +543,17 @@ static void exec_process(struct config *c, int last)
 	for (int i = 0; i <= last; i++)
 		if (i >= 64 || !(c->capb & (1ULL << i)))
 			if (prctl(PR_CAPBSET_DROP, i, 0, 0, 0) < 0 && errno != EINVAL)
-				fail("unable to apply bounding set: %s", strerror(errno));
+				fail("unable to apply bounding set: %s", errstr(errno));
 	if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
-		fail("unable to set keep caps: %s", strerror(errno));
+		fail("unable to set keep caps: %s", errstr(errno));
 	for (int fd = 0; fd < 3; fd++) { // fixStdioPermissions
 		struct stat st;
 		if (fstat(fd, &st) < 0)
-			fail("fstat fd %d: %s", fd, strerror(errno));
+			fail("fstat fd %d: %s", fd, errstr(errno));
 		if (st.st_uid == c->uid || is_dev_null(&st))
 			continue;
 		if (fchown(fd, c->uid, -1) < 0 && errno != EPERM && errno != EROFS)
-			fail("chown fd %d: %s", fd, strerror(errno));
+			fail("chown fd %d: %s", fd, errstr(errno));
 	}
 	if (c->setgroups) {
 		char sg[16] = {0};
@@ -544,26 +564,26 @@ static void exec_process(struct config *c, int last)
 			close(fd);
 		}
 		if (strncmp(sg, "deny", 4) != 0 && setgroups(c->ngroups, c->groups) < 0)
-			fail("setgroups: %s", strerror(errno));
+			fail("setgroups: %s", errstr(errno));
 	}
 	if (setgid(c->gid) < 0)
-		fail("setgid %u: %s", c->gid, strerror(errno));
+		fail("setgid %u: %s", c->gid, errstr(errno));
 	if (setuid(c->uid) < 0)
-		fail("setuid %u: %s", c->uid, strerror(errno));
+		fail("setuid %u: %s", c->uid, errstr(errno));
 	if (chdir_later && chdir(c->cwd) < 0)
-		fail("chdir to cwd (\"%s\") set in config.json failed: %s", c->cwd, strerror(errno));
+		fail("chdir to cwd (\"%s\") set in config.json failed: %s", c->cwd, errstr(errno));
 	{
 		char wd[PATH_MAX];
 		if (!getcwd(wd, sizeof(wd))) {
 			if (errno == ENOENT)
 				fail("current working directory is outside of container mount namespace root -- possible container breakout detected");
-			fail("failed to verify if current working directory is safe: %s", strerror(errno));
+			fail("failed to verify if current working directory is safe: %s", errstr(errno));
 		}
 		if (wd[0] != '/')
 			fail("current working directory is not absolute -- possible container breakout detected: cwd is \"%s\"", wd);
 	}
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
-		fail("unable to clear keep caps: %s", strerror(errno));
+		fail("unable to clear keep caps: %s", errstr(errno));
 	apply_caps(c, last);
 
 	char *name = look_path(c->args[0], path);
@@ -576,7 +596,7 @@ static void exec_process(struct config *c, int last)
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
 	execve(name, c->args, env);
-	fail("exec %s: %s", name, strerror(errno));
+	fail("exec %s: %s", name, errstr(errno)); // runc's linux.Exec words it so
 }
 
 static int enter_main(void)
@@ -599,13 +619,13 @@ static int enter_main(void)
 		snprintf(path, sizeof(path), "%s/cgroup.procs", c.cgroup2);
 		procs = open(path, O_WRONLY | O_CLOEXEC);
 		if (cg < 0 || procs < 0)
-			fail("open cgroup %s: %s", c.cgroup2, strerror(errno));
+			fail("open cgroup %s: %s", c.cgroup2, errstr(errno));
 	}
 	if (c.ns && setns(PID_FD, c.ns) < 0)
-		fail("join the namespaces of the container's init: %s", strerror(errno));
+		fail("join the namespaces of the container's init: %s", errstr(errno));
 	close(PID_FD);
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		fail("set process as non-dumpable: %s", strerror(errno));
+		fail("set process as non-dumpable: %s", errstr(errno));
 
 	// CLONE_PARENT: the daemon is the exec process's parent, which waits
 	// for it and kills it at a timeout.
@@ -622,7 +642,7 @@ static int enter_main(void)
 		pid = syscall(SYS_clone3, &args, sizeof(args));
 		if (pid < 0 && (errno == ENOSYS || errno == E2BIG || errno == EINVAL)) {
 			if (write(procs, "0", 1) != 1)
-				fail("join cgroup %s: %s", c.cgroup2, strerror(errno));
+				fail("join cgroup %s: %s", c.cgroup2, errstr(errno));
 			pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
 		}
 		close(cg);
@@ -630,7 +650,7 @@ static int enter_main(void)
 	} else
 		pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
 	if (pid < 0)
-		fail("fork the exec process: %s", strerror(errno));
+		fail("fork the exec process: %s", errstr(errno));
 	if (pid == 0)
 		exec_process(&c, last);
 	char msg[32];
