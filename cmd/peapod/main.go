@@ -2,9 +2,10 @@
 // services and the gRPC server, and nothing else.
 //
 // The same binary also runs as libcontainer's container init ("peapod init")
-// and as the pod's keeper and pause process ("peapod pod-pause"), both
-// dispatched before main runs, and as the runner a keeper forks to start a
-// container ("peapod container-start").
+// and as the pod's keeper and pause process ("peapod pod-pause") and the
+// exec helper ("peapod exec-enter"), all dispatched before main runs, and
+// as the runner a keeper forks to start a container ("peapod
+// container-start").
 package main
 
 import (
