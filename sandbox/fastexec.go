@@ -426,8 +426,9 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	}
 	ps, _ := proc.Wait()
 	if rep.pid <= 0 {
-		if rep.err == "" && ps != nil && ps.ExitCode() == 2 {
-			// An older runner binary without exec-enter: stop trying it.
+		if (rep.err == "" && ps != nil && ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") {
+			// An older runner binary without exec-enter, or a kernel
+			// without setns through a pidfd (before 5.8): stop trying.
 			r.execHelper.mu.Lock()
 			r.execHelper.bad = true
 			r.execHelper.mu.Unlock()

@@ -587,14 +587,16 @@ static void exec_process(struct config *c, int last)
 	apply_caps(c, last);
 
 	char *name = look_path(c->args[0], path);
-	if (c->has_bpf && c->nnp)
-		load_seccomp(c);
 	// Nothing of the helper's reaches the command; the report pipe closes
-	// at the exec, which tells the daemon it happened.
+	// at the exec, which tells the daemon it happened. Before seccomp, which
+	// may refuse close_range.
 	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-		for (int fd = 3; fd < 1024; fd++)
+		long max = sysconf(_SC_OPEN_MAX);
+		for (long fd = 3; fd < (max > 0 && max < (1 << 20) ? max : 1 << 20); fd++)
 			fcntl(fd, F_SETFD, FD_CLOEXEC);
 	}
+	if (c->has_bpf && c->nnp)
+		load_seccomp(c);
 	execve(name, c->args, env);
 	fail("exec %s: %s", name, errstr(errno)); // runc's linux.Exec words it so
 }
