@@ -410,17 +410,26 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	select {
 	case rep = <-got:
 	case <-ctx.Done():
+		// The helper reports the command's PID, if it forked it, and
+		// exits in a moment: killed at once, it could leave a command
+		// forked but not named. It is killed only when it hangs.
+		pid := 0
+		select {
+		case pid = <-pidCh:
+		case rep = <-got:
+			pid = rep.pid
+		case <-time.After(time.Second):
+		}
 		proc.Kill()
 		proc.Wait()
-		// Had the helper forked the command, its PID is in the pipe.
-		select {
-		case pid := <-pidCh:
-			killReap(pid)
-		case rep = <-got:
-			if rep.pid > 0 {
-				killReap(rep.pid)
+		if pid == 0 {
+			select {
+			case pid = <-pidCh:
+			default:
 			}
-		case <-time.After(time.Second):
+		}
+		if pid > 0 {
+			killReap(pid)
 		}
 		return 0, ctx.Err()
 	}
