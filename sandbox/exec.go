@@ -63,6 +63,11 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 	if err != nil {
 		return 0, err
 	}
+	if code, err := r.fastExec(ctx, h, cmd, s); !errors.Is(err, errFallBack) {
+		return code, err
+	} else if err != errFallBack {
+		r.log.Debug("exec through libcontainer", "container", c.ID, "reason", err)
+	}
 	proc, err := newInitProcess(h.spec)
 	if err != nil {
 		return 0, err

@@ -14,6 +14,7 @@ import (
 type execHandle struct {
 	lc   *libcontainer.Container
 	spec *specs.Spec
+	fast *fastPlan // for the C exec helper (fastexec.go); nil: libcontainer only
 }
 
 // execHandleOf returns the container's exec handle, made on first use.
@@ -30,6 +31,10 @@ func (r *Runtime) execHandleOf(c *container) (*execHandle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load container %s: %w", c.ID, err)
 	}
-	c.exec = &execHandle{lc: lc, spec: spec}
+	fast, why := planFastExec(lc)
+	if fast == nil {
+		r.log.Debug("execs go through libcontainer", "container", c.ID, "reason", why)
+	}
+	c.exec = &execHandle{lc: lc, spec: spec, fast: fast}
 	return c.exec, nil
 }

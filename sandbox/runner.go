@@ -19,6 +19,14 @@ const RunnerCommand = runner.Command
 // RunnerMain is the runner's main in the peapod binary (runner.Main).
 func RunnerMain(args []string) int { return runner.Main(args) }
 
+// SeccompExportCommand is the argv[1] that makes the peapod binary (or the
+// runner binary) load a seccomp filter for the daemon to read
+// (runner.SeccompMain, fastexec.go).
+const SeccompExportCommand = runner.SeccompCommand
+
+// SeccompExportMain is runner.SeccompMain in the peapod binary.
+func SeccompExportMain() int { return runner.SeccompMain() }
+
 // RunnerBinary is the name of the small runner binary (cmd/peapod-runner)
 // that the daemon uses when it is installed beside it.
 const RunnerBinary = "peapod-runner"

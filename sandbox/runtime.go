@@ -66,7 +66,8 @@ type Runtime struct {
 	removals   *removals               // root filesystems of removed containers being deleted
 	mounted    sync.Map                // container IDs whose root filesystem this process mounted
 
-	usernsWarn sync.Once // logs once why Status does not offer user namespaces
+	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
+	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
 }
 
 // Open loads the persisted pods and containers and reconciles them with the

@@ -2,9 +2,10 @@
 // services and the gRPC server, and nothing else.
 //
 // The same binary also runs as libcontainer's container init ("peapod init")
-// and as the pod's keeper and pause process ("peapod pod-pause"), both
-// dispatched before main runs, and as the runner a keeper forks to start a
-// container ("peapod container-start").
+// and as the pod's keeper and pause process ("peapod pod-pause") and the
+// exec helper ("peapod exec-enter"), all dispatched before main runs, and
+// as the runner a keeper forks to start a container ("peapod
+// container-start").
 package main
 
 import (
@@ -30,6 +31,7 @@ import (
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
+	_ "github.com/peapod-cri/peapod/sandbox/enter" // "peapod exec-enter" runs in a C constructor
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
 )
 
@@ -50,6 +52,10 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == sandbox.RunnerCommand {
 		// Forked by a pod's keeper to start one container.
 		os.Exit(sandbox.RunnerMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == sandbox.SeccompExportCommand {
+		// Run by the daemon to read a container's seccomp program (fastexec.go).
+		os.Exit(sandbox.SeccompExportMain())
 	}
 	if len(os.Args) > 1 && os.Args[1] == "config" {
 		// Operator commands: `peapod config default`, `peapod config check FILE`.

@@ -32,63 +32,75 @@ const (
 // BenchmarkStreaming measures ExecSync round trips (`true`, p50/p99) and
 // port-forward throughput (a 50 MiB download from busybox httpd) with
 // peapod and with containerd 1.6, in the same run, against the same image,
-// and prints a table. Pods use the host network on both, so that the
-// numbers are those of the exec and streaming paths, not of a CNI setup.
+// and prints a table. A second peapod daemon with PEAPOD_EXEC_PATH=
+// libcontainer (every exec through libcontainer's init, peapod's exec path
+// before the C helper of sandbox/enter) is the A/B of the exec path. The
+// exec samples alternate between the runtimes one by one, so that all
+// meet the same load of the shared machine. Pods use the host network on
+// all, so that the numbers are those of the exec and streaming paths, not
+// of a CNI setup.
 func BenchmarkStreaming(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
 	reg, image, pause := runtimeBenchRegistry(b)
 
-	type result struct {
-		execP50, execP99 time.Duration
-		forwardMBs       float64
+	type runtime struct {
+		name    string
+		rt      runtimeapi.RuntimeServiceClient
+		ctr     string
+		pod     string
+		port    int
+		samples []time.Duration
+		forward float64
 	}
-	results := map[string]result{}
-	runtimes := []struct {
-		name  string
-		start func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient)
-	}{
-		{"peapod", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
-			return startPeapodDaemon(b, reg)
-		}},
-		{"containerd", func() (runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient) {
+	var runtimes []*runtime
+	for _, name := range []string{"peapod", "peapod-libcontainer", "containerd"} {
+		var rt runtimeapi.RuntimeServiceClient
+		var img runtimeapi.ImageServiceClient
+		switch name {
+		case "peapod":
+			rt, img = startPeapodDaemon(b, reg)
+		case "peapod-libcontainer":
+			ep := startPeapodEndpointEnv(b, reg, "", "1", []string{"PEAPOD_EXEC_PATH=libcontainer"})
+			rt, img = ep.rt, ep.img
+		case "containerd":
 			ep := startContainerd(b, reg, pause)
-			return ep.rt, ep.img
-		}},
-	}
-	for _, rt := range runtimes {
-		b.Run(rt.name, func(b *testing.B) {
-			rtc, img := rt.start()
-			ctx := context.Background()
-			if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
-				b.Fatalf("pull: %v", err)
-			}
-			port := freePort(b)
-			ctr, pod := runWebPod(b, rtc, image, port)
-			defer func() {
-				rtc.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
-				rtc.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
-			}()
-			var samples []time.Duration
-			for i := 0; i < b.N; i++ {
-				for j := 0; j < execSamples; j++ {
-					start := time.Now()
-					resp, err := rtc.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"true"}, Timeout: 10})
-					if err != nil || resp.ExitCode != 0 {
-						b.Fatalf("ExecSync true: %v %v", err, resp)
-					}
-					samples = append(samples, time.Since(start))
-				}
-			}
-			sort.Slice(samples, func(i, j int) bool { return samples[i] < samples[j] })
-			res := result{execP50: samples[len(samples)/2], execP99: samples[len(samples)*99/100]}
-			res.forwardMBs = forwardThroughput(b, rtc, pod, port)
-			results[rt.name] = res
+			rt, img = ep.rt, ep.img
+		}
+		ctx := context.Background()
+		if _, err := img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+			b.Fatalf("%s: pull: %v", name, err)
+		}
+		port := freePort(b)
+		ctr, pod := runWebPod(b, rt, image, port)
+		b.Cleanup(func() {
+			rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
+			rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
 		})
+		runtimes = append(runtimes, &runtime{name: name, rt: rt, ctr: ctr, pod: pod, port: port})
+	}
+	for i := 0; i < b.N; i++ {
+		for j := 0; j < execSamples; j++ {
+			for _, r := range runtimes {
+				start := time.Now()
+				resp, err := r.rt.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: r.ctr, Cmd: []string{"true"}, Timeout: 10})
+				if err != nil || resp.ExitCode != 0 {
+					b.Fatalf("%s: ExecSync true: %v %v", r.name, err, resp)
+				}
+				r.samples = append(r.samples, time.Since(start))
+			}
+		}
+	}
+	for _, r := range runtimes {
+		if r.name != "peapod-libcontainer" { // the same streaming server as peapod's
+			r.forward = forwardThroughput(b, r.rt, r.pod, r.port)
+		}
+		sort.Slice(r.samples, func(i, j int) bool { return r.samples[i] < r.samples[j] })
 	}
 
-	p, c := results["peapod"], results["containerd"]
+	p, l, c := runtimes[0], runtimes[1], runtimes[2]
+	pct := func(r *runtime, q int) time.Duration { return r.samples[len(r.samples)*q/100] }
 	ratio := func(a, b float64) string {
 		if a == 0 || b == 0 {
 			return "-"
@@ -96,11 +108,14 @@ func BenchmarkStreaming(b *testing.B) {
 		return fmt.Sprintf("%.2f", a/b)
 	}
 	var out strings.Builder
-	fmt.Fprintf(&out, "\nstreaming: ExecSync `true` x%d, port-forward %d MiB x%d (best), host-network pods, same run\n", execSamples, forwardBytes>>20, forwardRuns)
-	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "metric", "peapod", "containerd", "peapod/containerd")
-	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "ExecSync p50", p.execP50.Round(10*time.Microsecond), c.execP50.Round(10*time.Microsecond), ratio(float64(p.execP50), float64(c.execP50)))
-	fmt.Fprintf(&out, "%-22s %12s %12s %18s\n", "ExecSync p99", p.execP99.Round(10*time.Microsecond), c.execP99.Round(10*time.Microsecond), ratio(float64(p.execP99), float64(c.execP99)))
-	fmt.Fprintf(&out, "%-22s %12.1f %12.1f %18s\n", "port-forward MB/s", p.forwardMBs, c.forwardMBs, ratio(p.forwardMBs, c.forwardMBs))
+	fmt.Fprintf(&out, "\nstreaming: ExecSync `true` x%d per runtime (alternating), port-forward %d MiB x%d (best), host-network pods, same run\n", execSamples*b.N, forwardBytes>>20, forwardRuns)
+	fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", "metric", "peapod", "peapod-libct", "containerd", "peapod/ctd", "peapod-libct/ctd")
+	for _, q := range []int{50, 99} {
+		fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", fmt.Sprintf("ExecSync p%d", q),
+			pct(p, q).Round(10*time.Microsecond), pct(l, q).Round(10*time.Microsecond), pct(c, q).Round(10*time.Microsecond),
+			ratio(float64(pct(p, q)), float64(pct(c, q))), ratio(float64(pct(l, q)), float64(pct(c, q))))
+	}
+	fmt.Fprintf(&out, "%-22s %12.1f %14s %12.1f %10s %14s\n", "port-forward MB/s", p.forward, "-", c.forward, ratio(p.forward, c.forward), "-")
 	fmt.Print(out.String())
 }
 
@@ -235,10 +250,18 @@ type peapodEndpoint struct {
 // startPeapodEndpoint is startPeapodDaemonCNI returning the socket too.
 // The daemon inherits the bench's environment (PEAPOD_PPROF, ...).
 func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
+	return startPeapodEndpointEnv(b, reg, conflist, "", nil)
+}
+
+// startPeapodEndpointEnv is startPeapodEndpoint with env added to the
+// daemon's environment; instance (a digit) sets a second daemon's bridge,
+// subnet and cgroup parent apart from the first's.
+func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []string) peapodEndpoint {
 	dir, err := os.MkdirTemp("", "peapod-bench-")
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { os.RemoveAll(dir) }) // runs last: also when the build below fails
 	// The binary gets a directory of its own, as installed binaries have:
 	// below it, the state would make libcontainer copy the whole binary for
 	// every exec and container start (sandbox/exeseal.go).
@@ -276,13 +299,18 @@ func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
 		b.Fatal(err)
 	}
 	defer logf.Close()
-	suffix := strconv.Itoa(os.Getpid() % 100000)
+	suffix := strconv.Itoa(os.Getpid()%100000) + instance
+	third := os.Getpid()%200 + 20
+	if instance != "" {
+		third = (third+1+int(instance[0]-'0'))%200 + 20
+	}
 	// An absolute cgroup parent, as the kubelet gives (containerd gets
 	// critest's /test.slice), not one nested below the bench's own cgroup.
 	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
 		"--registries-conf", conf, "--cgroup-parent", "/peapod-bench-"+suffix,
-		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(os.Getpid()%200+20)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
+		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
 	guardForward(b, "ppb"+suffix)
+	cmd.Env = append(os.Environ(), env...)
 	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
 		stopByPID(cmd, exited, 15*time.Second)

@@ -1,0 +1,134 @@
+package enter
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// run executes this test binary as the helper (its constructor is linked
+// in) with no namespace or cgroup to join, the given configuration tokens
+// and full capabilities, and returns the report, the command's stdout and
+// the command's wait status.
+func run(t *testing.T, tokens ...string) (report, stdout string, ws unix.WaitStatus) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	all := ownCaps(t) // this host's root lacks some (CAP_SYS_RESOURCE)
+	cfg := []string{"ns=0", "capb=" + all, "cape=" + all, "capp=" + all, "capi=0", "capa=0"}
+	cfg = append(cfg, tokens...)
+	cfgR, cfgW, _ := os.Pipe()
+	repR, repW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	devnull, _ := os.Open(os.DevNull)
+	defer devnull.Close()
+	p, err := os.StartProcess("/proc/self/exe", []string{"enter.test", Command},
+		&os.ProcAttr{Files: []*os.File{devnull, outW, outW, cfgR, repW, devnull}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgR.Close()
+	repW.Close()
+	outW.Close()
+	cfgW.WriteString(strings.Join(cfg, "\x00") + "\x00")
+	cfgW.Close()
+	rep, _ := io.ReadAll(repR)
+	out, _ := io.ReadAll(outR)
+	if _, err := p.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	report = string(rep)
+	if pid, ok := strings.CutPrefix(strings.SplitN(report, "\n", 2)[0], "pid "); ok {
+		n, _ := strconv.Atoi(pid)
+		if _, err := unix.Wait4(n, &ws, 0, nil); err != nil { // CLONE_PARENT: ours to reap
+			t.Fatalf("wait for the command %d: %v", n, err)
+		}
+	}
+	return report, string(out), ws
+}
+
+func TestEnterEnvironmentAndCwd(t *testing.T) {
+	rep, out, ws := run(t, "uid=0", "gid=0", "cwd=/tmp", "arg=sh", "arg=-c", "arg=echo $HOME $DUP; pwd",
+		"env=PATH=/usr/bin:/bin", "env=DUP=1", "env=HOME=", "env=DUP=2")
+	if !strings.HasPrefix(rep, "pid ") || strings.Contains(rep, "error") || ws.ExitStatus() != 0 {
+		t.Fatalf("report %q, status %v", rep, ws)
+	}
+	// The last DUP wins; an empty HOME is replaced by /etc/passwd's.
+	if out != "/root 2\n/tmp\n" {
+		t.Errorf("stdout %q", out)
+	}
+}
+
+func TestEnterFailures(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		tokens []string
+		want   string
+	}{
+		{"not in PATH", []string{"arg=no-such-tool", "env=PATH=/usr/bin:/bin"}, `exec: "no-such-tool": executable file not found in $PATH`},
+		{"no PATH", []string{"arg=sh"}, `exec: "sh": executable file not found in $PATH`},
+		{"missing path", []string{"arg=/no/such/tool"}, `exec: "/no/such/tool": stat /no/such/tool: no such file or directory`},
+		{"not executable", []string{"arg=/etc/passwd"}, "permission denied"},
+		{"directory", []string{"arg=/tmp"}, "is a directory"},
+		{"relative PATH", []string{"cwd=" + dir, "arg=tool", "env=PATH=.:/nonexistent"}, "cannot run executable found relative to current directory"},
+		{"cwd missing", []string{"cwd=/no/such/dir", "arg=/bin/true"}, `chdir to cwd ("/no/such/dir") set in config.json failed: no such file or directory`},
+		{"bad env", []string{"arg=/bin/true", "env=NOEQUALS"}, "missing '='"},
+		{"bad token", []string{"bogus"}, "bad exec configuration token"},
+		{"no command", nil, "exec needs a command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, _, ws := run(t, append([]string{"uid=0", "gid=0"}, tc.tokens...)...)
+			if !strings.Contains(rep, "error ") || !strings.Contains(rep, tc.want) {
+				t.Errorf("report %q, want an error with %q", rep, tc.want)
+			}
+			if strings.HasPrefix(rep, "pid ") && ws.ExitStatus() == 0 {
+				t.Errorf("the command's process exited 0 after an error")
+			}
+		})
+	}
+}
+
+func TestEnterCredentials(t *testing.T) {
+	// uid 65534 with groups, no_new_privs and only CAP_NET_BIND_SERVICE
+	// (bit 10) everywhere, ambient too.
+	caps := strconv.FormatUint(1<<10, 16)
+	rep, out, ws := run(t, "uid=65534", "gid=65534", "group=100", "group=200", "nnp=1",
+		"capb="+caps, "cape="+caps, "capp="+caps, "capi="+caps, "capa="+caps, "umask=63",
+		"rlimit=7:123:456", "cwd=/", "arg=/bin/sh", "arg=-c",
+		"arg=grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/$$/status; umask; ulimit -n; ulimit -Hn",
+		"env=PATH=/usr/bin:/bin")
+	if strings.Contains(rep, "error") || ws.ExitStatus() != 0 {
+		t.Fatalf("report %q, status %v", rep, ws)
+	}
+	want := "Uid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t100 200 \n" +
+		"CapInh:\t0000000000000400\nCapPrm:\t0000000000000400\nCapEff:\t0000000000000400\nCapBnd:\t0000000000000400\nCapAmb:\t0000000000000400\n" +
+		"NoNewPrivs:\t1\n0077\n123\n456\n"
+	if out != want {
+		t.Errorf("stdout:\n%s\nwant:\n%s", out, want)
+	}
+}
+
+// ownCaps is this process's permitted set, in hex.
+func ownCaps(t *testing.T) string {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapPrm:\t"); ok {
+			return strings.TrimLeft(v, "0")
+		}
+	}
+	t.Fatal("no CapPrm in /proc/self/status")
+	return ""
+}
