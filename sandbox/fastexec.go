@@ -305,7 +305,7 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	}
 	pidf := os.NewFile(uintptr(pidfd), "pidfd")
 	defer pidf.Close()
-	if start, err := procStartTime(plan.initPid); err != nil || start != plan.initStart {
+	if !processAlive(plan.initPid, plan.initStart) {
 		return 0, fmt.Errorf("init %d is gone: %w", plan.initPid, errFallBack)
 	}
 
@@ -501,23 +501,6 @@ func killReap(pid int) {
 			return
 		}
 	}
-}
-
-// procStartTime is field 22 of /proc/PID/stat.
-func procStartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("bad stat of %d", pid)
-	}
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("bad stat of %d", pid)
-	}
-	return strconv.ParseUint(fields[19], 10, 64)
 }
 
 // execFiles makes the exec's stdio for a process without a terminal: the
