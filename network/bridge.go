@@ -72,7 +72,11 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 			return nil, err
 		}
 	}
-	a, err := openIPAM(cfg.StateDir, subnet, subnet6)
+	var warn func(string, ...any)
+	if cfg.Logger != nil {
+		warn = cfg.Logger.Warn
+	}
+	a, err := openIPAM(cfg.StateDir, subnet, subnet6, warn)
 	if err != nil {
 		return nil, err
 	}
@@ -611,6 +615,15 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 	for _, al := range b.ipam.byPod {
 		liveVeths[al.Veth] = true
 	}
+	// A live pod whose record was unreadable keeps its veth; its address is
+	// unknown to the IPAM and could be handed out again.
+	for _, id := range b.ipam.lostRecords {
+		if isLive[id] {
+			liveVeths[vethName(id)] = true
+			b.log.Error("the address record of a running pod was unreadable: its IP may be given to another pod; recreate this pod", "pod", id)
+		}
+	}
+	b.ipam.lostRecords = nil
 	if br, err := netlink.LinkByName(b.cfg.Name); err == nil {
 		links, _ := netlink.LinkList()
 		for _, l := range links {

@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // allocation is what the built-in network holds for one pod. One JSON file
@@ -34,6 +36,47 @@ type ipam struct {
 	byIP    map[uint32]string
 	gateway net.IP
 	subnet6 *net.IPNet // nil: IPv4 only
+	// lostRecords are pods whose record was unreadable at open (moved to
+	// quarantineDir): their address is unknown.
+	lostRecords []string
+}
+
+// quarantineDir (below the IPAM dir) keeps records that could not be read,
+// for a person to look at; nothing reads them again.
+const quarantineDir = "unreadable"
+
+// readAllocation reads and checks the record of pod at path.
+func readAllocation(path, pod string) (*allocation, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var al allocation
+	if err := json.Unmarshal(data, &al); err != nil {
+		return nil, fmt.Errorf("decode (%d bytes): %w", len(data), err)
+	}
+	if al.Pod != pod {
+		return nil, fmt.Errorf("record names pod %q, not %q", al.Pod, pod)
+	}
+	if net.ParseIP(al.IP).To4() == nil {
+		return nil, fmt.Errorf("record has no IPv4 address (%q)", al.IP)
+	}
+	return &al, nil
+}
+
+// quarantineRecord moves the record name out of the way and returns where
+// it went ("" if it could not be moved; then it is removed, so that the next
+// start does not meet it again).
+func quarantineRecord(dir, name string) string {
+	q := filepath.Join(dir, quarantineDir)
+	dst := filepath.Join(q, name+"."+strconv.FormatInt(time.Now().UnixNano(), 10))
+	if err := os.MkdirAll(q, 0o700); err == nil {
+		if err := os.Rename(filepath.Join(dir, name), dst); err == nil {
+			return dst
+		}
+	}
+	os.Remove(filepath.Join(dir, name))
+	return ""
 }
 
 func ip4ToU32(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
@@ -56,7 +99,9 @@ func ip6At(subnet6 *net.IPNet, off uint32) net.IP {
 	return ip
 }
 
-func openIPAM(dir string, subnet, subnet6 *net.IPNet) (*ipam, error) {
+// openIPAM loads the records in dir. logf (may be nil) reports records it
+// had to move aside.
+func openIPAM(dir string, subnet, subnet6 *net.IPNet, logf func(msg string, args ...any)) (*ipam, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create IPAM dir: %w", err)
 	}
@@ -84,22 +129,29 @@ func openIPAM(dir string, subnet, subnet6 *net.IPNet) (*ipam, error) {
 			os.Remove(path) // a write the daemon did not finish
 			continue
 		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read IPAM record: %w", err)
+		if !e.Type().IsRegular() {
+			continue // the quarantine dir, or nothing of ours
 		}
-		var al allocation
-		if err := json.Unmarshal(data, &al); err != nil || al.Pod != e.Name() {
-			return nil, fmt.Errorf("IPAM record %s is corrupt (remove it if no pod uses it): %v", path, err)
+		al, err := readAllocation(path, e.Name())
+		if err != nil {
+			// A record a power cut emptied or tore: never fatal. The pod it
+			// named is gone after a power cut; Reconcile decides for a live
+			// one (lostRecords).
+			moved := quarantineRecord(dir, e.Name())
+			a.lostRecords = append(a.lostRecords, e.Name())
+			if logf != nil {
+				logf("IPAM record unreadable, moved aside", "record", path, "moved_to", moved, "err", err)
+			}
+			continue
 		}
 		if ip := net.ParseIP(al.IP).To4(); ip == nil || !subnet.Contains(ip) {
 			// The pod CIDR changed since this pod was set up; its IP is
 			// not ours to hand out, but the record still says what to
 			// tear down.
-			a.byPod[al.Pod] = &al
+			a.byPod[al.Pod] = al
 			continue
 		}
-		a.byPod[al.Pod] = &al
+		a.byPod[al.Pod] = al
 		a.byIP[ip4ToU32(net.ParseIP(al.IP))] = al.Pod
 	}
 	return a, nil
@@ -133,21 +185,48 @@ func (a *ipam) allocate(pod, veth string, ports []PortMapping) (*allocation, err
 	return nil, fmt.Errorf("no free address in pod CIDR %s (%d pods): widen pod_cidr", a.subnet, len(a.byIP))
 }
 
-// write persists al atomically. No fsync: after a power loss every pod is
-// gone anyway, and a daemon crash keeps the page cache.
+// write persists al atomically and durably (temp file, fsync, rename,
+// fsync of the directory): pods may outlive a daemon crash, and after a
+// power cut an address record must be whole or absent, never empty.
 func (a *ipam) write(al *allocation) error {
 	data, err := json.Marshal(al)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(a.dir, al.Pod)
-	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
-		return fmt.Errorf("record IP of pod %s: %w", al.Pod, err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	if err := writeFileDurably(filepath.Join(a.dir, al.Pod), data, 0o600); err != nil {
 		return fmt.Errorf("record IP of pod %s: %w", al.Pod, err)
 	}
 	return nil
+}
+
+// writeFileDurably writes data to path through a temporary file that is
+// synced before it is renamed over path; the directory is synced after.
+func writeFileDurably(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // release frees the pod's address. Releasing an unknown pod is not an error.
