@@ -33,8 +33,11 @@ type Config struct {
 	CgroupDriver   string `toml:"cgroup_driver"`
 	CgroupParent   string `toml:"cgroup_parent"`
 	RegistriesConf string `toml:"registries_conf"`
-	Bridge         string `toml:"bridge"`
-	PodCIDR        string `toml:"pod_cidr"`
+	// Network picks the pod network: "builtin", "cni", or "auto" (CNI when
+	// cni_conf_dir holds a config, else built-in).
+	Network string `toml:"network"`
+	Bridge  string `toml:"bridge"`
+	PodCIDR string `toml:"pod_cidr"`
 
 	CNIConfDir string   `toml:"cni_conf_dir"`
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
@@ -193,6 +196,11 @@ func (c Config) problems() []problem {
 	case "cgroupfs", "systemd":
 	default:
 		add("cgroup_driver", "cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+	}
+	switch c.Network {
+	case "auto", "builtin", "cni":
+	default:
+		add("network", "network %q: must be builtin, cni or auto", c.Network)
 	}
 	if c.PullProgressTimeout < 0 {
 		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)

@@ -47,6 +47,10 @@ type Bridge struct {
 	ipam *ipam
 	nat  *natTable // nil until the host side is set up
 	nat6 *natTable // dual-stack: the ip6 twin of nat
+
+	// teardownOnly: opened to release pods of a backend that is not the
+	// pod network now (teardown.go); it sets nothing up on the host.
+	teardownOnly bool
 }
 
 // NewBridge checks the config and sets up the host side: the bridge, its
@@ -197,6 +201,9 @@ func checkOverlap(bridge string, subnet *net.IPNet) error {
 // Ready reports why pods cannot get a network, or nil. It retries setting
 // up the host side, so a fixed problem clears without a restart.
 func (b *Bridge) Ready() error {
+	if b.teardownOnly {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	_, err := b.bridgeLink(context.Background())
@@ -351,6 +358,9 @@ func vethName(podID string) string {
 // SetupPod gives the pod eth0 on the bridge, an address, a default route
 // and its host ports. On error nothing of the pod is left.
 func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) {
+	if b.teardownOnly {
+		return Result{}, fmt.Errorf("the built-in network is not the pod network now: it only tears down the pods it set up")
+	}
 	ports, err := checkPorts(pod.Ports, b.subnet6 != nil)
 	if err != nil {
 		return Result{}, err
@@ -397,7 +407,7 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 
 // resultOf is the pod's IPv4 address, then its IPv6 one if dual-stack.
 func resultOf(al *allocation) Result {
-	res := Result{IPs: []net.IP{net.ParseIP(al.IP)}}
+	res := Result{IPs: []net.IP{net.ParseIP(al.IP)}, Backend: BackendBuiltin}
 	if al.IP6 != "" {
 		res.IPs = append(res.IPs, net.ParseIP(al.IP6))
 	}
@@ -562,7 +572,9 @@ func (b *Bridge) teardown(ctx context.Context, podID string) error {
 		veth = al.Veth
 		for _, nat := range []*natTable{b.nat, b.nat6} {
 			if nat != nil && len(al.Ports) > 0 {
-				if err := nat.removePorts(ctx, al); err != nil {
+				if err := nat.removePorts(ctx, al); err != nil && b.teardownOnly {
+					b.log.Warn("unmap host ports", "pod", podID, "table", nat.name, "err", err)
+				} else if err != nil {
 					b.log.Warn("unmap host ports; rebuilding the table", "pod", podID, "err", err)
 					nat.rebuild(ctx, b.allocationsExcept(podID))
 				}
@@ -594,6 +606,9 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 	isLive := map[string]bool{}
 	for _, id := range live {
 		isLive[id] = true
+	}
+	if b.teardownOnly {
+		return b.releaseGone(ctx, isLive)
 	}
 	var errs []error
 	for _, al := range b.ipam.allocations() {

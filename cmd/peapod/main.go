@@ -82,6 +82,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"metrics-address": func(c *config.Config) *string { return &c.MetricsAddress },
 	"cgroup-parent":   func(c *config.Config) *string { return &c.CgroupParent },
 	"registries-conf": func(c *config.Config) *string { return &c.RegistriesConf },
+	"network":         func(c *config.Config) *string { return &c.Network },
 	"bridge":          func(c *config.Config) *string { return &c.Bridge },
 	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
 	"cni-conf-dir":    func(c *config.Config) *string { return &c.CNIConfDir },
@@ -98,9 +99,10 @@ var flagUsage = map[string]string{
 	"metrics-address": "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465; empty: off)",
 	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
+	"network":         "pod network: builtin, cni, or auto (CNI when cni-conf-dir holds a config)",
 	"bridge":          "bridge of the built-in pod network",
 	"pod-cidr":        "pod address range of the built-in network: IPv4, or IPv4,IPv6 for dual-stack",
-	"cni-conf-dir":    "CNI config dir; a config there replaces the built-in network",
+	"cni-conf-dir":    "CNI config dir (network cni or auto)",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
 }
 
@@ -212,6 +214,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	defer images.Close()
 
 	podNetwork, err := network.OpenReloadable(context.Background(), network.Config{
+		Mode:       cfg.Network,
 		Bridge:     cfg.Bridge,
 		PodCIDR:    cfg.PodCIDR,
 		Root:       cfg.Root,
@@ -238,6 +241,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		return err
 	}
 	defer rt.Close()
+	warnNetworkChange(log, cfg, podNetwork.Kind(), rt.Pods())
 
 	streams, err := cri.NewStreamServer(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, rt, log)
 	if err != nil {
