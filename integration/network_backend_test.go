@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -32,12 +33,15 @@ func TestNetworkBackendRecordedPerPod(t *testing.T) {
 
 func checkBackendSwitch(t *testing.T, mode string) {
 	d := newDaemon(t, "127.0.0.1:1") // no image: the pause is built in
-	d.start()                         // the default: built-in network
+	d.start()                        // the default: built-in network
 	c := ctx(t)
 	const hostPort = 31877
 	cfgA := podConfig("backend-a", filepath.Join(d.dir, "logs-a"))
 	cfgA.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: hostPort}}
 	podA := runPod(t, d, cfgA).PodSandboxId
+	if got := podBackend(t, d, podA); got != "builtin" {
+		t.Fatalf("pod on the built-in network records backend %q", got)
+	}
 	veth := podVeth(podA)
 	ipamRecord := filepath.Join(d.root, "network", "ipam-"+d.bridge, podA)
 	if _, err := os.Stat(ipamRecord); err != nil {
@@ -82,6 +86,9 @@ func checkBackendSwitch(t *testing.T, mode string) {
 	}
 	if ip := net.ParseIP(st.Status.GetNetwork().GetIp()); ip == nil || !cniNet.Contains(ip) {
 		t.Fatalf("new pod got IP %q, want one of the CNI network %s", st.Status.GetNetwork().GetIp(), cniCIDR)
+	}
+	if got, old := podBackend(t, d, podB), podBackend(t, d, podA); got != "cni" || old != "builtin" {
+		t.Fatalf("recorded backends: new pod %q, old pod %q; want cni and builtin", got, old)
 	}
 
 	// The old pod goes through the built-in network, which set it up.
@@ -170,6 +177,22 @@ func networkCondition(t *testing.T, d *daemon) *runtimeapi.RuntimeCondition {
 	}
 	t.Fatal("no NetworkReady condition")
 	return nil
+}
+
+// podBackend is the network backend the pod's verbose status reports.
+func podBackend(t *testing.T, d *daemon, pod string) string {
+	t.Helper()
+	resp, err := d.rt.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		NetworkBackend string `json:"networkBackend"`
+	}
+	if err := json.Unmarshal([]byte(resp.Info["info"]), &info); err != nil {
+		t.Fatalf("verbose info of pod %s: %v", pod, err)
+	}
+	return info.NetworkBackend
 }
 
 func linkExists(name string) bool {

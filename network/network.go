@@ -54,7 +54,7 @@ const (
 
 // Modes of the `network` config key: a backend, or ModeAuto.
 const (
-	ModeAuto    = "auto"    // CNI when the CNI config dir holds a config, else built-in
+	ModeAuto    = "auto" // CNI when the CNI config dir holds a config, else built-in
 	ModeBuiltin = BackendBuiltin
 	ModeCNI     = BackendCNI
 )
