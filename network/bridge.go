@@ -61,8 +61,8 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Name == "" || len(cfg.Name) > unix.IFNAMSIZ-1 || strings.ContainsAny(cfg.Name, "/ \t\n") {
-		return nil, fmt.Errorf("bridge %q: must be a device name of 1 to 15 characters without '/' or spaces", cfg.Name)
+	if err := CheckBridgeName(cfg.Name); err != nil {
+		return nil, err
 	}
 	subnet, subnet6, err := ParsePodCIDRs(cfg.PodCIDR)
 	if err != nil {
@@ -90,6 +90,42 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 		b.log.Warn("pod network not ready", "bridge", cfg.Name, "err", err)
 	}
 	return b, nil
+}
+
+// CheckBridgeName refuses what cannot be a network device name.
+func CheckBridgeName(name string) error {
+	if name == "" || len(name) > unix.IFNAMSIZ-1 || strings.ContainsAny(name, "/ \t\n:") {
+		return fmt.Errorf("bridge %q: must be a device name of 1 to 15 characters without '/', ':' or spaces", name)
+	}
+	return nil
+}
+
+// CheckPodCIDR reads pod_cidr as backend does: the built-in network's
+// ranges (ParsePodCIDRs), or CNI's ipRanges.
+func CheckPodCIDR(backend, podCIDR string) error {
+	if backend == BackendCNI {
+		_, err := parseIPRanges(podCIDR)
+		return err
+	}
+	_, _, err := ParsePodCIDRs(podCIDR)
+	return err
+}
+
+// CheckHostOverlap refuses a built-in pod_cidr that overlaps a network of
+// the host other than bridge's, as NewBridge does.
+func CheckHostOverlap(bridge, podCIDR string) error {
+	v4, v6, err := ParsePodCIDRs(podCIDR)
+	if err != nil {
+		return err
+	}
+	for _, n := range []*net.IPNet{v4, v6} {
+		if n != nil {
+			if err := checkOverlap(bridge, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ParsePodCIDRs accepts an IPv4 network, or an IPv4 and an IPv6 network
