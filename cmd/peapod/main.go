@@ -65,6 +65,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "purge" {
+		// `peapod purge`: remove what peapod made on this node.
+		if err := purgeCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "peapod purge:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "peapod:", err)
 		os.Exit(1)
