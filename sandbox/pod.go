@@ -150,7 +150,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
 	p.mu.Unlock()
-	r.log.Info("pod ready", "pod", id, "name", name, "pause_pid", p.PausePID)
+	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID)
 	return p.Pod, nil
 }
 
@@ -433,7 +433,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.fail.crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
-	r.log.Info("pod stopped", "pod", p.ID)
+	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
 	return nil
 }
 

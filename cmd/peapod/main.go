@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -114,6 +115,20 @@ var flagUsage = map[string]string{
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
 }
 
+// printUsage is peapod --help: the commands, then the daemon's flags.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `usage: peapod [flags]                 run the daemon (the CRI runtime)
+       peapod config default         print the default config, a comment per key
+       peapod config check FILE      check a config file: every error as FILE:LINE: message, exit 1
+       peapod purge [--force] [...]  remove everything peapod made on this node (peapod purge --help)
+       peapod --version
+
+flags of the daemon (each sets the config key of the same name):
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
 // notBuiltYet are flags accepted now whose feature comes with a later issue.
 var notBuiltYet = map[string]bool{}
 
@@ -126,11 +141,15 @@ func run(args []string) error {
 	for name, usage := range flagUsage {
 		values[name] = fs.String(name, "", usage+" (overrides the config file)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+	fs.SetOutput(io.Discard) // errors are returned, --help prints below
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		printUsage(os.Stdout, fs)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%w (peapod --help lists the flags)", err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return fmt.Errorf("unexpected arguments: %s (peapod --help lists the commands)", strings.Join(fs.Args(), " "))
 	}
 	if *printConfig {
 		fmt.Print(config.DefaultsText())
@@ -261,7 +280,10 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	streams.UseMetrics(m)
 	svc := cri.NewService(rt, images, streams, events, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready,
 		Verbose: func() map[string]any {
-			return map[string]any{"config": reload.current().Values(), "runtime": runtimeInfo(cfg, podNetwork, streams.Addr())}
+			now := reload.current()
+			in := cfg // with the files found at start (auth file); the registries file as reloaded
+			in.RegistriesConf = now.RegistriesConf
+			return map[string]any{"config": now.Values(), "runtime": runtimeInfo(in, podNetwork, streams.Addr())}
 		}}, log)
 	svc.UseMetrics(m)
 	if cfg.MetricsAddress != "" {

@@ -49,7 +49,9 @@ func purgeCommand(args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, "usage: peapod purge [--config FILE] [--force] [--crictl-config FILE] [daemon flags]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil // fs.Usage printed it
+	} else if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
