@@ -163,3 +163,16 @@ func TestDepsCheck(t *testing.T) {
 		t.Fatalf("deps check with everything installed: %v: %q", err, out)
 	}
 }
+
+// TestPlainHTTPRegistryHint: a pull from a plain-HTTP registry that the
+// registries file does not mark insecure fails naming the fix.
+func TestPlainHTTPRegistryHint(t *testing.T) {
+	regAddr, _ := testImage(t)
+	d := newDaemon(t, regAddr)
+	writeFile(t, d.regConf, "unqualified-search-registries = []\n") // nothing insecure
+	d.start()
+	_, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: regAddr + "/e2e-test-images/busybox:it"}})
+	if err == nil || !strings.Contains(err.Error(), "insecure = true") {
+		t.Fatalf("pull from a plain-HTTP registry not marked insecure: %v", err)
+	}
+}
