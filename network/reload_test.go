@@ -51,7 +51,9 @@ func TestReloadableTearsDownThroughRecordedBackend(t *testing.T) {
 	}
 	pods[1].Backend = "" // a record from before backends were recorded
 
-	cfg.Mode = ModeCNI
+	// CNI now, with a range only CNI can use (IPv6 alone): the built-in
+	// network's records still say what to release.
+	cfg.Mode, cfg.PodCIDR = ModeCNI, "fd00:99::/64"
 	cni, err := OpenReloadable(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 
 	"github.com/containernetworking/cni/libcni"
@@ -24,7 +25,11 @@ func openBridgeTeardown(cfg Config) (*Bridge, error) {
 	}
 	subnet, subnet6, err := ParsePodCIDRs(cfg.PodCIDR)
 	if err != nil {
-		return nil, err
+		// pod_cidr is now one the built-in network cannot use (it is
+		// CNI's): the records alone say what to release.
+		cfg.Logger.Warn("the built-in network's pods are released from their records only", "pod_cidr", cfg.PodCIDR, "err", err)
+		subnet = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(32, 32)}
+		subnet6 = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(128, 128)}
 	}
 	a, err := openIPAM(dir, subnet, subnet6)
 	if err != nil {
