@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 )
@@ -63,7 +64,51 @@ func OpenReloadable(ctx context.Context, cfg Config) (*Reloadable, error) {
 			cfg.Logger.Warn("pod network not ready", "err", err)
 		}
 	}
+	if prev := swapLastBackend(cfg, kind); prev != "" && prev != kind {
+		cfg.Logger.Warn("POD NETWORK BACKEND CHANGED since the last start: new pods get "+kind+", not "+prev+
+			"; pods set up before keep their network and are torn down through "+prev,
+			"network", modeName(cfg.Mode), "cni_conf_dir", cfg.CNIConfDir, "cni_config", file)
+	}
 	return r, nil
+}
+
+// swapLastBackend records kind as the backend of this start in
+// <root>/network/backend and returns the one recorded before ("" on a first
+// start), so that a change (network = auto following a conflist some
+// package dropped) is logged even when no pod is running.
+func swapLastBackend(cfg Config, kind string) string {
+	path := filepath.Join(cfg.Root, "network", "backend")
+	prev, _ := os.ReadFile(path)
+	if string(prev) != kind {
+		if err := writeFileAtomic(path, []byte(kind)); err != nil {
+			cfg.Logger.Warn("record the pod network backend", "err", err)
+		}
+	}
+	return string(prev)
+}
+
+// writeFileAtomic replaces path with data: temp file, fsync, rename.
+func writeFileAtomic(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 func modeName(mode string) string {

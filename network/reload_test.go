@@ -1,7 +1,9 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,9 +56,14 @@ func TestReloadableTearsDownThroughRecordedBackend(t *testing.T) {
 	// CNI now, with a range only CNI can use (IPv6 alone): the built-in
 	// network's records still say what to release.
 	cfg.Mode, cfg.PodCIDR = ModeCNI, "fd00:99::/64"
+	var log bytes.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&log, nil))
 	cni, err := OpenReloadable(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "POD NETWORK BACKEND CHANGED since the last start: new pods get cni, not builtin") {
+		t.Errorf("no warning of the backend change:\n%s", log.String())
 	}
 	if cni.Kind() != BackendCNI || cni.Ready() == nil || !strings.Contains(cni.Ready().Error(), cniDir) {
 		t.Fatalf("network = cni without a config: kind %s, ready %v", cni.Kind(), cni.Ready())
