@@ -6,6 +6,11 @@ LDFLAGS   := -X main.version=$(VERSION)
 BIN       := bin/peapod
 # Flags for `make run`, e.g. make run ARGS="--log-level debug".
 ARGS      ?=
+# Go where the README puts it, also under sudo (whose PATH lacks it).
+export PATH := $(PATH):/usr/local/go/bin
+# The set-up step of build, run and test: installs missing Debian packages
+# (and Go) when run as root, else names the command to run, in one line.
+DEPS      := contrib/deps.sh
 
 .PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 critest install uninstall e2e-kubelet kubelet
 
@@ -14,11 +19,14 @@ all: build
 # bin/peapod-runner: the container runner alone (sandbox/runner), which
 # the daemon runs from beside its binary to start containers faster.
 build:
+	@$(DEPS) build
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -o $(BIN)-runner ./cmd/peapod-runner
 
 # Starts peapod in the foreground with its embedded defaults (as root).
-run: build
+run:
+	@$(DEPS) run
+	@$(MAKE) --no-print-directory build
 	./$(BIN) $(ARGS)
 
 vet:
@@ -30,7 +38,9 @@ unit:
 
 # Everything, as root: unit tests, then the integration tests against a
 # real daemon, registry, crictl and kernel containers.
-test: vet
+test:
+	@$(DEPS) test
+	@$(MAKE) --no-print-directory vet
 	$(GO) test -tags "$(TAGS)" -count=1 -timeout 30m ./...
 
 integration:
@@ -93,8 +103,11 @@ install: build
 	@echo "installed. With systemd: systemctl daemon-reload && systemctl enable --now peapod"
 
 # Removes the binary and the unit; keeps the config, /etc/crictl.yaml and
-# peapod's state (/var/lib/peapod), as package managers do.
+# peapod's state (/var/lib/peapod), as package managers do. `peapod purge`
+# (before this) removes the rest: README, "Remove peapod".
 uninstall:
+	@if [ -S /run/peapod/peapod.sock ]; then echo "warning: peapod seems to run (/run/peapod/peapod.sock exists): stop it first (systemctl disable --now peapod)" >&2; fi
+	@echo "this keeps peapod's pods, state, bridge and config: peapod purge --config $(SYSCONFDIR)/peapod/peapod.toml (before uninstalling) removes them"
 	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(BINDIR)/peapod-runner $(DESTDIR)$(UNITDIR)/peapod.service
 
 # The performance suite (integration/bench/perf_bench_test.go, docs/performance.md):

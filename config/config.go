@@ -11,11 +11,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/peapod-cri/peapod/network"
 )
 
 //go:embed peapod.toml
@@ -33,8 +37,11 @@ type Config struct {
 	CgroupDriver   string `toml:"cgroup_driver"`
 	CgroupParent   string `toml:"cgroup_parent"`
 	RegistriesConf string `toml:"registries_conf"`
-	Bridge         string `toml:"bridge"`
-	PodCIDR        string `toml:"pod_cidr"`
+	// Network picks the pod network: "builtin", "cni", or "auto" (CNI when
+	// cni_conf_dir holds a config, else built-in).
+	Network string `toml:"network"`
+	Bridge  string `toml:"bridge"`
+	PodCIDR string `toml:"pod_cidr"`
 
 	CNIConfDir string   `toml:"cni_conf_dir"`
 	CNIBinDirs []string `toml:"cni_bin_dirs"`
@@ -94,10 +101,12 @@ func Check(path string) error {
 	}
 	c := Defaults()
 	errs := decode(path, string(data), &c)
-	if len(errs) > 0 {
-		return errors.Join(errs...) // a file that does not decode has no values to check
+	if len(errs) > 0 && syntaxError(errs) {
+		return errors.Join(errs...) // a file that does not parse has no values to check
 	}
-	for _, p := range append(c.problems(), c.missingFiles()...) {
+	// The keys that did not decode keep their defaults: what is checked
+	// below is the rest of the file.
+	for _, p := range append(append(c.problems(), c.missingFiles()...), c.hostConflicts()...) {
 		errs = append(errs, atLine(path, keyLine(string(data), p.key), p.msg))
 	}
 	return errors.Join(errs...)
@@ -119,23 +128,119 @@ func (c Config) missingFiles() []problem {
 	return ps
 }
 
-// decode reads text into c and reports a syntax or type error, or every
-// unknown key, with its line.
+// hostConflicts reports what the daemon would refuse at start because of
+// the host (Check only: the daemon finds it when it sets the network up):
+// a built-in pod_cidr that overlaps a network of the host.
+func (c Config) hostConflicts() []problem {
+	backend, _, err := network.Choose(c.Network, c.CNIConfDir)
+	if err != nil || backend != network.BackendBuiltin || network.CheckPodCIDR(backend, c.PodCIDR) != nil {
+		return nil // reported by problems
+	}
+	if err := network.CheckHostOverlap(c.Bridge, c.PodCIDR); err != nil {
+		return []problem{{"pod_cidr", err.Error()}}
+	}
+	return nil
+}
+
+// decode reads text into c, key by key, and reports every syntax error
+// (the first: TOML stops there), unknown key, wrong type and integer
+// duration, each with its line.
 func decode(path, text string, c *Config) []error {
-	md, err := toml.Decode(text, c)
+	var raw map[string]toml.Primitive
+	md, err := toml.Decode(text, &raw)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return []error{atLine(path, pe.Position.Line, pe.Message)}
+			return []error{parseError{atLine(path, pe.Position.Line, pe.Message)}}
 		}
-		// Type mismatches carry their line in the message ("toml: line 3 ...").
-		return []error{fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))}
+		return []error{parseError{fmt.Errorf("%s: %s", path, strings.TrimPrefix(err.Error(), "toml: "))}}
 	}
+	fields := fieldsByKey(c)
 	var errs []error
-	for _, k := range md.Undecoded() {
-		errs = append(errs, atLine(path, keyLine(text, k.String()), fmt.Sprintf("unknown key %q", k.String())))
+	for _, k := range md.Keys() {
+		if len(k) != 1 {
+			continue // inside a table: the table's key is reported
+		}
+		key := k[0]
+		line := keyLine(text, key)
+		f, ok := fields[key]
+		if !ok {
+			msg := fmt.Sprintf("unknown key %q", key)
+			if s := suggestKey(key, fields); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			errs = append(errs, atLine(path, line, msg))
+			continue
+		}
+		if f.Type() == durationType && md.Type(key) != "String" {
+			errs = append(errs, atLine(path, line, fmt.Sprintf("%s: a duration is a string with a unit, e.g. \"5m\" or \"300s\" (a bare number would be nanoseconds)", key)))
+			continue
+		}
+		if err := md.PrimitiveDecode(raw[key], f.Addr().Interface()); err != nil {
+			msg := lineOfKey.ReplaceAllString(strings.TrimPrefix(err.Error(), "toml: "), "") // the line is given before
+			errs = append(errs, atLine(path, line, fmt.Sprintf("%s: %s", key, msg)))
+		}
 	}
 	return errs
+}
+
+// parseError is a file that is not TOML: no key was read.
+type parseError struct{ error }
+
+func syntaxError(errs []error) bool {
+	var pe parseError
+	return len(errs) == 1 && errors.As(errs[0], &pe)
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	lineOfKey    = regexp.MustCompile(`^line \d+ \(last key "[^"]*"\): `)
+)
+
+// fieldsByKey maps each config key to its field in c.
+func fieldsByKey(c *Config) map[string]reflect.Value {
+	v := reflect.ValueOf(c).Elem()
+	out := map[string]reflect.Value{}
+	for i := 0; i < v.NumField(); i++ {
+		if key := v.Type().Field(i).Tag.Get("toml"); key != "" {
+			out[key] = v.Field(i)
+		}
+	}
+	return out
+}
+
+// suggestKey is the known key closest to key (dashes for underscores, a
+// typo of up to two letters), or "".
+func suggestKey(key string, fields map[string]reflect.Value) string {
+	norm := strings.ToLower(strings.ReplaceAll(key, "-", "_"))
+	best, bestDist := "", 3
+	for k := range fields {
+		if d := editDistance(norm, k); d < bestDist || (d == bestDist && k < best) {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 func atLine(path string, line int, msg string) error {
@@ -193,6 +298,23 @@ func (c Config) problems() []problem {
 	case "cgroupfs", "systemd":
 	default:
 		add("cgroup_driver", "cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+	}
+	switch c.Network {
+	case network.ModeAuto, network.ModeBuiltin, network.ModeCNI:
+		// pod_cidr is read as the backend that will use it reads it
+		backend, _, err := network.Choose(c.Network, c.CNIConfDir)
+		if err != nil {
+			add("cni_conf_dir", "%v", err)
+		} else if err := network.CheckPodCIDR(backend, c.PodCIDR); err != nil {
+			add("pod_cidr", "%v", err)
+		}
+		if backend == network.BackendBuiltin {
+			if err := network.CheckBridgeName(c.Bridge); err != nil {
+				add("bridge", "%v", err)
+			}
+		}
+	default:
+		add("network", "network %q: must be builtin, cni or auto", c.Network)
 	}
 	if c.PullProgressTimeout < 0 {
 		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)

@@ -39,6 +39,8 @@ func podInfo(p *sandbox.Pod) map[string]string {
 		"podDir":       p.Dir,
 		"ips":          p.IPs,
 		"config":       p.Config,
+		// the network backend that set the pod up and tears it down
+		"networkBackend": p.NetworkBackend,
 	}
 	if p.PausePID > 0 {
 		info["netns"] = fmt.Sprintf("/proc/%d/ns/net", p.PausePID)

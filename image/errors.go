@@ -53,6 +53,11 @@ func classifyPullError(ref string, err error) error {
 		return wrap(ErrUnauthorized)
 	case isRegistryNotFound(msg):
 		return fmt.Errorf("image %q: %w: %v", ref, ErrNotFound, err)
+	case strings.Contains(msg, "server gave http response to https client"):
+		// A plain-HTTP registry reached over HTTPS, its only way unless
+		// registries_conf marks it insecure.
+		return fmt.Errorf("pull %q: %w: %v (the registry speaks plain HTTP: mark it insecure = true in the registries_conf file)",
+			ref, ErrRegistryUnavailable, err)
 	case isUnreachable(err, msg):
 		return wrap(ErrRegistryUnavailable)
 	}

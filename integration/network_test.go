@@ -163,6 +163,7 @@ func TestPodNetworkCNI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.cniConfDir, "10-ppt.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	d.args = append(d.args, "--network", "cni")
 	d.start()
 	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
@@ -331,6 +332,7 @@ func TestNetworkNotReadyMissingPlugin(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.cniConfDir, "10-missing.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	d.args = append(d.args, "--network", "cni")
 	d.start()
 	c := ctx(t)
 	st, err := d.rt.Status(c, &runtimeapi.StatusRequest{})

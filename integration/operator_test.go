@@ -339,7 +339,7 @@ func TestVerboseStatus(t *testing.T) {
 		t.Errorf("effective config: %v", cfg)
 	}
 	var rt map[string]any
-	if err := json.Unmarshal([]byte(st.Info["runtime"]), &rt); err != nil || rt["network"] != "bridge" || rt["streamingAddress"] == "" {
+	if err := json.Unmarshal([]byte(st.Info["runtime"]), &rt); err != nil || rt["network"] != "builtin" || rt["streamingAddress"] == "" {
 		t.Errorf("runtime info %q: %v", st.Info["runtime"], err)
 	}
 

@@ -47,6 +47,10 @@ type Bridge struct {
 	ipam *ipam
 	nat  *natTable // nil until the host side is set up
 	nat6 *natTable // dual-stack: the ip6 twin of nat
+
+	// teardownOnly: opened to release pods of a backend that is not the
+	// pod network now (teardown.go); it sets nothing up on the host.
+	teardownOnly bool
 }
 
 // NewBridge checks the config and sets up the host side: the bridge, its
@@ -57,8 +61,8 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Name == "" || len(cfg.Name) > unix.IFNAMSIZ-1 || strings.ContainsAny(cfg.Name, "/ \t\n") {
-		return nil, fmt.Errorf("bridge %q: must be a device name of 1 to 15 characters without '/' or spaces", cfg.Name)
+	if err := CheckBridgeName(cfg.Name); err != nil {
+		return nil, err
 	}
 	subnet, subnet6, err := ParsePodCIDRs(cfg.PodCIDR)
 	if err != nil {
@@ -90,6 +94,42 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 		b.log.Warn("pod network not ready", "bridge", cfg.Name, "err", err)
 	}
 	return b, nil
+}
+
+// CheckBridgeName refuses what cannot be a network device name.
+func CheckBridgeName(name string) error {
+	if name == "" || len(name) > unix.IFNAMSIZ-1 || strings.ContainsAny(name, "/ \t\n:") {
+		return fmt.Errorf("bridge %q: must be a device name of 1 to 15 characters without '/', ':' or spaces", name)
+	}
+	return nil
+}
+
+// CheckPodCIDR reads pod_cidr as backend does: the built-in network's
+// ranges (ParsePodCIDRs), or CNI's ipRanges.
+func CheckPodCIDR(backend, podCIDR string) error {
+	if backend == BackendCNI {
+		_, err := parseIPRanges(podCIDR)
+		return err
+	}
+	_, _, err := ParsePodCIDRs(podCIDR)
+	return err
+}
+
+// CheckHostOverlap refuses a built-in pod_cidr that overlaps a network of
+// the host other than bridge's, as NewBridge does.
+func CheckHostOverlap(bridge, podCIDR string) error {
+	v4, v6, err := ParsePodCIDRs(podCIDR)
+	if err != nil {
+		return err
+	}
+	for _, n := range []*net.IPNet{v4, v6} {
+		if n != nil {
+			if err := checkOverlap(bridge, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // ParsePodCIDRs accepts an IPv4 network, or an IPv4 and an IPv6 network
@@ -201,6 +241,9 @@ func checkOverlap(bridge string, subnet *net.IPNet) error {
 // Ready reports why pods cannot get a network, or nil. It retries setting
 // up the host side, so a fixed problem clears without a restart.
 func (b *Bridge) Ready() error {
+	if b.teardownOnly {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	_, err := b.bridgeLink(context.Background())
@@ -355,6 +398,9 @@ func vethName(podID string) string {
 // SetupPod gives the pod eth0 on the bridge, an address, a default route
 // and its host ports. On error nothing of the pod is left.
 func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) {
+	if b.teardownOnly {
+		return Result{}, fmt.Errorf("the built-in network is not the pod network now: it only tears down the pods it set up")
+	}
 	ports, err := checkPorts(pod.Ports, b.subnet6 != nil)
 	if err != nil {
 		return Result{}, err
@@ -401,7 +447,7 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 
 // resultOf is the pod's IPv4 address, then its IPv6 one if dual-stack.
 func resultOf(al *allocation) Result {
-	res := Result{IPs: []net.IP{net.ParseIP(al.IP)}}
+	res := Result{IPs: []net.IP{net.ParseIP(al.IP)}, Backend: BackendBuiltin}
 	if al.IP6 != "" {
 		res.IPs = append(res.IPs, net.ParseIP(al.IP6))
 	}
@@ -566,7 +612,9 @@ func (b *Bridge) teardown(ctx context.Context, podID string) error {
 		veth = al.Veth
 		for _, nat := range []*natTable{b.nat, b.nat6} {
 			if nat != nil && len(al.Ports) > 0 {
-				if err := nat.removePorts(ctx, al); err != nil {
+				if err := nat.removePorts(ctx, al); err != nil && b.teardownOnly {
+					b.log.Warn("unmap host ports", "pod", podID, "table", nat.name, "err", err)
+				} else if err != nil {
 					b.log.Warn("unmap host ports; rebuilding the table", "pod", podID, "err", err)
 					nat.rebuild(ctx, b.allocationsExcept(podID))
 				}
@@ -598,6 +646,9 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 	isLive := map[string]bool{}
 	for _, id := range live {
 		isLive[id] = true
+	}
+	if b.teardownOnly {
+		return b.releaseGone(ctx, isLive)
 	}
 	var errs []error
 	for _, al := range b.ipam.allocations() {

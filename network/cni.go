@@ -241,7 +241,7 @@ func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
 			v6 = append(v6, ip.Address.IP)
 		}
 	}
-	return Result{IPs: append(v4, v6...)}, nil
+	return Result{IPs: append(v4, v6...), Backend: BackendCNI}, nil
 }
 
 // Check runs CHECK against the pod's recorded attachment.

@@ -1,6 +1,7 @@
 // Package network gives pods their network: the built-in bridge (Bridge)
-// that works with no setup, or the operator's CNI plugins (CNI) when the CNI
-// config dir holds a config. Open picks one.
+// that works with no setup, or the operator's CNI plugins (CNI). The
+// `network` config key picks one (Choose); each pod records the backend that
+// set it up, and is torn down through that one (Reloadable).
 package network
 
 import (
@@ -25,6 +26,10 @@ type Pod struct {
 	// Annotations of the pod's config: CNI reads the bandwidth ones
 	// (kubernetes.io/ingress-bandwidth, kubernetes.io/egress-bandwidth).
 	Annotations map[string]string
+	// Backend set the pod up (Result.Backend, recorded with the pod):
+	// BackendBuiltin or BackendCNI; "" for pods recorded before backends
+	// were (Reloadable.TeardownPod).
+	Backend string
 }
 
 // PortMapping is a hostPort of the pod's config.
@@ -37,8 +42,22 @@ type PortMapping struct {
 
 // Result is the network a pod got.
 type Result struct {
-	IPs []net.IP // first is the pod's primary IP
+	IPs     []net.IP // first is the pod's primary IP
+	Backend string   // BackendBuiltin or BackendCNI: the one that set the pod up
 }
+
+// The backends, as the `network` config key and pod records name them.
+const (
+	BackendBuiltin = "builtin"
+	BackendCNI     = "cni"
+)
+
+// Modes of the `network` config key: a backend, or ModeAuto.
+const (
+	ModeAuto    = "auto" // CNI when the CNI config dir holds a config, else built-in
+	ModeBuiltin = BackendBuiltin
+	ModeCNI     = BackendCNI
+)
 
 // Backend is a pod network.
 type Backend interface {
@@ -54,6 +73,7 @@ type Backend interface {
 
 // Config configures Open.
 type Config struct {
+	Mode       string   // ModeAuto, ModeBuiltin or ModeCNI; "" is ModeAuto
 	Bridge     string   // built-in: bridge device
 	PodCIDR    string   // built-in: IPv4 or "v4,v6" dual-stack pod range; CNI: the ipRanges capability (comma-separated)
 	Root       string   // persistent state; the network keeps <Root>/network
@@ -62,37 +82,43 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-// Open returns CNI when cfg.CNIConfDir holds a config, else the built-in
-// bridge. Errors are config errors; a host that is not ready yet (a plugin
-// or nft missing) is reported by Ready instead.
-func Open(ctx context.Context, cfg Config) (Backend, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	file, err := FindCNIConfig(cfg.CNIConfDir)
+// Choose names the backend mode selects: for ModeAuto, CNI when
+// cfg.CNIConfDir holds a config, else built-in. It also returns that config
+// file ("" if none).
+func Choose(mode, cniConfDir string) (backend, cniFile string, err error) {
+	file, err := FindCNIConfig(cniConfDir)
 	if err != nil {
-		return nil, err
-	}
-	if file != "" {
-		c, err := NewCNI(ctx, CNIConfig{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs, PodCIDR: cfg.PodCIDR,
-			CacheDir: filepath.Join(cfg.Root, "network", "cni-cache")})
-		if err != nil {
-			return nil, err
+		if mode == ModeBuiltin {
+			return BackendBuiltin, "", nil // the dir does not matter then
 		}
-		cfg.Logger.Info("pod network: CNI", "config", c.file, "network", c.list.Name)
-		if err := c.Ready(); err != nil {
-			cfg.Logger.Warn("pod network not ready", "err", err)
+		return "", "", err
+	}
+	switch mode {
+	case ModeBuiltin:
+		return BackendBuiltin, file, nil
+	case ModeCNI:
+		return BackendCNI, file, nil
+	case ModeAuto, "":
+		if file != "" {
+			return BackendCNI, file, nil
 		}
-		return c, nil
+		return BackendBuiltin, "", nil
 	}
-	b, err := NewBridge(ctx, BridgeConfig{Name: cfg.Bridge, PodCIDR: cfg.PodCIDR,
-		StateDir: filepath.Join(cfg.Root, "network", "ipam-"+cfg.Bridge), Logger: cfg.Logger})
-	if err != nil {
-		return nil, err
-	}
-	cfg.Logger.Info("pod network: built-in bridge", "bridge", cfg.Bridge, "pod_cidr", cfg.PodCIDR, "cni_conf_dir", cfg.CNIConfDir+" (empty)")
-	return b, nil
+	return "", "", fmt.Errorf("network %q: must be auto, builtin or cni", mode)
 }
+
+func openBuiltin(ctx context.Context, cfg Config) (*Bridge, error) {
+	return NewBridge(ctx, BridgeConfig{Name: cfg.Bridge, PodCIDR: cfg.PodCIDR,
+		StateDir: bridgeStateDir(cfg), Logger: cfg.Logger})
+}
+
+func openCNI(ctx context.Context, cfg Config) (*CNI, error) {
+	return NewCNI(ctx, CNIConfig{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs, PodCIDR: cfg.PodCIDR,
+		CacheDir: cniCacheDir(cfg)})
+}
+
+func bridgeStateDir(cfg Config) string { return filepath.Join(cfg.Root, "network", "ipam-"+cfg.Bridge) }
+func cniCacheDir(cfg Config) string    { return filepath.Join(cfg.Root, "network", "cni-cache") }
 
 // Loopback is the network a pod gets before a bridge exists.
 type Loopback struct{}

@@ -129,6 +129,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		for _, ip := range res.IPs {
 			p.IPs = append(p.IPs, ip.String())
 		}
+		p.NetworkBackend = res.Backend
 		undo = append(undo, func() {
 			cctx, cancel := cleanupContext()
 			defer cancel()
@@ -149,7 +150,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
 	p.mu.Unlock()
-	r.log.Info("pod ready", "pod", id, "name", name, "pause_pid", p.PausePID)
+	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID)
 	return p.Pod, nil
 }
 
@@ -195,7 +196,8 @@ func (p *pod) netnsPath() string { return p.nsPath("net") }
 // networkPod describes the pod to the network package.
 func (p *pod) networkPod() network.Pod {
 	m := p.Config.GetMetadata()
-	np := network.Pod{ID: p.ID, Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUid(), NetNS: p.netnsPath(), Annotations: p.Config.GetAnnotations()}
+	np := network.Pod{ID: p.ID, Name: m.GetName(), Namespace: m.GetNamespace(), UID: m.GetUid(), NetNS: p.netnsPath(), Annotations: p.Config.GetAnnotations(),
+		Backend: p.NetworkBackend}
 	for _, pm := range p.Config.GetPortMappings() {
 		np.Ports = append(np.Ports, network.PortMapping{
 			Protocol:      strings.ToLower(pm.GetProtocol().String()),
@@ -431,7 +433,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.fail.crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
-	r.log.Info("pod stopped", "pod", p.ID)
+	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
 	return nil
 }
 

@@ -138,7 +138,8 @@ func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
 	}
 	close(c.exited)
 	r.publishContainer(EventStopped, &c.Container)
-	r.log.Info("container exited", "container", c.ID, "exit_code", c.ExitCode, "reason", c.Reason)
+	r.log.Info("container exited", "pod", r.podLogNameByID(c.PodID), "container", c.Config.GetMetadata().GetName(),
+		"container_id", c.ID, "exit_code", c.ExitCode, "reason", c.Reason)
 }
 
 // oomKilled reports whether the OOM killer acted in the container's cgroup.

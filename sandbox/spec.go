@@ -67,6 +67,9 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	}
 	spec.Process.Args = args
 	spec.Process.Env = containerEnv(in.Image.Env, cfg.GetEnvs())
+	if cfg.GetTty() {
+		spec.Process.Env = withTERM(spec.Process.Env)
+	}
 	spec.Process.Cwd = "/"
 	if in.Image.WorkingDir != "" {
 		spec.Process.Cwd = in.Image.WorkingDir

@@ -34,6 +34,11 @@ type Pod struct {
 	Cgroup         string   // the pod's own cgroup below CgroupParent ("" for pods from before pod cgroups)
 	IPs            []string // from the network setup, primary first
 	Creating       bool     // RunPodSandbox has not finished; recovery cleans up after a crash
+
+	// NetworkBackend set up the pod's network and tears it down
+	// (network.BackendBuiltin or network.BackendCNI); "" for host-network
+	// pods and pods recorded before it was (network.Reloadable.TeardownPod).
+	NetworkBackend string `json:",omitempty"`
 }
 
 // ContainerState is the state of a container.

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -65,6 +66,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "purge" {
+		// `peapod purge`: remove what peapod made on this node.
+		if err := purgeCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "peapod purge:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "peapod:", err)
 		os.Exit(1)
@@ -82,6 +91,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"metrics-address": func(c *config.Config) *string { return &c.MetricsAddress },
 	"cgroup-parent":   func(c *config.Config) *string { return &c.CgroupParent },
 	"registries-conf": func(c *config.Config) *string { return &c.RegistriesConf },
+	"network":         func(c *config.Config) *string { return &c.Network },
 	"bridge":          func(c *config.Config) *string { return &c.Bridge },
 	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
 	"cni-conf-dir":    func(c *config.Config) *string { return &c.CNIConfDir },
@@ -98,10 +108,25 @@ var flagUsage = map[string]string{
 	"metrics-address": "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9465; empty: off)",
 	"cgroup-parent":   "cgroup for pods that name none (relative: under peapod's own cgroup)",
 	"registries-conf": "containers-registries.conf(5) file (mirrors, insecure registries, short names)",
+	"network":         "pod network: builtin, cni, or auto (CNI when cni-conf-dir holds a config)",
 	"bridge":          "bridge of the built-in pod network",
 	"pod-cidr":        "pod address range of the built-in network: IPv4, or IPv4,IPv6 for dual-stack",
-	"cni-conf-dir":    "CNI config dir; a config there replaces the built-in network",
+	"cni-conf-dir":    "CNI config dir (network cni or auto)",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
+}
+
+// printUsage is peapod --help: the commands, then the daemon's flags.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `usage: peapod [flags]                 run the daemon (the CRI runtime)
+       peapod config default         print the default config, a comment per key
+       peapod config check FILE      check a config file: every error as FILE:LINE: message, exit 1
+       peapod purge [--force] [...]  remove everything peapod made on this node (peapod purge --help)
+       peapod --version
+
+flags of the daemon (each sets the config key of the same name):
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
 }
 
 // notBuiltYet are flags accepted now whose feature comes with a later issue.
@@ -116,11 +141,15 @@ func run(args []string) error {
 	for name, usage := range flagUsage {
 		values[name] = fs.String(name, "", usage+" (overrides the config file)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+	fs.SetOutput(io.Discard) // errors are returned, --help prints below
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		printUsage(os.Stdout, fs)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%w (peapod --help lists the flags)", err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return fmt.Errorf("unexpected arguments: %s (peapod --help lists the commands)", strings.Join(fs.Args(), " "))
 	}
 	if *printConfig {
 		fmt.Print(config.DefaultsText())
@@ -212,6 +241,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	defer images.Close()
 
 	podNetwork, err := network.OpenReloadable(context.Background(), network.Config{
+		Mode:       cfg.Network,
 		Bridge:     cfg.Bridge,
 		PodCIDR:    cfg.PodCIDR,
 		Root:       cfg.Root,
@@ -238,6 +268,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		return err
 	}
 	defer rt.Close()
+	warnNetworkChange(log, cfg, podNetwork.Kind(), rt.Pods())
 
 	streams, err := cri.NewStreamServer(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, rt, log)
 	if err != nil {
@@ -249,7 +280,10 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	streams.UseMetrics(m)
 	svc := cri.NewService(rt, images, streams, events, cri.Info{Version: version, CgroupDriver: cfg.CgroupDriver, NetworkReady: podNetwork.Ready,
 		Verbose: func() map[string]any {
-			return map[string]any{"config": reload.current().Values(), "runtime": runtimeInfo(cfg, podNetwork, streams.Addr())}
+			now := reload.current()
+			in := cfg // with the files found at start (auth file); the registries file as reloaded
+			in.RegistriesConf = now.RegistriesConf
+			return map[string]any{"config": now.Values(), "runtime": runtimeInfo(in, podNetwork, streams.Addr())}
 		}}, log)
 	svc.UseMetrics(m)
 	if cfg.MetricsAddress != "" {

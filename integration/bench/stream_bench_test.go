@@ -322,7 +322,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 	// critest's /test.slice), not one nested below the bench's own cgroup.
 	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
 		"--registries-conf", conf, "--cgroup-parent", "/peapod-bench-"+suffix,
-		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--cni-conf-dir", filepath.Join(dir, "cni"))
+		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--network", "cni", "--cni-conf-dir", filepath.Join(dir, "cni"))
 	guardForward(b, "ppb"+suffix)
 	cmd.Env = append(os.Environ(), env...)
 	exited := startDaemon(b, cmd, logf)
