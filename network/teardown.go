@@ -31,7 +31,7 @@ func openBridgeTeardown(cfg Config) (*Bridge, error) {
 		subnet = &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(32, 32)}
 		subnet6 = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(128, 128)}
 	}
-	a, err := openIPAM(dir, subnet, subnet6)
+	a, err := openIPAM(dir, subnet, subnet6, cfg.Logger.Warn)
 	if err != nil {
 		return nil, err
 	}
