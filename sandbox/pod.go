@@ -83,8 +83,8 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	undo = append(undo, func() { r.store.delete(bucketPods, id) })
 	r.fail.crash("run-pod-after-record")
-	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
-		return Pod{}, fmt.Errorf("create pod dir: %w", err)
+	if err := ensureDir(p.Dir, privateDirMode); err != nil {
+		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
 	undo = append(undo, func() {
 		unmountPodShm(p.Dir)
@@ -257,7 +257,9 @@ func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 	}
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
 		shm := filepath.Join(dir, "shm")
-		if err := os.MkdirAll(shm, 0o755); err != nil {
+		// Open to every user of the pod (mode=1777 of the tmpfs), but not
+		// to the host's: the pod directory is root's alone.
+		if err := os.MkdirAll(shm, privateDirMode); err != nil {
 			return fmt.Errorf("create shm dir: %w", err)
 		}
 		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
