@@ -59,6 +59,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		return err
 	}
 	r.fail.crash("start-container-after-start")
+	r.sealRootfsBind(c, p)
 	start, err := processStartTime(pid)
 	if err != nil {
 		start = 0 // exited already: the keeper records it

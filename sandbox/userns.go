@@ -249,9 +249,10 @@ func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *run
 
 // bindRootfs binds the container's root filesystem at dst, nodev (nothing
 // in a root filesystem is a device for the host to open) and private.
-// runc's own bind of dst inherits these flags, so nosuid is not set: the
-// container's setuid programs would stop working. What keeps host users
-// from the container's setuid binaries is the 0710 directory above dst.
+// runc's own bind of dst inherits these flags, so nosuid is only set once
+// the container has started (sealRootfsBind): before, the container's
+// setuid programs would stop working. What keeps host users from the
+// container's setuid binaries until then is the 0710 directory above dst.
 func bindRootfs(src, dst string) error {
 	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind root filesystem at %s: %w", dst, err)
@@ -263,6 +264,24 @@ func bindRootfs(src, dst string) error {
 	}
 	_ = unix.Mount("", dst, "", unix.MS_PRIVATE, "")
 	return nil
+}
+
+// sealRootfsBind makes the host's bind of a started user-namespaced
+// container's root filesystem nosuid too. The container's own mounts are
+// copies made when it started, so they keep their setuid programs working,
+// while nothing run from the host's copy gains the mapped root's uid.
+func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
+	if podUserns(p.Config) == nil {
+		return
+	}
+	dst := rootfsBindPath(r.opts.State, c.ID)
+	if !isMountPoint(dst) {
+		return // bound elsewhere by an older peapod
+	}
+	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		// The 0710 directory above still keeps other host users out.
+		r.log.Warn("make the host's bind of a container's root filesystem nosuid", "container", c.ID, "err", err)
+	}
 }
 
 // removeRootfs unbinds what createRootfs bound (also where an older peapod
