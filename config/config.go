@@ -50,6 +50,9 @@ type Config struct {
 
 	// MetricsAddress serves Prometheus metrics at /metrics; empty: off.
 	MetricsAddress string `toml:"metrics_address"`
+
+	// PidsLimit is each container's default pids.max; 0: none.
+	PidsLimit int64 `toml:"pids_limit"`
 }
 
 // Defaults returns the embedded default configuration.
@@ -193,6 +196,9 @@ func (c Config) problems() []problem {
 	case "cgroupfs", "systemd":
 	default:
 		add("cgroup_driver", "cgroup_driver %q: must be cgroupfs or systemd", c.CgroupDriver)
+	}
+	if c.PidsLimit < 0 {
+		add("pids_limit", "pids_limit %d: must not be negative (0 turns it off)", c.PidsLimit)
 	}
 	if c.PullProgressTimeout < 0 {
 		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)

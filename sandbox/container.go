@@ -139,6 +139,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		Image:        img,
 		Rootfs:       rootfs,
 		CgroupParent: podCopy.CgroupParent,
+		PidsLimit:    r.opts.PidsLimit,
 	})
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)

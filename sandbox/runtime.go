@@ -39,6 +39,7 @@ type Options struct {
 	State        string // runtime state: pod dirs, container bundles, libcontainer state
 	CgroupParent string // used when a pod names no cgroup parent
 	CgroupDriver string // "cgroupfs" (kubelet's driver must match)
+	PidsLimit    int64  // each container's pids.max unless its resources set one; 0: none
 	Images       Images
 	Network      Network
 	Events       Events // receives pod and container events; nil: none
