@@ -233,12 +233,19 @@ func mountOptions(t *testing.T, path string) []string {
 }
 
 // usernsDaemon starts a daemon whose test directory lets every user pass
-// (so that only peapod's own modes keep nobody out), and tells whether it
-// offers user namespaces.
+// (so that only peapod's own modes keep nobody out), on directories left
+// as an older peapod made them (0711, the legacy rootfs dir 0711), and
+// tells whether it offers user namespaces.
 func usernsDaemon(t *testing.T, regAddr string) (*daemon, bool) {
 	d := newDaemon(t, regAddr)
 	if err := os.Chmod(d.dir, 0o711); err != nil {
 		t.Fatal(err)
+	}
+	for _, dir := range []string{d.root, filepath.Join(d.state, "pods"), filepath.Join(d.state, "containers"),
+		filepath.Join(d.state, "k"), filepath.Join(d.state, "runc"), filepath.Join(d.state, "rootfs")} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.start()
 	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
