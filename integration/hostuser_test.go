@@ -342,6 +342,20 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	if got := probeAsNobody(t, paths); len(got) > 0 {
 		t.Errorf("as nobody on the host, %d things worked under peapod's root and state:\n%s", len(got), strings.Join(got, "\n"))
 	}
+
+	// Every mount peapod made on the host is nodev, and nosuid but for
+	// the image store's overlays, which the containers' own root
+	// filesystems inherit their flags from.
+	storage := filepath.Join(d.root, "storage") + "/"
+	for _, m := range mountsUnder(d.dir) {
+		if m == filepath.Join(d.root, "storage", "overlay") {
+			continue // the image store's bind of its home onto itself (to make it private), no container's
+		}
+		opts := mountOptions(t, m)
+		if !contains(opts, "nodev") || (!contains(opts, "nosuid") && !strings.HasPrefix(m, storage)) {
+			t.Errorf("mount %s has options %v", m, opts)
+		}
+	}
 }
 
 // TestHostUserSetuidBinary: a user-namespaced container's image holds a
