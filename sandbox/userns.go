@@ -162,7 +162,7 @@ func probeIDMap(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, passDirMode); err != nil {
 		return err
 	}
 	cmd := &exec.Cmd{
