@@ -153,10 +153,6 @@ func Open(cfg Config) (*Store, error) {
 		GraphRoot:       graphRoot,
 		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
 		GraphDriverName: "overlay",
-		// Not nosuid: runc's bind of the root filesystem inherits the
-		// flags, and the containers' setuid programs must work. The
-		// directories above (0700) keep the host's other users away.
-		GraphDriverOptions: []string{"overlay.mountopt=nodev"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("image: open storage in %s: %w", graphRoot, err)
