@@ -76,6 +76,7 @@ func TestCheckRejects(t *testing.T) {
 			[]string{`:1: unknown key "metrics_adress" (did you mean "metrics_address"?)`, ":2: pull_progress_timeout: a duration", ":3: root: ", `:4: pod_cidr "10.88.0.0/33"`, `:5: log_level "loud"`}},
 		{"syntax", "root =\n", []string{":1: expected value"}},
 		{"negative timeout", "pull_progress_timeout = \"-1s\"\n", []string{":1: pull_progress_timeout -1s: must not be negative"}},
+		{"negative pids limit", "pids_limit = -1\n", []string{":1: pids_limit -1: must not be negative"}},
 		{"unknown driver", "cgroup_driver = \"openrc\"\n", []string{`:1: cgroup_driver "openrc": must be cgroupfs or systemd`}},
 		{"metrics address", "metrics_address = \"9090\"\n", []string{`:1: metrics_address "9090": must be host:port`}},
 		{"empty root", "root = \"\"\n", []string{":1: root must not be empty"}},

@@ -57,6 +57,9 @@ type Config struct {
 
 	// MetricsAddress serves Prometheus metrics at /metrics; empty: off.
 	MetricsAddress string `toml:"metrics_address"`
+
+	// PidsLimit is each container's default pids.max; 0: none.
+	PidsLimit int64 `toml:"pids_limit"`
 }
 
 // Defaults returns the embedded default configuration.
@@ -315,6 +318,9 @@ func (c Config) problems() []problem {
 		}
 	default:
 		add("network", "network %q: must be builtin, cni or auto", c.Network)
+	}
+	if c.PidsLimit < 0 {
+		add("pids_limit", "pids_limit %d: must not be negative (0 turns it off)", c.PidsLimit)
 	}
 	if c.PullProgressTimeout < 0 {
 		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)

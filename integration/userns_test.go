@@ -143,7 +143,7 @@ func TestUserNamespacePod(t *testing.T) {
 	if o := fileOwner(t, filepath.Join(plain, "f")); o != hostID {
 		t.Errorf("file written to the plain volume is owned by %d on the host, want %d", o, hostID)
 	}
-	if o := fileOwner(t, filepath.Join(d.state, "rootfs", ctr, "rootfs-f")); o != hostID {
+	if o := fileOwner(t, filepath.Join(d.state, "userns", ctr, "rootfs", "rootfs-f")); o != hostID {
 		t.Errorf("file written to the root filesystem is owned by %d on the host, want %d", o, hostID)
 	}
 	// A file the host's root owns in the idmapped volume is root's inside.
@@ -226,12 +226,12 @@ func TestUserNamespacePod(t *testing.T) {
 			t.Errorf("the user namespace holder %d outlived its pod", holder)
 		}
 	}
-	for _, dir := range []string{filepath.Join(d.state, "rootfs"), filepath.Join(d.state, "pods", pod)} {
+	for _, dir := range []string{filepath.Join(d.state, "userns"), filepath.Join(d.state, "pods", pod)} {
 		if m := mountsUnder(dir); len(m) > 0 {
 			t.Errorf("mounts left under %s after removing the pod: %v", dir, m)
 		}
 	}
-	if entries, _ := os.ReadDir(filepath.Join(d.state, "rootfs")); len(entries) > 0 {
+	if entries, _ := os.ReadDir(filepath.Join(d.state, "userns")); len(entries) > 0 {
 		t.Errorf("rootfs bind points left: %v", entries)
 	}
 }

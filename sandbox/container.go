@@ -106,8 +106,8 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
 	}
-	if err := os.MkdirAll(c.Bundle, 0o711); err != nil {
-		return Container{}, fmt.Errorf("create bundle: %w", err)
+	if err := ensureDir(c.Bundle, privateDirMode); err != nil {
+		return Container{}, fmt.Errorf("bundle: %w", err)
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
 	r.fail.crash("create-container-after-bundle")
@@ -139,6 +139,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		Image:        img,
 		Rootfs:       rootfs,
 		CgroupParent: podCopy.CgroupParent,
+		PidsLimit:    r.opts.PidsLimit,
 	})
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)

@@ -83,8 +83,8 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	undo = append(undo, func() { r.store.delete(bucketPods, id) })
 	r.fail.crash("run-pod-after-record")
-	if err := os.MkdirAll(p.Dir, 0o711); err != nil {
-		return Pod{}, fmt.Errorf("create pod dir: %w", err)
+	if err := ensureDir(p.Dir, privateDirMode); err != nil {
+		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
 	undo = append(undo, func() {
 		unmountPodShm(p.Dir)
@@ -168,19 +168,39 @@ func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
 	if err := validateUserns(cfg); err != nil {
 		return err
 	}
+	return validateSysctls(cfg)
+}
+
+// validateSysctls accepts only namespaced sysctls, and only when their
+// namespace is the pod's own: written in the host's namespace they would
+// change the node (as runc refuses too). Keys in slashed form are not
+// namespaced ones to the checks below and are refused.
+func validateSysctls(cfg *runtimeapi.PodSandboxConfig) error {
 	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	for key := range cfg.GetLinux().GetSysctls() {
 		switch {
-		case strings.HasPrefix(key, "net.") && ns.GetNetwork() == runtimeapi.NamespaceMode_NODE:
-			return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: %w", key, ErrInvalidArgument)
-		case isIPCSysctl(key) && ns.GetIpc() == runtimeapi.NamespaceMode_NODE:
-			return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host IPC namespace: %w", key, ErrInvalidArgument)
-		case !strings.HasPrefix(key, "net.") && !isIPCSysctl(key) && key != "kernel.hostname" && key != "kernel.domainname":
-			return fmt.Errorf("sysctl %s is not namespaced: %w", key, ErrInvalidArgument)
+		case strings.HasPrefix(key, "net."):
+			if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE {
+				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: %w", key, ErrInvalidArgument)
+			}
+		case isIPCSysctl(key):
+			if ns.GetIpc() == runtimeapi.NamespaceMode_NODE {
+				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host IPC namespace: %w", key, ErrInvalidArgument)
+			}
+		case isUTSSysctl(key):
+			// The UTS namespace follows the network one (startPause).
+			if hostNetwork(cfg) {
+				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: "+
+					"its UTS namespace is the host's, so it would set the node's own name: %w", key, ErrInvalidArgument)
+			}
+		default:
+			return fmt.Errorf("sysctl %s is not namespaced (or not in dotted form): %w", key, ErrInvalidArgument)
 		}
 	}
 	return nil
 }
+
+func isUTSSysctl(key string) bool { return key == "kernel.hostname" || key == "kernel.domainname" }
 
 func isIPCSysctl(key string) bool {
 	return strings.HasPrefix(key, "fs.mqueue.") || strings.HasPrefix(key, "kernel.msg") ||
@@ -239,7 +259,9 @@ func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 	}
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
 		shm := filepath.Join(dir, "shm")
-		if err := os.MkdirAll(shm, 0o755); err != nil {
+		// Open to every user of the pod (mode=1777 of the tmpfs), but not
+		// to the host's: the pod directory is root's alone.
+		if err := os.MkdirAll(shm, privateDirMode); err != nil {
 			return fmt.Errorf("create shm dir: %w", err)
 		}
 		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {

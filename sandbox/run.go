@@ -25,8 +25,15 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	// still is: mounting again would only cost the image store's lock, a
 	// read of the mount table and an fsynced rewrite of its mount counts.
 	if _, ok := r.mounted.Load(c.ID); !ok {
-		if _, err := r.createRootfs(ctx, c.ID, c.Image.ID, p.Config); err != nil {
+		rootfs, err := r.createRootfs(ctx, c.ID, c.Image.ID, p.Config)
+		if err != nil {
 			return fmt.Errorf("mount root filesystem: %w", err)
+		}
+		if rootfs != c.Rootfs {
+			// Created by an older peapod, which bound it elsewhere.
+			if err := moveSpecRoot(c, rootfs); err != nil {
+				return err
+			}
 		}
 		r.mounted.Store(c.ID, true)
 	}
@@ -52,6 +59,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		return err
 	}
 	r.fail.crash("start-container-after-start")
+	r.sealRootfsBind(c, p)
 	start, err := processStartTime(pid)
 	if err != nil {
 		start = 0 // exited already: the keeper records it
@@ -64,6 +72,21 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	c.State = ContainerRunning
 	c.StartedAt = startedAt
 	r.watchExit(c, k)
+	return nil
+}
+
+// moveSpecRoot points the container's spec at its root filesystem's new
+// place.
+func moveSpecRoot(c *container, rootfs string) error {
+	spec, err := readSpec(c.Bundle)
+	if err != nil {
+		return fmt.Errorf("move root filesystem of %s: %w", c.ID, err)
+	}
+	spec.Root.Path = rootfs
+	if err := writeSpec(c.Bundle, spec); err != nil {
+		return fmt.Errorf("move root filesystem of %s: %w", c.ID, err)
+	}
+	c.Rootfs = rootfs
 	return nil
 }
 

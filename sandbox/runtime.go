@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -40,6 +39,7 @@ type Options struct {
 	State        string // runtime state: pod dirs, container bundles, libcontainer state
 	CgroupParent string // used when a pod names no cgroup parent
 	CgroupDriver string // "cgroupfs" (kubelet's driver must match)
+	PidsLimit    int64  // each container's pids.max unless its resources set one; 0: none
 	Images       Images
 	Network      Network
 	Events       Events // receives pod and container events; nil: none
@@ -76,16 +76,8 @@ func Open(opts Options) (*Runtime, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	for _, d := range []string{opts.Root, opts.State, filepath.Join(opts.State, "pods"),
-		filepath.Join(opts.State, "containers"), filepath.Join(opts.State, "k"), libcontainerRoot(opts.State)} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
-		}
-	}
-	// Containers in a user namespace pass through the state directory to
-	// their root filesystem and pod files (as containerd's 0711 dirs).
-	if st, err := os.Stat(opts.State); err == nil && st.Mode().Perm()&0o001 == 0 {
-		os.Chmod(opts.State, st.Mode().Perm()|0o011)
+	if err := makeStateDirs(opts.Root, opts.State); err != nil {
+		return nil, err
 	}
 	if exe := selfExe(); exe != "" && exeSealOverlaps(exe, libcontainerRoot(opts.State)) {
 		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+

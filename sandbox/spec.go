@@ -41,6 +41,7 @@ type specInput struct {
 	Image        Image
 	Rootfs       string
 	CgroupParent string
+	PidsLimit    int64 // the default pids.max (Options.PidsLimit)
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -105,6 +106,7 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	}
 	spec.Linux.Seccomp = seccomp
 	setResources(spec, cfg.GetLinux().GetResources())
+	setDefaultPidsLimit(spec, in.PidsLimit)
 	if err := peapodcgroups.Check(spec.Linux.Resources); err != nil {
 		return nil, fmt.Errorf("resources: %v: %w", err, ErrInvalidArgument)
 	}
@@ -445,6 +447,18 @@ func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources) {
 		}
 		spec.Process.OOMScoreAdj = &adj
 	}
+}
+
+// setDefaultPidsLimit gives the container pids.max = limit when limit is
+// set and its resources name no pids.max of their own.
+func setDefaultPidsLimit(spec *specs.Spec, limit int64) {
+	if limit <= 0 {
+		return
+	}
+	if _, ok := spec.Linux.Resources.Unified["pids.max"]; ok {
+		return
+	}
+	spec.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
 }
 
 func ownOOMScoreAdj() int {

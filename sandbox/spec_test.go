@@ -96,6 +96,13 @@ func TestValidatePodConfig(t *testing.T) {
 		{"net sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: hostNet}, false},
 		{"not namespaced sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"vm.swappiness": "1"}}}, false},
 		{"ipc sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.shmmax": "1"}}}, true},
+		{"uts sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.domainname": "d"}}}, true},
+		{"hostname sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel.hostname": "pwned"}}}, false},
+		{"domainname sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel.domainname": "pwned"}}}, false},
+		{"slashed uts sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
+			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel/hostname": "pwned"}}}, false},
 	} {
 		err := validatePodConfig(tc.cfg)
 		if (err == nil) != tc.ok {

@@ -162,7 +162,7 @@ func probeIDMap(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, passDirMode); err != nil {
 		return err
 	}
 	cmd := &exec.Cmd{
@@ -213,9 +213,11 @@ func (r *Runtime) UserNamespaces() bool {
 
 // createRootfs has the image store create (or mount again) the container's
 // root filesystem. For a pod with its own user namespace it is mapped, and
-// it is bind-mounted at <state>/rootfs/<id>: runc resolves the path from
-// inside the user namespace, where root has no power over the image store's
-// private (0700) directories.
+// it is bind-mounted at <state>/userns/<id>/rootfs: runc resolves the path
+// from inside the user namespace, where root has no power over the image
+// store's private (0700) directories. <id> is 0710 with the group of the
+// pod's mapped root, so that no other host user reaches the container's
+// files (perms.go).
 func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
 	u := podUserns(pod)
 	if u == nil {
@@ -229,33 +231,87 @@ func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *run
 	if isMountPoint(dst) {
 		return dst, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
-		return "", fmt.Errorf("create rootfs bind directory: %w", err)
+	if err := ensureDir(usernsRootfsDir(r.opts.State), passDirMode); err != nil {
+		return "", fmt.Errorf("rootfs bind directory: %w", err)
 	}
-	if err := os.Mkdir(dst, 0o755); err != nil && !os.IsExist(err) {
+	_, gid := hostRoot(u)
+	if err := ensureMappedDir(filepath.Dir(dst), gid); err != nil {
+		return "", fmt.Errorf("rootfs bind directory: %w", err)
+	}
+	if err := os.Mkdir(dst, privateDirMode); err != nil && !os.IsExist(err) {
 		return "", fmt.Errorf("create rootfs bind point: %w", err)
 	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		return "", fmt.Errorf("bind root filesystem at %s: %w", dst, err)
+	if err := bindRootfs(src, dst); err != nil {
+		return "", err
 	}
-	_ = unix.Mount("", dst, "", unix.MS_PRIVATE, "")
 	return dst, nil
 }
 
-// removeRootfs unbinds what createRootfs bound and has the image store
-// remove the container's layer.
-func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
-	dst := rootfsBindPath(r.opts.State, id)
-	if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("unbind root filesystem %s: %w", dst, err)
+// bindRootfs binds the container's root filesystem at dst, nodev (nothing
+// in a root filesystem is a device for the host to open) and private.
+// runc's own bind of dst inherits these flags, so nosuid is only set once
+// the container has started (sealRootfsBind): before, the container's
+// setuid programs would stop working. What keeps host users from the
+// container's setuid binaries until then is the 0710 directory above dst.
+func bindRootfs(src, dst string) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind root filesystem at %s: %w", dst, err)
 	}
-	if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove rootfs bind point: %w", err)
+	// Flags of a bind mount only take with a remount.
+	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV, ""); err != nil {
+		unix.Unmount(dst, unix.MNT_DETACH)
+		return fmt.Errorf("make root filesystem at %s nodev: %w", dst, err)
+	}
+	_ = unix.Mount("", dst, "", unix.MS_PRIVATE, "")
+	return nil
+}
+
+// sealRootfsBind makes the host's bind of a started user-namespaced
+// container's root filesystem nosuid too. The container's own mounts are
+// copies made when it started, so they keep their setuid programs working,
+// while nothing run from the host's copy gains the mapped root's uid.
+func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
+	if podUserns(p.Config) == nil {
+		return
+	}
+	dst := rootfsBindPath(r.opts.State, c.ID)
+	if !isMountPoint(dst) {
+		return // bound elsewhere by an older peapod
+	}
+	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+		// The 0710 directory above still keeps other host users out.
+		r.log.Warn("make the host's bind of a container's root filesystem nosuid", "container", c.ID, "err", err)
+	}
+}
+
+// removeRootfs unbinds what createRootfs bound (also where an older peapod
+// bound it) and has the image store remove the container's layer.
+func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
+	for _, dst := range []string{rootfsBindPath(r.opts.State, id), filepath.Join(legacyRootfsDir(r.opts.State), id)} {
+		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("unbind root filesystem %s: %w", dst, err)
+		}
+		if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("remove rootfs bind point: %w", err)
+		}
+	}
+	if err := os.Remove(filepath.Dir(rootfsBindPath(r.opts.State, id))); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove rootfs bind directory: %w", err)
 	}
 	return r.opts.Images.RemoveRootfs(ctx, id)
 }
 
-func rootfsBindPath(state, id string) string { return filepath.Join(state, "rootfs", id) }
+// usernsRootfsDir holds a directory per user-namespaced container, with
+// its root filesystem bound at rootfs inside.
+func usernsRootfsDir(state string) string { return filepath.Join(state, "userns") }
+
+func rootfsBindPath(state, id string) string {
+	return filepath.Join(usernsRootfsDir(state), id, "rootfs")
+}
+
+// legacyRootfsDir is where peapod before 0710 bind directories bound the
+// root filesystems (<state>/rootfs/<id>).
+func legacyRootfsDir(state string) string { return filepath.Join(state, "rootfs") }
 
 // isMountPoint tells whether path is on another filesystem than its parent
 // (enough for the overlay bound there).

@@ -259,6 +259,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		State:        cfg.State,
 		CgroupParent: cfg.CgroupParent,
 		CgroupDriver: cfg.CgroupDriver,
+		PidsLimit:    cfg.PidsLimit,
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
 		Events:       metrics.Events{Next: events, M: m},
