@@ -151,6 +151,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, err
 	}
 	r.fail.crash("create-container-after-spec")
+	if err := r.fail.hold(ctx, "create-container-after-spec"); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
 	ctr := newContainer(c)
 	ctr.mu.Lock() // its created event comes before any other
 	defer ctr.mu.Unlock()
