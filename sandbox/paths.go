@@ -40,13 +40,19 @@ func hasDotDot(p string) bool {
 }
 
 // containerLogLocation is what the keeper opens the container's log with:
-// the pod's log directory and the log's path relative to it, both "" when
-// the kubelet asked for no log. CreateContainer checked them
-// (containerLogPath).
-func containerLogLocation(pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (dir, rel string) {
-	dir, rel = pod.GetLogDirectory(), cfg.GetLogPath()
-	if dir == "" || rel == "" {
-		return "", ""
+// the pod's log directory and the log's path relative to it as
+// containerLogPath resolved it at create, both "" when the kubelet asked
+// for no log. Symlinks that were in the directory at create stay resolved
+// as they were; any put there since are not followed.
+func containerLogLocation(pod *runtimeapi.PodSandboxConfig, logPath string) (dir, rel string, err error) {
+	dir = pod.GetLogDirectory()
+	if dir == "" || logPath == "" {
+		return "", "", nil
 	}
-	return filepath.Clean(dir), filepath.Clean(rel)
+	dir = filepath.Clean(dir)
+	rel, err = filepath.Rel(dir, logPath)
+	if err != nil || filepath.IsAbs(rel) || hasDotDot(rel) || rel == "." {
+		return "", "", fmt.Errorf("log path %q is not inside the pod's log directory %q: %w", logPath, dir, ErrInvalidArgument)
+	}
+	return dir, rel, nil
 }

@@ -33,7 +33,10 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	r.fail.crash("start-container-after-rootfs")
 	// The keeper creates the log and its directories beneath the pod's log
 	// directory, without following symlinks (sandbox/pause/log.c).
-	logDir, logPath := containerLogLocation(p.Config, c.Config)
+	logDir, logPath, err := containerLogLocation(p.Config, c.LogPath)
+	if err != nil {
+		return err
+	}
 	if logDir != "" {
 		if err := os.MkdirAll(logDir, 0o755); err != nil {
 			return fmt.Errorf("create the pod's log directory: %w", err)
