@@ -318,8 +318,12 @@ static int open_log(struct container *c) {
 			if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
 				goto out;
 			int next = openat2_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
-			if (next < 0)
+			if (next < 0) {
+				struct stat st; // say "symlink" rather than "not a directory"
+				if (errno == ENOTDIR && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+					errno = ELOOP;
 				goto out;
+			}
 			close(dir);
 			dir = next;
 		}
