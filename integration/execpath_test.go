@@ -1,11 +1,13 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -136,6 +138,107 @@ func TestExecPathsAgree(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostilePasswds are /etc/passwd contents (made by a shell script in the
+// container) for which both exec paths must find the same HOME, quickly:
+// the HOME lookup reads the container's file when the exec has no HOME.
+var hostilePasswds = []struct{ name, script string }{
+	{"dev-zero", `ln -sf /dev/zero /etc/passwd && [ -c /etc/passwd ]`},
+	// One 1 MiB line whose first 4 KiB look like an entry for UID 0.
+	{"1MiB-line", `busybox yes 0:0:0:0:0:/evil: | tr -d '\n' | head -c 1048576 > /etc/passwd && [ $(wc -c < /etc/passwd) = 1048576 ]`},
+	// bufio.Scanner's limit: a line of 65535 bytes and its newline fits,
+	// one of 65536 does not.
+	// (That line, all "x", is an entry for UID 0 with an empty home.)
+	{"line-65535", `head -c 65535 /dev/zero | tr '\0' x > /etc/passwd && printf '\nroot:x:0:0::/after:/bin/sh\n' >> /etc/passwd && [ $(wc -c < /etc/passwd) = 65563 ]`},
+	{"line-65536", `head -c 65536 /dev/zero | tr '\0' x > /etc/passwd && printf '\nroot:x:0:0::/after:/bin/sh\n' >> /etc/passwd && [ $(wc -c < /etc/passwd) = 65564 ]`},
+	{"line-65535-last", `head -c 65535 /dev/zero | tr '\0' 0 > /etc/passwd && [ $(wc -c < /etc/passwd) = 65535 ]`},
+	{"many-lines", `busybox yes x:x:1:1::/one:/bin/sh | head -n 20000 > /etc/passwd && echo 'root:x:0:0::/last:/bin/sh' >> /etc/passwd`},
+	// parseLine: missing fields are empty (UID 0, home ""), numbers as
+	// strconv.Atoi reads them, the line trimmed.
+	{"short-line", `printf 'garbage\nroot:x:0:0::/root:/bin/sh\n' > /etc/passwd`},
+	{"signed-uid", `printf 'a:x:-1:0::/minus:/bin/sh\nb:x:+0:0::/plus:/bin/sh\n' > /etc/passwd`},
+	{"spaces", `printf '  \t\nroot:x:0:0::/trim:/bin/sh \t\r\n' > /etc/passwd`},
+	{"directory", `rm -f /etc/passwd; mkdir /etc/passwd`},
+}
+
+// TestExecPathsAgreeHostilePasswd: with a hostile /etc/passwd in the
+// container, both exec paths give the exec the same HOME, each within a
+// second. (A FIFO there blocks libcontainer's path until the exec's
+// timeout, as runc's os.Open does; the fast path takes it as unreadable,
+// HOME=/, at once: checked on the fast path only.)
+func TestExecPathsAgreeHostilePasswd(t *testing.T) {
+	regAddr, image := testImage(t)
+	ctrs := map[string]string{}
+	daemons := map[string]*daemon{}
+	for _, path := range []string{"fast", "libcontainer"} {
+		d := newDaemon(t, regAddr)
+		if path == "libcontainer" {
+			d.env = append(d.env, "PEAPOD_EXEC_PATH=libcontainer")
+		}
+		d.start()
+		if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+			t.Fatal(err)
+		}
+		podCfg := podConfig("xp-passwd", t.TempDir())
+		run := runPod(t, d, podCfg)
+		ctrs[path] = startContainer(t, d, run.PodSandboxId, podCfg, containerConfig("xp-passwd", image, "sleep", "1000"))
+		daemons[path] = d
+	}
+	probe := func(path string, timeout int64) (string, time.Duration) {
+		d := daemons[path]
+		start := time.Now()
+		resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+			Cmd: []string{"sh", "-c", `echo "HOME=[$HOME] set: $(env | grep -c ^HOME=)"`}, Timeout: timeout})
+		took := time.Since(start)
+		if err != nil {
+			return "error " + err.Error(), took
+		}
+		return fmt.Sprintf("%sstderr %q exit %d", resp.Stdout, resp.Stderr, resp.ExitCode), took
+	}
+	for _, tc := range hostilePasswds {
+		t.Run(tc.name, func(t *testing.T) {
+			out := map[string]string{}
+			for path, d := range daemons {
+				resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+					Cmd: []string{"sh", "-c", "rm -rf /etc/passwd; " + tc.script}, Timeout: 20})
+				if err != nil || resp.ExitCode != 0 {
+					t.Fatalf("%s: make /etc/passwd: %v %+v", path, err, resp)
+				}
+				var took time.Duration
+				out[path], took = probe(path, 10)
+				if took > time.Second {
+					t.Errorf("%s: the exec took %v", path, took)
+				}
+			}
+			if out["fast"] != out["libcontainer"] {
+				t.Errorf("the exec paths disagree:\n--- fast\n%s\n--- libcontainer\n%s", out["fast"], out["libcontainer"])
+			} else {
+				t.Logf("both paths: %s", out["fast"])
+			}
+		})
+	}
+	t.Run("fifo", func(t *testing.T) {
+		for path, d := range daemons {
+			resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+				Cmd: []string{"sh", "-c", "rm -rf /etc/passwd; busybox mkfifo /etc/passwd && [ -p /etc/passwd ]"}, Timeout: 20})
+			if err != nil || resp.ExitCode != 0 {
+				t.Fatalf("%s: make /etc/passwd: %v %+v", path, err, resp)
+			}
+		}
+		out, took := probe("fast", 10)
+		if took > time.Second || !strings.HasPrefix(out, "HOME=[/] set: 1") {
+			t.Errorf("fast path with a FIFO /etc/passwd: %s in %v", out, took)
+		}
+		// Not waited for to its end: the exec's timeout does not cover
+		// libcontainer's setns init, blocked before its execve.
+		c, cancel := context.WithTimeout(ctx(t), 3*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := daemons["libcontainer"].rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrs["libcontainer"],
+			Cmd: []string{"true"}, Timeout: 1})
+		t.Logf("libcontainer path with a FIFO /etc/passwd: %v after %v", err, time.Since(start).Round(time.Millisecond))
+	})
 }
 
 func grepLines(s, word string) string {

@@ -152,19 +152,43 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, err
 	}
 	r.fail.crash("create-container-after-spec")
-	if err := r.saveContainer(c); err != nil {
-		return Container{}, fmt.Errorf("save container %s: %w", id, err)
+	if err := r.fail.hold(ctx, "create-container-after-spec"); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	r.fail.crash("create-container-after-save")
 	ctr := newContainer(c)
 	ctr.mu.Lock() // its created event comes before any other
-	r.mu.Lock()
-	r.containers[id] = ctr
-	r.mu.Unlock()
+	defer ctr.mu.Unlock()
+	if err := r.recordContainer(p, ctr); err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
 	r.publishContainer(EventCreated, &ctr.Container)
-	ctr.mu.Unlock()
 	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
 	return *c, nil
+}
+
+// recordContainer saves a created container and makes it known, but only
+// while its pod is still the ready pod it was created in: a create runs
+// detached from its caller and may finish after the pod was stopped or
+// removed, and the pod's lock is what StopPod and RemovePod hold to change
+// that. The caller holds ctr.mu (taken before the pod's).
+func (r *Runtime) recordContainer(p *pod, ctr *container) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r.mu.RLock()
+	current := r.pods[p.ID] == p
+	r.mu.RUnlock()
+	p.refresh()
+	if !current || p.State != PodReady {
+		return fmt.Errorf("pod %s was stopped or removed while the container was being created: %w", p.ID, ErrFailedPrecondition)
+	}
+	if err := r.saveContainer(&ctr.Container); err != nil {
+		return fmt.Errorf("save container %s: %w", ctr.ID, err)
+	}
+	r.fail.crash("create-container-after-save")
+	r.mu.Lock()
+	r.containers[ctr.ID] = ctr
+	r.mu.Unlock()
+	return nil
 }
 
 func validateMounts(mounts []*runtimeapi.Mount) error {

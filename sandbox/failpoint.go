@@ -1,14 +1,19 @@
 package sandbox
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 )
 
 // FailpointsEnv names the failpoints at which the daemon crashes on
 // purpose, comma-separated, for tests of recovery (integration/crash_test.go).
-// Unset, as in every real deployment, no failpoint does anything.
+// "name=hold:PATH" instead holds the step there until the file PATH exists
+// or the operation is cancelled, for tests of races with a step in flight
+// (integration/escape_image_test.go). Unset, as in every real deployment,
+// no failpoint does anything.
 const FailpointsEnv = "PEAPOD_FAILPOINTS"
 
 // failpointExitCode is the status of a crash at a failpoint (EX_SOFTWARE).
@@ -27,7 +32,9 @@ var Failpoints = []string{
 	"stop-pod-after-save",
 }
 
-type failpoints map[string]bool
+// failpoints maps a failpoint's name to its action: "" crashes, "hold:PATH"
+// holds.
+type failpoints map[string]string
 
 func failpointsFromEnv() failpoints {
 	v := os.Getenv(FailpointsEnv)
@@ -36,8 +43,9 @@ func failpointsFromEnv() failpoints {
 	}
 	f := failpoints{}
 	for _, name := range strings.Split(v, ",") {
-		if name = strings.TrimSpace(name); name != "" {
-			f[name] = true
+		name, action, _ := strings.Cut(strings.TrimSpace(name), "=")
+		if name != "" {
+			f[name] = action
 		}
 	}
 	return f
@@ -45,8 +53,28 @@ func failpointsFromEnv() failpoints {
 
 // crash ends the daemon at once, without cleanup, if name is enabled.
 func (f failpoints) crash(name string) {
-	if f[name] {
+	if action, ok := f[name]; ok && action == "" {
 		fmt.Fprintf(os.Stderr, "peapod: failpoint %s: exiting with status %d\n", name, failpointExitCode)
 		os.Exit(failpointExitCode)
+	}
+}
+
+// hold waits at name until its release file exists, if name is held; it
+// returns ctx's error when ctx ends first.
+func (f failpoints) hold(ctx context.Context, name string) error {
+	path, ok := strings.CutPrefix(f[name], "hold:")
+	if !ok {
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "peapod: failpoint %s: holding until %s exists\n", name, path)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("held at failpoint %s: %w", name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }

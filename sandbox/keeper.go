@@ -104,7 +104,10 @@ func okReply(line string) (string, error) {
 }
 
 type startRequest struct {
-	id, logPath, exitFile string
+	id, exitFile string
+	// The log: its path relative to the pod's log directory, which the
+	// keeper opens it beneath (both "": no log).
+	logDir, logPath       string
 	tty, stdin, stdinOnce bool
 	argv                  []string
 }
@@ -119,7 +122,7 @@ func flag01(b bool) string {
 // start has the keeper run a container through a runner; it returns the
 // PID of the container's init.
 func (k keeper) start(ctx context.Context, r startRequest) (int, error) {
-	fields := append([]string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile}, r.argv...)
+	fields := append([]string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile, r.logDir}, r.argv...)
 	rest, err := k.call(ctx, fields...)
 	if err != nil {
 		return 0, err

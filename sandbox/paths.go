@@ -6,14 +6,16 @@ import (
 	"strings"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // containerLogPath places the kubelet's relative log path inside the pod's
-// log directory. A ".." element is refused, and symlinks already in the
-// directory are resolved as if it were the root (filepath-securejoin), so
-// the log can never land outside it, whatever the directory holds. The
-// keeper opens the result with O_NOFOLLOW (sandbox/pause/log.c), so a
-// symlink put there later is not followed either.
+// log directory, for ContainerStatus. A ".." element is refused, and
+// symlinks already in the directory are resolved as if it were the root
+// (filepath-securejoin). The keeper does not open this path: it opens the
+// relative path beneath the directory by handle, without following any
+// symlink (containerLogLocation, sandbox/pause/log.c), so a directory
+// replaced by a symlink later is not followed either.
 func containerLogPath(dir, rel string) (string, error) {
 	if dir == "" || rel == "" {
 		return "", nil
@@ -35,4 +37,22 @@ func hasDotDot(p string) bool {
 		}
 	}
 	return false
+}
+
+// containerLogLocation is what the keeper opens the container's log with:
+// the pod's log directory and the log's path relative to it as
+// containerLogPath resolved it at create, both "" when the kubelet asked
+// for no log. Symlinks that were in the directory at create stay resolved
+// as they were; any put there since are not followed.
+func containerLogLocation(pod *runtimeapi.PodSandboxConfig, logPath string) (dir, rel string, err error) {
+	dir = pod.GetLogDirectory()
+	if dir == "" || logPath == "" {
+		return "", "", nil
+	}
+	dir = filepath.Clean(dir)
+	rel, err = filepath.Rel(dir, logPath)
+	if err != nil || filepath.IsAbs(rel) || hasDotDot(rel) || rel == "." {
+		return "", "", fmt.Errorf("log path %q is not inside the pod's log directory %q: %w", logPath, dir, ErrInvalidArgument)
+	}
+	return dir, rel, nil
 }

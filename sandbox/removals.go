@@ -95,3 +95,7 @@ func (r *Runtime) WaitRemovals(ctx context.Context) error {
 // closeRemovalsTimeout bounds how long Close waits for pending removals;
 // what is left is removed at the next start.
 const closeRemovalsTimeout = 10 * time.Second
+
+// closeDetachedTimeout bounds how long Close waits for cancelled detached
+// creates (results.go) to undo their steps.
+const closeDetachedTimeout = 5 * time.Second

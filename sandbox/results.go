@@ -33,6 +33,10 @@ type resultStore[T any] struct {
 	ops map[string]*operation[T] // by name
 	wg  sync.WaitGroup           // detached operations still running
 	now func() time.Time
+	// closing is cancelled at shutdown: it cancels the detached
+	// operations' contexts, so that none keeps the daemon from exiting.
+	closing context.Context
+	close   context.CancelFunc
 }
 
 type operation[T any] struct {
@@ -46,7 +50,8 @@ type operation[T any] struct {
 }
 
 func newResultStore[T any]() *resultStore[T] {
-	return &resultStore[T]{ops: map[string]*operation[T]{}, now: time.Now}
+	closing, close := context.WithCancel(context.Background())
+	return &resultStore[T]{ops: map[string]*operation[T]{}, now: time.Now, closing: closing, close: close}
 }
 
 // do runs op for name, detached from ctx, and returns its result; or, if
@@ -107,6 +112,7 @@ func (s *resultStore[T]) run(ctx context.Context, name string, o *operation[T], 
 	defer s.wg.Done()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedOp)
 	defer cancel()
+	defer context.AfterFunc(s.closing, cancel)()
 	val, err := op(octx)
 	s.mu.Lock()
 	o.val, o.err, o.finished = val, err, true
@@ -130,9 +136,25 @@ func (s *resultStore[T]) expireLocked() {
 	}
 }
 
-// wait waits for the detached operations to finish, so that none writes
-// to a closed metadata store.
+// wait waits for the detached operations to finish.
 func (s *resultStore[T]) wait() { s.wg.Wait() }
+
+// shutdown cancels the detached operations and waits for them to finish
+// (each undoes its steps), so that none writes to a closed metadata store;
+// but no longer than ctx allows: it reports false when some are still
+// running. Those are then cut short by the daemon's exit, as by a crash,
+// which the next start reconciles.
+func (s *resultStore[T]) shutdown(ctx context.Context) bool {
+	s.close()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
 
 // RunPod creates a pod (runPod) detached from ctx, so that kubelet's retry
 // after a deadline gets the pod instead of "name is reserved".

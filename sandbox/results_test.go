@@ -153,3 +153,35 @@ func TestResultStoreKeepsRunningWork(t *testing.T) {
 		t.Fatalf("retry = %q, %v, %v; want id1", v, joined, err)
 	}
 }
+
+// Shutdown cancels a detached operation whose caller has gone and waits
+// for it, but never longer than its bound for one that ignores the
+// cancellation.
+func TestResultStoreShutdown(t *testing.T) {
+	s := newResultStore[string]()
+	ctx, cancel := expired()
+	defer cancel()
+	s.do(ctx, "a", "req", func(ctx context.Context) (string, error) {
+		<-ctx.Done() // a well-behaved step: ends when cancelled
+		return "", ctx.Err()
+	})
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
+	if !s.shutdown(wctx) {
+		t.Fatal("shutdown did not see the cancelled operation finish")
+	}
+
+	s = newResultStore[string]()
+	g := newGate()
+	defer close(g.release)
+	s.do(ctx, "b", "req", g.op) // ignores its context
+	wctx, wcancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer wcancel()
+	start := time.Now()
+	if s.shutdown(wctx) {
+		t.Fatal("shutdown reported a stuck operation finished")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+}

@@ -38,9 +38,15 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		r.mounted.Store(c.ID, true)
 	}
 	r.fail.crash("start-container-after-rootfs")
-	if c.LogPath != "" {
-		if err := os.MkdirAll(filepath.Dir(c.LogPath), 0o755); err != nil {
-			return fmt.Errorf("create log directory: %w", err)
+	// The keeper creates the log and its directories beneath the pod's log
+	// directory, without following symlinks (sandbox/pause/log.c).
+	logDir, logPath, err := containerLogLocation(p.Config, c.LogPath)
+	if err != nil {
+		return err
+	}
+	if logDir != "" {
+		if err := os.MkdirAll(logDir, 0o755); err != nil {
+			return fmt.Errorf("create the pod's log directory: %w", err)
 		}
 	}
 	os.Remove(exitFile(c))
@@ -48,7 +54,8 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
 	pid, err := k.start(ctx, startRequest{
 		id:        c.ID,
-		logPath:   c.LogPath,
+		logDir:    logDir,
+		logPath:   logPath,
 		exitFile:  exitFile(c),
 		tty:       c.Config.GetTty(),
 		stdin:     c.Config.GetStdin(),

@@ -136,9 +136,12 @@ func (r *Runtime) reconcileNetwork() {
 // store. Pods and containers keep running; the goroutines that copy their
 // output end with the daemon (docs/design.md).
 func (r *Runtime) Close() error {
-	r.podOps.wait()
-	r.ctrOps.wait()
-	ctx, cancel := context.WithTimeout(context.Background(), closeRemovalsTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), closeDetachedTimeout)
+	if !r.podOps.shutdown(ctx) || !r.ctrOps.shutdown(ctx) {
+		r.log.Warn("detached RunPodSandbox or CreateContainer calls still running at shutdown; the next start cleans up after them", "waited", closeDetachedTimeout)
+	}
+	cancel()
+	ctx, cancel = context.WithTimeout(context.Background(), closeRemovalsTimeout)
 	r.removals.wait(ctx, "")
 	cancel()
 	r.mu.Lock()

@@ -1,14 +1,15 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/sys/capability"
 	"github.com/moby/sys/user"
 	"github.com/opencontainers/cgroups"
@@ -178,15 +179,23 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 		name, _, _ := strings.Cut(spec, ":")
 		spec = name + ":" + strconv.FormatInt(sec.GetRunAsGroup().GetValue(), 10)
 	}
-	passwd, err := securejoin.SecureJoin(rootfs, "/etc/passwd")
+	// The same parser as user.GetExecUserPath, on files opened safely: a
+	// missing file is no file, as there; any other kind is refused.
+	passwd, err := openUserDB(rootfs, "/etc/passwd")
 	if err != nil {
 		return specs.User{}, err
 	}
-	group, err := securejoin.SecureJoin(rootfs, "/etc/group")
+	if passwd != nil {
+		defer passwd.Close()
+	}
+	group, err := openUserDB(rootfs, "/etc/group")
 	if err != nil {
 		return specs.User{}, err
 	}
-	eu, err := user.GetExecUserPath(spec, &user.ExecUser{Home: "/"}, passwd, group)
+	if group != nil {
+		defer group.Close()
+	}
+	eu, err := user.GetExecUser(spec, &user.ExecUser{Home: "/"}, nilIfNone(passwd), nilIfNone(group))
 	if err != nil {
 		return specs.User{}, fmt.Errorf("resolve user %q in the image: %v: %w", spec, err, ErrInvalidArgument)
 	}
@@ -211,6 +220,28 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 		}
 	}
 	return u, nil
+}
+
+// openUserDB opens the image's /etc/passwd or /etc/group in rootfs; nil
+// when there is none.
+func openUserDB(rootfs, name string) (io.ReadCloser, error) {
+	f, err := openRootfsFile(rootfs, name, maxUserDBBytes)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the image's %s: %v: %w", name, err, ErrInvalidArgument)
+	}
+	return f, nil
+}
+
+// nilIfNone keeps a missing file an untyped nil reader, which is what
+// user.GetExecUser takes for "no such file".
+func nilIfNone(f io.ReadCloser) io.Reader {
+	if f == nil {
+		return nil
+	}
+	return f
 }
 
 // setNamespaces joins the pod's namespaces (held by its pause process) or

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // joins namespaces in "peapod init"
@@ -195,6 +196,9 @@ func run(args []string) error {
 // other containers/image users (CRI-O, podman) do.
 const hostRegistriesConf = "/etc/containers/registries.conf"
 
+// gracefulStopTimeout bounds how long a shutdown waits for calls in flight.
+const gracefulStopTimeout = 5 * time.Second
+
 // hostAuthFiles are the node's registry credentials, first found wins,
 // read when the config names no auth_file (CRI-O's and docker's places).
 func hostAuthFiles() []string {
@@ -317,7 +321,17 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		case <-ctx.Done():
 			log.Info("shutting down; pods and containers keep running")
 			events.Close() // ends the event streams, which GracefulStop would wait for
-			srv.GracefulStop()
+			// GracefulStop waits for every call in flight; a caller still
+			// waiting for a slow detached create must not hold the exit.
+			stopped := make(chan struct{})
+			go func() { srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(gracefulStopTimeout):
+				log.Warn("calls still in flight at shutdown are cut short", "waited", gracefulStopTimeout)
+				srv.Stop()
+				<-stopped
+			}
 			os.Remove(cfg.Socket)
 			return nil
 		case err := <-errc:

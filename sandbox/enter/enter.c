@@ -328,9 +328,160 @@ static int last_cap(void)
 	return atoi(buf);
 }
 
+// How much of the container's /etc/passwd the HOME lookup reads. A line
+// must fit bufio.Scanner's default 64 KiB token buffer, newline included,
+// as in moby/sys/user's ParsePasswdFilter. The file is bounded at the
+// 10 MiB that moby/sys/user allows the user files it bounds (its LookupUid,
+// which runc's exec uses, reads a regular file to its end).
+#define PASSWD_LINE_MAX 65536
+#define PASSWD_FILE_MAX (10 << 20)
+
+// utf8_space_len is how many bytes of a Unicode white space (Go's
+// unicode.IsSpace) p starts with (at_end: ends with), 0 if none.
+static size_t utf8_space_len(const unsigned char *p, size_t n, int at_end)
+{
+	static const char *const multi[] = {
+		"\xc2\x85", "\xc2\xa0", "\xe1\x9a\x80", "\xe2\x80\x80", "\xe2\x80\x81",
+		"\xe2\x80\x82", "\xe2\x80\x83", "\xe2\x80\x84", "\xe2\x80\x85", "\xe2\x80\x86",
+		"\xe2\x80\x87", "\xe2\x80\x88", "\xe2\x80\x89", "\xe2\x80\x8a", "\xe2\x80\xa8",
+		"\xe2\x80\xa9", "\xe2\x80\xaf", "\xe2\x81\x9f", "\xe3\x80\x80",
+	};
+	if (n == 0)
+		return 0;
+	unsigned char b = at_end ? p[n - 1] : p[0];
+	if (b == ' ' || (b >= '\t' && b <= '\r'))
+		return 1;
+	for (size_t i = 0; i < sizeof(multi) / sizeof(multi[0]); i++) {
+		size_t l = strlen(multi[i]);
+		if (l <= n && !memcmp(at_end ? p + n - l : p, multi[i], l))
+			return l;
+	}
+	return 0;
+}
+
+// go_atoi is strconv.Atoi with its error ignored, as moby/sys/user's
+// parseLine does: 0 for a syntax error; -1 for any value that is no UID
+// (negative, or above 32 bits, where Go's int would not equal one either).
+static long long go_atoi(const unsigned char *p, size_t n)
+{
+	int neg = 0;
+	if (n > 0 && (p[0] == '+' || p[0] == '-')) {
+		neg = p[0] == '-';
+		p++, n--;
+	}
+	if (n == 0)
+		return 0;
+	unsigned long long v = 0;
+	int big = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return 0;
+		if (!big)
+			v = v * 10 + (p[i] - '0');
+		big |= v > 0xffffffffULL;
+	}
+	if (big || (neg && v != 0))
+		return -1;
+	return (long long)v;
+}
+
+// passwd_line is one line for passwd_home: moby/sys/user's parseLine on
+// the line with its white space trimmed; missing fields stay empty (UID 0).
+// It returns the line's home (malloc'd) when its UID is uid, else NULL.
+static char *passwd_line(const unsigned char *p, size_t n, uid_t uid)
+{
+	size_t l;
+	while ((l = utf8_space_len(p, n, 0)) > 0)
+		p += l, n -= l;
+	while ((l = utf8_space_len(p, n, 1)) > 0)
+		n -= l;
+	if (n == 0)
+		return NULL;
+	const unsigned char *field[7] = {0};
+	size_t flen[7] = {0};
+	size_t nf = 0, start = 0;
+	for (size_t i = 0; i <= n && nf < 7; i++)
+		if (i == n || p[i] == ':') {
+			field[nf] = p + start;
+			flen[nf++] = i - start;
+			start = i + 1;
+		}
+	long long id = nf > 2 ? go_atoi(field[2], flen[2]) : 0;
+	if (id < 0 || (unsigned long long)id != uid)
+		return NULL;
+	char *home = strndup(nf > 5 ? (const char *)field[5] : "", nf > 5 ? flen[5] : 0);
+	if (!home)
+		fail("out of memory");
+	return home;
+}
+
+// passwd_home is runc's getUserHome on moby/sys/user's LookupUid: the home
+// of the first /etc/passwd entry for uid; "/" when there is none, or the
+// file cannot be read to its end, or any of its lines is too long. Where
+// Go blocks for ever opening a FIFO or reading a terminal, this opens
+// without blocking and takes anything but a regular file as unreadable;
+// for /dev/zero or /dev/urandom Go ends at the line limit, with "/" too.
+static const char *passwd_home(uid_t uid)
+{
+	static unsigned char buf[PASSWD_LINE_MAX];
+	int fd = open("/etc/passwd", O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return "/";
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return "/";
+	}
+	char *home = NULL;
+	size_t len = 0, total = 0;
+	int eof = 0, bad = 0;
+	while (!bad) {
+		unsigned char *nl = memchr(buf, '\n', len);
+		if (nl) {
+			char *h = passwd_line(buf, nl - buf, uid);
+			if (h && !home)
+				home = h;
+			else
+				free(h);
+			len -= nl + 1 - buf;
+			memmove(buf, nl + 1, len);
+			continue;
+		}
+		if (eof) {
+			char *h = passwd_line(buf, len, uid);
+			if (h && !home)
+				home = h;
+			else
+				free(h);
+			break;
+		}
+		if (len == sizeof(buf) || total > PASSWD_FILE_MAX) {
+			bad = 1; // bufio.Scanner: token too long
+			break;
+		}
+		ssize_t r = read(fd, buf + len, sizeof(buf) - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			bad = 1;
+		else if (r == 0)
+			eof = 1;
+		else {
+			len += r;
+			total += r;
+		}
+	}
+	close(fd);
+	if (bad || !home) {
+		free(home);
+		return "/";
+	}
+	return home;
+}
+
 // prepare_env is libcontainer's prepareEnv: the last of duplicate keys wins,
 // in the order of their last occurrence; an empty HOME is dropped; HOME
-// comes from the container's /etc/passwd (else "/") when not set.
+// comes from the container's /etc/passwd (passwd_home) when not set.
 static char **prepare_env(struct config *c, const char **path)
 {
 	char **out = calloc(c->nenv + 2, sizeof(char *));
@@ -366,33 +517,7 @@ static char **prepare_env(struct config *c, const char **path)
 		out[j] = t;
 	}
 	if (!home) {
-		const char *dir = "/";
-		static char line[4096];
-		FILE *f = fopen("/etc/passwd", "re");
-		while (f && fgets(line, sizeof(line), f)) {
-			char *fields[7] = {0};
-			char *s = line;
-			int nf = 0;
-			for (; nf < 7 && s; nf++) {
-				fields[nf] = s;
-				s = strchr(s, ':');
-				if (s)
-					*s++ = 0;
-			}
-			if (nf < 6 || !fields[2][0])
-				continue;
-			char *end;
-			unsigned long id = strtoul(fields[2], &end, 10);
-			if (*end || id != c->uid)
-				continue;
-			char *nl = strchr(fields[5], '\n');
-			if (nl)
-				*nl = 0;
-			dir = fields[5];
-			break;
-		}
-		if (f)
-			fclose(f);
+		const char *dir = passwd_home(c->uid);
 		char *h = malloc(strlen(dir) + 6);
 		if (!h)
 			fail("out of memory");
@@ -603,6 +728,13 @@ static void exec_process(struct config *c, int last)
 
 static int enter_main(void)
 {
+	// Non-dumpable from the start, as runc's nsexec: nothing in the
+	// container's namespaces can ptrace it or open its /proc files, and the
+	// exec process inherits it until its execve. (A container with
+	// CAP_SYS_PTRACE in the host's user namespace still can; so it can
+	// runc's setns init.)
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fail("set process as non-dumpable: %s", errstr(errno));
 	struct config c;
 	size_t len;
 	char *buf = read_all(CONFIG_FD, &len);
@@ -626,8 +758,6 @@ static int enter_main(void)
 	if (c.ns && setns(PID_FD, c.ns) < 0)
 		fail("join the namespaces of the container's init: %s", errstr(errno));
 	close(PID_FD);
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		fail("set process as non-dumpable: %s", errstr(errno));
 
 	// CLONE_PARENT: the daemon is the exec process's parent, which waits
 	// for it and kills it at a timeout.
@@ -647,7 +777,7 @@ static int enter_main(void)
 				fail("join cgroup %s: %s", c.cgroup2, errstr(errno));
 			pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
 		}
-		close(cg);
+		close(cg); // in both processes: the exec process holds no cgroup fd
 		close(procs);
 	} else
 		pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);

@@ -13,8 +13,11 @@
 // Replies are "\n"-terminated text lines. The client may half-close its
 // writing side after the request. Commands:
 //
-//   start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE ARGV0 ARGV...
+//   start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE LOGDIR ARGV0 ARGV...
 //        -> "ok <pid>\n" | "error <message>\n"
+//        LOGDIR is the pod's log directory (absolute), opened once here;
+//        LOGPATH is the log's path beneath it, resolved without symlinks
+//        at start and at each reopen (log.c). Both empty: no log.
 //   wait ID        -> "exited <code> <finished_unix_nanos>\n" once the exit
 //                     is final (log flushed, exit file written); before
 //                     it, "log-error <dropped lines> <reason>\n" when log
@@ -57,7 +60,7 @@ extern char **environ;
 #define EXIT_GRACE_MS 2000     // how long output may outlive the init
 #define UNKNOWN_MAX 32         // exits of not (yet) registered PIDs we keep
 #define UNKNOWN_TTL_MS 60000
-#define START_FIXED_FIELDS 7   // start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE
+#define START_FIXED_FIELDS 8   // start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE LOGDIR
 
 enum client_mode { C_REQUEST, C_WAIT, C_ATTACH };
 
@@ -314,6 +317,7 @@ static void container_free(struct container *c) {
 	stream_close(&c->out[1]);
 	close_fd(&c->stdin_fd);
 	close_fd(&c->log_fd);
+	close_fd(&c->log_dir_fd);
 	free(c->id);
 	free(c->log_path);
 	free(c->exit_file);
@@ -619,7 +623,7 @@ static char *dup_or_null(const char *s) { return s[0] != '\0' ? strdup(s) : NULL
 
 static void cmd_start(struct client *cl, char **f, int nf) {
 	if (nf < START_FIXED_FIELDS + 1) {
-		(void)reply(cl, "error start needs ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE ARGV...\n");
+		(void)reply(cl, "error start needs ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE LOGDIR ARGV...\n");
 		return;
 	}
 	const char *id = f[1];
@@ -647,7 +651,7 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 		(void)reply(cl, "error out of memory\n");
 		return;
 	}
-	c->log_fd = c->stdin_fd = -1;
+	c->log_fd = c->stdin_fd = c->log_dir_fd = -1;
 	for (int i = 0; i < 2; i++) {
 		c->out[i].w.type = W_STREAM;
 		c->out[i].fd = -1;
@@ -664,8 +668,13 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 		container_free(c);
 		return;
 	}
+	if (c->log_path != NULL && log_open_dir(c, f[7]) < 0) {
+		(void)reply(cl, "error open log directory %s: %s\n", f[7], strerror(errno));
+		container_free(c);
+		return;
+	}
 	if (log_reopen(c) < 0) {
-		(void)reply(cl, "error open log %s: %s\n", c->log_path, strerror(errno));
+		(void)reply(cl, "error open log %s in %s: %s%s\n", c->log_path, f[7], strerror(errno), log_path_hint(errno));
 		container_free(c);
 		return;
 	}
@@ -908,7 +917,7 @@ static void dispatch(struct client *cl, char **f, int nf) {
 		if (c->finalized)
 			(void)reply(cl, "error container has exited\n");
 		else if (log_reopen(c) < 0)
-			(void)reply(cl, "error reopen %s: %s\n", c->log_path, strerror(errno));
+			(void)reply(cl, "error reopen %s: %s%s\n", c->log_path, strerror(errno), log_path_hint(errno));
 		else
 			(void)reply(cl, "ok\n");
 		client_close(cl);

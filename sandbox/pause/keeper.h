@@ -35,7 +35,8 @@ struct client;
 struct container {
 	struct container *next;
 	char *id;
-	char *log_path;     // NULL: output is discarded
+	char *log_path;     // relative to log_dir_fd; NULL: output is discarded
+	int log_dir_fd;     // O_PATH fd of the pod's log directory, -1 without a log
 	char *exit_file;
 	int log_fd;         // -1: not logging (no path, or reopen never worked)
 	unsigned long log_drops; // lines lost to failed log writes
@@ -58,7 +59,9 @@ long long now_mono_ms(void);
 int write_all(int fd, const void *buf, size_t n);
 void stream_feed(struct stream *s, const char *data, size_t n);
 void stream_flush(struct stream *s);
+int log_open_dir(struct container *c, const char *dir);
 int log_reopen(struct container *c);
+const char *log_path_hint(int err);
 int write_exit_file(const struct container *c);
 
 // keeper.c

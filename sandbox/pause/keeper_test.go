@@ -1,6 +1,8 @@
 package pause
 
 import (
+	"golang.org/x/sys/unix"
+
 	"bufio"
 	"bytes"
 	"encoding/binary"
@@ -270,6 +272,7 @@ func (k *keeper) call(fields ...string) string {
 
 type startOpts struct {
 	log        string // "" = discard
+	logDir     string // when set, log is relative to it
 	tty, stdin bool
 	argv       []string
 }
@@ -287,7 +290,14 @@ func (k *keeper) exitFile(id string) string { return filepath.Join(k.dir, id+".e
 // remembered for cleanup.
 func (k *keeper) start(id string, o startOpts) string {
 	k.t.Helper()
-	fields := append([]string{"start", id, o.log, b01(o.tty), b01(o.stdin), "0", k.exitFile(id)}, o.argv...)
+	logDir, logPath := "", ""
+	if o.log != "" {
+		logDir, logPath = filepath.Dir(o.log), filepath.Base(o.log)
+	}
+	if o.logDir != "" {
+		logDir, logPath = o.logDir, o.log
+	}
+	fields := append([]string{"start", id, logPath, b01(o.tty), b01(o.stdin), "0", k.exitFile(id), logDir}, o.argv...)
 	reply := k.call(fields...)
 	if f := strings.Fields(reply); len(f) == 2 && f[0] == "ok" {
 		pid, _ := strconv.Atoi(f[1])
@@ -471,7 +481,7 @@ func TestKeeperRunnerErrors(t *testing.T) {
 	if r := k.call("wait", "bad"); r != "error unknown container" {
 		t.Errorf("failed start left a container: %q", r)
 	}
-	if r := k.call("start", "x", "", "2", "0", "0", "/x", "/bin/true"); !strings.HasPrefix(r, "error ") {
+	if r := k.call("start", "x", "", "2", "0", "0", "/x", "", "/bin/true"); !strings.HasPrefix(r, "error ") {
 		t.Errorf("bad flag: %q", r)
 	}
 }
@@ -817,5 +827,94 @@ func TestKeeperExitWhileOutputHeld(t *testing.T) {
 	want := []logLine{{"stdout", "F", "before"}, {"stdout", "F", "unterminated"}}
 	if got := readLog(t, log); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("log %v, want %v", got, want)
+	}
+}
+
+// TestKeeperLogBeneathDir: the keeper opens a container's log beneath the
+// pod's log directory without following symlinks, at start and at reopen,
+// and creates the directories of its path there. A directory of the path
+// replaced by a symlink to another directory is refused, and nothing is
+// written there. So is a FIFO or a device node at the log path, which is
+// never opened.
+func TestKeeperLogBeneathDir(t *testing.T) {
+	k := startKeeper(t)
+	logDir := filepath.Join(k.dir, "pod-logs")
+	canary := filepath.Join(k.dir, "canary")
+	for _, d := range []string{logDir, canary} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The directories of the path are made beneath logDir.
+	k.mustStart("mk", startOpts{log: "a/b/0.log", logDir: logDir, argv: shRunner("echo made; sleep 0.2")})
+	k.waitExit("mk")
+	if lines := readLog(t, filepath.Join(logDir, "a/b/0.log")); len(lines) != 1 || lines[0].content != "made" {
+		t.Errorf("a/b/0.log: %v", lines)
+	}
+
+	// A symlinked directory at start.
+	if err := os.Symlink(canary, filepath.Join(logDir, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if r := k.start("s1", startOpts{log: "sub/0.log", logDir: logDir, argv: shRunner("echo escaped")}); !strings.HasPrefix(r, "error ") || !strings.Contains(r, "without symlinks") {
+		t.Errorf("start through a symlinked directory: %q", r)
+	}
+	// A symlinked log file, and one to a FIFO and a device node.
+	if err := os.Symlink(filepath.Join(canary, "x.log"), filepath.Join(logDir, "link.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(filepath.Join(logDir, "fifo.log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mknod(filepath.Join(logDir, "null.log"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"link.log", "fifo.log", "null.log"} {
+		start := time.Now()
+		if r := k.start("s-"+name, startOpts{log: name, logDir: logDir, argv: shRunner("echo escaped")}); !strings.HasPrefix(r, "error ") {
+			t.Errorf("start with %s: %q", name, r)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("start with %s took %v", name, d)
+		}
+	}
+
+	// A directory swapped for a symlink before a reopen.
+	stop := filepath.Join(k.dir, "stop")
+	k.mustStart("r", startOpts{log: "real/0.log", logDir: logDir, argv: shRunner(
+		`while [ ! -e ` + stop + ` ]; do echo line; sleep 0.01; done`)})
+	real := filepath.Join(logDir, "real")
+	waitSize := func(p string, over int64) {
+		t.Helper()
+		for i := 0; ; i++ {
+			if st, err := os.Stat(p); err == nil && st.Size() > over {
+				return
+			}
+			if i == 1000 {
+				t.Fatalf("%s does not grow past %d bytes", p, over)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitSize(filepath.Join(real, "0.log"), 0)
+	if err := os.Rename(real, real+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(canary, real); err != nil {
+		t.Fatal(err)
+	}
+	if r := k.call("reopen", "r"); !strings.HasPrefix(r, "error ") || !strings.Contains(r, "without symlinks") {
+		t.Errorf("reopen through a symlinked directory: %q", r)
+	}
+	// The failed reopen kept the old file, which goes on growing.
+	st, err := os.Stat(filepath.Join(real+".old", "0.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSize(filepath.Join(real+".old", "0.log"), st.Size())
+	os.WriteFile(stop, nil, 0o644)
+	k.waitExit("r")
+	if ents, _ := os.ReadDir(canary); len(ents) != 0 {
+		t.Errorf("the keeper wrote into the symlink's target: %v", ents)
 	}
 }

@@ -16,6 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,13 +212,147 @@ void stream_flush(struct stream *s) {
 	s->plen = s->pcap = 0;
 }
 
-static int open_log(const char *path) {
+// The log is opened beneath the pod's log directory by handle: the
+// directory is opened once at start (log_open_dir), and the log's relative
+// path is resolved from it at start and at every reopen without following
+// any symlink and without leaving it (openat2 RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS). A directory of the path replaced by a symlink after
+// the create (anyone who can write the pod's log directory, such as a
+// container with a hostPath mount of it) cannot send the keeper's writes
+// elsewhere. Only a regular file is opened for writing: a FIFO there would
+// block the keeper, a device node would be opened by host root.
+
+static int openat2_beneath(int dir, const char *name, int flags, mode_t mode) {
+	struct open_how how = {
+		.flags = (unsigned long long)(flags | O_NOFOLLOW | O_CLOEXEC),
+		.mode = (unsigned long long)mode,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	long fd;
+	do // EAGAIN: a rename raced with the lookup
+		fd = syscall(SYS_openat2, dir, name, &how, sizeof how);
+	while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+	return (int)fd;
+}
+
+// log_open_dir opens the pod's log directory for c: the kubelet's
+// absolute path, not the container's to choose.
+int log_open_dir(struct container *c, const char *dir) {
+	if (dir[0] != '/') {
+		errno = EINVAL;
+		return -1;
+	}
 	int fd;
 	do
-		// O_NOFOLLOW: a symlink planted at the log path is not followed.
-		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	while (fd < 0 && errno == EINTR);
+	if (fd < 0)
+		return -1;
+	c->log_dir_fd = fd;
+	return 0;
+}
+
+// open_log_file opens (creating it) the regular file name in dir.
+static int open_log_file(int dir, const char *name) {
+	for (int try = 0; try < 3; try++) {
+		int fd = openat2_beneath(dir, name, O_WRONLY | O_APPEND | O_CREAT | O_EXCL, 0640);
+		if (fd >= 0 || errno != EEXIST)
+			return fd;
+		// It exists: look at what it is before opening it for writing.
+		int path = openat2_beneath(dir, name, O_PATH, 0);
+		if (path < 0) {
+			if (errno == ENOENT)
+				continue; // removed meanwhile
+			return -1;
+		}
+		struct stat st;
+		if (fstat(path, &st) < 0) {
+			int e = errno;
+			close(path);
+			errno = e;
+			return -1;
+		}
+		if (!S_ISREG(st.st_mode)) {
+			close(path);
+			errno = S_ISDIR(st.st_mode) ? EISDIR : S_ISLNK(st.st_mode) ? ELOOP : EINVAL;
+			return -1;
+		}
+		// The checked inode itself, through its handle.
+		char proc[64];
+		snprintf(proc, sizeof proc, "/proc/self/fd/%d", path);
+		do
+			fd = open(proc, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOCTTY);
+		while (fd < 0 && errno == EINTR);
+		int e = errno;
+		close(path);
+		errno = e;
+		return fd;
+	}
+	errno = EAGAIN;
+	return -1;
+}
+
+// open_log creates the missing directories of the log's path beneath the
+// pod's log directory and opens the log, all by handle.
+static int open_log(struct container *c) {
+	char *rel = strdup(c->log_path);
+	if (rel == NULL)
+		return -1;
+	int dir = fcntl(c->log_dir_fd, F_DUPFD_CLOEXEC, 0);
+	if (dir < 0) {
+		free(rel);
+		return -1;
+	}
+	int fd = -1;
+	char *name = rel;
+	for (;;) {
+		char *slash = strchr(name, '/');
+		if (slash == NULL)
+			break;
+		*slash = '\0';
+		if (name[0] != '\0' && strcmp(name, ".") != 0) {
+			if (strcmp(name, "..") == 0) {
+				errno = EINVAL;
+				goto out;
+			}
+			if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
+				goto out;
+			int next = openat2_beneath(dir, name, O_PATH | O_DIRECTORY, 0);
+			if (next < 0) {
+				struct stat st; // say "symlink" rather than "not a directory"
+				if (errno == ENOTDIR && fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+					errno = ELOOP;
+				goto out;
+			}
+			close(dir);
+			dir = next;
+		}
+		name = slash + 1;
+	}
+	if (name[0] == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		errno = EINVAL;
+		goto out;
+	}
+	fd = open_log_file(dir, name);
+out:;
+	int e = errno;
+	close(dir);
+	free(rel);
+	errno = e;
 	return fd;
+}
+
+// log_path_hint explains the refusals of open_log in a reply.
+const char *log_path_hint(int err) {
+	switch (err) {
+	case ELOOP:
+	case EXDEV:
+	case ENOTDIR:
+	case EISDIR:
+	case EINVAL:
+		return " (a container log must be a regular file beneath the pod's log directory, reached without symlinks)";
+	}
+	return "";
 }
 
 // log_reopen opens the log path again (the kubelet renamed the old file) and
@@ -228,7 +365,7 @@ int log_reopen(struct container *c) {
 		c->log_fd = -1;
 		return 0;
 	}
-	int fd = open_log(c->log_path);
+	int fd = open_log(c);
 	if (fd < 0)
 		return -1;
 	if (c->log_fd >= 0)
