@@ -34,11 +34,15 @@ func podInfo(p *sandbox.Pod) map[string]string {
 	info := map[string]any{
 		"pid":          p.PausePID,
 		"pidHolder":    p.PIDHolder,
+		"holderStart":  p.HolderStart,
 		"cgroupParent": p.CgroupParent,
 		"cgroup":       p.Cgroup,
 		"podDir":       p.Dir,
 		"ips":          p.IPs,
 		"config":       p.Config,
+	}
+	if p.NotReadyReason != "" {
+		info["notReadyReason"] = p.NotReadyReason
 	}
 	if p.PausePID > 0 {
 		info["netns"] = fmt.Sprintf("/proc/%d/ns/net", p.PausePID)

@@ -169,7 +169,11 @@ func (r *Runtime) recover() error {
 			p.State = PodNotReady
 			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
 		}
-		r.pods[id] = &pod{Pod: *p}
+		recoverHolderStart(p)
+		pp := &pod{Pod: *p}
+		pp.refresh()
+		r.pods[id] = pp
+		r.watchHolder(pp)
 		return r.podNames.reserve(podName(p.Config), id)
 	})
 	if err != nil {

@@ -1,0 +1,102 @@
+package runner
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// The pod's PID and user namespaces are held by the keeper's holder
+// process. The daemon names them in the spec as /proc/<holder>/ns/pid and
+// /proc/<holder>/ns/user, but that PID may be a new process once the holder
+// is gone. The keeper opened both namespaces while the holder was its
+// unreaped child and hands them to every runner at fixed descriptors, with
+// the holder's PID in the environment; the runner rewrites the holder's
+// paths to its own descriptors, which libcontainer's init opens while the
+// runner (its parent) lives. If the holder died, the PID namespace accepts
+// no process and the start fails: a container never joins another process's
+// namespace.
+const (
+	holderPIDNSFD  = 5 // keeper.h RUNNER_PIDNS_FD
+	holderUserNSFD = 6 // keeper.h RUNNER_USERNS_FD
+	holderEnv      = "PEAPOD_HOLDER_PID"
+)
+
+// nsGetNSType is NS_GET_NSTYPE, _IO(0xb7, 0x3): the CLONE_NEW* type of an
+// nsfs descriptor.
+const nsGetNSType = 0xb703
+
+// holderNamespaces is what the keeper handed to the runner.
+type holderNamespaces struct {
+	pid   int // the holder's PID, 0: the pod has no holder
+	fds   map[specs.LinuxNamespaceType]int
+	paths map[specs.LinuxNamespaceType]string // the daemon's /proc/<holder>/ns/* names
+}
+
+// takeHolderNamespaces reads the holder's PID from the environment (and
+// removes it, so nothing the runner starts inherits it) and marks the
+// namespace descriptors close-on-exec. A descriptor is used only if it is
+// an nsfs handle of the expected type.
+func takeHolderNamespaces() (holderNamespaces, error) {
+	h := holderNamespaces{fds: map[specs.LinuxNamespaceType]int{}, paths: map[specs.LinuxNamespaceType]string{}}
+	v, ok := os.LookupEnv(holderEnv)
+	os.Unsetenv(holderEnv)
+	for _, fd := range []int{holderPIDNSFD, holderUserNSFD} {
+		unix.CloseOnExec(fd) // not open: nothing to do
+	}
+	if !ok {
+		return h, nil
+	}
+	pid, err := strconv.Atoi(v)
+	if err != nil || pid <= 0 {
+		return h, fmt.Errorf("bad %s %q from the keeper", holderEnv, v)
+	}
+	h.pid = pid
+	for _, n := range []struct {
+		typ    specs.LinuxNamespaceType
+		name   string
+		fd     int
+		nstype int
+	}{{specs.PIDNamespace, "pid", holderPIDNSFD, unix.CLONE_NEWPID}, {specs.UserNamespace, "user", holderUserNSFD, unix.CLONE_NEWUSER}} {
+		h.paths[n.typ] = "/proc/" + strconv.Itoa(pid) + "/ns/" + n.name
+		t, err := unix.IoctlRetInt(n.fd, nsGetNSType)
+		if err == unix.EBADF {
+			continue // the pod has no such namespace of its own
+		}
+		if err != nil {
+			return h, fmt.Errorf("holder %s namespace at fd %d: %w", n.name, n.fd, err)
+		}
+		if t != n.nstype {
+			return h, fmt.Errorf("holder %s namespace at fd %d is of type %#x", n.name, n.fd, t)
+		}
+		h.fds[n.typ] = n.fd
+	}
+	return h, nil
+}
+
+// rewrite points the spec's namespaces that name the holder at the
+// runner's descriptors. A holder path without a descriptor is refused
+// rather than joined by its reusable PID. Other paths (another container's
+// init for a TARGET PID namespace) are left alone, as is everything when
+// the keeper names no holder (a pod without one, or a keeper started by a
+// peapod from before; the daemon checks the holder's start time then).
+func (h holderNamespaces) rewrite(spec *specs.Spec) error {
+	if spec.Linux == nil || h.pid == 0 {
+		return nil
+	}
+	self := strconv.Itoa(os.Getpid())
+	for i, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" || ns.Path != h.paths[ns.Type] {
+			continue
+		}
+		fd, ok := h.fds[ns.Type]
+		if !ok {
+			return fmt.Errorf("the spec joins %s namespace %s, which the pod's keeper does not hold", ns.Type, ns.Path)
+		}
+		spec.Linux.Namespaces[i].Path = "/proc/" + self + "/fd/" + strconv.Itoa(fd)
+	}
+	return nil
+}
