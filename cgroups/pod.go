@@ -86,16 +86,19 @@ func AddPause(podPath string, pids ...int) error {
 		if pid <= 0 {
 			continue
 		}
-		if !applied {
+		if !applied || !IsSystemdSlice(podPath) {
 			if err := leaf.Apply(pid); err != nil {
 				return fmt.Errorf("move pause %d into %s: %w", pid, podPath, err)
 			}
 			applied = true
 			continue
 		}
-		// The leaf (a systemd scope is created once) exists: join it in
-		// every hierarchy, as Apply did.
+		// A systemd scope is created once, with the first PID: join its
+		// directories as systemd made them.
 		for _, dir := range leaf.GetPaths() {
+			if _, err := os.Stat(dir); err != nil {
+				continue
+			}
 			if err := ocgroups.WriteCgroupProc(dir, pid); err != nil {
 				return fmt.Errorf("move %d into %s: %w", pid, dir, err)
 			}

@@ -464,11 +464,12 @@ exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **ar
 			child_fail(tmp[3], "runner fds");
 	}
 	close_from(RUNNER_FDS);
-	// The holder's PID, so that the runner knows which namespace paths of
-	// the spec mean the namespaces at fds 5 and 6.
+	// The holder's PID and which of fds 5 and 6 it passed ("PID pid user"),
+	// so that the runner knows which namespace paths of the spec mean them.
 	if (holder_ns_pid > 0) {
-		char pid[16];
-		snprintf(pid, sizeof pid, "%d", (int)holder_ns_pid);
+		char pid[40];
+		snprintf(pid, sizeof pid, "%d%s%s", (int)holder_ns_pid, holder_pidns >= 0 ? " pid" : "",
+			 holder_userns >= 0 ? " user" : "");
 		if (setenv(HOLDER_ENV, pid, 1) < 0)
 			child_fail(3, "set " HOLDER_ENV);
 	} else {

@@ -69,7 +69,8 @@ void keeper_run(int listen_fd, int sig_fd, pid_t holder, int holder_pidns, int h
 
 // The runner's descriptors: 0-2 stdio, 3 result, 4 terminal socket, and the
 // holder's namespaces, which the runner's containers join by these handles
-// (sandbox/runner). HOLDER_ENV names the holder's PID for the runner.
+// (sandbox/runner). HOLDER_ENV tells the runner the holder's PID and which
+// of the two it passed: "PID[ pid][ user]".
 #define RUNNER_PIDNS_FD 5
 #define RUNNER_USERNS_FD 6
 #define RUNNER_FDS 7

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -36,41 +37,49 @@ type holderNamespaces struct {
 	paths map[specs.LinuxNamespaceType]string // the daemon's /proc/<holder>/ns/* names
 }
 
-// takeHolderNamespaces reads the holder's PID from the environment (and
-// removes it, so nothing the runner starts inherits it) and marks the
-// namespace descriptors close-on-exec. A descriptor is used only if it is
-// an nsfs handle of the expected type.
+// takeHolderNamespaces reads the holder's PID and the namespaces the keeper
+// passed from the environment ("PID[ pid][ user]"; removed, so nothing the
+// runner starts inherits it) and marks their descriptors close-on-exec. A
+// descriptor is used only if it is an nsfs handle of the expected type.
 func takeHolderNamespaces() (holderNamespaces, error) {
 	h := holderNamespaces{fds: map[specs.LinuxNamespaceType]int{}, paths: map[specs.LinuxNamespaceType]string{}}
 	v, ok := os.LookupEnv(holderEnv)
 	os.Unsetenv(holderEnv)
-	for _, fd := range []int{holderPIDNSFD, holderUserNSFD} {
-		unix.CloseOnExec(fd) // not open: nothing to do
-	}
 	if !ok {
 		return h, nil
 	}
-	pid, err := strconv.Atoi(v)
-	if err != nil || pid <= 0 {
+	f := strings.Fields(v)
+	pid := 0
+	if len(f) > 0 {
+		pid, _ = strconv.Atoi(f[0])
+	}
+	if pid <= 0 {
 		return h, fmt.Errorf("bad %s %q from the keeper", holderEnv, v)
 	}
 	h.pid = pid
-	for _, n := range []struct {
+	kinds := map[string]struct {
 		typ    specs.LinuxNamespaceType
-		name   string
 		fd     int
 		nstype int
-	}{{specs.PIDNamespace, "pid", holderPIDNSFD, unix.CLONE_NEWPID}, {specs.UserNamespace, "user", holderUserNSFD, unix.CLONE_NEWUSER}} {
-		h.paths[n.typ] = "/proc/" + strconv.Itoa(pid) + "/ns/" + n.name
-		t, err := unix.IoctlRetInt(n.fd, nsGetNSType)
-		if err == unix.EBADF {
-			continue // the pod has no such namespace of its own
+	}{
+		"pid":  {specs.PIDNamespace, holderPIDNSFD, unix.CLONE_NEWPID},
+		"user": {specs.UserNamespace, holderUserNSFD, unix.CLONE_NEWUSER},
+	}
+	for name, n := range kinds {
+		h.paths[n.typ] = "/proc/" + strconv.Itoa(pid) + "/ns/" + name
+	}
+	for _, name := range f[1:] {
+		n, ok := kinds[name]
+		if !ok {
+			return h, fmt.Errorf("bad %s %q from the keeper", holderEnv, v)
 		}
+		unix.CloseOnExec(n.fd)
+		t, err := unix.IoctlRetInt(n.fd, nsGetNSType)
 		if err != nil {
-			return h, fmt.Errorf("holder %s namespace at fd %d: %w", n.name, n.fd, err)
+			return h, fmt.Errorf("holder %s namespace at fd %d: %w", name, n.fd, err)
 		}
 		if t != n.nstype {
-			return h, fmt.Errorf("holder %s namespace at fd %d is of type %#x", n.name, n.fd, t)
+			return h, fmt.Errorf("holder %s namespace at fd %d is of type %#x", name, n.fd, t)
 		}
 		h.fds[n.typ] = n.fd
 	}
