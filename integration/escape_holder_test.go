@@ -435,6 +435,8 @@ func TestEscapeHolderDeath(t *testing.T) {
 	}
 	if err != nil {
 		t.Errorf("a new container after kill -TERM 1: %v", err)
+	} else {
+		t.Logf("kill -TERM 1 from a container: pod still Ready, a new container started")
 	}
 
 	// The holder killed from the host: NotReady, event, refusal.
@@ -468,7 +470,9 @@ func holderGone(t *testing.T, d *daemon, events *eventLog, pod string, podCfg *r
 		ready, _ := podReady(t, d, pod)
 		return !ready
 	})
-	if _, why := podReady(t, d, pod); !strings.Contains(why, what) {
+	_, why := podReady(t, d, pod)
+	t.Logf("holder %d killed: pod NotReady: %s", holder, why)
+	if !strings.Contains(why, what) {
 		t.Errorf("NotReady reason %q does not name the %s", why, what)
 	}
 	waitFor(t, 10*time.Second, "a pod event for the holder's exit", func() bool {
@@ -506,7 +510,9 @@ func holderGone(t *testing.T, d *daemon, events *eventLog, pod string, podCfg *r
 		t.Logf("could not give PID %d to a host process; the reuse part is skipped", holder)
 		return
 	}
-	if err := create("after-reuse"); err == nil {
+	err = create("after-reuse")
+	t.Logf("host sleep %d has the holder's PID; CreateContainer: %v", sleeper.Process.Pid, err)
+	if err == nil {
 		t.Errorf("CreateContainer with the holder's PID reused by a host process succeeded")
 	}
 }
