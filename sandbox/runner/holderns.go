@@ -42,12 +42,18 @@ type holderNamespaces struct {
 // runner starts inherits it) and marks their descriptors close-on-exec. A
 // descriptor is used only if it is an nsfs handle of the expected type.
 func takeHolderNamespaces() (holderNamespaces, error) {
-	h := holderNamespaces{fds: map[specs.LinuxNamespaceType]int{}, paths: map[specs.LinuxNamespaceType]string{}}
 	v, ok := os.LookupEnv(holderEnv)
 	os.Unsetenv(holderEnv)
 	if !ok {
-		return h, nil
+		return holderNamespaces{}, nil
 	}
+	return parseHolderNamespaces(v, holderPIDNSFD, holderUserNSFD)
+}
+
+// parseHolderNamespaces reads the keeper's "PID[ pid][ user]" with the
+// namespaces at descriptors pidFD and userFD.
+func parseHolderNamespaces(v string, pidFD, userFD int) (holderNamespaces, error) {
+	h := holderNamespaces{fds: map[specs.LinuxNamespaceType]int{}, paths: map[specs.LinuxNamespaceType]string{}}
 	f := strings.Fields(v)
 	pid := 0
 	if len(f) > 0 {
@@ -62,8 +68,8 @@ func takeHolderNamespaces() (holderNamespaces, error) {
 		fd     int
 		nstype int
 	}{
-		"pid":  {specs.PIDNamespace, holderPIDNSFD, unix.CLONE_NEWPID},
-		"user": {specs.UserNamespace, holderUserNSFD, unix.CLONE_NEWUSER},
+		"pid":  {specs.PIDNamespace, pidFD, unix.CLONE_NEWPID},
+		"user": {specs.UserNamespace, userFD, unix.CLONE_NEWUSER},
 	}
 	for name, n := range kinds {
 		h.paths[n.typ] = "/proc/" + strconv.Itoa(pid) + "/ns/" + name
