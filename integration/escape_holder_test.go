@@ -401,6 +401,12 @@ func TestEscapeHolderHostFS(t *testing.T) {
 	if out != "/pause\x00" {
 		t.Errorf("PID 1's cmdline = %q, want /pause", out)
 	}
+	// The runner's namespace handles stay with the runner: the container's
+	// init has only its stdio.
+	out, _ = execAll(t, d, ctr, "sh", "-c", `for p in /proc/[0-9]*; do case "$(cat $p/cmdline)" in sleep*) ls $p/fd;; esac; done`)
+	if strings.Join(strings.Fields(out), " ") != "0 1 2" {
+		t.Errorf("container init holds fds %q, want 0 1 2", out)
+	}
 }
 
 // TestEscapeHolderDeath is finding 2: kill -TERM 1 from a root container
@@ -694,4 +700,26 @@ func TestEscapeSweep(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEscapeHolderDeathAfterRestart: a shared-PID pod started before a
+// daemon restart still starts containers through its holder afterwards,
+// and its holder's death is still noticed (NotReady, event, refusal).
+func TestEscapeHolderDeathAfterRestart(t *testing.T) {
+	d, image := escapeDaemon(t)
+	pod, podCfg := shapePod(t, d, podShape{sharedPID: true}, "restart-holder", 0)
+	startContainer(t, d, pod, podCfg, capsContainer("before", image, podCfg))
+	_, holder, _ := podProcs(t, d, pod)
+	d.stop()
+	d.start()
+	if ready, why := podReady(t, d, pod); !ready {
+		t.Fatalf("pod not ready after the restart: %s", why)
+	}
+	c := startContainer(t, d, pod, podCfg, capsContainer("after", image, podCfg))
+	if out, _ := execAll(t, d, c, "cat", "/proc/1/cmdline"); out != "/pause\x00" {
+		t.Errorf("container started after the restart sees PID 1 %q, not the pod's holder", out)
+	}
+	evCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	holderGone(t, d, subscribe(evCtx, t, d, false), pod, podCfg, image, holder, "PID namespace holder")
 }
