@@ -32,7 +32,8 @@ import (
 // and through every /proc/PID/fd/N, creates /tmp/PLANT through root and
 // cwd, reads environ, opens mem, attaches with ptrace (and then compares
 // the target's capabilities with its own), and sends every signal. Lines
-// starting LEAK, PLANT, OPENFD, ENVIRON or GAIN are what must not happen.
+// starting LEAK, PLANT, OPENFD, ENVIRON, EXEWRITE or GAIN are what must not
+// happen.
 // "ptrace PID" only attaches and detaches.
 const escapeProbeSource = `#define _GNU_SOURCE
 #include <dirent.h>
@@ -172,6 +173,20 @@ static void probe(int pid, const char *canary, const char *token, const char *pl
 		else
 			printf("environ %d: empty\n", pid);
 		close(fd);
+	}
+	// The binary the process runs: reading it is what containerd's pause
+	// allows as well; writing must fail (ETXTBSY, or no access).
+	snprintf(path, sizeof path, "/proc/%d/exe", pid);
+	fd = open(path, O_RDONLY);
+	printf("exe-read %d: %s\n", pid, fd < 0 ? err() : "opened");
+	if (fd >= 0)
+		close(fd);
+	fd = open(path, O_WRONLY);
+	if (fd >= 0) {
+		printf("EXEWRITE %d\n", pid);
+		close(fd);
+	} else {
+		printf("exe-write %d: %s\n", pid, err());
 	}
 	snprintf(path, sizeof path, "/proc/%d/mem", pid);
 	fd = open(path, O_RDWR);
@@ -676,7 +691,7 @@ func TestEscapeSweep(t *testing.T) {
 				t.Fatalf("probe did not finish")
 			}
 			for _, line := range strings.Split(out, "\n") {
-				for _, bad := range []string{"LEAK", "PLANT", "GAIN", "OPENFD", "ENVIRON"} {
+				for _, bad := range []string{"LEAK", "PLANT", "GAIN", "OPENFD", "ENVIRON", "EXEWRITE"} {
 					if strings.HasPrefix(line, bad) {
 						t.Errorf("sweep: %s", line)
 					}
