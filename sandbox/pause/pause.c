@@ -6,7 +6,8 @@
 // flags set by the parent), in the host PID namespace. It sets the hostname
 // and the namespaced sysctls, becomes the child subreaper, and with -P forks
 // the pod's PID holder: PID 1 of a new PID namespace, which the pod's
-// containers join through /proc/<holder>/ns/pid.
+// containers join through the keeper's fd of it (never /proc/<holder>,
+// whose PID may be reused). The holder confines itself (holder_main).
 //
 // With -U and -G (a pod with its own user namespace; the maps are
 // /proc/<pid>/uid_map lines) the parent creates no namespace: the keeper
@@ -15,8 +16,8 @@
 // the user namespace, writes the holder's maps and joins its network, IPC
 // and UTS namespaces itself. The keeper stays in the host user namespace:
 // it keeps root's power over the host files it writes (logs, exit files,
-// its socket) and forks the runners, which need it. Containers join
-// /proc/<holder>/ns/user. With -S it listens for the
+// its socket) and forks the runners, which need it. Containers join the
+// user namespace through the keeper's fd, too. With -S it listens for the
 // daemon on a unix socket. It reports "ok <holder pid or 0>" on fd 3 (or an
 // error line, and exits 1), then runs the keeper loop: it reaps every child,
 // serves the socket, and exits 0 on SIGTERM or SIGINT.
