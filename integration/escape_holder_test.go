@@ -608,6 +608,13 @@ func TestPeapodProcessConfinement(t *testing.T) {
 			if (holder > 0) != wantHolder {
 				t.Fatalf("holder pid %d, want one: %v", holder, wantHolder)
 			}
+			// The keeper is host root (it writes logs and forks runners)
+			// in no namespace a container can see into.
+			for _, key := range []string{"CapEff", "CapBnd", "NoNewPrivs", "Seccomp"} {
+				if got, want := statusField(t, keeper, key), statusField(t, os.Getpid(), key); got != want {
+					t.Errorf("keeper %s = %q, want the daemon's %q", key, got, want)
+				}
+			}
 			keeperCg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", keeper))
 			if !strings.Contains(string(keeperCg), "peapod-pod-"+pod) {
 				t.Errorf("keeper is not in the pod's cgroup:\n%s", keeperCg)
@@ -615,6 +622,23 @@ func TestPeapodProcessConfinement(t *testing.T) {
 			for _, ns := range []string{"pid", "mnt", "user"} {
 				if nsInode(t, fmt.Sprintf("/proc/%d/ns/%s", keeper, ns)) != nsInode(t, "/proc/self/ns/"+ns) {
 					t.Errorf("keeper left the host's %s namespace", ns)
+				}
+			}
+			if !s.hostNet {
+				// The keeper exposes nothing in the pod's namespaces: no
+				// abstract unix socket in its network namespace, no SysV
+				// IPC object in its IPC namespace.
+				unixSocks, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", keeper))
+				for _, line := range strings.Split(string(unixSocks), "\n") {
+					if f := strings.Fields(line); len(f) == 8 && strings.HasPrefix(f[7], "@") {
+						t.Errorf("abstract unix socket in the pod's network namespace: %s", line)
+					}
+				}
+				for _, kind := range []string{"shm", "msg", "sem"} {
+					out, err := exec.Command("nsenter", fmt.Sprintf("--ipc=/proc/%d/ns/ipc", keeper), "cat", "/proc/sysvipc/"+kind).CombinedOutput()
+					if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err != nil || len(lines) != 1 {
+						t.Errorf("SysV %s objects in the pod's IPC namespace (%v):\n%s", kind, err, out)
+					}
 				}
 			}
 			if !wantHolder {
