@@ -30,7 +30,7 @@ func (p *pod) holderGoneReason() string {
 // watchHolder publishes a pod event when the holder of a ready pod exits,
 // as the kubelet's evented PLEG needs; status calls notice it anyway
 // (refresh). A pidfd registered with Go's poller costs no thread while it
-// waits.
+// waits. The caller holds p.mu (or has the pod to itself).
 func (r *Runtime) watchHolder(p *pod) {
 	if p.PIDHolder <= 0 || p.State != PodReady {
 		return

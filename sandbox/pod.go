@@ -149,8 +149,8 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	r.mu.Unlock()
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
-	p.mu.Unlock()
 	r.watchHolder(p)
+	p.mu.Unlock()
 	r.log.Info("pod ready", "pod", id, "name", name, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
 }
