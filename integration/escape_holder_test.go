@@ -671,6 +671,10 @@ func TestPeapodProcessConfinement(t *testing.T) {
 			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", holder)); string(cmd) != "/pause\x00" {
 				t.Errorf("holder cmdline %q, want /pause", cmd)
 			}
+			// Its binary is a sealed, read-only copy that names no host path.
+			if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", holder)); err != nil || exe == peapodBinary || strings.HasPrefix(exe, filepath.Dir(peapodBinary)) {
+				t.Errorf("holder exe %q (%v) is the host's binary", exe, err)
+			}
 			if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", holder)); strings.Trim(string(env), "\x00") != "" {
 				t.Errorf("holder environ not empty: %q", env)
 			}

@@ -319,7 +319,7 @@ func (r *Runtime) startPause(p *pod) error {
 	}
 	defer readyR.Close()
 	cmd := &exec.Cmd{
-		Path:       exe,
+		Path:       r.pausePath(exe),
 		Args:       args,
 		Dir:        "/",
 		ExtraFiles: []*os.File{readyW},

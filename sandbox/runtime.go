@@ -68,6 +68,7 @@ type Runtime struct {
 
 	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
 	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
+	pauseExe   pauseExe   // the sealed binary pauses run from (holder.go)
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
