@@ -69,9 +69,10 @@ func CreatePod(podPath string, res *specs.LinuxResources) error {
 	return nil
 }
 
-// AddPause moves the pod's pause process into its own leaf of the pod's
-// cgroup, creating the leaf.
-func AddPause(podPath string, pid int) error {
+// AddPause moves the pod's pause process (and its namespace holder, which
+// a container may see and signal) into their own leaf of the pod's cgroup,
+// creating the leaf.
+func AddPause(podPath string, pids ...int) error {
 	name := pauseLeaf
 	if IsSystemdSlice(podPath) {
 		name = pauseScope
@@ -80,8 +81,28 @@ func AddPause(podPath string, pid int) error {
 	if err != nil {
 		return err
 	}
-	if err := leaf.Apply(pid); err != nil {
-		return fmt.Errorf("move pause %d into %s: %w", pid, podPath, err)
+	applied := false
+	for _, pid := range pids {
+		if pid <= 0 {
+			continue
+		}
+		if !applied || !IsSystemdSlice(podPath) {
+			if err := leaf.Apply(pid); err != nil {
+				return fmt.Errorf("move pause %d into %s: %w", pid, podPath, err)
+			}
+			applied = true
+			continue
+		}
+		// A systemd scope is created once, with the first PID: join its
+		// directories as systemd made them.
+		for _, dir := range leaf.GetPaths() {
+			if _, err := os.Stat(dir); err != nil {
+				continue
+			}
+			if err := ocgroups.WriteCgroupProc(dir, pid); err != nil {
+				return fmt.Errorf("move %d into %s: %w", pid, dir, err)
+			}
+		}
 	}
 	return nil
 }

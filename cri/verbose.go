@@ -34,6 +34,7 @@ func podInfo(p *sandbox.Pod) map[string]string {
 	info := map[string]any{
 		"pid":          p.PausePID,
 		"pidHolder":    p.PIDHolder,
+		"holderStart":  p.HolderStart,
 		"cgroupParent": p.CgroupParent,
 		"cgroup":       p.Cgroup,
 		"podDir":       p.Dir,
@@ -41,6 +42,9 @@ func podInfo(p *sandbox.Pod) map[string]string {
 		"config":       p.Config,
 		// the network backend that set the pod up and tears it down
 		"networkBackend": p.NetworkBackend,
+	}
+	if p.NotReadyReason != "" {
+		info["notReadyReason"] = p.NotReadyReason
 	}
 	if p.PausePID > 0 {
 		info["netns"] = fmt.Sprintf("/proc/%d/ns/net", p.PausePID)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,9 +140,15 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	expectCgroup(t, podRel,
 		map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(272 << 20), "cpu/cpu.cfs_quota_us": "50000"},
 		map[string]string{"memory/memory.max": strconv.Itoa(272 << 20), "cpu/cpu.max": "50000 100000"})
-	pausePid := pausePID(c, d, run.PodSandboxId)
-	if procs := readCgroup(t, "memory", filepath.Join(podRel, "pause"), "cgroup.procs"); procs != strconv.Itoa(pausePid) {
-		t.Errorf("pause cgroup has %q, want the pause %d", procs, pausePid)
+	// The pod shares its PID namespace (no namespace options: POD), so
+	// its PID holder is in the pause cgroup too.
+	pausePid, holderPid, _ := podProcs(t, d, run.PodSandboxId)
+	procs := strings.Fields(readCgroup(t, "memory", filepath.Join(podRel, "pause"), "cgroup.procs"))
+	sort.Strings(procs)
+	want := []string{strconv.Itoa(pausePid), strconv.Itoa(holderPid)}
+	sort.Strings(want)
+	if holderPid <= 0 || strings.Join(procs, " ") != strings.Join(want, " ") {
+		t.Errorf("pause cgroup has %q, want the pause and its PID holder %q", procs, want)
 	}
 
 	// A busy loop held to 0.2 CPU.

@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,13 +46,19 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 	podCfg := podConfig("sd", t.TempDir())
 	podCfg.Linux.CgroupParent = slice
 	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20, CpuQuota: 50000, CpuPeriod: 100000}
+	// A shared PID namespace: the scope holds the PID holder too.
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}
 	run := runPod(t, d, podCfg)
 	podDir := sliceDir + "/" + strings.TrimSuffix(slice, ".slice") + "-peapod_pod_" + run.PodSandboxId + ".slice"
 	expectAbsCgroup(t, podDir, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(128 << 20), "cpu/cpu.cfs_quota_us": "50000"},
 		map[string]string{"memory/memory.max": strconv.Itoa(128 << 20), "cpu/cpu.max": "50000 100000"})
 	pause := pausePID(c, d, run.PodSandboxId)
-	if got := readAbsCgroup(t, "memory", podDir+"/peapod-pause.scope", "cgroup.procs"); got != strconv.Itoa(pause) {
-		t.Errorf("peapod-pause.scope holds %q, want the pause %d", got, pause)
+	_, holder, _ := podProcs(t, d, run.PodSandboxId)
+	got, want := strings.Fields(readAbsCgroup(t, "memory", podDir+"/peapod-pause.scope", "cgroup.procs")), []string{strconv.Itoa(pause), strconv.Itoa(holder)}
+	sort.Strings(got)
+	sort.Strings(want)
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("peapod-pause.scope holds %q, want the pause and its holder %q", got, want)
 	}
 
 	cfg := containerConfig("sleeper", image, "sleep", "1000")

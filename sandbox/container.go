@@ -68,6 +68,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	podCopy := p.Pod
 	p.mu.Unlock()
 	if podCopy.State != PodReady {
+		if podCopy.NotReadyReason != "" {
+			return Container{}, fmt.Errorf("pod %s is not ready: %s; the pod must be recreated: %w", podCopy.ID, podCopy.NotReadyReason, ErrFailedPrecondition)
+		}
 		return Container{}, fmt.Errorf("pod %s is not ready: %w", podCopy.ID, ErrFailedPrecondition)
 	}
 	if err := validateMounts(cfg.GetMounts()); err != nil {

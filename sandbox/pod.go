@@ -25,7 +25,8 @@ import (
 type pod struct {
 	mu sync.Mutex // serialises lifecycle operations on this pod
 	Pod
-	pauseExited chan struct{} // closed when the pause we started has been reaped
+	pauseExited     chan struct{} // closed when the pause we started has been reaped
+	holderEventSent bool          // the holder's exit was published (holder.go)
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
@@ -116,7 +117,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, pauseErr
 	}
 	undo = append(undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
-	if err := cgroups.AddPause(p.Cgroup, p.PausePID); err != nil {
+	if err := cgroups.AddPause(p.Cgroup, p.PausePID, p.PIDHolder); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
 	r.fail.crash("run-pod-after-pause")
@@ -149,8 +150,9 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	r.mu.Unlock()
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
+	r.watchHolder(p)
 	p.mu.Unlock()
-	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID)
+	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
 }
 
@@ -341,7 +343,7 @@ func (r *Runtime) startPause(p *pod) error {
 	}
 	defer readyR.Close()
 	cmd := &exec.Cmd{
-		Path:       exe,
+		Path:       r.pausePath(exe),
 		Args:       args,
 		Dir:        "/",
 		ExtraFiles: []*os.File{readyW},
@@ -385,6 +387,15 @@ func (r *Runtime) startPause(p *pod) error {
 		return fmt.Errorf("read pause start time: %w", err)
 	}
 	p.PauseStart = start
+	if p.PIDHolder > 0 {
+		// The holder is the keeper's child, confined and waiting: its PID
+		// is not reused while the keeper lives.
+		if p.HolderStart, err = processStartTime(p.PIDHolder); err != nil {
+			cmd.Process.Kill()
+			<-exited
+			return fmt.Errorf("read the namespace holder's start time: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -521,10 +532,15 @@ func (r *Runtime) Pod(id string) (Pod, error) {
 	return p.Pod, nil
 }
 
-// refresh notices a pause process that died on its own.
+// refresh notices a pause process or namespace holder that died on its own.
 func (p *pod) refresh() {
-	if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
-		p.State = PodNotReady
+	if p.State != PodReady {
+		return
+	}
+	if !processAlive(p.PausePID, p.PauseStart) {
+		p.State, p.NotReadyReason = PodNotReady, "the pod's pause process exited"
+	} else if p.PIDHolder > 0 && !processAlive(p.PIDHolder, p.HolderStart) {
+		p.State, p.NotReadyReason = PodNotReady, p.holderGoneReason()
 	}
 }
 

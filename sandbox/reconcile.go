@@ -74,7 +74,8 @@ type keeperProcess struct {
 }
 
 // keeperProcesses finds "peapod pod-pause ... -S SOCKET" processes whose
-// socket is in dir: keepers and the PID holders they fork.
+// socket is in dir: keepers (their holders read "/pause" and die with them;
+// those of an older peapod match too).
 func keeperProcesses(dir string) []keeperProcess {
 	entries, _ := os.ReadDir("/proc")
 	var out []keeperProcess

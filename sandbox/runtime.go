@@ -68,6 +68,7 @@ type Runtime struct {
 
 	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
 	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
+	pauseExe   pauseExe   // the sealed binary pauses run from (holder.go)
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -164,7 +165,11 @@ func (r *Runtime) recover() error {
 			p.State = PodNotReady
 			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
 		}
-		r.pods[id] = &pod{Pod: *p}
+		recoverHolderStart(p)
+		pp := &pod{Pod: *p}
+		pp.refresh()
+		r.pods[id] = pp
+		r.watchHolder(pp)
 		return r.podNames.reserve(podName(p.Config), id)
 	})
 	if err != nil {

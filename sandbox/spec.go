@@ -265,6 +265,7 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 		if podNS.GetPid() != runtimeapi.NamespaceMode_POD || pod.PIDHolder == 0 {
 			return fmt.Errorf("container asks for the pod's PID namespace but the pod has none: %w", ErrInvalidArgument)
 		}
+		// The name the runner rewrites to the keeper's fd of it.
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + strconv.Itoa(pod.PIDHolder) + "/ns/pid"})
 	}
 	if podNS.GetNetwork() != runtimeapi.NamespaceMode_NODE {

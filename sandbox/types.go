@@ -28,7 +28,11 @@ type Pod struct {
 	State          PodState
 	PausePID       int
 	PauseStart     uint64 // start time of PausePID, see processStartTime
-	PIDHolder      int    // PID 1 of the pod's shared PID namespace, 0 when there is none
+	PIDHolder      int    // PID 1 of the pod's shared PID namespace (or its user namespace holder), 0 when there is none
+	HolderStart    uint64 // start time of PIDHolder, see processStartTime
+	// NotReadyReason says why a pod whose pause or holder died on its own
+	// is not ready ("" otherwise); not saved, refresh finds it again.
+	NotReadyReason string `json:"-"`
 	Dir            string // pod files under the state dir
 	CgroupParent   string
 	Cgroup         string   // the pod's own cgroup below CgroupParent ("" for pods from before pod cgroups)

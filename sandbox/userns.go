@@ -25,7 +25,9 @@ import (
 // process into a new user namespace with the kubelet's mappings, together
 // with the pod's network, IPC, UTS and PID namespaces, so that the user
 // namespace owns them all (sandbox/pause/pause.c); the keeper itself stays in
-// the host user namespace. Containers join /proc/<holder>/ns/user; their
+// the host user namespace. Containers join the holder's user namespace
+// (named /proc/<holder>/ns/user in the spec; the runner joins it through
+// the keeper's fd, sandbox/runner/holderns.go); their
 // root filesystem is mounted by the image store with idmapped lower layers
 // and an upper layer owned by the mapped root, and the kubelet's volumes
 // become idmapped bind mounts.

@@ -85,6 +85,11 @@ struct unknown_exit {
 static int ep = -1;
 static int listen_fd = -1, sig_fd = -1, spare_fd = -1;
 static pid_t holder_pid;
+// The holder's namespaces and PID as the runners are told them, kept after
+// the holder is gone: a runner then still joins the dead namespace (and
+// fails) instead of a path that may name a new process.
+static int holder_pidns = -1, holder_userns = -1;
+static pid_t holder_ns_pid;
 static struct watch sig_watch = {W_SIGNAL}, listen_watch = {W_LISTEN};
 static struct container *containers;
 // Objects closed while handling one batch of epoll events are freed only
@@ -428,7 +433,8 @@ static void child_fail(int res_fd, const char *what) {
 	_exit(127);
 }
 
-// exec_runner runs in the forked child: it sets fds 0-4 and execs the runner.
+// exec_runner runs in the forked child: it sets fds 0-6 (keeper.h) and
+// execs the runner.
 static void __attribute__((noreturn))
 exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **argv) {
 	sigset_t none;
@@ -439,17 +445,21 @@ exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **ar
 	dfl.sa_handler = SIG_DFL;
 	for (int sig = 1; sig < NSIG; sig++)
 		(void)sigaction(sig, &dfl, NULL); // fails harmlessly for KILL, STOP, libc's
-	// The keeper's fds 0-2 are /dev/null (pause.c).
-	int src[5] = {in_fd >= 0 ? in_fd : 0, out_fd >= 0 ? out_fd : 1,
-		      err_fd >= 0 ? err_fd : 2, res_fd, tty_fd};
-	int n = tty_fd >= 0 ? 5 : 4, tmp[5];
+	// The keeper's fds 0-2 are /dev/null (pause.c). -1: left closed.
+	int src[RUNNER_FDS] = {in_fd >= 0 ? in_fd : 0, out_fd >= 0 ? out_fd : 1,
+		      err_fd >= 0 ? err_fd : 2, res_fd, tty_fd, holder_pidns, holder_userns};
+	int tmp[RUNNER_FDS];
 	// Move the sources above the targets first, so that no dup2 clobbers a
 	// source with a low number and every target is a fresh fd (dup2 onto
 	// itself would keep FD_CLOEXEC).
-	for (int i = 0; i < n; i++)
-		if ((tmp[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 5)) < 0)
+	for (int i = 0; i < RUNNER_FDS; i++)
+		if ((tmp[i] = src[i] < 0 ? -1 : fcntl(src[i], F_DUPFD_CLOEXEC, RUNNER_FDS)) < 0 && src[i] >= 0)
 			child_fail(res_fd, "runner fds");
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < RUNNER_FDS; i++) {
+		if (tmp[i] < 0) {
+			close(i);
+			continue;
+		}
 		int r;
 		do
 			r = dup2(tmp[i], i);
@@ -457,7 +467,18 @@ exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **ar
 		if (r < 0)
 			child_fail(tmp[3], "runner fds");
 	}
-	close_from(n);
+	close_from(RUNNER_FDS);
+	// The holder's PID and which of fds 5 and 6 it passed ("PID pid user"),
+	// so that the runner knows which namespace paths of the spec mean them.
+	if (holder_ns_pid > 0) {
+		char pid[40];
+		snprintf(pid, sizeof pid, "%d%s%s", (int)holder_ns_pid, holder_pidns >= 0 ? " pid" : "",
+			 holder_userns >= 0 ? " user" : "");
+		if (setenv(HOLDER_ENV, pid, 1) < 0)
+			child_fail(3, "set " HOLDER_ENV);
+	} else {
+		unsetenv(HOLDER_ENV);
+	}
 	execve(argv[0], argv, environ);
 	char what[300];
 	snprintf(what, sizeof what, "exec %s", argv[0]);
@@ -1111,10 +1132,12 @@ static void free_dead(void) {
 	}
 }
 
-void keeper_run(int lfd, int sfd, pid_t holder) {
+void keeper_run(int lfd, int sfd, pid_t holder, int pidns, int userns) {
 	listen_fd = lfd;
 	sig_fd = sfd;
-	holder_pid = holder;
+	holder_pid = holder_ns_pid = holder;
+	holder_pidns = pidns;
+	holder_userns = userns;
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (ep < 0 || ep_add(sig_fd, &sig_watch, EPOLLIN) < 0)
 		_exit(1);

@@ -66,6 +66,17 @@ int write_exit_file(const struct container *c);
 
 // keeper.c
 void log_state_changed(struct container *c);
-void keeper_run(int listen_fd, int sig_fd, pid_t holder) __attribute__((noreturn));
+// holder_pidns and holder_userns are the holder's namespaces (-1: none),
+// handed to every runner at fds RUNNER_PIDNS_FD and RUNNER_USERNS_FD.
+void keeper_run(int listen_fd, int sig_fd, pid_t holder, int holder_pidns, int holder_userns) __attribute__((noreturn));
+
+// The runner's descriptors: 0-2 stdio, 3 result, 4 terminal socket, and the
+// holder's namespaces, which the runner's containers join by these handles
+// (sandbox/runner). HOLDER_ENV tells the runner the holder's PID and which
+// of the two it passed: "PID[ pid][ user]".
+#define RUNNER_PIDNS_FD 5
+#define RUNNER_USERNS_FD 6
+#define RUNNER_FDS 7
+#define HOLDER_ENV "PEAPOD_HOLDER_PID"
 
 #endif

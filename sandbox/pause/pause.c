@@ -6,7 +6,8 @@
 // flags set by the parent), in the host PID namespace. It sets the hostname
 // and the namespaced sysctls, becomes the child subreaper, and with -P forks
 // the pod's PID holder: PID 1 of a new PID namespace, which the pod's
-// containers join through /proc/<holder>/ns/pid.
+// containers join through the keeper's fd of it (never /proc/<holder>,
+// whose PID may be reused). The holder confines itself (holder_main).
 //
 // With -U and -G (a pod with its own user namespace; the maps are
 // /proc/<pid>/uid_map lines) the parent creates no namespace: the keeper
@@ -15,8 +16,8 @@
 // the user namespace, writes the holder's maps and joins its network, IPC
 // and UTS namespaces itself. The keeper stays in the host user namespace:
 // it keeps root's power over the host files it writes (logs, exit files,
-// its socket) and forks the runners, which need it. Containers join
-// /proc/<holder>/ns/user. With -S it listens for the
+// its socket) and forks the runners, which need it. Containers join the
+// user namespace through the keeper's fd, too. With -S it listens for the
 // daemon on a unix socket. It reports "ok <holder pid or 0>" on fd 3 (or an
 // error line, and exits 1), then runs the keeper loop: it reaps every child,
 // serves the socket, and exits 0 on SIGTERM or SIGINT.
@@ -29,6 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <grp.h>
+#include <stddef.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -128,56 +136,328 @@ static int set_sysctl_as(const char *kv, long uid, long gid) {
 	return r;
 }
 
-static volatile sig_atomic_t stop_requested;
-
-static void on_stop(int sig) {
-	(void)sig;
-	stop_requested = 1;
-}
-
 static void on_child(int sig) { (void)sig; }
 
-// holder_main is the PID holder: PID 1 of the pod's PID namespace. It reaps
-// whatever is orphaned in the namespace and exits on SIGTERM or SIGINT (or
-// dies with the keeper). alive is the read end of a pipe whose write end only
-// the keeper holds: EOF there means the keeper died before PDEATHSIG was set.
-static void __attribute__((noreturn)) holder_main(int alive, int keeper_end, sigset_t *wait_mask) {
+// The argv and environ strings the kernel shows as /proc/PID/cmdline and
+// /proc/PID/environ (set by the constructor). The holder overwrites its
+// copy so that a container sharing its PID namespace sees "/pause", not
+// host paths.
+static char *arg_area, *env_area;
+static size_t arg_len, env_len;
+
+// string_area is the contiguous run of the strings v[0], v[1], ... in memory.
+static void string_area(char **v, char **start, size_t *len) {
+	*start = NULL;
+	*len = 0;
+	if (v == NULL || v[0] == NULL)
+		return;
+	char *end = v[0];
+	for (int i = 0; v[i] != NULL && v[i] == end; i++)
+		end = v[i] + strlen(v[i]) + 1;
+	*start = v[0];
+	*len = (size_t)(end - v[0]);
+}
+
+// holder_rename makes the holder's cmdline read "/pause" and its environ
+// empty. The last byte of the argv area is left non-NUL: the kernel then
+// takes the area as rewritten by setproctitle and shows it up to the first
+// NUL (get_mm_cmdline), without trailing NULs. PR_SET_MM would need
+// CAP_SYS_RESOURCE.
+static void holder_rename(void) {
+	static const char title[] = "/pause";
+	if (arg_area != NULL && arg_len > sizeof title) {
+		memset(arg_area, 0, arg_len);
+		memcpy(arg_area, title, sizeof title);
+		arg_area[arg_len - 1] = ' ';
+	}
+	if (env_area != NULL)
+		memset(env_area, 0, env_len);
+	(void)prctl(PR_SET_NAME, "pause", 0, 0, 0);
+}
+
+#if defined(__x86_64__)
+#define HOLDER_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define HOLDER_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+// holder_seccomp allows the holder only the system calls of its loop
+// (sigsuspend, reaping, returning from the SIGCHLD handler, exiting) and a
+// write and close of the status descriptor. Anything else kills it: the
+// holder's code makes no other call, so one can only come from injected
+// code or a libc that changed, and a dead holder makes the pod NotReady
+// (the kubelet recreates it), where an EPERM would leave the loop spinning.
+static int holder_seccomp(int status_fd) {
+#ifndef HOLDER_AUDIT_ARCH
+	(void)status_fd;
+	errno = ENOSYS;
+	return -1;
+#else
+#define LD_ABS(off) BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
+#define ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+	struct sock_filter f[] = {
+		LD_ABS(offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, HOLDER_AUDIT_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		LD_ABS(offsetof(struct seccomp_data, nr)),
+#ifdef __x86_64__
+		// x32 system calls share the arch value, with this bit set.
+		BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+#endif
+		ALLOW_NR(__NR_rt_sigsuspend),
+		ALLOW_NR(__NR_rt_sigreturn),
+		ALLOW_NR(__NR_restart_syscall),
+		ALLOW_NR(__NR_wait4),
+		ALLOW_NR(__NR_waitid),
+		ALLOW_NR(__NR_exit),
+		ALLOW_NR(__NR_exit_group),
+		// write and close only on the status descriptor.
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_write, 1, 0),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_close, 0, 3),
+		LD_ABS(offsetof(struct seccomp_data, args[0])),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)status_fd, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+	};
+#undef ALLOW_NR
+#undef LD_ABS
+	struct sock_fprog prog = {.len = (unsigned short)(sizeof f / sizeof f[0]), .filter = f};
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+#endif
+}
+
+// holder_pivot gives the holder a mount namespace of its own whose root is
+// an empty read-only tmpfs, so that /proc/<holder>/root and cwd lead
+// nowhere. The tmpfs goes on /proc, a directory every host has, in the
+// private copy of the mount tree; the host's tree is then detached. A new
+// cgroup namespace hides the host's cgroup paths from it as well.
+static int holder_pivot(const char **what) {
+	*what = "unshare mount and cgroup namespaces";
+	if (unshare(CLONE_NEWNS | CLONE_NEWCGROUP) < 0)
+		return -1;
+	*what = "make / private";
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -1;
+	*what = "mount the empty root";
+	if (mount("pause", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+	          "size=4k,nr_inodes=2,mode=0555") < 0)
+		return -1;
+	*what = "pivot into the empty root";
+	if (chdir("/proc") < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
+	    chdir("/") < 0)
+		return -1;
+	return 0;
+}
+
+// holder_drop_privileges leaves the holder no capability, not even in the
+// bounding set, as uid and gid 65534 (nobody; in a user-namespaced pod the
+// pod's 65534 when the mappings reach that far, else the pod's root without
+// capabilities), with no_new_privs and not dumpable.
+static int holder_drop_privileges(int in_userns, const char **what) {
+	*what = "drop the bounding set";
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break; // beyond the kernel's last capability
+			return -1;
+		}
+	*what = "clear ambient capabilities";
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -1;
+	*what = "drop supplementary groups";
+	if (setgroups(0, NULL) < 0)
+		return -1;
+	*what = "become nobody";
+	if (setresgid(65534, 65534, 65534) < 0 || setresuid(65534, 65534, 65534) < 0) {
+		if (!in_userns || errno != EINVAL)
+			return -1;
+		// 65534 is not mapped in the pod's user namespace: stay its
+		// root, with every capability cleared below.
+	}
+	*what = "clear capabilities";
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof data);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -1;
+	*what = "set no_new_privs";
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -1;
+	*what = "set not dumpable";
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return -1;
+	return 0;
+}
+
+static void holder_report(int fd, const char *what) {
+	char buf[256];
+	if (what == NULL)
+		snprintf(buf, sizeof buf, "ok\n");
+	else
+		snprintf(buf, sizeof buf, "holder: %s: %s\n", what, strerror(errno));
+	report(fd, buf);
+}
+
+// holder_main is the PID holder (or, in a user-namespaced pod without a
+// shared PID namespace, the user namespace holder): PID 1 of the pod's PID
+// namespace, which reaps whatever is orphaned there. It waits for the
+// keeper's go on ctl (sent once the keeper holds its namespaces and has
+// written its ID maps), confines itself, reports "ok" or the failed step on
+// ctl and loops. It installs no SIGTERM or SIGINT handler: PID 1 of a PID
+// namespace ignores default-handled signals sent from inside it, so a
+// container cannot end it; only SIGKILL from the host or the keeper's death
+// (PDEATHSIG) does. alive is the read end of a pipe whose write end only the
+// keeper holds: EOF there means the keeper died before PDEATHSIG was set.
+static void __attribute__((noreturn)) holder_main(int alive, int keeper_end, int ctl, int keeper_ctl, int in_userns) {
 	close(keeper_end);
+	close(keeper_ctl);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	sigaction(SIGTERM, &dfl, NULL);
+	sigaction(SIGINT, &dfl, NULL);
+	sigaction(SIGPIPE, &dfl, NULL);
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_SETMASK, &chld, NULL); // SIGCHLD only inside sigsuspend
+	holder_rename();
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 		_exit(1);
+	char go;
+	ssize_t n;
+	do
+		n = read(ctl, &go, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		_exit(1); // the keeper gave up on us
+	const char *what = NULL;
+	if (holder_pivot(&what) < 0 || holder_drop_privileges(in_userns, &what) < 0) {
+		holder_report(ctl, what);
+		_exit(1);
+	}
+	// The credential change cleared PDEATHSIG: set it again, then make
+	// sure the keeper did not die in between.
 	struct pollfd pf = {.fd = alive, .events = POLLIN};
-	if (poll(&pf, 1, 0) > 0)
-		_exit(0);
-	// Hold no fd at all: not the ready pipe, not the keeper's.
-	if (syscall(SYS_close_range, 0U, ~0U, 0) < 0)
-		for (int fd = 0; fd < 1024; fd++)
-			close(fd);
-	while (!stop_requested) {
-		sigsuspend(wait_mask);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&pf, 1, 0) != 0)
+		_exit(1);
+	// Hold no fd but ctl: not the alive pipe, not the keeper's.
+	if (ctl > 0 && syscall(SYS_close_range, 0U, (unsigned)ctl - 1, 0) < 0)
+		_exit(1);
+	if (syscall(SYS_close_range, (unsigned)ctl + 1, ~0U, 0) < 0)
+		_exit(1);
+	if (holder_seccomp(ctl) < 0) {
+		holder_report(ctl, "install seccomp filter");
+		_exit(1);
+	}
+	holder_report(ctl, NULL);
+	close(ctl);
+	sigset_t none;
+	sigemptyset(&none);
+	for (;;) {
+		sigsuspend(&none);
 		while (waitpid(-1, NULL, WNOHANG) > 0) {
 		}
 	}
-	_exit(0);
 }
 
+// The holder's namespaces as the keeper holds them from the holder's birth
+// on: the containers join these, never a /proc/<pid> path whose PID may be
+// reused once the holder is gone. -1 when the pod has none.
+static int holder_pidns = -1, holder_userns = -1;
+
+// open_ns opens namespace kind of pid close-on-exec.
+static int open_ns(pid_t pid, const char *kind) {
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kind);
+	return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+struct holder {
+	pid_t pid;
+	int ctl; // the keeper's end of the go/status socket
+};
+
 // start_holder creates the holder with clone(flags): only the holder is in
-// the new namespaces, the keeper's later children are not.
-static pid_t start_holder(unsigned long flags, sigset_t *wait_mask) {
-	int p[2];
+// the new namespaces, the keeper's later children are not. It opens the
+// holder's new PID and user namespaces while the holder is its unreaped
+// child, so the PID cannot name another process yet.
+static int start_holder(unsigned long flags, struct holder *h) {
+	int p[2], sv[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
-	long r = syscall(SYS_clone, flags | SIGCHLD, 0UL, 0UL, 0UL, 0UL);
-	if (r < 0) {
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		int saved = errno;
 		close(p[0]);
 		close(p[1]);
 		errno = saved;
 		return -1;
 	}
+	long r = syscall(SYS_clone, flags | SIGCHLD, 0UL, 0UL, 0UL, 0UL);
+	if (r < 0) {
+		int saved = errno;
+		close(p[0]);
+		close(p[1]);
+		close(sv[0]);
+		close(sv[1]);
+		errno = saved;
+		return -1;
+	}
 	if (r == 0)
-		holder_main(p[0], p[1], wait_mask);
+		holder_main(p[0], p[1], sv[1], sv[0], (flags & CLONE_NEWUSER) != 0);
 	close(p[0]); // p[1] stays open (close-on-exec) for the keeper's life
-	return (pid_t)r;
+	close(sv[1]);
+	h->pid = (pid_t)r;
+	h->ctl = sv[0];
+	if ((flags & CLONE_NEWPID) && (holder_pidns = open_ns(h->pid, "pid")) < 0)
+		return -1;
+	if ((flags & CLONE_NEWUSER) && (holder_userns = open_ns(h->pid, "user")) < 0)
+		return -1;
+	return 0;
+}
+
+// confine_holder lets the holder confine itself and waits for its report.
+// On an error the message is in buf.
+static int confine_holder(struct holder *h, char *buf, size_t size) {
+	char go = 'g';
+	size_t got = 0;
+	if (write(h->ctl, &go, 1) != 1) {
+		snprintf(buf, size, "holder: send go: %s", strerror(errno));
+		return -1;
+	}
+	while (got + 1 < size) {
+		ssize_t n = read(h->ctl, buf + got, size - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	close(h->ctl);
+	h->ctl = -1;
+	char *nl = strchr(buf, '\n');
+	if (nl != NULL)
+		*nl = '\0';
+	if (strcmp(buf, "ok") == 0)
+		return 0;
+	if (buf[0] == '\0')
+		snprintf(buf, size, "holder: exited while confining itself");
+	return -1;
+}
+
+// kill_holder ends a holder that failed or is no longer wanted.
+static void kill_holder(struct holder *h) {
+	if (h->pid > 0) {
+		kill(h->pid, SIGKILL);
+		waitpid(h->pid, NULL, 0);
+		h->pid = 0;
+	}
+	if (h->ctl >= 0) {
+		close(h->ctl);
+		h->ctl = -1;
+	}
 }
 
 // write_file writes data to path in one write(2), as /proc/<pid>/uid_map
@@ -198,9 +478,7 @@ static int write_file(const char *path, const char *data) {
 
 // join_ns moves the calling process into namespace kind of process pid.
 static int join_ns(pid_t pid, const char *kind, int nstype) {
-	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/ns/%s", (int)pid, kind);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open_ns(pid, kind);
 	if (fd < 0)
 		return -1;
 	int r = setns(fd, nstype);
@@ -214,33 +492,31 @@ static int join_ns(pid_t pid, const char *kind, int nstype) {
 // pod's network, IPC, UTS (and with share_pid PID) namespaces, all owned by
 // it, writes its maps and joins its network, IPC and UTS namespaces. On
 // failure the holder is killed and the failing step is in *what.
-static pid_t start_userns_holder(int share_pid, const char *uid_map, const char *gid_map,
-                                 sigset_t *wait_mask, const char **what) {
+static int start_userns_holder(int share_pid, const char *uid_map, const char *gid_map,
+                               struct holder *h, const char **what) {
 	unsigned long flags = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
 	if (share_pid)
 		flags |= CLONE_NEWPID;
 	*what = "create user namespace";
-	pid_t holder = start_holder(flags, wait_mask);
-	if (holder < 0)
-		return -1;
+	if (start_holder(flags, h) < 0)
+		goto fail;
 	char path[64];
-	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)holder);
+	snprintf(path, sizeof path, "/proc/%d/uid_map", (int)h->pid);
 	*what = "write uid_map";
 	if (write_file(path, uid_map) < 0)
 		goto fail;
-	snprintf(path, sizeof path, "/proc/%d/gid_map", (int)holder);
+	snprintf(path, sizeof path, "/proc/%d/gid_map", (int)h->pid);
 	*what = "write gid_map";
 	if (write_file(path, gid_map) < 0)
 		goto fail;
 	*what = "join the pod's namespaces";
-	if (join_ns(holder, "net", CLONE_NEWNET) < 0 || join_ns(holder, "ipc", CLONE_NEWIPC) < 0 ||
-	    join_ns(holder, "uts", CLONE_NEWUTS) < 0)
+	if (join_ns(h->pid, "net", CLONE_NEWNET) < 0 || join_ns(h->pid, "ipc", CLONE_NEWIPC) < 0 ||
+	    join_ns(h->pid, "uts", CLONE_NEWUTS) < 0)
 		goto fail;
-	return holder;
+	return 0;
 fail:;
 	int saved = errno;
-	kill(holder, SIGKILL);
-	waitpid(holder, NULL, 0);
+	kill_holder(h);
 	errno = saved;
 	return -1;
 }
@@ -283,7 +559,6 @@ static int make_listener(const char *path) {
 }
 
 void peapod_pause_constructor(int argc, char **argv, char **envp) {
-	(void)envp;
 	if (argc < 2 || strcmp(argv[1], "pod-pause") != 0)
 		return;
 
@@ -323,27 +598,22 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 		fail(ready, "-U and -G go together", "");
 	}
 
-	// Signals are taken from a signalfd by the keeper; the handlers matter
-	// for the PID holder, and keep a blocked signal from being discarded.
-	sigset_t block, wait_mask;
+	// Signals are taken from a signalfd by the keeper. The SIGCHLD handler
+	// is for the holder's sigsuspend (a default-ignored signal would not
+	// interrupt it).
+	sigset_t block;
 	sigemptyset(&block);
 	sigaddset(&block, SIGTERM);
 	sigaddset(&block, SIGINT);
 	sigaddset(&block, SIGCHLD);
-	if (sigprocmask(SIG_BLOCK, &block, &wait_mask) < 0)
+	if (sigprocmask(SIG_BLOCK, &block, NULL) < 0)
 		fail(ready, "block signals", "");
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
 	sa.sa_handler = on_child;
 	sigaction(SIGCHLD, &sa, NULL);
 	sa.sa_handler = SIG_IGN; // writes to gone clients return EPIPE instead
 	sigaction(SIGPIPE, &sa, NULL);
-	sigdelset(&wait_mask, SIGTERM);
-	sigdelset(&wait_mask, SIGINT);
-	sigdelset(&wait_mask, SIGCHLD);
 
 	// Move off whatever directory we were started in so we pin no mount.
 	if (chdir("/") < 0)
@@ -358,10 +628,17 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	if (devnull > 2)
 		close(devnull);
 
-	pid_t holder = 0;
+	// Not dumpable: no process of the pod's user can ptrace the keeper or
+	// open its /proc files; it is in no namespace a container sees anyway.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fail(ready, "set not dumpable", "");
+	string_area(argv, &arg_area, &arg_len);
+	string_area(envp, &env_area, &env_len);
+
+	struct holder h = {.pid = 0, .ctl = -1};
 	if (uid_map != NULL) {
 		const char *what;
-		if ((holder = start_userns_holder(share_pid, uid_map, gid_map, &wait_mask, &what)) < 0)
+		if (start_userns_holder(share_pid, uid_map, gid_map, &h, &what) < 0)
 			fail(ready, what, "");
 	}
 	// The keeper is root in the host user namespace: it may set these in
@@ -384,15 +661,26 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	}
 	if (step != NULL) {
 		int saved = errno;
-		if (holder > 0) {
-			kill(holder, SIGKILL);
-			waitpid(holder, NULL, 0);
-		}
+		kill_holder(&h);
 		errno = saved;
 		fail(ready, step, arg);
 	}
-	if (share_pid && uid_map == NULL && (holder = start_holder(CLONE_NEWPID, &wait_mask)) < 0)
+	if (share_pid && uid_map == NULL && start_holder(CLONE_NEWPID, &h) < 0) {
+		int saved = errno;
+		kill_holder(&h);
+		errno = saved;
 		fail(ready, "create PID namespace", "");
+	}
+	if (h.pid > 0) {
+		char msg[256];
+		if (confine_holder(&h, msg, sizeof msg) < 0) {
+			kill_holder(&h);
+			report(ready, msg);
+			report(ready, "\n");
+			_exit(1);
+		}
+	}
+	pid_t holder = h.pid;
 
 	int listen_fd = -1;
 	if (sock_path != NULL && (listen_fd = make_listener(sock_path)) < 0)
@@ -408,5 +696,5 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	if (ready >= 0)
 		close(ready);
 
-	keeper_run(listen_fd, sig_fd, holder);
+	keeper_run(listen_fd, sig_fd, holder, holder_pidns, holder_userns);
 }

@@ -12,7 +12,8 @@
 // CRI logs (log.c) and the recorder of their exits, serving the daemon on a
 // unix socket (-S), so that containers, logs and exit codes survive a daemon
 // restart. With -P it forks the pod's PID holder, PID 1 of a new PID
-// namespace, and reports its pid: containers join /proc/<holder>/ns/pid.
+// namespace, and reports its pid; containers join its namespace through
+// the keeper's fd of it (sandbox/runner).
 package pause
 
 /*

@@ -55,6 +55,11 @@ func Main(args []string) int {
 	}
 	// Resolve relative cgroup paths as the daemon does, not below the
 	// keeper's cgroup, where the keeper forked us (0: no need).
+	holder, err := takeHolderNamespaces()
+	if err != nil {
+		fmt.Fprintf(result, "error %s\n", err)
+		return 1
+	}
 	daemon, err := strconv.Atoi(args[3])
 	if err == nil && daemon != 0 {
 		err = joinCgroupsOf(daemon)
@@ -66,7 +71,7 @@ func Main(args []string) int {
 	// stdout and stderr are the container's: libcontainer's messages must
 	// not end up in its log.
 	logrus.SetOutput(io.Discard)
-	pid, err := run(args[0], args[1], args[2])
+	pid, err := run(args[0], args[1], args[2], holder)
 	if err != nil {
 		fmt.Fprintf(result, "error %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		return 1
@@ -76,9 +81,12 @@ func Main(args []string) int {
 }
 
 // run creates and starts the container; it returns the init's PID.
-func run(root, bundle, id string) (int, error) {
+func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 	spec, err := ReadSpec(bundle)
 	if err != nil {
+		return 0, err
+	}
+	if err := holder.rewrite(spec); err != nil {
 		return 0, err
 	}
 	cfg, err := LibcontainerConfig(id, spec)

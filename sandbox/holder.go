@@ -1,0 +1,151 @@
+package sandbox
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The namespace holder (sandbox/pause/pause.c) is PID 1 of a pod's shared
+// PID namespace and the owner of a user-namespaced pod's user namespace. If
+// it exits (killed from the host, or it broke), the pod can start no
+// container any more: the pod becomes NotReady, with a reason and a pod
+// event, so that the kubelet recreates it. Its PID is known together with
+// its start time, so that a process that later gets the number is never
+// taken for it; containers join its namespaces through the keeper's
+// descriptors, never through /proc/<holder> (sandbox/runner/holderns.go).
+
+// pauseExe is the sealed handle of the binary the pauses run from: the
+// holder is PID 1 of a shared PID namespace, and a container allowed to
+// ptrace it could open /proc/1/exe, which would name and lead to the host's
+// peapod binary. Through a read-only overlayfs (as the exec helper,
+// fastexec.go) it names "/peapod" in a detached mount and cannot be
+// written. Made once; the keepers keep the mount alive.
+type pauseExe struct {
+	once sync.Once
+	file *os.File // the sealed handle, kept open (and from the finalizer)
+	path string   // "/proc/self/fd/N" of file, or the plain path
+}
+
+// pausePath is what startPause executes.
+func (r *Runtime) pausePath(exe string) string {
+	h := &r.pauseExe
+	h.once.Do(func() {
+		h.path = exe
+		f, err := sealBinary(exe, filepath.Join(r.opts.State, "pause-seal"))
+		if err != nil {
+			r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
+			return
+		}
+		// Never closed: every later pause is executed through it.
+		h.file = f
+		h.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	})
+	return h.path
+}
+
+// holderGoneReason is why a pod whose holder exited is not ready.
+func (p *pod) holderGoneReason() string {
+	if p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetPid() == runtimeapi.NamespaceMode_POD {
+		return "the pod's PID namespace holder exited"
+	}
+	return "the pod's user namespace holder exited"
+}
+
+// watchHolder publishes a pod event when the holder of a ready pod exits,
+// as the kubelet's evented PLEG needs; status calls notice it anyway
+// (refresh). A pidfd registered with Go's poller costs no thread while it
+// waits. The caller holds p.mu (or has the pod to itself).
+func (r *Runtime) watchHolder(p *pod) {
+	if p.PIDHolder <= 0 || p.State != PodReady {
+		return
+	}
+	fd, err := unix.PidfdOpen(p.PIDHolder, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return // gone already: refresh reports it
+	}
+	// The pidfd names whatever process has the PID now: it is the holder
+	// only if the start time still matches after the open.
+	if !processAlive(p.PIDHolder, p.HolderStart) {
+		unix.Close(fd)
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	go func() {
+		defer f.Close()
+		if rc, err := f.SyscallConn(); err == nil {
+			// A pidfd is readable once the process exits; the callback
+			// returns false (wait for the poller) until then.
+			rc.Read(func(fd uintptr) bool {
+				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, err := unix.Poll(pfd, 0)
+				return err != nil || n > 0
+			})
+		}
+		r.holderExited(p)
+	}()
+}
+
+// holderExited marks the pod NotReady and publishes its stopped event,
+// once, unless the pod was stopped (or its pause died) first.
+func (r *Runtime) holderExited(p *pod) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refresh()
+	if p.State != PodNotReady || p.NotReadyReason != p.holderGoneReason() || p.holderEventSent {
+		return
+	}
+	p.holderEventSent = true
+	r.log.Warn("pod is not ready", "pod", p.ID, "reason", p.NotReadyReason, "holder_pid", p.PIDHolder)
+	r.publishPod(EventStopped, &p.Pod)
+}
+
+// recoverHolderStart fills in the holder's start time of a pod recorded by
+// a peapod from before it was recorded: the holder is taken to be the
+// process with the recorded PID only if it is still the keeper's child in
+// namespaces other than the keeper's; otherwise the start time stays 0,
+// which no process has, and the pod is NotReady.
+func recoverHolderStart(p *Pod) {
+	if p.PIDHolder <= 0 || p.HolderStart != 0 || !processAlive(p.PausePID, p.PauseStart) {
+		return
+	}
+	if parentPID(p.PIDHolder) != p.PausePID {
+		return
+	}
+	kind := "pid"
+	if podUserns(p.Config) != nil {
+		kind = "user"
+	}
+	keeper, err1 := os.Readlink("/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind)
+	holder, err2 := os.Readlink("/proc/" + strconv.Itoa(p.PIDHolder) + "/ns/" + kind)
+	if err1 != nil || err2 != nil || keeper == holder {
+		return
+	}
+	start, err := processStartTime(p.PIDHolder)
+	if err == nil && parentPID(p.PIDHolder) == p.PausePID {
+		p.HolderStart = start
+	}
+}
+
+// parentPID is the PPid of pid, 0 if it cannot be read.
+func parentPID(pid int) int {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
