@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -103,6 +104,12 @@ func okReply(line string) (string, error) {
 	return "", fmt.Errorf("unexpected keeper reply %q", line)
 }
 
+// keeperProtocol is the version of the keeper protocol this binary's keeper
+// speaks (sandbox/pause/keeper.c). Version 1 added LOGDIR to `start`: the
+// keeper opens the log beneath it. Keepers keep running across daemon
+// upgrades, so a pod's version is recorded and requests are shaped for it.
+const keeperProtocol = 1
+
 type startRequest struct {
 	id, exitFile string
 	// The log: its path relative to the pod's log directory, which the
@@ -120,9 +127,18 @@ func flag01(b bool) string {
 }
 
 // start has the keeper run a container through a runner; it returns the
-// PID of the container's init.
-func (k keeper) start(ctx context.Context, r startRequest) (int, error) {
-	fields := append([]string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile, r.logDir}, r.argv...)
+// PID of the container's init. protocol is the keeper's version: a keeper
+// of version 0 (started by an older peapod) takes the log as one absolute
+// path and opens it as it always did, until its pod is recreated.
+func (k keeper) start(ctx context.Context, protocol int, r startRequest) (int, error) {
+	fields := []string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile, r.logDir}
+	if protocol < 1 {
+		fields[2], fields = "", fields[:7]
+		if r.logPath != "" {
+			fields[2] = filepath.Join(r.logDir, r.logPath)
+		}
+	}
+	fields = append(fields, r.argv...)
 	rest, err := k.call(ctx, fields...)
 	if err != nil {
 		return 0, err

@@ -387,6 +387,7 @@ func (r *Runtime) startPause(p *pod) error {
 		return fmt.Errorf("read pause start time: %w", err)
 	}
 	p.PauseStart = start
+	p.KeeperProtocol = keeperProtocol
 	if p.PIDHolder > 0 {
 		// The holder is the keeper's child, confined and waiting: its PID
 		// is not reused while the keeper lives.

@@ -52,7 +52,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	os.Remove(exitFile(c))
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
-	pid, err := k.start(ctx, startRequest{
+	pid, err := k.start(ctx, p.KeeperProtocol, startRequest{
 		id:        c.ID,
 		logDir:    logDir,
 		logPath:   logPath,

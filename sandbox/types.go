@@ -30,6 +30,10 @@ type Pod struct {
 	PauseStart     uint64 // start time of PausePID, see processStartTime
 	PIDHolder      int    // PID 1 of the pod's shared PID namespace (or its user namespace holder), 0 when there is none
 	HolderStart    uint64 // start time of PIDHolder, see processStartTime
+	// KeeperProtocol is the keeper protocol version the pod's keeper
+	// speaks (keeperProtocol when it was started); 0 for keepers started by
+	// a peapod from before versions, which take the 7-field start.
+	KeeperProtocol int `json:",omitempty"`
 	// NotReadyReason says why a pod whose pause or holder died on its own
 	// is not ready ("" otherwise); not saved, refresh finds it again.
 	NotReadyReason string `json:"-"`
