@@ -372,7 +372,7 @@ func processesOf(path string) []int {
 		if err != nil {
 			continue
 		}
-		if exe, _ := os.Readlink("/proc/" + e.Name() + "/exe"); exe == path {
+		if runsBinary(e.Name(), path) {
 			out = append(out, pid)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -492,9 +493,27 @@ func TestNetworkCycles(t *testing.T) {
 // isOurPause says whether /proc/<pid> is a pause process of the peapod this
 // test run built.
 func isOurPause(pid string) bool {
-	exe, _ := os.Readlink("/proc/" + pid + "/exe")
 	cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
-	return exe == peapodBinary && strings.Contains(string(cmdline), "pod-pause")
+	return runsBinary(pid, peapodBinary) && strings.Contains(string(cmdline), "pod-pause")
+}
+
+// runsBinary says whether /proc/<pid> runs the binary at path: directly,
+// or through the sealed read-only overlay of its directory that pauses and
+// exec helpers run from (its exe then reads "/<name>", and stat gives the
+// binary's own inode).
+func runsBinary(pid, path string) bool {
+	exe, err := os.Readlink("/proc/" + pid + "/exe")
+	if err != nil {
+		return false
+	}
+	if exe == path {
+		return true
+	}
+	if exe != "/"+filepath.Base(path) {
+		return false
+	}
+	var sealed, real syscall.Stat_t
+	return syscall.Stat("/proc/"+pid+"/exe", &sealed) == nil && syscall.Stat(path, &real) == nil && sealed.Ino == real.Ino
 }
 
 // podVeth is the host end of a pod's veth on the built-in network
