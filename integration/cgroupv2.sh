@@ -44,11 +44,13 @@ export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm}
 export CGV2_VM_EXTRA_PACKAGES=docker-registry,nftables
 
 # The UML backend ("auto" here) boots in seconds where it works; it dies at
-# boot on some hosts (exit 125), and then qemu TCG is used.
+# boot on some hosts (exit 125), and its kernel cannot run nftables (which
+# the built-in network and the tests' guard tables need): where either is
+# so, qemu TCG is used.
 backend=${CGV2_VM_BACKEND:-}
 if [ -z "$backend" ]; then
   backend=tcg
-  if "$VM_RUN" --backend auto --timeout 120 -- sh -c 'test -f /sys/fs/cgroup/cgroup.controllers && test -x /usr/bin/docker-registry' >/dev/null 2>&1; then
+  if "$VM_RUN" --backend auto --timeout 120 -- sh -c 'test -f /sys/fs/cgroup/cgroup.controllers && test -x /usr/bin/docker-registry && nft add table ip peapod-cgv2-probe && nft delete table ip peapod-cgv2-probe' >/dev/null 2>&1; then
     backend=auto
   fi
 fi
