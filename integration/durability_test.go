@@ -79,7 +79,7 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 	line := strings.Repeat("0123456789", 10)[:99]
 	const total = 100 << 20
 	chattyCfg := containerConfig("chatty", image, "sh", "-c",
-		"yes "+line+" | head -c "+strconv.Itoa(total)+"; echo written; while :; do echo tick; sleep 0.2; done")
+		"busybox yes "+line+" | head -c "+strconv.Itoa(total)+"; echo written; while :; do echo tick; sleep 0.2; done")
 	chattyBegin := time.Now()
 	sc, cancel := context.WithTimeout(c, 10*time.Second)
 	chatty, err := d.rt.CreateContainer(sc, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: chattyCfg, SandboxConfig: podCfg})
@@ -91,7 +91,7 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 		t.Fatalf("sibling start while another start is in flight: %v (after %v)", err, time.Since(chattyBegin))
 	}
 	logPath := filepath.Join(logDir, chattyCfg.LogPath)
-	waitFor(t, 25*time.Second, "the sibling to write 100 MB", func() bool {
+	written := func() bool {
 		f, err := os.Open(logPath)
 		if err != nil {
 			return false
@@ -101,10 +101,18 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 		if err != nil || st.Size() < total {
 			return false
 		}
-		buf := make([]byte, 4096)
-		n, _ := f.ReadAt(buf, st.Size()-int64(min(st.Size(), 4096)))
+		// The marker is followed by a tick line every 0.2 s.
+		buf := make([]byte, 1<<20)
+		n, _ := f.ReadAt(buf, st.Size()-min(st.Size(), int64(len(buf))))
 		return strings.Contains(string(buf[:n]), " written\n")
-	})
+	}
+	for deadline := time.Now().Add(25 * time.Second * timeoutScale); !written(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().Before(deadline) {
+			continue
+		}
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("sibling log: %d bytes, ends %q", len(b), b[max(0, len(b)-300):])
+	}
 	t.Logf("sibling wrote 100 MB in %v while the slow start was in flight", time.Since(chattyBegin))
 
 	// Attach to the sibling while the slow start is still in flight.
