@@ -301,6 +301,10 @@ func unmountPodShm(dir string) {
 	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
 }
 
+// pauseReadyTimeout bounds how long a new pause may take to report that
+// the pod's namespaces are set up (milliseconds normally).
+const pauseReadyTimeout = 30 * time.Second
+
 // startPause starts the built-in pause process inside new namespaces and
 // waits until it reports that hostname and sysctls are set.
 func (r *Runtime) startPause(p *pod) error {
@@ -363,9 +367,18 @@ func (r *Runtime) startPause(p *pod) error {
 		cmd.Wait()
 		close(exited)
 	}()
-	// The report ends when the keeper closes fd 3 (or dies).
-	msg, _ := io.ReadAll(io.LimitReader(readyR, 512))
+	// The report ends when the keeper closes fd 3 (or dies). A pause that
+	// never reports (wedged in a sysctl write, a namespace setup) is killed
+	// at the deadline, so that RunPodSandbox fails and releases the name
+	// instead of hanging with it.
+	readyR.SetReadDeadline(time.Now().Add(pauseReadyTimeout))
+	msg, rerr := io.ReadAll(io.LimitReader(readyR, 512))
 	got := strings.TrimSpace(string(msg))
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("pause process did not report within %v (reported %q)", pauseReadyTimeout, got)
+	}
 	holder, ok := strings.CutPrefix(got, "ok ")
 	if ok {
 		p.PIDHolder, err = strconv.Atoi(holder)

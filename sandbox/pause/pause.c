@@ -90,9 +90,19 @@ static int set_sysctl(const char *kv) {
 	if (fd < 0)
 		return -1;
 	const char *val = eq + 1;
-	ssize_t w = write(fd, val, strlen(val));
+	size_t vlen = strlen(val);
+	ssize_t w;
+	do
+		w = write(fd, val, vlen);
+	while (w < 0 && errno == EINTR);
 	int saved = errno;
 	close(fd);
+	// A sysctl takes its value in one write; a short one set a cut value
+	// (a second write at an offset is not a continuation for every key).
+	if (w >= 0 && (size_t)w != vlen) {
+		errno = EIO;
+		return -1;
+	}
 	errno = saved;
 	return w < 0 ? -1 : 0;
 }
