@@ -3,6 +3,8 @@ package integration
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +15,8 @@ import (
 
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
@@ -180,4 +184,147 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 	if st := containerStatus(t, d, chatty.ContainerId).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("sibling: %v, want running", st)
 	}
+}
+
+// corruptFile empties, truncates (keeps the first half) or fills path
+// with garbage of the same size, as a power cut or a bad disk leaves it.
+func corruptFile(t *testing.T, path, mode string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s to corrupt it: %v", path, err)
+	}
+	if err := os.WriteFile(path, corruptBytes(data, mode), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func corruptBytes(data []byte, mode string) []byte {
+	switch mode {
+	case "empty":
+		return []byte{}
+	case "truncated":
+		return append([]byte(nil), data[:len(data)/2]...)
+	default: // garbage
+		g := make([]byte, max(len(data), 64))
+		rand.Read(g)
+		return g
+	}
+}
+
+// corruptPodRecord rewrites the pod's record inside the (closed) bbolt
+// metadata file, as a torn write would leave it.
+func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(d.root, "metadata.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("pods"))
+		data := b.Get([]byte(pod))
+		if data == nil {
+			return fmt.Errorf("no record of pod %s", pod)
+		}
+		return b.Put([]byte(pod), corruptBytes(data, mode))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCorruptStateStartsAnyway stops the daemon, damages one state file of
+// a victim pod (IPAM record, metadata record, bundle config.json, keeper
+// socket; emptied, truncated, garbage), and starts it again: it must
+// start every time, log what it moved aside, and keep managing the pods
+// it can (a steady pod stays listed and ready with its container
+// running); the victim is listed or cleanly gone, and can be removed.
+func TestCorruptStateStartsAnyway(t *testing.T) {
+	d, image := readyDaemon(t)
+	steadyCfg := podConfig("steady", t.TempDir())
+	steady := runPod(t, d, steadyCfg).PodSandboxId
+	steadyCtr := startContainer(t, d, steady, steadyCfg, containerConfig("c", image, "sleep", "1000"))
+
+	kinds := []struct {
+		name   string
+		moved  string // what the log says about the damaged file ("" : nothing to move aside)
+		damage func(t *testing.T, pod, ctr, mode string)
+	}{
+		{"ipam", "IPAM record unreadable, moved aside", func(t *testing.T, pod, ctr, mode string) {
+			corruptFile(t, filepath.Join(d.root, "network", "ipam-"+d.bridge, pod), mode)
+		}},
+		{"metadata", "metadata record cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
+			corruptPodRecord(t, d, pod, mode)
+		}},
+		{"bundle", "OCI spec cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
+			corruptFile(t, filepath.Join(d.state, "containers", ctr, "config.json"), mode)
+		}},
+		{"keeper-socket", "", func(t *testing.T, pod, ctr, mode string) {
+			p := filepath.Join(d.state, "k", pod[:32])
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, corruptBytes([]byte("0123456789abcdef0123456789abcdef"), mode), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, kind := range kinds {
+		for _, mode := range []string{"empty", "truncated", "garbage"} {
+			name := kind.name + "-" + mode
+			vCfg := podConfig("v-"+name, t.TempDir())
+			victim := runPod(t, d, vCfg).PodSandboxId
+			vCtr := startContainer(t, d, victim, vCfg, containerConfig("c", image, "sleep", "1000"))
+			d.stop()
+			kind.damage(t, victim, vCtr, mode)
+			before, _ := os.ReadFile(d.logPath)
+			d.start()
+			after, _ := os.ReadFile(d.logPath)
+			newLog := string(after[len(before):])
+			if kind.moved != "" && !strings.Contains(newLog, kind.moved) {
+				t.Errorf("%s: the daemon's log does not say %q:\n%s", name, kind.moved, tail(newLog, 20))
+			}
+			pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+			if err != nil {
+				t.Fatalf("%s: list pods: %v", name, err)
+			}
+			states := map[string]runtimeapi.PodSandboxState{}
+			for _, p := range pods.Items {
+				states[p.Id] = p.State
+			}
+			if states[steady] != runtimeapi.PodSandboxState_SANDBOX_READY {
+				t.Errorf("%s: steady pod %v, want ready", name, states[steady])
+			}
+			if st := containerStatus(t, d, steadyCtr).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
+				t.Errorf("%s: steady container %v, want running", name, st)
+			}
+			_, listed := states[victim]
+			t.Logf("%s: victim pod listed=%v state=%v", name, listed, states[victim])
+			if listed {
+				if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: victim}); err != nil {
+					t.Errorf("%s: remove the victim pod: %v", name, err)
+				}
+			}
+			if pid := findPause(victim); pid > 0 {
+				t.Errorf("%s: the victim's pause %d is still running", name, pid)
+			}
+		}
+	}
+}
+
+// findPause returns the PID of a pause process serving pod (0: none).
+func findPause(pod string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), "pod-pause") && strings.Contains(string(b), pod[:32]) {
+			return pid
+		}
+	}
+	return 0
 }

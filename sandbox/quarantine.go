@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -92,4 +93,29 @@ func openMetadataStoreOrAside(path string, log interface {
 	}
 	log.Error("metadata file cannot be opened; moved aside, starting with no pods (what they left is cleaned up)", "err", err, "moved_to", aside)
 	return openMetadataStore(path)
+}
+
+// checkSpecs looks at the OCI spec of every container that is created or
+// running: one that cannot be decoded (a power cut in the middle of an
+// older, non-atomic write; a bad disk) is renamed to
+// "config.json.unreadable-<unix>" and logged, so that the operator learns
+// it at start rather than at the next exec, which then fails with "no
+// such file" instead of a decode error.
+func (r *Runtime) checkSpecs() {
+	for id, c := range r.containers {
+		if c.State != ContainerCreated && c.State != ContainerRunning {
+			continue
+		}
+		_, err := readSpec(c.Bundle)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		path := filepath.Join(c.Bundle, "config.json")
+		aside := fmt.Sprintf("%s.unreadable-%d", path, time.Now().Unix())
+		if rerr := os.Rename(path, aside); rerr != nil {
+			r.log.Error("OCI spec cannot be used, and moving it aside failed", "container", id, "reason", err, "err", rerr)
+			continue
+		}
+		r.log.Warn("OCI spec cannot be used; moved aside (execs into the container fail)", "container", id, "reason", err, "moved_to", aside)
+	}
 }

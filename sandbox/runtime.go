@@ -107,6 +107,7 @@ func Open(opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	r.reconcileHalfDone()
+	r.checkSpecs()
 	r.reconcileNetwork()
 	return r, nil
 }
