@@ -300,7 +300,11 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 				t.Errorf("%s: steady container %v, want running", name, st)
 			}
 			_, listed := states[victim]
-			t.Logf("%s: victim pod listed=%v state=%v", name, listed, states[victim])
+			if listed {
+				t.Logf("%s: victim pod listed, %v", name, states[victim])
+			} else {
+				t.Logf("%s: victim pod cleanly gone", name)
+			}
 			if listed {
 				if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: victim}); err != nil {
 					t.Errorf("%s: remove the victim pod: %v", name, err)
