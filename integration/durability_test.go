@@ -242,6 +242,13 @@ func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
 // running); the victim is listed or cleanly gone, and can be removed.
 func TestCorruptStateStartsAnyway(t *testing.T) {
 	d, image := readyDaemon(t)
+	// A failure while the daemon is stopped: start it again, so that its
+	// cleanup (registered earlier, run later) can remove the pods.
+	t.Cleanup(func() {
+		if d.cmd == nil {
+			d.start()
+		}
+	})
 	steadyCfg := podConfig("steady", t.TempDir())
 	steady := runPod(t, d, steadyCfg).PodSandboxId
 	steadyCtr := startContainer(t, d, steady, steadyCfg, containerConfig("c", image, "sleep", "1000"))
@@ -298,6 +305,15 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 			}
 			if st := containerStatus(t, d, steadyCtr).State; st != runtimeapi.ContainerState_CONTAINER_RUNNING {
 				t.Errorf("%s: steady container %v, want running", name, st)
+			}
+			// As the kubelet does: an image that is not there is pulled.
+			is, err := d.img.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+			if err != nil {
+				t.Fatalf("%s: image status: %v", name, err)
+			}
+			if is.Image == nil {
+				t.Logf("%s: image gone, pulled again", name)
+				pullAll(t, d, image)
 			}
 			_, listed := states[victim]
 			if listed {
