@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -347,4 +348,79 @@ func findPause(pod string) int {
 		}
 	}
 	return 0
+}
+
+// networkReady returns the NetworkReady condition's status and reason.
+func networkReady(t *testing.T, d *daemon) (bool, string) {
+	t.Helper()
+	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range st.GetStatus().GetConditions() {
+		if c.Type == runtimeapi.NetworkReady {
+			return c.Status, c.Reason + ": " + c.Message
+		}
+	}
+	t.Fatal("no NetworkReady condition")
+	return false, ""
+}
+
+// TestDegradedNetworkHostPortLeak: after a pod_cidr change the bridge's
+// address no longer matches and the network is not ready. Stopping and
+// removing a pod then must remove its hostPort mapping too, not only free
+// its IP (the mapping went to whichever pod got the IP next). And a
+// pod_cidr that overlaps a host network must not stop the daemon: it
+// starts, keeps its pods managed and says why the network is not ready.
+func TestDegradedNetworkHostPortLeak(t *testing.T) {
+	d, _ := readyDaemon(t)
+	hostPort := freeTCPPort(t)
+	cfg := podConfig("ports", t.TempDir())
+	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: int32(hostPort)}}
+	pod := runPod(t, d, cfg).PodSandboxId
+	table := func() string {
+		out, _ := exec.Command("nft", "list", "table", "ip", "peapod-"+d.bridge).CombinedOutput()
+		return string(out)
+	}
+	if !strings.Contains(table(), strconv.Itoa(hostPort)) {
+		t.Fatalf("host port %d not mapped:\n%s", hostPort, table())
+	}
+
+	d.stop()
+	d.podCIDR = freePodCIDR(t) // the bridge keeps the old address
+	d.start()
+	if ready, why := networkReady(t, d); ready {
+		t.Fatal("network ready after a pod_cidr change with the bridge's old address")
+	} else {
+		t.Logf("not ready: %s", why)
+	}
+	if _, err := d.rt.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if tb := table(); strings.Contains(tb, strconv.Itoa(hostPort)) {
+		t.Errorf("host port %d still mapped after the pod was removed with the network not ready:\n%s", hostPort, tb)
+	}
+
+	// A pod_cidr overlapping a host network (a bridge of the test's own):
+	// the daemon starts, the network is not ready and says why.
+	dummy := "pptd" + randomSuffix()
+	overlap := freePodCIDR(t)
+	if out, err := exec.Command("ip", "link", "add", dummy, "type", "bridge").CombinedOutput(); err != nil {
+		t.Fatalf("ip link add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", dummy).Run() })
+	for _, args := range [][]string{{"addr", "add", strings.TrimSuffix(overlap, "0/24") + "1/24", "dev", dummy}, {"link", "set", dummy, "up"}} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	d.stop()
+	d.podCIDR = overlap
+	d.start()
+	if ready, why := networkReady(t, d); ready || !strings.Contains(why, "overlaps") {
+		t.Errorf("pod_cidr overlapping %s: ready=%v %q, want not ready naming the overlap", dummy, ready, why)
+	}
 }
