@@ -508,6 +508,12 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
 	}
 	os.Remove(keeperSocket(r.opts.State, p.ID)) // a killed keeper leaves it
+	// The containers' root filesystems went in the background meanwhile
+	// (removals.go); a removed pod leaves no mount behind, and one that
+	// could not be removed keeps the pod (and fails the call) until it is.
+	if err := r.finishRemovals(ctx, p.ID); err != nil {
+		return fmt.Errorf("remove pod %s: %w", p.ID, err)
+	}
 	if err := r.store.delete(bucketPods, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
 	}
@@ -516,9 +522,6 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
 	r.podNames.release(podName(p.Config))
-	// The containers' root filesystems went in the background meanwhile
-	// (removals.go); a removed pod leaves no mount behind.
-	r.removals.wait(ctx, p.ID)
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil
 }
