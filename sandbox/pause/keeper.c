@@ -761,6 +761,26 @@ static void runner_readable(struct start *s) {
 	start_maybe_decide(s);
 }
 
+// parent_of returns the parent PID of pid from /proc, or -1.
+static pid_t parent_of(pid_t pid) {
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	char *p = strrchr(buf, ')');
+	int ppid;
+	if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
+		return -1;
+	return (pid_t)ppid;
+}
+
 // start_expire fails a start whose runner overstayed: the runner is killed,
 // and the start object stays until the runner is reaped.
 static void start_expire(struct start *s) {
@@ -769,6 +789,14 @@ static void start_expire(struct start *s) {
 		ep_del(s->res_fd);
 		close_fd(&s->res_fd);
 	}
+	// A runner that reported "ok PID" and then hung: the init it reported
+	// would run on with no one to record its exit. It is killed if it is
+	// the runner's child (checked while the runner, not yet killed, holds
+	// it: then the PID cannot name another process).
+	char *end = NULL;
+	long cpid = s->have_line && strncmp(s->line, "ok ", 3) == 0 ? strtol(s->line + 3, &end, 10) : 0;
+	if (cpid > 1 && cpid <= 0x7fffffffL && end != NULL && *end == '\0' && parent_of((pid_t)cpid) == s->runner)
+		kill((pid_t)cpid, SIGKILL);
 	kill(s->runner, SIGKILL);
 	char msg[80];
 	snprintf(msg, sizeof msg, "runner did not report and exit within %d s", START_TIMEOUT_MS / 1000);

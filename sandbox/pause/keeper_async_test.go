@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +127,47 @@ exit 0`}})
 	}
 	if code, _ := k.waitExit("e"); code != 6 {
 		t.Errorf("exit %d, want 6", code)
+	}
+}
+
+// TestKeeperStartDeadline: a runner that reports its container and then
+// hangs is killed at the 60 s deadline, the start fails, and the
+// container it reported is killed too (nobody would record its exit).
+func TestKeeperStartDeadline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the keeper's 60 s start deadline")
+	}
+	k := startKeeper(t)
+	pidFile := filepath.Join(k.dir, "init.pid")
+	c := k.send("start", "hang", "", "0", "0", "0", k.exitFile("hang"), "",
+		"/bin/sh", "-c", `sleep 1000 3>&- & echo $! > `+pidFile+`; echo ok $! >&3; exec sleep 1000 3>&-`)
+	defer c.Close()
+	var pid int
+	waitUntil(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid > 0
+	})
+	k.mu.Lock()
+	k.pids = append(k.pids, pid)
+	k.mu.Unlock()
+	begin := time.Now()
+	r := readLine(t, c, 75*time.Second)
+	if !strings.HasPrefix(r, "error runner did not report and exit within 60 s") {
+		t.Fatalf("start of a hung runner: %q", r)
+	}
+	t.Logf("failed after %v", time.Since(begin))
+	waitUntil(t, 5*time.Second, func() bool { s := procState(pid); return s == "" || s == "Z" })
+	if r := k.call("wait", "hang"); r != "error unknown container" {
+		t.Errorf("wait after a failed start: %q", r)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
 	}
 }
