@@ -424,3 +424,43 @@ func TestDegradedNetworkHostPortLeak(t *testing.T) {
 		t.Errorf("pod_cidr overlapping %s: ready=%v %q, want not ready naming the overlap", dummy, ready, why)
 	}
 }
+
+// TestRemovePodReportsRemovalFailure: when the files of a removed
+// container cannot be deleted (here its bundle's spec made immutable; the
+// same path as a root filesystem that will not go), RemovePodSandbox must
+// fail and keep the pod, not report success with them left; once the
+// cause is gone, the retried removal succeeds and nothing is left.
+func TestRemovePodReportsRemovalFailure(t *testing.T) {
+	d, image := readyDaemon(t)
+	cfg := podConfig("stuck-removal", t.TempDir())
+	pod := runPod(t, d, cfg).PodSandboxId
+	ctr := startContainer(t, d, pod, cfg, containerConfig("c", image, "sleep", "1000"))
+	pinned := filepath.Join(d.state, "containers", ctr, "config.json")
+	if out, err := exec.Command("chattr", "+i", pinned).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("chattr", "-i", pinned).Run() })
+
+	_, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+	if err == nil {
+		t.Fatal("RemovePodSandbox succeeded although its container's files could not be deleted")
+	}
+	t.Logf("RemovePodSandbox: %v", err)
+	pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 1 || pods.Items[0].Id != pod {
+		t.Errorf("pods after the failed removal: %v, want the pod still listed", pods.Items)
+	}
+
+	if out, err := exec.Command("chattr", "-i", pinned).CombinedOutput(); err != nil {
+		t.Fatalf("chattr -i: %v: %s", err, out)
+	}
+	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatalf("retried RemovePodSandbox: %v", err)
+	}
+	if _, err := os.Stat(filepath.Dir(pinned)); err == nil {
+		t.Errorf("the container's bundle %s is still there", filepath.Dir(pinned))
+	}
+}
