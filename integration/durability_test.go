@@ -464,3 +464,53 @@ func TestRemovePodReportsRemovalFailure(t *testing.T) {
 		t.Errorf("the container's bundle %s is still there", filepath.Dir(pinned))
 	}
 }
+
+// TestWedgedPauseFailsRunPod: a pause that never reports (held at a
+// test-only failpoint) must not hang RunPodSandbox with the pod's name
+// reserved: the call fails at the deadline, nothing of the pod is left,
+// and the name is free again (a second try is not refused as a duplicate;
+// it meets the same deadline).
+func TestWedgedPauseFailsRunPod(t *testing.T) {
+	regAddr, _ := testImage(t)
+	d := newDaemon(t, regAddr)
+	d.env = append(d.env, "PEAPOD_FAILPOINTS=pause-hang-before-ready")
+	d.start()
+	cfg := podConfig("wedged", t.TempDir())
+	for try := 1; try <= 2; try++ {
+		begin := time.Now()
+		c, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		_, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "did not report within") {
+			t.Fatalf("try %d: RunPodSandbox with a wedged pause: %v (after %v)", try, err, time.Since(begin))
+		}
+		t.Logf("try %d: failed after %v: %v", try, time.Since(begin), err)
+		pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) != 0 {
+			t.Errorf("try %d: pods listed after the failure: %v", try, pods.Items)
+		}
+		if left := keepersUnder(d.state); len(left) > 0 {
+			t.Errorf("try %d: pause processes left: %v", try, left)
+		}
+	}
+}
+
+// keepersUnder lists the pause processes whose socket is under state.
+func keepersUnder(state string) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(b), "pod-pause") && strings.Contains(string(b), state) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -70,6 +70,21 @@ static void __attribute__((noreturn)) fail(int fd, const char *what, const char 
 	_exit(1);
 }
 
+// failpoint_set tells whether name is listed in PEAPOD_FAILPOINTS
+// (comma-separated; sandbox/failpoint.go). Unset in every real deployment.
+static int failpoint_set(const char *name) {
+	const char *v = getenv("PEAPOD_FAILPOINTS");
+	size_t n = strlen(name);
+	while (v != NULL && *v != '\0') {
+		while (*v == ' ' || *v == ',')
+			v++;
+		if (strncmp(v, name, n) == 0 && (v[n] == '\0' || v[n] == ',' || v[n] == ' '))
+			return 1;
+		v = strchr(v, ',');
+	}
+	return 0;
+}
+
 // set_sysctl writes VALUE to /proc/sys/KEY, KEY in dotted form.
 static int set_sysctl(const char *kv) {
 	const char *eq = strchr(kv, '=');
@@ -699,6 +714,12 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	int sig_fd = signalfd(-1, &block, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sig_fd < 0)
 		fail(ready, "signalfd", "");
+
+	// A test-only failpoint (the daemon's PEAPOD_FAILPOINTS, passed on):
+	// a pause that never reports, for the daemon's deadline on it.
+	if (failpoint_set("pause-hang-before-ready"))
+		for (;;)
+			sleep(1000);
 
 	char ok[32];
 	snprintf(ok, sizeof ok, "ok %d\n", (int)holder);
