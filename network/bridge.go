@@ -68,14 +68,10 @@ func NewBridge(ctx context.Context, cfg BridgeConfig) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkOverlap(cfg.Name, subnet); err != nil {
-		return nil, err
-	}
-	if subnet6 != nil {
-		if err := checkOverlap(cfg.Name, subnet6); err != nil {
-			return nil, err
-		}
-	}
+	// A pod_cidr that overlaps a host network is not fatal here: the
+	// daemon must still manage (stop, remove) the pods it runs. ensureHost
+	// refuses it, so the network is not ready and says why, like a bridge
+	// whose address does not match.
 	var warn func(string, ...any)
 	if cfg.Logger != nil {
 		warn = cfg.Logger.Warn
@@ -267,6 +263,13 @@ func (b *Bridge) bridgeLink(ctx context.Context) (netlink.Link, error) {
 // ensureHost creates the bridge with the gateway address, turns on
 // forwarding and rebuilds the nftables table from the allocations.
 func (b *Bridge) ensureHost(ctx context.Context) error {
+	for _, n := range []*net.IPNet{b.subnet, b.subnet6} {
+		if n != nil {
+			if err := checkOverlap(b.cfg.Name, n); err != nil {
+				return err
+			}
+		}
+	}
 	link, err := netlink.LinkByName(b.cfg.Name)
 	if _, notFound := err.(netlink.LinkNotFoundError); notFound {
 		la := netlink.NewLinkAttrs()
@@ -610,21 +613,51 @@ func (b *Bridge) teardown(ctx context.Context, podID string) error {
 	veth := vethName(podID)
 	if ok {
 		veth = al.Veth
-		for _, nat := range []*natTable{b.nat, b.nat6} {
-			if nat != nil && len(al.Ports) > 0 {
-				if err := nat.removePorts(ctx, al); err != nil && b.teardownOnly {
-					b.log.Warn("unmap host ports", "pod", podID, "table", nat.name, "err", err)
-				} else if err != nil {
-					b.log.Warn("unmap host ports; rebuilding the table", "pod", podID, "err", err)
-					nat.rebuild(ctx, b.allocationsExcept(podID))
-				}
-			}
-		}
+		b.unmapPorts(ctx, al)
 	}
 	if err := deleteLink(veth); err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", podID, err)
 	}
 	return b.ipam.release(podID)
+}
+
+// unmapPorts removes the pod's host ports from the nftables table. When
+// the host side could not be set up (b.nat nil: the network is not ready,
+// e.g. the bridge's address does not match a changed pod_cidr) the table
+// an earlier run made still maps them: they are removed from it all the
+// same, or the next pod given this IP would receive their traffic.
+func (b *Bridge) unmapPorts(ctx context.Context, al *allocation) {
+	if len(al.Ports) == 0 {
+		return
+	}
+	nats, degraded := []*natTable{b.nat, b.nat6}, b.nat == nil
+	if degraded {
+		nats = nil
+		for _, n := range []*net.IPNet{b.subnet, b.subnet6} {
+			if n == nil {
+				continue
+			}
+			if nat, err := newNATTable(b.cfg.Name, n); err == nil {
+				nats = append(nats, nat)
+			}
+		}
+	}
+	for _, nat := range nats {
+		if nat == nil {
+			continue
+		}
+		err := nat.removePorts(ctx, al)
+		switch {
+		case err == nil:
+		case b.teardownOnly || degraded:
+			// Nothing to rebuild from: the table may be gone, or never
+			// had them.
+			b.log.Warn("unmap host ports", "pod", al.Pod, "table", nat.name, "err", err)
+		default:
+			b.log.Warn("unmap host ports; rebuilding the table", "pod", al.Pod, "err", err)
+			nat.rebuild(ctx, b.allocationsExcept(al.Pod))
+		}
+	}
 }
 
 func (b *Bridge) allocationsExcept(pod string) []*allocation {
@@ -654,6 +687,9 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 	for _, al := range b.ipam.allocations() {
 		if !isLive[al.Pod] {
 			b.log.Info("releasing network of a pod that is gone", "pod", al.Pod, "ip", al.IP)
+			if b.nat == nil {
+				b.unmapPorts(ctx, al) // not ready: no rebuild below
+			}
 			if err := deleteLink(al.Veth); err != nil {
 				errs = append(errs, err)
 			}

@@ -405,9 +405,25 @@ func TestParsePodCIDR(t *testing.T) {
 
 func TestBridgeOverlappingCIDR(t *testing.T) {
 	tb := newTestBridge(t)
-	_, err := NewBridge(context.Background(), BridgeConfig{Name: "ppt" + randHex(8), PodCIDR: strings.Replace(tb.cidr, "/24", "/25", 1), StateDir: t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "overlaps "+tb.cidr+" on "+tb.name) {
-		t.Fatalf("got %v", err)
+	// Not fatal (the daemon must keep managing its pods): the network is
+	// not ready, and says why.
+	name := "ppt" + randHex(8)
+	newGuard(t, name)
+	t.Cleanup(func() {
+		if br, err := netlink.LinkByName(name); err == nil {
+			t.Errorf("bridge %s made with an overlapping pod_cidr", name)
+			netlink.LinkDel(br)
+		}
+	})
+	b, err := NewBridge(context.Background(), BridgeConfig{Name: name, PodCIDR: strings.Replace(tb.cidr, "/24", "/25", 1), StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("NewBridge with an overlapping pod_cidr: %v", err)
+	}
+	if err := b.Ready(); err == nil || !strings.Contains(err.Error(), "overlaps "+tb.cidr+" on "+tb.name) {
+		t.Fatalf("Ready: got %v", err)
+	}
+	if _, err := b.SetupPod(context.Background(), Pod{ID: strings.Repeat("ab", 32)}); err == nil || !strings.Contains(err.Error(), "overlaps") {
+		t.Fatalf("SetupPod: got %v", err)
 	}
 }
 

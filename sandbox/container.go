@@ -220,7 +220,8 @@ func writeSpec(bundle string, spec *specs.Spec) error {
 	if err != nil {
 		return fmt.Errorf("encode OCI spec: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+	// Never half-written: the runner and a restarted daemon read it back.
+	if err := writeFileDurable(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
 		return fmt.Errorf("write OCI spec: %w", err)
 	}
 	return nil

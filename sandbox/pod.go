@@ -301,6 +301,10 @@ func unmountPodShm(dir string) {
 	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
 }
 
+// pauseReadyTimeout bounds how long a new pause may take to report that
+// the pod's namespaces are set up (milliseconds normally).
+const pauseReadyTimeout = 30 * time.Second
+
 // startPause starts the built-in pause process inside new namespaces and
 // waits until it reports that hostname and sysctls are set.
 func (r *Runtime) startPause(p *pod) error {
@@ -363,9 +367,18 @@ func (r *Runtime) startPause(p *pod) error {
 		cmd.Wait()
 		close(exited)
 	}()
-	// The report ends when the keeper closes fd 3 (or dies).
-	msg, _ := io.ReadAll(io.LimitReader(readyR, 512))
+	// The report ends when the keeper closes fd 3 (or dies). A pause that
+	// never reports (wedged in a sysctl write, a namespace setup) is killed
+	// at the deadline, so that RunPodSandbox fails and releases the name
+	// instead of hanging with it.
+	readyR.SetReadDeadline(time.Now().Add(pauseReadyTimeout))
+	msg, rerr := io.ReadAll(io.LimitReader(readyR, 512))
 	got := strings.TrimSpace(string(msg))
+	if errors.Is(rerr, os.ErrDeadlineExceeded) {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("pause process did not report within %v (reported %q)", pauseReadyTimeout, got)
+	}
 	holder, ok := strings.CutPrefix(got, "ok ")
 	if ok {
 		p.PIDHolder, err = strconv.Atoi(holder)
@@ -496,6 +509,12 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
 	}
 	os.Remove(keeperSocket(r.opts.State, p.ID)) // a killed keeper leaves it
+	// The containers' root filesystems went in the background meanwhile
+	// (removals.go); a removed pod leaves no mount behind, and one that
+	// could not be removed keeps the pod (and fails the call) until it is.
+	if err := r.finishRemovals(ctx, p.ID); err != nil {
+		return fmt.Errorf("remove pod %s: %w", p.ID, err)
+	}
 	if err := r.store.delete(bucketPods, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
 	}
@@ -504,9 +523,6 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
 	r.podNames.release(podName(p.Config))
-	// The containers' root filesystems went in the background meanwhile
-	// (removals.go); a removed pod leaves no mount behind.
-	r.removals.wait(ctx, p.ID)
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil
 }

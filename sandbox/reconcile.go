@@ -22,13 +22,15 @@ import (
 //   - a container whose StartContainer did not finish is killed and is
 //     created again, so that the retried start works;
 //   - bundles, pod dirs, keeper sockets and keepers that no record names
-//     are removed;
+//     are removed, with the cgroup of the keeper's pod, and containers
+//     whose pod has no record (moved aside as unreadable) are dropped;
 //   - a pod that is not ready and has no running container gives back its
 //     /dev/shm mount and cgroup (a crash mid-stop, or a reboot).
 func (r *Runtime) reconcileHalfDone() {
 	ctx, cancel := cleanupContext()
 	defer cancel()
 	r.killOrphanKeepers()
+	r.dropContainersOfLostPods()
 	for _, p := range r.pods {
 		if p.Creating {
 			r.removeHalfCreatedPod(ctx, p)
@@ -58,11 +60,17 @@ func (r *Runtime) killOrphanKeepers() {
 		if live[k.socket] {
 			continue
 		}
-		r.log.Info("kill the keeper of a pod that was never finished", "pid", k.pid, "socket", k.socket)
+		r.log.Info("kill the keeper of a pod that has no record (never finished, or moved aside)", "pid", k.pid, "socket", k.socket)
+		cgroupDirs := podCgroupDirsOf(k.pid)
 		unix.Kill(k.pid, unix.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
 		for processAlive(k.pid, k.start) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
+		}
+		// A pod that lost its record has nothing else that leads to its
+		// cgroup (orphans.go).
+		if err := removeCgroupTrees(cgroupDirs); err != nil {
+			r.log.Warn("remove the cgroup of a pod that has no record", "socket", k.socket, "err", err)
 		}
 	}
 }

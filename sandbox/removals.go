@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -20,17 +22,21 @@ import (
 type removals struct {
 	mu      sync.Mutex
 	pending map[*removal]bool
+	failed  map[string][]*removal // by pod: retried by RemovePod until they succeed
 }
 
 type removal struct {
-	pod  string
-	done chan struct{}
+	pod, id, bundle string
+	err             error // set before done is closed
+	done            chan struct{}
 }
 
-func newRemovals() *removals { return &removals{pending: map[*removal]bool{}} }
+func newRemovals() *removals {
+	return &removals{pending: map[*removal]bool{}, failed: map[string][]*removal{}}
+}
 
-func (q *removals) add(pod string) *removal {
-	rm := &removal{pod: pod, done: make(chan struct{})}
+func (q *removals) add(pod, id, bundle string) *removal {
+	rm := &removal{pod: pod, id: id, bundle: bundle, done: make(chan struct{})}
 	q.mu.Lock()
 	q.pending[rm] = true
 	q.mu.Unlock()
@@ -40,8 +46,20 @@ func (q *removals) add(pod string) *removal {
 func (q *removals) finish(rm *removal) {
 	q.mu.Lock()
 	delete(q.pending, rm)
+	if rm.err != nil {
+		q.failed[rm.pod] = append(q.failed[rm.pod], rm)
+	}
 	q.mu.Unlock()
 	close(rm.done)
+}
+
+// takeFailed returns (and forgets) the failed removals of pod.
+func (q *removals) takeFailed(pod string) []*removal {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	f := q.failed[pod]
+	delete(q.failed, pod)
+	return f
 }
 
 // wait returns when the removals of pod ("": of every pod) pending now
@@ -70,19 +88,47 @@ func (q *removals) wait(ctx context.Context, pod string) error {
 // in the background. On failure the bundle stays, so the next start
 // retries (removeOrphanBundles).
 func (r *Runtime) removeLater(pod, id, bundle string) {
-	rm := r.removals.add(pod)
+	rm := r.removals.add(pod, id, bundle)
 	go func() {
 		defer r.removals.finish(rm)
 		ctx, cancel := cleanupContext()
 		defer cancel()
-		if err := r.removeRootfs(ctx, id); err != nil {
-			r.log.Warn("remove the root filesystem of a removed container; retried at the next start", "container", id, "err", err)
-			return
-		}
-		if err := os.RemoveAll(bundle); err != nil {
-			r.log.Warn("remove the bundle of a removed container", "container", id, "err", err)
+		rm.err = r.removeContainerFiles(ctx, id, bundle)
+		if rm.err != nil {
+			r.log.Warn("remove the root filesystem of a removed container; retried by RemovePodSandbox and at the next start", "container", id, "err", rm.err)
 		}
 	}()
+}
+
+func (r *Runtime) removeContainerFiles(ctx context.Context, id, bundle string) error {
+	if err := r.removeRootfs(ctx, id); err != nil {
+		return fmt.Errorf("remove the root filesystem of container %s: %w", id, err)
+	}
+	if err := os.RemoveAll(bundle); err != nil {
+		return fmt.Errorf("remove the bundle of container %s: %w", id, err)
+	}
+	return nil
+}
+
+// finishRemovals waits for the background removals of pod's containers
+// and retries, once, those that failed. An error that remains is returned:
+// RemovePodSandbox fails with it (the pod stays listed, and the kubelet's
+// retry tries again) rather than report success with mounts left.
+func (r *Runtime) finishRemovals(ctx context.Context, pod string) error {
+	if err := r.removals.wait(ctx, pod); err != nil {
+		return fmt.Errorf("wait for the removal of the pod's containers: %w", err)
+	}
+	var errs []error
+	for _, rm := range r.removals.takeFailed(pod) {
+		if err := r.removeContainerFiles(ctx, rm.id, rm.bundle); err != nil {
+			rm.err = err
+			r.removals.mu.Lock()
+			r.removals.failed[pod] = append(r.removals.failed[pod], rm)
+			r.removals.mu.Unlock()
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // WaitRemovals waits until the root filesystems of the containers removed

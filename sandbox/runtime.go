@@ -85,7 +85,7 @@ func Open(opts Options) (*Runtime, error) {
 			"every exec and container start will copy the whole binary (tens of ms each); "+
 			"install the binary in a directory of its own", "binary", exe, "state", opts.State)
 	}
-	store, err := openMetadataStore(filepath.Join(opts.Root, "metadata.db"))
+	store, err := openMetadataStoreOrAside(filepath.Join(opts.Root, "metadata.db"), opts.Logger)
 	if err != nil {
 		return nil, err
 	}
@@ -107,6 +107,7 @@ func Open(opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	r.reconcileHalfDone()
+	r.checkSpecs()
 	r.reconcileNetwork()
 	return r, nil
 }
@@ -155,11 +156,18 @@ func (r *Runtime) Close() error {
 
 // recover rebuilds the in-memory state from the metadata store. A pod whose
 // pause is gone is NotReady; a container whose process is gone is Exited.
+// A record that cannot be decoded, or names itself wrongly, is moved aside
+// (quarantine.go): it never keeps the daemon from starting.
 func (r *Runtime) recover() error {
+	var bad []badRecord
 	err := r.store.each(bucketPods, func(id string, data []byte) error {
 		p, err := decodePod(data)
+		if err == nil {
+			err = validRecordID(id, p.ID)
+		}
 		if err != nil {
-			return fmt.Errorf("decode pod %s: %w", id, err)
+			bad = append(bad, badRecord{bucketPods, id, append([]byte(nil), data...), err})
+			return nil
 		}
 		if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
 			p.State = PodNotReady
@@ -170,7 +178,10 @@ func (r *Runtime) recover() error {
 		pp.refresh()
 		r.pods[id] = pp
 		r.watchHolder(pp)
-		return r.podNames.reserve(podName(p.Config), id)
+		if err := r.podNames.reserve(podName(p.Config), id); err != nil {
+			r.log.Warn("two pod records have the same name; both are kept", "pod", id, "err", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("load pods: %w", err)
@@ -181,14 +192,18 @@ func (r *Runtime) recover() error {
 	var running []*container
 	err = r.store.each(bucketContainers, func(id string, data []byte) error {
 		c, err := decodeContainer(data)
+		if err == nil {
+			err = validRecordID(id, c.ID)
+		}
 		if err != nil {
-			return fmt.Errorf("decode container %s: %w", id, err)
+			bad = append(bad, badRecord{bucketContainers, id, append([]byte(nil), data...), err})
+			return nil
 		}
 		ctr := newContainer(c)
 		r.containers[id] = ctr
 		if p, ok := r.pods[c.PodID]; ok {
 			if err := r.ctrNames.reserve(containerName(p.Config, c.Config), id); err != nil {
-				return err
+				r.log.Warn("two container records have the same name; both are kept", "container", id, "err", err)
 			}
 		}
 		if c.State == ContainerRunning {
@@ -197,8 +212,9 @@ func (r *Runtime) recover() error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("load containers: %w", err)
 	}
+	r.quarantineAll(bad)
 	for _, c := range running {
 		r.recoverContainer(c)
 	}

@@ -43,6 +43,9 @@ type storeWrite struct {
 // maxGroup bounds a group commit, so that one transaction stays small.
 const maxGroup = 128
 
+// errMetadataLocked: another process holds the metadata file.
+var errMetadataLocked = errors.New("metadata file locked")
+
 var (
 	bucketPods       = []byte("pods")
 	bucketContainers = []byte("containers")
@@ -53,7 +56,7 @@ func openMetadataStore(path string) (*metadataStore, error) {
 	// write); bbolt rebuilds it by scanning the file when it opens it.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("metadata %s is locked: is another peapod running with the same --root?", path)
+		return nil, fmt.Errorf("metadata %s is locked: is another peapod running with the same --root?: %w", path, errMetadataLocked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)

@@ -33,14 +33,16 @@
 //                     exited)
 // Any of them may instead reply "error <message>\n".
 //
-// Everything runs on one thread around epoll. A `start` blocks the loop
-// until its runner has reported (at most 60 s), while still draining that
-// container's output.
+// Everything runs on one thread around epoll, and nothing blocks it: a
+// `start` forks the runner and returns to the loop; the runner's result pipe
+// and its exit are events like any other, and the client gets its reply
+// once the runner has reported and exited (or at START_TIMEOUT_MS, the
+// runner killed). Meanwhile every container's output keeps draining
+// (including the starting one's), exits are reaped and requests served.
 #include "keeper.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,11 +60,10 @@ extern char **environ;
 #define REQ_MAX 65536          // largest request, in bytes
 #define START_TIMEOUT_MS 60000 // how long a runner may take to report
 #define EXIT_GRACE_MS 2000     // how long output may outlive the init
-#define UNKNOWN_MAX 32         // exits of not (yet) registered PIDs we keep
-#define UNKNOWN_TTL_MS 60000
+#define UNKNOWN_TTL_MS (START_TIMEOUT_MS + 5000) // how long an unclaimed exit is kept
 #define START_FIXED_FIELDS 8   // start ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE LOGDIR
 
-enum client_mode { C_REQUEST, C_WAIT, C_ATTACH };
+enum client_mode { C_REQUEST, C_WAIT, C_ATTACH, C_START };
 
 struct client {
 	struct watch w;
@@ -82,6 +83,24 @@ struct unknown_exit {
 	long long ns, mono_ms;
 };
 
+// A container start in flight: its runner has been forked and has not both
+// reported on the result pipe and exited yet.
+struct start {
+	struct watch w; // W_RUNNER: res_fd is readable
+	int res_fd;     // -1 once the report (or EOF) is in
+	int tty_sock;   // receives the terminal master (TTY only), else -1
+	pid_t runner;
+	int runner_exited, runner_status;
+	int killed;     // past its deadline: failed, runner killed, not yet reaped
+	char line[1536];
+	size_t len;
+	int have_line, eof;
+	long long forked_ms, deadline_ms;
+	struct client *cl;     // the `start` client; NULL once it hung up
+	struct container *c;   // NULL once the start is decided
+	struct start *next, *next_dead;
+};
+
 static int ep = -1;
 static int listen_fd = -1, sig_fd = -1, spare_fd = -1;
 static pid_t holder_pid;
@@ -96,8 +115,15 @@ static struct container *containers;
 // after the batch, since a later event of the batch may still point at them.
 static struct client *dead_clients;
 static struct container *dead_containers;
-static struct unknown_exit unknown[UNKNOWN_MAX];
-static unsigned unknown_next;
+static struct start *starts, *dead_starts;
+// Exits of PIDs that are no registered container: orphans re-parented to
+// the keeper, and container inits that exit before their start is decided.
+// Only the latter are ever claimed, so exits are kept only while a start is
+// in flight, for UNKNOWN_TTL_MS, and at most one per PID (a later exit of a
+// reused PID replaces it): the table is bounded by the PIDs that exit
+// during a start, and no exit an in-flight start needs is dropped.
+static struct unknown_exit *unknown;
+static size_t unknown_len, unknown_cap;
 // One read buffer for every output: data is logged and forwarded at once.
 static char rbuf[LOG_LINE_MAX];
 
@@ -148,6 +174,13 @@ static int set_nonblock(int fd) {
 /* ---- clients ---- */
 
 static void unlink_client(struct client *cl) {
+	if (cl->mode == C_START) {
+		for (struct start *s = starts; s != NULL; s = s->next)
+			if (s->cl == cl)
+				s->cl = NULL;
+		cl->c = NULL;
+		return;
+	}
 	if (cl->c == NULL)
 		return;
 	struct client **pp = cl->mode == C_ATTACH ? &cl->c->attachers : &cl->c->waiters;
@@ -373,26 +406,54 @@ static void stream_read(struct stream *s) {
 /* ---- exits ---- */
 
 static void remember_unknown(pid_t pid, int status) {
-	struct unknown_exit *u = &unknown[unknown_next++ % UNKNOWN_MAX];
-	u->pid = pid;
-	u->status = status;
-	u->ns = now_realtime_ns();
-	u->mono_ms = now_mono_ms();
+	long long now = now_mono_ms();
+	if (starts == NULL) { // no start can claim it
+		unknown_len = 0;
+		return;
+	}
+	struct unknown_exit *slot = NULL;
+	size_t keep = 0;
+	for (size_t i = 0; i < unknown_len; i++) {
+		if (now - unknown[i].mono_ms >= UNKNOWN_TTL_MS)
+			continue; // expired: dropped
+		unknown[keep] = unknown[i];
+		if (unknown[keep].pid == pid)
+			slot = &unknown[keep];
+		keep++;
+	}
+	unknown_len = keep;
+	if (slot == NULL) {
+		if (unknown_len == unknown_cap) {
+			size_t ncap = unknown_cap ? unknown_cap * 2 : 32;
+			struct unknown_exit *nu = realloc(unknown, ncap * sizeof *nu);
+			if (nu == NULL)
+				return; // out of memory: the start will report "not a child"
+			unknown = nu;
+			unknown_cap = ncap;
+		}
+		slot = &unknown[unknown_len++];
+	}
+	slot->pid = pid;
+	slot->status = status;
+	slot->ns = now_realtime_ns();
+	slot->mono_ms = now;
 }
 
 // take_unknown finds the exit of pid reaped since `since` (monotonic ms).
 static int take_unknown(pid_t pid, long long since, struct unknown_exit *out) {
 	long long now = now_mono_ms();
-	for (int i = 0; i < UNKNOWN_MAX; i++) {
+	for (size_t i = 0; i < unknown_len; i++) {
 		struct unknown_exit *u = &unknown[i];
 		if (u->pid == pid && u->mono_ms >= since && now - u->mono_ms < UNKNOWN_TTL_MS) {
 			*out = *u;
-			u->pid = 0;
+			unknown[i] = unknown[--unknown_len];
 			return 1;
 		}
 	}
 	return 0;
 }
+
+static void runner_exited(struct start *s, int status);
 
 static void reap(void) {
 	for (;;) {
@@ -403,8 +464,13 @@ static void reap(void) {
 		if (p <= 0) // 0: none ready; ECHILD: no children at all
 			return;
 		struct container *c = find_pid(p);
+		struct start *s = starts;
+		while (s != NULL && s->runner != p)
+			s = s->next;
 		if (c != NULL)
 			record_exit(c, st, now_realtime_ns(), now_mono_ms());
+		else if (s != NULL)
+			runner_exited(s, st);
 		else if (p == holder_pid)
 			holder_pid = 0; // the pod's PID namespace is gone
 		else
@@ -486,106 +552,6 @@ exec_runner(int in_fd, int out_fd, int err_fd, int res_fd, int tty_fd, char **ar
 	_exit(127);
 }
 
-struct runner_result {
-	char line[1536];
-	size_t len;
-	int have_line, eof, exited, status, timed_out;
-};
-
-// wait_runner waits (at most START_TIMEOUT_MS) until the runner has reported
-// on res_fd and exited, logging the container's output meanwhile so that a
-// chatty runner cannot deadlock on a full pipe. A runner that overstays is
-// killed.
-static void wait_runner(struct container *c, pid_t pid, int res_fd, struct runner_result *r) {
-	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0); // -1: poll waitpid
-	long long deadline = now_mono_ms() + START_TIMEOUT_MS;
-	for (;;) {
-		if (!r->exited) {
-			int st;
-			pid_t w = waitpid(pid, &st, WNOHANG);
-			if (w == pid) {
-				r->exited = 1;
-				r->status = st;
-			} else if (w < 0 && errno != EINTR) {
-				r->exited = 1; // cannot happen: it is our child
-				r->status = 255 << 8;
-			}
-		}
-		int reported = r->have_line || r->eof;
-		if (reported && r->exited)
-			break;
-		long long left = deadline - now_mono_ms();
-		if (left <= 0) {
-			r->timed_out = 1;
-			break;
-		}
-		struct pollfd pf[4];
-		int np = 0, ires = -1, ipid = -1, iout[2] = {-1, -1};
-		if (!reported) {
-			ires = np;
-			pf[np++] = (struct pollfd){.fd = res_fd, .events = POLLIN};
-		}
-		if (!r->exited && pidfd >= 0) {
-			ipid = np;
-			pf[np++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-		}
-		for (int i = 0; i < 2; i++) {
-			if (c->out[i].fd >= 0) {
-				iout[i] = np;
-				pf[np++] = (struct pollfd){.fd = c->out[i].fd, .events = POLLIN};
-			}
-		}
-		int timeout = left > START_TIMEOUT_MS ? START_TIMEOUT_MS : (int)left;
-		if (!r->exited && pidfd < 0 && timeout > 10)
-			timeout = 10;
-		int n = poll(pf, (nfds_t)np, timeout);
-		if (n < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			r->timed_out = 1; // cannot wait any more: treat as a timeout
-			break;
-		}
-		(void)ipid; // a ready pidfd just ends the poll; waitpid above reaps
-		for (int i = 0; i < 2; i++)
-			if (iout[i] >= 0 && pf[iout[i]].revents != 0 && c->out[i].fd >= 0)
-				stream_read(&c->out[i]);
-		if (ires >= 0 && pf[ires].revents != 0) {
-			size_t room = sizeof r->line - 1 - r->len;
-			ssize_t got = read(res_fd, r->line + r->len, room);
-			if (got < 0 && (errno == EINTR || errno == EAGAIN))
-				continue;
-			if (got <= 0) {
-				r->eof = 1;
-			} else {
-				r->len += (size_t)got;
-				r->line[r->len] = '\0';
-				// Only the first line counts: the runner's children may
-				// keep the pipe open, so EOF is not waited for.
-				char *nl = memchr(r->line, '\n', r->len);
-				if (nl != NULL) {
-					*nl = '\0';
-					r->len = (size_t)(nl - r->line);
-					r->have_line = 1;
-				} else if (r->len == sizeof r->line - 1) {
-					r->have_line = 1; // over-long report: cut it
-				}
-			}
-		}
-	}
-	if (!r->exited) {
-		kill(pid, SIGKILL);
-		int st;
-		pid_t w;
-		do
-			w = waitpid(pid, &st, 0);
-		while (w < 0 && errno == EINTR);
-		r->exited = 1;
-		r->status = w == pid ? st : 255 << 8;
-	}
-	if (pidfd >= 0)
-		close(pidfd);
-}
-
 // recv_master receives the terminal master that the runner sent on sock.
 static int recv_master(int sock) {
 	char byte;
@@ -630,6 +596,211 @@ static int recv_master(int sock) {
 		return -1;
 	}
 	return master;
+}
+
+/* ---- start: the runner's report and exit, as events ---- */
+
+static void start_retire(struct start *s) {
+	for (struct start **pp = &starts; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	if (s->res_fd >= 0)
+		ep_del(s->res_fd);
+	close_fd(&s->res_fd);
+	close_fd(&s->tty_sock);
+	s->next_dead = dead_starts;
+	dead_starts = s;
+}
+
+// start_reply answers the `start` client, if it is still there, and ends it.
+static void __attribute__((format(printf, 2, 3)))
+start_reply(struct start *s, const char *fmt, ...) {
+	if (s->cl == NULL)
+		return;
+	char buf[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n >= 0)
+		(void)reply(s->cl, "%s\n", buf);
+	struct client *cl = s->cl;
+	s->cl = NULL;
+	client_close(cl);
+}
+
+// start_failed drops the container of a start that did not succeed: the
+// client gets msg, anyone who waited for or attached to it meanwhile is
+// told and closed.
+static void start_failed(struct start *s, const char *msg) {
+	struct container *c = s->c;
+	s->c = NULL;
+	start_reply(s, "error %s", msg);
+	if (c == NULL)
+		return;
+	while (c->waiters != NULL) {
+		struct client *cl = c->waiters;
+		(void)reply(cl, "error container did not start: %s\n", msg);
+		client_close(cl);
+	}
+	close_attachers(c);
+	for (struct container **pp = &containers; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	c->dead = 1;
+	c->next_dead = dead_containers;
+	dead_containers = c;
+}
+
+// start_decide runs once the runner has reported (or closed its result
+// pipe) and exited: the container is registered, or dropped.
+static void start_decide(struct start *s) {
+	char msg[1700];
+	struct container *c = s->c;
+	if (!s->have_line) {
+		snprintf(msg, sizeof msg, "runner exited with status %d without reporting", exit_code(s->runner_status));
+		goto fail;
+	}
+	if (strncmp(s->line, "error ", 6) == 0) {
+		snprintf(msg, sizeof msg, "%s", s->line + 6);
+		goto fail;
+	}
+	char *end = NULL;
+	long cpid = strncmp(s->line, "ok ", 3) == 0 ? strtol(s->line + 3, &end, 10) : 0;
+	if (cpid <= 0 || cpid > 0x7fffffffL || end == NULL || *end != '\0') {
+		snprintf(msg, sizeof msg, "bad runner report: %s", s->line);
+		goto fail;
+	}
+	if (c->tty) {
+		int m = recv_master(s->tty_sock);
+		if (m < 0) {
+			snprintf(msg, sizeof msg, "receive terminal from runner: %s", strerror(errno));
+			goto fail;
+		}
+		c->out[0].fd = c->stdin_fd = m;
+		if (ep_add(m, &c->out[0].w, EPOLLIN) < 0) {
+			snprintf(msg, sizeof msg, "epoll: %s", strerror(errno));
+			goto fail;
+		}
+	}
+	// The init must now be our child (re-parented when the runner exited),
+	// or already reaped as an unknown exit; otherwise its exit would never
+	// be seen.
+	struct unknown_exit early;
+	int have_early = take_unknown((pid_t)cpid, s->forked_ms, &early);
+	siginfo_t si;
+	memset(&si, 0, sizeof si);
+	if (!have_early && waitid(P_PID, (id_t)cpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+		snprintf(msg, sizeof msg, "container process %ld is not a child of the keeper: %s", cpid, strerror(errno));
+		goto fail;
+	}
+	s->c = NULL;
+	c->pid = (pid_t)cpid;
+	c->starting = 0;
+	start_reply(s, "ok %ld", cpid);
+	start_retire(s);
+	if (have_early)
+		record_exit(c, early.status, early.ns, early.mono_ms);
+	else if (outputs_done(c))
+		output_ended(c);
+	// An exit of the init not yet reaped is found by the next reap: its
+	// SIGCHLD is still pending, or is being handled by the caller's loop.
+	return;
+fail:
+	start_failed(s, msg);
+	start_retire(s);
+}
+
+static void start_maybe_decide(struct start *s) {
+	if (s->killed) {
+		if (s->runner_exited)
+			start_retire(s);
+		return;
+	}
+	if ((s->have_line || s->eof) && s->runner_exited)
+		start_decide(s);
+}
+
+static void runner_exited(struct start *s, int status) {
+	s->runner_exited = 1;
+	s->runner_status = status;
+	start_maybe_decide(s);
+}
+
+// runner_readable reads the runner's report. Only the first line counts:
+// the runner's children may keep the pipe open, so EOF is not waited for.
+static void runner_readable(struct start *s) {
+	size_t room = sizeof s->line - 1 - s->len;
+	ssize_t got = read(s->res_fd, s->line + s->len, room);
+	if (got < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (got <= 0) {
+		s->eof = 1;
+	} else {
+		s->len += (size_t)got;
+		s->line[s->len] = '\0';
+		char *nl = memchr(s->line, '\n', s->len);
+		if (nl != NULL) {
+			*nl = '\0';
+			s->len = (size_t)(nl - s->line);
+			s->have_line = 1;
+		} else if (s->len == sizeof s->line - 1) {
+			s->have_line = 1; // over-long report: cut it
+		}
+	}
+	if (s->have_line || s->eof) {
+		ep_del(s->res_fd);
+		close_fd(&s->res_fd);
+	}
+	start_maybe_decide(s);
+}
+
+// parent_of returns the parent PID of pid from /proc, or -1.
+static pid_t parent_of(pid_t pid) {
+	char path[64], buf[512];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	// "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+	char *p = strrchr(buf, ')');
+	int ppid;
+	if (p == NULL || sscanf(p + 1, " %*c %d", &ppid) != 1)
+		return -1;
+	return (pid_t)ppid;
+}
+
+// start_expire fails a start whose runner overstayed: the runner is killed,
+// and the start object stays until the runner is reaped.
+static void start_expire(struct start *s) {
+	s->killed = 1;
+	if (s->res_fd >= 0) {
+		ep_del(s->res_fd);
+		close_fd(&s->res_fd);
+	}
+	// A runner that reported "ok PID" and then hung: the init it reported
+	// would run on with no one to record its exit. It is killed if it is
+	// the runner's child (checked while the runner, not yet killed, holds
+	// it: then the PID cannot name another process).
+	char *end = NULL;
+	long cpid = s->have_line && strncmp(s->line, "ok ", 3) == 0 ? strtol(s->line + 3, &end, 10) : 0;
+	if (cpid > 1 && cpid <= 0x7fffffffL && end != NULL && *end == '\0' && parent_of((pid_t)cpid) == s->runner)
+		kill((pid_t)cpid, SIGKILL);
+	kill(s->runner, SIGKILL);
+	char msg[80];
+	snprintf(msg, sizeof msg, "runner did not report and exit within %d s", START_TIMEOUT_MS / 1000);
+	start_failed(s, msg);
 }
 
 static int flag_field(const char *s, int *out) {
@@ -742,12 +913,43 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 		goto fail;
 	}
 
-	// argv points into the request buffer, which outlives the child's exec.
+	struct start *st = calloc(1, sizeof *st);
+	if (st == NULL) {
+		errno = ENOMEM;
+		failed = "start";
+		goto fail;
+	}
+	st->w.type = W_RUNNER;
+	st->res_fd = st->tty_sock = -1;
+	if (set_nonblock(res[0]) < 0) {
+		free(st);
+		failed = "set non-blocking";
+		goto fail;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (c->out[i].fd >= 0 && ep_add(c->out[i].fd, &c->out[i].w, EPOLLIN) < 0) {
+			free(st);
+			failed = "epoll";
+			goto fail;
+		}
+	}
+	if (ep_add(res[0], &st->w, EPOLLIN) < 0) {
+		free(st);
+		failed = "epoll";
+		goto fail;
+	}
+
+	// The fork comes last, so that nothing after it can fail: from here on
+	// the start is an object of the loop. argv points into the request
+	// buffer, which outlives the child's exec.
 	char **argv = f + START_FIXED_FIELDS;
 	f[nf] = NULL;
-	long long forked_ms = now_mono_ms();
+	st->forked_ms = now_mono_ms();
+	st->deadline_ms = st->forked_ms + START_TIMEOUT_MS;
 	pid_t pid = fork();
 	if (pid < 0) {
+		ep_del(res[0]);
+		free(st);
 		failed = "fork";
 		goto fail;
 	}
@@ -758,73 +960,28 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	close_fd(&err_w);
 	close_fd(&tty_child);
 	close_fd(&res[1]);
-
-	struct runner_result r;
-	memset(&r, 0, sizeof r);
-	wait_runner(c, pid, res[0], &r);
-	close_fd(&res[0]);
-
-	if (r.timed_out) {
-		(void)reply(cl, "error runner did not report and exit within %d s\n", START_TIMEOUT_MS / 1000);
-		goto fail_quiet;
-	}
-	if (!r.have_line) {
-		(void)reply(cl, "error runner exited with status %d without reporting\n",
-			    exit_code(r.status));
-		goto fail_quiet;
-	}
-	if (strncmp(r.line, "error ", 6) == 0) {
-		(void)reply(cl, "error %s\n", r.line + 6);
-		goto fail_quiet;
-	}
-	char *end = NULL;
-	long cpid = strncmp(r.line, "ok ", 3) == 0 ? strtol(r.line + 3, &end, 10) : 0;
-	if (cpid <= 0 || cpid > 0x7fffffffL || end == NULL || *end != '\0') {
-		(void)reply(cl, "error bad runner report: %s\n", r.line);
-		goto fail_quiet;
-	}
-	if (tty) {
-		int m = recv_master(tty_sock);
-		if (m < 0) {
-			(void)reply(cl, "error receive terminal from runner: %s\n", strerror(errno));
-			goto fail_quiet;
-		}
-		c->out[0].fd = c->stdin_fd = m;
-		close_fd(&tty_sock);
-	}
-
-	// The init must now be our child (re-parented when the runner exited),
-	// or already reaped as an unknown exit; otherwise its exit would never
-	// be seen.
-	struct unknown_exit early;
-	int have_early = take_unknown((pid_t)cpid, forked_ms, &early);
-	siginfo_t si;
-	memset(&si, 0, sizeof si);
-	if (!have_early && waitid(P_PID, (id_t)cpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
-		(void)reply(cl, "error container process %ld is not a child of the keeper: %s\n",
-			    cpid, strerror(errno));
-		goto fail_quiet;
-	}
-	for (int i = 0; i < 2; i++) {
-		if (c->out[i].fd >= 0 && ep_add(c->out[i].fd, &c->out[i].w, EPOLLIN) < 0) {
-			(void)reply(cl, "error epoll: %s\n", strerror(errno));
-			goto fail_quiet;
-		}
-	}
-	c->pid = (pid_t)cpid;
+	st->runner = pid;
+	st->res_fd = res[0];
+	st->tty_sock = tty_sock;
+	st->c = c;
+	st->cl = cl;
+	st->next = starts;
+	starts = st;
+	c->starting = 1;
 	c->next = containers;
 	containers = c;
-	(void)reply(cl, "ok %ld\n", cpid);
-	if (have_early)
-		record_exit(c, early.status, early.ns, early.mono_ms);
-	else if (outputs_done(c))
-		output_ended(c);
-	reap(); // its SIGCHLD may be pending already
+	// The client waits for the decision; meanwhile it is only watched for
+	// hang-up, like a waiter.
+	cl->mode = C_START;
+	free(cl->buf);
+	cl->buf = NULL;
+	cl->len = cl->cap = 0;
+	ep_mod(cl->fd, &cl->w, EPOLLIN | EPOLLRDHUP);
 	return;
 
 fail:
 	(void)reply(cl, "error %s: %s\n", failed, strerror(errno));
-fail_quiet:
+	client_close(cl);
 	close_fd(&in_r);
 	close_fd(&out_w);
 	close_fd(&err_w);
@@ -862,7 +1019,8 @@ static void dispatch(struct client *cl, char **f, int nf) {
 	const char *cmd = f[0];
 	if (strcmp(cmd, "start") == 0) {
 		cmd_start(cl, f, nf);
-		client_close(cl);
+		if (cl->mode != C_START) // answered at once (an error)
+			client_close(cl);
 		return;
 	}
 	static const char *const known[] = {"wait", "reopen", "attach", "stdin",
@@ -1109,6 +1267,15 @@ static int next_timeout(void) {
 		if (best < 0 || left < best)
 			best = left;
 	}
+	for (struct start *s = starts; s != NULL; s = s->next) {
+		if (s->killed)
+			continue;
+		long long left = s->deadline_ms - now;
+		if (left < 0)
+			left = 0;
+		if (best < 0 || left < best)
+			best = left;
+	}
 	return best > 60000 ? 60000 : (int)best;
 }
 
@@ -1117,6 +1284,9 @@ static void check_deadlines(void) {
 	for (struct container *c = containers; c != NULL; c = c->next)
 		if (c->exited && !c->finalized && now - c->exit_mono_ms >= EXIT_GRACE_MS)
 			finalize(c);
+	for (struct start *s = starts; s != NULL; s = s->next)
+		if (!s->killed && now >= s->deadline_ms)
+			start_expire(s);
 }
 
 static void free_dead(void) {
@@ -1129,6 +1299,11 @@ static void free_dead(void) {
 		struct container *c = dead_containers;
 		dead_containers = c->next_dead;
 		container_free(c);
+	}
+	while (dead_starts != NULL) {
+		struct start *s = dead_starts;
+		dead_starts = s->next_dead;
+		free(s);
 	}
 }
 
@@ -1172,6 +1347,12 @@ void keeper_run(int lfd, int sfd, pid_t holder, int pidns, int userns) {
 				struct stream *s = (struct stream *)w;
 				if (s->fd >= 0 && !s->c->dead)
 					stream_read(s);
+				break;
+			}
+			case W_RUNNER: {
+				struct start *s = (struct start *)w;
+				if (s->res_fd >= 0)
+					runner_readable(s);
 				break;
 			}
 			}

@@ -13,7 +13,7 @@
 
 // Every object registered in epoll starts with a watch, so that the event's
 // data pointer tells what kind of object became ready.
-enum watch_type { W_SIGNAL = 1, W_LISTEN, W_CLIENT, W_STREAM };
+enum watch_type { W_SIGNAL = 1, W_LISTEN, W_CLIENT, W_STREAM, W_RUNNER };
 struct watch {
 	enum watch_type type;
 };
@@ -45,6 +45,7 @@ struct container {
 	int stdin_fd;       // keeper's stdin write end, or the tty master; -1
 	struct stream out[2];
 	pid_t pid;          // container init in the host PID namespace, 0 = none
+	int starting;       // its runner has not reported yet (keeper.c struct start)
 	int exited, finalized, dead;
 	int code;                  // exit code, 128+signal when killed
 	long long finished_ns;     // CLOCK_REALTIME of the exit

@@ -70,6 +70,21 @@ static void __attribute__((noreturn)) fail(int fd, const char *what, const char 
 	_exit(1);
 }
 
+// failpoint_set tells whether name is listed in PEAPOD_FAILPOINTS
+// (comma-separated; sandbox/failpoint.go). Unset in every real deployment.
+static int failpoint_set(const char *name) {
+	const char *v = getenv("PEAPOD_FAILPOINTS");
+	size_t n = strlen(name);
+	while (v != NULL && *v != '\0') {
+		while (*v == ' ' || *v == ',')
+			v++;
+		if (strncmp(v, name, n) == 0 && (v[n] == '\0' || v[n] == ',' || v[n] == ' '))
+			return 1;
+		v = strchr(v, ',');
+	}
+	return 0;
+}
+
 // set_sysctl writes VALUE to /proc/sys/KEY, KEY in dotted form.
 static int set_sysctl(const char *kv) {
 	const char *eq = strchr(kv, '=');
@@ -90,9 +105,19 @@ static int set_sysctl(const char *kv) {
 	if (fd < 0)
 		return -1;
 	const char *val = eq + 1;
-	ssize_t w = write(fd, val, strlen(val));
+	size_t vlen = strlen(val);
+	ssize_t w;
+	do
+		w = write(fd, val, vlen);
+	while (w < 0 && errno == EINTR);
 	int saved = errno;
 	close(fd);
+	// A sysctl takes its value in one write; a short one set a cut value
+	// (a second write at an offset is not a continuation for every key).
+	if (w >= 0 && (size_t)w != vlen) {
+		errno = EIO;
+		return -1;
+	}
 	errno = saved;
 	return w < 0 ? -1 : 0;
 }
@@ -689,6 +714,12 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	int sig_fd = signalfd(-1, &block, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sig_fd < 0)
 		fail(ready, "signalfd", "");
+
+	// A test-only failpoint (the daemon's PEAPOD_FAILPOINTS, passed on):
+	// a pause that never reports, for the daemon's deadline on it.
+	if (failpoint_set("pause-hang-before-ready"))
+		for (;;)
+			sleep(1000);
 
 	char ok[32];
 	snprintf(ok, sizeof ok, "ok %d\n", (int)holder);

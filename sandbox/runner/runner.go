@@ -86,6 +86,7 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	holdStart(spec)
 	if err := holder.rewrite(spec); err != nil {
 		return 0, err
 	}
