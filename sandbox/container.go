@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"path/filepath"
 	"sync"
@@ -135,15 +136,15 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 
-	spec, err := buildSpec(specInput{
+	spec, err := oci.Build(oci.Input{
 		ID:           id,
-		Pod:          &podCopy,
+		Pod:          specPod(&podCopy),
 		Config:       cfg,
 		Image:        img,
 		Rootfs:       rootfs,
 		CgroupParent: podCopy.CgroupParent,
 		PidsLimit:    r.opts.PidsLimit,
-	})
+	}, oci.HostFacts())
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}

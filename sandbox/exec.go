@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"io"
 	"os"
 	"slices"
@@ -76,7 +77,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 	proc.Args = cmd
 	proc.Env = slices.Clone(proc.Env) // the spec is shared by every exec
 	if s.TTY {
-		proc.Env = withTERM(proc.Env)
+		proc.Env = oci.WithTERM(proc.Env)
 	}
 
 	stdio, err := execStdio(proc, s)
@@ -128,18 +129,6 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 		<-done // reap it: nobody else will promptly (see docs/design.md)
 		return 0, ctx.Err()
 	}
-}
-
-// withTERM gives a process on a terminal TERM=xterm unless its environment
-// names a terminal already, as containerd does: without it, programs that
-// draw on the terminal (vi, top, less) refuse or misbehave.
-func withTERM(env []string) []string {
-	for _, kv := range env {
-		if strings.HasPrefix(kv, "TERM=") {
-			return env
-		}
-	}
-	return append(env, "TERM=xterm")
 }
 
 // startFailureCode maps libcontainer's failure to execute the command to

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,7 +49,8 @@ func FuzzBuildSpec(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	bounding := boundingSet()
+	host := oci.HostFacts()
+	bounding := host.Bounding
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := &runtimeapi.ContainerConfig{}
 		if err := proto.Unmarshal(data, cfg); err != nil {
@@ -60,7 +62,7 @@ func FuzzBuildSpec(f *testing.F) {
 				return
 			}
 		}
-		spec, err := buildSpec(specInput{ID: strings.Repeat("b", 64), Pod: pod, Config: cfg, Image: Image{ID: "img", Cmd: []string{"sh"}}, Rootfs: rootfs, CgroupParent: "peapod-fuzz"})
+		spec, err := oci.Build(oci.Input{ID: strings.Repeat("b", 64), Pod: specPod(pod), Config: cfg, Image: Image{ID: "img", Cmd: []string{"sh"}}, Rootfs: rootfs, CgroupParent: "peapod-fuzz"}, host)
 		if err != nil {
 			return
 		}

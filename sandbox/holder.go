@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"bufio"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -119,7 +120,7 @@ func recoverHolderStart(p *Pod) {
 		return
 	}
 	kind := "pid"
-	if podUserns(p.Config) != nil {
+	if oci.PodUserns(p.Config) != nil {
 		kind = "user"
 	}
 	keeper, err1 := os.Readlink("/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind)

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"path"
 	"strconv"
 	"strings"
@@ -10,6 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
+
+// Image is what a container takes from its image's config; the CRI layer
+// fills it from the image store.
+type Image = oci.Image
+
+// specPod is what the spec of a container takes from its pod.
+func specPod(p *Pod) oci.Pod {
+	return oci.Pod{ID: p.ID, Config: p.Config, Dir: p.Dir, PausePID: p.PausePID, PIDHolder: p.PIDHolder, Cgroup: p.Cgroup}
+}
 
 // The parts of an image's config that apply outside the OCI process spec:
 // the stop signal and the declared volumes.

@@ -4,8 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestMakeStateDirsTightens: directories an older peapod made open to
@@ -38,25 +36,5 @@ func TestMakeStateDirsTightens(t *testing.T) {
 		if st.Mode().Perm()&0o006 != 0 {
 			t.Errorf("%s: other users may list or write", p)
 		}
-	}
-}
-
-func TestDefaultPidsLimit(t *testing.T) {
-	spec := func(unified map[string]string) *specs.Spec {
-		return &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Unified: unified}}}
-	}
-	s := spec(nil)
-	setDefaultPidsLimit(s, 0)
-	if s.Linux.Resources.Pids != nil {
-		t.Errorf("pids_limit 0 set a limit: %v", *s.Linux.Resources.Pids.Limit)
-	}
-	setDefaultPidsLimit(s, 50)
-	if s.Linux.Resources.Pids == nil || *s.Linux.Resources.Pids.Limit != 50 {
-		t.Errorf("pids_limit 50: %+v", s.Linux.Resources.Pids)
-	}
-	s = spec(map[string]string{"pids.max": "80"})
-	setDefaultPidsLimit(s, 50)
-	if s.Linux.Resources.Pids != nil {
-		t.Errorf("the default replaced the container's own pids.max")
 	}
 }

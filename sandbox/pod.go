@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"io"
 	"os"
 	"os/exec"
@@ -94,7 +95,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := writePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
 	}
-	if u := podUserns(cfg); u != nil {
+	if u := oci.PodUserns(cfg); u != nil {
 		if err := chownPodFiles(p.Dir, u); err != nil {
 			return Pod{}, err
 		}
@@ -330,7 +331,7 @@ func (r *Runtime) startPause(p *pod) error {
 	for k, v := range p.Config.GetLinux().GetSysctls() {
 		args = append(args, "-s", k+"="+v)
 	}
-	if u := podUserns(p.Config); u != nil {
+	if u := oci.PodUserns(p.Config); u != nil {
 		// The keeper creates the namespaces itself, below the pod's user
 		// namespace (validateUserns: none of them is the host's).
 		flags = 0

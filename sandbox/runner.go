@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -69,4 +71,14 @@ func limitsMemoryOrPids(res *specs.LinuxResources) bool {
 		return false
 	}
 	return (res.Memory != nil && res.Memory.Limit != nil && *res.Memory.Limit > 0) || (res.Pids != nil && res.Pids.Limit != nil && *res.Pids.Limit > 0)
+}
+
+// libcontainerConfig converts the OCI spec for libcontainer.
+func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
+	return runner.LibcontainerConfig(id, spec)
+}
+
+// newInitProcess is the container's first process as the spec describes it.
+func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
+	return runner.InitProcess(spec)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"os/exec"
 	"path"
@@ -14,7 +15,6 @@ import (
 	"syscall"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -31,16 +31,6 @@ import (
 // root filesystem is mounted by the image store with idmapped lower layers
 // and an upper layer owned by the mapped root, and the kubelet's volumes
 // become idmapped bind mounts.
-
-// podUserns returns the pod's user namespace options when it asks for a
-// user namespace of its own, else nil.
-func podUserns(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.UserNamespace {
-	u := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
-	if u.GetMode() != runtimeapi.NamespaceMode_POD {
-		return nil
-	}
-	return u
-}
 
 // validateUserns accepts what containerd accepts: the host's user namespace
 // (mode NODE, or no options), or a pod user namespace with exactly one uid
@@ -96,23 +86,9 @@ func idMapLines(list []*runtimeapi.IDMapping) string {
 	return b.String()
 }
 
-// specIDMappings converts CRI mappings to OCI ones.
-func specIDMappings(list []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
-	var out []specs.LinuxIDMapping
-	for _, m := range list {
-		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
-	}
-	return out
-}
-
 // hostRoot is the host uid and gid of root in the pod's user namespace.
 func hostRoot(u *runtimeapi.UserNamespace) (uid, gid int) {
 	return int(u.GetUids()[0].GetHostId()), int(u.GetGids()[0].GetHostId())
-}
-
-// usernsPath is the user namespace the pod's containers join.
-func usernsPath(p *Pod) string {
-	return "/proc/" + strconv.Itoa(p.PIDHolder) + "/ns/user"
 }
 
 // chownPodFiles gives the pod files every container mounts to the pod's
@@ -221,11 +197,11 @@ func (r *Runtime) UserNamespaces() bool {
 // pod's mapped root, so that no other host user reaches the container's
 // files (perms.go).
 func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
-	u := podUserns(pod)
+	u := oci.PodUserns(pod)
 	if u == nil {
 		return r.opts.Images.CreateRootfs(ctx, id, imageID)
 	}
-	src, err := r.opts.Images.CreateRootfsMapped(ctx, id, imageID, specIDMappings(u.GetUids()), specIDMappings(u.GetGids()))
+	src, err := r.opts.Images.CreateRootfsMapped(ctx, id, imageID, oci.IDMappings(u.GetUids()), oci.IDMappings(u.GetGids()))
 	if err != nil {
 		return "", err
 	}
@@ -273,7 +249,7 @@ func bindRootfs(src, dst string) error {
 // copies made when it started, so they keep their setuid programs working,
 // while nothing run from the host's copy gains the mapped root's uid.
 func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
-	if podUserns(p.Config) == nil {
+	if oci.PodUserns(p.Config) == nil {
 		return
 	}
 	dst := rootfsBindPath(r.opts.State, c.ID)
@@ -350,7 +326,7 @@ func traversable(dir string) error {
 // checkUsernsSupport refuses a pod user namespace where Status does not
 // offer one.
 func (r *Runtime) checkUsernsSupport(cfg *runtimeapi.PodSandboxConfig) error {
-	if podUserns(cfg) == nil {
+	if oci.PodUserns(cfg) == nil {
 		return nil
 	}
 	if ok, why := UserNamespacesSupported(r.opts.State); !ok {
@@ -364,7 +340,7 @@ func (r *Runtime) checkUsernsSupport(cfg *runtimeapi.PodSandboxConfig) error {
 // that belong to the host's root: through the idmapped layers every image
 // file shows a mapped owner.
 func chownImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount, pod *runtimeapi.PodSandboxConfig) error {
-	u := podUserns(pod)
+	u := oci.PodUserns(pod)
 	if u == nil {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"errors"
@@ -10,16 +10,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/moby/sys/capability"
 	"github.com/moby/sys/user"
-	"github.com/opencontainers/cgroups"
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	peapodcgroups "github.com/peapod-cri/peapod/cgroups"
-	"github.com/peapod-cri/peapod/sandbox/runner"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -35,21 +30,33 @@ type Image struct {
 	Volumes    []string // VOLUME paths
 }
 
-type specInput struct {
+// Pod is what a container's spec takes from its pod.
+type Pod struct {
+	ID        string
+	Config    *runtimeapi.PodSandboxConfig
+	Dir       string // the pod's files: hostname, resolv.conf, shm
+	PausePID  int    // holds the pod's network, UTS and IPC namespaces
+	PIDHolder int    // holds the pod's PID and user namespaces; 0 for none
+	Cgroup    string // the pod's own cgroup; "" for none
+}
+
+// Input is one container to translate.
+type Input struct {
 	ID           string
-	Pod          *Pod
+	Pod          Pod
 	Config       *runtimeapi.ContainerConfig
 	Image        Image
-	Rootfs       string
-	CgroupParent string
-	PidsLimit    int64 // the default pids.max (Options.PidsLimit)
+	Rootfs       string // the mounted root filesystem; /etc/passwd and /etc/group are read from it
+	CgroupParent string // used when the pod has no cgroup of its own
+	PidsLimit    int64  // the default pids.max (Options.PidsLimit)
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// buildSpec turns a CRI container config and its image into an OCI spec,
-// starting from runc's default spec.
-func buildSpec(in specInput) (*specs.Spec, error) {
+// Build turns a CRI container config and its image into an OCI spec,
+// starting from runc's default spec. What it takes from the machine
+// comes from host, so that the translation can be tested anywhere.
+func Build(in Input, host Host) (*specs.Spec, error) {
 	cfg, sec := in.Config, in.Config.GetLinux().GetSecurityContext()
 	// As containerd: a privileged container only in a privileged pod, so
 	// that a pod's privilege is decided once, where admission looks.
@@ -62,51 +69,25 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	spec.Process.Terminal = cfg.GetTty()
 	spec.Process.Rlimits = nil // inherit the daemon's, as containerd does
 	spec.Annotations = cfg.GetAnnotations()
-
-	args := containerArgs(cfg, in.Image)
-	if len(args) == 0 {
-		return nil, fmt.Errorf("no command: neither the container config nor image %s gives one: %w", in.Image.ID, ErrInvalidArgument)
-	}
-	spec.Process.Args = args
-	spec.Process.Env = containerEnv(in.Image.Env, cfg.GetEnvs())
-	if cfg.GetTty() {
-		spec.Process.Env = withTERM(spec.Process.Env)
-	}
-	spec.Process.Cwd = "/"
-	if in.Image.WorkingDir != "" {
-		spec.Process.Cwd = in.Image.WorkingDir
-	}
-	if cfg.GetWorkingDir() != "" {
-		spec.Process.Cwd = cfg.GetWorkingDir()
-	}
-	u, err := containerUser(in.Rootfs, sec, in.Image.User)
-	if err != nil {
+	if err := setProcess(spec, in); err != nil {
 		return nil, err
 	}
-	spec.Process.User = u
-
-	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions()); err != nil {
+	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions(), host.CgroupV2); err != nil {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
-	if err := checkPropagation(cfg.GetMounts()); err != nil {
+	if err := checkPropagation(cfg.GetMounts(), host.mountOf); err != nil {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
-	setSecurity(spec, sec)
+	setSecurity(spec, sec, host.Bounding)
 	if err := setDevices(spec, cfg.GetDevices(), sec.GetPrivileged()); err != nil {
 		return nil, err
 	}
-	if spec.Process.ApparmorProfile, err = apparmorProfile(sec); err != nil {
+	if err := setLSMs(spec, sec, host); err != nil {
 		return nil, err
 	}
-	setSELinux(spec, sec.GetSelinuxOptions())
-	seccomp, err := seccompProfile(sec, spec.Process.Capabilities.Bounding)
-	if err != nil {
-		return nil, err
-	}
-	spec.Linux.Seccomp = seccomp
-	setResources(spec, cfg.GetLinux().GetResources())
+	setResources(spec, cfg.GetLinux().GetResources(), host)
 	setDefaultPidsLimit(spec, in.PidsLimit)
 	if err := peapodcgroups.Check(spec.Linux.Resources); err != nil {
 		return nil, fmt.Errorf("resources: %v: %w", err, ErrInvalidArgument)
@@ -117,6 +98,62 @@ func buildSpec(in specInput) (*specs.Spec, error) {
 	}
 	spec.Linux.CgroupsPath = peapodcgroups.ContainerPath(parent, in.ID)
 	return spec, nil
+}
+
+// setProcess sets what the container runs: arguments, environment,
+// working directory and user.
+func setProcess(spec *specs.Spec, in Input) error {
+	cfg, sec := in.Config, in.Config.GetLinux().GetSecurityContext()
+	args := containerArgs(cfg, in.Image)
+	if len(args) == 0 {
+		return fmt.Errorf("no command: neither the container config nor image %s gives one: %w", in.Image.ID, ErrInvalidArgument)
+	}
+	spec.Process.Args = args
+	spec.Process.Env = containerEnv(in.Image.Env, cfg.GetEnvs())
+	if cfg.GetTty() {
+		spec.Process.Env = WithTERM(spec.Process.Env)
+	}
+	spec.Process.Cwd = "/"
+	if in.Image.WorkingDir != "" {
+		spec.Process.Cwd = in.Image.WorkingDir
+	}
+	if cfg.GetWorkingDir() != "" {
+		spec.Process.Cwd = cfg.GetWorkingDir()
+	}
+	u, err := containerUser(in.Rootfs, sec, in.Image.User)
+	if err != nil {
+		return err
+	}
+	spec.Process.User = u
+	return nil
+}
+
+// setLSMs applies the AppArmor profile, the SELinux label and the seccomp
+// filter; the seccomp default depends on the capabilities already set.
+func setLSMs(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext, host Host) error {
+	var err error
+	if spec.Process.ApparmorProfile, err = apparmorProfile(sec, host.AppArmor); err != nil {
+		return err
+	}
+	if host.SELinux {
+		setSELinux(spec, sec.GetSelinuxOptions())
+	}
+	if spec.Linux.Seccomp, err = seccompProfile(sec, spec.Process.Capabilities.Bounding); err != nil {
+		return err
+	}
+	return nil
+}
+
+// WithTERM gives a process on a terminal TERM=xterm unless its environment
+// names a terminal already, as containerd does: without it, programs that
+// draw on the terminal (vi, top, less) refuse or misbehave.
+func WithTERM(env []string) []string {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "TERM=") {
+			return env
+		}
+	}
+	return append(env, "TERM=xterm")
 }
 
 // containerArgs applies Kubernetes' command/args rules over the image's
@@ -246,7 +283,7 @@ func nilIfNone(f io.ReadCloser) io.Reader {
 
 // setNamespaces joins the pod's namespaces (held by its pause process) or
 // the host's, as the namespace options say.
-func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption) error {
+func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, cgroupV2 bool) error {
 	proc := "/proc/" + strconv.Itoa(pod.PausePID) + "/ns/"
 	podNS := pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if opts == nil {
@@ -255,7 +292,7 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 	var ns []specs.LinuxNamespace
 	ns = append(ns, specs.LinuxNamespace{Type: specs.MountNamespace})
 	// A private cgroup namespace only on v2: on v1 kubelet expects none.
-	if cgroups.IsCgroup2UnifiedMode() {
+	if cgroupV2 {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 	}
 	switch opts.GetPid() {
@@ -275,9 +312,9 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 	if podNS.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		ns = append(ns, specs.LinuxNamespace{Type: specs.IPCNamespace, Path: proc + "ipc"})
 	}
-	if podUserns(pod.Config) != nil {
+	if PodUserns(pod.Config) != nil {
 		// libcontainer reads the mappings from the namespace it joins.
-		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: usernsPath(pod)})
+		ns = append(ns, specs.LinuxNamespace{Type: specs.UserNamespace, Path: UsernsPath(pod.PIDHolder)})
 	}
 	spec.Linux.Namespaces = ns
 	return nil
@@ -285,7 +322,7 @@ func setNamespaces(spec *specs.Spec, pod *Pod, opts *runtimeapi.NamespaceOption)
 
 // podMounts are the pod files every container sees unless the kubelet
 // mounts its own there.
-func podMounts(pod *Pod, user []*runtimeapi.Mount) []specs.Mount {
+func podMounts(pod Pod, user []*runtimeapi.Mount) []specs.Mount {
 	taken := map[string]bool{}
 	for _, m := range user {
 		taken[filepath.Clean(m.GetContainerPath())] = true
@@ -340,7 +377,7 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 		// volume becomes an idmapped mount (runc), its files as owned in the
 		// container as they are on the host.
 		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts,
-			UIDMappings: specIDMappings(m.GetUidMappings()), GIDMappings: specIDMappings(m.GetGidMappings())})
+			UIDMappings: IDMappings(m.GetUidMappings()), GIDMappings: IDMappings(m.GetGidMappings())})
 	}
 	return out
 }
@@ -349,9 +386,8 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 // and no_new_privs.
 // "All capabilities" means the daemon's bounding set: capabilities the
 // daemon lacks (here CAP_SYS_RESOURCE) cannot be given to a container.
-func setSecurity(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext) {
+func setSecurity(spec *specs.Spec, sec *runtimeapi.LinuxContainerSecurityContext, bounding []string) {
 	spec.Process.NoNewPrivileges = sec.GetNoNewPrivs()
-	bounding := boundingSet()
 	var caps []string
 	if sec.GetPrivileged() {
 		caps = bounding
@@ -439,21 +475,6 @@ func adjustCaps(c *runtimeapi.Capability, bounding []string) []string {
 	return out
 }
 
-// boundingSet lists the capabilities in the daemon's own bounding set.
-func boundingSet() []string {
-	caps, err := capability.NewPid2(0)
-	if err == nil {
-		err = caps.Load()
-	}
-	var out []string
-	for _, c := range capability.ListKnown() {
-		if err != nil || caps.Get(capability.BOUNDING, c) {
-			out = append(out, "CAP_"+strings.ToUpper(c.String()))
-		}
-	}
-	return out
-}
-
 func removeString(list []string, s string) []string {
 	var out []string
 	for _, v := range list {
@@ -466,16 +487,16 @@ func removeString(list []string, s string) []string {
 
 // setResources applies the container's CPU, memory, hugepage and unified
 // limits (translated in package cgroups) and its OOM score adjustment.
-func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources) {
+func setResources(spec *specs.Spec, res *runtimeapi.LinuxContainerResources, host Host) {
 	if res == nil {
 		return
 	}
-	r, lim := spec.Linux.Resources, peapodcgroups.TolerateMissingHugetlb(peapodcgroups.Limits(res, peapodcgroups.SwapAccounted()))
+	r, lim := spec.Linux.Resources, peapodcgroups.TolerateMissingHugetlb(peapodcgroups.Limits(res, host.SwapAccounted))
 	r.Memory, r.CPU, r.HugepageLimits, r.Unified = lim.Memory, lim.CPU, lim.HugepageLimits, lim.Unified
 	if adj := int(res.OomScoreAdj); adj != 0 {
 		// Never below the daemon's own: lowering needs CAP_SYS_RESOURCE.
-		if own := ownOOMScoreAdj(); adj < own {
-			adj = own
+		if adj < host.OOMScoreAdj {
+			adj = host.OOMScoreAdj
 		}
 		spec.Process.OOMScoreAdj = &adj
 	}
@@ -491,23 +512,4 @@ func setDefaultPidsLimit(spec *specs.Spec, limit int64) {
 		return
 	}
 	spec.Linux.Resources.Pids = &specs.LinuxPids{Limit: &limit}
-}
-
-func ownOOMScoreAdj() int {
-	data, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return 0
-	}
-	v, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	return v
-}
-
-// libcontainerConfig converts the OCI spec for libcontainer.
-func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
-	return runner.LibcontainerConfig(id, spec)
-}
-
-// newInitProcess is the container's first process as the spec describes it.
-func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
-	return runner.InitProcess(spec)
 }

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"errors"
@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // TestOpenRootfsFile: only regular files inside the root are read; FIFOs,
@@ -101,26 +100,5 @@ func TestBoundedFileGrows(t *testing.T) {
 	defer b.Close()
 	if _, err := io.ReadAll(b); err == nil || !strings.Contains(err.Error(), "size limit") {
 		t.Errorf("want a size limit error, got %v", err)
-	}
-}
-
-// TestContainerLogLocation: the keeper gets the log path as resolved at
-// create, relative to the pod's log directory, and never one outside it.
-func TestContainerLogLocation(t *testing.T) {
-	pod := &runtimeapi.PodSandboxConfig{LogDirectory: "/var/log/pods/p/"}
-	for _, tc := range []struct {
-		logPath, dir, rel string
-		bad               bool
-	}{
-		{"/var/log/pods/p/c/0.log", "/var/log/pods/p", "c/0.log", false},
-		{"/var/log/pods/p/tmp/canary", "/var/log/pods/p", "tmp/canary", false},
-		{"", "", "", false},
-		{"/var/log/pods/other/0.log", "", "", true},
-		{"/var/log/pods/p", "", "", true},
-	} {
-		dir, rel, err := containerLogLocation(pod, tc.logPath)
-		if (err != nil) != tc.bad || dir != tc.dir || rel != tc.rel {
-			t.Errorf("%q: %q %q %v", tc.logPath, dir, rel, err)
-		}
 	}
 }

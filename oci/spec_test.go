@@ -1,13 +1,11 @@
-package sandbox
+package oci
 
 import (
-	"errors"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
-	"strings"
-	"syscall"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -67,69 +65,6 @@ func sorted(s []string) []string {
 	return out
 }
 
-func TestResolvConf(t *testing.T) {
-	got, err := resolvConf(&runtimeapi.DNSConfig{Servers: []string{"1.1.1.1", "8.8.8.8"}, Searches: []string{"a.svc", "b"}, Options: []string{"ndots:5"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "search a.svc b\nnameserver 1.1.1.1\nnameserver 8.8.8.8\noptions ndots:5\n"
-	if string(got) != want {
-		t.Errorf("resolv.conf:\n%s\nwant:\n%s", got, want)
-	}
-}
-
-func TestValidatePodConfig(t *testing.T) {
-	meta := &runtimeapi.PodSandboxMetadata{Name: "n", Namespace: "ns", Uid: "u"}
-	hostNet := &runtimeapi.LinuxPodSandboxConfig{
-		SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE}},
-		Sysctls:         map[string]string{"net.ipv4.ip_forward": "1"},
-	}
-	for _, tc := range []struct {
-		name string
-		cfg  *runtimeapi.PodSandboxConfig
-		ok   bool
-	}{
-		{"good", &runtimeapi.PodSandboxConfig{Metadata: meta}, true},
-		{"nil", nil, false},
-		{"no uid", &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "n", Namespace: "ns"}}, false},
-		{"long hostname", &runtimeapi.PodSandboxConfig{Metadata: meta, Hostname: strings.Repeat("x", 65)}, false},
-		{"net sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: hostNet}, false},
-		{"not namespaced sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"vm.swappiness": "1"}}}, false},
-		{"ipc sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.shmmax": "1"}}}, true},
-		{"uts sysctl", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{Sysctls: map[string]string{"kernel.domainname": "d"}}}, true},
-		{"hostname sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel.hostname": "pwned"}}}, false},
-		{"domainname sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel.domainname": "pwned"}}}, false},
-		{"slashed uts sysctl on host network", &runtimeapi.PodSandboxConfig{Metadata: meta, Linux: &runtimeapi.LinuxPodSandboxConfig{
-			SecurityContext: hostNet.SecurityContext, Sysctls: map[string]string{"kernel/hostname": "pwned"}}}, false},
-	} {
-		err := validatePodConfig(tc.cfg)
-		if (err == nil) != tc.ok {
-			t.Errorf("%s: %v, want ok=%v", tc.name, err, tc.ok)
-		}
-		if err != nil && !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("%s: %v is not ErrInvalidArgument", tc.name, err)
-		}
-	}
-}
-
-func TestExitCode(t *testing.T) {
-	for _, tc := range []struct {
-		ws   syscall.WaitStatus
-		want int32
-	}{
-		{syscall.WaitStatus(0), 0},
-		{syscall.WaitStatus(3 << 8), 3},
-		{syscall.WaitStatus(syscall.SIGKILL), 137},
-		{syscall.WaitStatus(syscall.SIGTERM), 143},
-	} {
-		if got := exitCode(tc.ws); got != tc.want {
-			t.Errorf("exitCode(%#x) = %d, want %d", uint32(tc.ws), got, tc.want)
-		}
-	}
-}
-
 func TestContainerUser(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
@@ -162,5 +97,25 @@ func TestContainerUser(t *testing.T) {
 		if err == nil && (u.UID != tc.uid || u.GID != tc.gid || !reflect.DeepEqual(u.AdditionalGids, tc.additional)) {
 			t.Errorf("%s: %+v, want %d:%d %v", tc.name, u, tc.uid, tc.gid, tc.additional)
 		}
+	}
+}
+
+func TestDefaultPidsLimit(t *testing.T) {
+	spec := func(unified map[string]string) *specs.Spec {
+		return &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Unified: unified}}}
+	}
+	s := spec(nil)
+	setDefaultPidsLimit(s, 0)
+	if s.Linux.Resources.Pids != nil {
+		t.Errorf("pids_limit 0 set a limit: %v", *s.Linux.Resources.Pids.Limit)
+	}
+	setDefaultPidsLimit(s, 50)
+	if s.Linux.Resources.Pids == nil || *s.Linux.Resources.Pids.Limit != 50 {
+		t.Errorf("pids_limit 50: %+v", s.Linux.Resources.Pids)
+	}
+	s = spec(map[string]string{"pids.max": "80"})
+	setDefaultPidsLimit(s, 50)
+	if s.Linux.Resources.Pids != nil {
+		t.Errorf("the default replaced the container's own pids.max")
 	}
 }

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"os"
@@ -18,7 +18,7 @@ func selinuxEnabled() bool {
 // labels when the host has SELinux; without it the options are ignored, as
 // containerd and CRI-O do. Missing parts take the container defaults.
 func setSELinux(spec *specs.Spec, o *runtimeapi.SELinuxOption) {
-	if o == nil || (o.User == "" && o.Role == "" && o.Type == "" && o.Level == "") || !selinuxEnabled() {
+	if o == nil || (o.User == "" && o.Role == "" && o.Type == "" && o.Level == "") {
 		return
 	}
 	or := func(v, def string) string {

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"errors"
@@ -15,12 +15,7 @@ import (
 
 func TestAppArmorProfile(t *testing.T) {
 	dir := t.TempDir()
-	appArmorEnabledFile = filepath.Join(dir, "enabled")
-	appArmorProfilesFile = filepath.Join(dir, "profiles")
-	t.Cleanup(func() {
-		appArmorEnabledFile = "/sys/module/apparmor/parameters/enabled"
-		appArmorProfilesFile = "/sys/kernel/security/apparmor/profiles"
-	})
+	aa := hostAppArmor{enabledFile: filepath.Join(dir, "enabled"), profilesFile: filepath.Join(dir, "profiles"), parser: "false"}
 	local := func(ref string) *runtimeapi.LinuxContainerSecurityContext {
 		return &runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: ref}}
 	}
@@ -28,57 +23,28 @@ func TestAppArmorProfile(t *testing.T) {
 
 	// No AppArmor in the kernel: RuntimeDefault is skipped, Localhost refused.
 	for _, sec := range []*runtimeapi.LinuxContainerSecurityContext{nil, rd, {Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}} {
-		if p, err := apparmorProfile(sec); p != "" || err != nil {
+		if p, err := apparmorProfile(sec, aa); p != "" || err != nil {
 			t.Errorf("no AppArmor, %v: %q, %v; want none", sec.GetApparmor(), p, err)
 		}
 	}
-	if _, err := apparmorProfile(local("mine")); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not enabled") {
+	if _, err := apparmorProfile(local("mine"), aa); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not enabled") {
 		t.Errorf("no AppArmor, Localhost: %v, want InvalidArgument saying it is not enabled", err)
 	}
 
 	// AppArmor on: a Localhost profile must be loaded.
-	os.WriteFile(appArmorEnabledFile, []byte("Y\n"), 0o644)
-	os.WriteFile(appArmorProfilesFile, []byte("mine (enforce)\n"+defaultAppArmorProfile+" (enforce)\n"), 0o644)
-	if p, err := apparmorProfile(local("localhost/mine")); p != "mine" || err != nil {
+	os.WriteFile(aa.enabledFile, []byte("Y\n"), 0o644)
+	os.WriteFile(aa.profilesFile, []byte("mine (enforce)\n"+defaultAppArmorProfile+" (enforce)\n"), 0o644)
+	if p, err := apparmorProfile(local("localhost/mine"), aa); p != "mine" || err != nil {
 		t.Errorf("loaded Localhost: %q, %v", p, err)
 	}
-	if _, err := apparmorProfile(local("other")); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not loaded") {
+	if _, err := apparmorProfile(local("other"), aa); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "not loaded") {
 		t.Errorf("unloaded Localhost: %v", err)
 	}
-	if p, err := apparmorProfile(rd); p != defaultAppArmorProfile || err != nil {
+	if p, err := apparmorProfile(rd, aa); p != defaultAppArmorProfile || err != nil {
 		t.Errorf("RuntimeDefault: %q, %v", p, err)
 	}
-	if p, _ := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}); p != "" {
+	if p, _ := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}, aa); p != "" {
 		t.Errorf("privileged without a profile: %q, want none", p)
-	}
-}
-
-// TestContainerLogPath: the log path stays in the log directory whatever
-// symlinks the directory holds.
-func TestContainerLogPath(t *testing.T) {
-	dir := t.TempDir()
-	os.Symlink("/etc/shadow", filepath.Join(dir, "shadow.log"))
-	os.Symlink("/etc", filepath.Join(dir, "etcdir"))
-	os.Symlink("../../../../..", filepath.Join(dir, "up"))
-	for rel, want := range map[string]string{
-		"c/0.log":         dir + "/c/0.log",
-		"shadow.log":      dir + "/etc/shadow",
-		"etcdir/passwd":   dir + "/etc/passwd",
-		"up/etc/shadow":   dir + "/etc/shadow",
-		"./a//b/../x.log": "", // ".." refused
-		"/etc/shadow":     "", // absolute refused
-		"../x.log":        "",
-	} {
-		got, err := containerLogPath(dir, rel)
-		if want == "" {
-			if !errors.Is(err, ErrInvalidArgument) {
-				t.Errorf("%q: %q, %v; want InvalidArgument", rel, got, err)
-			}
-			continue
-		}
-		if err != nil || got != want {
-			t.Errorf("%q: %q, %v; want %q", rel, got, err, want)
-		}
 	}
 }
 
@@ -89,7 +55,7 @@ func TestAmbientCaps(t *testing.T) {
 	}
 	sec := &runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"NET_BIND_SERVICE"}}}
 	spec := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000}}, Linux: &specs.Linux{Resources: &specs.LinuxResources{}}}
-	setSecurity(spec, sec)
+	setSecurity(spec, sec, boundingSet())
 	c := spec.Process.Capabilities
 	for name, set := range map[string][]string{"ambient": c.Ambient, "inheritable": c.Inheritable, "permitted": c.Permitted, "effective": c.Effective} {
 		if !reflect.DeepEqual(set, []string{"CAP_NET_BIND_SERVICE"}) {
@@ -161,18 +127,18 @@ func TestCheckPropagation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
-		if err := checkPropagation(mount(p)); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), dir) {
+		if err := checkPropagation(mount(p), hostMountOf); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), dir) {
 			t.Errorf("%v on a private mount: %v, want InvalidArgument naming %s", p, err, dir)
 		}
 	}
-	if err := checkPropagation(mount(runtimeapi.MountPropagation_PROPAGATION_PRIVATE)); err != nil {
+	if err := checkPropagation(mount(runtimeapi.MountPropagation_PROPAGATION_PRIVATE), hostMountOf); err != nil {
 		t.Errorf("private: %v", err)
 	}
 	if err := syscall.Mount("", dir, "", syscall.MS_SHARED, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []runtimeapi.MountPropagation{runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL, runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER} {
-		if err := checkPropagation(mount(p)); err != nil {
+		if err := checkPropagation(mount(p), hostMountOf); err != nil {
 			t.Errorf("%v on a shared mount: %v", p, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"bufio"
@@ -14,7 +14,7 @@ import (
 // source is not on a shared mount, and a host-to-container one whose source
 // is on neither a shared nor a slave mount: the container would silently
 // see no propagation at all.
-func checkPropagation(mounts []*runtimeapi.Mount) error {
+func checkPropagation(mounts []*runtimeapi.Mount, mountOf func(path string) (mountPoint, optional string, err error)) error {
 	for _, m := range mounts {
 		p := m.GetPropagation()
 		if p != runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && p != runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER {
@@ -35,9 +35,9 @@ func checkPropagation(mounts []*runtimeapi.Mount) error {
 	return nil
 }
 
-// mountOf finds the mount point holding path and its optional fields
+// hostMountOf finds the mount point holding path and its optional fields
 // (propagation: "shared:N", "master:N").
-func mountOf(path string) (mountPoint, optional string, err error) {
+func hostMountOf(path string) (mountPoint, optional string, err error) {
 	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return "", "", err

@@ -1,4 +1,4 @@
-package sandbox
+package oci
 
 import (
 	"bufio"
@@ -17,23 +17,38 @@ import (
 const defaultAppArmorProfile = "peapod-default"
 
 // AppArmor's kernel interfaces; variables so tests can point them at files.
-var (
-	appArmorEnabledFile  = "/sys/module/apparmor/parameters/enabled"
-	appArmorProfilesFile = "/sys/kernel/security/apparmor/profiles"
-	appArmorParser       = "apparmor_parser"
-)
+// AppArmor is the host's AppArmor as the spec needs it.
+type AppArmor interface {
+	Enabled() bool
+	// Loaded says whether the named profile is loaded in the kernel.
+	Loaded(name string) (bool, error)
+	// LoadDefault loads peapod's default profile unless it is loaded.
+	LoadDefault() error
+}
+
+// hostAppArmor is the kernel's AppArmor, through its files and
+// apparmor_parser.
+type hostAppArmor struct {
+	enabledFile, profilesFile, parser string
+}
+
+var systemAppArmor = hostAppArmor{
+	enabledFile:  "/sys/module/apparmor/parameters/enabled",
+	profilesFile: "/sys/kernel/security/apparmor/profiles",
+	parser:       "apparmor_parser",
+}
 
 // apparmorProfile picks the container's AppArmor profile, as containerd
 // does: none for privileged containers without one, none for Unconfined.
 // On a kernel without AppArmor a RuntimeDefault (or absent) profile is
 // skipped, but a Localhost profile is refused: the container would run
 // without the confinement its author asked for.
-func apparmorProfile(sec *runtimeapi.LinuxContainerSecurityContext) (string, error) {
+func apparmorProfile(sec *runtimeapi.LinuxContainerSecurityContext, aa AppArmor) (string, error) {
 	p := sec.GetApparmor()
 	if p != nil && p.GetProfileType() == runtimeapi.SecurityProfile_Unconfined {
 		return "", nil
 	}
-	if !appArmorEnabled() {
+	if aa == nil || !aa.Enabled() {
 		if p.GetProfileType() == runtimeapi.SecurityProfile_Localhost {
 			return "", fmt.Errorf("AppArmor profile %q: AppArmor is not enabled on this host: %w", p.GetLocalhostRef(), ErrInvalidArgument)
 		}
@@ -44,7 +59,7 @@ func apparmorProfile(sec *runtimeapi.LinuxContainerSecurityContext) (string, err
 	}
 	if p.GetProfileType() == runtimeapi.SecurityProfile_Localhost {
 		name := strings.TrimPrefix(p.GetLocalhostRef(), "localhost/")
-		loaded, err := appArmorLoaded(name)
+		loaded, err := aa.Loaded(name)
 		if err != nil {
 			return "", err
 		}
@@ -54,21 +69,21 @@ func apparmorProfile(sec *runtimeapi.LinuxContainerSecurityContext) (string, err
 		return name, nil
 	}
 	// RuntimeDefault, or no profile on an unprivileged container.
-	if err := loadDefaultAppArmor(); err != nil {
+	if err := aa.LoadDefault(); err != nil {
 		return "", err
 	}
 	return defaultAppArmorProfile, nil
 }
 
-func appArmorEnabled() bool {
-	data, err := os.ReadFile(appArmorEnabledFile)
+func (h hostAppArmor) Enabled() bool {
+	data, err := os.ReadFile(h.enabledFile)
 	return err == nil && strings.HasPrefix(string(data), "Y")
 }
 
 // appArmorLoaded reports whether the kernel has a profile called name.
 // Lines of the profiles file read "name (mode)".
-func appArmorLoaded(name string) (bool, error) {
-	f, err := os.Open(appArmorProfilesFile)
+func (h hostAppArmor) Loaded(name string) (bool, error) {
+	f, err := os.Open(h.profilesFile)
 	if err != nil {
 		return false, fmt.Errorf("list AppArmor profiles: %w", err)
 	}
@@ -92,20 +107,20 @@ var defaultAppArmorOnce struct {
 }
 
 // loadDefaultAppArmor loads peapod's default profile once per daemon.
-func loadDefaultAppArmor() error {
+func (h hostAppArmor) LoadDefault() error {
 	defaultAppArmorOnce.Lock()
 	defer defaultAppArmorOnce.Unlock()
 	if defaultAppArmorOnce.done {
 		return nil
 	}
-	if ok, err := appArmorLoaded(defaultAppArmorProfile); err == nil && ok {
+	if ok, err := h.Loaded(defaultAppArmorProfile); err == nil && ok {
 		defaultAppArmorOnce.done = true
 		return nil
 	}
-	cmd := exec.Command(appArmorParser, "-Kr")
+	cmd := exec.Command(h.parser, "-Kr")
 	cmd.Stdin = bytes.NewReader([]byte(defaultAppArmorPolicy))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("load AppArmor profile %s with %s: %v: %s", defaultAppArmorProfile, appArmorParser, err, out)
+		return fmt.Errorf("load AppArmor profile %s with %s: %v: %s", defaultAppArmorProfile, h.parser, err, out)
 	}
 	defaultAppArmorOnce.done = true
 	return nil
