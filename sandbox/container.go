@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
 	"sync"
@@ -114,7 +115,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("bundle: %w", err)
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
-	r.fail.crash("create-container-after-bundle")
+	r.fail.Crash("create-container-after-bundle")
 
 	rootfs, err := r.createRootfs(ctx, id, img.ID, podCopy.Config)
 	if err != nil {
@@ -128,7 +129,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		defer cancel()
 		r.removeRootfs(cctx, id)
 	})
-	r.fail.crash("create-container-after-rootfs")
+	r.fail.Crash("create-container-after-rootfs")
 	if err := makeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
@@ -155,8 +156,8 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := writeSpec(c.Bundle, spec); err != nil {
 		return Container{}, err
 	}
-	r.fail.crash("create-container-after-spec")
-	if err := r.fail.hold(ctx, "create-container-after-spec"); err != nil {
+	r.fail.Crash("create-container-after-spec")
+	if err := r.fail.Hold(ctx, "create-container-after-spec"); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	ctr := newContainer(c)
@@ -188,7 +189,7 @@ func (r *Runtime) recordContainer(p *pod, ctr *container) error {
 	if err := r.saveContainer(&ctr.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", ctr.ID, err)
 	}
-	r.fail.crash("create-container-after-save")
+	r.fail.Crash("create-container-after-save")
 	r.mu.Lock()
 	r.containers[ctr.ID] = ctr
 	r.mu.Unlock()
@@ -321,7 +322,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if err := r.saveContainer(&c.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", c.ID, err)
 	}
-	r.fail.crash("start-container-after-save")
+	r.fail.Crash("start-container-after-save")
 	r.publishContainer(EventStarted, &c.Container)
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
 	return nil
@@ -405,7 +406,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if p != nil {
 		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
-	if err := r.store.delete(bucketContainers, c.ID); err != nil {
+	if err := r.store.Delete(store.Containers, c.ID); err != nil {
 		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
 	}
 	// Root filesystem and bundle go after the reply (removals.go).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"io"
 	"os"
 	"os/exec"
@@ -83,8 +84,8 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
-	undo = append(undo, func() { r.store.delete(bucketPods, id) })
-	r.fail.crash("run-pod-after-record")
+	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
+	r.fail.Crash("run-pod-after-record")
 	if err := ensureDir(p.Dir, privateDirMode); err != nil {
 		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
@@ -100,7 +101,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			return Pod{}, err
 		}
 	}
-	r.fail.crash("run-pod-after-files")
+	r.fail.Crash("run-pod-after-files")
 	// The pod's cgroup is made while the pause starts: the pause starts in
 	// the daemon's cgroup and moves in below (AddPause).
 	cgroupMade := make(chan error, 1)
@@ -113,7 +114,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
 	undo = append(undo, func() { r.removePodCgroup(p) })
-	r.fail.crash("run-pod-after-cgroup")
+	r.fail.Crash("run-pod-after-cgroup")
 	if pauseErr != nil {
 		return Pod{}, pauseErr
 	}
@@ -121,7 +122,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID, p.PIDHolder); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
-	r.fail.crash("run-pod-after-pause")
+	r.fail.Crash("run-pod-after-pause")
 
 	if !hostNetwork(cfg) && r.opts.Network != nil {
 		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
@@ -138,13 +139,13 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			r.opts.Network.TeardownPod(cctx, p.networkPod())
 		})
 	}
-	r.fail.crash("run-pod-after-network")
+	r.fail.Crash("run-pod-after-network")
 	p.State = PodReady
 	p.Creating = false
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
-	r.fail.crash("run-pod-after-save")
+	r.fail.Crash("run-pod-after-save")
 	p.mu.Lock()
 	r.mu.Lock()
 	r.pods[id] = p
@@ -436,7 +437,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 			return fmt.Errorf("stop pod %s: %w", p.ID, err)
 		}
 	}
-	r.fail.crash("stop-pod-after-containers")
+	r.fail.Crash("stop-pod-after-containers")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// The network is released even when the pause died on its own (the
@@ -450,22 +451,22 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
 		}
 	}
-	r.fail.crash("stop-pod-after-network")
+	r.fail.Crash("stop-pod-after-network")
 	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
 		unmountPodShm(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
 	r.killPause(p)
-	r.fail.crash("stop-pod-after-pause")
+	r.fail.Crash("stop-pod-after-pause")
 	unmountPodShm(p.Dir)
 	r.removePodCgroup(p)
-	r.fail.crash("stop-pod-after-cgroup")
+	r.fail.Crash("stop-pod-after-cgroup")
 	p.State = PodNotReady
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
-	r.fail.crash("stop-pod-after-save")
+	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
 	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
 	return nil
@@ -496,7 +497,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
 	}
 	os.Remove(keeperSocket(r.opts.State, p.ID)) // a killed keeper leaves it
-	if err := r.store.delete(bucketPods, p.ID); err != nil {
+	if err := r.store.Delete(store.Pods, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
 	}
 	r.mu.Lock()

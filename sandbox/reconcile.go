@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -121,7 +122,7 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 	os.RemoveAll(p.Dir)
 	r.removePodCgroup(p)
 	os.Remove(keeperSocket(r.opts.State, p.ID))
-	if err := r.store.delete(bucketPods, p.ID); err != nil {
+	if err := r.store.Delete(store.Pods, p.ID); err != nil {
 		r.log.Warn("remove the record of a half-created pod", "pod", p.ID, "err", err)
 		return
 	}

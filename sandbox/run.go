@@ -37,7 +37,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		}
 		r.mounted.Store(c.ID, true)
 	}
-	r.fail.crash("start-container-after-rootfs")
+	r.fail.Crash("start-container-after-rootfs")
 	// The keeper creates the log and its directories beneath the pod's log
 	// directory, without following symlinks (sandbox/pause/log.c).
 	logDir, logPath, err := containerLogLocation(p.Config, c.LogPath)
@@ -65,7 +65,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	if err != nil {
 		return err
 	}
-	r.fail.crash("start-container-after-start")
+	r.fail.Crash("start-container-after-start")
 	r.sealRootfsBind(c, p)
 	start, err := processStartTime(pid)
 	if err != nil {

@@ -7,6 +7,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -50,7 +51,7 @@ type Options struct {
 type Runtime struct {
 	opts  Options
 	log   *slog.Logger
-	store *metadataStore
+	store *store.Metadata
 
 	mu         sync.RWMutex
 	pods       map[string]*pod
@@ -58,13 +59,13 @@ type Runtime struct {
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
 
-	samples    cpuSamples              // for the CPU rate in stats
-	statsCache statsCache              // cgroup dirs and layer usage between stats calls
-	podOps     *resultStore[Pod]       // RunPod calls that may outlive their caller
-	ctrOps     *resultStore[Container] // CreateContainer calls, likewise
-	fail       failpoints              // crash points for recovery tests (failpoint.go); nil in production
-	removals   *removals               // root filesystems of removed containers being deleted
-	mounted    sync.Map                // container IDs whose root filesystem this process mounted
+	samples    cpuSamples                // for the CPU rate in stats
+	statsCache statsCache                // cgroup dirs and layer usage between stats calls
+	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
+	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
+	fail       store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
+	removals   *removals                 // root filesystems of removed containers being deleted
+	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
 
 	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
 	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
@@ -85,25 +86,25 @@ func Open(opts Options) (*Runtime, error) {
 			"every exec and container start will copy the whole binary (tens of ms each); "+
 			"install the binary in a directory of its own", "binary", exe, "state", opts.State)
 	}
-	store, err := openMetadataStore(filepath.Join(opts.Root, "metadata.db"))
+	md, err := store.Open(filepath.Join(opts.Root, "metadata.db"))
 	if err != nil {
 		return nil, err
 	}
 	r := &Runtime{
 		opts:       opts,
 		log:        opts.Logger,
-		store:      store,
+		store:      md,
 		pods:       map[string]*pod{},
 		containers: map[string]*container{},
 		podNames:   newNameRegistry(),
 		ctrNames:   newNameRegistry(),
-		podOps:     newResultStore[Pod](),
-		ctrOps:     newResultStore[Container](),
-		fail:       failpointsFromEnv(),
+		podOps:     store.NewResults[Pod](ErrAlreadyExists),
+		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
+		fail:       store.FailpointsFromEnv(),
 		removals:   newRemovals(),
 	}
 	if err := r.recover(); err != nil {
-		store.close()
+		md.Close()
 		return nil, err
 	}
 	r.reconcileHalfDone()
@@ -138,7 +139,7 @@ func (r *Runtime) reconcileNetwork() {
 // output end with the daemon (docs/design.md).
 func (r *Runtime) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeDetachedTimeout)
-	if !r.podOps.shutdown(ctx) || !r.ctrOps.shutdown(ctx) {
+	if !r.podOps.Shutdown(ctx) || !r.ctrOps.Shutdown(ctx) {
 		r.log.Warn("detached RunPodSandbox or CreateContainer calls still running at shutdown; the next start cleans up after them", "waited", closeDetachedTimeout)
 	}
 	cancel()
@@ -150,13 +151,13 @@ func (r *Runtime) Close() error {
 		c.stopWatching()
 	}
 	r.mu.Unlock()
-	return r.store.close()
+	return r.store.Close()
 }
 
 // recover rebuilds the in-memory state from the metadata store. A pod whose
 // pause is gone is NotReady; a container whose process is gone is Exited.
 func (r *Runtime) recover() error {
-	err := r.store.each(bucketPods, func(id string, data []byte) error {
+	err := r.store.Each(store.Pods, func(id string, data []byte) error {
 		p, err := decodePod(data)
 		if err != nil {
 			return fmt.Errorf("decode pod %s: %w", id, err)
@@ -179,7 +180,7 @@ func (r *Runtime) recover() error {
 	// an exit writes to the store, which deadlocks inside a read transaction
 	// when the file must grow (bbolt remaps it).
 	var running []*container
-	err = r.store.each(bucketContainers, func(id string, data []byte) error {
+	err = r.store.Each(store.Containers, func(id string, data []byte) error {
 		c, err := decodeContainer(data)
 		if err != nil {
 			return fmt.Errorf("decode container %s: %w", id, err)
@@ -223,7 +224,7 @@ func (r *Runtime) savePod(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	return r.store.put(bucketPods, p.ID, rec)
+	return r.store.Put(store.Pods, p.ID, rec)
 }
 
 func (r *Runtime) saveContainer(c *Container) error {
@@ -231,7 +232,7 @@ func (r *Runtime) saveContainer(c *Container) error {
 	if err != nil {
 		return err
 	}
-	return r.store.put(bucketContainers, c.ID, rec)
+	return r.store.Put(store.Containers, c.ID, rec)
 }
 
 // cleanupContext is used for undo steps: they must run even when the

@@ -1,4 +1,4 @@
-package sandbox
+package store
 
 import (
 	"encoding/json"
@@ -16,7 +16,7 @@ import (
 // deletes included, and a write after close fails instead of panicking.
 func TestMetadataStoreGroupCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "metadata.db")
-	s, err := openMetadataStore(path)
+	s, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +29,11 @@ func TestMetadataStoreGroupCommit(t *testing.T) {
 			defer wg.Done()
 			for i := range each {
 				id := fmt.Sprintf("w%d-%d", w, i)
-				if err := s.put(bucketPods, id, map[string]int{"i": i}); err != nil {
+				if err := s.Put(Pods, id, map[string]int{"i": i}); err != nil {
 					errs <- err
 				}
 				if i%2 == 1 {
-					if err := s.delete(bucketPods, id); err != nil {
+					if err := s.Delete(Pods, id); err != nil {
 						errs <- err
 					}
 				}
@@ -45,20 +45,20 @@ func TestMetadataStoreGroupCommit(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if err := s.close(); err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.put(bucketPods, "late", 1); err == nil {
+	if err := s.Put(Pods, "late", 1); err == nil {
 		t.Fatal("a write after close succeeded")
 	}
 
-	s, err = openMetadataStore(path)
+	s, err = Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.close()
+	defer s.Close()
 	got := map[string]bool{}
-	if err := s.each(bucketPods, func(id string, _ []byte) error { got[id] = true; return nil }); err != nil {
+	if err := s.Each(Pods, func(id string, _ []byte) error { got[id] = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != writers*each/2 {
@@ -81,17 +81,17 @@ func BenchmarkMetadataStoreWrites(b *testing.B) {
 	rec := map[string]string{"config": string(make([]byte, 2048))}
 	for _, mode := range []string{"group", "alone", "group-1", "alone-1"} {
 		b.Run(mode, func(b *testing.B) {
-			s, err := openMetadataStore(filepath.Join(b.TempDir(), "metadata.db"))
+			s, err := Open(filepath.Join(b.TempDir(), "metadata.db"))
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer s.close()
+			defer s.Close()
 			data, _ := json.Marshal(rec)
 			write := func(id string) error {
 				if strings.HasPrefix(mode, "group") {
-					return s.put(bucketContainers, id, rec)
+					return s.Put(Containers, id, rec)
 				}
-				return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketContainers).Put([]byte(id), data) })
+				return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(Containers).Put([]byte(id), data) })
 			}
 			if strings.HasSuffix(mode, "-1") {
 				for i := range b.N {

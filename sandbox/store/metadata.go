@@ -1,4 +1,4 @@
-package sandbox
+package store
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// metadataStore persists pods and containers in a bbolt file so that a
+// Metadata persists pods and containers in a bbolt file so that a
 // restarted daemon reports the same pods and containers. The in-memory maps
 // in Runtime are the working copy; every state change is written through.
 //
@@ -23,7 +23,7 @@ import (
 // concurrent RPCs share one fsync pair instead of queueing for one each
 // (bbolt syncs twice per commit: the pages, then the meta page). An idle
 // store commits a lone write at once: no delay is added to wait for company.
-type metadataStore struct {
+type Metadata struct {
 	db     *bolt.DB
 	writes chan *storeWrite
 	done   chan struct{} // closed when the committer has returned
@@ -43,12 +43,15 @@ type storeWrite struct {
 // maxGroup bounds a group commit, so that one transaction stays small.
 const maxGroup = 128
 
+// The buckets: one record per pod, one per container, by ID.
 var (
-	bucketPods       = []byte("pods")
-	bucketContainers = []byte("containers")
+	Pods       = []byte("pods")
+	Containers = []byte("containers")
 )
 
-func openMetadataStore(path string) (*metadataStore, error) {
+// Open opens (creating it if need be) the metadata file at path and starts
+// its committer.
+func Open(path string) (*Metadata, error) {
 	// The freelist is not written on each commit (fewer pages to sync per
 	// write); bbolt rebuilds it by scanning the file when it opens it.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true})
@@ -59,7 +62,7 @@ func openMetadataStore(path string) (*metadataStore, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketPods, bucketContainers} {
+		for _, b := range [][]byte{Pods, Containers} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -70,14 +73,14 @@ func openMetadataStore(path string) (*metadataStore, error) {
 		db.Close()
 		return nil, fmt.Errorf("init metadata %s: %w", path, err)
 	}
-	s := &metadataStore{db: db, writes: make(chan *storeWrite), done: make(chan struct{})}
+	s := &Metadata{db: db, writes: make(chan *storeWrite), done: make(chan struct{})}
 	go s.commitLoop()
 	return s, nil
 }
 
-// close stops the committer (no write may be in progress or follow) and
+// Close stops the committer (no write may be in progress or follow) and
 // closes the file.
-func (s *metadataStore) close() error {
+func (s *Metadata) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	close(s.writes)
@@ -86,7 +89,8 @@ func (s *metadataStore) close() error {
 	return s.db.Close()
 }
 
-func (s *metadataStore) put(bucket []byte, id string, v any) error {
+// Put writes v, as JSON, as the record of id in bucket, once committed.
+func (s *Metadata) Put(bucket []byte, id string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", id, err)
@@ -94,14 +98,15 @@ func (s *metadataStore) put(bucket []byte, id string, v any) error {
 	return s.write(&storeWrite{bucket: bucket, id: id, data: data})
 }
 
-func (s *metadataStore) delete(bucket []byte, id string) error {
+// Delete removes the record of id from bucket, once committed.
+func (s *Metadata) Delete(bucket []byte, id string) error {
 	return s.write(&storeWrite{bucket: bucket, id: id})
 }
 
 // write hands w to the committer and waits until it is committed. After
 // close (an exit recorded while the daemon shuts down) it fails as bbolt
 // does on a closed file.
-func (s *metadataStore) write(w *storeWrite) error {
+func (s *Metadata) write(w *storeWrite) error {
 	w.result = make(chan error, 1)
 	s.mu.RLock()
 	if s.closed {
@@ -114,7 +119,7 @@ func (s *metadataStore) write(w *storeWrite) error {
 }
 
 // commitLoop commits each write together with those queued behind it.
-func (s *metadataStore) commitLoop() {
+func (s *Metadata) commitLoop() {
 	defer close(s.done)
 	for w := range s.writes {
 		group := []*storeWrite{w}
@@ -148,7 +153,7 @@ func (s *metadataStore) commitLoop() {
 }
 
 // commit applies the writes in one transaction.
-func (s *metadataStore) commit(group []*storeWrite) error {
+func (s *Metadata) commit(group []*storeWrite) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, w := range group {
 			b := tx.Bucket(w.bucket)
@@ -166,9 +171,9 @@ func (s *metadataStore) commit(group []*storeWrite) error {
 	})
 }
 
-// each decodes every record of bucket with decode; a record that cannot be
+// Each decodes every record of bucket with decode; a record that cannot be
 // decoded is reported, not skipped silently.
-func (s *metadataStore) each(bucket []byte, decode func(id string, data []byte) error) error {
+func (s *Metadata) Each(bucket []byte, decode func(id string, data []byte) error) error {
 	return s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
 			return decode(string(k), v)

@@ -1,4 +1,4 @@
-package sandbox
+package store
 
 import (
 	"context"
@@ -14,6 +14,9 @@ type gate struct {
 	runs    atomic.Int32
 	err     error
 }
+
+// errReserved stands for the caller's "already exists".
+var errReserved = errors.New("already exists")
 
 func newGate() *gate { return &gate{release: make(chan struct{})} }
 
@@ -33,10 +36,10 @@ func expired() (context.Context, context.CancelFunc) {
 }
 
 func TestResultStoreCallerWaits(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	g := newGate()
 	close(g.release)
-	v, joined, err := s.do(context.Background(), "a", "req", g.op)
+	v, joined, err := s.Do(context.Background(), "a", "req", g.op)
 	if v != "id1" || joined || err != nil {
 		t.Fatalf("do = %q, %v, %v", v, joined, err)
 	}
@@ -48,17 +51,17 @@ func TestResultStoreCallerWaits(t *testing.T) {
 // The kubelet case: the caller's deadline passes mid-way, the work goes
 // on, and the retry gets its result, once; the next call is a new one.
 func TestResultStoreRetryGetsResultOfCallerThatLeft(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	g := newGate()
 	ctx, cancel := expired()
 	defer cancel()
-	if _, _, err := s.do(ctx, "a", "req", g.op); !errors.Is(err, context.DeadlineExceeded) {
+	if _, _, err := s.Do(ctx, "a", "req", g.op); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("first call: err %v, want DeadlineExceeded", err)
 	}
 	// A retry while the work runs waits for it.
 	got := make(chan string, 1)
 	go func() {
-		v, joined, err := s.do(context.Background(), "a", "req", g.op)
+		v, joined, err := s.Do(context.Background(), "a", "req", g.op)
 		if !joined || err != nil {
 			v = "not joined: " + v
 		}
@@ -69,7 +72,7 @@ func TestResultStoreRetryGetsResultOfCallerThatLeft(t *testing.T) {
 	if v := <-got; v != "id1" {
 		t.Fatalf("retry got %q, want the first call's id1", v)
 	}
-	if v, joined, _ := s.do(context.Background(), "a", "req", g.op); v != "id2" || joined {
+	if v, joined, _ := s.Do(context.Background(), "a", "req", g.op); v != "id2" || joined {
 		t.Fatalf("call after the result was claimed = %q, %v; want a new run", v, joined)
 	}
 	if g.runs.Load() != 2 {
@@ -78,78 +81,78 @@ func TestResultStoreRetryGetsResultOfCallerThatLeft(t *testing.T) {
 }
 
 func TestResultStoreRetryAfterTheWorkFinished(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	g := newGate()
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", g.op)
+	s.Do(ctx, "a", "req", g.op)
 	close(g.release)
-	s.wait()
-	v, joined, err := s.do(context.Background(), "a", "req", g.op)
+	s.Wait()
+	v, joined, err := s.Do(context.Background(), "a", "req", g.op)
 	if v != "id1" || !joined || err != nil || g.runs.Load() != 1 {
 		t.Fatalf("retry = %q, %v, %v after %d runs; want id1 from the one run", v, joined, err, g.runs.Load())
 	}
 }
 
 func TestResultStoreOtherRequestWithSameName(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	g := newGate()
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", g.op)
-	if _, _, err := s.do(context.Background(), "a", "other", g.op); !errors.Is(err, ErrAlreadyExists) {
-		t.Fatalf("other request: err %v, want ErrAlreadyExists", err)
+	s.Do(ctx, "a", "req", g.op)
+	if _, _, err := s.Do(context.Background(), "a", "other", g.op); !errors.Is(err, errReserved) {
+		t.Fatalf("other request: err %v, want errReserved", err)
 	}
 	close(g.release)
-	s.wait()
+	s.Wait()
 }
 
 // A failed operation has undone itself: the retry runs it again.
 func TestResultStoreFailedWorkIsNotKept(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	g := newGate()
 	g.err = errors.New("boom")
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", g.op)
+	s.Do(ctx, "a", "req", g.op)
 	close(g.release)
-	s.wait()
+	s.Wait()
 	if len(s.ops) != 0 {
 		t.Fatalf("a failed operation is kept: %v", s.ops)
 	}
-	if _, joined, err := s.do(context.Background(), "a", "req", g.op); joined || err == nil || g.runs.Load() != 2 {
+	if _, joined, err := s.Do(context.Background(), "a", "req", g.op); joined || err == nil || g.runs.Load() != 2 {
 		t.Fatalf("retry after failure: joined %v, err %v, %d runs", joined, err, g.runs.Load())
 	}
 }
 
 func TestResultStoreForgetsUnclaimedResults(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	now := time.Now()
 	s.now = func() time.Time { return now }
 	g := newGate()
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", g.op)
+	s.Do(ctx, "a", "req", g.op)
 	close(g.release)
-	s.wait()
+	s.Wait()
 	now = now.Add(resultKeep + time.Second)
-	if v, joined, _ := s.do(context.Background(), "a", "req", g.op); joined || v != "id2" {
+	if v, joined, _ := s.Do(context.Background(), "a", "req", g.op); joined || v != "id2" {
 		t.Fatalf("call after resultKeep = %q, joined %v; want a new run", v, joined)
 	}
 }
 
 // A long operation is not forgotten while it still runs.
 func TestResultStoreKeepsRunningWork(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	now := time.Now()
 	s.now = func() time.Time { return now }
 	g := newGate()
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", g.op)
+	s.Do(ctx, "a", "req", g.op)
 	now = now.Add(resultKeep + time.Second)
 	go func() { time.Sleep(20 * time.Millisecond); close(g.release) }()
-	if v, joined, err := s.do(context.Background(), "a", "req", g.op); v != "id1" || !joined || err != nil {
+	if v, joined, err := s.Do(context.Background(), "a", "req", g.op); v != "id1" || !joined || err != nil {
 		t.Fatalf("retry = %q, %v, %v; want id1", v, joined, err)
 	}
 }
@@ -158,27 +161,27 @@ func TestResultStoreKeepsRunningWork(t *testing.T) {
 // for it, but never longer than its bound for one that ignores the
 // cancellation.
 func TestResultStoreShutdown(t *testing.T) {
-	s := newResultStore[string]()
+	s := NewResults[string](errReserved)
 	ctx, cancel := expired()
 	defer cancel()
-	s.do(ctx, "a", "req", func(ctx context.Context) (string, error) {
+	s.Do(ctx, "a", "req", func(ctx context.Context) (string, error) {
 		<-ctx.Done() // a well-behaved step: ends when cancelled
 		return "", ctx.Err()
 	})
 	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer wcancel()
-	if !s.shutdown(wctx) {
+	if !s.Shutdown(wctx) {
 		t.Fatal("shutdown did not see the cancelled operation finish")
 	}
 
-	s = newResultStore[string]()
+	s = NewResults[string](errReserved)
 	g := newGate()
 	defer close(g.release)
-	s.do(ctx, "b", "req", g.op) // ignores its context
+	s.Do(ctx, "b", "req", g.op) // ignores its context
 	wctx, wcancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer wcancel()
 	start := time.Now()
-	if s.shutdown(wctx) {
+	if s.Shutdown(wctx) {
 		t.Fatal("shutdown reported a stuck operation finished")
 	}
 	if d := time.Since(start); d > 2*time.Second {

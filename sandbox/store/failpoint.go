@@ -1,4 +1,4 @@
-package sandbox
+package store
 
 import (
 	"context"
@@ -19,10 +19,10 @@ const FailpointsEnv = "PEAPOD_FAILPOINTS"
 // failpointExitCode is the status of a crash at a failpoint (EX_SOFTWARE).
 const failpointExitCode = 70
 
-// Failpoints are the steps of RunPodSandbox, CreateContainer,
+// FailpointNames are the steps of RunPodSandbox, CreateContainer,
 // StartContainer and StopPodSandbox, in order, at which a crash can be
 // asked for. Each sits right after the step it names has succeeded.
-var Failpoints = []string{
+var FailpointNames = []string{
 	"run-pod-after-record", "run-pod-after-files", "run-pod-after-cgroup", "run-pod-after-pause",
 	"run-pod-after-network", "run-pod-after-save",
 	"create-container-after-bundle", "create-container-after-rootfs", "create-container-after-spec",
@@ -32,16 +32,17 @@ var Failpoints = []string{
 	"stop-pod-after-save",
 }
 
-// failpoints maps a failpoint's name to its action: "" crashes, "hold:PATH"
+// Failpoints maps a failpoint's name to its action: "" crashes, "hold:PATH"
 // holds.
-type failpoints map[string]string
+type Failpoints map[string]string
 
-func failpointsFromEnv() failpoints {
+// FailpointsFromEnv reads FailpointsEnv; nil when it is unset.
+func FailpointsFromEnv() Failpoints {
 	v := os.Getenv(FailpointsEnv)
 	if v == "" {
 		return nil
 	}
-	f := failpoints{}
+	f := Failpoints{}
 	for _, name := range strings.Split(v, ",") {
 		name, action, _ := strings.Cut(strings.TrimSpace(name), "=")
 		if name != "" {
@@ -51,17 +52,17 @@ func failpointsFromEnv() failpoints {
 	return f
 }
 
-// crash ends the daemon at once, without cleanup, if name is enabled.
-func (f failpoints) crash(name string) {
+// Crash ends the daemon at once, without cleanup, if name is enabled.
+func (f Failpoints) Crash(name string) {
 	if action, ok := f[name]; ok && action == "" {
 		fmt.Fprintf(os.Stderr, "peapod: failpoint %s: exiting with status %d\n", name, failpointExitCode)
 		os.Exit(failpointExitCode)
 	}
 }
 
-// hold waits at name until its release file exists, if name is held; it
+// Hold waits at name until its release file exists, if name is held; it
 // returns ctx's error when ctx ends first.
-func (f failpoints) hold(ctx context.Context, name string) error {
+func (f Failpoints) Hold(ctx context.Context, name string) error {
 	path, ok := strings.CutPrefix(f[name], "hold:")
 	if !ok {
 		return nil

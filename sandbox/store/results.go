@@ -1,13 +1,10 @@
-package sandbox
+package store
 
 import (
 	"context"
 	"fmt"
 	"sync"
 	"time"
-
-	"google.golang.org/protobuf/proto"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // How long a result whose caller has gone is kept for a retry, and how long
@@ -17,7 +14,7 @@ const (
 	detachedOp = 10 * time.Minute
 )
 
-// resultStore lets RunPodSandbox and CreateContainer outlive their caller,
+// Results lets RunPodSandbox and CreateContainer outlive their caller,
 // the way CRI-O's resourcestore does. kubelet gives up on a slow call and
 // retries it with the same name: the work goes on detached from the caller,
 // and a retry with the same name and the same request joins it and gets its
@@ -28,7 +25,7 @@ const (
 // kubelet sees when it lists, adopts, or removes as an orphan. Cleaning it
 // up instead (containerd) would remove a pod kubelet may already have
 // adopted from a list. A failed operation has undone its own steps.
-type resultStore[T any] struct {
+type Results[T any] struct {
 	mu  sync.Mutex
 	ops map[string]*operation[T] // by name
 	wg  sync.WaitGroup           // detached operations still running
@@ -37,6 +34,8 @@ type resultStore[T any] struct {
 	// operations' contexts, so that none keeps the daemon from exiting.
 	closing context.Context
 	close   context.CancelFunc
+	// reserved is the error a call for a reserved name wraps.
+	reserved error
 }
 
 type operation[T any] struct {
@@ -49,25 +48,27 @@ type operation[T any] struct {
 	waiters  int
 }
 
-func newResultStore[T any]() *resultStore[T] {
+// NewResults returns an empty store; a call for a name that is reserved by
+// another request fails with an error that wraps reserved.
+func NewResults[T any](reserved error) *Results[T] {
 	closing, close := context.WithCancel(context.Background())
-	return &resultStore[T]{ops: map[string]*operation[T]{}, now: time.Now, closing: closing, close: close}
+	return &Results[T]{ops: map[string]*operation[T]{}, now: time.Now, closing: closing, close: close, reserved: reserved}
 }
 
-// do runs op for name, detached from ctx, and returns its result; or, if
+// Do runs op for name, detached from ctx, and returns its result; or, if
 // an earlier call for name with the same request is running or left a
 // result, that one's (joined is then true). A call for name with a
 // different request, while the earlier one is pending, fails with
-// ErrAlreadyExists. When ctx ends first, do returns ctx's error and the
+// the reserved error. When ctx ends first, Do returns ctx's error and the
 // result is kept for a retry.
-func (s *resultStore[T]) do(ctx context.Context, name, request string, op func(context.Context) (T, error)) (_ T, joined bool, _ error) {
+func (s *Results[T]) Do(ctx context.Context, name, request string, op func(context.Context) (T, error)) (_ T, joined bool, _ error) {
 	s.mu.Lock()
 	s.expireLocked()
 	o, ok := s.ops[name]
 	if ok && o.request != request {
 		s.mu.Unlock()
 		var zero T
-		return zero, false, fmt.Errorf("name %q is reserved by an earlier request that is still pending, with another config: %w", name, ErrAlreadyExists)
+		return zero, false, fmt.Errorf("name %q is reserved by an earlier request that is still pending, with another config: %w", name, s.reserved)
 	}
 	joined = ok
 	if !ok {
@@ -108,7 +109,7 @@ func (s *resultStore[T]) do(ctx context.Context, name, request string, op func(c
 }
 
 // run is the detached operation; it keeps ctx's values, not its deadline.
-func (s *resultStore[T]) run(ctx context.Context, name string, o *operation[T], op func(context.Context) (T, error)) {
+func (s *Results[T]) run(ctx context.Context, name string, o *operation[T], op func(context.Context) (T, error)) {
 	defer s.wg.Done()
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedOp)
 	defer cancel()
@@ -128,7 +129,7 @@ func (s *resultStore[T]) run(ctx context.Context, name string, o *operation[T], 
 }
 
 // expireLocked forgets results nobody claimed in time.
-func (s *resultStore[T]) expireLocked() {
+func (s *Results[T]) expireLocked() {
 	for name, o := range s.ops {
 		if o.finished && o.waiters == 0 && s.now().Sub(o.orphaned) > resultKeep {
 			delete(s.ops, name)
@@ -136,15 +137,15 @@ func (s *resultStore[T]) expireLocked() {
 	}
 }
 
-// wait waits for the detached operations to finish.
-func (s *resultStore[T]) wait() { s.wg.Wait() }
+// Wait waits for the detached operations to finish.
+func (s *Results[T]) Wait() { s.wg.Wait() }
 
-// shutdown cancels the detached operations and waits for them to finish
+// Shutdown cancels the detached operations and waits for them to finish
 // (each undoes its steps), so that none writes to a closed metadata store;
 // but no longer than ctx allows: it reports false when some are still
 // running. Those are then cut short by the daemon's exit, as by a crash,
 // which the next start reconciles.
-func (s *resultStore[T]) shutdown(ctx context.Context) bool {
+func (s *Results[T]) Shutdown(ctx context.Context) bool {
 	s.close()
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -154,54 +155,4 @@ func (s *resultStore[T]) shutdown(ctx context.Context) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// RunPod creates a pod (runPod) detached from ctx, so that kubelet's retry
-// after a deadline gets the pod instead of "name is reserved".
-func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (Pod, error) {
-	if err := validatePodConfig(cfg); err != nil {
-		return Pod{}, err
-	}
-	req, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
-	if err != nil {
-		return Pod{}, fmt.Errorf("encode pod config: %v: %w", err, ErrInvalidArgument)
-	}
-	name := podName(cfg)
-	p, joined, err := r.podOps.do(ctx, name, handler+"\x00"+string(req), func(ctx context.Context) (Pod, error) {
-		return r.runPod(ctx, cfg, handler)
-	})
-	switch {
-	case ctx.Err() != nil && err != nil:
-		r.log.Info("caller left before the pod was ready; it is kept for a retry", "name", name, "err", ctx.Err())
-	case joined && err == nil:
-		r.log.Info("pod handed to a retry", "pod", p.ID, "name", name)
-	}
-	return p, err
-}
-
-// CreateContainer creates a container (createContainer) detached from ctx,
-// as RunPod does.
-func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (Container, error) {
-	p, err := r.lookupPod(podID)
-	if err != nil || cfg == nil {
-		return r.createContainer(ctx, podID, cfg, img) // fails, saying why
-	}
-	p.mu.Lock()
-	podID, podCfg := p.ID, p.Config
-	p.mu.Unlock()
-	req, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)
-	if err != nil {
-		return Container{}, fmt.Errorf("encode container config: %v: %w", err, ErrInvalidArgument)
-	}
-	name := containerName(podCfg, cfg)
-	c, joined, err := r.ctrOps.do(ctx, name, podID+"\x00"+img.ID+"\x00"+string(req), func(ctx context.Context) (Container, error) {
-		return r.createContainer(ctx, podID, cfg, img)
-	})
-	switch {
-	case ctx.Err() != nil && err != nil:
-		r.log.Info("caller left before the container was created; it is kept for a retry", "name", name, "err", ctx.Err())
-	case joined && err == nil:
-		r.log.Info("container handed to a retry", "container", c.ID, "name", name)
-	}
-	return c, err
 }
