@@ -45,7 +45,7 @@ func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
 		return err
 	}
 	k := r.keeperOf(&p.Pod)
-	frames, conn, err := k.attach(ctx, c.ID)
+	frames, conn, err := k.Attach(ctx, c.ID)
 	if err != nil {
 		return fmt.Errorf("attach to container %s: %w", c.ID, err)
 	}
@@ -54,7 +54,7 @@ func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
 	// stdin (with a TTY: the terminal) comes from the keeper, which keeps
 	// its own copy: closing ours does not close the container's stdin.
 	if s.Stdin != nil || (tty && s.Resize != nil) {
-		in, err := k.stdin(ctx, c.ID)
+		in, err := k.Stdin(ctx, c.ID)
 		if err == nil {
 			defer in.Close()
 			if tty && s.Resize != nil {
@@ -67,7 +67,7 @@ func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
 						in.Close() // ours only; a TTY's stays open for resizes
 					}
 					if stdinOnce {
-						k.closeStdin(context.Background(), c.ID)
+						k.CloseStdin(context.Background(), c.ID)
 					}
 				}()
 			}

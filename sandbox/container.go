@@ -404,7 +404,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	p := r.pods[c.PodID]
 	r.mu.RUnlock()
 	if p != nil {
-		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
+		r.keeperOf(&p.Pod).Forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
 	if err := r.store.Delete(store.Containers, c.ID); err != nil {
 		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)

@@ -122,7 +122,7 @@ func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := r.keeperOf(&p.Pod).reopen(ctx, c.ID); err != nil {
+	if err := r.keeperOf(&p.Pod).Reopen(ctx, c.ID); err != nil {
 		return fmt.Errorf("reopen log of container %s: %w", c.ID, err)
 	}
 	return nil

@@ -144,9 +144,9 @@ func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
 	if p != nil && processAlive(p.PausePID, p.PauseStart) {
 		k := r.keeperOf(&p.Pod)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		k.wait(wctx, c.ID, nil)
+		k.Wait(wctx, c.ID, nil)
 		cancel()
-		k.forget(ctx, c.ID)
+		k.Forget(ctx, c.ID)
 	}
 	if err := lc.Destroy(); err != nil {
 		r.log.Warn("destroy the state of a half-started container", "container", c.ID, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"os"
 	"path/filepath"
 	"time"
@@ -52,15 +53,15 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	os.Remove(exitFile(c))
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
-	pid, err := k.start(ctx, startRequest{
-		id:        c.ID,
-		logDir:    logDir,
-		logPath:   logPath,
-		exitFile:  exitFile(c),
-		tty:       c.Config.GetTty(),
-		stdin:     c.Config.GetStdin(),
-		stdinOnce: c.Config.GetStdinOnce(),
-		argv:      []string{runnerExe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+	pid, err := k.Start(ctx, keeper.StartRequest{
+		ID:        c.ID,
+		LogDir:    logDir,
+		LogPath:   logPath,
+		ExitFile:  exitFile(c),
+		TTY:       c.Config.GetTty(),
+		Stdin:     c.Config.GetStdin(),
+		StdinOnce: c.Config.GetStdinOnce(),
+		Argv:      []string{runnerExe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err
@@ -103,7 +104,7 @@ func exitFile(c *container) string { return filepath.Join(c.Bundle, "exit") }
 // watchExit waits, through the keeper, for the container's exit and
 // records it. If the keeper is gone (its pod was killed), the exit file it
 // may have written is the last word.
-func (r *Runtime) watchExit(c *container, k keeper) {
+func (r *Runtime) watchExit(c *container, k keeper.Client) {
 	c.exited = make(chan struct{})
 	go func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -115,12 +116,12 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 			case <-ctx.Done():
 			}
 		}()
-		ex, err := k.wait(ctx, c.ID, func(st logState) { r.noteLogState(c, st) })
+		ex, err := k.Wait(ctx, c.ID, func(st keeper.LogState) { r.noteLogState(c, st) })
 		if errors.Is(err, context.Canceled) {
 			return // the daemon is shutting down; the keeper keeps the exit
 		}
 		if err != nil {
-			if fromFile, ferr := readExitFile(exitFile(c)); ferr == nil {
+			if fromFile, ferr := keeper.ReadExitFile(exitFile(c)); ferr == nil {
 				ex, err = fromFile, nil
 			}
 		}
@@ -131,21 +132,21 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 // noteLogState records what the keeper reports about the container's log
 // writes: a failing write (a full disk) shows in ContainerStatus's message
 // and in the daemon's log until writes work again.
-func (r *Runtime) noteLogState(c *container, st logState) {
-	if st.failing {
-		msg := fmt.Sprintf("writing the container log %s fails (%s): its output is dropped until a write works again", c.LogPath, st.reason)
+func (r *Runtime) noteLogState(c *container, st keeper.LogState) {
+	if st.Failing {
+		msg := fmt.Sprintf("writing the container log %s fails (%s): its output is dropped until a write works again", c.LogPath, st.Reason)
 		c.logError.Store(&msg)
 		r.log.Warn("container log write failed; lines are dropped, the container is not blocked",
-			"container", c.ID, "log", c.LogPath, "reason", st.reason, "dropped_lines", st.dropped)
+			"container", c.ID, "log", c.LogPath, "reason", st.Reason, "dropped_lines", st.Dropped)
 		return
 	}
 	c.logError.Store(nil)
-	r.log.Info("container log writes work again", "container", c.ID, "log", c.LogPath, "dropped_lines", st.dropped)
+	r.log.Info("container log writes work again", "container", c.ID, "log", c.LogPath, "dropped_lines", st.Dropped)
 }
 
 // recordExit stores the exit of a container's init process and releases
 // its cgroup and libcontainer state.
-func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
+func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.State = ContainerExited
@@ -155,8 +156,8 @@ func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
 		c.Reason = "Unknown"
 		c.Message = fmt.Sprintf("the pod's keeper could not report the exit: %v", werr)
 	} else {
-		c.FinishedAt = ex.finished
-		c.ExitCode = ex.code
+		c.FinishedAt = ex.Finished
+		c.ExitCode = ex.Code
 		c.Reason = exitReason(c.ExitCode)
 		if r.oomKilled(c) {
 			c.Reason = "OOMKilled"
@@ -200,7 +201,7 @@ func (r *Runtime) recoverContainer(c *container) {
 	r.mu.RLock()
 	p := r.pods[c.PodID]
 	r.mu.RUnlock()
-	if ex, err := readExitFile(exitFile(c)); err == nil {
+	if ex, err := keeper.ReadExitFile(exitFile(c)); err == nil {
 		c.exited = make(chan struct{})
 		r.recordExit(c, ex, nil)
 		return

@@ -7,6 +7,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"log/slog"
 	"path/filepath"
@@ -211,8 +212,8 @@ func libcontainerRoot(state string) string { return filepath.Join(state, "runc")
 // keeperOf is the client of a pod's keeper. The socket path is kept short
 // (unix socket paths are limited to 108 bytes): half the pod ID is unique
 // enough among the pods of one node.
-func (r *Runtime) keeperOf(p *Pod) keeper {
-	return keeper{socket: keeperSocket(r.opts.State, p.ID)}
+func (r *Runtime) keeperOf(p *Pod) keeper.Client {
+	return keeper.Client{Socket: keeperSocket(r.opts.State, p.ID)}
 }
 
 func keeperSocket(state, podID string) string {

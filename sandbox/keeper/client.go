@@ -1,4 +1,8 @@
-package sandbox
+// Package keeper is the daemon's client of a pod's keeper: the pause
+// process, which holds the stdio of the pod's containers, writes their
+// logs and records their exits (protocol in sandbox/pause/keeper.c). Each
+// request is one connection.
+package keeper
 
 import (
 	"bufio"
@@ -15,24 +19,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// keeper is the daemon's client of a pod's keeper: the pause process, which
-// holds the stdio of the pod's containers, writes their logs and records
-// their exits (protocol in sandbox/pause/keeper.c). Each request is one
-// connection.
-type keeper struct {
-	socket string
+// Client talks to the keeper listening on Socket.
+type Client struct {
+	Socket string
 }
 
-var errKeeperGone = errors.New("the pod's keeper is not running")
+// ErrGone says the pod's keeper is not running (no socket, refused, or the
+// connection closed mid-reply).
+var ErrGone = errors.New("the pod's keeper is not running")
+
+// ErrBadRequest says a request field cannot be sent (it holds a NUL, the
+// field separator). The CRI layer refuses such strings first.
+var ErrBadRequest = errors.New("bad keeper request")
 
 // dial connects and sends one request: NUL-terminated fields, then an empty
 // field.
-func (k keeper) dial(ctx context.Context, fields ...string) (*net.UnixConn, error) {
+func (k Client) dial(ctx context.Context, fields ...string) (*net.UnixConn, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", k.socket)
+	c, err := d.DialContext(ctx, "unix", k.Socket)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED) {
-			return nil, fmt.Errorf("%w: %v", errKeeperGone, err)
+			return nil, fmt.Errorf("%w: %v", ErrGone, err)
 		}
 		return nil, fmt.Errorf("connect to keeper: %w", err)
 	}
@@ -41,7 +48,7 @@ func (k keeper) dial(ctx context.Context, fields ...string) (*net.UnixConn, erro
 	for _, f := range fields {
 		if strings.IndexByte(f, 0) >= 0 {
 			conn.Close()
-			return nil, fmt.Errorf("keeper request field %q contains NUL: %w", f, ErrInvalidArgument)
+			return nil, fmt.Errorf("keeper request field %q contains NUL: %w", f, ErrBadRequest)
 		}
 		b.WriteString(f)
 		b.WriteByte(0)
@@ -65,7 +72,7 @@ func readLine(r io.Reader) (string, error) {
 	for len(b) < 64<<10 {
 		if _, err := io.ReadFull(r, one); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return "", fmt.Errorf("%w: connection closed", errKeeperGone)
+				return "", fmt.Errorf("%w: connection closed", ErrGone)
 			}
 			return "", err
 		}
@@ -78,7 +85,7 @@ func readLine(r io.Reader) (string, error) {
 }
 
 // call sends a request and returns the reply line after "ok".
-func (k keeper) call(ctx context.Context, fields ...string) (string, error) {
+func (k Client) call(ctx context.Context, fields ...string) (string, error) {
 	conn, err := k.dial(ctx, fields...)
 	if err != nil {
 		return "", err
@@ -103,13 +110,14 @@ func okReply(line string) (string, error) {
 	return "", fmt.Errorf("unexpected keeper reply %q", line)
 }
 
-type startRequest struct {
-	id, exitFile string
+// StartRequest is one container to start.
+type StartRequest struct {
+	ID, ExitFile string
 	// The log: its path relative to the pod's log directory, which the
 	// keeper opens it beneath (both "": no log).
-	logDir, logPath       string
-	tty, stdin, stdinOnce bool
-	argv                  []string
+	LogDir, LogPath       string
+	TTY, Stdin, StdinOnce bool
+	Argv                  []string // the runner's command line
 }
 
 func flag01(b bool) string {
@@ -119,10 +127,10 @@ func flag01(b bool) string {
 	return "0"
 }
 
-// start has the keeper run a container through a runner; it returns the
+// Start has the keeper run a container through a runner; it returns the
 // PID of the container's init.
-func (k keeper) start(ctx context.Context, r startRequest) (int, error) {
-	fields := append([]string{"start", r.id, r.logPath, flag01(r.tty), flag01(r.stdin), flag01(r.stdinOnce), r.exitFile, r.logDir}, r.argv...)
+func (k Client) Start(ctx context.Context, r StartRequest) (int, error) {
+	fields := append([]string{"start", r.ID, r.LogPath, flag01(r.TTY), flag01(r.Stdin), flag01(r.StdinOnce), r.ExitFile, r.LogDir}, r.Argv...)
 	rest, err := k.call(ctx, fields...)
 	if err != nil {
 		return 0, err
@@ -134,25 +142,25 @@ func (k keeper) start(ctx context.Context, r startRequest) (int, error) {
 	return pid, nil
 }
 
-// containerExit is an exit as the keeper recorded it.
-type containerExit struct {
-	code     int32
-	finished int64 // unix nanoseconds
+// Exit is an exit as the keeper recorded it.
+type Exit struct {
+	Code     int32
+	Finished int64 // unix nanoseconds
 }
 
-// logState is what the keeper reports about a container's log writes.
-type logState struct {
-	failing bool
-	dropped uint64 // lines lost so far
-	reason  string // why the last write failed (failing only)
+// LogState is what the keeper reports about a container's log writes.
+type LogState struct {
+	Failing bool
+	Dropped uint64 // lines lost so far
+	Reason  string // why the last write failed (Failing only)
 }
 
-// wait blocks until the container's exit is recorded. onLog, if not nil,
+// Wait blocks until the container's exit is recorded. onLog, if not nil,
 // gets the keeper's reports on the log writes meanwhile.
-func (k keeper) wait(ctx context.Context, id string, onLog func(logState)) (containerExit, error) {
+func (k Client) Wait(ctx context.Context, id string, onLog func(LogState)) (Exit, error) {
 	conn, err := k.dial(ctx, "wait", id)
 	if err != nil {
-		return containerExit{}, err
+		return Exit{}, err
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
@@ -162,9 +170,9 @@ func (k keeper) wait(ctx context.Context, id string, onLog func(logState)) (cont
 		line, err := readLine(r)
 		if err != nil {
 			if ctx.Err() != nil {
-				return containerExit{}, ctx.Err()
+				return Exit{}, ctx.Err()
 			}
-			return containerExit{}, err
+			return Exit{}, err
 		}
 		if rest, ok := strings.CutPrefix(line, "exited "); ok {
 			return parseExit(rest)
@@ -179,65 +187,68 @@ func (k keeper) wait(ctx context.Context, id string, onLog func(logState)) (cont
 		if err == nil {
 			err = fmt.Errorf("unexpected keeper reply %q", line)
 		}
-		return containerExit{}, err
+		return Exit{}, err
 	}
 }
 
 // parseLogState reads "log-error <dropped> <reason>" or "log-ok <dropped>".
-func parseLogState(line string) (logState, bool) {
+func parseLogState(line string) (LogState, bool) {
 	if rest, ok := strings.CutPrefix(line, "log-ok "); ok {
 		n, err := strconv.ParseUint(rest, 10, 64)
-		return logState{dropped: n}, err == nil
+		return LogState{Dropped: n}, err == nil
 	}
 	if rest, ok := strings.CutPrefix(line, "log-error "); ok {
 		num, reason, _ := strings.Cut(rest, " ")
 		n, err := strconv.ParseUint(num, 10, 64)
-		return logState{failing: true, dropped: n, reason: reason}, err == nil
+		return LogState{Failing: true, Dropped: n, Reason: reason}, err == nil
 	}
-	return logState{}, false
+	return LogState{}, false
 }
 
 // parseExit reads "<code> <finished_unix_nanos>", as in the exit file.
-func parseExit(s string) (containerExit, error) {
+func parseExit(s string) (Exit, error) {
 	f := strings.Fields(s)
 	if len(f) != 2 {
-		return containerExit{}, fmt.Errorf("malformed exit record %q", s)
+		return Exit{}, fmt.Errorf("malformed exit record %q", s)
 	}
 	code, err1 := strconv.ParseInt(f[0], 10, 32)
 	finished, err2 := strconv.ParseInt(f[1], 10, 64)
 	if err1 != nil || err2 != nil {
-		return containerExit{}, fmt.Errorf("malformed exit record %q", s)
+		return Exit{}, fmt.Errorf("malformed exit record %q", s)
 	}
-	return containerExit{code: int32(code), finished: finished}, nil
+	return Exit{Code: int32(code), Finished: finished}, nil
 }
 
-// readExitFile reads an exit the keeper recorded on disk.
-func readExitFile(path string) (containerExit, error) {
+// ReadExitFile reads an exit the keeper recorded on disk.
+func ReadExitFile(path string) (Exit, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return containerExit{}, err
+		return Exit{}, err
 	}
 	return parseExit(strings.TrimSpace(string(data)))
 }
 
-func (k keeper) reopen(ctx context.Context, id string) error {
+// Reopen has the keeper reopen the container's log file (after rotation).
+func (k Client) Reopen(ctx context.Context, id string) error {
 	_, err := k.call(ctx, "reopen", id)
 	return err
 }
 
-func (k keeper) closeStdin(ctx context.Context, id string) error {
+// CloseStdin closes the container's stdin.
+func (k Client) CloseStdin(ctx context.Context, id string) error {
 	_, err := k.call(ctx, "close-stdin", id)
 	return err
 }
 
-func (k keeper) forget(ctx context.Context, id string) error {
+// Forget drops the keeper's record of the container.
+func (k Client) Forget(ctx context.Context, id string) error {
 	_, err := k.call(ctx, "forget", id)
 	return err
 }
 
-// attach returns a connection that carries the container's output as
+// Attach returns a connection that carries the container's output as
 // frames: 1 byte stream (1 stdout, 2 stderr), 4 bytes length, data.
-func (k keeper) attach(ctx context.Context, id string) (*bufio.Reader, io.Closer, error) {
+func (k Client) Attach(ctx context.Context, id string) (*bufio.Reader, io.Closer, error) {
 	conn, err := k.dial(ctx, "attach", id)
 	if err != nil {
 		return nil, nil, err
@@ -254,9 +265,9 @@ func (k keeper) attach(ctx context.Context, id string) (*bufio.Reader, io.Closer
 	return bufio.NewReader(conn), conn, nil
 }
 
-// stdin returns the write end of the container's stdin (with a TTY: the
+// Stdin returns the write end of the container's stdin (with a TTY: the
 // terminal), passed by the keeper with SCM_RIGHTS.
-func (k keeper) stdin(ctx context.Context, id string) (*os.File, error) {
+func (k Client) Stdin(ctx context.Context, id string) (*os.File, error) {
 	conn, err := k.dial(ctx, "stdin", id)
 	if err != nil {
 		return nil, err
