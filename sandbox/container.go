@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
@@ -377,7 +378,7 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 			return
 		}
 	}
-	if processAlive(pid, start) {
+	if proc.Alive(pid, start) {
 		unix.Kill(pid, sig)
 	}
 }

@@ -6,6 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/runner"
+	"github.com/peapod-cri/peapod/sandbox/seal"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +22,6 @@ import (
 	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
-	"github.com/opencontainers/runc/libcontainer/exeseal"
 	"golang.org/x/sys/unix"
 
 	"github.com/peapod-cri/peapod/sandbox/enter"
@@ -207,11 +209,11 @@ type execHelper struct {
 func (r *Runtime) helper() *os.File {
 	h := &r.execHelper
 	h.once.Do(func() {
-		exe := runnerExe()
+		exe := runner.Exe()
 		if exe == "/proc/self/exe" {
 			return
 		}
-		f, err := sealBinary(exe, filepath.Join(r.opts.State, "exec-seal"))
+		f, err := seal.Binary(exe, filepath.Join(r.opts.State, "exec-seal"))
 		if err != nil {
 			r.log.Info("execs go through libcontainer: no sealed exec helper", "binary", exe, "err", err)
 			return
@@ -224,62 +226,6 @@ func (r *Runtime) helper() *os.File {
 		return nil
 	}
 	return h.file
-}
-
-// sealBinary returns a handle of exe that cannot be written: through a
-// read-only overlayfs of exe's directory (no copy), else a sealed memfd
-// copy when exe is small enough to copy once.
-func sealBinary(exe, emptyDir string) (*os.File, error) {
-	if err := os.MkdirAll(emptyDir, 0o700); err != nil {
-		return nil, err
-	}
-	f, err := sealedOverlay(exe, emptyDir)
-	if err == nil {
-		return f, nil
-	}
-	src, err2 := os.Open(exe)
-	if err2 != nil {
-		return nil, err2
-	}
-	defer src.Close()
-	st, err2 := src.Stat()
-	if err2 != nil {
-		return nil, err2
-	}
-	if st.Size() > 16<<20 {
-		return nil, fmt.Errorf("overlayfs seal: %v; %s is too big to copy", err, exe)
-	}
-	return exeseal.CloneBinary(src, st.Size(), exe, emptyDir)
-}
-
-// sealedOverlay is libcontainer's exeseal overlay for a binary of our
-// choice: a detached, read-only overlayfs whose lower layers are the
-// binary's directory and an empty one.
-func sealedOverlay(exe, emptyDir string) (*os.File, error) {
-	esc := func(p string) string { return strings.ReplaceAll(strings.ReplaceAll(p, `\`, `\\`), `:`, `\:`) }
-	ctx, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("fsopen overlay: %w", err)
-	}
-	defer unix.Close(ctx)
-	dir, name := filepath.Split(exe)
-	if err := unix.FsconfigSetString(ctx, "lowerdir", esc(dir)+":"+esc(emptyDir)); err != nil {
-		return nil, fmt.Errorf("overlay lowerdir: %w", err)
-	}
-	_ = unix.FsconfigSetString(ctx, "xino", "off")
-	if err := unix.FsconfigCreate(ctx); err != nil {
-		return nil, fmt.Errorf("create overlay: %w", err)
-	}
-	mnt, err := unix.Fsmount(ctx, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID)
-	if err != nil {
-		return nil, fmt.Errorf("fsmount overlay: %w", err)
-	}
-	defer unix.Close(mnt)
-	fd, err := unix.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s in the overlay: %w", name, err)
-	}
-	return os.NewFile(uintptr(fd), "sealed:"+exe), nil
 }
 
 // errFallBack says the fast path did not start the command: the exec is to
@@ -305,7 +251,7 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	}
 	pidf := os.NewFile(uintptr(pidfd), "pidfd")
 	defer pidf.Close()
-	if !processAlive(plan.initPid, plan.initStart) {
+	if !proc.Alive(plan.initPid, plan.initStart) {
 		return 0, fmt.Errorf("init %d is gone: %w", plan.initPid, errFallBack)
 	}
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
 	"runtime"
 	"strconv"
@@ -51,7 +52,7 @@ func exportSeccomp(cfg *configs.Seccomp) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	exe := runnerExe()
+	exe := runner.Exe()
 	if exe == "/proc/self/exe" {
 		return nil, fmt.Errorf("no runner binary")
 	}

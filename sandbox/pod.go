@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"io"
 	"os"
@@ -382,7 +383,7 @@ func (r *Runtime) startPause(p *pod) error {
 		return fmt.Errorf("pause process: %s: %w", got, ErrInvalidArgument)
 	}
 	p.PausePID = cmd.Process.Pid
-	start, err := processStartTime(p.PausePID)
+	start, err := proc.StartTime(p.PausePID)
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
@@ -392,7 +393,7 @@ func (r *Runtime) startPause(p *pod) error {
 	if p.PIDHolder > 0 {
 		// The holder is the keeper's child, confined and waiting: its PID
 		// is not reused while the keeper lives.
-		if p.HolderStart, err = processStartTime(p.PIDHolder); err != nil {
+		if p.HolderStart, err = proc.StartTime(p.PIDHolder); err != nil {
 			cmd.Process.Kill()
 			<-exited
 			return fmt.Errorf("read the namespace holder's start time: %w", err)
@@ -403,7 +404,7 @@ func (r *Runtime) startPause(p *pod) error {
 
 // killPause ends the pause process and waits until it is gone.
 func (r *Runtime) killPause(p *pod) {
-	if !processAlive(p.PausePID, p.PauseStart) {
+	if !proc.Alive(p.PausePID, p.PauseStart) {
 		return
 	}
 	unix.Kill(p.PausePID, unix.SIGKILL)
@@ -417,7 +418,7 @@ func (r *Runtime) killPause(p *pod) {
 	}
 	// Not our child (the daemon restarted): wait until it disappears.
 	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
+	for proc.Alive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -444,7 +445,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	// netns is gone then, and its /proc path may name another process's).
 	if !hostNetwork(p.Config) && r.opts.Network != nil {
 		np := p.networkPod()
-		if !processAlive(p.PausePID, p.PauseStart) {
+		if !proc.Alive(p.PausePID, p.PauseStart) {
 			np.NetNS = ""
 		}
 		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
@@ -452,7 +453,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 		}
 	}
 	r.fail.Crash("stop-pod-after-network")
-	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
+	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
 		unmountPodShm(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
@@ -539,9 +540,9 @@ func (p *pod) refresh() {
 	if p.State != PodReady {
 		return
 	}
-	if !processAlive(p.PausePID, p.PauseStart) {
+	if !proc.Alive(p.PausePID, p.PauseStart) {
 		p.State, p.NotReadyReason = PodNotReady, "the pod's pause process exited"
-	} else if p.PIDHolder > 0 && !processAlive(p.PIDHolder, p.HolderStart) {
+	} else if p.PIDHolder > 0 && !proc.Alive(p.PIDHolder, p.HolderStart) {
 		p.State, p.NotReadyReason = PodNotReady, p.holderGoneReason()
 	}
 }

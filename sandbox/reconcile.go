@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
@@ -51,7 +52,7 @@ func (r *Runtime) reconcileHalfDone() {
 func (r *Runtime) killOrphanKeepers() {
 	live := map[string]bool{}
 	for _, p := range r.pods {
-		if !p.Creating && processAlive(p.PausePID, p.PauseStart) {
+		if !p.Creating && proc.Alive(p.PausePID, p.PauseStart) {
 			live[keeperSocket(r.opts.State, p.ID)] = true
 		}
 	}
@@ -62,7 +63,7 @@ func (r *Runtime) killOrphanKeepers() {
 		r.log.Info("kill the keeper of a pod that was never finished", "pid", k.pid, "socket", k.socket)
 		unix.Kill(k.pid, unix.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
-		for processAlive(k.pid, k.start) && time.Now().Before(deadline) {
+		for proc.Alive(k.pid, k.start) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
@@ -95,7 +96,7 @@ func keeperProcesses(dir string) []keeperProcess {
 		}
 		for i := 2; i+1 < len(args); i++ {
 			if string(args[i]) == "-S" && filepath.Dir(string(args[i+1])) == dir {
-				start, err := processStartTime(pid)
+				start, err := proc.StartTime(pid)
 				if err == nil {
 					out = append(out, keeperProcess{pid: pid, start: start, socket: string(args[i+1])})
 				}
@@ -141,7 +142,7 @@ func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
 	r.log.Info("kill a container whose start a crash interrupted; it stays created", "container", c.ID)
 	lc.Signal(unix.SIGKILL)
 	p := r.pods[c.PodID]
-	if p != nil && processAlive(p.PausePID, p.PauseStart) {
+	if p != nil && proc.Alive(p.PausePID, p.PauseStart) {
 		k := r.keeperOf(&p.Pod)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		k.Wait(wctx, c.ID, nil)
@@ -192,7 +193,7 @@ func (r *Runtime) removeOrphanPodFiles() {
 	}
 	live := map[string]bool{}
 	for _, p := range r.pods {
-		if processAlive(p.PausePID, p.PauseStart) {
+		if proc.Alive(p.PausePID, p.PauseStart) {
 			live[filepath.Base(keeperSocket(r.opts.State, p.ID))] = true
 		}
 	}
@@ -216,7 +217,7 @@ func (r *Runtime) releaseStoppedPods() {
 		}
 	}
 	for _, p := range r.pods {
-		if p.State == PodReady || running[p.ID] || processAlive(p.PausePID, p.PauseStart) {
+		if p.State == PodReady || running[p.ID] || proc.Alive(p.PausePID, p.PauseStart) {
 			continue
 		}
 		unmountPodShm(p.Dir)

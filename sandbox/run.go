@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
 	"path/filepath"
 	"time"
@@ -61,14 +63,14 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		TTY:       c.Config.GetTty(),
 		Stdin:     c.Config.GetStdin(),
 		StdinOnce: c.Config.GetStdinOnce(),
-		Argv:      []string{runnerExe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+		Argv:      []string{runner.Exe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err
 	}
 	r.fail.Crash("start-container-after-start")
 	r.sealRootfsBind(c, p)
-	start, err := processStartTime(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		start = 0 // exited already: the keeper records it
 	}
@@ -206,7 +208,7 @@ func (r *Runtime) recoverContainer(c *container) {
 		r.recordExit(c, ex, nil)
 		return
 	}
-	if p == nil || !processAlive(p.PausePID, p.PauseStart) {
+	if p == nil || !proc.Alive(p.PausePID, p.PauseStart) {
 		r.markLost(c)
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -31,25 +30,7 @@ func SeccompExportMain() int { return runner.SeccompMain() }
 
 // RunnerBinary is the name of the small runner binary (cmd/peapod-runner)
 // that the daemon uses when it is installed beside it.
-const RunnerBinary = "peapod-runner"
-
-// runnerExe is what the keeper executes to start a container: the small
-// runner binary beside the daemon's, else the daemon's own (both run
-// package runner; the small one starts in a third of the time). Always a
-// path on disk, never the keeper's /proc/self/exe: a keeper started by an
-// older peapod must run the runner of the daemon that asks it, whose
-// arguments it understands.
-func runnerExe() string {
-	exe := selfExe()
-	if exe == "" || strings.HasSuffix(exe, " (deleted)") {
-		return "/proc/self/exe"
-	}
-	p := filepath.Join(filepath.Dir(exe), RunnerBinary)
-	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-		return p
-	}
-	return exe
-}
+const RunnerBinary = runner.Binary
 
 // runnerJoins is the runner's last argument: the PID whose cgroups it
 // joins before it creates the container, the daemon's, so that a relative

@@ -8,6 +8,8 @@ import (
 	"context"
 	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/seal"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"log/slog"
 	"path/filepath"
@@ -82,7 +84,7 @@ func Open(opts Options) (*Runtime, error) {
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}
-	if exe := selfExe(); exe != "" && exeSealOverlaps(exe, libcontainerRoot(opts.State)) {
+	if exe := seal.SelfExe(); exe != "" && seal.Overlaps(exe, libcontainerRoot(opts.State)) {
 		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+
 			"every exec and container start will copy the whole binary (tens of ms each); "+
 			"install the binary in a directory of its own", "binary", exe, "state", opts.State)
@@ -163,7 +165,7 @@ func (r *Runtime) recover() error {
 		if err != nil {
 			return fmt.Errorf("decode pod %s: %w", id, err)
 		}
-		if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
+		if p.State == PodReady && !proc.Alive(p.PausePID, p.PauseStart) {
 			p.State = PodNotReady
 			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
 		}

@@ -1,4 +1,7 @@
-package sandbox
+// Package proc names a process by its PID and its start time, which a
+// reused PID does not repeat, so that the daemon never signals or joins a
+// stranger that took a dead process's PID.
+package proc
 
 import (
 	"fmt"
@@ -7,10 +10,10 @@ import (
 	"strings"
 )
 
-// processStartTime reads the start time (clock ticks since boot) of pid, so
+// StartTime reads the start time (clock ticks since boot) of pid, so
 // that a recorded PID is never mistaken for an unrelated process that reused
 // the number after a daemon restart.
-func processStartTime(pid int) (uint64, error) {
+func StartTime(pid int) (uint64, error) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
@@ -32,11 +35,11 @@ func processStartTime(pid int) (uint64, error) {
 	return strconv.ParseUint(fields[19], 10, 64)
 }
 
-// processAlive reports whether pid is still the process that started at start.
-func processAlive(pid int, start uint64) bool {
+// Alive reports whether pid is still the process that started at start.
+func Alive(pid int, start uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	st, err := processStartTime(pid)
+	st, err := StartTime(pid)
 	return err == nil && st == start
 }

@@ -1,4 +1,4 @@
-package sandbox
+package seal
 
 import (
 	"os"
@@ -31,8 +31,8 @@ func TestExeSealOverlaps(t *testing.T) {
 		{"bin/peapod", "bin/st/runc", false},           // through a symlink: where it really is
 		{"state/runc/peapod", "bin/st/runc", true},
 	} {
-		if got := exeSealOverlaps(filepath.Join(dir, tc.exe), filepath.Join(dir, tc.root)); got != tc.want {
-			t.Errorf("exeSealOverlaps(%s, %s) = %v, want %v", tc.exe, tc.root, got, tc.want)
+		if got := Overlaps(filepath.Join(dir, tc.exe), filepath.Join(dir, tc.root)); got != tc.want {
+			t.Errorf("Overlaps(%s, %s) = %v, want %v", tc.exe, tc.root, got, tc.want)
 		}
 	}
 }
@@ -62,7 +62,7 @@ func TestSealBinary(t *testing.T) {
 		"copy (overlapping layers)": filepath.Join(bin, "state", "exec-seal"),
 	} {
 		t.Run(name, func(t *testing.T) {
-			f, err := sealBinary(exe, empty)
+			f, err := Binary(exe, empty)
 			if err != nil {
 				t.Fatal(err)
 			}
