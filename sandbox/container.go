@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -29,7 +29,7 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	exec   *execHandle // reused by every exec while the container runs; nil until the first
+	exec   *exec.Target // reused by every exec while the container runs; nil until the first
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
@@ -441,14 +441,6 @@ func (r *Runtime) destroyLibcontainer(c *container) {
 		r.log.Warn("destroy container state", "container", c.ID, "err", err)
 	}
 	c.lc = nil
-}
-
-// exitCode turns a wait status into the shell convention kubelet shows.
-func exitCode(ws syscall.WaitStatus) int32 {
-	if ws.Signaled() {
-		return 128 + int32(ws.Signal())
-	}
-	return int32(ws.ExitStatus())
 }
 
 func exitReason(code int32) string {

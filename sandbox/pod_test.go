@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -75,22 +74,6 @@ func TestValidatePodConfig(t *testing.T) {
 		}
 		if err != nil && !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("%s: %v is not ErrInvalidArgument", tc.name, err)
-		}
-	}
-}
-
-func TestExitCode(t *testing.T) {
-	for _, tc := range []struct {
-		ws   syscall.WaitStatus
-		want int32
-	}{
-		{syscall.WaitStatus(0), 0},
-		{syscall.WaitStatus(3 << 8), 3},
-		{syscall.WaitStatus(syscall.SIGKILL), 137},
-		{syscall.WaitStatus(syscall.SIGTERM), 143},
-	} {
-		if got := exitCode(tc.ws); got != tc.want {
-			t.Errorf("exitCode(%#x) = %d, want %d", uint32(tc.ws), got, tc.want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -70,9 +71,9 @@ type Runtime struct {
 	removals   *removals                 // root filesystems of removed containers being deleted
 	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
 
-	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
-	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
-	pauseExe   pauseExe   // the sealed binary pauses run from (holder.go)
+	usernsWarn sync.Once      // logs once why Status does not offer user namespaces
+	exec       *exec.Executor // exec, attach and port-forward (package sandbox/exec)
+	pauseExe   pauseExe       // the sealed binary pauses run from (holder.go)
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -105,6 +106,7 @@ func Open(opts Options) (*Runtime, error) {
 		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
 		fail:       store.FailpointsFromEnv(),
 		removals:   newRemovals(),
+		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
 	if err := r.recover(); err != nil {
 		md.Close()

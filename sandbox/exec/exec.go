@@ -1,11 +1,11 @@
-package sandbox
+package exec
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"io"
 	"os"
 	"slices"
@@ -18,58 +18,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxExecOutput bounds what ExecSync buffers per stream, as a probe that
-// prints without end must not exhaust the daemon's memory.
-const maxExecOutput = 16 << 20
-
-// ExecSync runs cmd in a running container and returns its output and exit
-// code. With a timeout, the process is killed and reaped when it passes and
-// ErrDeadlineExceeded is returned.
-func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	outBuf, errBuf := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
-	code, err = r.Exec(ctx, id, cmd, Streams{Stdout: nopCloser{outBuf}, Stderr: nopCloser{errBuf}})
-	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
-		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, ErrDeadlineExceeded)
-	}
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	return outBuf.Bytes(), errBuf.Bytes(), code, nil
-}
-
-// Exec runs cmd in a running container with the given streams, in all the
-// container's namespaces and its cgroup, as its user with its environment.
-// It returns the exit code. When ctx ends first, the process is killed and
-// reaped, and ctx's error is returned.
-func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) (int32, error) {
-	if len(cmd) == 0 {
-		return 0, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
-	}
-	c, err := r.lookupContainer(id)
-	if err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
-	if c.State != ContainerRunning {
-		c.mu.Unlock()
-		return 0, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
-	}
-	h, err := r.execHandleOf(c)
-	c.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	if code, err := r.fastExec(ctx, h, cmd, s); !errors.Is(err, errFallBack) {
+// Exec runs cmd in the container of t, as Runtime.Exec describes: through
+// the C helper when it can (fastexec.go), else through libcontainer's
+// setns init.
+func (e *Executor) Exec(ctx context.Context, t *Target, cmd []string, s Streams) (int32, error) {
+	h := t
+	if code, err := e.fastExec(ctx, h, cmd, s); !errors.Is(err, errFallBack) {
 		return code, err
 	} else if err != errFallBack {
-		r.log.Debug("exec through libcontainer", "container", c.ID, "reason", err)
+		e.log.Debug("exec through libcontainer", "container", h.lc.ID(), "reason", err)
 	}
-	proc, err := newInitProcess(h.spec)
+	proc, err := runner.InitProcess(h.spec)
 	if err != nil {
 		return 0, err
 	}
@@ -95,7 +54,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 			}
 			return code, nil
 		}
-		return 0, fmt.Errorf("exec %q in container %s: %w", cmd, c.ID, err)
+		return 0, fmt.Errorf("exec %q in container %s: %w", cmd, h.lc.ID(), err)
 	}
 	copied, err := stdio.started(s)
 	if err != nil {
@@ -121,7 +80,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) 
 		case <-time.After(2 * time.Second):
 		}
 		if res.ps == nil {
-			return 0, fmt.Errorf("wait for exec in %s: %w", c.ID, res.err)
+			return 0, fmt.Errorf("wait for exec in %s: %w", h.lc.ID(), res.err)
 		}
 		return exitCode(res.ps.Sys().(syscall.WaitStatus)), nil
 	case <-ctx.Done():
@@ -265,25 +224,4 @@ func (e *execIO) close() {
 	for _, f := range append(e.child, e.files...) {
 		f.Close()
 	}
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
-
-// cappedBuffer keeps the first max bytes written and drops the rest.
-type cappedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
-	}
-	return len(p), nil
 }

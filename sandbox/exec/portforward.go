@@ -1,4 +1,4 @@
-package sandbox
+package exec
 
 import (
 	"context"
@@ -11,32 +11,19 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// PortForward connects stream to port on the pod's loopback, inside the
-// pod's network namespace, until either side closes.
-func (r *Runtime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
-	if port <= 0 || port > 65535 {
-		return fmt.Errorf("port %d is out of range: %w", port, ErrInvalidArgument)
-	}
-	p, err := r.lookupPod(podID)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.refresh()
-	ready, nsPath, host := p.State == PodReady, p.netnsPath(), hostNetwork(p.Config)
-	p.mu.Unlock()
-	if !ready {
-		return fmt.Errorf("pod %s is not ready: %w", p.ID, ErrFailedPrecondition)
-	}
+// PortForward connects stream to port on the loopback of the network
+// namespace at netns ("" for the host's), until either side closes.
+func (e *Executor) PortForward(ctx context.Context, netns string, port int32, stream io.ReadWriteCloser) error {
+	var err error
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	var conn net.Conn
-	if host {
+	if netns == "" {
 		conn, err = net.Dial("tcp4", addr)
 	} else {
-		conn, err = dialInNetNS(ctx, nsPath, addr)
+		conn, err = dialInNetNS(ctx, netns, addr)
 	}
 	if err != nil {
-		return fmt.Errorf("port forward to %s in pod %s: %w", addr, p.ID, err)
+		return fmt.Errorf("port forward to %s: %w", addr, err)
 	}
 	defer conn.Close()
 	// Done when the pod side has nothing more to send, when the client
@@ -103,27 +90,4 @@ func dialInNetNS(ctx context.Context, nsPath, addr string) (net.Conn, error) {
 	}()
 	r := <-res
 	return r.conn, r.err
-}
-
-// ReopenLog has the keeper reopen a running container's log file after
-// the kubelet rotated it.
-func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
-	c, err := r.lookupContainer(id)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	running, podID := c.State == ContainerRunning, c.PodID
-	c.mu.Unlock()
-	if !running {
-		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
-	}
-	p, err := r.lookupPod(podID)
-	if err != nil {
-		return err
-	}
-	if err := r.keeperOf(&p.Pod).Reopen(ctx, c.ID); err != nil {
-		return fmt.Errorf("reopen log of container %s: %w", c.ID, err)
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package sandbox
+package exec
 
 import (
 	"bufio"
@@ -79,7 +79,7 @@ func exportSeccomp(cfg *configs.Seccomp) ([]byte, error) {
 		return nil, err
 	}
 	defer devnull.Close()
-	proc, err := os.StartProcess(exe, []string{"peapod-runner", SeccompExportCommand},
+	proc, err := os.StartProcess(exe, []string{"peapod-runner", runner.SeccompCommand},
 		&os.ProcAttr{Env: []string{}, Files: []*os.File{inR, outW, devnull, holdR}})
 	if err != nil {
 		return nil, err

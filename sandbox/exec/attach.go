@@ -1,9 +1,10 @@
-package sandbox
+package exec
 
 import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"io"
 	"os"
 
@@ -23,38 +24,21 @@ type Streams struct {
 	Resize <-chan TerminalSize
 }
 
-// Attach connects streams to a running container's stdio, which its pod's
-// keeper holds, until the container's output ends, the client goes away or
-// ctx ends. Several clients may attach at once.
-func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
-	c, err := r.lookupContainer(id)
+// Attach connects s to the stdio of container id, which the keeper k
+// holds, until the container's output ends, the client goes away or ctx
+// ends. tty and stdinOnce are the container's. Several clients may attach
+// at once.
+func (e *Executor) Attach(ctx context.Context, k keeper.Client, id string, tty, stdinOnce bool, s Streams) error {
+	frames, conn, err := k.Attach(ctx, id)
 	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	running, podID, tty, stdinOnce := c.State == ContainerRunning, c.PodID, c.Config.GetTty(), c.Config.GetStdinOnce()
-	c.mu.Unlock()
-	if !running {
-		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
-	}
-	if s.TTY != tty {
-		return fmt.Errorf("attach with tty=%v to a container with tty=%v: %w", s.TTY, tty, ErrInvalidArgument)
-	}
-	p, err := r.lookupPod(podID)
-	if err != nil {
-		return err
-	}
-	k := r.keeperOf(&p.Pod)
-	frames, conn, err := k.Attach(ctx, c.ID)
-	if err != nil {
-		return fmt.Errorf("attach to container %s: %w", c.ID, err)
+		return fmt.Errorf("attach to container %s: %w", id, err)
 	}
 	defer conn.Close()
 
 	// stdin (with a TTY: the terminal) comes from the keeper, which keeps
 	// its own copy: closing ours does not close the container's stdin.
 	if s.Stdin != nil || (tty && s.Resize != nil) {
-		in, err := k.Stdin(ctx, c.ID)
+		in, err := k.Stdin(ctx, id)
 		if err == nil {
 			defer in.Close()
 			if tty && s.Resize != nil {
@@ -67,7 +51,7 @@ func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
 						in.Close() // ours only; a TTY's stays open for resizes
 					}
 					if stdinOnce {
-						k.CloseStdin(context.Background(), c.ID)
+						k.CloseStdin(context.Background(), id)
 					}
 				}()
 			}

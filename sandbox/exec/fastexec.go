@@ -1,4 +1,4 @@
-package sandbox
+package exec
 
 import (
 	"bufio"
@@ -206,16 +206,16 @@ type execHelper struct {
 	mu   sync.Mutex
 }
 
-func (r *Runtime) helper() *os.File {
-	h := &r.execHelper
+func (e *Executor) helper() *os.File {
+	h := &e.execHelper
 	h.once.Do(func() {
 		exe := runner.Exe()
 		if exe == "/proc/self/exe" {
 			return
 		}
-		f, err := seal.Binary(exe, filepath.Join(r.opts.State, "exec-seal"))
+		f, err := seal.Binary(exe, e.sealDir)
 		if err != nil {
-			r.log.Info("execs go through libcontainer: no sealed exec helper", "binary", exe, "err", err)
+			e.log.Info("execs go through libcontainer: no sealed exec helper", "binary", exe, "err", err)
 			return
 		}
 		h.file = f
@@ -235,9 +235,9 @@ var errFallBack = errors.New("exec through libcontainer")
 // fastExec runs cmd in the container through the C helper. It returns
 // errFallBack (wrapped) when the command was not started and libcontainer
 // should try; otherwise it has the semantics of Exec.
-func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s Streams) (int32, error) {
+func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Streams) (int32, error) {
 	plan := h.fast
-	helper := r.helper()
+	helper := e.helper()
 	if plan == nil || helper == nil || s.TTY {
 		return 0, errFallBack
 	}
@@ -271,7 +271,7 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 	add("cwd", cwd)
 	for _, a := range cmd {
 		if strings.IndexByte(a, 0) >= 0 {
-			return 0, fmt.Errorf("exec argument %q contains a NUL byte: %w", a, ErrInvalidArgument)
+			return 0, fmt.Errorf("exec argument %q contains a NUL byte: %w", a, ErrBadCommand)
 		}
 		add("arg", a)
 	}
@@ -384,9 +384,9 @@ func (r *Runtime) fastExec(ctx context.Context, h *execHandle, cmd []string, s S
 		if (rep.err == "" && ps != nil && ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") {
 			// An older runner binary without exec-enter, or a kernel
 			// without setns through a pidfd (before 5.8): stop trying.
-			r.execHelper.mu.Lock()
-			r.execHelper.bad = true
-			r.execHelper.mu.Unlock()
+			e.execHelper.mu.Lock()
+			e.execHelper.bad = true
+			e.execHelper.mu.Unlock()
 		}
 		return 0, fmt.Errorf("exec helper: %s (%v): %w", rep.err, ps, errFallBack)
 	}
