@@ -35,7 +35,7 @@ type pod struct {
 // runPod creates the pod's namespaces with a pause process and records the
 // pod. Each step registers its undo right after it succeeds.
 func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
-	if err := validatePodConfig(cfg); err != nil {
+	if err := oci.ValidatePod(cfg); err != nil {
 		return Pod{}, err
 	}
 	if err := r.checkUsernsSupport(cfg); err != nil {
@@ -106,7 +106,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	// The pod's cgroup is made while the pause starts: the pause starts in
 	// the daemon's cgroup and moves in below (AddPause).
 	cgroupMade := make(chan error, 1)
-	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())) }()
+	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(cfg.GetLinux())) }()
 	pauseErr := r.startPause(p)
 	if err := <-cgroupMade; err != nil {
 		if pauseErr == nil {
@@ -125,7 +125,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	r.fail.Crash("run-pod-after-pause")
 
-	if !hostNetwork(cfg) && r.opts.Network != nil {
+	if !oci.HostNetwork(cfg) && r.opts.Network != nil {
 		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
 		if err != nil {
 			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
@@ -159,63 +159,6 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	return p.Pod, nil
 }
 
-func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
-	if cfg == nil {
-		return fmt.Errorf("pod sandbox config is missing: %w", ErrInvalidArgument)
-	}
-	m := cfg.GetMetadata()
-	if m == nil || m.Name == "" || m.Namespace == "" || m.Uid == "" {
-		return fmt.Errorf("pod metadata needs name, namespace and uid (got %v): %w", m, ErrInvalidArgument)
-	}
-	if len(cfg.Hostname) > 64 {
-		return fmt.Errorf("hostname %q is longer than the kernel's 64 characters: %w", cfg.Hostname, ErrInvalidArgument)
-	}
-	if err := validateUserns(cfg); err != nil {
-		return err
-	}
-	return validateSysctls(cfg)
-}
-
-// validateSysctls accepts only namespaced sysctls, and only when their
-// namespace is the pod's own: written in the host's namespace they would
-// change the node (as runc refuses too). Keys in slashed form are not
-// namespaced ones to the checks below and are refused.
-func validateSysctls(cfg *runtimeapi.PodSandboxConfig) error {
-	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	for key := range cfg.GetLinux().GetSysctls() {
-		switch {
-		case strings.HasPrefix(key, "net."):
-			if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: %w", key, ErrInvalidArgument)
-			}
-		case isIPCSysctl(key):
-			if ns.GetIpc() == runtimeapi.NamespaceMode_NODE {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host IPC namespace: %w", key, ErrInvalidArgument)
-			}
-		case isUTSSysctl(key):
-			// The UTS namespace follows the network one (startPause).
-			if hostNetwork(cfg) {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: "+
-					"its UTS namespace is the host's, so it would set the node's own name: %w", key, ErrInvalidArgument)
-			}
-		default:
-			return fmt.Errorf("sysctl %s is not namespaced (or not in dotted form): %w", key, ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-func isUTSSysctl(key string) bool { return key == "kernel.hostname" || key == "kernel.domainname" }
-
-func isIPCSysctl(key string) bool {
-	return strings.HasPrefix(key, "fs.mqueue.") || strings.HasPrefix(key, "kernel.msg") ||
-		strings.HasPrefix(key, "kernel.shm") || key == "kernel.sem"
-}
-
-func hostNetwork(cfg *runtimeapi.PodSandboxConfig) bool {
-	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
-}
-
 func (p *pod) netnsPath() string { return p.nsPath("net") }
 
 // networkPod describes the pod to the network package.
@@ -238,24 +181,14 @@ func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
 }
 
-// hostname is the pod's hostname: the configured one, else the node's (as
-// containerd does; kubelet always sets one).
-func hostname(cfg *runtimeapi.PodSandboxConfig) string {
-	if cfg.Hostname != "" {
-		return cfg.Hostname
-	}
-	h, _ := os.Hostname()
-	return h
-}
-
 // writePodFiles writes the files every container of the pod mounts:
 // hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
 // the pod's own.
 func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname(cfg)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(oci.Hostname(cfg)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write hostname: %w", err)
 	}
-	resolv, err := resolvConf(cfg.GetDnsConfig())
+	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
 	if err != nil {
 		return err
 	}
@@ -274,29 +207,6 @@ func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 		}
 	}
 	return nil
-}
-
-// resolvConf renders DNSConfig; with none, the host's resolv.conf is used,
-// as kubelet expects for dnsPolicy Default.
-func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
-	if dns == nil || len(dns.Servers)+len(dns.Searches)+len(dns.Options) == 0 {
-		data, err := os.ReadFile("/etc/resolv.conf")
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		return data, err
-	}
-	var b strings.Builder
-	if len(dns.Searches) > 0 {
-		fmt.Fprintf(&b, "search %s\n", strings.Join(dns.Searches, " "))
-	}
-	for _, s := range dns.Servers {
-		fmt.Fprintf(&b, "nameserver %s\n", s)
-	}
-	if len(dns.Options) > 0 {
-		fmt.Fprintf(&b, "options %s\n", strings.Join(dns.Options, " "))
-	}
-	return []byte(b.String()), nil
 }
 
 // unmountPodShm unmounts the pod's /dev/shm tmpfs; not mounted is fine.
@@ -320,10 +230,10 @@ func (r *Runtime) startPause(p *pod) error {
 	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		flags |= unix.CLONE_NEWIPC
 	}
-	if !hostNetwork(p.Config) {
+	if !oci.HostNetwork(p.Config) {
 		// The UTS namespace follows the network one, as in kubelet's model.
 		flags |= unix.CLONE_NEWUTS
-		args = append(args, "-h", hostname(p.Config))
+		args = append(args, "-h", oci.Hostname(p.Config))
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
 		// The keeper stays in the host PID namespace (it must reap the
@@ -337,7 +247,7 @@ func (r *Runtime) startPause(p *pod) error {
 		// The keeper creates the namespaces itself, below the pod's user
 		// namespace (validateUserns: none of them is the host's).
 		flags = 0
-		args = append(args, "-U", idMapLines(u.GetUids()), "-G", idMapLines(u.GetGids()))
+		args = append(args, "-U", oci.IDMapLines(u.GetUids()), "-G", oci.IDMapLines(u.GetGids()))
 	}
 	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
 	readyR, readyW, err := os.Pipe()
@@ -443,7 +353,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	defer p.mu.Unlock()
 	// The network is released even when the pause died on its own (the
 	// netns is gone then, and its /proc path may name another process's).
-	if !hostNetwork(p.Config) && r.opts.Network != nil {
+	if !oci.HostNetwork(p.Config) && r.opts.Network != nil {
 		np := p.networkPod()
 		if !proc.Alive(p.PausePID, p.PauseStart) {
 			np.NetNS = ""

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"context"
+	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
@@ -112,7 +113,7 @@ func keeperProcesses(dir string) []keeperProcess {
 // namespace and veth; the network's reconcile releases the IP.
 func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 	r.log.Info("remove a pod whose creation a crash interrupted", "pod", p.ID)
-	if !hostNetwork(p.Config) && r.opts.Network != nil {
+	if !oci.HostNetwork(p.Config) && r.opts.Network != nil {
 		np := p.networkPod()
 		np.NetNS = ""
 		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {

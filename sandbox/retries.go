@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -11,7 +12,7 @@ import (
 // RunPod creates a pod (runPod) detached from ctx, so that kubelet's retry
 // after a deadline gets the pod instead of "name is reserved".
 func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (Pod, error) {
-	if err := validatePodConfig(cfg); err != nil {
+	if err := oci.ValidatePod(cfg); err != nil {
 		return Pod{}, err
 	}
 	req, err := proto.MarshalOptions{Deterministic: true}.Marshal(cfg)

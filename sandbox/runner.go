@@ -3,6 +3,7 @@ package sandbox
 import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"strconv"
 	"strings"
@@ -41,7 +42,7 @@ const RunnerBinary = runner.Binary
 // StartContainer on a busy 2-core host). Not when the pod's cgroup has a
 // memory or PID limit, which the short-lived Go runner would count against.
 func (r *Runtime) runnerJoins(p *Pod) string {
-	if r.opts.CgroupDriver != "systemd" && strings.HasPrefix(p.CgroupParent, "/") && !limitsMemoryOrPids(podLimits(p.Config.GetLinux())) {
+	if r.opts.CgroupDriver != "systemd" && strings.HasPrefix(p.CgroupParent, "/") && !limitsMemoryOrPids(oci.PodLimits(p.Config.GetLinux())) {
 		return "0"
 	}
 	return strconv.Itoa(os.Getpid())

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"strconv"
 	"strings"
@@ -202,7 +203,7 @@ func (r *Runtime) PodStats(ctx context.Context, id string) (PodStats, error) {
 			}
 		}
 	}
-	if !hostNetwork(pod.Config) {
+	if !oci.HostNetwork(pod.Config) {
 		st.Network, err = netDev(pod.PausePID)
 		if err != nil {
 			r.log.Debug("pod network stats", "pod", pod.ID, "err", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
 	"io"
 	"time"
 
@@ -130,7 +131,7 @@ func (r *Runtime) PortForward(ctx context.Context, podID string, port int32, str
 	p.mu.Lock()
 	p.refresh()
 	ready, nsPath := p.State == PodReady, p.netnsPath()
-	if hostNetwork(p.Config) {
+	if oci.HostNetwork(p.Config) {
 		nsPath = ""
 	}
 	p.mu.Unlock()

@@ -32,60 +32,6 @@ import (
 // and an upper layer owned by the mapped root, and the kubelet's volumes
 // become idmapped bind mounts.
 
-// validateUserns accepts what containerd accepts: the host's user namespace
-// (mode NODE, or no options), or a pod user namespace with exactly one uid
-// and one gid range that maps container ID 0, and no host network, IPC or
-// PID namespace (which the kubelet forbids with hostUsers: false too).
-func validateUserns(cfg *runtimeapi.PodSandboxConfig) error {
-	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	u := ns.GetUsernsOptions()
-	if u == nil {
-		return nil
-	}
-	switch u.GetMode() {
-	case runtimeapi.NamespaceMode_NODE:
-		if len(u.GetUids())+len(u.GetGids()) > 0 {
-			return fmt.Errorf("user namespace mode NODE takes no mappings: %w", ErrInvalidArgument)
-		}
-		return nil
-	case runtimeapi.NamespaceMode_POD:
-	default:
-		return fmt.Errorf("user namespace mode %s is not supported (only NODE and POD): %w", u.GetMode(), ErrInvalidArgument)
-	}
-	if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE || ns.GetIpc() == runtimeapi.NamespaceMode_NODE ||
-		ns.GetPid() == runtimeapi.NamespaceMode_NODE {
-		return fmt.Errorf("a pod in its own user namespace cannot use the host's network, IPC or PID namespace: %w", ErrInvalidArgument)
-	}
-	for _, m := range []struct {
-		kind string
-		list []*runtimeapi.IDMapping
-	}{{"uid", u.GetUids()}, {"gid", u.GetGids()}} {
-		if len(m.list) != 1 {
-			return fmt.Errorf("user namespace needs exactly one %s mapping, got %d: %w", m.kind, len(m.list), ErrInvalidArgument)
-		}
-		id := m.list[0]
-		if id.GetContainerId() != 0 {
-			return fmt.Errorf("user namespace %s mapping must map container ID 0 (got %d): %w", m.kind, id.GetContainerId(), ErrInvalidArgument)
-		}
-		if id.GetLength() == 0 || uint64(id.GetHostId())+uint64(id.GetLength()) > 1<<32-1 {
-			return fmt.Errorf("user namespace %s mapping %d+%d is empty or beyond the 32-bit ID space: %w", m.kind, id.GetHostId(), id.GetLength(), ErrInvalidArgument)
-		}
-		if id.GetHostId() == 0 {
-			return fmt.Errorf("user namespace %s mapping must not map the host's root: %w", m.kind, ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-// idMapLines renders mappings as /proc/<pid>/uid_map lines.
-func idMapLines(list []*runtimeapi.IDMapping) string {
-	var b strings.Builder
-	for _, m := range list {
-		fmt.Fprintf(&b, "%d %d %d\n", m.GetContainerId(), m.GetHostId(), m.GetLength())
-	}
-	return b.String()
-}
-
 // hostRoot is the host uid and gid of root in the pod's user namespace.
 func hostRoot(u *runtimeapi.UserNamespace) (uid, gid int) {
 	return int(u.GetUids()[0].GetHostId()), int(u.GetGids()[0].GetHostId())
