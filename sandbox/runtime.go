@@ -11,6 +11,7 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/seal"
+	"github.com/peapod-cri/peapod/sandbox/stats"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"log/slog"
 	"path/filepath"
@@ -63,8 +64,8 @@ type Runtime struct {
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
 
-	samples    cpuSamples                // for the CPU rate in stats
-	statsCache statsCache                // cgroup dirs and layer usage between stats calls
+	samples    stats.CPURates            // for the CPU rate in stats
+	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
 	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
 	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
 	fail       store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
