@@ -278,7 +278,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 	b.Cleanup(func() { os.RemoveAll(dir) }) // runs last: also when the build below fails
 	// The binary gets a directory of its own, as installed binaries have:
 	// below it, the state would make libcontainer copy the whole binary for
-	// every exec and container start (sandbox/exeseal.go).
+	// every exec and container start (sandbox/seal).
 	binDir, err := os.MkdirTemp("", "peapod-bench-bin-")
 	if err != nil {
 		b.Fatal(err)
