@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -241,20 +242,59 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 	if plan == nil || helper == nil || s.TTY {
 		return 0, errFallBack
 	}
-	env := h.spec.Process.Env
-	cwd := h.spec.Process.Cwd
-	uid, gid := h.spec.Process.User.UID, h.spec.Process.User.GID
+	pidf, err := openInit(plan)
+	if err != nil {
+		return 0, err
+	}
+	defer pidf.Close()
+	cfg, err := helperConfig(plan, h.spec.Process, cmd)
+	if err != nil {
+		return 0, err
+	}
+	stdio, files, err := execFiles(s)
+	if err != nil {
+		return 0, err
+	}
+	defer stdio.close()
+	run, err := startHelper(helper, plan, cfg, files, pidf)
+	if err != nil {
+		return 0, err
+	}
+	defer run.close()
+	rep, err := run.report(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if rep.pid <= 0 || rep.err != "" || run.werr != nil {
+		return e.failedStart(rep, run, s, cmd, h.lc.ID())
+	}
+	copied, err := stdio.started(s)
+	if err != nil {
+		killReap(rep.pid)
+		return 0, err
+	}
+	return waitExecProcess(ctx, rep.pid, copied)
+}
 
+// openInit opens a pidfd of the container's init, through which the helper
+// joins its namespaces, once the init is known to be the one planned for.
+func openInit(plan *fastPlan) (*os.File, error) {
 	pidfd, err := unix.PidfdOpen(plan.initPid, 0)
 	if err != nil {
-		return 0, fmt.Errorf("pidfd of init %d: %v: %w", plan.initPid, err, errFallBack)
+		return nil, fmt.Errorf("pidfd of init %d: %v: %w", plan.initPid, err, errFallBack)
 	}
 	pidf := os.NewFile(uintptr(pidfd), "pidfd")
-	defer pidf.Close()
 	if !proc.Alive(plan.initPid, plan.initStart) {
-		return 0, fmt.Errorf("init %d is gone: %w", plan.initPid, errFallBack)
+		pidf.Close()
+		return nil, fmt.Errorf("init %d is gone: %w", plan.initPid, errFallBack)
 	}
+	return pidf, nil
+}
 
+// helperConfig is the helper's configuration for one exec: the plan's
+// static part, then the process's user, groups, directory, command and
+// environment, as NUL-terminated key=value fields.
+func helperConfig(plan *fastPlan, p *specs.Process, cmd []string) ([]byte, error) {
 	var b bytes.Buffer
 	b.Write(plan.static)
 	add := func(k, v string) {
@@ -263,83 +303,111 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 		b.WriteString(v)
 		b.WriteByte(0)
 	}
-	add("uid", strconv.FormatUint(uint64(uid), 10))
-	add("gid", strconv.FormatUint(uint64(gid), 10))
-	for _, g := range h.spec.Process.User.AdditionalGids {
+	add("uid", strconv.FormatUint(uint64(p.User.UID), 10))
+	add("gid", strconv.FormatUint(uint64(p.User.GID), 10))
+	for _, g := range p.User.AdditionalGids {
 		add("group", strconv.FormatUint(uint64(g), 10))
 	}
-	add("cwd", cwd)
+	add("cwd", p.Cwd)
 	for _, a := range cmd {
 		if strings.IndexByte(a, 0) >= 0 {
-			return 0, fmt.Errorf("exec argument %q contains a NUL byte: %w", a, ErrBadCommand)
+			return nil, fmt.Errorf("exec argument %q contains a NUL byte: %w", a, ErrBadCommand)
 		}
 		add("arg", a)
 	}
-	for _, e := range env {
+	for _, e := range p.Env {
 		if strings.IndexByte(e, 0) >= 0 {
-			return 0, errFallBack // libcontainer words the error
+			return nil, errFallBack // libcontainer words the error
 		}
 		add("env", e)
 	}
+	return b.Bytes(), nil
+}
 
-	stdio, files, err := execFiles(s)
-	if err != nil {
-		return 0, err
+// helperRun is one started helper: its process, the read end of its
+// report pipe, and the daemon's ends of its pipes, closed when the exec
+// ends.
+type helperRun struct {
+	proc  *os.Process
+	rep   *os.File
+	files []*os.File
+	werr  error            // writing the configuration failed
+	ps    *os.ProcessState // the helper's exit, once reported
+}
+
+func (h *helperRun) close() {
+	for _, f := range h.files {
+		f.Close()
 	}
-	defer stdio.close()
+}
+
+// startHelper starts the sealed helper with the exec's stdio, its
+// configuration and report pipes, the init's pidfd and, with a seccomp
+// filter, a pipe for the filter; then writes the configuration.
+func startHelper(helper *os.File, plan *fastPlan, cfg []byte, stdio [3]*os.File, pidf *os.File) (_ *helperRun, retErr error) {
+	run := &helperRun{}
+	defer func() {
+		if retErr != nil {
+			run.close()
+		}
+	}()
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer cfgR.Close()
-	defer cfgW.Close()
+	run.files = append(run.files, cfgR, cfgW)
 	repR, repW, err := os.Pipe()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer repR.Close()
-	defer repW.Close()
-
-	procFiles := []*os.File{files[0], files[1], files[2], cfgR, repW, pidf}
-	var bpfW *os.File
+	run.files = append(run.files, repR, repW)
+	run.rep = repR
+	procFiles := []*os.File{stdio[0], stdio[1], stdio[2], cfgR, repW, pidf}
+	var bpfR, bpfW *os.File
 	if plan.bpf != nil {
-		var bpfR *os.File
 		if bpfR, bpfW, err = os.Pipe(); err != nil {
-			return 0, err
+			return nil, err
 		}
-		defer bpfR.Close()
-		defer bpfW.Close()
+		run.files = append(run.files, bpfR, bpfW)
 		procFiles = append(procFiles, bpfR)
 	}
-	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
+	run.proc, err = os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
 		&os.ProcAttr{Env: []string{}, Files: procFiles})
 	if err != nil {
-		return 0, fmt.Errorf("start exec helper: %v: %w", err, errFallBack)
+		return nil, fmt.Errorf("start exec helper: %v: %w", err, errFallBack)
 	}
 	cfgR.Close()
 	repW.Close()
 	pidf.Close()
 	if bpfW != nil {
-		procFiles[len(procFiles)-1].Close()
+		bpfR.Close()
 		go func() {
 			bpfW.Write(plan.bpf) // the helper reads it after the configuration
 			bpfW.Close()
 		}()
 	}
-	_, werr := cfgW.Write(b.Bytes())
+	_, run.werr = cfgW.Write(cfg)
 	cfgW.Close()
+	return run, nil
+}
 
-	// The report: "pid N" from the helper, then EOF when the command is
-	// executed (the pipe is close-on-exec), or an error line.
-	type report struct {
-		pid int
-		err string
-	}
+// helperReport is what the helper reports: the command's PID, or why it
+// could not run it.
+type helperReport struct {
+	pid int
+	err string
+}
+
+// report reads the helper's report: "pid N", then EOF when the command is
+// executed (the pipe is close-on-exec), or an error line; then reaps the
+// helper. When ctx ends first, the helper and the command it forked are
+// killed and ctx's error is returned.
+func (h *helperRun) report(ctx context.Context) (helperReport, error) {
 	pidCh := make(chan int, 1)
-	got := make(chan report, 1)
+	got := make(chan helperReport, 1)
 	go func() {
-		var rep report
-		sc := bufio.NewScanner(repR)
+		var rep helperReport
+		sc := bufio.NewScanner(h.rep)
 		sc.Buffer(make([]byte, 0, 8192), 64<<10)
 		for sc.Scan() {
 			line := sc.Text()
@@ -352,7 +420,7 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 		}
 		got <- rep
 	}()
-	var rep report
+	var rep helperReport
 	select {
 	case rep = <-got:
 	case <-ctx.Done():
@@ -366,8 +434,8 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 			pid = rep.pid
 		case <-time.After(time.Second):
 		}
-		proc.Kill()
-		proc.Wait()
+		h.proc.Kill()
+		h.proc.Wait()
 		if pid == 0 {
 			select {
 			case pid = <-pidCh:
@@ -377,44 +445,50 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 		if pid > 0 {
 			killReap(pid)
 		}
-		return 0, ctx.Err()
+		return helperReport{}, ctx.Err()
 	}
-	ps, _ := proc.Wait()
+	h.ps, _ = h.proc.Wait()
+	return rep, nil
+}
+
+// failedStart answers an exec the helper did not start cleanly: a helper
+// that cannot work here is not tried again, a failure of the command's
+// lookup or execve is answered as libcontainer would (exit code 126/127),
+// and anything else falls back to libcontainer.
+func (e *Executor) failedStart(rep helperReport, run *helperRun, s Streams, cmd []string, id string) (int32, error) {
 	if rep.pid <= 0 {
-		if (rep.err == "" && ps != nil && ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") {
+		if (rep.err == "" && run.ps != nil && run.ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") {
 			// An older runner binary without exec-enter, or a kernel
 			// without setns through a pidfd (before 5.8): stop trying.
 			e.execHelper.mu.Lock()
 			e.execHelper.bad = true
 			e.execHelper.mu.Unlock()
 		}
-		return 0, fmt.Errorf("exec helper: %s (%v): %w", rep.err, ps, errFallBack)
+		return 0, fmt.Errorf("exec helper: %s (%v): %w", rep.err, run.ps, errFallBack)
 	}
-	if rep.err != "" || werr != nil {
-		killReap(rep.pid)
-		msg := "unable to start container process: " + rep.err
-		if !strings.HasPrefix(rep.err, "exec") {
-			// Anything but the command's lookup and execve: let
-			// libcontainer try, and word the error if it fails too.
-			return 0, fmt.Errorf("%s: %w", msg, errFallBack)
-		}
-		if code := startFailureCode(errors.New(msg)); code != 0 {
-			if s.Stderr != nil {
-				fmt.Fprintf(s.Stderr, "%s\n", msg)
-			}
-			return code, nil
-		}
-		return 0, fmt.Errorf("exec %q in container %s: %s", cmd, h.lc.ID(), msg)
+	killReap(rep.pid)
+	msg := "unable to start container process: " + rep.err
+	if !strings.HasPrefix(rep.err, "exec") {
+		// Anything but the command's lookup and execve: let
+		// libcontainer try, and word the error if it fails too.
+		return 0, fmt.Errorf("%s: %w", msg, errFallBack)
 	}
+	if code := startFailureCode(errors.New(msg)); code != 0 {
+		if s.Stderr != nil {
+			fmt.Fprintf(s.Stderr, "%s\n", msg)
+		}
+		return code, nil
+	}
+	return 0, fmt.Errorf("exec %q in container %s: %s", cmd, id, msg)
+}
 
-	copied, err := stdio.started(s)
+// waitExecProcess waits for the exec's process, a child of the daemon
+// (CLONE_PARENT), and for its output to be copied; when ctx ends first it
+// is killed and reaped.
+func waitExecProcess(ctx context.Context, pid int, copied <-chan struct{}) (int32, error) {
+	p, err := os.FindProcess(pid) // our child: its PID stays ours until reaped
 	if err != nil {
-		killReap(rep.pid)
-		return 0, err
-	}
-	p, err := os.FindProcess(rep.pid) // our child (CLONE_PARENT): its PID stays ours until reaped
-	if err != nil {
-		return 0, fmt.Errorf("exec process %d: %w", rep.pid, err)
+		return 0, fmt.Errorf("exec process %d: %w", pid, err)
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
@@ -428,7 +502,7 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 		case <-time.After(2 * time.Second):
 		}
 		if ps == nil {
-			return 0, fmt.Errorf("wait for exec process %d", rep.pid)
+			return 0, fmt.Errorf("wait for exec process %d", pid)
 		}
 		return exitCode(ps.Sys().(syscall.WaitStatus)), nil
 	case <-ctx.Done():
