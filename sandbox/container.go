@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
@@ -112,7 +113,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
 	}
-	if err := ensureDir(c.Bundle, privateDirMode); err != nil {
+	if err := hostfs.EnsureDir(c.Bundle, hostfs.PrivateDirMode); err != nil {
 		return Container{}, fmt.Errorf("bundle: %w", err)
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
@@ -131,10 +132,10 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		r.removeRootfs(cctx, id)
 	})
 	r.fail.Crash("create-container-after-rootfs")
-	if err := makeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
+	if err := hostfs.MakeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := chownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
+	if err := hostfs.ChownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 

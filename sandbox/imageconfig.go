@@ -3,11 +3,9 @@ package sandbox
 import (
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
-	"path"
 	"strconv"
 	"strings"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -67,31 +65,4 @@ func (c *Container) stopSignal() unix.Signal {
 		return sig
 	}
 	return unix.SIGTERM
-}
-
-// makeImageVolumes creates the image's declared VOLUME directories in the
-// container's writable layer, unless a mount covers them (CRI-O's "mkdir"
-// image_volumes mode: the directory exists, its content is the image's).
-// The paths come from the image, so they are resolved inside the rootfs:
-// a symlink in the image cannot make peapod create a directory elsewhere.
-func makeImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount) error {
-	for _, v := range volumes {
-		dst := path.Clean("/" + v)
-		if dst == "/" || coveredByMount(dst, mounts) {
-			continue
-		}
-		if err := pathrs.MkdirAll(rootfs, dst, 0o755); err != nil {
-			return fmt.Errorf("image volume %s: %w", v, err)
-		}
-	}
-	return nil
-}
-
-func coveredByMount(dst string, mounts []*runtimeapi.Mount) bool {
-	for _, m := range mounts {
-		if path.Clean(m.GetContainerPath()) == dst {
-			return true
-		}
-	}
-	return false
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,7 +12,7 @@ import (
 func TestMakeStateDirsTightens(t *testing.T) {
 	dir := t.TempDir()
 	root, state := filepath.Join(dir, "root"), filepath.Join(dir, "state")
-	for _, d := range []string{root, filepath.Join(state, "pods"), filepath.Join(state, "k"), legacyRootfsDir(state)} {
+	for _, d := range []string{root, filepath.Join(state, "pods"), filepath.Join(state, "k"), hostfs.LegacyRootfsDir(state)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -21,7 +22,7 @@ func TestMakeStateDirsTightens(t *testing.T) {
 	if err := makeStateDirs(root, state); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]os.FileMode{legacyRootfsDir(state): privateDirMode}
+	want := map[string]os.FileMode{hostfs.LegacyRootfsDir(state): hostfs.PrivateDirMode}
 	for _, d := range stateDirs(root, state) {
 		want[d.path] = d.mode
 	}

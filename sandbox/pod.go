@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"io"
@@ -87,7 +88,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
 	r.fail.Crash("run-pod-after-record")
-	if err := ensureDir(p.Dir, privateDirMode); err != nil {
+	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
 		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
 	undo = append(undo, func() {
@@ -98,7 +99,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, err
 	}
 	if u := oci.PodUserns(cfg); u != nil {
-		if err := chownPodFiles(p.Dir, u); err != nil {
+		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
 			return Pod{}, err
 		}
 	}
@@ -199,7 +200,7 @@ func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 		shm := filepath.Join(dir, "shm")
 		// Open to every user of the pod (mode=1777 of the tmpfs), but not
 		// to the host's: the pod directory is root's alone.
-		if err := os.MkdirAll(shm, privateDirMode); err != nil {
+		if err := os.MkdirAll(shm, hostfs.PrivateDirMode); err != nil {
 			return fmt.Errorf("create shm dir: %w", err)
 		}
 		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
