@@ -110,7 +110,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		Bundle:     filepath.Join(r.opts.State, "containers", id),
 		StopSignal: stopSignal,
 	}
-	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
+	if c.LogPath, err = hostfs.ContainerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
 	}
 	if err := hostfs.EnsureDir(c.Bundle, hostfs.PrivateDirMode); err != nil {

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -133,7 +134,7 @@ func FuzzPathResolution(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		if lp, err := containerLogPath(logDir, p); err == nil && lp != "" {
+		if lp, err := hostfs.ContainerLogPath(logDir, p); err == nil && lp != "" {
 			if !strings.HasPrefix(lp, logDir+"/") && lp != logDir {
 				t.Fatalf("log path %q resolved to %q, outside %s", p, lp, logDir)
 			}

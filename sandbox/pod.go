@@ -92,10 +92,10 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
 	undo = append(undo, func() {
-		unmountPodShm(p.Dir)
+		hostfs.UnmountPodShm(p.Dir)
 		os.RemoveAll(p.Dir)
 	})
-	if err := writePodFiles(p.Dir, cfg); err != nil {
+	if err := hostfs.WritePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
 	}
 	if u := oci.PodUserns(cfg); u != nil {
@@ -180,39 +180,6 @@ func (p *pod) networkPod() network.Pod {
 
 func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
-}
-
-// writePodFiles writes the files every container of the pod mounts:
-// hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
-// the pod's own.
-func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(oci.Hostname(cfg)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write hostname: %w", err)
-	}
-	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644); err != nil {
-		return fmt.Errorf("write resolv.conf: %w", err)
-	}
-	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
-		shm := filepath.Join(dir, "shm")
-		// Open to every user of the pod (mode=1777 of the tmpfs), but not
-		// to the host's: the pod directory is root's alone.
-		if err := os.MkdirAll(shm, hostfs.PrivateDirMode); err != nil {
-			return fmt.Errorf("create shm dir: %w", err)
-		}
-		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
-			return fmt.Errorf("mount pod /dev/shm: %w", err)
-		}
-	}
-	return nil
-}
-
-// unmountPodShm unmounts the pod's /dev/shm tmpfs; not mounted is fine.
-func unmountPodShm(dir string) {
-	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
 }
 
 // startPause starts the built-in pause process inside new namespaces and
@@ -365,13 +332,13 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.fail.Crash("stop-pod-after-network")
 	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
-		unmountPodShm(p.Dir)
+		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
 	r.killPause(p)
 	r.fail.Crash("stop-pod-after-pause")
-	unmountPodShm(p.Dir)
+	hostfs.UnmountPodShm(p.Dir)
 	r.removePodCgroup(p)
 	r.fail.Crash("stop-pod-after-cgroup")
 	p.State = PodNotReady

@@ -1,20 +1,18 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
-
-	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
 // reconcileHalfDone runs at startup, after recover, and finishes or cleans
@@ -57,55 +55,17 @@ func (r *Runtime) killOrphanKeepers() {
 			live[keeperSocket(r.opts.State, p.ID)] = true
 		}
 	}
-	for _, k := range keeperProcesses(filepath.Join(r.opts.State, "k")) {
-		if live[k.socket] {
+	for _, k := range keeper.Running(filepath.Join(r.opts.State, "k")) {
+		if live[k.Socket] {
 			continue
 		}
-		r.log.Info("kill the keeper of a pod that was never finished", "pid", k.pid, "socket", k.socket)
-		unix.Kill(k.pid, unix.SIGKILL)
+		r.log.Info("kill the keeper of a pod that was never finished", "pid", k.PID, "socket", k.Socket)
+		unix.Kill(k.PID, unix.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
-		for proc.Alive(k.pid, k.start) && time.Now().Before(deadline) {
+		for proc.Alive(k.PID, k.Start) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-}
-
-type keeperProcess struct {
-	pid    int
-	start  uint64
-	socket string
-}
-
-// keeperProcesses finds "peapod pod-pause ... -S SOCKET" processes whose
-// socket is in dir: keepers (their holders read "/pause" and die with them;
-// those of an older peapod match too).
-func keeperProcesses(dir string) []keeperProcess {
-	entries, _ := os.ReadDir("/proc")
-	var out []keeperProcess
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0})
-		if len(args) < 2 || string(args[1]) != pause.Command {
-			continue
-		}
-		for i := 2; i+1 < len(args); i++ {
-			if string(args[i]) == "-S" && filepath.Dir(string(args[i+1])) == dir {
-				start, err := proc.StartTime(pid)
-				if err == nil {
-					out = append(out, keeperProcess{pid: pid, start: start, socket: string(args[i+1])})
-				}
-				break
-			}
-		}
-	}
-	return out
 }
 
 // removeHalfCreatedPod undoes a RunPodSandbox that a crash interrupted.
@@ -120,7 +80,7 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 			r.log.Warn("release the network of a half-created pod", "pod", p.ID, "err", err)
 		}
 	}
-	unmountPodShm(p.Dir)
+	hostfs.UnmountPodShm(p.Dir)
 	os.RemoveAll(p.Dir)
 	r.removePodCgroup(p)
 	os.Remove(keeperSocket(r.opts.State, p.ID))
@@ -188,7 +148,7 @@ func (r *Runtime) removeOrphanPodFiles() {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if _, ok := r.pods[e.Name()]; !ok {
-			unmountPodShm(filepath.Join(dir, e.Name()))
+			hostfs.UnmountPodShm(filepath.Join(dir, e.Name()))
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
@@ -221,7 +181,7 @@ func (r *Runtime) releaseStoppedPods() {
 		if p.State == PodReady || running[p.ID] || proc.Alive(p.PausePID, p.PauseStart) {
 			continue
 		}
-		unmountPodShm(p.Dir)
+		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
@@ -43,7 +44,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	r.fail.Crash("start-container-after-rootfs")
 	// The keeper creates the log and its directories beneath the pod's log
 	// directory, without following symlinks (sandbox/pause/log.c).
-	logDir, logPath, err := containerLogLocation(p.Config, c.LogPath)
+	logDir, logPath, err := hostfs.ContainerLogLocation(p.Config, c.LogPath)
 	if err != nil {
 		return err
 	}

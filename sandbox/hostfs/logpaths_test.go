@@ -1,7 +1,8 @@
-package sandbox
+package hostfs
 
 import (
 	"errors"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,7 +24,7 @@ func TestContainerLogLocation(t *testing.T) {
 		{"/var/log/pods/other/0.log", "", "", true},
 		{"/var/log/pods/p", "", "", true},
 	} {
-		dir, rel, err := containerLogLocation(pod, tc.logPath)
+		dir, rel, err := ContainerLogLocation(pod, tc.logPath)
 		if (err != nil) != tc.bad || dir != tc.dir || rel != tc.rel {
 			t.Errorf("%q: %q %q %v", tc.logPath, dir, rel, err)
 		}
@@ -46,9 +47,9 @@ func TestContainerLogPath(t *testing.T) {
 		"/etc/shadow":     "", // absolute refused
 		"../x.log":        "",
 	} {
-		got, err := containerLogPath(dir, rel)
+		got, err := ContainerLogPath(dir, rel)
 		if want == "" {
-			if !errors.Is(err, ErrInvalidArgument) {
+			if !errors.Is(err, oci.ErrInvalidArgument) {
 				t.Errorf("%q: %q, %v; want InvalidArgument", rel, got, err)
 			}
 			continue
