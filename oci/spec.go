@@ -298,6 +298,17 @@ func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, 
 	switch opts.GetPid() {
 	case runtimeapi.NamespaceMode_CONTAINER:
 		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	case runtimeapi.NamespaceMode_NODE:
+		// Without a PID namespace entry the container would share the
+		// runner's, the host's: only for a pod that asked for the host's.
+		if podNS.GetPid() != runtimeapi.NamespaceMode_NODE {
+			return fmt.Errorf("container asks for the host's PID namespace but its pod does not: %w", ErrInvalidArgument)
+		}
+	default:
+		// TARGET (kubectl debug --target) is not built: refused, rather
+		// than left without a PID namespace entry, which would put the
+		// container in the host's PID namespace.
+		return fmt.Errorf("PID namespace mode %s is not supported: %w", opts.GetPid(), ErrInvalidArgument)
 	case runtimeapi.NamespaceMode_POD:
 		if podNS.GetPid() != runtimeapi.NamespaceMode_POD || pod.PIDHolder == 0 {
 			return fmt.Errorf("container asks for the pod's PID namespace but the pod has none: %w", ErrInvalidArgument)
