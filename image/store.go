@@ -557,7 +557,7 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	// (the page cache survives it); only a power loss can lose the record
 	// of a container created just before it, and then the node restarts
 	// every pod anyway. The daemon's own metadata stays synced
-	// (sandbox/store.go), and RemoveRootfs accepts an unknown container.
+	// (sandbox/store/metadata.go), and RemoveRootfs accepts an unknown container.
 	opts := &storage.ContainerOptions{Volatile: true}
 	if len(uids) > 0 || len(gids) > 0 {
 		opts.IDMappingOptions = storagetypes.IDMappingOptions{

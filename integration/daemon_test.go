@@ -238,7 +238,7 @@ func (d *daemon) destroy() {
 	if left := cgroupChildren(d.cgroupParent); len(left) > 0 {
 		d.t.Errorf("cgroups left under %s: %v", d.cgroupParent, left)
 	}
-	removeCgroupTree(d.cgroupParent)
+	testenv.RemoveCgroup(d.cgroupParent)
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
 		d.t.Errorf("veths left on %s: %s", d.bridge, out)
 	}
@@ -269,72 +269,18 @@ func tail(s string, n int) string {
 
 func mountsUnder(dir string) []string { return testenv.MountsUnder(dir) }
 
-// ownCgroupDirs returns, for each v1 hierarchy (and the v2 one), the
-// directory of this test process's cgroup, under which relative parents nest.
-func ownCgroupDirs() []string {
-	data, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return nil
-	}
-	mounts := map[string]string{}
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(mi), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, pf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 3 || len(f) < 5 {
-			continue
-		}
-		switch pf[0] {
-		case "cgroup2":
-			mounts[""] = f[4]
-		case "cgroup":
-			for _, opt := range strings.Split(pf[2], ",") {
-				mounts[opt] = f[4]
-			}
-		}
-	}
-	var out []string
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		ctrl := strings.Split(parts[1], ",")[0]
-		if mnt, ok := mounts[ctrl]; ok {
-			out = append(out, filepath.Join(mnt, parts[2]))
-		}
-	}
-	return out
-}
-
 // cgroupChildren lists cgroups left below parent in any hierarchy.
 func cgroupChildren(parent string) []string {
 	var out []string
-	for _, own := range ownCgroupDirs() {
-		entries, _ := os.ReadDir(filepath.Join(own, parent))
+	for _, dir := range testenv.CgroupDirs(parent) {
+		entries, _ := os.ReadDir(dir)
 		for _, e := range entries {
 			if e.IsDir() {
-				out = append(out, filepath.Join(own, parent, e.Name()))
+				out = append(out, filepath.Join(dir, e.Name()))
 			}
 		}
 	}
 	return out
-}
-
-func removeCgroupTree(parent string) {
-	for _, own := range ownCgroupDirs() {
-		dir := filepath.Join(own, parent)
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if e.IsDir() {
-				syscall.Rmdir(filepath.Join(dir, e.Name()))
-			}
-		}
-		syscall.Rmdir(dir)
-	}
 }
 
 // timeoutScale stretches the tests' waits on a slow machine: the emulated

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/integration/testenv"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -39,8 +40,8 @@ func snapshot(t *testing.T, d *daemon) traces {
 	var tr traces
 	tr.procs = descendants(d.cmd.Process.Pid)
 	tr.mounts = mountsUnder(d.dir)
-	for _, own := range ownCgroupDirs() {
-		filepath.WalkDir(filepath.Join(own, d.cgroupParent), func(p string, e fs.DirEntry, err error) error {
+	for _, dir := range testenv.CgroupDirs(d.cgroupParent) {
+		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 			if err == nil && e.IsDir() {
 				tr.cgroups = append(tr.cgroups, p)
 			}

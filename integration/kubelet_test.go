@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/peapod-cri/peapod/integration/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -410,21 +411,7 @@ func freeTCPPort(t *testing.T) int {
 
 // cgroupHierarchies lists the mount points of the host's cgroup
 // hierarchies (v1 controllers and named ones; on v2, the one mount).
-func cgroupHierarchies() []string {
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(mi), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, pf := strings.Fields(pre), strings.Fields(post)
-		if len(f) > 4 && len(pf) > 0 && (pf[0] == "cgroup" || pf[0] == "cgroup2") && f[3] == "/" {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
+func cgroupHierarchies() []string { return testenv.CgroupHierarchies() }
 
 // makeCgroupRoot creates the kubelet's cgroup root in every hierarchy (the
 // kubelet refuses a root that does not exist) and removes the whole tree
@@ -445,23 +432,9 @@ func makeCgroupRoot(t *testing.T) string {
 		}
 	}
 	t.Cleanup(func() {
-		for _, h := range cgroupHierarchies() {
-			removeCgroupDirs(filepath.Join(h, root))
-		}
+		testenv.RemoveCgroup(root)
 	})
 	return root
-}
-
-// removeCgroupDirs removes a cgroup directory and its children, deepest
-// first (cgroup directories are removed with rmdir, files and all).
-func removeCgroupDirs(dir string) {
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if e.IsDir() {
-			removeCgroupDirs(filepath.Join(dir, e.Name()))
-		}
-	}
-	syscall.Rmdir(dir)
 }
 
 // cgroupDir is the directory of a cgroup path in the hierarchy of a v1

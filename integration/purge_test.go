@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"github.com/peapod-cri/peapod/integration/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,9 +83,9 @@ func TestPurge(t *testing.T) {
 	if exec.Command("nft", "list", "table", "ip", "peapod-"+d.bridge).Run() == nil {
 		t.Errorf("nft table ip peapod-%s left", d.bridge)
 	}
-	for _, own := range ownCgroupDirs() {
-		if _, err := os.Stat(filepath.Join(own, d.cgroupParent)); !os.IsNotExist(err) {
-			t.Errorf("cgroup %s left (err %v)", filepath.Join(own, d.cgroupParent), err)
+	for _, dir := range testenv.CgroupDirs(d.cgroupParent) {
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s left (err %v)", dir, err)
 		}
 	}
 	if m := mountsUnder(d.dir); len(m) > 0 {

@@ -1,12 +1,12 @@
 package integration
 
 import (
+	"github.com/peapod-cri/peapod/integration/testenv"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,7 +23,7 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 	top := "peapodit" + randomSuffix()
 	slice := top + "-pod" + randomSuffix() + ".slice"
 	sliceDir := "/" + top + ".slice/" + slice
-	t.Cleanup(func() { removeAbsCgroup(sliceDir); removeAbsCgroup("/" + top + ".slice") })
+	t.Cleanup(func() { testenv.RemoveCgroup("/" + top + ".slice") })
 	d := newDaemon(t, regAddr)
 	conf := filepath.Join(d.dir, "peapod.toml")
 	if err := os.WriteFile(conf, []byte("cgroup_driver = \"systemd\"\n"), 0o644); err != nil {
@@ -120,17 +120,4 @@ func readAbsCgroup(t *testing.T, ctrl, abs, file string) string {
 func expectAbsCgroup(t *testing.T, abs string, v1, v2 map[string]string) {
 	t.Helper()
 	expectCgroupFiles(t, abs, func(ctrl, file string) string { return readAbsCgroup(t, ctrl, abs, file) }, v1, v2)
-}
-
-// removeAbsCgroup removes an (empty) cgroup at an absolute path in every
-// hierarchy.
-func removeAbsCgroup(abs string) {
-	if cgroupV2() {
-		syscall.Rmdir(filepath.Join("/sys/fs/cgroup", abs))
-		return
-	}
-	entries, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, e := range entries {
-		syscall.Rmdir(filepath.Join("/sys/fs/cgroup", e.Name(), abs))
-	}
 }

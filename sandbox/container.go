@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/exec"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -26,7 +30,7 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	exec   *execHandle // reused by every exec while the container runs; nil until the first
+	exec   *exec.Target // reused by every exec while the container runs; nil until the first
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
@@ -106,14 +110,14 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		Bundle:     filepath.Join(r.opts.State, "containers", id),
 		StopSignal: stopSignal,
 	}
-	if c.LogPath, err = containerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
+	if c.LogPath, err = hostfs.ContainerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
 	}
-	if err := ensureDir(c.Bundle, privateDirMode); err != nil {
+	if err := hostfs.EnsureDir(c.Bundle, hostfs.PrivateDirMode); err != nil {
 		return Container{}, fmt.Errorf("bundle: %w", err)
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
-	r.fail.crash("create-container-after-bundle")
+	r.fail.Crash("create-container-after-bundle")
 
 	rootfs, err := r.createRootfs(ctx, id, img.ID, podCopy.Config)
 	if err != nil {
@@ -127,23 +131,23 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		defer cancel()
 		r.removeRootfs(cctx, id)
 	})
-	r.fail.crash("create-container-after-rootfs")
-	if err := makeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
+	r.fail.Crash("create-container-after-rootfs")
+	if err := hostfs.MakeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := chownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
+	if err := hostfs.ChownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 
-	spec, err := buildSpec(specInput{
+	spec, err := oci.Build(oci.Input{
 		ID:           id,
-		Pod:          &podCopy,
+		Pod:          specPod(&podCopy),
 		Config:       cfg,
 		Image:        img,
 		Rootfs:       rootfs,
 		CgroupParent: podCopy.CgroupParent,
 		PidsLimit:    r.opts.PidsLimit,
-	})
+	}, oci.HostFacts())
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
@@ -154,8 +158,8 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := writeSpec(c.Bundle, spec); err != nil {
 		return Container{}, err
 	}
-	r.fail.crash("create-container-after-spec")
-	if err := r.fail.hold(ctx, "create-container-after-spec"); err != nil {
+	r.fail.Crash("create-container-after-spec")
+	if err := r.fail.Hold(ctx, "create-container-after-spec"); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	ctr := newContainer(c)
@@ -187,7 +191,7 @@ func (r *Runtime) recordContainer(p *pod, ctr *container) error {
 	if err := r.saveContainer(&ctr.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", ctr.ID, err)
 	}
-	r.fail.crash("create-container-after-save")
+	r.fail.Crash("create-container-after-save")
 	r.mu.Lock()
 	r.containers[ctr.ID] = ctr
 	r.mu.Unlock()
@@ -321,7 +325,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if err := r.saveContainer(&c.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", c.ID, err)
 	}
-	r.fail.crash("start-container-after-save")
+	r.fail.Crash("start-container-after-save")
 	r.publishContainer(EventStarted, &c.Container)
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
 	return nil
@@ -376,7 +380,7 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 			return
 		}
 	}
-	if processAlive(pid, start) {
+	if proc.Alive(pid, start) {
 		unix.Kill(pid, sig)
 	}
 }
@@ -403,9 +407,9 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	p := r.pods[c.PodID]
 	r.mu.RUnlock()
 	if p != nil {
-		r.keeperOf(&p.Pod).forget(ctx, c.ID) // best effort: the keeper may be gone
+		r.keeperOf(&p.Pod).Forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
-	if err := r.store.delete(bucketContainers, c.ID); err != nil {
+	if err := r.store.Delete(store.Containers, c.ID); err != nil {
 		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
 	}
 	// Root filesystem and bundle go after the reply (removals.go).
@@ -439,14 +443,6 @@ func (r *Runtime) destroyLibcontainer(c *container) {
 		r.log.Warn("destroy container state", "container", c.ID, "err", err)
 	}
 	c.lc = nil
-}
-
-// exitCode turns a wait status into the shell convention kubelet shows.
-func exitCode(ws syscall.WaitStatus) int32 {
-	if ws.Signaled() {
-		return 128 + int32(ws.Signal())
-	}
-	return int32(ws.ExitStatus())
 }
 
 func exitReason(code int32) string {

@@ -1,13 +1,17 @@
 package sandbox
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/peapod-cri/peapod/oci"
+)
 
 // Sentinel errors of the domain. cri/ maps each to one gRPC code; wrap them
 // with what was being done and to what.
 var (
 	ErrNotFound           = errors.New("not found")
 	ErrAlreadyExists      = errors.New("already exists")
-	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrInvalidArgument    = oci.ErrInvalidArgument // one value, so the spec's errors map as ours
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrDeadlineExceeded   = errors.New("deadline exceeded")
 )

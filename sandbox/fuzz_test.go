@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -48,7 +50,8 @@ func FuzzBuildSpec(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	bounding := boundingSet()
+	host := oci.HostFacts()
+	bounding := host.Bounding
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg := &runtimeapi.ContainerConfig{}
 		if err := proto.Unmarshal(data, cfg); err != nil {
@@ -60,7 +63,7 @@ func FuzzBuildSpec(f *testing.F) {
 				return
 			}
 		}
-		spec, err := buildSpec(specInput{ID: strings.Repeat("b", 64), Pod: pod, Config: cfg, Image: Image{ID: "img", Cmd: []string{"sh"}}, Rootfs: rootfs, CgroupParent: "peapod-fuzz"})
+		spec, err := oci.Build(oci.Input{ID: strings.Repeat("b", 64), Pod: specPod(pod), Config: cfg, Image: Image{ID: "img", Cmd: []string{"sh"}}, Rootfs: rootfs, CgroupParent: "peapod-fuzz"}, host)
 		if err != nil {
 			return
 		}
@@ -131,7 +134,7 @@ func FuzzPathResolution(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		if lp, err := containerLogPath(logDir, p); err == nil && lp != "" {
+		if lp, err := hostfs.ContainerLogPath(logDir, p); err == nil && lp != "" {
 			if !strings.HasPrefix(lp, logDir+"/") && lp != logDir {
 				t.Fatalf("log path %q resolved to %q, outside %s", p, lp, logDir)
 			}

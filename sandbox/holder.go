@@ -2,6 +2,9 @@ package sandbox
 
 import (
 	"bufio"
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/seal"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,7 +41,7 @@ func (r *Runtime) pausePath(exe string) string {
 	h := &r.pauseExe
 	h.once.Do(func() {
 		h.path = exe
-		f, err := sealBinary(exe, filepath.Join(r.opts.State, "pause-seal"))
+		f, err := seal.Binary(exe, filepath.Join(r.opts.State, "pause-seal"))
 		if err != nil {
 			r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
 			return
@@ -72,7 +75,7 @@ func (r *Runtime) watchHolder(p *pod) {
 	}
 	// The pidfd names whatever process has the PID now: it is the holder
 	// only if the start time still matches after the open.
-	if !processAlive(p.PIDHolder, p.HolderStart) {
+	if !proc.Alive(p.PIDHolder, p.HolderStart) {
 		unix.Close(fd)
 		return
 	}
@@ -112,14 +115,14 @@ func (r *Runtime) holderExited(p *pod) {
 // namespaces other than the keeper's; otherwise the start time stays 0,
 // which no process has, and the pod is NotReady.
 func recoverHolderStart(p *Pod) {
-	if p.PIDHolder <= 0 || p.HolderStart != 0 || !processAlive(p.PausePID, p.PauseStart) {
+	if p.PIDHolder <= 0 || p.HolderStart != 0 || !proc.Alive(p.PausePID, p.PauseStart) {
 		return
 	}
 	if parentPID(p.PIDHolder) != p.PausePID {
 		return
 	}
 	kind := "pid"
-	if podUserns(p.Config) != nil {
+	if oci.PodUserns(p.Config) != nil {
 		kind = "user"
 	}
 	keeper, err1 := os.Readlink("/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind)
@@ -127,7 +130,7 @@ func recoverHolderStart(p *Pod) {
 	if err1 != nil || err2 != nil || keeper == holder {
 		return
 	}
-	start, err := processStartTime(p.PIDHolder)
+	start, err := proc.StartTime(p.PIDHolder)
 	if err == nil && parentPID(p.PIDHolder) == p.PausePID {
 		p.HolderStart = start
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/proc"
 	"io"
 	"os"
 	"os/exec"
@@ -47,7 +48,7 @@ func startTestPause(t *testing.T) (*exec.Cmd, int) {
 // NotReady with the holder's reason.
 func TestRecoverHolderStart(t *testing.T) {
 	keeper, holder := startTestPause(t)
-	keeperStart, err := processStartTime(keeper.Process.Pid)
+	keeperStart, err := proc.StartTime(keeper.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestRecoverHolderStart(t *testing.T) {
 		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}}}
 	p := &pod{Pod: Pod{Config: cfg, State: PodReady, PausePID: keeper.Process.Pid, PauseStart: keeperStart, PIDHolder: holder}}
 	recoverHolderStart(&p.Pod)
-	want, _ := processStartTime(holder)
+	want, _ := proc.StartTime(holder)
 	if p.HolderStart == 0 || p.HolderStart != want {
 		t.Errorf("holder start %d, want %d", p.HolderStart, want)
 	}

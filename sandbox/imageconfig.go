@@ -2,14 +2,22 @@ package sandbox
 
 import (
 	"fmt"
-	"path"
+	"github.com/peapod-cri/peapod/oci"
 	"strconv"
 	"strings"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
+
+// Image is what a container takes from its image's config; the CRI layer
+// fills it from the image store.
+type Image = oci.Image
+
+// specPod is what the spec of a container takes from its pod.
+func specPod(p *Pod) oci.Pod {
+	return oci.Pod{ID: p.ID, Config: p.Config, Dir: p.Dir, PausePID: p.PausePID, PIDHolder: p.PIDHolder, Cgroup: p.Cgroup}
+}
 
 // The parts of an image's config that apply outside the OCI process spec:
 // the stop signal and the declared volumes.
@@ -57,31 +65,4 @@ func (c *Container) stopSignal() unix.Signal {
 		return sig
 	}
 	return unix.SIGTERM
-}
-
-// makeImageVolumes creates the image's declared VOLUME directories in the
-// container's writable layer, unless a mount covers them (CRI-O's "mkdir"
-// image_volumes mode: the directory exists, its content is the image's).
-// The paths come from the image, so they are resolved inside the rootfs:
-// a symlink in the image cannot make peapod create a directory elsewhere.
-func makeImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount) error {
-	for _, v := range volumes {
-		dst := path.Clean("/" + v)
-		if dst == "/" || coveredByMount(dst, mounts) {
-			continue
-		}
-		if err := pathrs.MkdirAll(rootfs, dst, 0o755); err != nil {
-			return fmt.Errorf("image volume %s: %w", v, err)
-		}
-	}
-	return nil
-}
-
-func coveredByMount(dst string, mounts []*runtimeapi.Mount) bool {
-	for _, m := range mounts {
-		if path.Clean(m.GetContainerPath()) == dst {
-			return true
-		}
-	}
-	return false
 }

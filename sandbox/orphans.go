@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"golang.org/x/sys/unix"
 )
 
@@ -192,7 +193,7 @@ func (r *Runtime) dropContainersOfLostPods() {
 			continue
 		}
 		r.log.Warn("container of a pod that has no record: removed", "container", id, "pod", c.PodID)
-		if err := r.store.delete(bucketContainers, id); err != nil {
+		if err := r.store.Delete(store.Containers, id); err != nil {
 			r.log.Warn("delete the record of a container of a lost pod", "container", id, "err", err)
 			continue
 		}

@@ -1,11 +1,10 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"os"
 	"path/filepath"
 	"testing"
-
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestMakeStateDirsTightens: directories an older peapod made open to
@@ -13,7 +12,7 @@ import (
 func TestMakeStateDirsTightens(t *testing.T) {
 	dir := t.TempDir()
 	root, state := filepath.Join(dir, "root"), filepath.Join(dir, "state")
-	for _, d := range []string{root, filepath.Join(state, "pods"), filepath.Join(state, "k"), legacyRootfsDir(state)} {
+	for _, d := range []string{root, filepath.Join(state, "pods"), filepath.Join(state, "k"), hostfs.LegacyRootfsDir(state)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -23,7 +22,7 @@ func TestMakeStateDirsTightens(t *testing.T) {
 	if err := makeStateDirs(root, state); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]os.FileMode{legacyRootfsDir(state): privateDirMode}
+	want := map[string]os.FileMode{hostfs.LegacyRootfsDir(state): hostfs.PrivateDirMode}
 	for _, d := range stateDirs(root, state) {
 		want[d.path] = d.mode
 	}
@@ -38,25 +37,5 @@ func TestMakeStateDirsTightens(t *testing.T) {
 		if st.Mode().Perm()&0o006 != 0 {
 			t.Errorf("%s: other users may list or write", p)
 		}
-	}
-}
-
-func TestDefaultPidsLimit(t *testing.T) {
-	spec := func(unified map[string]string) *specs.Spec {
-		return &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{Unified: unified}}}
-	}
-	s := spec(nil)
-	setDefaultPidsLimit(s, 0)
-	if s.Linux.Resources.Pids != nil {
-		t.Errorf("pids_limit 0 set a limit: %v", *s.Linux.Resources.Pids.Limit)
-	}
-	setDefaultPidsLimit(s, 50)
-	if s.Linux.Resources.Pids == nil || *s.Linux.Resources.Pids.Limit != 50 {
-		t.Errorf("pids_limit 50: %+v", s.Linux.Resources.Pids)
-	}
-	s = spec(map[string]string{"pids.max": "80"})
-	setDefaultPidsLimit(s, 50)
-	if s.Linux.Resources.Pids != nil {
-		t.Errorf("the default replaced the container's own pids.max")
 	}
 }

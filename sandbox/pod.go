@@ -4,6 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"io"
 	"os"
 	"os/exec"
@@ -32,7 +37,7 @@ type pod struct {
 // runPod creates the pod's namespaces with a pause process and records the
 // pod. Each step registers its undo right after it succeeds.
 func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
-	if err := validatePodConfig(cfg); err != nil {
+	if err := oci.ValidatePod(cfg); err != nil {
 		return Pod{}, err
 	}
 	if err := r.checkUsernsSupport(cfg); err != nil {
@@ -82,28 +87,28 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
-	undo = append(undo, func() { r.store.delete(bucketPods, id) })
-	r.fail.crash("run-pod-after-record")
-	if err := ensureDir(p.Dir, privateDirMode); err != nil {
+	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
+	r.fail.Crash("run-pod-after-record")
+	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
 		return Pod{}, fmt.Errorf("pod dir: %w", err)
 	}
 	undo = append(undo, func() {
-		unmountPodShm(p.Dir)
+		hostfs.UnmountPodShm(p.Dir)
 		os.RemoveAll(p.Dir)
 	})
-	if err := writePodFiles(p.Dir, cfg); err != nil {
+	if err := hostfs.WritePodFiles(p.Dir, cfg); err != nil {
 		return Pod{}, err
 	}
-	if u := podUserns(cfg); u != nil {
-		if err := chownPodFiles(p.Dir, u); err != nil {
+	if u := oci.PodUserns(cfg); u != nil {
+		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
 			return Pod{}, err
 		}
 	}
-	r.fail.crash("run-pod-after-files")
+	r.fail.Crash("run-pod-after-files")
 	// The pod's cgroup is made while the pause starts: the pause starts in
 	// the daemon's cgroup and moves in below (AddPause).
 	cgroupMade := make(chan error, 1)
-	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, podLimits(cfg.GetLinux())) }()
+	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(cfg.GetLinux())) }()
 	pauseErr := r.startPause(p)
 	if err := <-cgroupMade; err != nil {
 		if pauseErr == nil {
@@ -112,7 +117,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
 	undo = append(undo, func() { r.removePodCgroup(p) })
-	r.fail.crash("run-pod-after-cgroup")
+	r.fail.Crash("run-pod-after-cgroup")
 	if pauseErr != nil {
 		return Pod{}, pauseErr
 	}
@@ -120,9 +125,9 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID, p.PIDHolder); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
 	}
-	r.fail.crash("run-pod-after-pause")
+	r.fail.Crash("run-pod-after-pause")
 
-	if !hostNetwork(cfg) && r.opts.Network != nil {
+	if !oci.HostNetwork(cfg) && r.opts.Network != nil {
 		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
 		if err != nil {
 			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
@@ -137,13 +142,13 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			r.opts.Network.TeardownPod(cctx, p.networkPod())
 		})
 	}
-	r.fail.crash("run-pod-after-network")
+	r.fail.Crash("run-pod-after-network")
 	p.State = PodReady
 	p.Creating = false
 	if err := r.savePod(&p.Pod); err != nil {
 		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
 	}
-	r.fail.crash("run-pod-after-save")
+	r.fail.Crash("run-pod-after-save")
 	p.mu.Lock()
 	r.mu.Lock()
 	r.pods[id] = p
@@ -154,63 +159,6 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	p.mu.Unlock()
 	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
-}
-
-func validatePodConfig(cfg *runtimeapi.PodSandboxConfig) error {
-	if cfg == nil {
-		return fmt.Errorf("pod sandbox config is missing: %w", ErrInvalidArgument)
-	}
-	m := cfg.GetMetadata()
-	if m == nil || m.Name == "" || m.Namespace == "" || m.Uid == "" {
-		return fmt.Errorf("pod metadata needs name, namespace and uid (got %v): %w", m, ErrInvalidArgument)
-	}
-	if len(cfg.Hostname) > 64 {
-		return fmt.Errorf("hostname %q is longer than the kernel's 64 characters: %w", cfg.Hostname, ErrInvalidArgument)
-	}
-	if err := validateUserns(cfg); err != nil {
-		return err
-	}
-	return validateSysctls(cfg)
-}
-
-// validateSysctls accepts only namespaced sysctls, and only when their
-// namespace is the pod's own: written in the host's namespace they would
-// change the node (as runc refuses too). Keys in slashed form are not
-// namespaced ones to the checks below and are refused.
-func validateSysctls(cfg *runtimeapi.PodSandboxConfig) error {
-	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	for key := range cfg.GetLinux().GetSysctls() {
-		switch {
-		case strings.HasPrefix(key, "net."):
-			if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: %w", key, ErrInvalidArgument)
-			}
-		case isIPCSysctl(key):
-			if ns.GetIpc() == runtimeapi.NamespaceMode_NODE {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host IPC namespace: %w", key, ErrInvalidArgument)
-			}
-		case isUTSSysctl(key):
-			// The UTS namespace follows the network one (startPause).
-			if hostNetwork(cfg) {
-				return fmt.Errorf("sysctl %s cannot be set on a pod that uses the host network: "+
-					"its UTS namespace is the host's, so it would set the node's own name: %w", key, ErrInvalidArgument)
-			}
-		default:
-			return fmt.Errorf("sysctl %s is not namespaced (or not in dotted form): %w", key, ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-func isUTSSysctl(key string) bool { return key == "kernel.hostname" || key == "kernel.domainname" }
-
-func isIPCSysctl(key string) bool {
-	return strings.HasPrefix(key, "fs.mqueue.") || strings.HasPrefix(key, "kernel.msg") ||
-		strings.HasPrefix(key, "kernel.shm") || key == "kernel.sem"
-}
-
-func hostNetwork(cfg *runtimeapi.PodSandboxConfig) bool {
-	return cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE
 }
 
 func (p *pod) netnsPath() string { return p.nsPath("net") }
@@ -235,72 +183,6 @@ func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
 }
 
-// hostname is the pod's hostname: the configured one, else the node's (as
-// containerd does; kubelet always sets one).
-func hostname(cfg *runtimeapi.PodSandboxConfig) string {
-	if cfg.Hostname != "" {
-		return cfg.Hostname
-	}
-	h, _ := os.Hostname()
-	return h
-}
-
-// writePodFiles writes the files every container of the pod mounts:
-// hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
-// the pod's own.
-func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(hostname(cfg)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write hostname: %w", err)
-	}
-	resolv, err := resolvConf(cfg.GetDnsConfig())
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644); err != nil {
-		return fmt.Errorf("write resolv.conf: %w", err)
-	}
-	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
-		shm := filepath.Join(dir, "shm")
-		// Open to every user of the pod (mode=1777 of the tmpfs), but not
-		// to the host's: the pod directory is root's alone.
-		if err := os.MkdirAll(shm, privateDirMode); err != nil {
-			return fmt.Errorf("create shm dir: %w", err)
-		}
-		if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
-			return fmt.Errorf("mount pod /dev/shm: %w", err)
-		}
-	}
-	return nil
-}
-
-// resolvConf renders DNSConfig; with none, the host's resolv.conf is used,
-// as kubelet expects for dnsPolicy Default.
-func resolvConf(dns *runtimeapi.DNSConfig) ([]byte, error) {
-	if dns == nil || len(dns.Servers)+len(dns.Searches)+len(dns.Options) == 0 {
-		data, err := os.ReadFile("/etc/resolv.conf")
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		return data, err
-	}
-	var b strings.Builder
-	if len(dns.Searches) > 0 {
-		fmt.Fprintf(&b, "search %s\n", strings.Join(dns.Searches, " "))
-	}
-	for _, s := range dns.Servers {
-		fmt.Fprintf(&b, "nameserver %s\n", s)
-	}
-	if len(dns.Options) > 0 {
-		fmt.Fprintf(&b, "options %s\n", strings.Join(dns.Options, " "))
-	}
-	return []byte(b.String()), nil
-}
-
-// unmountPodShm unmounts the pod's /dev/shm tmpfs; not mounted is fine.
-func unmountPodShm(dir string) {
-	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
-}
-
 // pauseReadyTimeout bounds how long a new pause may take to report that
 // the pod's namespaces are set up (milliseconds normally).
 const pauseReadyTimeout = 30 * time.Second
@@ -321,10 +203,10 @@ func (r *Runtime) startPause(p *pod) error {
 	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
 		flags |= unix.CLONE_NEWIPC
 	}
-	if !hostNetwork(p.Config) {
+	if !oci.HostNetwork(p.Config) {
 		// The UTS namespace follows the network one, as in kubelet's model.
 		flags |= unix.CLONE_NEWUTS
-		args = append(args, "-h", hostname(p.Config))
+		args = append(args, "-h", oci.Hostname(p.Config))
 	}
 	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
 		// The keeper stays in the host PID namespace (it must reap the
@@ -334,11 +216,11 @@ func (r *Runtime) startPause(p *pod) error {
 	for k, v := range p.Config.GetLinux().GetSysctls() {
 		args = append(args, "-s", k+"="+v)
 	}
-	if u := podUserns(p.Config); u != nil {
+	if u := oci.PodUserns(p.Config); u != nil {
 		// The keeper creates the namespaces itself, below the pod's user
 		// namespace (validateUserns: none of them is the host's).
 		flags = 0
-		args = append(args, "-U", idMapLines(u.GetUids()), "-G", idMapLines(u.GetGids()))
+		args = append(args, "-U", oci.IDMapLines(u.GetUids()), "-G", oci.IDMapLines(u.GetGids()))
 	}
 	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
 	readyR, readyW, err := os.Pipe()
@@ -393,18 +275,18 @@ func (r *Runtime) startPause(p *pod) error {
 		return fmt.Errorf("pause process: %s: %w", got, ErrInvalidArgument)
 	}
 	p.PausePID = cmd.Process.Pid
-	start, err := processStartTime(p.PausePID)
+	start, err := proc.StartTime(p.PausePID)
 	if err != nil {
 		cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("read pause start time: %w", err)
 	}
 	p.PauseStart = start
-	p.KeeperProtocol = keeperProtocol
+	p.KeeperProtocol = keeper.Protocol
 	if p.PIDHolder > 0 {
 		// The holder is the keeper's child, confined and waiting: its PID
 		// is not reused while the keeper lives.
-		if p.HolderStart, err = processStartTime(p.PIDHolder); err != nil {
+		if p.HolderStart, err = proc.StartTime(p.PIDHolder); err != nil {
 			cmd.Process.Kill()
 			<-exited
 			return fmt.Errorf("read the namespace holder's start time: %w", err)
@@ -415,7 +297,7 @@ func (r *Runtime) startPause(p *pod) error {
 
 // killPause ends the pause process and waits until it is gone.
 func (r *Runtime) killPause(p *pod) {
-	if !processAlive(p.PausePID, p.PauseStart) {
+	if !proc.Alive(p.PausePID, p.PauseStart) {
 		return
 	}
 	unix.Kill(p.PausePID, unix.SIGKILL)
@@ -429,7 +311,7 @@ func (r *Runtime) killPause(p *pod) {
 	}
 	// Not our child (the daemon restarted): wait until it disappears.
 	deadline := time.Now().Add(10 * time.Second)
-	for processAlive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
+	for proc.Alive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -449,36 +331,36 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 			return fmt.Errorf("stop pod %s: %w", p.ID, err)
 		}
 	}
-	r.fail.crash("stop-pod-after-containers")
+	r.fail.Crash("stop-pod-after-containers")
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// The network is released even when the pause died on its own (the
 	// netns is gone then, and its /proc path may name another process's).
-	if !hostNetwork(p.Config) && r.opts.Network != nil {
+	if !oci.HostNetwork(p.Config) && r.opts.Network != nil {
 		np := p.networkPod()
-		if !processAlive(p.PausePID, p.PauseStart) {
+		if !proc.Alive(p.PausePID, p.PauseStart) {
 			np.NetNS = ""
 		}
 		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
 			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
 		}
 	}
-	r.fail.crash("stop-pod-after-network")
-	if p.State == PodNotReady && !processAlive(p.PausePID, p.PauseStart) {
-		unmountPodShm(p.Dir)
+	r.fail.Crash("stop-pod-after-network")
+	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
+		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
 	r.killPause(p)
-	r.fail.crash("stop-pod-after-pause")
-	unmountPodShm(p.Dir)
+	r.fail.Crash("stop-pod-after-pause")
+	hostfs.UnmountPodShm(p.Dir)
 	r.removePodCgroup(p)
-	r.fail.crash("stop-pod-after-cgroup")
+	r.fail.Crash("stop-pod-after-cgroup")
 	p.State = PodNotReady
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
-	r.fail.crash("stop-pod-after-save")
+	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
 	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
 	return nil
@@ -515,7 +397,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	if err := r.finishRemovals(ctx, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
-	if err := r.store.delete(bucketPods, p.ID); err != nil {
+	if err := r.store.Delete(store.Pods, p.ID); err != nil {
 		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
 	}
 	r.mu.Lock()
@@ -554,9 +436,9 @@ func (p *pod) refresh() {
 	if p.State != PodReady {
 		return
 	}
-	if !processAlive(p.PausePID, p.PauseStart) {
+	if !proc.Alive(p.PausePID, p.PauseStart) {
 		p.State, p.NotReadyReason = PodNotReady, "the pod's pause process exited"
-	} else if p.PIDHolder > 0 && !processAlive(p.PIDHolder, p.HolderStart) {
+	} else if p.PIDHolder > 0 && !proc.Alive(p.PIDHolder, p.HolderStart) {
 		p.State, p.NotReadyReason = PodNotReady, p.holderGoneReason()
 	}
 }

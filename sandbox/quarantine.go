@@ -8,36 +8,13 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
+	"github.com/peapod-cri/peapod/sandbox/store"
 )
 
-// A metadata record that cannot be used (cut short by a power loss, or
-// garbage) must never keep the daemon from starting: every other pod would
-// be unmanaged. It is moved aside into the bucket "quarantine-<bucket>"
-// of the same file, under "<id>@<unix nanos>", for an operator to look at,
-// and the daemon starts without it; reconcileHalfDone then removes what
-// no record names (keeper, bundle, pod files), as after a crash.
-
-func quarantineBucket(bucket []byte) []byte { return append([]byte("quarantine-"), bucket...) }
-
-// quarantine moves the record id of bucket aside.
-func (s *metadataStore) quarantine(bucket []byte, id string, data []byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		q, err := tx.CreateBucketIfNotExists(quarantineBucket(bucket))
-		if err != nil {
-			return fmt.Errorf("create quarantine bucket: %w", err)
-		}
-		key := fmt.Sprintf("%s@%d", id, time.Now().UnixNano())
-		if err := q.Put([]byte(key), append([]byte(nil), data...)); err != nil {
-			return fmt.Errorf("keep record %s aside: %w", id, err)
-		}
-		if err := tx.Bucket(bucket).Delete([]byte(id)); err != nil {
-			return fmt.Errorf("delete record %s: %w", id, err)
-		}
-		return nil
-	})
-}
+// A metadata record that cannot be used never keeps the daemon from
+// starting: it is moved aside (store.Quarantine) and the daemon starts
+// without it; reconcileHalfDone then removes what no record names (keeper,
+// bundle, pod files), as after a crash.
 
 // badRecord is a record recover could not use, and why.
 type badRecord struct {
@@ -50,12 +27,12 @@ type badRecord struct {
 // quarantineAll moves the bad records aside, logging each.
 func (r *Runtime) quarantineAll(bad []badRecord) {
 	for _, b := range bad {
-		if err := r.store.quarantine(b.bucket, b.id, b.data); err != nil {
+		if err := r.store.Quarantine(b.bucket, b.id, b.data); err != nil {
 			r.log.Error("metadata record cannot be used, and moving it aside failed; it is ignored", "bucket", string(b.bucket), "id", b.id, "reason", b.err, "err", err)
 			continue
 		}
 		r.log.Warn("metadata record cannot be used; moved aside", "bucket", string(b.bucket), "id", b.id,
-			"reason", b.err, "moved_to", string(quarantineBucket(b.bucket)))
+			"reason", b.err, "moved_to", string(store.QuarantineBucket(b.bucket)))
 	}
 }
 
@@ -70,29 +47,6 @@ func validRecordID(key, id string) error {
 		return fmt.Errorf("bad ID %q", id)
 	}
 	return nil
-}
-
-// openMetadataStoreOrAside opens the metadata file; a file bbolt cannot
-// open (garbage, cut short) is renamed to "<path>.unreadable-<unix>" with
-// an error logged, and an empty one is started, so that the daemon runs
-// and cleans up what no record names. Only a lock (another peapod on the
-// same root) stays fatal.
-func openMetadataStoreOrAside(path string, log interface {
-	Error(msg string, args ...any)
-}) (*metadataStore, error) {
-	s, err := openMetadataStore(path)
-	if err == nil || errors.Is(err, bolterrors.ErrTimeout) || errors.Is(err, errMetadataLocked) {
-		return s, err
-	}
-	if _, serr := os.Stat(path); serr != nil {
-		return nil, err // nothing there to move aside: a real error
-	}
-	aside := fmt.Sprintf("%s.unreadable-%d", path, time.Now().Unix())
-	if rerr := os.Rename(path, aside); rerr != nil {
-		return nil, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
-	}
-	log.Error("metadata file cannot be opened; moved aside, starting with no pods (what they left is cleaned up)", "err", err, "moved_to", aside)
-	return openMetadataStore(path)
 }
 
 // checkSpecs looks at the OCI spec of every container that is created or

@@ -1,17 +1,18 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
-
-	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
 // reconcileHalfDone runs at startup, after recover, and finishes or cleans
@@ -52,65 +53,27 @@ func (r *Runtime) reconcileHalfDone() {
 func (r *Runtime) killOrphanKeepers() {
 	live := map[string]bool{}
 	for _, p := range r.pods {
-		if !p.Creating && processAlive(p.PausePID, p.PauseStart) {
+		if !p.Creating && proc.Alive(p.PausePID, p.PauseStart) {
 			live[keeperSocket(r.opts.State, p.ID)] = true
 		}
 	}
-	for _, k := range keeperProcesses(filepath.Join(r.opts.State, "k")) {
-		if live[k.socket] {
+	for _, k := range keeper.Running(filepath.Join(r.opts.State, "k")) {
+		if live[k.Socket] {
 			continue
 		}
-		r.log.Info("kill the keeper of a pod that has no record (never finished, or moved aside)", "pid", k.pid, "socket", k.socket)
-		cgroupDirs := podCgroupDirsOf(k.pid)
-		unix.Kill(k.pid, unix.SIGKILL)
+		r.log.Info("kill the keeper of a pod that has no record (never finished, or moved aside)", "pid", k.PID, "socket", k.Socket)
+		cgroupDirs := podCgroupDirsOf(k.PID)
+		unix.Kill(k.PID, unix.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
-		for processAlive(k.pid, k.start) && time.Now().Before(deadline) {
+		for proc.Alive(k.PID, k.Start) && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		// A pod that lost its record has nothing else that leads to its
 		// cgroup (orphans.go).
 		if err := removeCgroupTrees(cgroupDirs); err != nil {
-			r.log.Warn("remove the cgroup of a pod that has no record", "socket", k.socket, "err", err)
+			r.log.Warn("remove the cgroup of a pod that has no record", "socket", k.Socket, "err", err)
 		}
 	}
-}
-
-type keeperProcess struct {
-	pid    int
-	start  uint64
-	socket string
-}
-
-// keeperProcesses finds "peapod pod-pause ... -S SOCKET" processes whose
-// socket is in dir: keepers (their holders read "/pause" and die with them;
-// those of an older peapod match too).
-func keeperProcesses(dir string) []keeperProcess {
-	entries, _ := os.ReadDir("/proc")
-	var out []keeperProcess
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0})
-		if len(args) < 2 || string(args[1]) != pause.Command {
-			continue
-		}
-		for i := 2; i+1 < len(args); i++ {
-			if string(args[i]) == "-S" && filepath.Dir(string(args[i+1])) == dir {
-				start, err := processStartTime(pid)
-				if err == nil {
-					out = append(out, keeperProcess{pid: pid, start: start, socket: string(args[i+1])})
-				}
-				break
-			}
-		}
-	}
-	return out
 }
 
 // removeHalfCreatedPod undoes a RunPodSandbox that a crash interrupted.
@@ -118,18 +81,18 @@ func keeperProcesses(dir string) []keeperProcess {
 // namespace and veth; the network's reconcile releases the IP.
 func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 	r.log.Info("remove a pod whose creation a crash interrupted", "pod", p.ID)
-	if !hostNetwork(p.Config) && r.opts.Network != nil {
+	if !oci.HostNetwork(p.Config) && r.opts.Network != nil {
 		np := p.networkPod()
 		np.NetNS = ""
 		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
 			r.log.Warn("release the network of a half-created pod", "pod", p.ID, "err", err)
 		}
 	}
-	unmountPodShm(p.Dir)
+	hostfs.UnmountPodShm(p.Dir)
 	os.RemoveAll(p.Dir)
 	r.removePodCgroup(p)
 	os.Remove(keeperSocket(r.opts.State, p.ID))
-	if err := r.store.delete(bucketPods, p.ID); err != nil {
+	if err := r.store.Delete(store.Pods, p.ID); err != nil {
 		r.log.Warn("remove the record of a half-created pod", "pod", p.ID, "err", err)
 		return
 	}
@@ -148,12 +111,12 @@ func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
 	r.log.Info("kill a container whose start a crash interrupted; it stays created", "container", c.ID)
 	lc.Signal(unix.SIGKILL)
 	p := r.pods[c.PodID]
-	if p != nil && processAlive(p.PausePID, p.PauseStart) {
+	if p != nil && proc.Alive(p.PausePID, p.PauseStart) {
 		k := r.keeperOf(&p.Pod)
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		k.wait(wctx, c.ID, nil)
+		k.Wait(wctx, c.ID, nil)
 		cancel()
-		k.forget(ctx, c.ID)
+		k.Forget(ctx, c.ID)
 	}
 	if err := lc.Destroy(); err != nil {
 		r.log.Warn("destroy the state of a half-started container", "container", c.ID, "err", err)
@@ -193,13 +156,13 @@ func (r *Runtime) removeOrphanPodFiles() {
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if _, ok := r.pods[e.Name()]; !ok {
-			unmountPodShm(filepath.Join(dir, e.Name()))
+			hostfs.UnmountPodShm(filepath.Join(dir, e.Name()))
 			os.RemoveAll(filepath.Join(dir, e.Name()))
 		}
 	}
 	live := map[string]bool{}
 	for _, p := range r.pods {
-		if processAlive(p.PausePID, p.PauseStart) {
+		if proc.Alive(p.PausePID, p.PauseStart) {
 			live[filepath.Base(keeperSocket(r.opts.State, p.ID))] = true
 		}
 	}
@@ -223,10 +186,10 @@ func (r *Runtime) releaseStoppedPods() {
 		}
 	}
 	for _, p := range r.pods {
-		if p.State == PodReady || running[p.ID] || processAlive(p.PausePID, p.PauseStart) {
+		if p.State == PodReady || running[p.ID] || proc.Alive(p.PausePID, p.PauseStart) {
 			continue
 		}
-		unmountPodShm(p.Dir)
+		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p)
 	}
 }

@@ -143,5 +143,5 @@ func (r *Runtime) WaitRemovals(ctx context.Context) error {
 const closeRemovalsTimeout = 10 * time.Second
 
 // closeDetachedTimeout bounds how long Close waits for cancelled detached
-// creates (results.go) to undo their steps.
+// creates (store/results.go) to undo their steps.
 const closeDetachedTimeout = 5 * time.Second

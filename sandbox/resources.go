@@ -3,8 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
+	"github.com/peapod-cri/peapod/oci"
 
 	"github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -13,12 +12,6 @@ import (
 
 	"github.com/peapod-cri/peapod/cgroups"
 )
-
-// podLimits are the limits of the pod's cgroup: its resources plus the
-// sandbox overhead.
-func podLimits(linux *runtimeapi.LinuxPodSandboxConfig) *specs.LinuxResources {
-	return cgroups.TolerateMissingHugetlb(cgroups.PodLimits(linux.GetResources(), linux.GetOverhead(), cgroups.SwapAccounted()))
-}
 
 // removePodCgroup removes the pod's cgroup once its processes are gone.
 func (r *Runtime) removePodCgroup(p *pod) {
@@ -64,7 +57,7 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 	if cfg.Linux == nil {
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{}
 	}
-	cfg.Linux.Resources = mergeResources(cfg.Linux.Resources, res)
+	cfg.Linux.Resources = oci.MergeResources(cfg.Linux.Resources, res)
 	c.Config = cfg
 	if err := r.saveContainer(&c.Container); err != nil {
 		return fmt.Errorf("save container %s: %w", c.ID, err)
@@ -116,12 +109,12 @@ func (r *Runtime) UpdatePodResources(ctx context.Context, id string, overhead, r
 		cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{}
 	}
 	if res != nil {
-		cfg.Linux.Resources = mergeResources(cfg.Linux.Resources, res)
+		cfg.Linux.Resources = oci.MergeResources(cfg.Linux.Resources, res)
 	}
 	if overhead != nil {
-		cfg.Linux.Overhead = mergeResources(cfg.Linux.Overhead, overhead)
+		cfg.Linux.Overhead = oci.MergeResources(cfg.Linux.Overhead, overhead)
 	}
-	limits := podLimits(cfg.Linux)
+	limits := oci.PodLimits(cfg.Linux)
 	if err := cgroups.Check(limits); err != nil {
 		return fmt.Errorf("update resources of pod %s: %v: %w", p.ID, err, ErrInvalidArgument)
 	}
@@ -134,60 +127,4 @@ func (r *Runtime) UpdatePodResources(ctx context.Context, id string, overhead, r
 	}
 	r.log.Info("pod resources updated", "pod", p.ID)
 	return nil
-}
-
-// mergeResources is cgroups.Merge for the CRI form that status reports:
-// set fields of upd replace those of cur. oom_score_adj is not changed: a
-// running process keeps the one it started with.
-func mergeResources(cur, upd *runtimeapi.LinuxContainerResources) *runtimeapi.LinuxContainerResources {
-	out := &runtimeapi.LinuxContainerResources{}
-	if cur != nil {
-		out = proto.Clone(cur).(*runtimeapi.LinuxContainerResources)
-	}
-	if upd == nil {
-		return out
-	}
-	if upd.CpuPeriod != 0 {
-		out.CpuPeriod = upd.CpuPeriod
-	}
-	if upd.CpuQuota != 0 {
-		out.CpuQuota = upd.CpuQuota
-	}
-	if upd.CpuShares != 0 {
-		out.CpuShares = upd.CpuShares
-	}
-	if upd.MemoryLimitInBytes != 0 {
-		if upd.MemorySwapLimitInBytes == 0 && out.MemorySwapLimitInBytes > 0 && out.MemoryLimitInBytes > 0 {
-			// The swap on top of memory is kept, as cgroups.Merge keeps it.
-			out.MemorySwapLimitInBytes = -1
-			if upd.MemoryLimitInBytes > 0 {
-				out.MemorySwapLimitInBytes = upd.MemoryLimitInBytes + max(cur.GetMemorySwapLimitInBytes()-cur.GetMemoryLimitInBytes(), 0)
-			}
-		}
-		out.MemoryLimitInBytes = upd.MemoryLimitInBytes
-	}
-	if upd.MemorySwapLimitInBytes != 0 {
-		out.MemorySwapLimitInBytes = upd.MemorySwapLimitInBytes
-	}
-	if upd.CpusetCpus != "" {
-		out.CpusetCpus = upd.CpusetCpus
-	}
-	if upd.CpusetMems != "" {
-		out.CpusetMems = upd.CpusetMems
-	}
-	for _, h := range upd.HugepageLimits {
-		i := slices.IndexFunc(out.HugepageLimits, func(o *runtimeapi.HugepageLimit) bool { return o.PageSize == h.PageSize })
-		if i >= 0 {
-			out.HugepageLimits[i] = proto.Clone(h).(*runtimeapi.HugepageLimit)
-		} else {
-			out.HugepageLimits = append(out.HugepageLimits, proto.Clone(h).(*runtimeapi.HugepageLimit))
-		}
-	}
-	if len(upd.Unified) > 0 {
-		if out.Unified == nil {
-			out.Unified = map[string]string{}
-		}
-		maps.Copy(out.Unified, upd.Unified)
-	}
-	return out
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
 	"path/filepath"
 	"time"
@@ -37,10 +41,10 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		}
 		r.mounted.Store(c.ID, true)
 	}
-	r.fail.crash("start-container-after-rootfs")
+	r.fail.Crash("start-container-after-rootfs")
 	// The keeper creates the log and its directories beneath the pod's log
 	// directory, without following symlinks (sandbox/pause/log.c).
-	logDir, logPath, err := containerLogLocation(p.Config, c.LogPath)
+	logDir, logPath, err := hostfs.ContainerLogLocation(p.Config, c.LogPath)
 	if err != nil {
 		return err
 	}
@@ -52,22 +56,22 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	os.Remove(exitFile(c))
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
-	pid, err := k.start(ctx, p.KeeperProtocol, startRequest{
-		id:        c.ID,
-		logDir:    logDir,
-		logPath:   logPath,
-		exitFile:  exitFile(c),
-		tty:       c.Config.GetTty(),
-		stdin:     c.Config.GetStdin(),
-		stdinOnce: c.Config.GetStdinOnce(),
-		argv:      []string{runnerExe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+	pid, err := k.Start(ctx, p.KeeperProtocol, keeper.StartRequest{
+		ID:        c.ID,
+		LogDir:    logDir,
+		LogPath:   logPath,
+		ExitFile:  exitFile(c),
+		TTY:       c.Config.GetTty(),
+		Stdin:     c.Config.GetStdin(),
+		StdinOnce: c.Config.GetStdinOnce(),
+		Argv:      []string{runner.Exe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err
 	}
-	r.fail.crash("start-container-after-start")
+	r.fail.Crash("start-container-after-start")
 	r.sealRootfsBind(c, p)
-	start, err := processStartTime(pid)
+	start, err := proc.StartTime(pid)
 	if err != nil {
 		start = 0 // exited already: the keeper records it
 	}
@@ -103,7 +107,7 @@ func exitFile(c *container) string { return filepath.Join(c.Bundle, "exit") }
 // watchExit waits, through the keeper, for the container's exit and
 // records it. If the keeper is gone (its pod was killed), the exit file it
 // may have written is the last word.
-func (r *Runtime) watchExit(c *container, k keeper) {
+func (r *Runtime) watchExit(c *container, k keeper.Client) {
 	c.exited = make(chan struct{})
 	go func() {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -115,12 +119,12 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 			case <-ctx.Done():
 			}
 		}()
-		ex, err := k.wait(ctx, c.ID, func(st logState) { r.noteLogState(c, st) })
+		ex, err := k.Wait(ctx, c.ID, func(st keeper.LogState) { r.noteLogState(c, st) })
 		if errors.Is(err, context.Canceled) {
 			return // the daemon is shutting down; the keeper keeps the exit
 		}
 		if err != nil {
-			if fromFile, ferr := readExitFile(exitFile(c)); ferr == nil {
+			if fromFile, ferr := keeper.ReadExitFile(exitFile(c)); ferr == nil {
 				ex, err = fromFile, nil
 			}
 		}
@@ -131,21 +135,21 @@ func (r *Runtime) watchExit(c *container, k keeper) {
 // noteLogState records what the keeper reports about the container's log
 // writes: a failing write (a full disk) shows in ContainerStatus's message
 // and in the daemon's log until writes work again.
-func (r *Runtime) noteLogState(c *container, st logState) {
-	if st.failing {
-		msg := fmt.Sprintf("writing the container log %s fails (%s): its output is dropped until a write works again", c.LogPath, st.reason)
+func (r *Runtime) noteLogState(c *container, st keeper.LogState) {
+	if st.Failing {
+		msg := fmt.Sprintf("writing the container log %s fails (%s): its output is dropped until a write works again", c.LogPath, st.Reason)
 		c.logError.Store(&msg)
 		r.log.Warn("container log write failed; lines are dropped, the container is not blocked",
-			"container", c.ID, "log", c.LogPath, "reason", st.reason, "dropped_lines", st.dropped)
+			"container", c.ID, "log", c.LogPath, "reason", st.Reason, "dropped_lines", st.Dropped)
 		return
 	}
 	c.logError.Store(nil)
-	r.log.Info("container log writes work again", "container", c.ID, "log", c.LogPath, "dropped_lines", st.dropped)
+	r.log.Info("container log writes work again", "container", c.ID, "log", c.LogPath, "dropped_lines", st.Dropped)
 }
 
 // recordExit stores the exit of a container's init process and releases
 // its cgroup and libcontainer state.
-func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
+func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.State = ContainerExited
@@ -155,8 +159,8 @@ func (r *Runtime) recordExit(c *container, ex containerExit, werr error) {
 		c.Reason = "Unknown"
 		c.Message = fmt.Sprintf("the pod's keeper could not report the exit: %v", werr)
 	} else {
-		c.FinishedAt = ex.finished
-		c.ExitCode = ex.code
+		c.FinishedAt = ex.Finished
+		c.ExitCode = ex.Code
 		c.Reason = exitReason(c.ExitCode)
 		if r.oomKilled(c) {
 			c.Reason = "OOMKilled"
@@ -200,12 +204,12 @@ func (r *Runtime) recoverContainer(c *container) {
 	r.mu.RLock()
 	p := r.pods[c.PodID]
 	r.mu.RUnlock()
-	if ex, err := readExitFile(exitFile(c)); err == nil {
+	if ex, err := keeper.ReadExitFile(exitFile(c)); err == nil {
 		c.exited = make(chan struct{})
 		r.recordExit(c, ex, nil)
 		return
 	}
-	if p == nil || !processAlive(p.PausePID, p.PauseStart) {
+	if p == nil || !proc.Alive(p.PausePID, p.PauseStart) {
 		r.markLost(c)
 		return
 	}

@@ -1,8 +1,10 @@
 package sandbox
 
 import (
+	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
+	"github.com/peapod-cri/peapod/oci"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -29,25 +31,7 @@ func SeccompExportMain() int { return runner.SeccompMain() }
 
 // RunnerBinary is the name of the small runner binary (cmd/peapod-runner)
 // that the daemon uses when it is installed beside it.
-const RunnerBinary = "peapod-runner"
-
-// runnerExe is what the keeper executes to start a container: the small
-// runner binary beside the daemon's, else the daemon's own (both run
-// package runner; the small one starts in a third of the time). Always a
-// path on disk, never the keeper's /proc/self/exe: a keeper started by an
-// older peapod must run the runner of the daemon that asks it, whose
-// arguments it understands.
-func runnerExe() string {
-	exe := selfExe()
-	if exe == "" || strings.HasSuffix(exe, " (deleted)") {
-		return "/proc/self/exe"
-	}
-	p := filepath.Join(filepath.Dir(exe), RunnerBinary)
-	if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-		return p
-	}
-	return exe
-}
+const RunnerBinary = runner.Binary
 
 // runnerJoins is the runner's last argument: the PID whose cgroups it
 // joins before it creates the container, the daemon's, so that a relative
@@ -58,7 +42,7 @@ func runnerExe() string {
 // StartContainer on a busy 2-core host). Not when the pod's cgroup has a
 // memory or PID limit, which the short-lived Go runner would count against.
 func (r *Runtime) runnerJoins(p *Pod) string {
-	if r.opts.CgroupDriver != "systemd" && strings.HasPrefix(p.CgroupParent, "/") && !limitsMemoryOrPids(podLimits(p.Config.GetLinux())) {
+	if r.opts.CgroupDriver != "systemd" && strings.HasPrefix(p.CgroupParent, "/") && !limitsMemoryOrPids(oci.PodLimits(p.Config.GetLinux())) {
 		return "0"
 	}
 	return strconv.Itoa(os.Getpid())
@@ -69,4 +53,14 @@ func limitsMemoryOrPids(res *specs.LinuxResources) bool {
 		return false
 	}
 	return (res.Memory != nil && res.Memory.Limit != nil && *res.Memory.Limit > 0) || (res.Pids != nil && res.Pids.Limit != nil && *res.Pids.Limit > 0)
+}
+
+// libcontainerConfig converts the OCI spec for libcontainer.
+func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
+	return runner.LibcontainerConfig(id, spec)
+}
+
+// newInitProcess is the container's first process as the spec describes it.
+func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
+	return runner.InitProcess(spec)
 }

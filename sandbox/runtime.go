@@ -7,6 +7,12 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/exec"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/seal"
+	"github.com/peapod-cri/peapod/sandbox/stats"
+	"github.com/peapod-cri/peapod/sandbox/store"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -50,7 +56,7 @@ type Options struct {
 type Runtime struct {
 	opts  Options
 	log   *slog.Logger
-	store *metadataStore
+	store *store.Metadata
 
 	mu         sync.RWMutex
 	pods       map[string]*pod
@@ -58,17 +64,17 @@ type Runtime struct {
 	podNames   *nameRegistry
 	ctrNames   *nameRegistry
 
-	samples    cpuSamples              // for the CPU rate in stats
-	statsCache statsCache              // cgroup dirs and layer usage between stats calls
-	podOps     *resultStore[Pod]       // RunPod calls that may outlive their caller
-	ctrOps     *resultStore[Container] // CreateContainer calls, likewise
-	fail       failpoints              // crash points for recovery tests (failpoint.go); nil in production
-	removals   *removals               // root filesystems of removed containers being deleted
-	mounted    sync.Map                // container IDs whose root filesystem this process mounted
+	samples    stats.CPURates            // for the CPU rate in stats
+	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
+	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
+	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
+	fail       store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
+	removals   *removals                 // root filesystems of removed containers being deleted
+	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
 
-	usernsWarn sync.Once  // logs once why Status does not offer user namespaces
-	execHelper execHelper // the sealed binary of the fast exec path (fastexec.go)
-	pauseExe   pauseExe   // the sealed binary pauses run from (holder.go)
+	usernsWarn sync.Once      // logs once why Status does not offer user namespaces
+	exec       *exec.Executor // exec, attach and port-forward (package sandbox/exec)
+	pauseExe   pauseExe       // the sealed binary pauses run from (holder.go)
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -80,30 +86,31 @@ func Open(opts Options) (*Runtime, error) {
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}
-	if exe := selfExe(); exe != "" && exeSealOverlaps(exe, libcontainerRoot(opts.State)) {
+	if exe := seal.SelfExe(); exe != "" && seal.Overlaps(exe, libcontainerRoot(opts.State)) {
 		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+
 			"every exec and container start will copy the whole binary (tens of ms each); "+
 			"install the binary in a directory of its own", "binary", exe, "state", opts.State)
 	}
-	store, err := openMetadataStoreOrAside(filepath.Join(opts.Root, "metadata.db"), opts.Logger)
+	md, err := store.OpenOrAside(filepath.Join(opts.Root, "metadata.db"), opts.Logger)
 	if err != nil {
 		return nil, err
 	}
 	r := &Runtime{
 		opts:       opts,
 		log:        opts.Logger,
-		store:      store,
+		store:      md,
 		pods:       map[string]*pod{},
 		containers: map[string]*container{},
 		podNames:   newNameRegistry(),
 		ctrNames:   newNameRegistry(),
-		podOps:     newResultStore[Pod](),
-		ctrOps:     newResultStore[Container](),
-		fail:       failpointsFromEnv(),
+		podOps:     store.NewResults[Pod](ErrAlreadyExists),
+		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
+		fail:       store.FailpointsFromEnv(),
 		removals:   newRemovals(),
+		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
 	if err := r.recover(); err != nil {
-		store.close()
+		md.Close()
 		return nil, err
 	}
 	r.reconcileHalfDone()
@@ -139,7 +146,7 @@ func (r *Runtime) reconcileNetwork() {
 // output end with the daemon (docs/design.md).
 func (r *Runtime) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeDetachedTimeout)
-	if !r.podOps.shutdown(ctx) || !r.ctrOps.shutdown(ctx) {
+	if !r.podOps.Shutdown(ctx) || !r.ctrOps.Shutdown(ctx) {
 		r.log.Warn("detached RunPodSandbox or CreateContainer calls still running at shutdown; the next start cleans up after them", "waited", closeDetachedTimeout)
 	}
 	cancel()
@@ -151,7 +158,7 @@ func (r *Runtime) Close() error {
 		c.stopWatching()
 	}
 	r.mu.Unlock()
-	return r.store.close()
+	return r.store.Close()
 }
 
 // recover rebuilds the in-memory state from the metadata store. A pod whose
@@ -160,16 +167,16 @@ func (r *Runtime) Close() error {
 // (quarantine.go): it never keeps the daemon from starting.
 func (r *Runtime) recover() error {
 	var bad []badRecord
-	err := r.store.each(bucketPods, func(id string, data []byte) error {
+	err := r.store.Each(store.Pods, func(id string, data []byte) error {
 		p, err := decodePod(data)
 		if err == nil {
 			err = validRecordID(id, p.ID)
 		}
 		if err != nil {
-			bad = append(bad, badRecord{bucketPods, id, append([]byte(nil), data...), err})
+			bad = append(bad, badRecord{store.Pods, id, append([]byte(nil), data...), err})
 			return nil
 		}
-		if p.State == PodReady && !processAlive(p.PausePID, p.PauseStart) {
+		if p.State == PodReady && !proc.Alive(p.PausePID, p.PauseStart) {
 			p.State = PodNotReady
 			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
 		}
@@ -190,13 +197,13 @@ func (r *Runtime) recover() error {
 	// an exit writes to the store, which deadlocks inside a read transaction
 	// when the file must grow (bbolt remaps it).
 	var running []*container
-	err = r.store.each(bucketContainers, func(id string, data []byte) error {
+	err = r.store.Each(store.Containers, func(id string, data []byte) error {
 		c, err := decodeContainer(data)
 		if err == nil {
 			err = validRecordID(id, c.ID)
 		}
 		if err != nil {
-			bad = append(bad, badRecord{bucketContainers, id, append([]byte(nil), data...), err})
+			bad = append(bad, badRecord{store.Containers, id, append([]byte(nil), data...), err})
 			return nil
 		}
 		ctr := newContainer(c)
@@ -226,8 +233,8 @@ func libcontainerRoot(state string) string { return filepath.Join(state, "runc")
 // keeperOf is the client of a pod's keeper. The socket path is kept short
 // (unix socket paths are limited to 108 bytes): half the pod ID is unique
 // enough among the pods of one node.
-func (r *Runtime) keeperOf(p *Pod) keeper {
-	return keeper{socket: keeperSocket(r.opts.State, p.ID)}
+func (r *Runtime) keeperOf(p *Pod) keeper.Client {
+	return keeper.Client{Socket: keeperSocket(r.opts.State, p.ID)}
 }
 
 func keeperSocket(state, podID string) string {
@@ -239,7 +246,7 @@ func (r *Runtime) savePod(p *Pod) error {
 	if err != nil {
 		return err
 	}
-	return r.store.put(bucketPods, p.ID, rec)
+	return r.store.Put(store.Pods, p.ID, rec)
 }
 
 func (r *Runtime) saveContainer(c *Container) error {
@@ -247,7 +254,7 @@ func (r *Runtime) saveContainer(c *Container) error {
 	if err != nil {
 		return err
 	}
-	return r.store.put(bucketContainers, c.ID, rec)
+	return r.store.Put(store.Containers, c.ID, rec)
 }
 
 // cleanupContext is used for undo steps: they must run even when the

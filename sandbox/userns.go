@@ -4,21 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"os"
-	"os/exec"
-	"path"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
 // User namespaces (hostUsers: false). The pod's keeper clones a holder
@@ -32,181 +24,13 @@ import (
 // and an upper layer owned by the mapped root, and the kubelet's volumes
 // become idmapped bind mounts.
 
-// podUserns returns the pod's user namespace options when it asks for a
-// user namespace of its own, else nil.
-func podUserns(cfg *runtimeapi.PodSandboxConfig) *runtimeapi.UserNamespace {
-	u := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetUsernsOptions()
-	if u.GetMode() != runtimeapi.NamespaceMode_POD {
-		return nil
-	}
-	return u
-}
-
-// validateUserns accepts what containerd accepts: the host's user namespace
-// (mode NODE, or no options), or a pod user namespace with exactly one uid
-// and one gid range that maps container ID 0, and no host network, IPC or
-// PID namespace (which the kubelet forbids with hostUsers: false too).
-func validateUserns(cfg *runtimeapi.PodSandboxConfig) error {
-	ns := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	u := ns.GetUsernsOptions()
-	if u == nil {
-		return nil
-	}
-	switch u.GetMode() {
-	case runtimeapi.NamespaceMode_NODE:
-		if len(u.GetUids())+len(u.GetGids()) > 0 {
-			return fmt.Errorf("user namespace mode NODE takes no mappings: %w", ErrInvalidArgument)
-		}
-		return nil
-	case runtimeapi.NamespaceMode_POD:
-	default:
-		return fmt.Errorf("user namespace mode %s is not supported (only NODE and POD): %w", u.GetMode(), ErrInvalidArgument)
-	}
-	if ns.GetNetwork() == runtimeapi.NamespaceMode_NODE || ns.GetIpc() == runtimeapi.NamespaceMode_NODE ||
-		ns.GetPid() == runtimeapi.NamespaceMode_NODE {
-		return fmt.Errorf("a pod in its own user namespace cannot use the host's network, IPC or PID namespace: %w", ErrInvalidArgument)
-	}
-	for _, m := range []struct {
-		kind string
-		list []*runtimeapi.IDMapping
-	}{{"uid", u.GetUids()}, {"gid", u.GetGids()}} {
-		if len(m.list) != 1 {
-			return fmt.Errorf("user namespace needs exactly one %s mapping, got %d: %w", m.kind, len(m.list), ErrInvalidArgument)
-		}
-		id := m.list[0]
-		if id.GetContainerId() != 0 {
-			return fmt.Errorf("user namespace %s mapping must map container ID 0 (got %d): %w", m.kind, id.GetContainerId(), ErrInvalidArgument)
-		}
-		if id.GetLength() == 0 || uint64(id.GetHostId())+uint64(id.GetLength()) > 1<<32-1 {
-			return fmt.Errorf("user namespace %s mapping %d+%d is empty or beyond the 32-bit ID space: %w", m.kind, id.GetHostId(), id.GetLength(), ErrInvalidArgument)
-		}
-		if id.GetHostId() == 0 {
-			return fmt.Errorf("user namespace %s mapping must not map the host's root: %w", m.kind, ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
-// idMapLines renders mappings as /proc/<pid>/uid_map lines.
-func idMapLines(list []*runtimeapi.IDMapping) string {
-	var b strings.Builder
-	for _, m := range list {
-		fmt.Fprintf(&b, "%d %d %d\n", m.GetContainerId(), m.GetHostId(), m.GetLength())
-	}
-	return b.String()
-}
-
-// specIDMappings converts CRI mappings to OCI ones.
-func specIDMappings(list []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
-	var out []specs.LinuxIDMapping
-	for _, m := range list {
-		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
-	}
-	return out
-}
-
-// hostRoot is the host uid and gid of root in the pod's user namespace.
-func hostRoot(u *runtimeapi.UserNamespace) (uid, gid int) {
-	return int(u.GetUids()[0].GetHostId()), int(u.GetGids()[0].GetHostId())
-}
-
-// usernsPath is the user namespace the pod's containers join.
-func usernsPath(p *Pod) string {
-	return "/proc/" + strconv.Itoa(p.PIDHolder) + "/ns/user"
-}
-
-// chownPodFiles gives the pod files every container mounts to the pod's
-// root, so that root in the container owns them as it does elsewhere.
-func chownPodFiles(dir string, u *runtimeapi.UserNamespace) error {
-	uid, gid := hostRoot(u)
-	for _, name := range []string{"hostname", "resolv.conf", "shm"} {
-		if err := os.Lchown(filepath.Join(dir, name), uid, gid); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("chown pod file %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-var (
-	usernsOnce      sync.Once
-	usernsSupported bool
-	usernsReason    string
-)
-
-// UserNamespacesSupported reports whether pods can get user namespaces
-// here: the kernel has them and can idmap mounts of the filesystem under
-// dir (the state directory; probed once), and the containers' processes can
-// pass through dir's path.
-func UserNamespacesSupported(dir string) (bool, string) {
-	usernsOnce.Do(func() {
-		if err := probeIDMap(dir); err != nil {
-			usernsReason = err.Error()
-			return
-		}
-		usernsSupported = true
-	})
-	if !usernsSupported {
-		return false, usernsReason
-	}
-	if err := traversable(dir); err != nil {
-		return false, err.Error()
-	}
-	return true, ""
-}
-
-// probeIDMap creates a user namespace (the pause process, cloned into one)
-// and idmaps a detached copy of the mount at dir with it.
-func probeIDMap(dir string) error {
-	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
-		return fmt.Errorf("no user namespaces in this kernel: %w", err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, passDirMode); err != nil {
-		return err
-	}
-	cmd := &exec.Cmd{
-		Path: exe,
-		Args: []string{"peapod", pause.Command},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags:  unix.CLONE_NEWUSER,
-			UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}},
-			GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: 1 << 30, Size: 65536}},
-		},
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("create a user namespace: %w", err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	userns, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/user")
-	if err != nil {
-		return err
-	}
-	defer userns.Close()
-	tree, err := unix.OpenTree(-1, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
-	if err != nil {
-		return fmt.Errorf("open_tree %s: %w", dir, err)
-	}
-	defer unix.Close(tree)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH, attr); err != nil {
-		return fmt.Errorf("idmapped mount of %s: %w", dir, err)
-	}
-	return nil
-}
-
 // UserNamespaces reports whether pods may ask for a user namespace of their
 // own (the runtime handler feature in Status).
 func (r *Runtime) UserNamespaces() bool {
 	if r == nil {
 		return false
 	}
-	ok, why := UserNamespacesSupported(r.opts.State)
+	ok, why := hostfs.UserNamespacesSupported(r.opts.State)
 	if !ok {
 		r.usernsWarn.Do(func() { r.log.Warn("user namespaces are not supported here", "reason", why) })
 	}
@@ -221,51 +45,32 @@ func (r *Runtime) UserNamespaces() bool {
 // pod's mapped root, so that no other host user reaches the container's
 // files (perms.go).
 func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
-	u := podUserns(pod)
+	u := oci.PodUserns(pod)
 	if u == nil {
 		return r.opts.Images.CreateRootfs(ctx, id, imageID)
 	}
-	src, err := r.opts.Images.CreateRootfsMapped(ctx, id, imageID, specIDMappings(u.GetUids()), specIDMappings(u.GetGids()))
+	src, err := r.opts.Images.CreateRootfsMapped(ctx, id, imageID, oci.IDMappings(u.GetUids()), oci.IDMappings(u.GetGids()))
 	if err != nil {
 		return "", err
 	}
-	dst := rootfsBindPath(r.opts.State, id)
-	if isMountPoint(dst) {
+	dst := hostfs.RootfsBindPath(r.opts.State, id)
+	if hostfs.IsMountPoint(dst) {
 		return dst, nil
 	}
-	if err := ensureDir(usernsRootfsDir(r.opts.State), passDirMode); err != nil {
+	if err := hostfs.EnsureDir(hostfs.UsernsRootfsDir(r.opts.State), hostfs.PassDirMode); err != nil {
 		return "", fmt.Errorf("rootfs bind directory: %w", err)
 	}
-	_, gid := hostRoot(u)
-	if err := ensureMappedDir(filepath.Dir(dst), gid); err != nil {
+	_, gid := hostfs.HostRoot(u)
+	if err := hostfs.EnsureMappedDir(filepath.Dir(dst), gid); err != nil {
 		return "", fmt.Errorf("rootfs bind directory: %w", err)
 	}
-	if err := os.Mkdir(dst, privateDirMode); err != nil && !os.IsExist(err) {
+	if err := os.Mkdir(dst, hostfs.PrivateDirMode); err != nil && !os.IsExist(err) {
 		return "", fmt.Errorf("create rootfs bind point: %w", err)
 	}
-	if err := bindRootfs(src, dst); err != nil {
+	if err := hostfs.BindRootfs(src, dst); err != nil {
 		return "", err
 	}
 	return dst, nil
-}
-
-// bindRootfs binds the container's root filesystem at dst, nodev (nothing
-// in a root filesystem is a device for the host to open) and private.
-// runc's own bind of dst inherits these flags, so nosuid is only set once
-// the container has started (sealRootfsBind): before, the container's
-// setuid programs would stop working. What keeps host users from the
-// container's setuid binaries until then is the 0710 directory above dst.
-func bindRootfs(src, dst string) error {
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind root filesystem at %s: %w", dst, err)
-	}
-	// Flags of a bind mount only take with a remount.
-	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV, ""); err != nil {
-		unix.Unmount(dst, unix.MNT_DETACH)
-		return fmt.Errorf("make root filesystem at %s nodev: %w", dst, err)
-	}
-	_ = unix.Mount("", dst, "", unix.MS_PRIVATE, "")
-	return nil
 }
 
 // sealRootfsBind makes the host's bind of a started user-namespaced
@@ -273,11 +78,11 @@ func bindRootfs(src, dst string) error {
 // copies made when it started, so they keep their setuid programs working,
 // while nothing run from the host's copy gains the mapped root's uid.
 func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
-	if podUserns(p.Config) == nil {
+	if oci.PodUserns(p.Config) == nil {
 		return
 	}
-	dst := rootfsBindPath(r.opts.State, c.ID)
-	if !isMountPoint(dst) {
+	dst := hostfs.RootfsBindPath(r.opts.State, c.ID)
+	if !hostfs.IsMountPoint(dst) {
 		return // bound elsewhere by an older peapod
 	}
 	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
@@ -289,7 +94,7 @@ func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
 // removeRootfs unbinds what createRootfs bound (also where an older peapod
 // bound it) and has the image store remove the container's layer.
 func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
-	for _, dst := range []string{rootfsBindPath(r.opts.State, id), filepath.Join(legacyRootfsDir(r.opts.State), id)} {
+	for _, dst := range []string{hostfs.RootfsBindPath(r.opts.State, id), filepath.Join(hostfs.LegacyRootfsDir(r.opts.State), id)} {
 		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("unbind root filesystem %s: %w", dst, err)
 		}
@@ -297,100 +102,20 @@ func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
 			return fmt.Errorf("remove rootfs bind point: %w", err)
 		}
 	}
-	if err := os.Remove(filepath.Dir(rootfsBindPath(r.opts.State, id))); err != nil && !os.IsNotExist(err) {
+	if err := os.Remove(filepath.Dir(hostfs.RootfsBindPath(r.opts.State, id))); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("remove rootfs bind directory: %w", err)
 	}
 	return r.opts.Images.RemoveRootfs(ctx, id)
 }
 
-// usernsRootfsDir holds a directory per user-namespaced container, with
-// its root filesystem bound at rootfs inside.
-func usernsRootfsDir(state string) string { return filepath.Join(state, "userns") }
-
-func rootfsBindPath(state, id string) string {
-	return filepath.Join(usernsRootfsDir(state), id, "rootfs")
-}
-
-// legacyRootfsDir is where peapod before 0710 bind directories bound the
-// root filesystems (<state>/rootfs/<id>).
-func legacyRootfsDir(state string) string { return filepath.Join(state, "rootfs") }
-
-// isMountPoint tells whether path is on another filesystem than its parent
-// (enough for the overlay bound there).
-func isMountPoint(path string) bool {
-	var st, parent unix.Stat_t
-	if unix.Lstat(path, &st) != nil || unix.Lstat(filepath.Dir(path), &parent) != nil {
-		return false
-	}
-	return st.Dev != parent.Dev
-}
-
-// traversable checks that every directory from / down to dir lets other
-// users through: the processes of a user-namespaced container are "other"
-// to the host's root-owned directories.
-func traversable(dir string) error {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return err
-	}
-	for d := abs; ; d = filepath.Dir(d) {
-		st, err := os.Stat(d)
-		if err != nil {
-			return err
-		}
-		if st.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("%s is not searchable by other users (mode %v); user-namespaced containers could not reach their files below it", d, st.Mode().Perm())
-		}
-		if d == "/" {
-			return nil
-		}
-	}
-}
-
 // checkUsernsSupport refuses a pod user namespace where Status does not
 // offer one.
 func (r *Runtime) checkUsernsSupport(cfg *runtimeapi.PodSandboxConfig) error {
-	if podUserns(cfg) == nil {
+	if oci.PodUserns(cfg) == nil {
 		return nil
 	}
-	if ok, why := UserNamespacesSupported(r.opts.State); !ok {
+	if ok, why := hostfs.UserNamespacesSupported(r.opts.State); !ok {
 		return fmt.Errorf("user namespaces are not supported here: %s: %w", why, ErrFailedPrecondition)
-	}
-	return nil
-}
-
-// chownImageVolumes gives the directories makeImageVolumes created in a
-// mapped root filesystem to the pod's root. They are the only entries there
-// that belong to the host's root: through the idmapped layers every image
-// file shows a mapped owner.
-func chownImageVolumes(rootfs string, volumes []string, mounts []*runtimeapi.Mount, pod *runtimeapi.PodSandboxConfig) error {
-	u := podUserns(pod)
-	if u == nil {
-		return nil
-	}
-	uid, gid := hostRoot(u)
-	for _, v := range volumes {
-		dst := path.Clean("/" + v)
-		if dst == "/" || coveredByMount(dst, mounts) {
-			continue
-		}
-		prefix := ""
-		for _, part := range strings.Split(strings.TrimPrefix(dst, "/"), "/") {
-			prefix += "/" + part
-			p, err := securejoin.SecureJoin(rootfs, prefix)
-			if err != nil {
-				return fmt.Errorf("image volume %s: %w", v, err)
-			}
-			var st unix.Stat_t
-			if err := unix.Lstat(p, &st); err != nil {
-				return fmt.Errorf("image volume %s: %w", v, err)
-			}
-			if st.Uid == 0 && st.Gid == 0 && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				if err := os.Lchown(p, uid, gid); err != nil {
-					return fmt.Errorf("image volume %s: %w", v, err)
-				}
-			}
-		}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	_ "github.com/opencontainers/runc/libcontainer/nsenter" // joins namespaces in "peapod init"
 	"go.podman.io/storage/pkg/reexec"
+	"google.golang.org/grpc"
 
 	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/config"
@@ -216,19 +218,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	defer signal.Stop(hup)
 	m := metrics.New(nil) // the pod and container counts are added once the runtime is open
 	startPprof(log)
-	if cfg.RegistriesConf == "" {
-		if _, err := os.Stat(hostRegistriesConf); err == nil {
-			cfg.RegistriesConf = hostRegistriesConf
-		}
-	}
-	if cfg.AuthFile == "" {
-		for _, p := range hostAuthFiles() {
-			if _, err := os.Stat(p); err == nil {
-				cfg.AuthFile = p
-				break
-			}
-		}
-	}
+	cfg = withHostFiles(cfg)
 	images, err := image.Open(image.Config{
 		Root:                cfg.Root,
 		RunRoot:             cfg.State,
@@ -305,14 +295,38 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		return err
 	}
 	srv := svc.NewGRPCServer()
+	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
+		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
+	return runServer(srv, lis, hup, reload, events, cfg.Socket, log)
+}
 
+// withHostFiles fills in the host's registries.conf and auth file where
+// the config names none and they exist.
+func withHostFiles(cfg config.Config) config.Config {
+	if cfg.RegistriesConf == "" {
+		if _, err := os.Stat(hostRegistriesConf); err == nil {
+			cfg.RegistriesConf = hostRegistriesConf
+		}
+	}
+	if cfg.AuthFile == "" {
+		for _, p := range hostAuthFiles() {
+			if _, err := os.Stat(p); err == nil {
+				cfg.AuthFile = p
+				break
+			}
+		}
+	}
+	return cfg
+}
+
+// runServer serves gRPC on lis until SIGTERM or SIGINT, reloading on
+// SIGHUP, then stops gracefully (but not for longer than
+// gracefulStopTimeout) and removes the socket.
+func runServer(srv *grpc.Server, lis net.Listener, hup <-chan os.Signal, reload *reloader, events *cri.EventBus, socket string, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
-		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
-
 	for {
 		select {
 		case <-hup:
@@ -332,7 +346,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 				srv.Stop()
 				<-stopped
 			}
-			os.Remove(cfg.Socket)
+			os.Remove(socket)
 			return nil
 		case err := <-errc:
 			if errors.Is(err, context.Canceled) {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/peapod-cri/peapod/integration/testenv"
 	"io"
 	"net"
 	"net/http"
@@ -13,7 +14,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -278,7 +278,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 	b.Cleanup(func() { os.RemoveAll(dir) }) // runs last: also when the build below fails
 	// The binary gets a directory of its own, as installed binaries have:
 	// below it, the state would make libcontainer copy the whole binary for
-	// every exec and container start (sandbox/exeseal.go).
+	// every exec and container start (sandbox/seal).
 	binDir, err := os.MkdirTemp("", "peapod-bench-bin-")
 	if err != nil {
 		b.Fatal(err)
@@ -331,9 +331,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
 		exec.Command("nft", "delete", "table", "ip", "peapod-ppb"+suffix).Run()
 		exec.Command("nft", "delete", "table", "inet", "peapod-ppb"+suffix).Run()
-		for _, h := range []string{"cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "systemd", "unified"} {
-			removeCgroupDirs(filepath.Join("/sys/fs/cgroup", h), "peapod-bench-"+suffix)
-		}
+		testenv.RemoveCgroup("/peapod-bench-" + suffix)
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	})
@@ -353,31 +351,4 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// removeCgroupDirs removes name (and its empty children) wherever it sits
-// under root: a relative cgroup parent nests under the daemon's own cgroup.
-func removeCgroupDirs(root, name string) {
-	filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if d.Name() == name {
-			entries, _ := os.ReadDir(path)
-			for _, e := range entries {
-				if e.IsDir() {
-					sub, _ := os.ReadDir(filepath.Join(path, e.Name()))
-					for _, s := range sub {
-						if s.IsDir() {
-							syscall.Rmdir(filepath.Join(path, e.Name(), s.Name()))
-						}
-					}
-					syscall.Rmdir(filepath.Join(path, e.Name()))
-				}
-			}
-			syscall.Rmdir(path)
-			return filepath.SkipDir
-		}
-		return nil
-	})
 }

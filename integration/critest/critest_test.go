@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -379,47 +378,8 @@ func randomHex() string {
 // removeCgroups removes the relative cgroup parent (and anything below it)
 // from every hierarchy this process is in; it reports what was left.
 func removeCgroups(t *testing.T, rel string) {
-	mounts := map[string]string{} // controller ("" for v2) -> mount point
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(mi), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, pf := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(pf) < 3 {
-			continue
-		}
-		switch pf[0] {
-		case "cgroup2":
-			mounts[""] = f[4]
-		case "cgroup":
-			for _, opt := range strings.Split(pf[2], ",") {
-				mounts[opt] = f[4]
-			}
-		}
-	}
-	own, _ := os.ReadFile("/proc/self/cgroup")
-	for _, line := range strings.Split(strings.TrimSpace(string(own)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		mnt, ok := mounts[strings.Split(parts[1], ",")[0]]
-		if !ok {
-			continue
-		}
-		root := filepath.Join(mnt, parts[2], rel)
-		var dirs []string
-		filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- { // children first
-			if dirs[i] != root {
-				t.Errorf("cleanup: cgroup %s left behind", dirs[i])
-			}
-			syscall.Rmdir(dirs[i])
-		}
+	for _, dir := range testenv.RemoveCgroup(rel) {
+		t.Errorf("cleanup: cgroup %s left behind", dir)
 	}
 }
 

@@ -3,7 +3,7 @@
 // running container the way libcontainer's setns init does (namespaces,
 // cgroups, session keyring, rlimits, no_new_privs, umask, user and groups,
 // capabilities, seccomp, cwd, environment) and executes it. The daemon runs
-// it as "<runner binary> exec-enter" (sandbox/fastexec.go) from a sealed
+// it as "<runner binary> exec-enter" (sandbox/exec/fastexec.go) from a sealed
 // handle of the binary, so that a container cannot reach the host's binary
 // through /proc/<pid>/exe (CVE-2019-5736).
 //

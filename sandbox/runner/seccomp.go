@@ -17,7 +17,7 @@ import (
 // seccomp filter with runc's own code (seccomp.InitSeccomp) into one of its
 // threads and hold it there, so that the daemon can read the program the
 // kernel got (PTRACE_SECCOMP_GET_FILTER) for its fast exec path
-// (sandbox/fastexec.go): the exec then gets exactly the filter that
+// (sandbox/exec/fastexec.go): the exec then gets exactly the filter that
 // libcontainer would have given it.
 const SeccompCommand = "seccomp-export"
 

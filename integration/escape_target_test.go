@@ -1,0 +1,66 @@
+package integration
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestEscapeTargetPIDNamespace: a container whose PID namespace mode is
+// TARGET (what the kubelet sends for kubectl debug --target) or NODE in a
+// pod that is not hostPID must never run in the host's PID namespace. It
+// did: without a PID namespace entry in its spec the container shared the
+// runner's, the host's, and saw (and, as root with CAP_KILL, could signal)
+// every host process. It is refused now (InvalidArgument); a container
+// that does start must be in its target's PID namespace.
+func TestEscapeTargetPIDNamespace(t *testing.T) {
+	d, image := readyDaemon(t)
+	c := ctx(t)
+	podCfg := podConfig("target", t.TempDir())
+	own := &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}
+	podCfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: own}}
+	pod := runPod(t, d, podCfg).PodSandboxId
+	tcfg := containerConfig("app", image, "sleep", "1000")
+	tcfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: own}}
+	target := startContainer(t, d, pod, podCfg, tcfg)
+	hostNS, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidNS := func(id string) string {
+		t.Helper()
+		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"readlink", "/proc/self/ns/pid"}, Timeout: 20})
+		if err != nil {
+			t.Fatalf("exec in %s: %v", id, err)
+		}
+		return strings.TrimSpace(string(r.Stdout))
+	}
+	targetNS := pidNS(target)
+	for name, ns := range map[string]*runtimeapi.NamespaceOption{
+		"target": {Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target},
+		"node":   {Pid: runtimeapi.NamespaceMode_NODE},
+	} {
+		cfg := containerConfig("debug-"+name, image, "sleep", "1000")
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: ns}}
+		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		if err != nil {
+			if status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s: %v, want InvalidArgument", name, err)
+			}
+			continue
+		}
+		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+			continue // did not run at all
+		}
+		got := pidNS(cr.ContainerId)
+		if got == hostNS {
+			t.Errorf("%s: the container runs in the host's PID namespace %s", name, got)
+		} else if name == "target" && got != targetNS {
+			t.Errorf("%s: PID namespace %s, want the target's %s", name, got, targetNS)
+		}
+	}
+}

@@ -1,0 +1,8 @@
+package oci
+
+import "errors"
+
+// ErrInvalidArgument marks a request the spec cannot be built from: a bad
+// field, or one the host cannot honour. package sandbox's
+// ErrInvalidArgument is this same value, so cri/errors.go maps both.
+var ErrInvalidArgument = errors.New("invalid argument")

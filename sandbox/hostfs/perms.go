@@ -1,0 +1,67 @@
+// Package hostfs owns what peapod makes on the host's filesystem beside
+// the image store: who may reach its directories (the modes below), the
+// bind of a user-namespaced container's root filesystem and its paths,
+// the image's volumes inside a root filesystem, ownership for a pod's user
+// namespace, and the probe of idmapped mounts. It knows nothing of the
+// runtime's state; package sandbox decides when each is done.
+package hostfs
+
+import (
+	"fmt"
+	"os"
+)
+
+// Who may reach what peapod keeps on the host. Host users other than root
+// are hostile, and the IDs in peapod's paths are no secret (a container's ID
+// is in every one of its processes' /proc/PID/cgroup, a pod's in its
+// keeper's command line), so the modes alone keep them out:
+//
+//   - every directory is root's and 0700 (PrivateDirMode), except
+//   - the state directory and the parent of the user-namespaced containers'
+//     root filesystems, 0711 (PassDirMode): runc resolves such a container's
+//     root filesystem path from inside its user namespace, where the host's
+//     root-owned directories only let it through as "other". Nothing in
+//     them is named for other users to reach: each entry is 0700, or
+//   - 0710 with the group of the pod's mapped root (MappedDirMode) for the
+//     directory that holds one user-namespaced container's root filesystem,
+//     as containerd does since CVE-2024-25621.
+//
+// Pod files (hostname, resolv.conf, /dev/shm) need no such way through:
+// runc has the host side open the source of a bind mount its init cannot
+// reach from the user namespace.
+const (
+	PrivateDirMode = 0o700
+	PassDirMode    = 0o711
+	MappedDirMode  = 0o710
+)
+
+// EnsureDir creates dir (and its missing parents) and gives it mode, also
+// when it existed with a looser one (an older peapod made them 0711).
+func EnsureDir(dir string, mode os.FileMode) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	// MkdirAll leaves an existing directory alone and the umask may have
+	// taken bits from a new one.
+	if err := os.Chmod(dir, mode); err != nil {
+		return fmt.Errorf("set the mode of %s: %w", dir, err)
+	}
+	return nil
+}
+
+// EnsureMappedDir makes dir root's, 0710, with group gid: only the
+// processes of the user namespace whose root is gid pass through.
+func EnsureMappedDir(dir string, gid int) error {
+	if err := os.Mkdir(dir, PrivateDirMode); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	// Group first, mode second: the directory is never open to gid before
+	// it is root's.
+	if err := os.Lchown(dir, 0, gid); err != nil {
+		return fmt.Errorf("give %s to group %d: %w", dir, gid, err)
+	}
+	if err := os.Chmod(dir, MappedDirMode); err != nil {
+		return fmt.Errorf("set the mode of %s: %w", dir, err)
+	}
+	return nil
+}

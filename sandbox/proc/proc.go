@@ -1,0 +1,45 @@
+// Package proc names a process by its PID and its start time, which a
+// reused PID does not repeat, so that the daemon never signals or joins a
+// stranger that took a dead process's PID.
+package proc
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// StartTime reads the start time (clock ticks since boot) of pid, so
+// that a recorded PID is never mistaken for an unrelated process that reused
+// the number after a daemon restart.
+func StartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm may contain spaces and parentheses: fields start after the last ')'.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(s[i+1:])
+	// fields[0] is state (field 3); starttime is field 22.
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: short", pid)
+	}
+	if fields[0] == "Z" {
+		return 0, fmt.Errorf("process %d is a zombie", pid)
+	}
+	return strconv.ParseUint(fields[19], 10, 64)
+}
+
+// Alive reports whether pid is still the process that started at start.
+func Alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := StartTime(pid)
+	return err == nil && st == start
+}

@@ -1,0 +1,189 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"github.com/peapod-cri/peapod/oci"
+	"io"
+	"time"
+
+	"github.com/peapod-cri/peapod/sandbox/exec"
+)
+
+// The lifecycle's side of exec, attach and port-forward: find the
+// container or pod, check its state, and hand the session to the
+// Executor (package sandbox/exec).
+
+// TerminalSize is a terminal's size in characters.
+type TerminalSize = exec.TerminalSize
+
+// Streams are a client's ends of an exec or attach session. Nil members are
+// not attached.
+type Streams = exec.Streams
+
+// maxExecOutput bounds what ExecSync buffers per stream, as a probe that
+// prints without end must not exhaust the daemon's memory.
+const maxExecOutput = 16 << 20
+
+// ExecSync runs cmd in a running container and returns its output and exit
+// code. With a timeout, the process is killed and reaped when it passes and
+// ErrDeadlineExceeded is returned.
+func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (stdout, stderr []byte, code int32, err error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	outBuf, errBuf := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
+	code, err = r.Exec(ctx, id, cmd, Streams{Stdout: nopCloser{outBuf}, Stderr: nopCloser{errBuf}})
+	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, ErrDeadlineExceeded)
+	}
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	return outBuf.Bytes(), errBuf.Bytes(), code, nil
+}
+
+// Exec runs cmd in a running container with the given streams, in all the
+// container's namespaces and its cgroup, as its user with its environment.
+// It returns the exit code. When ctx ends first, the process is killed and
+// reaped, and ctx's error is returned.
+func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) (int32, error) {
+	if len(cmd) == 0 {
+		return 0, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
+	}
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	if c.State != ContainerRunning {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
+	}
+	t, err := r.execTargetOf(c)
+	c.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	code, err := r.exec.Exec(ctx, t, cmd, s)
+	if errors.Is(err, exec.ErrBadCommand) {
+		err = fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	}
+	return code, err
+}
+
+// execTargetOf returns the container's exec target, made on first use.
+// The caller holds c.mu.
+func (r *Runtime) execTargetOf(c *container) (*exec.Target, error) {
+	if c.exec != nil {
+		return c.exec, nil
+	}
+	spec, err := readSpec(c.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	t, err := r.exec.Load(c.ID, spec)
+	if err != nil {
+		return nil, err
+	}
+	c.exec = t
+	return t, nil
+}
+
+// Attach connects streams to a running container's stdio, which its pod's
+// keeper holds, until the container's output ends, the client goes away or
+// ctx ends. Several clients may attach at once.
+func (r *Runtime) Attach(ctx context.Context, id string, s Streams) error {
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	running, podID, tty, stdinOnce := c.State == ContainerRunning, c.PodID, c.Config.GetTty(), c.Config.GetStdinOnce()
+	c.mu.Unlock()
+	if !running {
+		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
+	}
+	if s.TTY != tty {
+		return fmt.Errorf("attach with tty=%v to a container with tty=%v: %w", s.TTY, tty, ErrInvalidArgument)
+	}
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return err
+	}
+	return r.exec.Attach(ctx, r.keeperOf(&p.Pod), c.ID, tty, stdinOnce, s)
+}
+
+// PortForward connects stream to port on the pod's loopback, inside the
+// pod's network namespace, until either side closes.
+func (r *Runtime) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
+	if port <= 0 || port > 65535 {
+		return fmt.Errorf("port %d is out of range: %w", port, ErrInvalidArgument)
+	}
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.refresh()
+	ready, nsPath := p.State == PodReady, p.netnsPath()
+	if oci.HostNetwork(p.Config) {
+		nsPath = ""
+	}
+	p.mu.Unlock()
+	if !ready {
+		return fmt.Errorf("pod %s is not ready: %w", p.ID, ErrFailedPrecondition)
+	}
+	if err := r.exec.PortForward(ctx, nsPath, port, stream); err != nil {
+		return fmt.Errorf("pod %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// ReopenLog has the keeper reopen a running container's log file after
+// the kubelet rotated it.
+func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	running, podID := c.State == ContainerRunning, c.PodID
+	c.mu.Unlock()
+	if !running {
+		return fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
+	}
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return err
+	}
+	if err := r.keeperOf(&p.Pod).Reopen(ctx, c.ID); err != nil {
+		return fmt.Errorf("reopen log of container %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// cappedBuffer keeps the first max bytes written and drops the rest.
+type cappedBuffer struct {
+	bytes.Buffer
+	max int
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room > 0 {
+		if len(p) > room {
+			b.Buffer.Write(p[:room])
+		} else {
+			b.Buffer.Write(p)
+		}
+	}
+	return len(p), nil
+}
