@@ -34,10 +34,13 @@ func TestKeeperSlowStartDoesNotBlock(t *testing.T) {
 
 	k.mustStart("talker", startOpts{argv: shRunner(`while [ ! -e ` + stop + ` ]; do echo tick; sleep 0.05; done`)})
 
-	// The slow runner holds its start until the release file exists.
+	// The slow runner holds its start until the release file exists. Its
+	// "container" outlives it by a second, as an init outlives a real
+	// runner: a shell may reap a child that exits first, which no keeper
+	// could then see.
 	slowReply := make(chan string, 1)
 	slowConn := k.send(append([]string{"start", "slow", "", "0", "0", "0", k.exitFile("slow"), ""},
-		"/bin/sh", "-c", `while [ ! -e `+release+` ]; do sleep 0.05; done; ( exit 4 ) 3>&- &
+		"/bin/sh", "-c", `while [ ! -e `+release+` ]; do sleep 0.05; done; ( sleep 1; exit 4 ) 3>&- &
 echo ok $! >&3`)...)
 	defer slowConn.Close()
 	go func() {
