@@ -320,9 +320,14 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 	}
 	// An absolute cgroup parent, as the kubelet gives (containerd gets
 	// critest's /test.slice), not one nested below the bench's own cgroup.
+	// The built-in network unless the bench gave a CNI config.
+	network := "builtin"
+	if conflist != "" {
+		network = "cni"
+	}
 	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
 		"--registries-conf", conf, "--cgroup-parent", "/peapod-bench-"+suffix,
-		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--network", "cni", "--cni-conf-dir", filepath.Join(dir, "cni"))
+		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--network", network, "--cni-conf-dir", filepath.Join(dir, "cni"))
 	guardForward(b, "ppb"+suffix)
 	cmd.Env = append(os.Environ(), env...)
 	exited := startDaemon(b, cmd, logf)
