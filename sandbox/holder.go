@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/proc"
-	"github.com/peapod-cri/peapod/sandbox/seal"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,35 +20,6 @@ import (
 // its start time, so that a process that later gets the number is never
 // taken for it; containers join its namespaces through the keeper's
 // descriptors, never through /proc/<holder> (sandbox/runner/holderns.go).
-
-// pauseExe is the sealed handle of the binary the pauses run from: the
-// holder is PID 1 of a shared PID namespace, and a container allowed to
-// ptrace it could open /proc/1/exe, which would name and lead to the host's
-// peapod binary. Through a read-only overlayfs (as the exec helper,
-// fastexec.go) it names "/peapod" in a detached mount and cannot be
-// written. Made once; the keepers keep the mount alive.
-type pauseExe struct {
-	once sync.Once
-	file *os.File // the sealed handle, kept open (and from the finalizer)
-	path string   // "/proc/self/fd/N" of file, or the plain path
-}
-
-// pausePath is what startPause executes.
-func (r *Runtime) pausePath(exe string) string {
-	h := &r.pauseExe
-	h.once.Do(func() {
-		h.path = exe
-		f, err := seal.Binary(exe, filepath.Join(r.opts.State, "pause-seal"))
-		if err != nil {
-			r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
-			return
-		}
-		// Never closed: every later pause is executed through it.
-		h.file = f
-		h.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	})
-	return h.path
-}
 
 // holderGoneReason is why a pod whose holder exited is not ready.
 func (p *pod) holderGoneReason() string {

@@ -9,29 +9,24 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/network"
-	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
 type pod struct {
 	mu sync.Mutex // serialises lifecycle operations on this pod
 	Pod
-	pauseExited     chan struct{} // closed when the pause we started has been reaped
-	holderEventSent bool          // the holder's exit was published (holder.go)
+	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
+	holderEventSent bool            // the holder's exit was published (holder.go)
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
@@ -183,136 +178,55 @@ func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
 }
 
-// pauseReadyTimeout bounds how long a new pause may take to report that
-// the pod's namespaces are set up (milliseconds normally).
-const pauseReadyTimeout = 30 * time.Second
-
-// startPause starts the built-in pause process inside new namespaces and
-// waits until it reports that hostname and sysctls are set.
+// startPause starts the pod's keeper (the pause process) inside the pod's
+// new namespaces and waits until it reports that hostname and sysctls are
+// set.
 func (r *Runtime) startPause(p *pod) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find peapod binary: %w", err)
 	}
-	ns := p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	var flags uintptr
-	args := []string{"peapod", pause.Command}
-	if ns.GetNetwork() != runtimeapi.NamespaceMode_NODE {
-		flags |= unix.CLONE_NEWNET
-	}
-	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
-		flags |= unix.CLONE_NEWIPC
-	}
-	if !oci.HostNetwork(p.Config) {
-		// The UTS namespace follows the network one, as in kubelet's model.
-		flags |= unix.CLONE_NEWUTS
-		args = append(args, "-h", oci.Hostname(p.Config))
-	}
-	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
-		// The keeper stays in the host PID namespace (it must reap the
-		// runners it forks); it forks PID 1 of the pod's namespace.
-		args = append(args, "-P")
-	}
-	for k, v := range p.Config.GetLinux().GetSysctls() {
-		args = append(args, "-s", k+"="+v)
-	}
-	if u := oci.PodUserns(p.Config); u != nil {
-		// The keeper creates the namespaces itself, below the pod's user
-		// namespace (validateUserns: none of them is the host's).
-		flags = 0
-		args = append(args, "-U", oci.IDMapLines(u.GetUids()), "-G", oci.IDMapLines(u.GetGids()))
-	}
-	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
-	readyR, readyW, err := os.Pipe()
+	path, err := r.pauseExe.Path(exe, filepath.Join(r.opts.State, "pause-seal"))
 	if err != nil {
-		return fmt.Errorf("pause ready pipe: %w", err)
+		r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
 	}
-	defer readyR.Close()
-	cmd := &exec.Cmd{
-		Path:       r.pausePath(exe),
-		Args:       args,
-		Dir:        "/",
-		ExtraFiles: []*os.File{readyW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Setpgid:    true, // keep terminal signals meant for the daemon away from pods
-		},
+	st, err := keeper.Start(path, pauseNamespaces(p.Config), keeperSocket(r.opts.State, p.ID))
+	if errors.Is(err, keeper.ErrSetupRefused) {
+		return fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	} else if err != nil {
+		return err
 	}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return fmt.Errorf("start pause: %w", err)
-	}
-	readyW.Close()
-	p.pauseExited = make(chan struct{})
-	exited := p.pauseExited
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	// The report ends when the keeper closes fd 3 (or dies). A pause that
-	// never reports (wedged in a sysctl write, a namespace setup) is killed
-	// at the deadline, so that RunPodSandbox fails and releases the name
-	// instead of hanging with it.
-	readyR.SetReadDeadline(time.Now().Add(pauseReadyTimeout))
-	msg, rerr := io.ReadAll(io.LimitReader(readyR, 512))
-	got := strings.TrimSpace(string(msg))
-	if errors.Is(rerr, os.ErrDeadlineExceeded) {
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("pause process did not report within %v (reported %q)", pauseReadyTimeout, got)
-	}
-	holder, ok := strings.CutPrefix(got, "ok ")
-	if ok {
-		p.PIDHolder, err = strconv.Atoi(holder)
-		ok = err == nil
-	}
-	if !ok {
-		cmd.Process.Kill()
-		<-exited
-		if got == "" {
-			got = "exited without reporting"
-		}
-		return fmt.Errorf("pause process: %s: %w", got, ErrInvalidArgument)
-	}
-	p.PausePID = cmd.Process.Pid
-	start, err := proc.StartTime(p.PausePID)
-	if err != nil {
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("read pause start time: %w", err)
-	}
-	p.PauseStart = start
+	p.pauseExited = st.Exited
+	p.PausePID, p.PauseStart = st.PID, st.Start
+	p.PIDHolder, p.HolderStart = st.HolderPID, st.HolderStart
 	p.KeeperProtocol = keeper.Protocol
-	if p.PIDHolder > 0 {
-		// The holder is the keeper's child, confined and waiting: its PID
-		// is not reused while the keeper lives.
-		if p.HolderStart, err = proc.StartTime(p.PIDHolder); err != nil {
-			cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("read the namespace holder's start time: %w", err)
-		}
-	}
 	return nil
+}
+
+// pauseNamespaces is the namespace setup of a pod's pause.
+func pauseNamespaces(cfg *runtimeapi.PodSandboxConfig) keeper.Namespaces {
+	nso := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	ns := keeper.Namespaces{
+		Net:     nso.GetNetwork() != runtimeapi.NamespaceMode_NODE,
+		IPC:     nso.GetIpc() != runtimeapi.NamespaceMode_NODE,
+		PID:     nso.GetPid() == runtimeapi.NamespaceMode_POD,
+		Sysctls: cfg.GetLinux().GetSysctls(),
+	}
+	if !oci.HostNetwork(cfg) {
+		// The UTS namespace follows the network one, as in kubelet's model.
+		ns.Hostname = oci.Hostname(cfg)
+	}
+	if u := oci.PodUserns(cfg); u != nil {
+		// validateUserns: none of the pod's namespaces is the host's.
+		ns.UIDMap, ns.GIDMap = oci.IDMapLines(u.GetUids()), oci.IDMapLines(u.GetGids())
+	}
+	return ns
 }
 
 // killPause ends the pause process and waits until it is gone.
 func (r *Runtime) killPause(p *pod) {
-	if !proc.Alive(p.PausePID, p.PauseStart) {
-		return
-	}
-	unix.Kill(p.PausePID, unix.SIGKILL)
-	if p.pauseExited != nil {
-		select {
-		case <-p.pauseExited:
-		case <-time.After(10 * time.Second):
-			r.log.Warn("pause did not exit after SIGKILL", "pod", p.ID, "pid", p.PausePID)
-		}
-		return
-	}
-	// Not our child (the daemon restarted): wait until it disappears.
-	deadline := time.Now().Add(10 * time.Second)
-	for proc.Alive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if !keeper.Kill(p.PausePID, p.PauseStart, p.pauseExited) {
+		r.log.Warn("pause did not exit after SIGKILL", "pod", p.ID, "pid", p.PausePID)
 	}
 }
 

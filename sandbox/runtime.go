@@ -74,7 +74,7 @@ type Runtime struct {
 
 	usernsWarn sync.Once      // logs once why Status does not offer user namespaces
 	exec       *exec.Executor // exec, attach and port-forward (package sandbox/exec)
-	pauseExe   pauseExe       // the sealed binary pauses run from (holder.go)
+	pauseExe   keeper.Binary  // the sealed binary pauses run from
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
