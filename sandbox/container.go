@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -155,7 +153,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create container %s: %v: %w", name, err, ErrInvalidArgument)
 	}
 	c.User = spec.Process.User
-	if err := writeSpec(c.Bundle, spec); err != nil {
+	if err := runner.WriteSpec(c.Bundle, spec); err != nil {
 		return Container{}, err
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -218,20 +216,6 @@ func validateMounts(mounts []*runtimeapi.Mount) error {
 	}
 	return nil
 }
-
-func writeSpec(bundle string, spec *specs.Spec) error {
-	data, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("encode OCI spec: %w", err)
-	}
-	// Never half-written: the runner and a restarted daemon read it back.
-	if err := writeFileDurable(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
-		return fmt.Errorf("write OCI spec: %w", err)
-	}
-	return nil
-}
-
-func readSpec(bundle string) (*specs.Spec, error) { return runner.ReadSpec(bundle) }
 
 func (r *Runtime) lookupContainer(id string) (*container, error) {
 	r.mu.RLock()

@@ -1,12 +1,10 @@
 package sandbox
 
 import (
-	"bufio"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"os"
 	"strconv"
-	"strings"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -86,7 +84,7 @@ func recoverHolderStart(p *Pod) {
 	if p.PIDHolder <= 0 || p.HolderStart != 0 || !proc.Alive(p.PausePID, p.PauseStart) {
 		return
 	}
-	if parentPID(p.PIDHolder) != p.PausePID {
+	if proc.ParentPID(p.PIDHolder) != p.PausePID {
 		return
 	}
 	kind := "pid"
@@ -99,24 +97,7 @@ func recoverHolderStart(p *Pod) {
 		return
 	}
 	start, err := proc.StartTime(p.PIDHolder)
-	if err == nil && parentPID(p.PIDHolder) == p.PausePID {
+	if err == nil && proc.ParentPID(p.PIDHolder) == p.PausePID {
 		p.HolderStart = start
 	}
-}
-
-// parentPID is the PPid of pid, 0 if it cannot be read.
-func parentPID(pid int) int {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "PPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }
