@@ -32,14 +32,8 @@ type pod struct {
 // runPod creates the pod's namespaces with a pause process and records the
 // pod. Each step registers its undo right after it succeeds.
 func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
-	if err := oci.ValidatePod(cfg); err != nil {
+	if err := r.validatePodRequest(cfg, handler); err != nil {
 		return Pod{}, err
-	}
-	if err := r.checkUsernsSupport(cfg); err != nil {
-		return Pod{}, err
-	}
-	if handler != "" && handler != "runc" {
-		return Pod{}, fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
 	}
 	id := newID()
 	name := podName(cfg)
@@ -56,6 +50,61 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}()
 	undo = append(undo, func() { r.podNames.release(name) })
 
+	p, err := r.newPod(id, name, cfg, handler)
+	if err != nil {
+		return Pod{}, err
+	}
+	// Recorded before anything is made, so that a crash mid-way leaves a
+	// record for recovery to clean up after (reconcile.go).
+	p.Creating = true
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
+	r.fail.Crash("run-pod-after-record")
+	undoFiles, err := r.makePodFiles(p)
+	if err != nil {
+		return Pod{}, err
+	}
+	undo = append(undo, undoFiles)
+	r.fail.Crash("run-pod-after-files")
+	if err := r.startPauseInCgroup(p, &undo); err != nil {
+		return Pod{}, err
+	}
+	r.fail.Crash("run-pod-after-pause")
+	if err := r.setupPodNetwork(ctx, p, &undo); err != nil {
+		return Pod{}, err
+	}
+	r.fail.Crash("run-pod-after-network")
+	p.State = PodReady
+	p.Creating = false
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	r.fail.Crash("run-pod-after-save")
+	r.addReadyPod(p)
+	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
+	return p.Pod, nil
+}
+
+// validatePodRequest refuses, before anything is reserved or made, a pod
+// config or runtime handler peapod cannot run.
+func (r *Runtime) validatePodRequest(cfg *runtimeapi.PodSandboxConfig, handler string) error {
+	if err := oci.ValidatePod(cfg); err != nil {
+		return err
+	}
+	if err := r.checkUsernsSupport(cfg); err != nil {
+		return err
+	}
+	if handler != "" && handler != "runc" {
+		return fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
+	}
+	return nil
+}
+
+// newPod is the in-memory pod, not ready yet, with its directory and
+// cgroup named (nothing made).
+func (r *Runtime) newPod(id, name string, cfg *runtimeapi.PodSandboxConfig, handler string) (*pod, error) {
 	p := &pod{Pod: Pod{
 		ID:             id,
 		Config:         cfg,
@@ -69,91 +118,98 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		p.CgroupParent = r.opts.CgroupParent
 	}
 	if cgroups.IsSystemdSlice(p.CgroupParent) && r.opts.CgroupDriver != "systemd" {
-		return Pod{}, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
+		return nil, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
 			p.CgroupParent, r.opts.CgroupDriver, ErrInvalidArgument)
 	}
-	// Recorded before anything is made, so that a crash mid-way leaves a
-	// record for recovery to clean up after (reconcile.go).
 	var err error
 	if p.Cgroup, err = cgroups.PodPath(p.CgroupParent, id); err != nil {
-		return Pod{}, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
+		return nil, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
 	}
-	p.Creating = true
-	if err := r.savePod(&p.Pod); err != nil {
-		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
-	}
-	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
-	r.fail.Crash("run-pod-after-record")
+	return p, nil
+}
+
+// makePodFiles makes the pod's directory and the files its containers
+// mount (hosts, resolv.conf, hostname; owned by the pod's user namespace's
+// root if it has one). The undo it returns removes them.
+func (r *Runtime) makePodFiles(p *pod) (undo func(), err error) {
 	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
-		return Pod{}, fmt.Errorf("pod dir: %w", err)
+		return nil, fmt.Errorf("pod dir: %w", err)
 	}
-	undo = append(undo, func() {
+	undo = func() {
 		hostfs.UnmountPodShm(p.Dir)
 		os.RemoveAll(p.Dir)
-	})
-	if err := hostfs.WritePodFiles(p.Dir, cfg); err != nil {
-		return Pod{}, err
 	}
-	if u := oci.PodUserns(cfg); u != nil {
+	if err := hostfs.WritePodFiles(p.Dir, p.Config); err != nil {
+		undo()
+		return nil, err
+	}
+	if u := oci.PodUserns(p.Config); u != nil {
 		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
-			return Pod{}, err
+			undo()
+			return nil, err
 		}
 	}
-	r.fail.Crash("run-pod-after-files")
-	// The pod's cgroup is made while the pause starts: the pause starts in
-	// the daemon's cgroup and moves in below (AddPause).
+	return undo, nil
+}
+
+// startPauseInCgroup makes the pod's cgroup while the pause starts (the
+// pause starts in the daemon's cgroup and moves in below, AddPause), and
+// appends the undo of each to undo.
+func (r *Runtime) startPauseInCgroup(p *pod, undo *[]func()) error {
 	cgroupMade := make(chan error, 1)
-	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(cfg.GetLinux())) }()
+	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(p.Config.GetLinux())) }()
 	pauseErr := r.startPause(p)
 	if err := <-cgroupMade; err != nil {
 		if pauseErr == nil {
 			r.killPause(p)
 		}
-		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+		return fmt.Errorf("run pod %s: %w", p.ID, err)
 	}
-	undo = append(undo, func() { r.removePodCgroup(p) })
+	*undo = append(*undo, func() { r.removePodCgroup(p) })
 	r.fail.Crash("run-pod-after-cgroup")
 	if pauseErr != nil {
-		return Pod{}, pauseErr
+		return pauseErr
 	}
-	undo = append(undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
+	*undo = append(*undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID, p.PIDHolder); err != nil {
-		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+		return fmt.Errorf("run pod %s: %w", p.ID, err)
 	}
-	r.fail.Crash("run-pod-after-pause")
+	return nil
+}
 
-	if !oci.HostNetwork(cfg) && r.opts.Network != nil {
-		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
-		if err != nil {
-			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
-		}
-		for _, ip := range res.IPs {
-			p.IPs = append(p.IPs, ip.String())
-		}
-		p.NetworkBackend = res.Backend
-		undo = append(undo, func() {
-			cctx, cancel := cleanupContext()
-			defer cancel()
-			r.opts.Network.TeardownPod(cctx, p.networkPod())
-		})
+// setupPodNetwork gives a pod with its own network namespace its network
+// (addresses recorded in p), and appends its teardown to undo.
+func (r *Runtime) setupPodNetwork(ctx context.Context, p *pod, undo *[]func()) error {
+	if oci.HostNetwork(p.Config) || r.opts.Network == nil {
+		return nil
 	}
-	r.fail.Crash("run-pod-after-network")
-	p.State = PodReady
-	p.Creating = false
-	if err := r.savePod(&p.Pod); err != nil {
-		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
+	if err != nil {
+		return fmt.Errorf("set up network of pod %s: %w", p.ID, err)
 	}
-	r.fail.Crash("run-pod-after-save")
+	for _, ip := range res.IPs {
+		p.IPs = append(p.IPs, ip.String())
+	}
+	p.NetworkBackend = res.Backend
+	*undo = append(*undo, func() {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		r.opts.Network.TeardownPod(cctx, p.networkPod())
+	})
+	return nil
+}
+
+// addReadyPod makes the recorded, ready pod known, publishes its events
+// and watches its holder.
+func (r *Runtime) addReadyPod(p *pod) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	r.mu.Lock()
-	r.pods[id] = p
+	r.pods[p.ID] = p
 	r.mu.Unlock()
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
 	r.watchHolder(p)
-	p.mu.Unlock()
-	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
-	return p.Pod, nil
 }
 
 func (p *pod) netnsPath() string { return p.nsPath("net") }
