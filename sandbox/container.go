@@ -65,7 +65,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := validateMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
-	stopSignal, err := stopSignalName(cfg, img)
+	stopSignal, err := oci.StopSignalName(cfg, img)
 	if err != nil {
 		return Container{}, err
 	}
