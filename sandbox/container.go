@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
@@ -17,7 +16,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -57,30 +55,17 @@ func (c *container) stopWatching() {
 // createContainer prepares a container in a ready pod: its root filesystem
 // on the image and its OCI bundle. Nothing runs until StartContainer.
 func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (_ Container, retErr error) {
-	if cfg == nil || cfg.GetMetadata().GetName() == "" {
-		return Container{}, fmt.Errorf("container config needs metadata with a name: %w", ErrInvalidArgument)
+	if err := validateContainerRequest(cfg); err != nil {
+		return Container{}, err
 	}
-	if cfg.GetImage().GetImage() == "" {
-		return Container{}, fmt.Errorf("container %q names no image: %w", cfg.GetMetadata().GetName(), ErrInvalidArgument)
-	}
-	p, err := r.lookupPod(podID)
+	p, podCopy, err := r.readyPod(podID)
 	if err != nil {
-		return Container{}, fmt.Errorf("create container in pod: %w", err)
-	}
-	p.mu.Lock()
-	p.refresh()
-	podCopy := p.Pod
-	p.mu.Unlock()
-	if podCopy.State != PodReady {
-		if podCopy.NotReadyReason != "" {
-			return Container{}, fmt.Errorf("pod %s is not ready: %s; the pod must be recreated: %w", podCopy.ID, podCopy.NotReadyReason, ErrFailedPrecondition)
-		}
-		return Container{}, fmt.Errorf("pod %s is not ready: %w", podCopy.ID, ErrFailedPrecondition)
+		return Container{}, err
 	}
 	if err := validateMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
-	stopSignal, err := stopSignalName(cfg, img)
+	stopSignal, err := oci.StopSignalName(cfg, img)
 	if err != nil {
 		return Container{}, err
 	}
@@ -118,45 +103,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	}
 	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
 	r.fail.Crash("create-container-after-bundle")
-
-	rootfs, err := r.createRootfs(ctx, id, img.ID, podCopy.Config)
-	if err != nil {
-		return Container{}, fmt.Errorf("create root filesystem of %s: %w", name, err)
-	}
-	c.Rootfs = rootfs
-	r.mounted.Store(id, true) // StartContainer need not mount it again
-	undo = append(undo, func() {
-		r.mounted.Delete(id)
-		cctx, cancel := cleanupContext()
-		defer cancel()
-		r.removeRootfs(cctx, id)
-	})
-	r.fail.Crash("create-container-after-rootfs")
-	if err := hostfs.MakeImageVolumes(rootfs, img.Volumes, cfg.GetMounts()); err != nil {
+	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := hostfs.ChownImageVolumes(rootfs, img.Volumes, cfg.GetMounts(), podCopy.Config); err != nil {
+	if err := r.writeContainerSpec(c, img, &podCopy); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
-	}
-
-	spec, err := oci.Build(oci.Input{
-		ID:           id,
-		Pod:          specPod(&podCopy),
-		Config:       cfg,
-		Image:        img,
-		Rootfs:       rootfs,
-		CgroupParent: podCopy.CgroupParent,
-		PidsLimit:    r.opts.PidsLimit,
-	}, oci.HostFacts())
-	if err != nil {
-		return Container{}, fmt.Errorf("create container %s: %w", name, err)
-	}
-	if _, err := libcontainerConfig(id, spec); err != nil {
-		return Container{}, fmt.Errorf("create container %s: %v: %w", name, err, ErrInvalidArgument)
-	}
-	c.User = spec.Process.User
-	if err := writeSpec(c.Bundle, spec); err != nil {
-		return Container{}, err
 	}
 	r.fail.Crash("create-container-after-spec")
 	if err := r.fail.Hold(ctx, "create-container-after-spec"); err != nil {
@@ -171,6 +122,83 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	r.publishContainer(EventCreated, &ctr.Container)
 	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
 	return *c, nil
+}
+
+// validateContainerRequest refuses a container config that names no
+// container or no image.
+func validateContainerRequest(cfg *runtimeapi.ContainerConfig) error {
+	if cfg == nil || cfg.GetMetadata().GetName() == "" {
+		return fmt.Errorf("container config needs metadata with a name: %w", ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return fmt.Errorf("container %q names no image: %w", cfg.GetMetadata().GetName(), ErrInvalidArgument)
+	}
+	return nil
+}
+
+// readyPod returns the pod a container is created in, and a copy of its
+// record, if it is ready.
+func (r *Runtime) readyPod(podID string) (*pod, Pod, error) {
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return nil, Pod{}, fmt.Errorf("create container in pod: %w", err)
+	}
+	p.mu.Lock()
+	p.refresh()
+	podCopy := p.Pod
+	p.mu.Unlock()
+	if podCopy.State != PodReady {
+		if podCopy.NotReadyReason != "" {
+			return nil, Pod{}, fmt.Errorf("pod %s is not ready: %s; the pod must be recreated: %w", podCopy.ID, podCopy.NotReadyReason, ErrFailedPrecondition)
+		}
+		return nil, Pod{}, fmt.Errorf("pod %s is not ready: %w", podCopy.ID, ErrFailedPrecondition)
+	}
+	return p, podCopy, nil
+}
+
+// makeContainerRootfs mounts the container's root filesystem from its
+// image, with the image's volumes made in it, and appends its removal to
+// undo.
+func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Image, p *Pod, undo *[]func()) error {
+	rootfs, err := r.createRootfs(ctx, c.ID, img.ID, p.Config)
+	if err != nil {
+		return fmt.Errorf("create root filesystem: %w", err)
+	}
+	c.Rootfs = rootfs
+	r.mounted.Store(c.ID, true) // StartContainer need not mount it again
+	*undo = append(*undo, func() {
+		r.mounted.Delete(c.ID)
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		r.removeRootfs(cctx, c.ID)
+	})
+	r.fail.Crash("create-container-after-rootfs")
+	if err := hostfs.MakeImageVolumes(rootfs, img.Volumes, c.Config.GetMounts()); err != nil {
+		return err
+	}
+	return hostfs.ChownImageVolumes(rootfs, img.Volumes, c.Config.GetMounts(), p.Config)
+}
+
+// writeContainerSpec builds the container's OCI spec, checks that
+// libcontainer accepts it, and writes it into the bundle.
+func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
+	spec, err := oci.Build(oci.Input{
+		ID:           c.ID,
+		Pod:          specPod(p),
+		Config:       c.Config,
+		Image:        img,
+		Rootfs:       c.Rootfs,
+		CgroupParent: p.CgroupParent,
+		PidsLimit:    r.opts.PidsLimit,
+	}, oci.HostFacts())
+	if err != nil {
+		return err
+	}
+	if _, err := libcontainerConfig(c.ID, spec); err != nil {
+		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
+	}
+	c.User = spec.Process.User
+	return runner.WriteSpec(c.Bundle, spec)
 }
 
 // recordContainer saves a created container and makes it known, but only
@@ -218,20 +246,6 @@ func validateMounts(mounts []*runtimeapi.Mount) error {
 	}
 	return nil
 }
-
-func writeSpec(bundle string, spec *specs.Spec) error {
-	data, err := json.Marshal(spec)
-	if err != nil {
-		return fmt.Errorf("encode OCI spec: %w", err)
-	}
-	// Never half-written: the runner and a restarted daemon read it back.
-	if err := writeFileDurable(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
-		return fmt.Errorf("write OCI spec: %w", err)
-	}
-	return nil
-}
-
-func readSpec(bundle string) (*specs.Spec, error) { return runner.ReadSpec(bundle) }
 
 func (r *Runtime) lookupContainer(id string) (*container, error) {
 	r.mu.RLock()

@@ -1,15 +1,10 @@
 package sandbox
 
 import (
-	"bufio"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/proc"
-	"github.com/peapod-cri/peapod/sandbox/seal"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -23,35 +18,6 @@ import (
 // its start time, so that a process that later gets the number is never
 // taken for it; containers join its namespaces through the keeper's
 // descriptors, never through /proc/<holder> (sandbox/runner/holderns.go).
-
-// pauseExe is the sealed handle of the binary the pauses run from: the
-// holder is PID 1 of a shared PID namespace, and a container allowed to
-// ptrace it could open /proc/1/exe, which would name and lead to the host's
-// peapod binary. Through a read-only overlayfs (as the exec helper,
-// fastexec.go) it names "/peapod" in a detached mount and cannot be
-// written. Made once; the keepers keep the mount alive.
-type pauseExe struct {
-	once sync.Once
-	file *os.File // the sealed handle, kept open (and from the finalizer)
-	path string   // "/proc/self/fd/N" of file, or the plain path
-}
-
-// pausePath is what startPause executes.
-func (r *Runtime) pausePath(exe string) string {
-	h := &r.pauseExe
-	h.once.Do(func() {
-		h.path = exe
-		f, err := seal.Binary(exe, filepath.Join(r.opts.State, "pause-seal"))
-		if err != nil {
-			r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
-			return
-		}
-		// Never closed: every later pause is executed through it.
-		h.file = f
-		h.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
-	})
-	return h.path
-}
 
 // holderGoneReason is why a pod whose holder exited is not ready.
 func (p *pod) holderGoneReason() string {
@@ -118,7 +84,7 @@ func recoverHolderStart(p *Pod) {
 	if p.PIDHolder <= 0 || p.HolderStart != 0 || !proc.Alive(p.PausePID, p.PauseStart) {
 		return
 	}
-	if parentPID(p.PIDHolder) != p.PausePID {
+	if proc.ParentPID(p.PIDHolder) != p.PausePID {
 		return
 	}
 	kind := "pid"
@@ -131,24 +97,7 @@ func recoverHolderStart(p *Pod) {
 		return
 	}
 	start, err := proc.StartTime(p.PIDHolder)
-	if err == nil && parentPID(p.PIDHolder) == p.PausePID {
+	if err == nil && proc.ParentPID(p.PIDHolder) == p.PausePID {
 		p.HolderStart = start
 	}
-}
-
-// parentPID is the PPid of pid, 0 if it cannot be read.
-func parentPID(pid int) int {
-	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "PPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }

@@ -1,42 +1,14 @@
 package sandbox
 
-import (
-	"errors"
-	"testing"
+import "testing"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-)
-
-func TestStopSignalName(t *testing.T) {
-	cases := []struct {
-		cfg  runtimeapi.Signal
-		img  string
-		want string
-		bad  bool
-	}{
-		{img: "", want: "SIGTERM"},
-		{img: "SIGQUIT", want: "SIGQUIT"},
-		{img: "quit", want: "SIGQUIT"},
-		{img: "3", want: "SIGQUIT"},
-		{img: "SIGRTMIN+3", bad: true},
-		{img: "0", bad: true},
-		{img: "NOPE", bad: true},
-		{cfg: runtimeapi.Signal_SIGNAL_SIGINT, img: "SIGQUIT", want: "SIGINT"},
+// TestStopSignalOfRecord: a recorded stop signal is used; a record from
+// before stop signals were recorded is stopped with SIGTERM.
+func TestStopSignalOfRecord(t *testing.T) {
+	if got := (&Container{StopSignal: "SIGQUIT"}).stopSignal().String(); got != "quit" {
+		t.Errorf("SIGQUIT record: %q", got)
 	}
-	for _, c := range cases {
-		got, err := stopSignalName(&runtimeapi.ContainerConfig{StopSignal: c.cfg}, Image{ID: "img", StopSignal: c.img})
-		if c.bad {
-			if !errors.Is(err, ErrInvalidArgument) {
-				t.Errorf("%v/%q: err = %v, want InvalidArgument", c.cfg, c.img, err)
-			}
-			continue
-		}
-		if err != nil || got != c.want {
-			t.Errorf("%v/%q = %q, %v; want %q", c.cfg, c.img, got, err, c.want)
-		}
-		ctr, old := Container{StopSignal: got}, Container{}
-		if ctr.stopSignal().String() == "" || old.stopSignal().String() != "terminated" {
-			t.Errorf("stopSignal of %q", got)
-		}
+	if got := (&Container{}).stopSignal().String(); got != "terminated" {
+		t.Errorf("record without a stop signal: %q", got)
 	}
 }

@@ -9,42 +9,31 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/network"
-	"github.com/peapod-cri/peapod/sandbox/pause"
 )
 
 type pod struct {
 	mu sync.Mutex // serialises lifecycle operations on this pod
 	Pod
-	pauseExited     chan struct{} // closed when the pause we started has been reaped
-	holderEventSent bool          // the holder's exit was published (holder.go)
+	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
+	holderEventSent bool            // the holder's exit was published (holder.go)
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
 // pod. Each step registers its undo right after it succeeds.
 func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, handler string) (_ Pod, retErr error) {
-	if err := oci.ValidatePod(cfg); err != nil {
+	if err := r.validatePodRequest(cfg, handler); err != nil {
 		return Pod{}, err
-	}
-	if err := r.checkUsernsSupport(cfg); err != nil {
-		return Pod{}, err
-	}
-	if handler != "" && handler != "runc" {
-		return Pod{}, fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
 	}
 	id := newID()
 	name := podName(cfg)
@@ -61,6 +50,61 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}()
 	undo = append(undo, func() { r.podNames.release(name) })
 
+	p, err := r.newPod(id, name, cfg, handler)
+	if err != nil {
+		return Pod{}, err
+	}
+	// Recorded before anything is made, so that a crash mid-way leaves a
+	// record for recovery to clean up after (reconcile.go).
+	p.Creating = true
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
+	r.fail.Crash("run-pod-after-record")
+	undoFiles, err := r.makePodFiles(p)
+	if err != nil {
+		return Pod{}, err
+	}
+	undo = append(undo, undoFiles)
+	r.fail.Crash("run-pod-after-files")
+	if err := r.startPauseInCgroup(p, &undo); err != nil {
+		return Pod{}, err
+	}
+	r.fail.Crash("run-pod-after-pause")
+	if err := r.setupPodNetwork(ctx, p, &undo); err != nil {
+		return Pod{}, err
+	}
+	r.fail.Crash("run-pod-after-network")
+	p.State = PodReady
+	p.Creating = false
+	if err := r.savePod(&p.Pod); err != nil {
+		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	}
+	r.fail.Crash("run-pod-after-save")
+	r.addReadyPod(p)
+	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
+	return p.Pod, nil
+}
+
+// validatePodRequest refuses, before anything is reserved or made, a pod
+// config or runtime handler peapod cannot run.
+func (r *Runtime) validatePodRequest(cfg *runtimeapi.PodSandboxConfig, handler string) error {
+	if err := oci.ValidatePod(cfg); err != nil {
+		return err
+	}
+	if err := r.checkUsernsSupport(cfg); err != nil {
+		return err
+	}
+	if handler != "" && handler != "runc" {
+		return fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
+	}
+	return nil
+}
+
+// newPod is the in-memory pod, not ready yet, with its directory and
+// cgroup named (nothing made).
+func (r *Runtime) newPod(id, name string, cfg *runtimeapi.PodSandboxConfig, handler string) (*pod, error) {
 	p := &pod{Pod: Pod{
 		ID:             id,
 		Config:         cfg,
@@ -74,91 +118,98 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		p.CgroupParent = r.opts.CgroupParent
 	}
 	if cgroups.IsSystemdSlice(p.CgroupParent) && r.opts.CgroupDriver != "systemd" {
-		return Pod{}, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
+		return nil, fmt.Errorf("cgroup parent %q is a systemd slice but peapod's cgroup driver is %s; run kubelet with --cgroup-driver=%[2]s: %w",
 			p.CgroupParent, r.opts.CgroupDriver, ErrInvalidArgument)
 	}
-	// Recorded before anything is made, so that a crash mid-way leaves a
-	// record for recovery to clean up after (reconcile.go).
 	var err error
 	if p.Cgroup, err = cgroups.PodPath(p.CgroupParent, id); err != nil {
-		return Pod{}, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
+		return nil, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
 	}
-	p.Creating = true
-	if err := r.savePod(&p.Pod); err != nil {
-		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
-	}
-	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
-	r.fail.Crash("run-pod-after-record")
+	return p, nil
+}
+
+// makePodFiles makes the pod's directory and the files its containers
+// mount (hosts, resolv.conf, hostname; owned by the pod's user namespace's
+// root if it has one). The undo it returns removes them.
+func (r *Runtime) makePodFiles(p *pod) (undo func(), err error) {
 	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
-		return Pod{}, fmt.Errorf("pod dir: %w", err)
+		return nil, fmt.Errorf("pod dir: %w", err)
 	}
-	undo = append(undo, func() {
+	undo = func() {
 		hostfs.UnmountPodShm(p.Dir)
 		os.RemoveAll(p.Dir)
-	})
-	if err := hostfs.WritePodFiles(p.Dir, cfg); err != nil {
-		return Pod{}, err
 	}
-	if u := oci.PodUserns(cfg); u != nil {
+	if err := hostfs.WritePodFiles(p.Dir, p.Config); err != nil {
+		undo()
+		return nil, err
+	}
+	if u := oci.PodUserns(p.Config); u != nil {
 		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
-			return Pod{}, err
+			undo()
+			return nil, err
 		}
 	}
-	r.fail.Crash("run-pod-after-files")
-	// The pod's cgroup is made while the pause starts: the pause starts in
-	// the daemon's cgroup and moves in below (AddPause).
+	return undo, nil
+}
+
+// startPauseInCgroup makes the pod's cgroup while the pause starts (the
+// pause starts in the daemon's cgroup and moves in below, AddPause), and
+// appends the undo of each to undo.
+func (r *Runtime) startPauseInCgroup(p *pod, undo *[]func()) error {
 	cgroupMade := make(chan error, 1)
-	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(cfg.GetLinux())) }()
+	go func() { cgroupMade <- cgroups.CreatePod(p.Cgroup, oci.PodLimits(p.Config.GetLinux())) }()
 	pauseErr := r.startPause(p)
 	if err := <-cgroupMade; err != nil {
 		if pauseErr == nil {
 			r.killPause(p)
 		}
-		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+		return fmt.Errorf("run pod %s: %w", p.ID, err)
 	}
-	undo = append(undo, func() { r.removePodCgroup(p) })
+	*undo = append(*undo, func() { r.removePodCgroup(p) })
 	r.fail.Crash("run-pod-after-cgroup")
 	if pauseErr != nil {
-		return Pod{}, pauseErr
+		return pauseErr
 	}
-	undo = append(undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
+	*undo = append(*undo, func() { r.killPause(p) }) // before the cgroup goes: it holds the pause
 	if err := cgroups.AddPause(p.Cgroup, p.PausePID, p.PIDHolder); err != nil {
-		return Pod{}, fmt.Errorf("run pod %s: %w", id, err)
+		return fmt.Errorf("run pod %s: %w", p.ID, err)
 	}
-	r.fail.Crash("run-pod-after-pause")
+	return nil
+}
 
-	if !oci.HostNetwork(cfg) && r.opts.Network != nil {
-		res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
-		if err != nil {
-			return Pod{}, fmt.Errorf("set up network of pod %s: %w", id, err)
-		}
-		for _, ip := range res.IPs {
-			p.IPs = append(p.IPs, ip.String())
-		}
-		p.NetworkBackend = res.Backend
-		undo = append(undo, func() {
-			cctx, cancel := cleanupContext()
-			defer cancel()
-			r.opts.Network.TeardownPod(cctx, p.networkPod())
-		})
+// setupPodNetwork gives a pod with its own network namespace its network
+// (addresses recorded in p), and appends its teardown to undo.
+func (r *Runtime) setupPodNetwork(ctx context.Context, p *pod, undo *[]func()) error {
+	if oci.HostNetwork(p.Config) || r.opts.Network == nil {
+		return nil
 	}
-	r.fail.Crash("run-pod-after-network")
-	p.State = PodReady
-	p.Creating = false
-	if err := r.savePod(&p.Pod); err != nil {
-		return Pod{}, fmt.Errorf("save pod %s: %w", id, err)
+	res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
+	if err != nil {
+		return fmt.Errorf("set up network of pod %s: %w", p.ID, err)
 	}
-	r.fail.Crash("run-pod-after-save")
+	for _, ip := range res.IPs {
+		p.IPs = append(p.IPs, ip.String())
+	}
+	p.NetworkBackend = res.Backend
+	*undo = append(*undo, func() {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		r.opts.Network.TeardownPod(cctx, p.networkPod())
+	})
+	return nil
+}
+
+// addReadyPod makes the recorded, ready pod known, publishes its events
+// and watches its holder.
+func (r *Runtime) addReadyPod(p *pod) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	r.mu.Lock()
-	r.pods[id] = p
+	r.pods[p.ID] = p
 	r.mu.Unlock()
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
 	r.watchHolder(p)
-	p.mu.Unlock()
-	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
-	return p.Pod, nil
 }
 
 func (p *pod) netnsPath() string { return p.nsPath("net") }
@@ -183,136 +234,55 @@ func (p *pod) nsPath(kind string) string {
 	return "/proc/" + strconv.Itoa(p.PausePID) + "/ns/" + kind
 }
 
-// pauseReadyTimeout bounds how long a new pause may take to report that
-// the pod's namespaces are set up (milliseconds normally).
-const pauseReadyTimeout = 30 * time.Second
-
-// startPause starts the built-in pause process inside new namespaces and
-// waits until it reports that hostname and sysctls are set.
+// startPause starts the pod's keeper (the pause process) inside the pod's
+// new namespaces and waits until it reports that hostname and sysctls are
+// set.
 func (r *Runtime) startPause(p *pod) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find peapod binary: %w", err)
 	}
-	ns := p.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
-	var flags uintptr
-	args := []string{"peapod", pause.Command}
-	if ns.GetNetwork() != runtimeapi.NamespaceMode_NODE {
-		flags |= unix.CLONE_NEWNET
-	}
-	if ns.GetIpc() != runtimeapi.NamespaceMode_NODE {
-		flags |= unix.CLONE_NEWIPC
-	}
-	if !oci.HostNetwork(p.Config) {
-		// The UTS namespace follows the network one, as in kubelet's model.
-		flags |= unix.CLONE_NEWUTS
-		args = append(args, "-h", oci.Hostname(p.Config))
-	}
-	if ns.GetPid() == runtimeapi.NamespaceMode_POD {
-		// The keeper stays in the host PID namespace (it must reap the
-		// runners it forks); it forks PID 1 of the pod's namespace.
-		args = append(args, "-P")
-	}
-	for k, v := range p.Config.GetLinux().GetSysctls() {
-		args = append(args, "-s", k+"="+v)
-	}
-	if u := oci.PodUserns(p.Config); u != nil {
-		// The keeper creates the namespaces itself, below the pod's user
-		// namespace (validateUserns: none of them is the host's).
-		flags = 0
-		args = append(args, "-U", oci.IDMapLines(u.GetUids()), "-G", oci.IDMapLines(u.GetGids()))
-	}
-	args = append(args, "-S", keeperSocket(r.opts.State, p.ID))
-	readyR, readyW, err := os.Pipe()
+	path, err := r.pauseExe.Path(exe, filepath.Join(r.opts.State, "pause-seal"))
 	if err != nil {
-		return fmt.Errorf("pause ready pipe: %w", err)
+		r.log.Warn("pauses run from the binary's path: no sealed handle", "binary", exe, "err", err)
 	}
-	defer readyR.Close()
-	cmd := &exec.Cmd{
-		Path:       r.pausePath(exe),
-		Args:       args,
-		Dir:        "/",
-		ExtraFiles: []*os.File{readyW},
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: flags,
-			Setpgid:    true, // keep terminal signals meant for the daemon away from pods
-		},
+	st, err := keeper.Start(path, pauseNamespaces(p.Config), keeperSocket(r.opts.State, p.ID))
+	if errors.Is(err, keeper.ErrSetupRefused) {
+		return fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	} else if err != nil {
+		return err
 	}
-	if err := cmd.Start(); err != nil {
-		readyW.Close()
-		return fmt.Errorf("start pause: %w", err)
-	}
-	readyW.Close()
-	p.pauseExited = make(chan struct{})
-	exited := p.pauseExited
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	// The report ends when the keeper closes fd 3 (or dies). A pause that
-	// never reports (wedged in a sysctl write, a namespace setup) is killed
-	// at the deadline, so that RunPodSandbox fails and releases the name
-	// instead of hanging with it.
-	readyR.SetReadDeadline(time.Now().Add(pauseReadyTimeout))
-	msg, rerr := io.ReadAll(io.LimitReader(readyR, 512))
-	got := strings.TrimSpace(string(msg))
-	if errors.Is(rerr, os.ErrDeadlineExceeded) {
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("pause process did not report within %v (reported %q)", pauseReadyTimeout, got)
-	}
-	holder, ok := strings.CutPrefix(got, "ok ")
-	if ok {
-		p.PIDHolder, err = strconv.Atoi(holder)
-		ok = err == nil
-	}
-	if !ok {
-		cmd.Process.Kill()
-		<-exited
-		if got == "" {
-			got = "exited without reporting"
-		}
-		return fmt.Errorf("pause process: %s: %w", got, ErrInvalidArgument)
-	}
-	p.PausePID = cmd.Process.Pid
-	start, err := proc.StartTime(p.PausePID)
-	if err != nil {
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("read pause start time: %w", err)
-	}
-	p.PauseStart = start
+	p.pauseExited = st.Exited
+	p.PausePID, p.PauseStart = st.PID, st.Start
+	p.PIDHolder, p.HolderStart = st.HolderPID, st.HolderStart
 	p.KeeperProtocol = keeper.Protocol
-	if p.PIDHolder > 0 {
-		// The holder is the keeper's child, confined and waiting: its PID
-		// is not reused while the keeper lives.
-		if p.HolderStart, err = proc.StartTime(p.PIDHolder); err != nil {
-			cmd.Process.Kill()
-			<-exited
-			return fmt.Errorf("read the namespace holder's start time: %w", err)
-		}
-	}
 	return nil
+}
+
+// pauseNamespaces is the namespace setup of a pod's pause.
+func pauseNamespaces(cfg *runtimeapi.PodSandboxConfig) keeper.Namespaces {
+	nso := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	ns := keeper.Namespaces{
+		Net:     nso.GetNetwork() != runtimeapi.NamespaceMode_NODE,
+		IPC:     nso.GetIpc() != runtimeapi.NamespaceMode_NODE,
+		PID:     nso.GetPid() == runtimeapi.NamespaceMode_POD,
+		Sysctls: cfg.GetLinux().GetSysctls(),
+	}
+	if !oci.HostNetwork(cfg) {
+		// The UTS namespace follows the network one, as in kubelet's model.
+		ns.Hostname = oci.Hostname(cfg)
+	}
+	if u := oci.PodUserns(cfg); u != nil {
+		// validateUserns: none of the pod's namespaces is the host's.
+		ns.UIDMap, ns.GIDMap = oci.IDMapLines(u.GetUids()), oci.IDMapLines(u.GetGids())
+	}
+	return ns
 }
 
 // killPause ends the pause process and waits until it is gone.
 func (r *Runtime) killPause(p *pod) {
-	if !proc.Alive(p.PausePID, p.PauseStart) {
-		return
-	}
-	unix.Kill(p.PausePID, unix.SIGKILL)
-	if p.pauseExited != nil {
-		select {
-		case <-p.pauseExited:
-		case <-time.After(10 * time.Second):
-			r.log.Warn("pause did not exit after SIGKILL", "pod", p.ID, "pid", p.PausePID)
-		}
-		return
-	}
-	// Not our child (the daemon restarted): wait until it disappears.
-	deadline := time.Now().Add(10 * time.Second)
-	for proc.Alive(p.PausePID, p.PauseStart) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if !keeper.Kill(p.PausePID, p.PauseStart, p.pauseExited) {
+		r.log.Warn("pause did not exit after SIGKILL", "pod", p.ID, "pid", p.PausePID)
 	}
 }
 

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,7 +61,7 @@ func (r *Runtime) checkSpecs() {
 		if c.State != ContainerCreated && c.State != ContainerRunning {
 			continue
 		}
-		_, err := readSpec(c.Bundle)
+		_, err := runner.ReadSpec(c.Bundle)
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
@@ -62,7 +63,7 @@ func (r *Runtime) killOrphanKeepers() {
 			continue
 		}
 		r.log.Info("kill the keeper of a pod that has no record (never finished, or moved aside)", "pid", k.PID, "socket", k.Socket)
-		cgroupDirs := podCgroupDirsOf(k.PID)
+		cgroupDirs := cgroups.PodDirsOf(k.PID)
 		unix.Kill(k.PID, unix.SIGKILL)
 		deadline := time.Now().Add(10 * time.Second)
 		for proc.Alive(k.PID, k.Start) && time.Now().Before(deadline) {
@@ -70,7 +71,7 @@ func (r *Runtime) killOrphanKeepers() {
 		}
 		// A pod that lost its record has nothing else that leads to its
 		// cgroup (orphans.go).
-		if err := removeCgroupTrees(cgroupDirs); err != nil {
+		if err := cgroups.RemoveTrees(cgroupDirs); err != nil {
 			r.log.Warn("remove the cgroup of a pod that has no record", "socket", k.Socket, "err", err)
 		}
 	}
@@ -191,5 +192,23 @@ func (r *Runtime) releaseStoppedPods() {
 		}
 		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p)
+	}
+}
+
+// dropContainersOfLostPods forgets the containers whose pod has no record
+// (moved aside, or lost): their records are deleted, and removeOrphanBundles
+// then removes their bundles, libcontainer state and root filesystems.
+func (r *Runtime) dropContainersOfLostPods() {
+	for id, c := range r.containers {
+		if _, ok := r.pods[c.PodID]; ok {
+			continue
+		}
+		r.log.Warn("container of a pod that has no record: removed", "container", id, "pod", c.PodID)
+		if err := r.store.Delete(store.Containers, id); err != nil {
+			r.log.Warn("delete the record of a container of a lost pod", "container", id, "err", err)
+			continue
+		}
+		c.stopWatching()
+		delete(r.containers, id)
 	}
 }

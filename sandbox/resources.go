@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 
 	"github.com/opencontainers/runc/libcontainer"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -37,7 +38,7 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 	if c.State == ContainerExited {
 		return fmt.Errorf("update resources of container %s: it has exited: %w", c.ID, ErrFailedPrecondition)
 	}
-	spec, err := readSpec(c.Bundle)
+	spec, err := runner.ReadSpec(c.Bundle)
 	if err != nil {
 		return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 	}
@@ -50,7 +51,7 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 			return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 		}
 	}
-	if err := writeSpec(c.Bundle, spec); err != nil {
+	if err := runner.WriteSpec(c.Bundle, spec); err != nil {
 		return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 	}
 	cfg := proto.Clone(c.Config).(*runtimeapi.ContainerConfig)

@@ -89,12 +89,12 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 // moveSpecRoot points the container's spec at its root filesystem's new
 // place.
 func moveSpecRoot(c *container, rootfs string) error {
-	spec, err := readSpec(c.Bundle)
+	spec, err := runner.ReadSpec(c.Bundle)
 	if err != nil {
 		return fmt.Errorf("move root filesystem of %s: %w", c.ID, err)
 	}
 	spec.Root.Path = rootfs
-	if err := writeSpec(c.Bundle, spec); err != nil {
+	if err := runner.WriteSpec(c.Bundle, spec); err != nil {
 		return fmt.Errorf("move root filesystem of %s: %w", c.ID, err)
 	}
 	c.Rootfs = rootfs

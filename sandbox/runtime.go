@@ -10,6 +10,7 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/proc"
+	"github.com/peapod-cri/peapod/sandbox/removals"
 	"github.com/peapod-cri/peapod/sandbox/seal"
 	"github.com/peapod-cri/peapod/sandbox/stats"
 	"github.com/peapod-cri/peapod/sandbox/store"
@@ -69,12 +70,12 @@ type Runtime struct {
 	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
 	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
 	fail       store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
-	removals   *removals                 // root filesystems of removed containers being deleted
+	removals   *removals.Queue           // root filesystems of removed containers being deleted
 	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
 
 	usernsWarn sync.Once      // logs once why Status does not offer user namespaces
 	exec       *exec.Executor // exec, attach and port-forward (package sandbox/exec)
-	pauseExe   pauseExe       // the sealed binary pauses run from (holder.go)
+	pauseExe   keeper.Binary  // the sealed binary pauses run from
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -106,7 +107,7 @@ func Open(opts Options) (*Runtime, error) {
 		podOps:     store.NewResults[Pod](ErrAlreadyExists),
 		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
 		fail:       store.FailpointsFromEnv(),
-		removals:   newRemovals(),
+		removals:   removals.New(),
 		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
 	if err := r.recover(); err != nil {
@@ -151,7 +152,7 @@ func (r *Runtime) Close() error {
 	}
 	cancel()
 	ctx, cancel = context.WithTimeout(context.Background(), closeRemovalsTimeout)
-	r.removals.wait(ctx, "")
+	r.removals.Wait(ctx, "")
 	cancel()
 	r.mu.Lock()
 	for _, c := range r.containers {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"io"
 	"time"
 
@@ -82,7 +83,7 @@ func (r *Runtime) execTargetOf(c *container) (*exec.Target, error) {
 	if c.exec != nil {
 		return c.exec, nil
 	}
-	spec, err := readSpec(c.Bundle)
+	spec, err := runner.ReadSpec(c.Bundle)
 	if err != nil {
 		return nil, err
 	}

@@ -2,14 +2,10 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
-	"os"
-	"path/filepath"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -39,11 +35,7 @@ func (r *Runtime) UserNamespaces() bool {
 
 // createRootfs has the image store create (or mount again) the container's
 // root filesystem. For a pod with its own user namespace it is mapped, and
-// it is bind-mounted at <state>/userns/<id>/rootfs: runc resolves the path
-// from inside the user namespace, where root has no power over the image
-// store's private (0700) directories. <id> is 0710 with the group of the
-// pod's mapped root, so that no other host user reaches the container's
-// files (perms.go).
+// it is bind-mounted at <state>/userns/<id>/rootfs (hostfs/rootfsbind.go).
 func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *runtimeapi.PodSandboxConfig) (string, error) {
 	u := oci.PodUserns(pod)
 	if u == nil {
@@ -53,57 +45,27 @@ func (r *Runtime) createRootfs(ctx context.Context, id, imageID string, pod *run
 	if err != nil {
 		return "", err
 	}
-	dst := hostfs.RootfsBindPath(r.opts.State, id)
-	if hostfs.IsMountPoint(dst) {
-		return dst, nil
-	}
-	if err := hostfs.EnsureDir(hostfs.UsernsRootfsDir(r.opts.State), hostfs.PassDirMode); err != nil {
-		return "", fmt.Errorf("rootfs bind directory: %w", err)
-	}
 	_, gid := hostfs.HostRoot(u)
-	if err := hostfs.EnsureMappedDir(filepath.Dir(dst), gid); err != nil {
-		return "", fmt.Errorf("rootfs bind directory: %w", err)
-	}
-	if err := os.Mkdir(dst, hostfs.PrivateDirMode); err != nil && !os.IsExist(err) {
-		return "", fmt.Errorf("create rootfs bind point: %w", err)
-	}
-	if err := hostfs.BindRootfs(src, dst); err != nil {
-		return "", err
-	}
-	return dst, nil
+	return hostfs.BindMappedRootfs(r.opts.State, id, src, gid)
 }
 
 // sealRootfsBind makes the host's bind of a started user-namespaced
-// container's root filesystem nosuid too. The container's own mounts are
-// copies made when it started, so they keep their setuid programs working,
-// while nothing run from the host's copy gains the mapped root's uid.
+// container's root filesystem nosuid (hostfs.SealRootfsBind).
 func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
 	if oci.PodUserns(p.Config) == nil {
 		return
 	}
-	dst := hostfs.RootfsBindPath(r.opts.State, c.ID)
-	if !hostfs.IsMountPoint(dst) {
-		return // bound elsewhere by an older peapod
-	}
-	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+	if err := hostfs.SealRootfsBind(r.opts.State, c.ID); err != nil {
 		// The 0710 directory above still keeps other host users out.
 		r.log.Warn("make the host's bind of a container's root filesystem nosuid", "container", c.ID, "err", err)
 	}
 }
 
-// removeRootfs unbinds what createRootfs bound (also where an older peapod
-// bound it) and has the image store remove the container's layer.
+// removeRootfs unbinds what createRootfs bound and has the image store
+// remove the container's layer.
 func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
-	for _, dst := range []string{hostfs.RootfsBindPath(r.opts.State, id), filepath.Join(hostfs.LegacyRootfsDir(r.opts.State), id)} {
-		if err := unix.Unmount(dst, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("unbind root filesystem %s: %w", dst, err)
-		}
-		if err := os.Remove(dst); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("remove rootfs bind point: %w", err)
-		}
-	}
-	if err := os.Remove(filepath.Dir(hostfs.RootfsBindPath(r.opts.State, id))); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("remove rootfs bind directory: %w", err)
+	if err := hostfs.UnbindRootfs(r.opts.State, id); err != nil {
+		return err
 	}
 	return r.opts.Images.RemoveRootfs(ctx, id)
 }

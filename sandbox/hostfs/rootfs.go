@@ -113,7 +113,7 @@ func probeIDMap(dir string) error {
 // BindRootfs binds the container's root filesystem at dst, nodev (nothing
 // in a root filesystem is a device for the host to open) and private.
 // runc's own bind of dst inherits these flags, so nosuid is only set once
-// the container has started (sealRootfsBind): before, the container's
+// the container has started (SealRootfsBind): before, the container's
 // setuid programs would stop working. What keeps host users from the
 // container's setuid binaries until then is the 0710 directory above dst.
 func BindRootfs(src, dst string) error {

@@ -813,35 +813,38 @@ static int flag_field(const char *s, int *out) {
 
 static char *dup_or_null(const char *s) { return s[0] != '\0' ? strdup(s) : NULL; }
 
-static void cmd_start(struct client *cl, char **f, int nf) {
+// start_container_new checks a start request's fixed fields and makes
+// its container, with its log open. It replies and returns NULL if either
+// fails; *want_stdin is the STDIN field.
+static struct container *start_container_new(struct client *cl, char **f, int nf, int *want_stdin) {
 	if (nf < START_FIXED_FIELDS + 1) {
 		(void)reply(cl, "error start needs ID LOGPATH TTY STDIN STDIN_ONCE EXITFILE LOGDIR ARGV...\n");
-		return;
+		return NULL;
 	}
 	const char *id = f[1];
-	int tty, want_stdin, once;
+	int tty, once;
 	if (id[0] == '\0' || strlen(id) > 256 || strchr(id, '/') != NULL) {
 		(void)reply(cl, "error bad container ID\n");
-		return;
+		return NULL;
 	}
-	if (flag_field(f[3], &tty) < 0 || flag_field(f[4], &want_stdin) < 0 ||
+	if (flag_field(f[3], &tty) < 0 || flag_field(f[4], want_stdin) < 0 ||
 	    flag_field(f[5], &once) < 0) {
 		(void)reply(cl, "error TTY, STDIN and STDIN_ONCE must be 0 or 1\n");
-		return;
+		return NULL;
 	}
 	if (f[6][0] == '\0') {
 		(void)reply(cl, "error empty EXITFILE\n");
-		return;
+		return NULL;
 	}
 	if (find_id(id) != NULL) {
 		(void)reply(cl, "error container %s already exists\n", id);
-		return;
+		return NULL;
 	}
 
 	struct container *c = calloc(1, sizeof *c);
 	if (c == NULL) {
 		(void)reply(cl, "error out of memory\n");
-		return;
+		return NULL;
 	}
 	c->log_fd = c->stdin_fd = c->log_dir_fd = -1;
 	for (int i = 0; i < 2; i++) {
@@ -858,86 +861,115 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	if (c->id == NULL || c->exit_file == NULL || (f[2][0] != '\0' && c->log_path == NULL)) {
 		(void)reply(cl, "error out of memory\n");
 		container_free(c);
-		return;
+		return NULL;
 	}
 	if (c->log_path != NULL && log_open_dir(c, f[7]) < 0) {
 		(void)reply(cl, "error open log directory %s: %s\n", f[7], strerror(errno));
 		container_free(c);
-		return;
+		return NULL;
 	}
 	if (log_reopen(c) < 0) {
 		(void)reply(cl, "error open log %s in %s: %s%s\n", c->log_path, f[7], strerror(errno), log_path_hint(errno));
 		container_free(c);
-		return;
+		return NULL;
 	}
+	return c;
+}
 
-	// Child ends, closed in the keeper after the fork.
-	int in_r = -1, out_w = -1, err_w = -1, tty_child = -1, tty_sock = -1;
-	int res[2] = {-1, -1};
-	const char *failed = NULL;
-	if (!tty) {
+// The runner's ends of a start's descriptors, closed in the keeper after
+// the fork, and the keeper's ends that are not the container's.
+struct start_fds {
+	int in_r, out_w, err_w, tty_child; // the runner's stdio (or tty socket)
+	int tty_sock;                      // the keeper's end of the tty socket
+	int res[2];                        // the runner's result pipe
+};
+
+// start_make_stdio makes the container's stdio pipes (the keeper's ends
+// in c) or, with a tty, the socket the runner passes the pty master on,
+// and the result pipe. It returns what failed (errno set), or NULL.
+static const char *start_make_stdio(struct container *c, int want_stdin, struct start_fds *fds) {
+	if (!c->tty) {
 		int p[2];
-		if (pipe2(p, O_CLOEXEC) < 0) {
-			failed = "pipe";
-			goto fail;
-		}
-		c->out[0].fd = p[0], out_w = p[1];
-		if (pipe2(p, O_CLOEXEC) < 0) {
-			failed = "pipe";
-			goto fail;
-		}
-		c->out[1].fd = p[0], err_w = p[1];
-		if (set_nonblock(c->out[0].fd) < 0 || set_nonblock(c->out[1].fd) < 0) {
-			failed = "set non-blocking";
-			goto fail;
-		}
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return "pipe";
+		c->out[0].fd = p[0], fds->out_w = p[1];
+		if (pipe2(p, O_CLOEXEC) < 0)
+			return "pipe";
+		c->out[1].fd = p[0], fds->err_w = p[1];
+		if (set_nonblock(c->out[0].fd) < 0 || set_nonblock(c->out[1].fd) < 0)
+			return "set non-blocking";
 		// The stdin write end stays blocking: the daemon gets a copy
 		// (the same open file) through `stdin`.
 		if (want_stdin) {
-			if (pipe2(p, O_CLOEXEC) < 0) {
-				failed = "pipe";
-				goto fail;
-			}
-			in_r = p[0], c->stdin_fd = p[1];
+			if (pipe2(p, O_CLOEXEC) < 0)
+				return "pipe";
+			fds->in_r = p[0], c->stdin_fd = p[1];
 		}
 	} else {
 		int sv[2];
-		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-			failed = "socketpair";
-			goto fail;
-		}
-		tty_sock = sv[0], tty_child = sv[1];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+			return "socketpair";
+		fds->tty_sock = sv[0], fds->tty_child = sv[1];
 	}
-	if (pipe2(res, O_CLOEXEC) < 0) {
-		failed = "pipe";
-		goto fail;
-	}
+	if (pipe2(fds->res, O_CLOEXEC) < 0)
+		return "pipe";
+	return NULL;
+}
 
+// start_new makes the loop's object of a start and watches the
+// container's output and the result pipe. It returns NULL and sets
+// *failed (errno set) if that fails.
+static struct start *start_new(struct container *c, int res_r, const char **failed) {
 	struct start *st = calloc(1, sizeof *st);
 	if (st == NULL) {
 		errno = ENOMEM;
-		failed = "start";
-		goto fail;
+		*failed = "start";
+		return NULL;
 	}
 	st->w.type = W_RUNNER;
 	st->res_fd = st->tty_sock = -1;
-	if (set_nonblock(res[0]) < 0) {
+	if (set_nonblock(res_r) < 0) {
 		free(st);
-		failed = "set non-blocking";
-		goto fail;
+		*failed = "set non-blocking";
+		return NULL;
 	}
 	for (int i = 0; i < 2; i++) {
 		if (c->out[i].fd >= 0 && ep_add(c->out[i].fd, &c->out[i].w, EPOLLIN) < 0) {
 			free(st);
-			failed = "epoll";
-			goto fail;
+			*failed = "epoll";
+			return NULL;
 		}
 	}
-	if (ep_add(res[0], &st->w, EPOLLIN) < 0) {
+	if (ep_add(res_r, &st->w, EPOLLIN) < 0) {
 		free(st);
-		failed = "epoll";
-		goto fail;
+		*failed = "epoll";
+		return NULL;
 	}
+	return st;
+}
+
+// start_wait_client makes the client of a start wait for its decision;
+// meanwhile it is only watched for hang-up, like a waiter.
+static void start_wait_client(struct client *cl) {
+	cl->mode = C_START;
+	free(cl->buf);
+	cl->buf = NULL;
+	cl->len = cl->cap = 0;
+	ep_mod(cl->fd, &cl->w, EPOLLIN | EPOLLRDHUP);
+}
+
+static void cmd_start(struct client *cl, char **f, int nf) {
+	int want_stdin;
+	struct container *c = start_container_new(cl, f, nf, &want_stdin);
+	if (c == NULL)
+		return;
+	struct start_fds fds = {-1, -1, -1, -1, -1, {-1, -1}};
+	struct start *st = NULL;
+	const char *failed = start_make_stdio(c, want_stdin, &fds);
+	if (failed == NULL)
+		st = start_new(c, fds.res[0], &failed);
+	if (st == NULL)
+		goto fail;
 
 	// The fork comes last, so that nothing after it can fail: from here on
 	// the start is an object of the loop. argv points into the request
@@ -948,21 +980,21 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	st->deadline_ms = st->forked_ms + START_TIMEOUT_MS;
 	pid_t pid = fork();
 	if (pid < 0) {
-		ep_del(res[0]);
+		ep_del(fds.res[0]);
 		free(st);
 		failed = "fork";
 		goto fail;
 	}
 	if (pid == 0)
-		exec_runner(in_r, out_w, err_w, res[1], tty_child, argv);
-	close_fd(&in_r);
-	close_fd(&out_w);
-	close_fd(&err_w);
-	close_fd(&tty_child);
-	close_fd(&res[1]);
+		exec_runner(fds.in_r, fds.out_w, fds.err_w, fds.res[1], fds.tty_child, argv);
+	close_fd(&fds.in_r);
+	close_fd(&fds.out_w);
+	close_fd(&fds.err_w);
+	close_fd(&fds.tty_child);
+	close_fd(&fds.res[1]);
 	st->runner = pid;
-	st->res_fd = res[0];
-	st->tty_sock = tty_sock;
+	st->res_fd = fds.res[0];
+	st->tty_sock = fds.tty_sock;
 	st->c = c;
 	st->cl = cl;
 	st->next = starts;
@@ -970,25 +1002,19 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	c->starting = 1;
 	c->next = containers;
 	containers = c;
-	// The client waits for the decision; meanwhile it is only watched for
-	// hang-up, like a waiter.
-	cl->mode = C_START;
-	free(cl->buf);
-	cl->buf = NULL;
-	cl->len = cl->cap = 0;
-	ep_mod(cl->fd, &cl->w, EPOLLIN | EPOLLRDHUP);
+	start_wait_client(cl);
 	return;
 
 fail:
 	(void)reply(cl, "error %s: %s\n", failed, strerror(errno));
 	client_close(cl);
-	close_fd(&in_r);
-	close_fd(&out_w);
-	close_fd(&err_w);
-	close_fd(&tty_child);
-	close_fd(&tty_sock);
-	close_fd(&res[0]);
-	close_fd(&res[1]);
+	close_fd(&fds.in_r);
+	close_fd(&fds.out_w);
+	close_fd(&fds.err_w);
+	close_fd(&fds.tty_child);
+	close_fd(&fds.tty_sock);
+	close_fd(&fds.res[0]);
+	close_fd(&fds.res[1]);
 	container_free(c);
 }
 

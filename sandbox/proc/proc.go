@@ -4,6 +4,7 @@
 package proc
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"strconv"
@@ -42,4 +43,21 @@ func Alive(pid int, start uint64) bool {
 	}
 	st, err := StartTime(pid)
 	return err == nil && st == start
+}
+
+// ParentPID is the PPid of pid, 0 if it cannot be read.
+func ParentPID(pid int) int {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "PPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }

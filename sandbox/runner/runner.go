@@ -14,12 +14,10 @@
 package runner
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -143,19 +141,6 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 // sendFD passes f over the unix socket at fd sock with one byte of data.
 func sendFD(sock int, f *os.File) error {
 	return unix.Sendmsg(sock, []byte{'t'}, unix.UnixRights(int(f.Fd())), nil, 0)
-}
-
-// ReadSpec reads the bundle's OCI spec.
-func ReadSpec(bundle string) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
-	if err != nil {
-		return nil, fmt.Errorf("read OCI spec: %w", err)
-	}
-	var spec specs.Spec
-	if err := json.Unmarshal(data, &spec); err != nil {
-		return nil, fmt.Errorf("decode OCI spec: %w", err)
-	}
-	return &spec, nil
 }
 
 // LibcontainerConfig converts the OCI spec for libcontainer.

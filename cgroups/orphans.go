@@ -1,4 +1,4 @@
-package sandbox
+package cgroups
 
 import (
 	"bytes"
@@ -10,24 +10,23 @@ import (
 	"strings"
 	"time"
 
-	"github.com/peapod-cri/peapod/sandbox/store"
 	"golang.org/x/sys/unix"
 )
 
 // What a pod whose record is gone (moved aside as unreadable, or never
 // written) still holds is found from what exists, not from the record:
-// its keeper process (killOrphanKeepers) leads to the pod's cgroup in
+// its keeper process (sandbox's killOrphanKeepers) leads to the pod's cgroup in
 // every hierarchy (the keeper sits in the pod's pause leaf), and the
 // records of its containers lead to their bundles and root filesystems.
 
-// podCgroupDirsOf returns the directories of the pod cgroup that process
+// PodDirsOf returns the directories of the pod cgroup that process
 // pid sits in (through its pause leaf), one per mounted hierarchy; none if
 // pid is not in a pause leaf of a peapod pod cgroup. In a hierarchy where
 // the pause was not moved (devices: the pod's cgroup there only holds its
 // containers'), the pod's directory is looked for below the process's own
 // cgroup, by the pod path's tail known from the other hierarchies.
-func podCgroupDirsOf(pid int) []string {
-	mounts := cgroupMounts()
+func PodDirsOf(pid int) []string {
+	mounts := hierarchies()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return nil
@@ -53,7 +52,7 @@ func podCgroupDirsOf(pid int) []string {
 	}
 	seen := map[string]bool{}
 	var dirs []string
-	add := func(m cgroupMount, cgPath string) bool {
+	add := func(m mount, cgPath string) bool {
 		if !strings.HasPrefix(cgPath, m.root) {
 			return false
 		}
@@ -89,7 +88,7 @@ func podCgroupDirsOf(pid int) []string {
 	return dirs
 }
 
-type cgroupMount struct {
+type mount struct {
 	point, root string
 	v2          bool
 	opts        map[string]bool // v1: controllers and name=...
@@ -97,7 +96,7 @@ type cgroupMount struct {
 
 // serves tells whether the mount is the hierarchy of a /proc/PID/cgroup
 // line's controller field ("" is the v2 hierarchy).
-func (m cgroupMount) serves(ctrls string) bool {
+func (m mount) serves(ctrls string) bool {
 	if ctrls == "" {
 		return m.v2
 	}
@@ -112,12 +111,12 @@ func (m cgroupMount) serves(ctrls string) bool {
 	return true
 }
 
-func cgroupMounts() []cgroupMount {
+func hierarchies() []mount {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
-	var out []cgroupMount
+	var out []mount
 	for _, line := range bytes.Split(data, []byte{'\n'}) {
 		pre, post, ok := strings.Cut(string(line), " - ")
 		if !ok {
@@ -127,7 +126,7 @@ func cgroupMounts() []cgroupMount {
 		if len(pf) < 5 || len(qf) < 3 || (qf[0] != "cgroup" && qf[0] != "cgroup2") {
 			continue
 		}
-		m := cgroupMount{point: pf[4], root: pf[3], v2: qf[0] == "cgroup2", opts: map[string]bool{}}
+		m := mount{point: pf[4], root: pf[3], v2: qf[0] == "cgroup2", opts: map[string]bool{}}
 		for _, o := range strings.Split(qf[2], ",") {
 			m.opts[o] = true
 		}
@@ -136,10 +135,10 @@ func cgroupMounts() []cgroupMount {
 	return out
 }
 
-// removeCgroupTrees kills every process left in the trees (a container of
+// RemoveTrees kills every process left in the trees (a container of
 // a pod without a PID namespace outlives its keeper) and removes their
 // directories, deepest first.
-func removeCgroupTrees(dirs []string) error {
+func RemoveTrees(dirs []string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		left := 0
@@ -182,22 +181,4 @@ func removeCgroupTrees(dirs []string) error {
 		}
 	}
 	return firstErr
-}
-
-// dropContainersOfLostPods forgets the containers whose pod has no record
-// (moved aside, or lost): their records are deleted, and removeOrphanBundles
-// then removes their bundles, libcontainer state and root filesystems.
-func (r *Runtime) dropContainersOfLostPods() {
-	for id, c := range r.containers {
-		if _, ok := r.pods[c.PodID]; ok {
-			continue
-		}
-		r.log.Warn("container of a pod that has no record: removed", "container", id, "pod", c.PodID)
-		if err := r.store.Delete(store.Containers, id); err != nil {
-			r.log.Warn("delete the record of a container of a lost pod", "container", id, "err", err)
-			continue
-		}
-		c.stopWatching()
-		delete(r.containers, id)
-	}
 }
