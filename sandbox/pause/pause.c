@@ -261,18 +261,35 @@ static int holder_pivot(const char **what) {
 	*what = "unshare mount and cgroup namespaces";
 	if (unshare(CLONE_NEWNS | CLONE_NEWCGROUP) < 0)
 		return -1;
+	// Nothing mounted here may propagate back to the host. "/" is a mount
+	// point unless peapod itself runs in a chroot (EINVAL); then /proc,
+	// a mount point wherever peapod runs, is made private instead, and
+	// the holder is chrooted, not pivoted (pivot_root refuses a chroot).
 	*what = "make / private";
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return -1;
+	int rooted = mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+	if (!rooted) {
+		if (errno != EINVAL)
+			return -1;
+		*what = "make /proc private";
+		if (mount(NULL, "/proc", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+			return -1;
+	}
 	*what = "mount the empty root";
 	if (mount("pause", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
 	          "size=4k,nr_inodes=2,mode=0555") < 0)
 		return -1;
 	*what = "pivot into the empty root";
-	if (chdir("/proc") < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
-	    chdir("/") < 0)
+	if (chdir("/proc") < 0)
 		return -1;
-	return 0;
+	if (rooted) {
+		if (syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0)
+			return -1;
+	} else if (chroot(".") < 0) {
+		// Without CAP_SYS_CHROOT (dropped next) and with no descriptor
+		// left, the holder cannot leave this root.
+		return -1;
+	}
+	return chdir("/");
 }
 
 // holder_drop_privileges leaves the holder no capability, not even in the
