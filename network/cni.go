@@ -272,17 +272,13 @@ func (c *CNI) TeardownPod(ctx context.Context, pod Pod) error {
 
 // Reconcile runs DEL for every cached attachment of a pod not in live.
 func (c *CNI) Reconcile(ctx context.Context, live []string) error {
-	atts, err := c.cni.GetCachedAttachments("")
+	atts, err := goneAttachments(c.cni, live)
 	if err != nil {
-		return fmt.Errorf("list CNI attachments: %w", err)
-	}
-	isLive := map[string]bool{}
-	for _, id := range live {
-		isLive[id] = true
+		return err
 	}
 	var errs []error
 	for _, a := range atts {
-		if isLive[a.ContainerID] || a.Network != c.list.Name {
+		if a.Network != c.list.Name {
 			continue
 		}
 		// No netns: the pod's pause is gone, and its /proc path may now
@@ -293,4 +289,24 @@ func (c *CNI) Reconcile(ctx context.Context, live []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// goneAttachments are the attachments in libcni's cache of the pods not in
+// live.
+func goneAttachments(cni libcni.CNI, live []string) ([]*libcni.NetworkAttachment, error) {
+	atts, err := cni.GetCachedAttachments("")
+	if err != nil {
+		return nil, fmt.Errorf("list CNI attachments: %w", err)
+	}
+	isLive := map[string]bool{}
+	for _, id := range live {
+		isLive[id] = true
+	}
+	gone := atts[:0]
+	for _, a := range atts {
+		if !isLive[a.ContainerID] {
+			gone = append(gone, a)
+		}
+	}
+	return gone, nil
 }

@@ -107,20 +107,14 @@ func (c *cniCache) del(ctx context.Context, a *libcni.NetworkAttachment, netns s
 
 // Reconcile runs DEL for every cached attachment of a pod not in live.
 func (c *cniCache) Reconcile(ctx context.Context, live []string) error {
-	atts, err := c.cni.GetCachedAttachments("")
+	atts, err := goneAttachments(c.cni, live)
 	if err != nil {
-		return fmt.Errorf("list CNI attachments: %w", err)
-	}
-	isLive := map[string]bool{}
-	for _, id := range live {
-		isLive[id] = true
+		return err
 	}
 	var errs []error
 	for _, a := range atts {
-		if !isLive[a.ContainerID] {
-			c.log.Info("releasing the CNI network of a pod that is gone", "pod", a.ContainerID, "network", a.Network)
-			errs = append(errs, c.del(ctx, a, ""))
-		}
+		c.log.Info("releasing the CNI network of a pod that is gone", "pod", a.ContainerID, "network", a.Network)
+		errs = append(errs, c.del(ctx, a, ""))
 	}
 	return errors.Join(errs...)
 }
