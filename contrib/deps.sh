@@ -26,7 +26,9 @@ if ! command -v dpkg >/dev/null 2>&1; then
 fi
 missing=
 for p in $pkgs; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+	# "installed", not merely known: a removed package whose config files
+	# remain ("config-files") makes `dpkg -s` succeed.
+	[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
 	if [ "$install" != 1 ]; then

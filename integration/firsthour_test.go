@@ -162,6 +162,20 @@ func TestDepsCheck(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || len(out) != 0 {
 		t.Fatalf("deps check with everything installed: %v: %q", err, out)
 	}
+	// A package removed but with its config files left is dpkg-known yet
+	// missing (seen on a machine where nftables had been removed: the check
+	// passed and the daemon then had no nft). dpkg-query is faked on PATH to
+	// report that state without touching the machine's packages.
+	fake := t.TempDir()
+	writeFile(t, filepath.Join(fake, "dpkg-query"), "#!/bin/sh\necho config-files\n")
+	if err := os.Chmod(filepath.Join(fake, "dpkg-query"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(script, "run")
+	cmd.Env = append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"), "PEAPOD_DEPS_PACKAGES=nftables", "PEAPOD_DEPS_INSTALL=0")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "apt-get install -y nftables") {
+		t.Fatalf("deps check with a removed package (config files left): %v: %q", err, out)
+	}
 }
 
 // TestPlainHTTPRegistryHint: a pull from a plain-HTTP registry that the
