@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"errors"
 	"fmt"
@@ -70,9 +71,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, err
 	}
 
-	id := newID()
-	name := containerName(podCopy.Config, cfg)
-	if err := r.ctrNames.reserve(name, id); err != nil {
+	id := names.NewID()
+	name := names.Container(podCopy.Config, cfg)
+	if err := r.ctrNames.Reserve(name, id); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	var undo []func()
@@ -83,7 +84,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 			}
 		}
 	}()
-	undo = append(undo, func() { r.ctrNames.release(name) })
+	undo = append(undo, func() { r.ctrNames.Release(name) })
 
 	c := &Container{
 		ID:         id,
@@ -250,7 +251,7 @@ func validateMounts(mounts []*runtimeapi.Mount) error {
 func (r *Runtime) lookupContainer(id string) (*container, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	full, err := resolveID(r.containers, id, "container")
+	full, err := names.Resolve(r.containers, id, "container")
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +352,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 // an error.
 func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) error {
 	c, err := r.lookupContainer(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -404,7 +405,7 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 // Removing an unknown container is not an error.
 func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	c, err := r.lookupContainer(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -435,7 +436,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	r.publishContainer(EventDeleted, &c.Container)
 	if pod != nil {
-		r.ctrNames.release(containerName(pod.Config, c.Config))
+		r.ctrNames.Release(names.Container(pod.Config, c.Config))
 	}
 	r.log.Info("container removed", "container", c.ID)
 	return nil

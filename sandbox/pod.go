@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"errors"
 	"fmt"
@@ -35,9 +36,9 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := r.validatePodRequest(cfg, handler); err != nil {
 		return Pod{}, err
 	}
-	id := newID()
-	name := podName(cfg)
-	if err := r.podNames.reserve(name, id); err != nil {
+	id := names.NewID()
+	name := names.Pod(cfg)
+	if err := r.podNames.Reserve(name, id); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", name, err)
 	}
 	var undo []func()
@@ -48,7 +49,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			}
 		}
 	}()
-	undo = append(undo, func() { r.podNames.release(name) })
+	undo = append(undo, func() { r.podNames.Release(name) })
 
 	p, err := r.newPod(id, name, cfg, handler)
 	if err != nil {
@@ -83,7 +84,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	r.fail.Crash("run-pod-after-save")
 	r.addReadyPod(p)
-	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
+	r.log.Info("pod ready", "pod", names.PodLog(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
 }
 
@@ -290,7 +291,7 @@ func (r *Runtime) killPause(p *pod) {
 // that is already stopped or does not exist is not an error.
 func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	p, err := r.lookupPod(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -332,7 +333,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
-	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
+	r.log.Info("pod stopped", "pod", names.PodLog(p.Config), "pod_id", p.ID)
 	return nil
 }
 
@@ -340,7 +341,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 // Removing a pod that does not exist is not an error.
 func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	p, err := r.lookupPod(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -374,7 +375,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	delete(r.pods, p.ID)
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
-	r.podNames.release(podName(p.Config))
+	r.podNames.Release(names.Pod(p.Config))
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil
 }
@@ -382,7 +383,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 func (r *Runtime) lookupPod(id string) (*pod, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	full, err := resolveID(r.pods, id, "pod sandbox")
+	full, err := names.Resolve(r.pods, id, "pod sandbox")
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/oci"
@@ -98,7 +99,7 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 		return
 	}
 	delete(r.pods, p.ID)
-	r.podNames.release(podName(p.Config))
+	r.podNames.Release(names.Pod(p.Config))
 }
 
 // resetHalfStarted handles a created container that has libcontainer state:

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"errors"
 	"fmt"
@@ -234,4 +235,16 @@ func (r *Runtime) markLost(c *container) {
 	c.exited = make(chan struct{})
 	close(c.exited)
 	r.publishContainer(EventStopped, &c.Container)
+}
+
+// podLogNameByID is names.PodLog of a known pod, or "" for one that is
+// gone.
+func (r *Runtime) podLogNameByID(id string) string {
+	r.mu.RLock()
+	p := r.pods[id]
+	r.mu.RUnlock()
+	if p == nil {
+		return ""
+	}
+	return names.PodLog(p.Config)
 }

@@ -5,6 +5,7 @@
 package sandbox
 
 import (
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/exec"
@@ -62,8 +63,8 @@ type Runtime struct {
 	mu         sync.RWMutex
 	pods       map[string]*pod
 	containers map[string]*container
-	podNames   *nameRegistry
-	ctrNames   *nameRegistry
+	podNames   *names.Registry
+	ctrNames   *names.Registry
 
 	samples    stats.CPURates            // for the CPU rate in stats
 	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
@@ -102,8 +103,8 @@ func Open(opts Options) (*Runtime, error) {
 		store:      md,
 		pods:       map[string]*pod{},
 		containers: map[string]*container{},
-		podNames:   newNameRegistry(),
-		ctrNames:   newNameRegistry(),
+		podNames:   names.NewRegistry(),
+		ctrNames:   names.NewRegistry(),
 		podOps:     store.NewResults[Pod](ErrAlreadyExists),
 		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
 		fail:       store.FailpointsFromEnv(),
@@ -186,7 +187,7 @@ func (r *Runtime) recover() error {
 		pp.refresh()
 		r.pods[id] = pp
 		r.watchHolder(pp)
-		if err := r.podNames.reserve(podName(p.Config), id); err != nil {
+		if err := r.podNames.Reserve(names.Pod(p.Config), id); err != nil {
 			r.log.Warn("two pod records have the same name; both are kept", "pod", id, "err", err)
 		}
 		return nil
@@ -210,7 +211,7 @@ func (r *Runtime) recover() error {
 		ctr := newContainer(c)
 		r.containers[id] = ctr
 		if p, ok := r.pods[c.PodID]; ok {
-			if err := r.ctrNames.reserve(containerName(p.Config, c.Config), id); err != nil {
+			if err := r.ctrNames.Reserve(names.Container(p.Config, c.Config), id); err != nil {
 				r.log.Warn("two container records have the same name; both are kept", "container", id, "err", err)
 			}
 		}

@@ -145,14 +145,4 @@ func decodeContainer(data []byte) (*Container, error) {
 	return &c, nil
 }
 
-// podName is the name kubelet's pod is unique by.
-func podName(cfg *runtimeapi.PodSandboxConfig) string {
-	m := cfg.GetMetadata()
-	return fmt.Sprintf("%s_%s_%s_%d", m.GetName(), m.GetNamespace(), m.GetUid(), m.GetAttempt())
-}
 
-// containerName is the name a container is unique by within the node.
-func containerName(pod *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) string {
-	m, pm := cfg.GetMetadata(), pod.GetMetadata()
-	return fmt.Sprintf("%s_%s_%s_%s_%d", m.GetName(), pm.GetName(), pm.GetNamespace(), pm.GetUid(), m.GetAttempt())
-}
