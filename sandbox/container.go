@@ -1,13 +1,13 @@
 package sandbox
 
 import (
-	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"

@@ -1,11 +1,11 @@
 package sandbox
 
 import (
-	"github.com/peapod-cri/peapod/sandbox/orphans"
-	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/names"
+	"github.com/peapod-cri/peapod/sandbox/orphans"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"

@@ -1,10 +1,10 @@
 package sandbox
 
 import (
-	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/names"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"

@@ -1,12 +1,12 @@
 package sandbox
 
 import (
-	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"

@@ -5,10 +5,10 @@
 package sandbox
 
 import (
-	"github.com/peapod-cri/peapod/sandbox/names"
 	"context"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/removals"
 	"github.com/peapod-cri/peapod/sandbox/seal"
