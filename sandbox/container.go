@@ -63,7 +63,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, err
 	}
-	if err := validateMounts(cfg.GetMounts()); err != nil {
+	if err := hostfs.CheckMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
 	stopSignal, err := oci.StopSignalName(cfg, img)
@@ -195,7 +195,7 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
 	if err != nil {
 		return err
 	}
-	if _, err := libcontainerConfig(c.ID, spec); err != nil {
+	if _, err := runner.LibcontainerConfig(c.ID, spec); err != nil {
 		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
 	}
 	c.User = spec.Process.User
@@ -224,27 +224,6 @@ func (r *Runtime) recordContainer(p *pod, ctr *container) error {
 	r.mu.Lock()
 	r.containers[ctr.ID] = ctr
 	r.mu.Unlock()
-	return nil
-}
-
-func validateMounts(mounts []*runtimeapi.Mount) error {
-	for _, m := range mounts {
-		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
-			return fmt.Errorf("mount container path %q must be absolute: %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if m.GetRecursiveReadOnly() && !m.GetReadonly() {
-			return fmt.Errorf("mount at %s: recursive read-only needs readonly: %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
-			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), ErrInvalidArgument)
-		}
-		if m.GetImage() != nil {
-			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if _, err := os.Stat(m.GetHostPath()); err != nil {
-			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, ErrInvalidArgument)
-		}
-	}
 	return nil
 }
 

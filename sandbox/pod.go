@@ -63,7 +63,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
 	r.fail.Crash("run-pod-after-record")
-	undoFiles, err := r.makePodFiles(p)
+	undoFiles, err := hostfs.MakePodFiles(p.Dir, p.Config)
 	if err != nil {
 		return Pod{}, err
 	}
@@ -127,30 +127,6 @@ func (r *Runtime) newPod(id, name string, cfg *runtimeapi.PodSandboxConfig, hand
 		return nil, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
 	}
 	return p, nil
-}
-
-// makePodFiles makes the pod's directory and the files its containers
-// mount (hosts, resolv.conf, hostname; owned by the pod's user namespace's
-// root if it has one). The undo it returns removes them.
-func (r *Runtime) makePodFiles(p *pod) (undo func(), err error) {
-	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
-		return nil, fmt.Errorf("pod dir: %w", err)
-	}
-	undo = func() {
-		hostfs.UnmountPodShm(p.Dir)
-		os.RemoveAll(p.Dir)
-	}
-	if err := hostfs.WritePodFiles(p.Dir, p.Config); err != nil {
-		undo()
-		return nil, err
-	}
-	if u := oci.PodUserns(p.Config); u != nil {
-		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
-			undo()
-			return nil, err
-		}
-	}
-	return undo, nil
 }
 
 // startPauseInCgroup makes the pod's cgroup while the pause starts (the

@@ -4,16 +4,13 @@ import (
 	"context"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/orphans"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"time"
-
-	"github.com/opencontainers/runc/libcontainer"
-	"golang.org/x/sys/unix"
 )
 
 // reconcileHalfDone runs at startup, after recover, and finishes or cleans
@@ -89,24 +86,14 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 // its StartContainer ran but was not recorded. The container is killed and
 // stays created, so the kubelet's retried start starts it.
 func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
-	lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID)
-	if err != nil {
-		return // never started: nothing to undo
+	var k *keeper.Client
+	if p := r.pods[c.PodID]; p != nil && proc.Alive(p.PausePID, p.PauseStart) {
+		kc := r.keeperOf(&p.Pod)
+		k = &kc
 	}
-	r.log.Info("kill a container whose start a crash interrupted; it stays created", "container", c.ID)
-	lc.Signal(unix.SIGKILL)
-	p := r.pods[c.PodID]
-	if p != nil && proc.Alive(p.PausePID, p.PauseStart) {
-		k := r.keeperOf(&p.Pod)
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		k.Wait(wctx, c.ID, nil)
-		cancel()
-		k.Forget(ctx, c.ID)
+	if orphans.KillHalfStarted(ctx, r.orphanDirs(), c.ID, k, exitFile(c), r.log) {
+		r.log.Info("killed a container whose start a crash interrupted; it stays created", "container", c.ID)
 	}
-	if err := lc.Destroy(); err != nil {
-		r.log.Warn("destroy the state of a half-started container", "container", c.ID, "err", err)
-	}
-	os.Remove(exitFile(c))
 }
 
 // removeOrphanBundles removes what containers whose CreateContainer a

@@ -20,7 +20,7 @@ import (
 )
 
 // runContainer starts the container through its pod's keeper: the keeper
-// forks a runner (this binary, RunnerCommand) that creates the container
+// forks a runner (this binary, runner.Command) that creates the container
 // with libcontainer and exits, leaving the init process to the keeper. The
 // keeper holds its stdio, writes its log and records its exit, so none of
 // that depends on the daemon (docs/design.md).
@@ -65,7 +65,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		TTY:       c.Config.GetTty(),
 		Stdin:     c.Config.GetStdin(),
 		StdinOnce: c.Config.GetStdinOnce(),
-		Argv:      []string{runner.Exe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+		Argv:      []string{runner.Exe(), runner.Command, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err

@@ -123,3 +123,28 @@ func MoveAsideBadSpecs(bundles map[string]string, log *slog.Logger) {
 		log.Warn("OCI spec cannot be used; moved aside (execs into the container fail)", "container", id, "reason", err, "moved_to", aside)
 	}
 }
+
+// KillHalfStarted kills the process of container id, whose StartContainer
+// a crash interrupted before it was recorded, and removes its libcontainer
+// state and exit file, so that it can be started again. k is the keeper of
+// its pod, nil when the pod's keeper is gone; it is waited for to see the
+// exit and then forgets the container. It reports whether there was
+// anything to undo.
+func KillHalfStarted(ctx context.Context, d Dirs, id string, k *keeper.Client, exitFile string, log *slog.Logger) bool {
+	lc, err := libcontainer.Load(d.Libcontainer, id)
+	if err != nil {
+		return false // never started: nothing to undo
+	}
+	lc.Signal(unix.SIGKILL)
+	if k != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		k.Wait(wctx, id, nil)
+		cancel()
+		k.Forget(ctx, id)
+	}
+	if err := lc.Destroy(); err != nil {
+		log.Warn("destroy the state of a half-started container", "container", id, "err", err)
+	}
+	os.Remove(exitFile)
+	return true
+}
