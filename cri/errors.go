@@ -9,6 +9,7 @@ import (
 
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
+	"github.com/peapod-cri/peapod/sandbox/names"
 )
 
 // toStatus maps domain errors to gRPC codes; the message keeps the whole
@@ -19,11 +20,11 @@ func toStatus(err error) error {
 	}
 	code := codes.Unknown
 	switch {
-	case errors.Is(err, sandbox.ErrNotFound), errors.Is(err, image.ErrNotFound):
+	case errors.Is(err, sandbox.ErrNotFound), errors.Is(err, names.ErrUnknown), errors.Is(err, image.ErrNotFound):
 		code = codes.NotFound
-	case errors.Is(err, sandbox.ErrAlreadyExists):
+	case errors.Is(err, sandbox.ErrAlreadyExists), errors.Is(err, names.ErrInUse):
 		code = codes.AlreadyExists
-	case errors.Is(err, sandbox.ErrInvalidArgument):
+	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery):
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrFailedPrecondition):
 		code = codes.FailedPrecondition

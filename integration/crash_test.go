@@ -34,16 +34,16 @@ func TestCrashKeepsContainers(t *testing.T) {
 	var logs []string
 	for i := range pods {
 		podCfg := podConfig(fmt.Sprintf("crash-%d", i), t.TempDir())
-		run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+		run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg := containerConfig("count", image, "sh", "-c", "i=0; while true; do echo $i; i=$((i+1)); sleep 0.01; done")
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		writers = append(writers, cr.ContainerId)
@@ -66,11 +66,11 @@ func TestCrashKeepsContainers(t *testing.T) {
 		if name == "hog" {
 			cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}
 		}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		exits[name] = cr.ContainerId
@@ -78,13 +78,13 @@ func TestCrashKeepsContainers(t *testing.T) {
 
 	time.Sleep(300 * time.Millisecond) // some lines before the crash
 	down := time.Now()
-	d.kill()
+	d.Kill()
 	if err := os.WriteFile(filepath.Join(trigger, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(5 * time.Second)
 	up := time.Now()
-	d.start()
+	d.Start()
 	c = ctx(t)
 
 	for i, id := range writers {
@@ -111,7 +111,7 @@ func TestCrashKeepsContainers(t *testing.T) {
 	}
 
 	for i, id := range writers {
-		ex, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "exec-" + strconv.Itoa(i)}, Timeout: 10})
+		ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "exec-" + strconv.Itoa(i)}, Timeout: 10})
 		if err != nil || string(ex.Stdout) != fmt.Sprintf("exec-%d\n", i) {
 			t.Errorf("exec in writer %d after the crash: %v %q", i, err, ex.GetStdout())
 		}
@@ -133,7 +133,7 @@ func attachSeesOutput(t *testing.T, d *daemon, id string) {
 	t.Helper()
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	resp, err := d.rt.Attach(c, &runtimeapi.AttachRequest{ContainerId: id, Stdout: true, Stderr: true})
+	resp, err := d.RT.Attach(c, &runtimeapi.AttachRequest{ContainerId: id, Stdout: true, Stderr: true})
 	if err != nil {
 		t.Fatalf("attach after the crash: %v", err)
 	}
@@ -179,31 +179,31 @@ func checkNumberedLog(t *testing.T, path string) int {
 
 // waitCrash waits for the daemon to exit at a failpoint (status 70).
 func (d *daemon) waitCrash() {
-	d.t.Helper()
-	if d.conn != nil {
-		d.conn.Close()
-		d.conn = nil
+	d.T.Helper()
+	if d.Conn != nil {
+		d.Conn.Close()
+		d.Conn = nil
 	}
 	done := make(chan error, 1)
-	go func() { done <- d.cmd.Wait() }()
+	go func() { done <- d.Cmd.Wait() }()
 	select {
 	case err := <-done:
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 70 {
-			d.t.Errorf("daemon ended with %v, want exit status 70 from a failpoint", err)
+			d.T.Errorf("daemon ended with %v, want exit status 70 from a failpoint", err)
 		}
 	case <-time.After(20 * time.Second):
-		d.cmd.Process.Kill()
+		d.Cmd.Process.Kill()
 		<-done
-		d.t.Errorf("daemon did not crash at the failpoint")
+		d.T.Errorf("daemon did not crash at the failpoint")
 	}
-	d.cmd = nil
+	d.Cmd = nil
 }
 
 // kubeletPod is what the kubelet does to get a pod's sandbox: use the
 // ready one if there is one, else run one with the next attempt number.
 func kubeletPod(c context.Context, d *daemon, cfg *runtimeapi.PodSandboxConfig) (string, error) {
-	list, err := d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
+	list, err := d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		return "", err
 	}
@@ -218,7 +218,7 @@ func kubeletPod(c context.Context, d *daemon, cfg *runtimeapi.PodSandboxConfig) 
 		attempt = max(attempt, p.Metadata.Attempt+1)
 	}
 	cfg.Metadata.Attempt = attempt
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
 		return "", err
 	}
@@ -228,7 +228,7 @@ func kubeletPod(c context.Context, d *daemon, cfg *runtimeapi.PodSandboxConfig) 
 // kubeletContainer: use the pod's container of that name if there is one,
 // else create it.
 func kubeletContainer(c context.Context, d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, cfg *runtimeapi.ContainerConfig) (string, error) {
-	list, err := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
+	list, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pod}})
 	if err != nil {
 		return "", err
 	}
@@ -237,7 +237,7 @@ func kubeletContainer(c context.Context, d *daemon, pod string, podCfg *runtimea
 			return ctr.Id, nil
 		}
 	}
-	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
 		return "", err
 	}
@@ -246,14 +246,14 @@ func kubeletContainer(c context.Context, d *daemon, pod string, podCfg *runtimea
 
 // kubeletStart starts a container unless it already runs.
 func kubeletStart(c context.Context, d *daemon, id string) error {
-	s, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	s, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
 		return err
 	}
 	if s.Status.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 		return nil
 	}
-	_, err = d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: id})
+	_, err = d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: id})
 	return err
 }
 
@@ -264,7 +264,7 @@ func kubeletStart(c context.Context, d *daemon, id string) error {
 // IP allocation or state entry.
 func TestCrashAtFailpoints(t *testing.T) {
 	d, image := readyDaemon(t)
-	d.stop()
+	d.Stop()
 	points := []string{
 		"run-pod-after-record", "run-pod-after-files", "run-pod-after-cgroup", "run-pod-after-pause",
 		"run-pod-after-network", "run-pod-after-save",
@@ -289,12 +289,12 @@ func TestCrashAtFailpoints(t *testing.T) {
 			},
 			func(c context.Context) error { return kubeletStart(c, d, ctr) },
 			func(c context.Context) error {
-				_, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
+				_, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
 				return err
 			},
 		}
-		d.env = []string{"PEAPOD_FAILPOINTS=" + fp}
-		d.start()
+		d.Env = []string{"PEAPOD_FAILPOINTS=" + fp}
+		d.Start()
 		c := ctx(t)
 		crashed := -1
 		for s, step := range steps {
@@ -310,20 +310,20 @@ func TestCrashAtFailpoints(t *testing.T) {
 			t.Fatalf("%s: the daemon did not crash", fp)
 		}
 		d.waitCrash()
-		d.env = nil
-		d.start()
+		d.Env = nil
+		d.Start()
 		for s := crashed; s < len(steps); s++ {
 			if err := steps[s](c); err != nil {
 				t.Fatalf("%s: retry of step %d after the restart: %v", fp, s, err)
 			}
 		}
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 			t.Fatalf("%s: remove pod: %v", fp, err)
 		}
-		if list, err := d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		if list, err := d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
 			t.Errorf("%s: pods left after removing: %v %v", fp, list, err)
 		}
-		d.stop()
+		d.Stop()
 		checkNothingLeft(t, d, fp)
 	}
 }
@@ -338,18 +338,18 @@ func checkNothingLeft(t *testing.T, d *daemon, what string) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	for _, m := range mountsUnder(d.dir) {
+	for _, m := range mountsUnder(d.Dir) {
 		if !strings.HasSuffix(m, "/overlay") { // the image store's own mount of its driver dir
 			t.Errorf("%s: mount left: %s", what, m)
 		}
 	}
-	if left := cgroupChildren(d.cgroupParent); len(left) > 0 {
+	if left := cgroupChildren(d.CgroupParent); len(left) > 0 {
 		t.Errorf("%s: cgroups left: %v", what, left)
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
-		t.Errorf("%s: veths left on %s: %s", what, d.bridge, out)
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
+		t.Errorf("%s: veths left on %s: %s", what, d.Bridge, out)
 	}
-	if ips, _ := os.ReadDir(filepath.Join(d.root, "network", "ipam-"+d.bridge)); len(ips) > 0 {
+	if ips, _ := os.ReadDir(filepath.Join(d.Root, "network", "ipam-"+d.Bridge)); len(ips) > 0 {
 		var names []string
 		for _, e := range ips {
 			names = append(names, e.Name())
@@ -357,7 +357,7 @@ func checkNothingLeft(t *testing.T, d *daemon, what string) {
 		t.Errorf("%s: IP allocations left: %v", what, names)
 	}
 	for _, dir := range []string{"pods", "containers", "k", "runc"} {
-		if entries, _ := os.ReadDir(filepath.Join(d.state, dir)); len(entries) > 0 {
+		if entries, _ := os.ReadDir(filepath.Join(d.State, dir)); len(entries) > 0 {
 			t.Errorf("%s: %d entries left in state/%s, first %s", what, len(entries), dir, entries[0].Name())
 		}
 	}
@@ -392,15 +392,15 @@ func TestReboot(t *testing.T) {
 	var ctrs []string
 	for i := range 2 {
 		podCfg := podConfig(fmt.Sprintf("reboot-%d", i), t.TempDir())
-		run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+		run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: containerConfig("work", image, "sleep", "3600"), SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: containerConfig("work", image, "sleep", "3600"), SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		pods, cfgs, ctrs = append(pods, run.PodSandboxId), append(cfgs, podCfg), append(ctrs, cr.ContainerId)
@@ -410,7 +410,7 @@ func TestReboot(t *testing.T) {
 		victims = append(victims, pausePID(c, d, pods[i]), containerPID(t, d, ctrs[i]))
 	}
 
-	d.stop()
+	d.Stop()
 	for _, pid := range victims {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -422,20 +422,20 @@ func TestReboot(t *testing.T) {
 		}
 		return true
 	})
-	m := mountsUnder(d.dir)
+	m := mountsUnder(d.Dir)
 	for i := len(m) - 1; i >= 0; i-- {
 		if err := syscall.Unmount(m[i], syscall.MNT_DETACH); err != nil {
 			t.Fatalf("unmount %s: %v", m[i], err)
 		}
 	}
-	if err := os.RemoveAll(d.state); err != nil {
+	if err := os.RemoveAll(d.State); err != nil {
 		t.Fatal(err)
 	}
 
-	d.start()
+	d.Start()
 	c = ctx(t)
 	for i := range pods {
-		ps, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pods[i]})
+		ps, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pods[i]})
 		if err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 			t.Errorf("pod %d after the reboot: %v %v", i, ps.GetStatus().GetState(), err)
 		}
@@ -443,10 +443,10 @@ func TestReboot(t *testing.T) {
 			t.Errorf("container %d after the reboot: %v", i, s.State)
 		}
 	}
-	if left := cgroupChildren(d.cgroupParent); len(left) > 0 {
+	if left := cgroupChildren(d.CgroupParent); len(left) > 0 {
 		t.Errorf("cgroups of the pods left after the reboot: %v", left)
 	}
-	if ips, _ := os.ReadDir(filepath.Join(d.root, "network", "ipam-"+d.bridge)); len(ips) > 0 {
+	if ips, _ := os.ReadDir(filepath.Join(d.Root, "network", "ipam-"+d.Bridge)); len(ips) > 0 {
 		t.Errorf("IP allocations left after the reboot: %d", len(ips))
 	}
 
@@ -461,19 +461,19 @@ func TestReboot(t *testing.T) {
 		}
 		again := containerConfig("work", image, "sleep", "3600")
 		again.Metadata.Attempt = 1 // the kubelet counts the restart
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: again, SandboxConfig: cfgs[i]})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: newPod, Config: again, SandboxConfig: cfgs[i]})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
-		ex, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"echo", "again"}, Timeout: 10})
+		ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"echo", "again"}, Timeout: 10})
 		if err != nil || string(ex.Stdout) != "again\n" {
 			t.Errorf("exec in pod %d run again: %v %q", i, err, ex.GetStdout())
 		}
 		// The old sandbox goes, as the kubelet's garbage collector does it.
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pods[i]}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pods[i]}); err != nil {
 			t.Errorf("remove pod %d from before the reboot: %v", i, err)
 		}
 	}

@@ -70,7 +70,7 @@ func TestCrictl(t *testing.T) {
 	crictl := buildCrictl(t)
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "crictl.yaml")
 	write := func(name, content string) string {
@@ -80,7 +80,7 @@ func TestCrictl(t *testing.T) {
 		}
 		return p
 	}
-	write("crictl.yaml", fmt.Sprintf("runtime-endpoint: unix://%[1]s\nimage-endpoint: unix://%[1]s\ntimeout: 30\n", d.socket))
+	write("crictl.yaml", fmt.Sprintf("runtime-endpoint: unix://%[1]s\nimage-endpoint: unix://%[1]s\ntimeout: 30\n", d.Socket))
 	logDir := filepath.Join(dir, "logs")
 	podJSON := write("pod.json", fmt.Sprintf(`{"metadata":{"name":"cli","namespace":"it","uid":"cli-uid"},"hostname":"cli-host","log_directory":%q,"linux":{}}`, logDir))
 	ctrJSON := write("ctr.json", fmt.Sprintf(`{"metadata":{"name":"web"},"image":{"image":%q},"command":["sh","-c","echo from-crictl; exec sleep 1000"],"log_path":"web.log"}`, image))

@@ -51,21 +51,21 @@ func runnerHolding(id string) bool {
 func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.env = append(d.env, "PEAPOD_FAILPOINTS="+runner.HoldStartFailpoint)
-	d.start()
+	d.Env = append(d.Env, "PEAPOD_FAILPOINTS="+runner.HoldStartFailpoint)
+	d.Start()
 	pullAll(t, d, image)
 	logDir := t.TempDir()
 	podCfg := podConfig("slowstart", logDir)
 	pod := runPod(t, d, podCfg).PodSandboxId
 	c := ctx(t)
 
-	release := filepath.Join(d.dir, "release-slow")
+	release := filepath.Join(d.Dir, "release-slow")
 	// A held runner outlives its keeper: release it whatever happens
 	// (runs before the daemon's cleanup).
 	t.Cleanup(func() { os.WriteFile(release, nil, 0o644) })
 	slowCfg := containerConfig("slow", image, "sleep", "1000")
 	slowCfg.Annotations = map[string]string{runner.HoldStartAnnotation: release}
-	slow, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: slowCfg, SandboxConfig: podCfg})
+	slow, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: slowCfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 	go func() {
 		sc, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		_, err := d.rt.StartContainer(sc, &runtimeapi.StartContainerRequest{ContainerId: slow.ContainerId})
+		_, err := d.RT.StartContainer(sc, &runtimeapi.StartContainerRequest{ContainerId: slow.ContainerId})
 		slowStarted <- err
 	}()
 	waitFor(t, 20*time.Second, "the slow container's runner to hold", func() bool { return runnerHolding(slow.ContainerId) })
@@ -87,9 +87,9 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 		"busybox yes "+line+" | head -c "+strconv.Itoa(total)+"; echo written; while :; do echo tick; sleep 0.2; done")
 	chattyBegin := time.Now()
 	sc, cancel := context.WithTimeout(c, 10*time.Second)
-	chatty, err := d.rt.CreateContainer(sc, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: chattyCfg, SandboxConfig: podCfg})
+	chatty, err := d.RT.CreateContainer(sc, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: chattyCfg, SandboxConfig: podCfg})
 	if err == nil {
-		_, err = d.rt.StartContainer(sc, &runtimeapi.StartContainerRequest{ContainerId: chatty.ContainerId})
+		_, err = d.RT.StartContainer(sc, &runtimeapi.StartContainerRequest{ContainerId: chatty.ContainerId})
 	}
 	cancel()
 	if err != nil {
@@ -121,7 +121,7 @@ func TestSlowStartSiblingNeverBlocks(t *testing.T) {
 	t.Logf("sibling wrote 100 MB in %v while the slow start was in flight", time.Since(chattyBegin))
 
 	// Attach to the sibling while the slow start is still in flight.
-	att, err := d.rt.Attach(c, &runtimeapi.AttachRequest{ContainerId: chatty.ContainerId, Stdout: true, Stderr: true})
+	att, err := d.RT.Attach(c, &runtimeapi.AttachRequest{ContainerId: chatty.ContainerId, Stdout: true, Stderr: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func corruptBytes(data []byte, mode string) []byte {
 // metadata file, as a torn write would leave it.
 func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(d.root, "metadata.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	db, err := bolt.Open(filepath.Join(d.Root, "metadata.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,8 +246,8 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 	// A failure while the daemon is stopped: start it again, so that its
 	// cleanup (registered earlier, run later) can remove the pods.
 	t.Cleanup(func() {
-		if d.cmd == nil {
-			d.start()
+		if d.Cmd == nil {
+			d.Start()
 		}
 	})
 	steadyCfg := podConfig("steady", t.TempDir())
@@ -260,16 +260,16 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 		damage func(t *testing.T, pod, ctr, mode string)
 	}{
 		{"ipam", "IPAM record unreadable, moved aside", func(t *testing.T, pod, ctr, mode string) {
-			corruptFile(t, filepath.Join(d.root, "network", "ipam-"+d.bridge, pod), mode)
+			corruptFile(t, filepath.Join(d.Root, "network", "ipam-"+d.Bridge, pod), mode)
 		}},
 		{"metadata", "metadata record cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
 			corruptPodRecord(t, d, pod, mode)
 		}},
 		{"bundle", "OCI spec cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
-			corruptFile(t, filepath.Join(d.state, "containers", ctr, "config.json"), mode)
+			corruptFile(t, filepath.Join(d.State, "containers", ctr, "config.json"), mode)
 		}},
 		{"keeper-socket", "", func(t *testing.T, pod, ctr, mode string) {
-			p := filepath.Join(d.state, "k", pod[:32])
+			p := filepath.Join(d.State, "k", pod[:32])
 			if err := os.Remove(p); err != nil {
 				t.Fatal(err)
 			}
@@ -284,16 +284,16 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 			vCfg := podConfig("v-"+name, t.TempDir())
 			victim := runPod(t, d, vCfg).PodSandboxId
 			vCtr := startContainer(t, d, victim, vCfg, containerConfig("c", image, "sleep", "1000"))
-			d.stop()
+			d.Stop()
 			kind.damage(t, victim, vCtr, mode)
-			before, _ := os.ReadFile(d.logPath)
-			d.start()
-			after, _ := os.ReadFile(d.logPath)
+			before, _ := os.ReadFile(d.LogPath)
+			d.Start()
+			after, _ := os.ReadFile(d.LogPath)
 			newLog := string(after[len(before):])
 			if kind.moved != "" && !strings.Contains(newLog, kind.moved) {
 				t.Errorf("%s: the daemon's log does not say %q:\n%s", name, kind.moved, tail(newLog, 20))
 			}
-			pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+			pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 			if err != nil {
 				t.Fatalf("%s: list pods: %v", name, err)
 			}
@@ -308,7 +308,7 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 				t.Errorf("%s: steady container %v, want running", name, st)
 			}
 			// As the kubelet does: an image that is not there is pulled.
-			is, err := d.img.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+			is, err := d.Img.ImageStatus(ctx(t), &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 			if err != nil {
 				t.Fatalf("%s: image status: %v", name, err)
 			}
@@ -323,7 +323,7 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 				t.Logf("%s: victim pod cleanly gone", name)
 			}
 			if listed {
-				if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: victim}); err != nil {
+				if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: victim}); err != nil {
 					t.Errorf("%s: remove the victim pod: %v", name, err)
 				}
 			}
@@ -353,7 +353,7 @@ func findPause(pod string) int {
 // networkReady returns the NetworkReady condition's status and reason.
 func networkReady(t *testing.T, d *daemon) (bool, string) {
 	t.Helper()
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,25 +379,25 @@ func TestDegradedNetworkHostPortLeak(t *testing.T) {
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: int32(hostPort)}}
 	pod := runPod(t, d, cfg).PodSandboxId
 	table := func() string {
-		out, _ := exec.Command("nft", "list", "table", "ip", "peapod-"+d.bridge).CombinedOutput()
+		out, _ := exec.Command("nft", "list", "table", "ip", "peapod-"+d.Bridge).CombinedOutput()
 		return string(out)
 	}
 	if !strings.Contains(table(), strconv.Itoa(hostPort)) {
 		t.Fatalf("host port %d not mapped:\n%s", hostPort, table())
 	}
 
-	d.stop()
-	d.podCIDR = freePodCIDR(t) // the bridge keeps the old address
-	d.start()
+	d.Stop()
+	d.PodCIDR = freePodCIDR(t) // the bridge keeps the old address
+	d.Start()
 	if ready, why := networkReady(t, d); ready {
 		t.Fatal("network ready after a pod_cidr change with the bridge's old address")
 	} else {
 		t.Logf("not ready: %s", why)
 	}
-	if _, err := d.rt.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	if tb := table(); strings.Contains(tb, strconv.Itoa(hostPort)) {
@@ -417,9 +417,9 @@ func TestDegradedNetworkHostPortLeak(t *testing.T) {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	d.stop()
-	d.podCIDR = overlap
-	d.start()
+	d.Stop()
+	d.PodCIDR = overlap
+	d.Start()
 	if ready, why := networkReady(t, d); ready || !strings.Contains(why, "overlaps") {
 		t.Errorf("pod_cidr overlapping %s: ready=%v %q, want not ready naming the overlap", dummy, ready, why)
 	}
@@ -435,18 +435,18 @@ func TestRemovePodReportsRemovalFailure(t *testing.T) {
 	cfg := podConfig("stuck-removal", t.TempDir())
 	pod := runPod(t, d, cfg).PodSandboxId
 	ctr := startContainer(t, d, pod, cfg, containerConfig("c", image, "sleep", "1000"))
-	pinned := filepath.Join(d.state, "containers", ctr, "config.json")
+	pinned := filepath.Join(d.State, "containers", ctr, "config.json")
 	if out, err := exec.Command("chattr", "+i", pinned).CombinedOutput(); err != nil {
 		t.Skipf("chattr +i: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("chattr", "-i", pinned).Run() })
 
-	_, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+	_, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
 	if err == nil {
 		t.Fatal("RemovePodSandbox succeeded although its container's files could not be deleted")
 	}
 	t.Logf("RemovePodSandbox: %v", err)
-	pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +457,7 @@ func TestRemovePodReportsRemovalFailure(t *testing.T) {
 	if out, err := exec.Command("chattr", "-i", pinned).CombinedOutput(); err != nil {
 		t.Fatalf("chattr -i: %v: %s", err, out)
 	}
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("retried RemovePodSandbox: %v", err)
 	}
 	if _, err := os.Stat(filepath.Dir(pinned)); err == nil {
@@ -473,26 +473,26 @@ func TestRemovePodReportsRemovalFailure(t *testing.T) {
 func TestWedgedPauseFailsRunPod(t *testing.T) {
 	regAddr, _ := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.env = append(d.env, "PEAPOD_FAILPOINTS=pause-hang-before-ready")
-	d.start()
+	d.Env = append(d.Env, "PEAPOD_FAILPOINTS=pause-hang-before-ready")
+	d.Start()
 	cfg := podConfig("wedged", t.TempDir())
 	for try := 1; try <= 2; try++ {
 		begin := time.Now()
 		c, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		_, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		_, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "did not report within") {
 			t.Fatalf("try %d: RunPodSandbox with a wedged pause: %v (after %v)", try, err, time.Since(begin))
 		}
 		t.Logf("try %d: failed after %v: %v", try, time.Since(begin), err)
-		pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+		pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(pods.Items) != 0 {
 			t.Errorf("try %d: pods listed after the failure: %v", try, pods.Items)
 		}
-		if left := keepersUnder(d.state); len(left) > 0 {
+		if left := keepersUnder(d.State); len(left) > 0 {
 			t.Errorf("try %d: pause processes left: %v", try, left)
 		}
 	}

@@ -253,12 +253,12 @@ func escapeDaemon(t *testing.T) (*daemon, string) {
 	regAddr := testenv.StartRegistry(t)
 	image := escapeImage(t, regAddr)
 	d := newDaemon(t, regAddr)
-	d.start()
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	d.Start()
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	// Containers in a user namespace pass through the state dir as "other".
-	if err := os.Chmod(d.dir, 0o711); err != nil {
+	if err := os.Chmod(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
 	return d, image
@@ -315,7 +315,7 @@ func (s podShape) nsOptions(hostID uint32) *runtimeapi.NamespaceOption {
 
 // usernsOffered skips the test when the daemon offers no user namespaces.
 func usernsOffered(t *testing.T, d *daemon) bool {
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func usernsOffered(t *testing.T, d *daemon) bool {
 // shapePod runs a pod of the shape; hostID is the user namespace's base.
 func shapePod(t *testing.T, d *daemon, s podShape, name string, hostID uint32) (string, *runtimeapi.PodSandboxConfig) {
 	t.Helper()
-	cfg := podConfig(name, filepath.Join(d.dir, "logs-"+name))
+	cfg := podConfig(name, filepath.Join(d.Dir, "logs-"+name))
 	cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: s.nsOptions(hostID)}
 	return runPod(t, d, cfg).PodSandboxId, cfg
 }
@@ -344,7 +344,7 @@ func capsContainer(name, image string, podCfg *runtimeapi.PodSandboxConfig, add 
 // podProcs is the keeper's and the holder's PID from the verbose status.
 func podProcs(t *testing.T, d *daemon, pod string) (keeper, holder int, info map[string]any) {
 	t.Helper()
-	resp, err := d.rt.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
+	resp, err := d.RT.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +359,7 @@ func podProcs(t *testing.T, d *daemon, pod string) (keeper, holder int, info map
 
 func podReady(t *testing.T, d *daemon, pod string) (bool, string) {
 	t.Helper()
-	resp, err := d.rt.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
+	resp, err := d.RT.PodSandboxStatus(ctx(t), &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func podReady(t *testing.T, d *daemon, pod string) (bool, string) {
 // execAll runs cmd in the container and returns its output and exit code.
 func execAll(t *testing.T, d *daemon, id string, cmd ...string) (string, int32) {
 	t.Helper()
-	r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 60})
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 60})
 	if err != nil {
 		t.Fatalf("exec %v: %v", cmd, err)
 	}
@@ -450,9 +450,9 @@ func TestEscapeHolderDeath(t *testing.T) {
 		t.Errorf("pod is not ready after kill -TERM 1 from a container: %s", why)
 	}
 	c2 := capsContainer("after-term", image, podCfg)
-	cr, err := d.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: c2, SandboxConfig: podCfg})
+	cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: c2, SandboxConfig: podCfg})
 	if err == nil {
-		_, err = d.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId})
+		_, err = d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId})
 	}
 	if err != nil {
 		t.Errorf("a new container after kill -TERM 1: %v", err)
@@ -506,11 +506,11 @@ func holderGone(t *testing.T, d *daemon, events *eventLog, pod string, podCfg *r
 	})
 	create := func(name string) error {
 		cfg := capsContainer(name, image, podCfg)
-		cr, err := d.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			return err
 		}
-		if _, err := d.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			return err
 		}
 		// It started: it must not be in the host's namespaces.
@@ -753,8 +753,8 @@ func TestEscapeHolderDeathAfterRestart(t *testing.T) {
 	pod, podCfg := shapePod(t, d, podShape{sharedPID: true}, "restart-holder", 0)
 	startContainer(t, d, pod, podCfg, capsContainer("before", image, podCfg))
 	_, holder, _ := podProcs(t, d, pod)
-	d.stop()
-	d.start()
+	d.Stop()
+	d.Start()
 	if ready, why := podReady(t, d, pod); !ready {
 		t.Fatalf("pod not ready after the restart: %s", why)
 	}

@@ -59,7 +59,7 @@ func devZeroAt(p string) error { return unix.Mknod(p, unix.S_IFCHR|0o666, int(un
 
 func daemonThreads(t *testing.T, d *daemon) int {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func createRefused(t *testing.T, d *daemon, pod string, podCfg *runtimeapi.PodSa
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(name, image, "true"), SandboxConfig: podCfg})
+	_, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(name, image, "true"), SandboxConfig: podCfg})
 	took := time.Since(start)
 	if took > 5*time.Second {
 		t.Errorf("%s: CreateContainer took %v", name, took)
@@ -101,17 +101,17 @@ func createRefused(t *testing.T, d *daemon, pod string, podCfg *runtimeapi.PodSa
 // or mount behind.
 func nothingLeft(t *testing.T, d *daemon, mountsBefore []string) {
 	t.Helper()
-	list, err := d.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+	list, err := d.RT.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Containers) != 0 {
 		t.Errorf("containers listed after refused creates: %v", list.Containers)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(d.state, "containers")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(d.State, "containers")); len(ents) != 0 {
 		t.Errorf("bundles left: %v", ents)
 	}
-	if after := mountsUnder(d.dir); !slices.Equal(after, mountsBefore) {
+	if after := mountsUnder(d.Dir); !slices.Equal(after, mountsBefore) {
 		t.Errorf("mounts changed:\nbefore %v\nafter  %v", mountsBefore, after)
 	}
 }
@@ -119,7 +119,7 @@ func nothingLeft(t *testing.T, d *daemon, mountsBefore []string) {
 func pullAll(t *testing.T, d *daemon, images ...string) {
 	t.Helper()
 	for _, image := range images {
-		if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 			t.Fatalf("pull %s: %v", image, err)
 		}
 	}
@@ -135,11 +135,11 @@ func TestEscapeImagePasswdFIFO(t *testing.T) {
 	passwdFIFO := hostileImage(t, regAddr, "passwd-fifo", replaceWith("etc/passwd", fifoAt))
 	groupFIFO := hostileImage(t, regAddr, "group-fifo", replaceWith("etc/group", fifoAt))
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	pullAll(t, d, passwdFIFO, groupFIFO)
 	podCfg := podConfig("fifo", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
-	threads, mounts := daemonThreads(t, d), mountsUnder(d.dir)
+	threads, mounts := daemonThreads(t, d), mountsUnder(d.Dir)
 
 	for i := 0; i < 3; i++ {
 		createRefused(t, d, pod, podCfg, fmt.Sprintf("passwd-%d", i), passwdFIFO, "/etc/passwd", "FIFO")
@@ -150,11 +150,11 @@ func TestEscapeImagePasswdFIFO(t *testing.T) {
 		t.Errorf("daemon threads grew from %d to %d over 6 refused creates", threads, now)
 	}
 
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	d.stop()
+	d.Stop()
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("the daemon took %v to stop on SIGTERM", took)
 	}
@@ -186,13 +186,13 @@ func TestEscapeImagePasswdDevice(t *testing.T) {
 		})),
 	}
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	for _, image := range images {
 		pullAll(t, d, image)
 	}
 	podCfg := podConfig("dev", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
-	mounts := mountsUnder(d.dir)
+	mounts := mountsUnder(d.Dir)
 
 	createRefused(t, d, pod, podCfg, "passwd-chardev", images["passwd-chardev"], "/etc/passwd", "character device")
 	createRefused(t, d, pod, podCfg, "group-chardev", images["group-chardev"], "/etc/group", "character device")
@@ -204,12 +204,12 @@ func TestEscapeImagePasswdDevice(t *testing.T) {
 	// /dev/zero at create: the image has no passwd. A numeric user works;
 	// a name is not found, as without the file.
 	cfg := containerConfig("dangling", images["passwd-dangling"], "true")
-	if _, err := d.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg}); err != nil {
+	if _, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg}); err != nil {
 		t.Errorf("numeric user with a dangling /etc/passwd link: %v", err)
 	}
 	cfg = containerConfig("dangling-name", images["passwd-dangling"], "true")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "root"}}
-	if _, err := d.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg}); status.Code(err) != codes.InvalidArgument {
+	if _, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("user name with a dangling /etc/passwd link: %v, want InvalidArgument", err)
 	}
 }
@@ -221,16 +221,16 @@ func TestEscapeImagePasswdDevice(t *testing.T) {
 func TestEscapeDetachedCreateVsRemovedPod(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	release := filepath.Join(d.dir, "release")
-	d.env = append(d.env, "PEAPOD_FAILPOINTS=create-container-after-spec=hold:"+release)
-	d.start()
+	release := filepath.Join(d.Dir, "release")
+	d.Env = append(d.Env, "PEAPOD_FAILPOINTS=create-container-after-spec=hold:"+release)
+	d.Start()
 	pullAll(t, d, image)
-	mounts := mountsUnder(d.dir)
+	mounts := mountsUnder(d.Dir)
 
 	held := func(n int) {
 		t.Helper()
 		waitFor(t, 20*time.Second, "the create to reach the failpoint", func() bool {
-			log, _ := os.ReadFile(d.logPath)
+			log, _ := os.ReadFile(d.LogPath)
 			return strings.Count(string(log), "failpoint create-container-after-spec: holding") >= n
 		})
 	}
@@ -238,14 +238,14 @@ func TestEscapeDetachedCreateVsRemovedPod(t *testing.T) {
 		t.Helper()
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(name, image, "sleep", "1000"), SandboxConfig: podCfg})
+		_, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(name, image, "sleep", "1000"), SandboxConfig: podCfg})
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("held create: %v, want DeadlineExceeded", err)
 		}
 	}
 	noContainers := func(when string) {
 		t.Helper()
-		list, err := d.rt.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+		list, err := d.RT.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,19 +259,19 @@ func TestEscapeDetachedCreateVsRemovedPod(t *testing.T) {
 	pod := runPod(t, d, podCfg).PodSandboxId
 	createLeft(pod, podCfg, "late")
 	held(1)
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the released create to undo its steps", func() bool {
-		ents, _ := os.ReadDir(filepath.Join(d.state, "containers"))
-		return len(ents) == 0 && slices.Equal(mountsUnder(d.dir), mounts)
+		ents, _ := os.ReadDir(filepath.Join(d.State, "containers"))
+		return len(ents) == 0 && slices.Equal(mountsUnder(d.Dir), mounts)
 	})
 	noContainers("after the released create")
-	d.stop()
-	d.start()
+	d.Stop()
+	d.Start()
 	noContainers("after a restart")
 
 	// SIGTERM while a create is held: the daemon still stops promptly.
@@ -281,13 +281,13 @@ func TestEscapeDetachedCreateVsRemovedPod(t *testing.T) {
 	createLeft(pod, podCfg, "at-shutdown")
 	held(2)
 	start := time.Now()
-	d.stop()
+	d.Stop()
 	if took := time.Since(start); took > 12*time.Second {
 		t.Errorf("the daemon took %v to stop with a create in flight", took)
 	}
-	d.start() // destroy removes the pod
+	d.Start() // destroy removes the pod
 	noContainers("after a stop with a create in flight")
-	if ents, _ := os.ReadDir(filepath.Join(d.state, "containers")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(d.State, "containers")); len(ents) != 0 {
 		t.Errorf("bundles left: %v", ents)
 	}
 }

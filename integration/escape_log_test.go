@@ -32,7 +32,7 @@ func TestEscapeLogSymlinkSwap(t *testing.T) {
 		t.Helper()
 		cfg := containerConfig(name, image, "sh", "-c", "while true; do echo line; sleep 0.02; done")
 		cfg.LogPath = logPath
-		cr, err := d.rt.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func TestEscapeLogSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(canary, filepath.Join(logDir, "sub")); err != nil {
 		t.Fatal(err)
 	}
-	_, err := d.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: ctr})
+	_, err := d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: ctr})
 	if err == nil || !strings.Contains(err.Error(), "without symlinks") {
 		t.Errorf("start with a symlinked log directory: %v, want a refusal naming symlinks", err)
 	} else {
@@ -55,7 +55,7 @@ func TestEscapeLogSymlinkSwap(t *testing.T) {
 	// At rotation: the kubelet renames the log, then asks for a reopen;
 	// meanwhile the directory was swapped for a symlink.
 	ctr = create("at-reopen", "sub2/0.log")
-	if _, err := d.rt.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: ctr}); err != nil {
+	if _, err := d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatal(err)
 	}
 	sub2 := filepath.Join(logDir, "sub2")
@@ -69,7 +69,7 @@ func TestEscapeLogSymlinkSwap(t *testing.T) {
 	if err := os.Symlink(canary, sub2); err != nil {
 		t.Fatal(err)
 	}
-	_, err = d.rt.ReopenContainerLog(ctx(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr})
+	_, err = d.RT.ReopenContainerLog(ctx(t), &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr})
 	if err == nil || !strings.Contains(err.Error(), "without symlinks") {
 		t.Errorf("reopen through a symlinked log directory: %v, want a refusal naming symlinks", err)
 	} else {

@@ -28,14 +28,14 @@ func TestEscapeSysctlHostUTS(t *testing.T) {
 		}
 	})
 	d := newDaemon(t, "127.0.0.1:1") // no image is pulled
-	d.start()
+	d.Start()
 	for _, key := range []string{"kernel.hostname", "kernel.domainname"} {
-		cfg := podConfig("sysctl-"+strings.TrimPrefix(key, "kernel."), filepath.Join(d.dir, "logs"))
+		cfg := podConfig("sysctl-"+strings.TrimPrefix(key, "kernel."), filepath.Join(d.Dir, "logs"))
 		cfg.Linux.Sysctls = map[string]string{key: "pwned"}
 		cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 		}
-		_, err := d.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		_, err := d.RT.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), key) {
 			t.Errorf("hostNetwork pod with %s: err = %v, want InvalidArgument naming the key", key, err)
 		}
@@ -46,23 +46,23 @@ func TestEscapeSysctlHostUTS(t *testing.T) {
 	if got := readSysctl(t, "kernel/domainname"); got != domainName {
 		t.Errorf("the node's domainname changed from %q to %q", domainName, got)
 	}
-	resp, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	resp, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Items) != 0 {
 		t.Errorf("refused pods are listed: %v", resp.Items)
 	}
-	if left, _ := os.ReadDir(filepath.Join(d.state, "pods")); len(left) != 0 {
+	if left, _ := os.ReadDir(filepath.Join(d.State, "pods")); len(left) != 0 {
 		t.Errorf("refused pods left directories: %v", left)
 	}
 
 	// The same keys are fine where the pod has its own UTS namespace, and
 	// only there.
-	cfg := podConfig("sysctl-uts-own", filepath.Join(d.dir, "logs"))
+	cfg := podConfig("sysctl-uts-own", filepath.Join(d.Dir, "logs"))
 	cfg.Linux.Sysctls = map[string]string{"kernel.domainname": "pod.example"}
 	pod := runPod(t, d, cfg).PodSandboxId
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	if got := readSysctl(t, "kernel/domainname"); got != domainName {

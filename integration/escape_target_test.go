@@ -33,7 +33,7 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 	}
 	pidNS := func(id string) string {
 		t.Helper()
-		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"readlink", "/proc/self/ns/pid"}, Timeout: 20})
+		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"readlink", "/proc/self/ns/pid"}, Timeout: 20})
 		if err != nil {
 			t.Fatalf("exec in %s: %v", id, err)
 		}
@@ -46,14 +46,14 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 	} {
 		cfg := containerConfig("debug-"+name, image, "sleep", "1000")
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: ns}}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			if status.Code(err) != codes.InvalidArgument {
 				t.Errorf("%s: %v, want InvalidArgument", name, err)
 			}
 			continue
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			continue // did not run at all
 		}
 		got := pidNS(cr.ContainerId)

@@ -36,7 +36,7 @@ func (l *eventLog) types(id string) []runtimeapi.ContainerEventType {
 // with what ContainerStatus says right after it arrives.
 func subscribe(ctx context.Context, t *testing.T, d *daemon, check bool) *eventLog {
 	t.Helper()
-	stream, err := d.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+	stream, err := d.RT.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
 		t.Fatalf("GetContainerEvents: %v", err)
 	}
@@ -95,7 +95,7 @@ func checkEvent(ctx context.Context, d *daemon, ev *runtimeapi.ContainerEventRes
 	if own.State != want {
 		return fmt.Sprintf("its status says %s", own.State)
 	}
-	resp, err := d.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ev.ContainerId})
+	resp, err := d.RT.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ev.ContainerId})
 	if ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT {
 		if status.Code(err) != codes.NotFound {
 			return fmt.Sprintf("ContainerStatus after the deleted event: %v, want NotFound", err)
@@ -130,7 +130,7 @@ func TestContainerEvents(t *testing.T) {
 	podCfgs := make([]*runtimeapi.PodSandboxConfig, pods)
 	for i := range pods {
 		podCfgs[i] = podConfig(fmt.Sprintf("events-%d", i), logDir)
-		run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfgs[i]})
+		run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfgs[i]})
 		if err != nil {
 			t.Fatalf("run pod: %v", err)
 		}
@@ -146,20 +146,20 @@ func TestContainerEvents(t *testing.T) {
 			defer wg.Done()
 			p := i % pods
 			cfg := containerConfig(fmt.Sprintf("c%d", i), image, "sleep", "1000")
-			cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: podIDs[p], Config: cfg, SandboxConfig: podCfgs[p]})
+			cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: podIDs[p], Config: cfg, SandboxConfig: podCfgs[p]})
 			if err != nil {
 				t.Errorf("create %d: %v", i, err)
 				return
 			}
 			id := cr.ContainerId
 			ids <- id
-			if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+			if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 				t.Errorf("start %d: %v", i, err)
 			}
-			if _, err := d.rt.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
+			if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 				t.Errorf("stop %d: %v", i, err)
 			}
-			if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			if _, err := d.RT.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
 				t.Errorf("remove %d: %v", i, err)
 			}
 		}()
@@ -208,7 +208,7 @@ func TestContainerEvents(t *testing.T) {
 	// Pod events: created and started at RunPodSandbox, stopped and
 	// deleted at RemovePodSandbox, with the pod's status.
 	for _, id := range podIDs {
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
 			t.Fatalf("remove pod: %v", err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestContainerEvents(t *testing.T) {
 func TestContainerEventsShutdown(t *testing.T) {
 	regAddr, _ := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	subCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	l := subscribe(subCtx, t, d, false)
@@ -242,7 +242,7 @@ func TestContainerEventsShutdown(t *testing.T) {
 	cancelGone()
 	time.Sleep(100 * time.Millisecond)
 	start := time.Now()
-	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.Cmd.Process.Signal(syscall.SIGTERM)
 	waitFor(t, 10*time.Second, "the event stream to end at shutdown", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -251,9 +251,9 @@ func TestContainerEventsShutdown(t *testing.T) {
 	if code := status.Code(l.err); code != codes.Unavailable {
 		t.Errorf("stream ended with %v, want Unavailable", l.err)
 	}
-	d.cmd.Wait()
-	d.cmd = nil
-	d.conn.Close()
-	d.conn = nil
+	d.Cmd.Wait()
+	d.Cmd = nil
+	d.Conn.Close()
+	d.Conn = nil
 	t.Logf("daemon stopped %s after SIGTERM with an open event stream", time.Since(start))
 }

@@ -51,10 +51,10 @@ func TestExecPathsAgree(t *testing.T) {
 	for _, path := range []string{"fast", "libcontainer"} {
 		d := newDaemon(t, regAddr)
 		if path == "libcontainer" {
-			d.env = append(d.env, "PEAPOD_EXEC_PATH=libcontainer")
+			d.Env = append(d.Env, "PEAPOD_EXEC_PATH=libcontainer")
 		}
-		d.start()
-		if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		d.Start()
+		if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 			t.Fatal(err)
 		}
 		daemons[path] = d
@@ -99,7 +99,7 @@ func TestExecPathsAgree(t *testing.T) {
 				}
 				run := runPod(t, d, podCfg)
 				ctr := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-				resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: 20})
+				resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: 20})
 				if err != nil {
 					t.Fatalf("%s: exec: %v", path, err)
 				}
@@ -107,14 +107,14 @@ func TestExecPathsAgree(t *testing.T) {
 				// Commands that cannot run: the shell's exit codes, the
 				// command named on stderr.
 				for _, cmd := range [][]string{{"/no/such/tool"}, {"no-such-tool"}, {"/etc/passwd"}, {"/tmp"}} {
-					resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: 20})
+					resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: 20})
 					if err != nil {
 						out[path] += fmt.Sprintf("%s: %s\n", cmd[0], ids.ReplaceAllString(err.Error(), "ID"))
 						continue
 					}
 					out[path] += fmt.Sprintf("%s: exit %d, stderr %q\n", cmd[0], resp.ExitCode, resp.Stderr)
 				}
-				log, _ := os.ReadFile(d.logPath)
+				log, _ := os.ReadFile(d.LogPath)
 				fellBack := strings.Contains(string(log), ctr) && (strings.Contains(string(log), "execs go through libcontainer") || strings.Contains(string(log), "exec through libcontainer"))
 				if path == "fast" && tc.fast && fellBack {
 					t.Errorf("the fast daemon's exec went through libcontainer:\n%s", grepLines(string(log), "libcontainer"))
@@ -174,10 +174,10 @@ func TestExecPathsAgreeHostilePasswd(t *testing.T) {
 	for _, path := range []string{"fast", "libcontainer"} {
 		d := newDaemon(t, regAddr)
 		if path == "libcontainer" {
-			d.env = append(d.env, "PEAPOD_EXEC_PATH=libcontainer")
+			d.Env = append(d.Env, "PEAPOD_EXEC_PATH=libcontainer")
 		}
-		d.start()
-		if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		d.Start()
+		if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 			t.Fatal(err)
 		}
 		podCfg := podConfig("xp-passwd", t.TempDir())
@@ -188,7 +188,7 @@ func TestExecPathsAgreeHostilePasswd(t *testing.T) {
 	probe := func(path string, timeout int64) (string, time.Duration) {
 		d := daemons[path]
 		start := time.Now()
-		resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+		resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
 			Cmd: []string{"sh", "-c", `echo "HOME=[$HOME] set: $(env | grep -c ^HOME=)"`}, Timeout: timeout})
 		took := time.Since(start)
 		if err != nil {
@@ -200,7 +200,7 @@ func TestExecPathsAgreeHostilePasswd(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := map[string]string{}
 			for path, d := range daemons {
-				resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+				resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
 					Cmd: []string{"sh", "-c", "rm -rf /etc/passwd; " + tc.script}, Timeout: 20})
 				if err != nil || resp.ExitCode != 0 {
 					t.Fatalf("%s: make /etc/passwd: %v %+v", path, err, resp)
@@ -220,7 +220,7 @@ func TestExecPathsAgreeHostilePasswd(t *testing.T) {
 	}
 	t.Run("fifo", func(t *testing.T) {
 		for path, d := range daemons {
-			resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
+			resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctrs[path],
 				Cmd: []string{"sh", "-c", "rm -rf /etc/passwd; busybox mkfifo /etc/passwd && [ -p /etc/passwd ]"}, Timeout: 20})
 			if err != nil || resp.ExitCode != 0 {
 				t.Fatalf("%s: make /etc/passwd: %v %+v", path, err, resp)
@@ -235,7 +235,7 @@ func TestExecPathsAgreeHostilePasswd(t *testing.T) {
 		c, cancel := context.WithTimeout(ctx(t), 3*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, err := daemons["libcontainer"].rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrs["libcontainer"],
+		_, err := daemons["libcontainer"].RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrs["libcontainer"],
 			Cmd: []string{"true"}, Timeout: 1})
 		t.Logf("libcontainer path with a FIFO /etc/passwd: %v after %v", err, time.Since(start).Round(time.Millisecond))
 	})

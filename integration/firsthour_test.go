@@ -93,7 +93,7 @@ func TestOperatorLogNames(t *testing.T) {
 	c := ctx(t)
 	pod, ctr, _ := streamPod(t, d, image, containerConfig("term", image, "sleep", "1000"))
 
-	resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo term=$TERM"}, Stdout: true, Tty: true})
+	resp, err := d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo term=$TERM"}, Stdout: true, Tty: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestOperatorLogNames(t *testing.T) {
 	if !strings.Contains(out.String(), "term=xterm") {
 		t.Errorf("TTY exec environment: %q, want TERM=xterm", out.String())
 	}
-	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the exit and stop lines", func() bool {
@@ -118,20 +118,20 @@ func TestOperatorLogNames(t *testing.T) {
 // reports the registries file a SIGHUP applied, not the one of the start.
 func TestStatusRegistriesConfAfterSIGHUP(t *testing.T) {
 	d := newDaemon(t, "127.0.0.1:1")
-	cfgPath := filepath.Join(d.dir, "peapod.toml")
+	cfgPath := filepath.Join(d.Dir, "peapod.toml")
 	writeFile(t, cfgPath, operatorConfig(d, ""))
 	startWithConfig(t, d, cfgPath)
-	second := filepath.Join(d.dir, "registries2.conf")
+	second := filepath.Join(d.Dir, "registries2.conf")
 	writeFile(t, second, "unqualified-search-registries = [\"docker.io\"]\n")
-	old := d.regConf
-	d.regConf = second
+	old := d.RegistriesConf
+	d.RegistriesConf = second
 	writeFile(t, cfgPath, operatorConfig(d, ""))
-	d.regConf = old
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	d.RegistriesConf = old
+	if err := d.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the reload", func() bool { return strings.Contains(readLog(t, d), "SIGHUP: config reloaded") })
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{Verbose: true})
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,9 +183,9 @@ func TestDepsCheck(t *testing.T) {
 func TestPlainHTTPRegistryHint(t *testing.T) {
 	regAddr, _ := testImage(t)
 	d := newDaemon(t, regAddr)
-	writeFile(t, d.regConf, "unqualified-search-registries = []\n") // nothing insecure
-	d.start()
-	_, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: regAddr + "/e2e-test-images/busybox:it"}})
+	writeFile(t, d.RegistriesConf, "unqualified-search-registries = []\n") // nothing insecure
+	d.Start()
+	_, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: regAddr + "/e2e-test-images/busybox:it"}})
 	if err == nil || !strings.Contains(err.Error(), "insecure = true") {
 		t.Fatalf("pull from a plain-HTTP registry not marked insecure: %v", err)
 	}

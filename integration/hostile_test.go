@@ -38,9 +38,9 @@ func snapshot(t *testing.T, d *daemon) traces {
 	t.Helper()
 	c := ctx(t)
 	var tr traces
-	tr.procs = descendants(d.cmd.Process.Pid)
-	tr.mounts = mountsUnder(d.dir)
-	for _, dir := range testenv.CgroupDirs(d.cgroupParent) {
+	tr.procs = descendants(d.Cmd.Process.Pid)
+	tr.mounts = mountsUnder(d.Dir)
+	for _, dir := range testenv.CgroupDirs(d.CgroupParent) {
 		filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 			if err == nil && e.IsDir() {
 				tr.cgroups = append(tr.cgroups, p)
@@ -48,20 +48,20 @@ func snapshot(t *testing.T, d *daemon) traces {
 			return nil
 		})
 	}
-	out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput()
+	out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput()
 	for _, line := range strings.Split(string(out), "\n") {
 		if f := strings.Fields(line); len(f) > 1 {
 			tr.veths = append(tr.veths, f[1])
 		}
 	}
-	pods, err := d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
+	pods, err := d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {
 		tr.pods = append(tr.pods, p.Id)
 	}
-	ctrs, err := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{})
+	ctrs, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func snapshot(t *testing.T, d *daemon) traces {
 		tr.containers = append(tr.containers, ct.Id)
 	}
 	for _, dir := range []string{"pods", "containers"} {
-		entries, _ := os.ReadDir(filepath.Join(d.state, dir))
+		entries, _ := os.ReadDir(filepath.Join(d.State, dir))
 		for _, e := range entries {
 			tr.stateDirs = append(tr.stateDirs, dir+"/"+e.Name())
 		}
@@ -205,7 +205,7 @@ func hostileCalls(d *daemon, pod string, podCfg *runtimeapi.PodSandboxConfig, im
 		calls = append(calls, hostileCall{name, want, call})
 	}
 	inv := codes.InvalidArgument
-	rt, img := d.rt, d.img
+	rt, img := d.RT, d.Img
 
 	// Malformed IDs on every RPC that takes one.
 	badIDs := map[string]string{

@@ -155,10 +155,10 @@ func probeAsNobody(t *testing.T, paths map[string]bool) []string {
 // in for them.
 func peapodPaths(t *testing.T, d *daemon, extra ...string) map[string]bool {
 	t.Helper()
-	passDirs := map[string]bool{d.dir: true, d.state: true, filepath.Join(d.state, "userns"): true}
+	passDirs := map[string]bool{d.Dir: true, d.State: true, filepath.Join(d.State, "userns"): true}
 	paths := map[string]bool{}
 	add := func(p string) { paths[p] = passDirs[filepath.Dir(p)] }
-	for _, top := range []string{d.root, d.state} {
+	for _, top := range []string{d.Root, d.State} {
 		err := filepath.WalkDir(top, func(p string, e fs.DirEntry, err error) error {
 			if err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
@@ -202,12 +202,12 @@ func isMountPointDir(p string) bool {
 // path names the container).
 func bindOf(t *testing.T, d *daemon, ctr string) string {
 	t.Helper()
-	for _, m := range mountsUnder(d.state) {
+	for _, m := range mountsUnder(d.State) {
 		if strings.Contains(m, ctr) {
 			return m
 		}
 	}
-	t.Fatalf("no mount of container %s under %s: %v", ctr, d.state, mountsUnder(d.state))
+	t.Fatalf("no mount of container %s under %s: %v", ctr, d.State, mountsUnder(d.State))
 	return ""
 }
 
@@ -238,17 +238,17 @@ func mountOptions(t *testing.T, path string) []string {
 // tells whether it offers user namespaces.
 func usernsDaemon(t *testing.T, regAddr string) (*daemon, bool) {
 	d := newDaemon(t, regAddr)
-	if err := os.Chmod(d.dir, 0o711); err != nil {
+	if err := os.Chmod(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{d.root, filepath.Join(d.state, "pods"), filepath.Join(d.state, "containers"),
-		filepath.Join(d.state, "k"), filepath.Join(d.state, "runc"), filepath.Join(d.state, "rootfs")} {
+	for _, dir := range []string{d.Root, filepath.Join(d.State, "pods"), filepath.Join(d.State, "containers"),
+		filepath.Join(d.State, "k"), filepath.Join(d.State, "runc"), filepath.Join(d.State, "rootfs")} {
 		if err := os.MkdirAll(dir, 0o711); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d.start()
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	d.Start()
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +257,7 @@ func usernsDaemon(t *testing.T, regAddr string) (*daemon, bool) {
 
 func pull(t *testing.T, d *daemon, image string) {
 	t.Helper()
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -271,7 +271,7 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	regAddr, image := testImage(t)
 	d, userns := usernsDaemon(t, regAddr)
 	pull(t, d, image)
-	logDir := filepath.Join(d.dir, "logs")
+	logDir := filepath.Join(d.Dir, "logs")
 	var extra []string
 
 	// Plain.
@@ -282,7 +282,7 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	waitFor(t, 20*time.Second, "container to exit", func() bool {
 		return containerStatus(t, d, done).State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
-	extra = append(extra, filepath.Join(d.state, "containers", done, "exit"))
+	extra = append(extra, filepath.Join(d.State, "containers", done, "exit"))
 
 	// /dev/shm in use by a container user that is not root: the file it
 	// writes with the default umask is readable by all inside the pod.
@@ -294,12 +294,12 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	}}
 	shmCtr := startContainer(t, d, shmPod, shmCfg, shmCtrCfg)
 	waitFor(t, 20*time.Second, "the container to write /dev/shm/secret", func() bool {
-		r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: shmCtr, Cmd: []string{"cat", "/dev/shm/secret"}, Timeout: 10})
+		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: shmCtr, Cmd: []string{"cat", "/dev/shm/secret"}, Timeout: 10})
 		return err == nil && r.ExitCode == 0 && strings.TrimSpace(string(r.Stdout)) == "secret"
 	})
 	// Users other than root still share the pod's /dev/shm.
 	execOut(t, d, shmCtr, "sh", "-c", "echo more > /dev/shm/more && test -O /dev/shm/more && rm /dev/shm/more")
-	shmFile := filepath.Join(d.state, "pods", shmPod, "shm", "secret")
+	shmFile := filepath.Join(d.State, "pods", shmPod, "shm", "secret")
 	if st, err := os.Stat(shmFile); err != nil || st.Mode().Perm()&0o004 == 0 {
 		t.Fatalf("the container's /dev/shm/secret on the host: %v %v; want a world-readable file for the test to mean something", st, err)
 	}
@@ -320,7 +320,7 @@ func TestHostUserCannotReachPods(t *testing.T) {
 		execOut(t, d, uCtr, "sh", "-c", "echo secret > /tmp/secret && chmod 644 /tmp/secret && echo secret > /dev/shm/secret")
 		bind := bindOf(t, d, uCtr)
 		extra = append(extra, filepath.Join(bind, "tmp", "secret"), filepath.Join(bind, "bin", "busybox"),
-			filepath.Join(bind, "tmp"), filepath.Join(d.state, "pods", uPod, "shm", "secret"))
+			filepath.Join(bind, "tmp"), filepath.Join(d.State, "pods", uPod, "shm", "secret"))
 	} else {
 		t.Log("no user namespaces here: the user-namespaced shape is not tried")
 	}
@@ -328,12 +328,12 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	paths := peapodPaths(t, d, extra...)
 	// The walk must have found each pod's and container's places.
 	for _, id := range []string{plain, shmPod} {
-		if _, ok := paths[filepath.Join(d.state, "pods", id, "shm")]; !ok {
+		if _, ok := paths[filepath.Join(d.State, "pods", id, "shm")]; !ok {
 			t.Errorf("the walk missed the shm of pod %s", id)
 		}
 	}
-	for _, p := range []string{filepath.Join(d.state, "containers", done, "config.json"),
-		filepath.Join(d.state, "containers", shmCtr, "config.json"), filepath.Join(d.state, "runc", shmCtr)} {
+	for _, p := range []string{filepath.Join(d.State, "containers", done, "config.json"),
+		filepath.Join(d.State, "containers", shmCtr, "config.json"), filepath.Join(d.State, "runc", shmCtr)} {
 		if _, ok := paths[p]; !ok {
 			t.Errorf("the walk missed %s", p)
 		}
@@ -347,8 +347,8 @@ func TestHostUserCannotReachPods(t *testing.T) {
 	// but the image store's (under the 0700 root), whose flags the
 	// containers' own root filesystems inherit: they keep their setuid
 	// programs, and the device nodes the device cgroup allows.
-	storage := filepath.Join(d.root, "storage") + "/"
-	for _, m := range mountsUnder(d.dir) {
+	storage := filepath.Join(d.Root, "storage") + "/"
+	for _, m := range mountsUnder(d.Dir) {
 		if opts := mountOptions(t, m); !strings.HasPrefix(m, storage) && (!contains(opts, "nodev") || !contains(opts, "nosuid")) {
 			t.Errorf("mount %s has options %v", m, opts)
 		}
@@ -372,7 +372,7 @@ func TestHostUserSetuidBinary(t *testing.T) {
 	pull(t, d, suidImage)
 
 	const hostID = 500000
-	podCfg := podConfig("hostuser-suid", filepath.Join(d.dir, "logs"))
+	podCfg := podConfig("hostuser-suid", filepath.Join(d.Dir, "logs"))
 	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(hostID)},
 	}

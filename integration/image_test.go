@@ -25,7 +25,7 @@ func TestImageServiceAuthAndStatus(t *testing.T) {
 	ref := addr + "/private/busybox:1"
 	testenv.Push(t, ref, img, user, pass)
 	d := newDaemon(t, addr)
-	d.start()
+	d.Start()
 	c := ctx(t)
 	spec := &runtimeapi.ImageSpec{Image: ref}
 
@@ -36,29 +36,29 @@ func TestImageServiceAuthAndStatus(t *testing.T) {
 		{"no credentials", nil},
 		{"wrong password", &runtimeapi.AuthConfig{Username: user, Password: "nope"}},
 	} {
-		_, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: spec, Auth: tc.auth})
+		_, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: spec, Auth: tc.auth})
 		if grpcCode(err) != "Unauthenticated" || !strings.Contains(err.Error(), ref) {
 			t.Errorf("%s: PullImage = %v; want Unauthenticated naming %s", tc.name, err, ref)
 		}
 	}
-	if st, err := d.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: spec}); err != nil || st.Image != nil {
+	if st, err := d.Img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: spec}); err != nil || st.Image != nil {
 		t.Fatalf("after failed pulls: ImageStatus = %v, %v; want absent", st, err)
 	}
 	for _, auth := range []*runtimeapi.AuthConfig{
 		{Username: user, Password: pass},
 		{Auth: base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))},
 	} {
-		if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: spec, Auth: auth}); err != nil {
+		if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: spec, Auth: auth}); err != nil {
 			t.Fatalf("PullImage with good credentials: %v", err)
 		}
 	}
-	_, err = d.img.PullImage(c, &runtimeapi.PullImageRequest{
+	_, err = d.Img.PullImage(c, &runtimeapi.PullImageRequest{
 		Image: &runtimeapi.ImageSpec{Image: addr + "/private/busybox:nope"}, Auth: &runtimeapi.AuthConfig{Username: user, Password: pass}})
 	if grpcCode(err) != "NotFound" || !strings.Contains(err.Error(), "private/busybox:nope") {
 		t.Errorf("missing tag: %v; want NotFound naming it", err)
 	}
 
-	st, err := d.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: spec, Verbose: true})
+	st, err := d.Img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: spec, Verbose: true})
 	if err != nil || st.Image == nil {
 		t.Fatalf("ImageStatus: %v, %v", st, err)
 	}
@@ -78,12 +78,12 @@ func TestImageServiceAuthAndStatus(t *testing.T) {
 		t.Errorf("verbose info = %+v", info)
 	}
 
-	fs, err := d.img.ImageFsInfo(c, &runtimeapi.ImageFsInfoRequest{})
+	fs, err := d.Img.ImageFsInfo(c, &runtimeapi.ImageFsInfoRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range append(fs.ImageFilesystems, fs.ContainerFilesystems...) {
-		if !strings.HasPrefix(u.FsId.GetMountpoint(), d.root) || u.UsedBytes.GetValue() < 1<<20 || u.InodesUsed.GetValue() < 50 {
+		if !strings.HasPrefix(u.FsId.GetMountpoint(), d.Root) || u.UsedBytes.GetValue() < 1<<20 || u.InodesUsed.GetValue() < 50 {
 			t.Errorf("ImageFsInfo entry: %v", u)
 		}
 	}

@@ -24,9 +24,9 @@ func TestImageStopSignalAndVolumes(t *testing.T) {
 	})
 	image := regAddr + "/it/stopsig:1"
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	logDir := t.TempDir()
@@ -43,7 +43,7 @@ func TestImageStopSignalAndVolumes(t *testing.T) {
 	if s := containerStatus(t, d, id); s.StopSignal != runtimeapi.Signal_SIGNAL_SIGUSR1 {
 		t.Errorf("stop signal = %v, want SIGUSR1 from the image", s.StopSignal)
 	}
-	ex, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"test", "-d", "/data/vol"}, Timeout: 10})
+	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"test", "-d", "/data/vol"}, Timeout: 10})
 	if err != nil || ex.ExitCode != 0 {
 		t.Errorf("image volume /data/vol is not a directory in the container: %v %v %s", err, ex.GetExitCode(), ex.GetStderr())
 	}
@@ -52,7 +52,7 @@ func TestImageStopSignalAndVolumes(t *testing.T) {
 		return strings.Contains(string(data), "ready")
 	})
 	start := time.Now()
-	if _, err := d.rt.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 20}); err != nil {
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 20}); err != nil {
 		t.Fatal(err)
 	}
 	s := containerStatus(t, d, id)
@@ -70,7 +70,7 @@ func TestImageStopSignalAndVolumes(t *testing.T) {
 	if s := containerStatus(t, d, id2); s.StopSignal != runtimeapi.Signal_SIGNAL_SIGINT {
 		t.Errorf("stop signal = %v, want SIGINT from the container config", s.StopSignal)
 	}
-	if _, err := d.rt.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id2, Timeout: 0}); err != nil {
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id2, Timeout: 0}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -56,8 +56,8 @@ func TestKubeletE2E(t *testing.T) {
 	case "", "peapod":
 		runtimeName = "peapod"
 		d := newDaemon(t, pulls.addr)
-		d.start()
-		socket, e.rt, e.img, e.stateDirs = d.socket, d.rt, d.img, []string{d.root, d.state}
+		d.Start()
+		socket, e.rt, e.img, e.stateDirs = d.Socket, d.RT, d.Img, []string{d.Root, d.State}
 	case "containerd":
 		// The reference: the same checks on Debian's containerd 1.6.
 		testenv.PushImage(t, reg, "e2e-kubelet/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})

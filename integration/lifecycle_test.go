@@ -16,26 +16,26 @@ import (
 func TestPodLifecycle(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	c := ctx(t)
 
-	pulled, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+	pulled, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 	if err != nil {
 		t.Fatalf("pull through mirror: %v", err)
 	}
-	st, err := d.img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+	st, err := d.Img.ImageStatus(c, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 	if err != nil || st.Image == nil || st.Image.Id != pulled.ImageRef || !contains(st.Image.RepoTags, image) {
 		t.Fatalf("image status = %v, %v; want id %s and tag %s", st, err, pulled.ImageRef, image)
 	}
 
 	logDir := t.TempDir()
 	podCfg := podConfig("life", logDir)
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		t.Fatalf("run pod: %v", err)
 	}
 	pod := run.PodSandboxId
-	ps, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
+	ps, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
 	if err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Fatalf("pod status = %v, %v; want ready", ps, err)
 	}
@@ -45,7 +45,7 @@ func TestPodLifecycle(t *testing.T) {
 
 	// A long-running container that logs to both streams.
 	mainCfg := containerConfig("main", image, "sh", "-c", "echo hello-out; echo hello-err >&2; exec sleep 1000")
-	created, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: mainCfg, SandboxConfig: podCfg})
+	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: mainCfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -53,7 +53,7 @@ func TestPodLifecycle(t *testing.T) {
 	if s := containerStatus(t, d, mainID); s.State != runtimeapi.ContainerState_CONTAINER_CREATED {
 		t.Fatalf("after create: state %v", s.State)
 	}
-	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: mainID}); err != nil {
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: mainID}); err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	s := containerStatus(t, d, mainID)
@@ -74,7 +74,7 @@ func TestPodLifecycle(t *testing.T) {
 
 	// Exec: output, exit codes, the pod's hostname and DNS, and a timeout
 	// that kills and reaps the process.
-	ex, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"sh", "-c", "hostname; cat /etc/resolv.conf; echo to-err >&2; exit 3"}})
+	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"sh", "-c", "hostname; cat /etc/resolv.conf; echo to-err >&2; exit 3"}})
 	if err != nil {
 		t.Fatalf("exec: %v", err)
 	}
@@ -84,14 +84,14 @@ func TestPodLifecycle(t *testing.T) {
 		t.Errorf("exec = code %d stdout %q stderr %q", ex.ExitCode, ex.Stdout, ex.Stderr)
 	}
 	start := time.Now()
-	_, err = d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"sleep", "77"}, Timeout: 1})
+	_, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"sleep", "77"}, Timeout: 1})
 	if code := grpcCode(err); code != "DeadlineExceeded" {
 		t.Errorf("exec past its timeout: %v (code %s), want DeadlineExceeded", err, code)
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Errorf("exec timeout took %s", time.Since(start))
 	}
-	ex, err = d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"ps", "-o", "pid,stat,args"}})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: mainID, Cmd: []string{"ps", "-o", "pid,stat,args"}})
 	if err != nil || strings.Contains(string(ex.Stdout), "sleep 77") {
 		t.Errorf("timed-out exec left a process behind (%v):\n%s", err, ex.GetStdout())
 	}
@@ -103,11 +103,11 @@ func TestPodLifecycle(t *testing.T) {
 		code   int32
 		reason string
 	}{{"ok", "echo done", 0, "Completed"}, {"bad", "exit 7", 7, "Error"}} {
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(tc.name, image, "sh", "-c", tc.cmd), SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig(tc.name, image, "sh", "-c", tc.cmd), SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatalf("create %s: %v", tc.name, err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatalf("start %s: %v", tc.name, err)
 		}
 		var s *runtimeapi.ContainerStatus
@@ -122,7 +122,7 @@ func TestPodLifecycle(t *testing.T) {
 
 	// List filters.
 	list := func(f *runtimeapi.ContainerFilter) int {
-		resp, err := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: f})
+		resp, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: f})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,41 +143,41 @@ func TestPodLifecycle(t *testing.T) {
 	}
 
 	// Stop: SIGTERM ends sleep, exit code 143.
-	if _, err := d.rt.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: mainID, Timeout: 10}); err != nil {
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: mainID, Timeout: 10}); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	s = containerStatus(t, d, mainID)
 	if s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.ExitCode != 143 || s.Reason != "Error" {
 		t.Errorf("after stop: state %v exit %d reason %q", s.State, s.ExitCode, s.Reason)
 	}
-	if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: mainID}); err != nil {
+	if _, err := d.RT.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: mainID}); err != nil {
 		t.Fatalf("remove: %v", err)
 	}
-	if _, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: mainID}); grpcCode(err) != "NotFound" {
+	if _, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: mainID}); grpcCode(err) != "NotFound" {
 		t.Errorf("status of removed container: %v, want NotFound", err)
 	}
 
-	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("stop pod: %v", err)
 	}
-	ps, err = d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
+	ps, err = d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
 	if err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY {
 		t.Fatalf("after stop pod: %v, %v", ps, err)
 	}
 	notReady := &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}
-	pl, err := d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{State: notReady, LabelSelector: map[string]string{"app": "life"}}})
+	pl, err := d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{Filter: &runtimeapi.PodSandboxFilter{State: notReady, LabelSelector: map[string]string{"app": "life"}}})
 	if err != nil || len(pl.Items) != 1 {
 		t.Errorf("list not-ready pods labelled app=life: %v, %v", pl, err)
 	}
-	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("remove pod: %v", err)
 	}
-	pl, _ = d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
-	cl, _ := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{})
+	pl, _ = d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{})
+	cl, _ := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{})
 	if len(pl.GetItems()) != 0 || len(cl.GetContainers()) != 0 {
 		t.Errorf("after removing the pod: %d pods, %d containers left", len(pl.GetItems()), len(cl.GetContainers()))
 	}
-	if m := mountsUnder(d.dir); len(m) > 2 {
+	if m := mountsUnder(d.Dir); len(m) > 2 {
 		// Only the image store's own overlay home may stay mounted while it runs.
 		t.Errorf("mounts left after removing the pod: %v", m)
 	}
@@ -185,7 +185,7 @@ func TestPodLifecycle(t *testing.T) {
 
 func containerStatus(t *testing.T, d *daemon, id string) *runtimeapi.ContainerStatus {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	resp, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
 		t.Fatalf("container status %s: %v", id, err)
 	}

@@ -33,9 +33,9 @@ func TestLogDiskFull(t *testing.T) {
 		// The keeper holds the log open: the pod goes before the mount.
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if d.rt != nil {
-			d.rt.StopPodSandbox(cctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId})
-			d.rt.RemovePodSandbox(cctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+		if d.RT != nil {
+			d.RT.StopPodSandbox(cctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId})
+			d.RT.RemovePodSandbox(cctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId})
 		}
 		if err := unix.Unmount(logDir, 0); err != nil {
 			t.Errorf("unmount the log tmpfs: %v", err)
@@ -57,7 +57,7 @@ func TestLogDiskFull(t *testing.T) {
 	// is that instant, not a stopped counter, so read again.
 	counter := func() int {
 		for try := 0; ; try++ {
-			r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/tmp/count"}, Timeout: 10})
+			r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/tmp/count"}, Timeout: 10})
 			if err != nil {
 				t.Fatalf("exec: %v", err)
 			}
@@ -71,7 +71,7 @@ func TestLogDiskFull(t *testing.T) {
 	if after := counter(); after <= before || containerStatus(t, d, ctr).State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("the container is blocked by the full disk: counter %d then %d", before, after)
 	}
-	logged, _ := os.ReadFile(d.logPath)
+	logged, _ := os.ReadFile(d.LogPath)
 	if !strings.Contains(string(logged), "container log write failed") {
 		t.Errorf("the daemon's log does not report the failed log writes")
 	}
@@ -88,7 +88,7 @@ func TestLogDiskFull(t *testing.T) {
 	waitFor(t, 30*time.Second, "new lines in the log", func() bool {
 		return checkWholeLines(t, logPath, 0) > lastFull
 	})
-	if !strings.Contains(readFile(t, d.logPath), "container log writes work again") {
+	if !strings.Contains(readFile(t, d.LogPath), "container log writes work again") {
 		t.Errorf("the daemon's log does not report that log writes work again")
 	}
 
@@ -96,7 +96,7 @@ func TestLogDiskFull(t *testing.T) {
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); err != nil {
+	if _, err := d.RT.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
 	rotatedLast := checkWholeLines(t, logPath+".1", 0)

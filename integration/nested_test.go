@@ -38,12 +38,12 @@ func TestNestedNode(t *testing.T) {
 		Entrypoint: []string{"/usr/local/bin/peapod"},
 	})
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 
 	// The node reaches the registry as a kind node reaches its mirror: over
 	// its pod network. The registry listens on loopback only, so forward
 	// from the outer bridge's gateway address to it.
-	prefix := netip.MustParsePrefix(d.podCIDR)
+	prefix := netip.MustParsePrefix(d.PodCIDR)
 	mirror := forwardTCP(t, prefix.Addr().Next().String()+":0", regAddr)
 
 	dir := t.TempDir()
@@ -66,7 +66,7 @@ func TestNestedNode(t *testing.T) {
 	}
 
 	nodeImage := "registry.k8s.io/peapod/node:it"
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: nodeImage}}); err != nil {
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: nodeImage}}); err != nil {
 		t.Fatal(err)
 	}
 	podCfg := podConfig("node", filepath.Join(dir, "logs"))
@@ -94,7 +94,7 @@ func TestNestedNode(t *testing.T) {
 	// crictl runs inside the node container, against the inner peapod.
 	crictl := func(args ...string) (string, error) {
 		cmd := append([]string{"crictl", "--runtime-endpoint", innerSocket, "--image-endpoint", innerSocket, "--timeout", "30s"}, args...)
-		resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: node, Cmd: cmd, Timeout: 60})
+		resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: node, Cmd: cmd, Timeout: 60})
 		if err != nil {
 			return "", err
 		}
@@ -113,7 +113,7 @@ func TestNestedNode(t *testing.T) {
 	}
 	nodeExec := func(cmd ...string) string {
 		t.Helper()
-		resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: node, Cmd: cmd, Timeout: 30})
+		resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: node, Cmd: cmd, Timeout: 30})
 		if err != nil || resp.ExitCode != 0 {
 			t.Fatalf("%v in the node: %v %s%s", cmd, err, resp.GetStdout(), resp.GetStderr())
 		}
@@ -151,9 +151,9 @@ func TestNestedNode(t *testing.T) {
 			}
 		}
 	}
-	outer := strings.Index(memLine, "/"+d.cgroupParent+"/")
+	outer := strings.Index(memLine, "/"+d.CgroupParent+"/")
 	if outer < 0 || !strings.Contains(memLine[outer:], "/peapod/") {
-		t.Errorf("inner container's cgroup %q is not nested below the outer parent %s and the inner /peapod", memLine, d.cgroupParent)
+		t.Errorf("inner container's cgroup %q is not nested below the outer parent %s and the inner /peapod", memLine, d.CgroupParent)
 	} else {
 		t.Logf("inner container's memory cgroup: %s", memLine)
 	}
@@ -180,10 +180,10 @@ func TestNestedNode(t *testing.T) {
 	if out := must("pods", "-q"); out != "" {
 		t.Errorf("inner pods left: %q", out)
 	}
-	if _, err := d.rt.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: node, Timeout: 15}); err != nil {
+	if _, err := d.RT.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: node, Timeout: 15}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := d.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: node})
+	st, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: node})
 	if err != nil {
 		t.Fatal(err)
 	}

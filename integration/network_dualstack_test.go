@@ -28,19 +28,19 @@ func TestPodNetworkDualStack(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
 	v6 := fmt.Sprintf("fd00:98:%s::/64", randomSuffix()[:4])
-	d.podCIDR += "," + v6
-	guard := "ppt-guard6-" + d.bridge
+	d.PodCIDR += "," + v6
+	guard := "ppt-guard6-" + d.Bridge
 	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table inet %[1]s {
   chain forward { type filter hook forward priority -10; iifname "%[2]s" oifname != "%[2]s" drop; }
-}`, guard, d.bridge))
+}`, guard, d.Bridge))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("guard: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("nft", "delete", "table", "inet", guard).Run() })
-	d.start()
+	d.Start()
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	_, subnet6, _ := net.ParseCIDR(v6)
@@ -58,11 +58,11 @@ func TestPodNetworkDualStack(t *testing.T) {
 		t.Helper()
 		cfg := podConfig(name, t.TempDir())
 		cfg.PortMappings = ports
-		resp, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		resp, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
 			t.Fatalf("run pod %s: %v", name, err)
 		}
-		st, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
+		st, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,12 +73,12 @@ func TestPodNetworkDualStack(t *testing.T) {
 		if len(n.GetAdditionalIps()) != 1 || !subnet6.Contains(net.ParseIP(n.GetAdditionalIps()[0].GetIp())) {
 			t.Fatalf("pod %s: additional IPs %v, want one in %s", name, n.GetAdditionalIps(), v6)
 		}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId,
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId,
 			Config: containerConfig(name, image, cmd...), SandboxConfig: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		return resp.PodSandboxId, cr.ContainerId, n.GetAdditionalIps()[0].GetIp()
@@ -88,7 +88,7 @@ func TestPodNetworkDualStack(t *testing.T) {
 	podB, ctrB, _ := run("net6-b", nil, "sleep", "3600")
 
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrB,
+		resp, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrB,
 			Cmd: []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 ` + ipA + " 80"}, Timeout: 5})
 		if err != nil {
 			t.Fatal(err)
@@ -103,14 +103,14 @@ func TestPodNetworkDualStack(t *testing.T) {
 	}
 	expectServed(t, "hello-from-a", "http://["+ipA+"]:80/", "http://["+gw6.String()+"]:"+itoa(hostPort)+"/")
 	for _, p := range []string{podA, podB} {
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
 		t.Errorf("veths left after removing the pods: %s", out)
 	}
-	if out, _ := exec.Command("nft", "list", "table", "ip6", "peapod-"+d.bridge).CombinedOutput(); strings.Contains(string(out), ipA) {
+	if out, _ := exec.Command("nft", "list", "table", "ip6", "peapod-"+d.Bridge).CombinedOutput(); strings.Contains(string(out), ipA) {
 		t.Errorf("v6 host port left after removing the pods:\n%s", out)
 	}
 }

@@ -29,9 +29,9 @@ import (
 func TestPodNetwork(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	hostPort := checkPodNetwork(t, d, image, nil)
-	if out, _ := exec.Command("nft", "list", "table", "ip", "peapod-"+d.bridge).CombinedOutput(); strings.Contains(string(out), itoa(hostPort)) {
+	if out, _ := exec.Command("nft", "list", "table", "ip", "peapod-"+d.Bridge).CombinedOutput(); strings.Contains(string(out), itoa(hostPort)) {
 		t.Errorf("host port left after removing the pods:\n%s", out)
 	}
 }
@@ -44,10 +44,10 @@ func TestPodNetwork(t *testing.T) {
 func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[string]string, afterUp ...func(podA string)) int {
 	t.Helper()
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
-	_, subnet, _ := net.ParseCIDR(d.podCIDR)
+	_, subnet, _ := net.ParseCIDR(d.PodCIDR)
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -67,25 +67,25 @@ func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[str
 			}
 		}
 		start := time.Now()
-		resp, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		resp, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
 			t.Fatalf("run pod %s: %v", name, err)
 		}
 		t.Logf("RunPodSandbox %s: %s", name, time.Since(start))
-		st, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
+		st, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ip = st.GetStatus().GetNetwork().GetIp()
 		if parsed := net.ParseIP(ip); parsed == nil || !subnet.Contains(parsed) {
-			t.Fatalf("pod %s IP %q is not in %s", name, ip, d.podCIDR)
+			t.Fatalf("pod %s IP %q is not in %s", name, ip, d.PodCIDR)
 		}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId,
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: resp.PodSandboxId,
 			Config: containerConfig(name, image, cmd...), SandboxConfig: cfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		return resp.PodSandboxId, cr.ContainerId, ip
@@ -100,7 +100,7 @@ func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[str
 	// Pod B reaches pod A by IP.
 	var out string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		resp, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrB,
+		resp, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctrB,
 			Cmd: []string{"sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 ` + ipA + " 80"}, Timeout: 5})
 		if err != nil {
 			t.Fatal(err)
@@ -123,11 +123,11 @@ func checkPodNetwork(t *testing.T, d *daemon, image string, annotationsA map[str
 	}
 
 	for _, p := range []string{podA, podB} {
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
 		t.Errorf("veths left after removing the pods: %s", out)
 	}
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -160,13 +160,13 @@ func TestPodNetworkCNI(t *testing.T) {
    "ipam": {"type": "host-local", "dataDir": %[2]q, "routes": [{"dst": "0.0.0.0/0"}]}},
   {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
   {"type": "bandwidth", "capabilities": {"bandwidth": true}}]}`,
-		d.bridge, filepath.Join(d.dir, "cni-ipam"))
-	if err := os.WriteFile(filepath.Join(d.cniConfDir, "10-ppt.conflist"), []byte(conf), 0o644); err != nil {
+		d.Bridge, filepath.Join(d.Dir, "cni-ipam"))
+	if err := os.WriteFile(filepath.Join(d.CNIConfDir, "10-ppt.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.args = append(d.args, "--network", "cni")
-	d.start()
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	d.Args = append(d.Args, "--network", "cni")
+	d.Start()
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestPodNetworkCNI(t *testing.T) {
 	}
 	annotations := map[string]string{"kubernetes.io/ingress-bandwidth": "100M", "kubernetes.io/egress-bandwidth": "100M"}
 	hostPort := checkPodNetwork(t, d, image, annotations, func(podA string) {
-		out, _ := exec.Command("sh", "-c", "for v in $(ip -o link show master "+d.bridge+" | awk -F': ' '{print $2}' | cut -d@ -f1); do tc qdisc show dev $v; done").CombinedOutput()
+		out, _ := exec.Command("sh", "-c", "for v in $(ip -o link show master "+d.Bridge+" | awk -F': ' '{print $2}' | cut -d@ -f1); do tc qdisc show dev $v; done").CombinedOutput()
 		if !strings.Contains(string(out), "tbf") {
 			t.Errorf("no tbf qdisc on the pods' veths: the ingress-bandwidth annotation did not reach the bandwidth plugin:\n%s", out)
 		}
@@ -330,13 +330,13 @@ func TestNetworkNotReadyMissingPlugin(t *testing.T) {
 	d := newDaemon(t, "127.0.0.1:1") // no image is pulled: the pause is built in
 	const plugin = "ppt-no-such-plugin"
 	conf := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "ppt-missing", "plugins": [{"type": %q}]}`, plugin)
-	if err := os.WriteFile(filepath.Join(d.cniConfDir, "10-missing.conflist"), []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(d.CNIConfDir, "10-missing.conflist"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.args = append(d.args, "--network", "cni")
-	d.start()
+	d.Args = append(d.Args, "--network", "cni")
+	d.Start()
 	c := ctx(t)
-	st, err := d.rt.Status(c, &runtimeapi.StatusRequest{})
+	st, err := d.RT.Status(c, &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,12 +350,12 @@ func TestNetworkNotReadyMissingPlugin(t *testing.T) {
 		t.Fatalf("NetworkReady condition %v: want false with a message naming %s", network, plugin)
 	}
 	t.Logf("NetworkReady=false reason=%s message=%q", network.Reason, network.Message)
-	_, err = d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podConfig("net-missing", t.TempDir())})
+	_, err = d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podConfig("net-missing", t.TempDir())})
 	if err == nil || !strings.Contains(err.Error(), plugin) {
 		t.Fatalf("RunPodSandbox: %v: want an error naming %s", err, plugin)
 	}
 	t.Logf("RunPodSandbox: %v", err)
-	if list, err := d.rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+	if list, err := d.RT.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
 		t.Fatalf("pods after a failed RunPodSandbox: %v %v", list.GetItems(), err)
 	}
 }
@@ -369,10 +369,10 @@ func TestNetworkNotReadyMissingPlugin(t *testing.T) {
 func TestNetworkCycles(t *testing.T) {
 	const cycles = 200
 	d := newDaemon(t, "127.0.0.1:1")
-	d.start()
+	d.Start()
 	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	table := "peapod-" + d.bridge
+	table := "peapod-" + d.Bridge
 	tableBefore, err := exec.Command("nft", "list", "table", "ip", table).CombinedOutput()
 	if err != nil {
 		t.Fatalf("nft list table %s: %v: %s", table, err, tableBefore)
@@ -389,7 +389,7 @@ func TestNetworkCycles(t *testing.T) {
 		t.Helper()
 		// Veths.
 		onBridge := 0
-		if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.bridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
+		if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
 			onBridge = len(strings.Split(strings.TrimSpace(string(out)), "\n"))
 		}
 		allLinks, _ := exec.Command("ip", "-o", "link", "show", "type", "veth").CombinedOutput()
@@ -400,7 +400,7 @@ func TestNetworkCycles(t *testing.T) {
 			}
 		}
 		// IPAM: one file per allocation.
-		ipamFiles, err := os.ReadDir(filepath.Join(d.root, "network", "ipam-"+d.bridge))
+		ipamFiles, err := os.ReadDir(filepath.Join(d.Root, "network", "ipam-"+d.Bridge))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +451,7 @@ func TestNetworkCycles(t *testing.T) {
 			}
 		}
 		t0 := time.Now()
-		resp, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		resp, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
 			t.Fatalf("cycle %d: run: %v", i, err)
 		}
@@ -469,7 +469,7 @@ func TestNetworkCycles(t *testing.T) {
 				t.Fatalf("counts with one pod up: %+v, want %+v", n, want)
 			}
 		}
-		if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
 			t.Fatalf("cycle %d: remove: %v", i, err)
 		}
 	}

@@ -16,11 +16,11 @@ func TestOOMKilled(t *testing.T) {
 	run := runPod(t, d, podCfg)
 	cfg := containerConfig("hog", image, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}
-	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
 	var s *runtimeapi.ContainerStatus

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -36,34 +34,13 @@ registries_conf = %q
 bridge = %q
 pod_cidr = %q
 cni_conf_dir = %q
-%s`, d.socket, d.root, d.state, d.cgroupParent, d.regConf, d.bridge, d.podCIDR, d.cniConfDir, extra)
+%s`, d.Socket, d.Root, d.State, d.CgroupParent, d.RegistriesConf, d.Bridge, d.PodCIDR, d.CNIConfDir, extra)
 }
 
 // startWithConfig starts d with only --config path, as a systemd unit does.
 func startWithConfig(t *testing.T, d *daemon, path string) {
 	t.Helper()
-	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cmd = exec.Command(peapodBinary, "--config", path)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logf.Close()
-	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.conn, d.rt, d.img = conn, runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
-	waitFor(t, 20*time.Second, "daemon to answer Version", func() bool {
-		c, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := d.rt.Version(c, &runtimeapi.VersionRequest{})
-		return err == nil
-	})
+	d.StartArgs("--config", path)
 }
 
 func writeFile(t *testing.T, path, data string) {
@@ -74,7 +51,7 @@ func writeFile(t *testing.T, path, data string) {
 }
 
 func readLog(t *testing.T, d *daemon) string {
-	data, err := os.ReadFile(d.logPath)
+	data, err := os.ReadFile(d.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +64,11 @@ func readLog(t *testing.T, d *daemon) string {
 func TestSIGHUPReload(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	cfgPath := filepath.Join(d.dir, "peapod.toml")
+	cfgPath := filepath.Join(d.Dir, "peapod.toml")
 	writeFile(t, cfgPath, operatorConfig(d, "log_level = \"info\"\n"))
 	startWithConfig(t, d, cfgPath)
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	podCfg := podConfig("reload", t.TempDir())
@@ -100,7 +77,7 @@ func TestSIGHUPReload(t *testing.T) {
 	pidBefore, pauseBefore := containerPID(t, d, ctr), pausePID(c, d, pod)
 
 	// At info, reads are not logged; mutations are, with names.
-	if _, err := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil {
+	if _, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	log := readLog(t, d)
@@ -114,7 +91,7 @@ func TestSIGHUPReload(t *testing.T) {
 
 	// debug, and a changed key that needs a restart.
 	writeFile(t, cfgPath, operatorConfig(d, "log_level = \"debug\"\npull_progress_timeout = \"1m\"\n"))
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the reload to be logged", func() bool {
@@ -130,7 +107,7 @@ func TestSIGHUPReload(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, tail(log, 10))
 		}
 	}
-	if _, err := d.rt.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil {
+	if _, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "a debug line for ListContainers", func() bool {
@@ -147,11 +124,11 @@ func TestSIGHUPReload(t *testing.T) {
 
 	// A bad file is refused whole; the running config stays.
 	writeFile(t, cfgPath, operatorConfig(d, "log_level = \"loud\"\n"))
-	d.cmd.Process.Signal(syscall.SIGHUP)
+	d.Cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, 10*time.Second, "the refusal to be logged", func() bool {
 		return strings.Contains(readLog(t, d), "SIGHUP: config not reloaded")
 	})
-	if _, err := d.rt.Version(c, &runtimeapi.VersionRequest{}); err != nil {
+	if _, err := d.RT.Version(c, &runtimeapi.VersionRequest{}); err != nil {
 		t.Fatalf("daemon gone after a bad reload: %v", err)
 	}
 }
@@ -220,11 +197,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
 	addr := freeTCPAddr(t)
-	d.args = []string{"--metrics-address", addr, "--log-format", "json"}
-	d.start()
+	d.Args = []string{"--metrics-address", addr, "--log-format", "json"}
+	d.Start()
 	c := ctx(t)
 	var header metadata.MD
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}, grpc.Header(&header)); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}, grpc.Header(&header)); err != nil {
 		t.Fatal(err)
 	}
 	if ids := header.Get("peapod-request-id"); len(ids) != 1 || len(ids[0]) != 12 {
@@ -235,7 +212,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	ctr := startContainer(t, d, pod, podCfg, containerConfig("app", image, "sleep", "1000"))
 
 	// One streaming session.
-	ex, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"true"}, Stdout: true})
+	ex, err := d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"true"}, Stdout: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,11 +224,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	hogCfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}}
 	hog := startContainer(t, d, pod, podCfg, hogCfg)
 	waitFor(t, 20*time.Second, "the hog to be OOM-killed", func() bool {
-		st, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: hog})
+		st, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: hog})
 		return err == nil && st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED
 	})
 	// A request for something that does not exist: NotFound.
-	if _, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: strings.Repeat("ab", 32)}); err == nil {
+	if _, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: strings.Repeat("ab", 32)}); err == nil {
 		t.Fatal("status of a missing container succeeded")
 	}
 
@@ -286,7 +263,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 
 	// The rest of the lifecycle moves the state gauges.
-	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	fams = scrape(t, addr)
@@ -296,7 +273,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	if v := metricValue(fams, "peapod_containers", map[string]string{"state": "exited"}); v != 2 {
 		t.Errorf("containers exited after stop = %v, want 2", v)
 	}
-	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	fams = scrape(t, addr)
@@ -327,7 +304,7 @@ func TestMetricsEndpoint(t *testing.T) {
 func TestVerboseStatus(t *testing.T) {
 	d, image := readyDaemon(t)
 	c := ctx(t)
-	st, err := d.rt.Status(c, &runtimeapi.StatusRequest{Verbose: true})
+	st, err := d.RT.Status(c, &runtimeapi.StatusRequest{Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +312,7 @@ func TestVerboseStatus(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.Info["config"]), &cfg); err != nil {
 		t.Fatalf("config %q: %v", st.Info["config"], err)
 	}
-	if cfg["socket"] != d.socket || cfg["log_level"] != "debug" || cfg["pull_progress_timeout"] == nil {
+	if cfg["socket"] != d.Socket || cfg["log_level"] != "debug" || cfg["pull_progress_timeout"] == nil {
 		t.Errorf("effective config: %v", cfg)
 	}
 	var rt map[string]any
@@ -346,7 +323,7 @@ func TestVerboseStatus(t *testing.T) {
 	podCfg := podConfig("verbose", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
 	ctr := startContainer(t, d, pod, podCfg, containerConfig("app", image, "sleep", "1000"))
-	cs, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: ctr, Verbose: true})
+	cs, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: ctr, Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,10 +342,10 @@ func TestVerboseStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ci.Pid == 0 || ci.SandboxID != pod || ci.Bundle == "" || ci.Rootfs == "" || ci.LogPath == "" ||
-		!strings.Contains(ci.CgroupsPath, d.cgroupParent) || strings.Join(ci.RuntimeSpec.Process.Args, " ") != "sleep 1000" {
+		!strings.Contains(ci.CgroupsPath, d.CgroupParent) || strings.Join(ci.RuntimeSpec.Process.Args, " ") != "sleep 1000" {
 		t.Errorf("container verbose info: %+v", ci)
 	}
-	ps, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
+	ps, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod, Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}

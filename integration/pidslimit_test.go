@@ -20,23 +20,23 @@ func TestPidsLimit(t *testing.T) {
 	const limit = 50
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	conf := filepath.Join(d.dir, "peapod.toml")
+	conf := filepath.Join(d.Dir, "peapod.toml")
 	if err := os.WriteFile(conf, []byte("pids_limit = "+strconv.Itoa(limit)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.args = []string{"--config", conf}
-	d.start()
+	d.Args = []string{"--config", conf}
+	d.Start()
 	pull(t, d, image)
 	if !hasController("pids") {
 		t.Skip("no pids cgroup controller here")
 	}
 
-	podCfg := podConfig("pids", filepath.Join(d.dir, "logs"))
+	podCfg := podConfig("pids", filepath.Join(d.Dir, "logs"))
 	pod := runPod(t, d, podCfg).PodSandboxId
 	bomb := startContainer(t, d, pod, podCfg, containerConfig("bomb", image, "sleep", "300"))
 	other := startContainer(t, d, pod, podCfg, containerConfig("other", image, "sleep", "300"))
 	rel := func(ctr string) string {
-		return filepath.Join(d.cgroupParent, "peapod-pod-"+pod, "peapod-"+ctr)
+		return filepath.Join(d.CgroupParent, "peapod-pod-"+pod, "peapod-"+ctr)
 	}
 	for _, ctr := range []string{bomb, other} {
 		if got := readCgroup(t, "pids", rel(ctr), "pids.max"); got != strconv.Itoa(limit) {
@@ -46,7 +46,7 @@ func TestPidsLimit(t *testing.T) {
 
 	// Twice the limit of processes that live a few seconds.
 	loop := "i=0; while [ $i -lt " + strconv.Itoa(2*limit) + " ]; do sleep 8 >/dev/null 2>&1 & i=$((i+1)); done; echo spawned"
-	r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: bomb, Cmd: []string{"sh", "-c", loop}, Timeout: 30})
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: bomb, Cmd: []string{"sh", "-c", loop}, Timeout: 30})
 	if err != nil {
 		t.Fatalf("exec the fork loop: %v", err)
 	}
@@ -65,7 +65,7 @@ func TestPidsLimit(t *testing.T) {
 		t.Errorf("the pod's other container answers %q", got)
 	}
 	waitFor(t, 30*time.Second, "the looping container to run commands again", func() bool {
-		r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: bomb, Cmd: []string{"echo", "ok"}, Timeout: 10})
+		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: bomb, Cmd: []string{"echo", "ok"}, Timeout: 10})
 		return err == nil && r.ExitCode == 0
 	})
 

@@ -20,31 +20,31 @@ import (
 // peapod's socket. Everything is the test's own: flags name it.
 func TestPurge(t *testing.T) {
 	d := newDaemon(t, "127.0.0.1:1")
-	d.start()
-	cfg := podConfig("purge-a", filepath.Join(d.dir, "logs"))
+	d.Start()
+	cfg := podConfig("purge-a", filepath.Join(d.Dir, "logs"))
 	cfg.PortMappings = []*runtimeapi.PortMapping{{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80, HostPort: 31878}}
 	pod := runPod(t, d, cfg).PodSandboxId
 	pause := pausePID(ctx(t), d, pod)
 	if pause == 0 {
 		t.Fatal("no pause PID")
 	}
-	ours := filepath.Join(d.dir, "crictl.yaml")
-	other := filepath.Join(d.dir, "crictl-other.yaml")
-	writeFile(t, ours, "runtime-endpoint: unix://"+d.socket+"\nimage-endpoint: unix://"+d.socket+"\n")
+	ours := filepath.Join(d.Dir, "crictl.yaml")
+	other := filepath.Join(d.Dir, "crictl-other.yaml")
+	writeFile(t, ours, "runtime-endpoint: unix://"+d.Socket+"\nimage-endpoint: unix://"+d.Socket+"\n")
 	writeFile(t, other, "runtime-endpoint: unix:///run/containerd/containerd.sock\n")
 	purge := func(extra ...string) (string, error) {
-		args := append([]string{"purge", "--socket", d.socket, "--root", d.root, "--state", d.state,
-			"--cgroup-parent", d.cgroupParent, "--bridge", d.bridge, "--pod-cidr", d.podCIDR,
-			"--cni-conf-dir", d.cniConfDir, "--registries-conf", d.regConf}, extra...)
+		args := append([]string{"purge", "--socket", d.Socket, "--root", d.Root, "--state", d.State,
+			"--cgroup-parent", d.CgroupParent, "--bridge", d.Bridge, "--pod-cidr", d.PodCIDR,
+			"--cni-conf-dir", d.CNIConfDir, "--registries-conf", d.RegistriesConf}, extra...)
 		out, err := exec.Command(peapodBinary, args...).CombinedOutput()
 		return string(out), err
 	}
 	untouched := func(when string) {
 		t.Helper()
-		if _, err := os.Stat(filepath.Join(d.root, "metadata.db")); err != nil {
+		if _, err := os.Stat(filepath.Join(d.Root, "metadata.db")); err != nil {
 			t.Fatalf("%s: root touched: %v", when, err)
 		}
-		if !linkExists(d.bridge) || syscall.Kill(pause, 0) != nil {
+		if !linkExists(d.Bridge) || syscall.Kill(pause, 0) != nil {
 			t.Fatalf("%s: bridge or pod gone", when)
 		}
 		if _, err := os.Stat(ours); err != nil {
@@ -56,7 +56,7 @@ func TestPurge(t *testing.T) {
 		t.Fatalf("purge while the daemon runs: %v: %s", err, out)
 	}
 	untouched("purge while the daemon runs")
-	d.stop() // pods keep running
+	d.Stop() // pods keep running
 	if out, err := purge("--crictl-config", ours); err == nil || !strings.Contains(out, "1 pods are running: it/purge-a") {
 		t.Fatalf("purge with a running pod, no --force: %v: %s", err, out)
 	}
@@ -72,23 +72,23 @@ func TestPurge(t *testing.T) {
 			t.Errorf("pause %d of the pod still runs", pause)
 		}
 	}
-	for _, p := range []string{d.root, d.state, d.socket, ours} {
+	for _, p := range []string{d.Root, d.State, d.Socket, ours} {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s left (err %v)", p, err)
 		}
 	}
-	if linkExists(d.bridge) {
-		t.Errorf("bridge %s left", d.bridge)
+	if linkExists(d.Bridge) {
+		t.Errorf("bridge %s left", d.Bridge)
 	}
-	if exec.Command("nft", "list", "table", "ip", "peapod-"+d.bridge).Run() == nil {
-		t.Errorf("nft table ip peapod-%s left", d.bridge)
+	if exec.Command("nft", "list", "table", "ip", "peapod-"+d.Bridge).Run() == nil {
+		t.Errorf("nft table ip peapod-%s left", d.Bridge)
 	}
-	for _, dir := range testenv.CgroupDirs(d.cgroupParent) {
+	for _, dir := range testenv.CgroupDirs(d.CgroupParent) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Errorf("cgroup %s left (err %v)", dir, err)
 		}
 	}
-	if m := mountsUnder(d.dir); len(m) > 0 {
+	if m := mountsUnder(d.Dir); len(m) > 0 {
 		t.Errorf("mounts left: %v", m)
 	}
 

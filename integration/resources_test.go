@@ -106,8 +106,8 @@ func expectCgroupFiles(t *testing.T, where string, read func(ctrl, file string) 
 func TestResources(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.start()
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	d.Start()
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -132,11 +132,11 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	podCfg := podConfig("res", t.TempDir())
 	podCfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 256 << 20}
 	podCfg.Linux.Overhead = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 16 << 20}
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	podRel := filepath.Join(d.cgroupParent, "peapod-pod-"+run.PodSandboxId)
+	podRel := filepath.Join(d.CgroupParent, "peapod-pod-"+run.PodSandboxId)
 	expectCgroup(t, podRel,
 		map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(272 << 20), "cpu/cpu.cfs_quota_us": "50000"},
 		map[string]string{"memory/memory.max": strconv.Itoa(272 << 20), "cpu/cpu.max": "50000 100000"})
@@ -188,7 +188,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	expectCgroup(t, busyRel, extraV1, extraV2)
 
 	usage := func() (uint64, time.Time) {
-		s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
+		s, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	if !held {
 		t.Errorf("busy loop never reached 0.2 ± 0.05 CPU in 3 windows")
 	}
-	s, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
+	s, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: busyID})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	// The writable layer is measured at most every 10 s, as containerd does.
 	deadline := time.Now().Add(40 * time.Second * timeoutScale)
 	for {
-		r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
+		r, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,21 +259,21 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	}
 
 	// Lists and filters.
-	list, err := d.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: run.PodSandboxId}})
+	list, err := d.RT.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{PodSandboxId: run.PodSandboxId}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Stats) != 2 {
 		t.Errorf("ListContainerStats(pod) gave %d stats, want 2", len(list.Stats))
 	}
-	list, err = d.rt.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{LabelSelector: map[string]string{"container": "mem"}}})
+	list, err = d.RT.ListContainerStats(c, &runtimeapi.ListContainerStatsRequest{Filter: &runtimeapi.ContainerStatsFilter{LabelSelector: map[string]string{"container": "mem"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Stats) != 1 || list.Stats[0].Attributes.Id != memID {
 		t.Errorf("ListContainerStats(label container=mem) = %v", list.Stats)
 	}
-	ps, err := d.rt.PodSandboxStats(c, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: run.PodSandboxId})
+	ps, err := d.RT.PodSandboxStats(c, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: run.PodSandboxId})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +286,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 		t.Logf("no pod network interfaces reported (network: %v)", pl.GetNetwork())
 	}
 	checkPodMetrics(t, d, run.PodSandboxId, memID)
-	plist, err := d.rt.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "res"}}})
+	plist, err := d.RT.ListPodSandboxStats(c, &runtimeapi.ListPodSandboxStatsRequest{Filter: &runtimeapi.PodSandboxStatsFilter{LabelSelector: map[string]string{"app": "res"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 
 	// Live updates of a container and of the pod.
 	upd := &runtimeapi.LinuxContainerResources{CpuShares: 1024, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 96 << 20}
-	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: busyID, Linux: upd}); err != nil {
+	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: busyID, Linux: upd}); err != nil {
 		t.Fatal(err)
 	}
 	expectCgroup(t, busyRel,
@@ -306,7 +306,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	if r := st.GetResources().GetLinux(); r.GetMemoryLimitInBytes() != 96<<20 || r.GetCpuQuota() != 50000 || r.GetCpuShares() != 1024 {
 		t.Errorf("status resources after update: %v", r)
 	}
-	if _, err := d.rt.UpdatePodSandboxResources(c, &runtimeapi.UpdatePodSandboxResourcesRequest{
+	if _, err := d.RT.UpdatePodSandboxResources(c, &runtimeapi.UpdatePodSandboxResourcesRequest{
 		PodSandboxId: run.PodSandboxId,
 		Resources:    &runtimeapi.LinuxContainerResources{CpuQuota: 80000, MemoryLimitInBytes: 512 << 20},
 	}); err != nil {
@@ -321,7 +321,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 	// in force — the OOM killer acts and the container is reported
 	// OOMKilled, or the kernel reclaimed the memory below the limit.
 	const lowered = 16 << 20
-	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: memID,
+	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: memID,
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: lowered}}); err != nil {
 		t.Logf("lowering the limit below usage: %v", err)
 	} else {
@@ -333,7 +333,7 @@ func resourceLimits(t *testing.T, d *daemon, image string) {
 				}
 				return true
 			}
-			r, err := d.rt.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
+			r, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: memID})
 			return err == nil && r.GetStats().GetMemory().GetUsageBytes().GetValue() <= lowered
 		})
 	}
@@ -373,17 +373,17 @@ func oomKilledRepeated(t *testing.T, d *daemon, image string) {
 		v := variants[i%len(variants)]
 		cfg := containerConfig(fmt.Sprintf("hog%d", i), image, v.cmd...)
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20, Unified: v.unified}}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			return err
 		}
-		defer d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: cr.ContainerId})
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		defer d.RT.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: cr.ContainerId})
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			return err
 		}
 		deadline := time.Now().Add(30 * time.Second * timeoutScale)
 		for {
-			r, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: cr.ContainerId})
+			r, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: cr.ContainerId})
 			if err != nil {
 				return err
 			}
@@ -434,11 +434,11 @@ func liveMemoryUpdate(t *testing.T, d *daemon, image string) {
 	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/trigger", HostPath: trigger}}
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 128 << 20}}
 	id := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}); err != nil {
 		t.Fatal(err)
 	}
-	rel := filepath.Join(d.cgroupParent, "peapod-pod-"+run.PodSandboxId, "peapod-"+id)
+	rel := filepath.Join(d.CgroupParent, "peapod-pod-"+run.PodSandboxId, "peapod-"+id)
 	expectCgroup(t, rel, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(32 << 20)},
 		map[string]string{"memory/memory.max": strconv.Itoa(32 << 20)})
 	if r := containerStatus(t, d, id).GetResources().GetLinux(); r.GetMemoryLimitInBytes() != 32<<20 {
@@ -462,7 +462,7 @@ func liveMemoryUpdate(t *testing.T, d *daemon, image string) {
 func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 	t.Helper()
 	c := ctx(t)
-	desc, err := d.rt.ListMetricDescriptors(c, &runtimeapi.ListMetricDescriptorsRequest{})
+	desc, err := d.RT.ListMetricDescriptors(c, &runtimeapi.ListMetricDescriptorsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 	for _, ds := range desc.Descriptors {
 		keys[ds.Name] = len(ds.LabelKeys)
 	}
-	resp, err := d.rt.ListPodSandboxMetrics(c, &runtimeapi.ListPodSandboxMetricsRequest{})
+	resp, err := d.RT.ListPodSandboxMetrics(c, &runtimeapi.ListPodSandboxMetricsRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

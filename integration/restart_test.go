@@ -27,22 +27,22 @@ func TestRestartKeepsPods(t *testing.T) {
 		if name == "ticks" {
 			cfg = containerConfig(name, image, "sh", "-c", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.05; done")
 		}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatal(err)
 		}
 		ids[name] = cr.ContainerId
 	}
-	created, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("later", image, "sh", "-c", "echo started-after-restart; sleep 1000"), SandboxConfig: podCfg})
+	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("later", image, "sh", "-c", "echo started-after-restart; sleep 1000"), SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	diesPID := containerPID(t, d, ids["dies"])
 
-	d.kill() // as a crash would: SIGKILL, no cleanup
+	d.Kill() // as a crash would: SIGKILL, no cleanup
 	if err := syscall.Kill(diesPID, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill container process while the daemon is down: %v", err)
 	}
@@ -52,17 +52,17 @@ func TestRestartKeepsPods(t *testing.T) {
 	if after := countLines(t, ticksLog); after <= before {
 		t.Errorf("the log did not grow while the daemon was down (%d then %d lines)", before, after)
 	}
-	d.start()
+	d.Start()
 	c = ctx(t)
 
-	ps, err := d.rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
+	ps, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
 	if err != nil || ps.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Fatalf("pod after restart: %v, %v", ps, err)
 	}
 	if s := containerStatus(t, d, ids["keeps"]); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("running container after restart: %v", s.State)
 	}
-	ex, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ids["keeps"], Cmd: []string{"echo", "still-here"}})
+	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ids["keeps"], Cmd: []string{"echo", "still-here"}})
 	if err != nil || string(ex.Stdout) != "still-here\n" {
 		t.Errorf("exec after restart: %v %q", err, ex.GetStdout())
 	}
@@ -91,7 +91,7 @@ func TestRestartKeepsPods(t *testing.T) {
 		}
 	}
 	// A container created before the restart starts after it.
-	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
 		t.Fatalf("start a container created before the restart: %v", err)
 	}
 	waitFor(t, 10*time.Second, "its log line", func() bool {
@@ -99,7 +99,7 @@ func TestRestartKeepsPods(t *testing.T) {
 		return strings.Contains(string(data), "started-after-restart")
 	})
 	// A recovered container is stopped like any other.
-	if _, err := d.rt.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: ids["keeps"], Timeout: 5}); err != nil {
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: ids["keeps"], Timeout: 5}); err != nil {
 		t.Fatalf("stop a recovered container: %v", err)
 	}
 	if s := containerStatus(t, d, ids["keeps"]); s.State != runtimeapi.ContainerState_CONTAINER_EXITED {
@@ -117,7 +117,7 @@ func countLines(t *testing.T, path string) int {
 
 func containerPID(t *testing.T, d *daemon, id string) int {
 	t.Helper()
-	resp, err := d.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	resp, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id, Verbose: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,17 +24,17 @@ func TestSeccomp(t *testing.T) {
 	start := func(name string, sec *runtimeapi.LinuxContainerSecurityContext) string {
 		cfg := containerConfig(name, image, "sleep", "1000")
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: sec}
-		cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
 			t.Fatalf("create %s: %v", name, err)
 		}
-		if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}
 		return cr.ContainerId
 	}
 	exec := func(id string, cmd ...string) (string, int32) {
-		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd})
+		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd})
 		if err != nil {
 			t.Fatalf("exec %v: %v", cmd, err)
 		}
@@ -69,7 +69,7 @@ func TestSeccomp(t *testing.T) {
 	cfg := containerConfig("missing", image, "true")
 	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 		Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/no/such/profile.json"}}}
-	_, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	_, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 	if grpcCode(err) != "InvalidArgument" || !strings.Contains(err.Error(), "/no/such/profile.json") {
 		t.Errorf("missing localhost profile: %v, want InvalidArgument naming it", err)
 	}

@@ -149,10 +149,10 @@ func TestSecurity(t *testing.T) {
 	}
 	image := securityImage(t, regAddr, canaryFile, canaryDir)
 	d := newDaemon(t, regAddr)
-	d.start()
+	d.Start()
 	c := ctx(t)
 	for _, ref := range []string{busybox, image} {
-		if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,7 +182,7 @@ func TestSecurity(t *testing.T) {
 	}
 	exec := func(id string, cmd ...string) string {
 		t.Helper()
-		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 20})
+		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 20})
 		if err != nil {
 			t.Fatalf("exec %v: %v", cmd, err)
 		}
@@ -202,7 +202,7 @@ func TestSecurity(t *testing.T) {
 	t.Run("no host processes", func(t *testing.T) {
 		out := exec(def, "sh", "-c", "ls /proc | grep -c '^[0-9]'; cat /proc/*/cmdline | tr '\\0' ' '")
 		// The daemon's command line names its socket; the test's is ours.
-		if strings.Contains(out, d.socket) || strings.Contains(out, filepath.Base(os.Args[0])) {
+		if strings.Contains(out, d.Socket) || strings.Contains(out, filepath.Base(os.Args[0])) {
 			t.Errorf("the container sees host processes: %q", out)
 		}
 		if count, _ := strconv.Atoi(strings.SplitN(out, "\n", 2)[0]); count > 10 {
@@ -310,7 +310,7 @@ func TestSecurity(t *testing.T) {
 		}
 		cfg := containerConfig("escape", image, "true")
 		cfg.LogPath = "../../../etc/shadow"
-		_, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		_, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if grpcCode(err) != "InvalidArgument" {
 			t.Errorf("log path with ..: %v, want InvalidArgument", err)
 		}

@@ -36,15 +36,15 @@ func streamPod(t *testing.T, d *daemon, image string, cfg *runtimeapi.ContainerC
 	t.Helper()
 	c := ctx(t)
 	podCfg = podConfig(cfg.Metadata.Name, t.TempDir())
-	run, err := d.rt.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cr, err := d.rt.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
 	return run.PodSandboxId, cr.ContainerId, podCfg
@@ -88,7 +88,7 @@ func TestStreamingExec(t *testing.T) {
 	// cgroup v1 it joins them itself: sandbox/execcg; the unified hierarchy
 	// of a hybrid host follows a moment later), and sees no descriptor of
 	// that machinery.
-	cg, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Timeout: 10,
+	cg, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Timeout: 10,
 		Cmd: []string{"sh", "-c", "sleep 0.3; cat /proc/self/cgroup; echo ---; cat /tmp/init.cgroup; echo ---; ls -l /proc/$$/fd"}})
 	if err != nil || cg.ExitCode != 0 {
 		t.Fatalf("exec cgroup check: %v %q", err, cg.GetStderr())
@@ -102,7 +102,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// Plain: stdout, stderr, exit code.
-	resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, Stdout: true, Stderr: true})
+	resp, err := d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 5"}, Stdout: true, Stderr: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// TTY with stdin and resize: the terminal reports the size sent.
-	resp, err = d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "read line; busybox stty size; echo got:$line"}, Stdin: true, Stdout: true, Tty: true})
+	resp, err = d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", "read line; busybox stty size; echo got:$line"}, Stdin: true, Stdout: true, Tty: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestStreamingExec(t *testing.T) {
 	}
 
 	// A missing binary: exit code 127 as a shell would give, with a reason.
-	resp, err = d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}, Stdout: true, Stderr: true})
+	resp, err = d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}, Stdout: true, Stderr: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,12 +157,12 @@ func TestStreamingExec(t *testing.T) {
 	if !strings.Contains(errOut.String(), "/no/such/tool") {
 		t.Errorf("missing binary: stderr %q does not name it", errOut.String())
 	}
-	sync, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}})
+	sync, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/no/such/tool"}})
 	if err != nil || sync.ExitCode != 127 {
 		t.Errorf("ExecSync of a missing binary: %v, exit %d, want 127", err, sync.GetExitCode())
 	}
 	// A file that is not executable: 126.
-	sync, err = d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/etc/passwd"}})
+	sync, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/etc/passwd"}})
 	if err != nil || sync.ExitCode != 126 || !strings.Contains(string(sync.Stderr), "/etc/passwd") {
 		t.Errorf("ExecSync of a non-executable file: %v, exit %d, stderr %q; want 126 naming it", err, sync.GetExitCode(), sync.GetStderr())
 	}
@@ -185,7 +185,7 @@ func TestStreamingAttach(t *testing.T) {
 	var sessions []session
 	stdinR, stdinW := io.Pipe()
 	for i := 0; i < 2; i++ {
-		resp, err := d.rt.Attach(c, &runtimeapi.AttachRequest{ContainerId: ctr, Stdin: i == 0, Stdout: true, Stderr: true})
+		resp, err := d.RT.Attach(c, &runtimeapi.AttachRequest{ContainerId: ctr, Stdin: i == 0, Stdout: true, Stderr: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,14 +242,14 @@ func TestStreamingPortForward(t *testing.T) {
 	c := ctx(t)
 	var want string
 	waitFor(t, 20*time.Second, "the file and its checksum", func() bool {
-		r, err := d.rt.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/www/sum"}})
+		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/www/sum"}})
 		if err == nil && len(r.Stdout) > 64 {
 			want = string(r.Stdout[:64])
 			return true
 		}
 		return false
 	})
-	resp, err := d.rt.PortForward(c, &runtimeapi.PortForwardRequest{PodSandboxId: pod, Port: []int32{8080}})
+	resp, err := d.RT.PortForward(c, &runtimeapi.PortForwardRequest{PodSandboxId: pod, Port: []int32{8080}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestLogRotation(t *testing.T) {
 			break
 		}
 		if err := os.Rename(logPath, fmt.Sprintf("%s.%04d", logPath, i)); err == nil {
-			if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); err != nil && containerStatus(t, d, ctr).State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+			if _, err := d.RT.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); err != nil && containerStatus(t, d, ctr).State == runtimeapi.ContainerState_CONTAINER_RUNNING {
 				t.Fatalf("reopen: %v", err)
 			}
 			rotations++
@@ -341,7 +341,7 @@ func TestLogRotation(t *testing.T) {
 	}
 	t.Logf("%d rotations, %d files, 10000 lines each exactly once", rotations, len(files))
 
-	if _, err := d.rt.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); grpcCode(err) != "FailedPrecondition" {
+	if _, err := d.RT.ReopenContainerLog(c, &runtimeapi.ReopenContainerLogRequest{ContainerId: ctr}); grpcCode(err) != "FailedPrecondition" {
 		t.Errorf("reopen of an exited container: %v, want FailedPrecondition", err)
 	}
 }
@@ -362,15 +362,15 @@ func TestStreamingTLS(t *testing.T) {
 	}
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	d.args = []string{"--config", conf}
-	d.start()
+	d.Args = []string{"--config", conf}
+	d.Start()
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
 	_, ctr, _ := streamPod(t, d, image, containerConfig("tls", image, "sleep", "1000"))
 	exec := func(tlsCfg rest.TLSClientConfig) (string, error) {
-		resp, err := d.rt.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"echo", "over-tls"}, Stdout: true})
+		resp, err := d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"echo", "over-tls"}, Stdout: true})
 		if err != nil {
 			t.Fatal(err)
 		}

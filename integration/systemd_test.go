@@ -25,17 +25,17 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 	sliceDir := "/" + top + ".slice/" + slice
 	t.Cleanup(func() { testenv.RemoveCgroup("/" + top + ".slice") })
 	d := newDaemon(t, regAddr)
-	conf := filepath.Join(d.dir, "peapod.toml")
+	conf := filepath.Join(d.Dir, "peapod.toml")
 	if err := os.WriteFile(conf, []byte("cgroup_driver = \"systemd\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d.args = append(d.args, "--config", conf)
-	d.start()
+	d.Args = append(d.Args, "--config", conf)
+	d.Start()
 	c := ctx(t)
-	if _, err := d.img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := d.rt.RuntimeConfig(c, &runtimeapi.RuntimeConfigRequest{})
+	rc, err := d.RT.RuntimeConfig(c, &runtimeapi.RuntimeConfigRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,17 +70,17 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 	if procs := readAbsCgroup(t, "memory", scope, "cgroup.procs"); procs == "" {
 		t.Errorf("container scope %s holds no process", scope)
 	}
-	if _, err := d.rt.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20}}); err != nil {
 		t.Fatal(err)
 	}
 	expectAbsCgroup(t, scope, map[string]string{"memory/memory.limit_in_bytes": strconv.Itoa(96 << 20)},
 		map[string]string{"memory/memory.max": strconv.Itoa(96 << 20)})
 
-	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(absCgroupFile(t, "memory", podDir, "")); !os.IsNotExist(err) {
@@ -94,7 +94,7 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 func refuseSlice(t *testing.T, d *daemon, image string) {
 	cfg := podConfig("sd2", t.TempDir())
 	cfg.Linux.CgroupParent = "peapodit-pod" + randomSuffix() + ".slice"
-	if _, err := d.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg}); err == nil {
+	if _, err := d.RT.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg}); err == nil {
 		t.Error("cgroupfs driver accepted a slice parent")
 	}
 }

@@ -25,7 +25,7 @@ func usernsOptions(hostID uint32) *runtimeapi.UserNamespace {
 
 func execOut(t *testing.T, d *daemon, id string, cmd ...string) string {
 	t.Helper()
-	r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 20})
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 20})
 	if err != nil {
 		t.Fatalf("exec %v: %v", cmd, err)
 	}
@@ -82,10 +82,10 @@ func ownerUserns(t *testing.T, path string) uint64 {
 func TestUserNamespacePod(t *testing.T) {
 	d, image := readyDaemon(t)
 	// The containers pass through the state directory's path as "other".
-	if err := os.Chmod(d.dir, 0o711); err != nil {
+	if err := os.Chmod(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	st, err := d.rt.Status(ctx(t), &runtimeapi.StatusRequest{})
+	st, err := d.RT.Status(ctx(t), &runtimeapi.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,14 +94,14 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 
 	const hostID = 300000
-	mapped, plain := filepath.Join(d.dir, "vol-mapped"), filepath.Join(d.dir, "vol-plain")
+	mapped, plain := filepath.Join(d.Dir, "vol-mapped"), filepath.Join(d.Dir, "vol-plain")
 	for _, dir := range []string{mapped, plain} {
 		if err := os.Mkdir(dir, 0o777); err != nil {
 			t.Fatal(err)
 		}
 		os.Chmod(dir, 0o777)
 	}
-	logDir := filepath.Join(d.dir, "logs")
+	logDir := filepath.Join(d.Dir, "logs")
 	podCfg := podConfig("userns", logDir)
 	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(hostID)},
@@ -143,7 +143,7 @@ func TestUserNamespacePod(t *testing.T) {
 	if o := fileOwner(t, filepath.Join(plain, "f")); o != hostID {
 		t.Errorf("file written to the plain volume is owned by %d on the host, want %d", o, hostID)
 	}
-	if o := fileOwner(t, filepath.Join(d.state, "userns", ctr, "rootfs", "rootfs-f")); o != hostID {
+	if o := fileOwner(t, filepath.Join(d.State, "userns", ctr, "rootfs", "rootfs-f")); o != hostID {
 		t.Errorf("file written to the root filesystem is owned by %d on the host, want %d", o, hostID)
 	}
 	// A file the host's root owns in the idmapped volume is root's inside.
@@ -157,7 +157,7 @@ func TestUserNamespacePod(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(plain, "secret"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/plain/secret"}, Timeout: 10}); err != nil || r.ExitCode == 0 {
+	if r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/plain/secret"}, Timeout: 10}); err != nil || r.ExitCode == 0 {
 		t.Errorf("root in the container read a 0600 file of the host's root: %v %v", r, err)
 	}
 
@@ -218,7 +218,7 @@ func TestUserNamespacePod(t *testing.T) {
 	}
 
 	// Removal leaves no holder, no rootfs bind and no pod files.
-	if _, err := d.rt.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+	if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
 	if syscall.Kill(holder, 0) == nil {
@@ -226,12 +226,12 @@ func TestUserNamespacePod(t *testing.T) {
 			t.Errorf("the user namespace holder %d outlived its pod", holder)
 		}
 	}
-	for _, dir := range []string{filepath.Join(d.state, "userns"), filepath.Join(d.state, "pods", pod)} {
+	for _, dir := range []string{filepath.Join(d.State, "userns"), filepath.Join(d.State, "pods", pod)} {
 		if m := mountsUnder(dir); len(m) > 0 {
 			t.Errorf("mounts left under %s after removing the pod: %v", dir, m)
 		}
 	}
-	if entries, _ := os.ReadDir(filepath.Join(d.state, "userns")); len(entries) > 0 {
+	if entries, _ := os.ReadDir(filepath.Join(d.State, "userns")); len(entries) > 0 {
 		t.Errorf("rootfs bind points left: %v", entries)
 	}
 }
@@ -240,7 +240,7 @@ func TestUserNamespacePod(t *testing.T) {
 // containerd refuses are refused, with InvalidArgument, and leave nothing.
 func TestUserNamespaceBadRequests(t *testing.T) {
 	d, _ := readyDaemon(t)
-	if err := os.Chmod(d.dir, 0o711); err != nil {
+	if err := os.Chmod(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
 	one := func(c, h, l uint32) []*runtimeapi.IDMapping {
@@ -260,14 +260,14 @@ func TestUserNamespaceBadRequests(t *testing.T) {
 		"host PID":             {Pid: runtimeapi.NamespaceMode_NODE, UsernsOptions: usernsOptions(300000)},
 		"NODE with ranges":     {UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE, Uids: one(0, 300000, 65536), Gids: one(0, 300000, 65536)}},
 	} {
-		cfg := podConfig("bad-userns", filepath.Join(d.dir, "logs"))
+		cfg := podConfig("bad-userns", filepath.Join(d.Dir, "logs"))
 		cfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: opts}
-		_, err := d.rt.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+		_, err := d.RT.RunPodSandbox(ctx(t), &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: RunPodSandbox = %v, want InvalidArgument", name, err)
 		}
 	}
-	pods, err := d.rt.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
+	pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,14 +285,14 @@ func TestUserNamespaceImageVolume(t *testing.T) {
 	})
 	image := "registry.k8s.io/e2e-test-images/busybox:userns-vol"
 	d := newDaemon(t, regAddr)
-	d.start()
-	if _, err := d.img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+	d.Start()
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(d.dir, 0o711); err != nil {
+	if err := os.Chmod(d.Dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	podCfg := podConfig("userns-vol", filepath.Join(d.dir, "logs"))
+	podCfg := podConfig("userns-vol", filepath.Join(d.Dir, "logs"))
 	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{
 		NamespaceOptions: &runtimeapi.NamespaceOption{UsernsOptions: usernsOptions(300000)},
 	}

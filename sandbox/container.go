@@ -7,6 +7,7 @@ import (
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
@@ -62,7 +63,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, err
 	}
-	if err := validateMounts(cfg.GetMounts()); err != nil {
+	if err := hostfs.CheckMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
 	stopSignal, err := oci.StopSignalName(cfg, img)
@@ -70,9 +71,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, err
 	}
 
-	id := newID()
-	name := containerName(podCopy.Config, cfg)
-	if err := r.ctrNames.reserve(name, id); err != nil {
+	id := names.NewID()
+	name := names.Container(podCopy.Config, cfg)
+	if err := r.ctrNames.Reserve(name, id); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	var undo []func()
@@ -83,7 +84,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 			}
 		}
 	}()
-	undo = append(undo, func() { r.ctrNames.release(name) })
+	undo = append(undo, func() { r.ctrNames.Release(name) })
 
 	c := &Container{
 		ID:         id,
@@ -194,7 +195,7 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
 	if err != nil {
 		return err
 	}
-	if _, err := libcontainerConfig(c.ID, spec); err != nil {
+	if _, err := runner.LibcontainerConfig(c.ID, spec); err != nil {
 		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
 	}
 	c.User = spec.Process.User
@@ -226,31 +227,10 @@ func (r *Runtime) recordContainer(p *pod, ctr *container) error {
 	return nil
 }
 
-func validateMounts(mounts []*runtimeapi.Mount) error {
-	for _, m := range mounts {
-		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
-			return fmt.Errorf("mount container path %q must be absolute: %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if m.GetRecursiveReadOnly() && !m.GetReadonly() {
-			return fmt.Errorf("mount at %s: recursive read-only needs readonly: %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
-			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), ErrInvalidArgument)
-		}
-		if m.GetImage() != nil {
-			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), ErrInvalidArgument)
-		}
-		if _, err := os.Stat(m.GetHostPath()); err != nil {
-			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, ErrInvalidArgument)
-		}
-	}
-	return nil
-}
-
 func (r *Runtime) lookupContainer(id string) (*container, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	full, err := resolveID(r.containers, id, "container")
+	full, err := names.Resolve(r.containers, id, "container")
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +331,7 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 // an error.
 func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) error {
 	c, err := r.lookupContainer(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -359,7 +339,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	}
 	// The lock is not held while waiting: the exit is recorded under it.
 	c.mu.Lock()
-	running, exited, stopSig := c.State == ContainerRunning, c.exited, c.stopSignal()
+	running, exited, stopSig := c.State == ContainerRunning, c.exited, c.StopSignalNum()
 	c.mu.Unlock()
 	if !running {
 		return nil
@@ -404,7 +384,7 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 // Removing an unknown container is not an error.
 func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	c, err := r.lookupContainer(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -435,7 +415,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	r.mu.Unlock()
 	r.publishContainer(EventDeleted, &c.Container)
 	if pod != nil {
-		r.ctrNames.release(containerName(pod.Config, c.Config))
+		r.ctrNames.Release(names.Container(pod.Config, c.Config))
 	}
 	r.log.Info("container removed", "container", c.ID)
 	return nil

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
 	"path/filepath"
 	"slices"
@@ -89,7 +90,7 @@ func FuzzBuildSpec(f *testing.F) {
 		if spec.Root.Path != rootfs {
 			t.Fatalf("root %q, want %q", spec.Root.Path, rootfs)
 		}
-		libcontainerConfig(strings.Repeat("b", 64), spec) // must not panic
+		runner.LibcontainerConfig(strings.Repeat("b", 64), spec) // must not panic
 	})
 }
 

@@ -1,10 +1,6 @@
 package sandbox
 
-import (
-	"github.com/peapod-cri/peapod/oci"
-
-	"golang.org/x/sys/unix"
-)
+import "github.com/peapod-cri/peapod/oci"
 
 // Image is what a container takes from its image's config; the CRI layer
 // fills it from the image store.
@@ -13,13 +9,4 @@ type Image = oci.Image
 // specPod is what the spec of a container takes from its pod.
 func specPod(p *Pod) oci.Pod {
 	return oci.Pod{ID: p.ID, Config: p.Config, Dir: p.Dir, PausePID: p.PausePID, PIDHolder: p.PIDHolder, Cgroup: p.Cgroup}
-}
-
-// stopSignal is the signal a stored container is stopped with; records
-// written before stop signals existed have none and get SIGTERM.
-func (c *Container) stopSignal() unix.Signal {
-	if sig := unix.SignalNum(c.StopSignal); sig != 0 {
-		return sig
-	}
-	return unix.SIGTERM
 }

@@ -24,7 +24,7 @@ func TestMakeStateDirsTightens(t *testing.T) {
 	}
 	want := map[string]os.FileMode{hostfs.LegacyRootfsDir(state): hostfs.PrivateDirMode}
 	for _, d := range stateDirs(root, state) {
-		want[d.path] = d.mode
+		want[d.Path] = d.Mode
 	}
 	for p, mode := range want {
 		st, err := os.Stat(p)

@@ -7,6 +7,7 @@ import (
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
@@ -35,9 +36,9 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err := r.validatePodRequest(cfg, handler); err != nil {
 		return Pod{}, err
 	}
-	id := newID()
-	name := podName(cfg)
-	if err := r.podNames.reserve(name, id); err != nil {
+	id := names.NewID()
+	name := names.Pod(cfg)
+	if err := r.podNames.Reserve(name, id); err != nil {
 		return Pod{}, fmt.Errorf("run pod %s: %w", name, err)
 	}
 	var undo []func()
@@ -48,7 +49,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 			}
 		}
 	}()
-	undo = append(undo, func() { r.podNames.release(name) })
+	undo = append(undo, func() { r.podNames.Release(name) })
 
 	p, err := r.newPod(id, name, cfg, handler)
 	if err != nil {
@@ -62,7 +63,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	undo = append(undo, func() { r.store.Delete(store.Pods, id) })
 	r.fail.Crash("run-pod-after-record")
-	undoFiles, err := r.makePodFiles(p)
+	undoFiles, err := hostfs.MakePodFiles(p.Dir, p.Config)
 	if err != nil {
 		return Pod{}, err
 	}
@@ -83,7 +84,7 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	}
 	r.fail.Crash("run-pod-after-save")
 	r.addReadyPod(p)
-	r.log.Info("pod ready", "pod", podLogName(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
+	r.log.Info("pod ready", "pod", names.PodLog(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
 }
 
@@ -126,30 +127,6 @@ func (r *Runtime) newPod(id, name string, cfg *runtimeapi.PodSandboxConfig, hand
 		return nil, fmt.Errorf("run pod %s: %v: %w", name, err, ErrInvalidArgument)
 	}
 	return p, nil
-}
-
-// makePodFiles makes the pod's directory and the files its containers
-// mount (hosts, resolv.conf, hostname; owned by the pod's user namespace's
-// root if it has one). The undo it returns removes them.
-func (r *Runtime) makePodFiles(p *pod) (undo func(), err error) {
-	if err := hostfs.EnsureDir(p.Dir, hostfs.PrivateDirMode); err != nil {
-		return nil, fmt.Errorf("pod dir: %w", err)
-	}
-	undo = func() {
-		hostfs.UnmountPodShm(p.Dir)
-		os.RemoveAll(p.Dir)
-	}
-	if err := hostfs.WritePodFiles(p.Dir, p.Config); err != nil {
-		undo()
-		return nil, err
-	}
-	if u := oci.PodUserns(p.Config); u != nil {
-		if err := hostfs.ChownPodFiles(p.Dir, u); err != nil {
-			undo()
-			return nil, err
-		}
-	}
-	return undo, nil
 }
 
 // startPauseInCgroup makes the pod's cgroup while the pause starts (the
@@ -290,7 +267,7 @@ func (r *Runtime) killPause(p *pod) {
 // that is already stopped or does not exist is not an error.
 func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	p, err := r.lookupPod(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -332,7 +309,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	}
 	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
-	r.log.Info("pod stopped", "pod", podLogName(p.Config), "pod_id", p.ID)
+	r.log.Info("pod stopped", "pod", names.PodLog(p.Config), "pod_id", p.ID)
 	return nil
 }
 
@@ -340,7 +317,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 // Removing a pod that does not exist is not an error.
 func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	p, err := r.lookupPod(id)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, names.ErrUnknown) {
 		return nil
 	}
 	if err != nil {
@@ -374,7 +351,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	delete(r.pods, p.ID)
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
-	r.podNames.release(podName(p.Config))
+	r.podNames.Release(names.Pod(p.Config))
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil
 }
@@ -382,7 +359,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 func (r *Runtime) lookupPod(id string) (*pod, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	full, err := resolveID(r.pods, id, "pod sandbox")
+	full, err := names.Resolve(r.pods, id, "pod sandbox")
 	if err != nil {
 		return nil, err
 	}

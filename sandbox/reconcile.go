@@ -2,18 +2,15 @@ package sandbox
 
 import (
 	"context"
-	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
+	"github.com/peapod-cri/peapod/sandbox/orphans"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"time"
-
-	"github.com/opencontainers/runc/libcontainer"
-	"golang.org/x/sys/unix"
 )
 
 // reconcileHalfDone runs at startup, after recover, and finishes or cleans
@@ -58,23 +55,7 @@ func (r *Runtime) killOrphanKeepers() {
 			live[keeperSocket(r.opts.State, p.ID)] = true
 		}
 	}
-	for _, k := range keeper.Running(filepath.Join(r.opts.State, "k")) {
-		if live[k.Socket] {
-			continue
-		}
-		r.log.Info("kill the keeper of a pod that has no record (never finished, or moved aside)", "pid", k.PID, "socket", k.Socket)
-		cgroupDirs := cgroups.PodDirsOf(k.PID)
-		unix.Kill(k.PID, unix.SIGKILL)
-		deadline := time.Now().Add(10 * time.Second)
-		for proc.Alive(k.PID, k.Start) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		// A pod that lost its record has nothing else that leads to its
-		// cgroup (orphans.go).
-		if err := cgroups.RemoveTrees(cgroupDirs); err != nil {
-			r.log.Warn("remove the cgroup of a pod that has no record", "socket", k.Socket, "err", err)
-		}
-	}
+	orphans.KillKeepers(r.orphanDirs(), live, r.log)
 }
 
 // removeHalfCreatedPod undoes a RunPodSandbox that a crash interrupted.
@@ -98,81 +79,65 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 		return
 	}
 	delete(r.pods, p.ID)
-	r.podNames.release(podName(p.Config))
+	r.podNames.Release(names.Pod(p.Config))
 }
 
 // resetHalfStarted handles a created container that has libcontainer state:
 // its StartContainer ran but was not recorded. The container is killed and
 // stays created, so the kubelet's retried start starts it.
 func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
-	lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID)
-	if err != nil {
-		return // never started: nothing to undo
+	var k *keeper.Client
+	if p := r.pods[c.PodID]; p != nil && proc.Alive(p.PausePID, p.PauseStart) {
+		kc := r.keeperOf(&p.Pod)
+		k = &kc
 	}
-	r.log.Info("kill a container whose start a crash interrupted; it stays created", "container", c.ID)
-	lc.Signal(unix.SIGKILL)
-	p := r.pods[c.PodID]
-	if p != nil && proc.Alive(p.PausePID, p.PauseStart) {
-		k := r.keeperOf(&p.Pod)
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		k.Wait(wctx, c.ID, nil)
-		cancel()
-		k.Forget(ctx, c.ID)
+	if orphans.KillHalfStarted(ctx, r.orphanDirs(), c.ID, k, exitFile(c), r.log) {
+		r.log.Info("killed a container whose start a crash interrupted; it stays created", "container", c.ID)
 	}
-	if err := lc.Destroy(); err != nil {
-		r.log.Warn("destroy the state of a half-started container", "container", c.ID, "err", err)
-	}
-	os.Remove(exitFile(c))
 }
 
-// removeOrphanBundles removes the bundle, root filesystem and libcontainer
-// state of containers whose CreateContainer a crash interrupted (the
-// bundle is made first, the record last).
+// removeOrphanBundles removes what containers whose CreateContainer a
+// crash interrupted left (orphans.RemoveBundles).
 func (r *Runtime) removeOrphanBundles(ctx context.Context) {
-	entries, _ := os.ReadDir(filepath.Join(r.opts.State, "containers"))
-	for _, e := range entries {
-		id := e.Name()
-		if _, ok := r.containers[id]; ok {
-			continue
-		}
-		r.log.Info("remove a container whose creation a crash interrupted", "container", id)
-		if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), id); err == nil {
-			lc.Signal(unix.SIGKILL)
-			lc.Destroy()
-		}
-		if r.opts.Images != nil {
-			if err := r.removeRootfs(ctx, id); err != nil {
-				r.log.Warn("remove the root filesystem of a half-created container", "container", id, "err", err)
-				continue
-			}
-		}
-		os.RemoveAll(filepath.Join(r.opts.State, "containers", id))
+	var removeRootfs func(context.Context, string) error
+	if r.opts.Images != nil {
+		removeRootfs = r.removeRootfs
 	}
+	known := func(id string) bool { _, ok := r.containers[id]; return ok }
+	orphans.RemoveBundles(ctx, r.orphanDirs(), known, removeRootfs, r.log)
 }
 
 // removeOrphanPodFiles removes pod dirs and keeper sockets of pods that
 // have no record, and sockets of keepers that are gone.
 func (r *Runtime) removeOrphanPodFiles() {
-	dir := filepath.Join(r.opts.State, "pods")
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if _, ok := r.pods[e.Name()]; !ok {
-			hostfs.UnmountPodShm(filepath.Join(dir, e.Name()))
-			os.RemoveAll(filepath.Join(dir, e.Name()))
-		}
-	}
 	live := map[string]bool{}
 	for _, p := range r.pods {
 		if proc.Alive(p.PausePID, p.PauseStart) {
 			live[filepath.Base(keeperSocket(r.opts.State, p.ID))] = true
 		}
 	}
-	kdir := filepath.Join(r.opts.State, "k")
-	entries, _ = os.ReadDir(kdir)
-	for _, e := range entries {
-		if !live[e.Name()] {
-			os.Remove(filepath.Join(kdir, e.Name()))
+	known := func(id string) bool { _, ok := r.pods[id]; return ok }
+	orphans.RemovePodFiles(r.orphanDirs(), known, live)
+}
+
+// checkSpecs moves aside the unreadable OCI specs of created and running
+// containers (orphans.MoveAsideBadSpecs).
+func (r *Runtime) checkSpecs() {
+	bundles := map[string]string{}
+	for id, c := range r.containers {
+		if c.State == ContainerCreated || c.State == ContainerRunning {
+			bundles[id] = c.Bundle
 		}
+	}
+	orphans.MoveAsideBadSpecs(bundles, r.log)
+}
+
+func (r *Runtime) orphanDirs() orphans.Dirs {
+	return orphans.Dirs{
+		Keepers:      filepath.Join(r.opts.State, "k"),
+		Pods:         filepath.Join(r.opts.State, "pods"),
+		Bundles:      filepath.Join(r.opts.State, "containers"),
+		Libcontainer: libcontainerRoot(r.opts.State),
 	}
 }
 

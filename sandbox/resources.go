@@ -2,12 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 
-	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -47,7 +46,11 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 		return fmt.Errorf("update resources of container %s: %v: %w", c.ID, err, ErrInvalidArgument)
 	}
 	if c.State == ContainerRunning {
-		if err := r.setLive(c, spec); err != nil {
+		err := runner.SetLimits(libcontainerRoot(r.opts.State), c.ID, c.lc, spec)
+		if errors.Is(err, runner.ErrBadSpec) {
+			err = fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+		}
+		if err != nil {
 			return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 		}
 	}
@@ -64,31 +67,6 @@ func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *
 		return fmt.Errorf("save container %s: %w", c.ID, err)
 	}
 	r.log.Info("container resources updated", "container", c.ID)
-	return nil
-}
-
-// setLive writes the spec's cgroup limits to the running container.
-func (r *Runtime) setLive(c *container, spec *specs.Spec) error {
-	lc := c.lc
-	if lc == nil {
-		var err error
-		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
-			return fmt.Errorf("load container state: %w", err)
-		}
-	}
-	want, err := libcontainerConfig(c.ID, spec)
-	if err != nil {
-		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
-	}
-	cfg := lc.Config()
-	cg := *cfg.Cgroups
-	cg.Resources = want.Cgroups.Resources
-	// The device rules did not change; leave the live ones alone.
-	cg.Resources.SkipDevices = true
-	cfg.Cgroups = &cg
-	if err := lc.Set(cfg); err != nil {
-		return fmt.Errorf("set cgroup limits: %w", err)
-	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	"github.com/peapod-cri/peapod/sandbox/names"
 
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -19,7 +20,7 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	if err != nil {
 		return Pod{}, fmt.Errorf("encode pod config: %v: %w", err, ErrInvalidArgument)
 	}
-	name := podName(cfg)
+	name := names.Pod(cfg)
 	p, joined, err := r.podOps.Do(ctx, name, handler+"\x00"+string(req), func(ctx context.Context) (Pod, error) {
 		return r.runPod(ctx, cfg, handler)
 	})
@@ -46,7 +47,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, fmt.Errorf("encode container config: %v: %w", err, ErrInvalidArgument)
 	}
-	name := containerName(podCfg, cfg)
+	name := names.Container(podCfg, cfg)
 	c, joined, err := r.ctrOps.Do(ctx, name, podID+"\x00"+img.ID+"\x00"+string(req), func(ctx context.Context) (Container, error) {
 		return r.createContainer(ctx, podID, cfg, img)
 	})

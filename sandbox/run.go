@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"os"
@@ -19,7 +20,7 @@ import (
 )
 
 // runContainer starts the container through its pod's keeper: the keeper
-// forks a runner (this binary, RunnerCommand) that creates the container
+// forks a runner (this binary, runner.Command) that creates the container
 // with libcontainer and exits, leaving the init process to the keeper. The
 // keeper holds its stdio, writes its log and records its exit, so none of
 // that depends on the daemon (docs/design.md).
@@ -64,7 +65,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		TTY:       c.Config.GetTty(),
 		Stdin:     c.Config.GetStdin(),
 		StdinOnce: c.Config.GetStdinOnce(),
-		Argv:      []string{runner.Exe(), RunnerCommand, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+		Argv:      []string{runner.Exe(), runner.Command, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
 	})
 	if err != nil {
 		return err
@@ -234,4 +235,16 @@ func (r *Runtime) markLost(c *container) {
 	c.exited = make(chan struct{})
 	close(c.exited)
 	r.publishContainer(EventStopped, &c.Container)
+}
+
+// podLogNameByID is names.PodLog of a known pod, or "" for one that is
+// gone.
+func (r *Runtime) podLogNameByID(id string) string {
+	r.mu.RLock()
+	p := r.pods[id]
+	r.mu.RUnlock()
+	if p == nil {
+		return ""
+	}
+	return names.PodLog(p.Config)
 }

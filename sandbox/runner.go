@@ -1,37 +1,13 @@
 package sandbox
 
 import (
-	"github.com/opencontainers/runc/libcontainer"
-	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/peapod-cri/peapod/oci"
 	"os"
 	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/peapod-cri/peapod/sandbox/runner"
 )
-
-// RunnerCommand is the argv[1] that makes the peapod binary a container
-// runner (package runner): a short-lived process the pod's keeper forks to
-// start one container.
-const RunnerCommand = runner.Command
-
-// RunnerMain is the runner's main in the peapod binary (runner.Main).
-func RunnerMain(args []string) int { return runner.Main(args) }
-
-// SeccompExportCommand is the argv[1] that makes the peapod binary (or the
-// runner binary) load a seccomp filter for the daemon to read
-// (runner.SeccompMain, fastexec.go).
-const SeccompExportCommand = runner.SeccompCommand
-
-// SeccompExportMain is runner.SeccompMain in the peapod binary.
-func SeccompExportMain() int { return runner.SeccompMain() }
-
-// RunnerBinary is the name of the small runner binary (cmd/peapod-runner)
-// that the daemon uses when it is installed beside it.
-const RunnerBinary = runner.Binary
 
 // runnerJoins is the runner's last argument: the PID whose cgroups it
 // joins before it creates the container, the daemon's, so that a relative
@@ -53,14 +29,4 @@ func limitsMemoryOrPids(res *specs.LinuxResources) bool {
 		return false
 	}
 	return (res.Memory != nil && res.Memory.Limit != nil && *res.Memory.Limit > 0) || (res.Pids != nil && res.Pids.Limit != nil && *res.Pids.Limit > 0)
-}
-
-// libcontainerConfig converts the OCI spec for libcontainer.
-func libcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
-	return runner.LibcontainerConfig(id, spec)
-}
-
-// newInitProcess is the container's first process as the spec describes it.
-func newInitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
-	return runner.InitProcess(spec)
 }

@@ -6,9 +6,9 @@ package sandbox
 
 import (
 	"context"
-	"fmt"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
+	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/removals"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -62,8 +62,8 @@ type Runtime struct {
 	mu         sync.RWMutex
 	pods       map[string]*pod
 	containers map[string]*container
-	podNames   *nameRegistry
-	ctrNames   *nameRegistry
+	podNames   *names.Registry
+	ctrNames   *names.Registry
 
 	samples    stats.CPURates            // for the CPU rate in stats
 	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
@@ -102,8 +102,8 @@ func Open(opts Options) (*Runtime, error) {
 		store:      md,
 		pods:       map[string]*pod{},
 		containers: map[string]*container{},
-		podNames:   newNameRegistry(),
-		ctrNames:   newNameRegistry(),
+		podNames:   names.NewRegistry(),
+		ctrNames:   names.NewRegistry(),
 		podOps:     store.NewResults[Pod](ErrAlreadyExists),
 		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
 		fail:       store.FailpointsFromEnv(),
@@ -165,66 +165,46 @@ func (r *Runtime) Close() error {
 // recover rebuilds the in-memory state from the metadata store. A pod whose
 // pause is gone is NotReady; a container whose process is gone is Exited.
 // A record that cannot be decoded, or names itself wrongly, is moved aside
-// (quarantine.go): it never keeps the daemon from starting.
+// by the store: it never keeps the daemon from starting.
 func (r *Runtime) recover() error {
-	var bad []badRecord
-	err := r.store.Each(store.Pods, func(id string, data []byte) error {
-		p, err := decodePod(data)
-		if err == nil {
-			err = validRecordID(id, p.ID)
-		}
-		if err != nil {
-			bad = append(bad, badRecord{store.Pods, id, append([]byte(nil), data...), err})
-			return nil
-		}
+	pods, err := r.store.LoadPods(r.log)
+	if err != nil {
+		return err
+	}
+	for _, p := range pods {
 		if p.State == PodReady && !proc.Alive(p.PausePID, p.PauseStart) {
 			p.State = PodNotReady
-			r.log.Info("pod's pause process is gone; pod is not ready", "pod", id)
+			r.log.Info("pod's pause process is gone; pod is not ready", "pod", p.ID)
 		}
 		recoverHolderStart(p)
 		pp := &pod{Pod: *p}
 		pp.refresh()
-		r.pods[id] = pp
+		r.pods[p.ID] = pp
 		r.watchHolder(pp)
-		if err := r.podNames.reserve(podName(p.Config), id); err != nil {
-			r.log.Warn("two pod records have the same name; both are kept", "pod", id, "err", err)
+		if err := r.podNames.Reserve(names.Pod(p.Config), p.ID); err != nil {
+			r.log.Warn("two pod records have the same name; both are kept", "pod", p.ID, "err", err)
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load pods: %w", err)
 	}
-	// Running containers are recovered after the read transaction: recording
-	// an exit writes to the store, which deadlocks inside a read transaction
-	// when the file must grow (bbolt remaps it).
-	var running []*container
-	err = r.store.Each(store.Containers, func(id string, data []byte) error {
-		c, err := decodeContainer(data)
-		if err == nil {
-			err = validRecordID(id, c.ID)
-		}
-		if err != nil {
-			bad = append(bad, badRecord{store.Containers, id, append([]byte(nil), data...), err})
-			return nil
-		}
+	// Running containers are recovered after the read transaction (the
+	// load returns after it): recording an exit writes to the store, which
+	// deadlocks inside a read transaction when the file must grow.
+	ctrs, err := r.store.LoadContainers(r.log)
+	if err != nil {
+		return err
+	}
+	for _, c := range ctrs {
 		ctr := newContainer(c)
-		r.containers[id] = ctr
+		r.containers[c.ID] = ctr
 		if p, ok := r.pods[c.PodID]; ok {
-			if err := r.ctrNames.reserve(containerName(p.Config, c.Config), id); err != nil {
-				r.log.Warn("two container records have the same name; both are kept", "container", id, "err", err)
+			if err := r.ctrNames.Reserve(names.Container(p.Config, c.Config), c.ID); err != nil {
+				r.log.Warn("two container records have the same name; both are kept", "container", c.ID, "err", err)
 			}
 		}
-		if c.State == ContainerRunning {
-			running = append(running, ctr)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load containers: %w", err)
 	}
-	r.quarantineAll(bad)
-	for _, c := range running {
-		r.recoverContainer(c)
+	for _, c := range r.containers {
+		if c.State == ContainerRunning {
+			r.recoverContainer(c)
+		}
 	}
 	return nil
 }
@@ -242,21 +222,8 @@ func keeperSocket(state, podID string) string {
 	return filepath.Join(state, "k", podID[:32])
 }
 
-func (r *Runtime) savePod(p *Pod) error {
-	rec, err := encodePod(p)
-	if err != nil {
-		return err
-	}
-	return r.store.Put(store.Pods, p.ID, rec)
-}
-
-func (r *Runtime) saveContainer(c *Container) error {
-	rec, err := encodeContainer(c)
-	if err != nil {
-		return err
-	}
-	return r.store.Put(store.Containers, c.ID, rec)
-}
+func (r *Runtime) savePod(p *Pod) error             { return r.store.SavePod(p) }
+func (r *Runtime) saveContainer(c *Container) error { return r.store.SaveContainer(c) }
 
 // cleanupContext is used for undo steps: they must run even when the
 // caller's context is already cancelled.

@@ -46,14 +46,14 @@ func (r *Runtime) ContainerStats(ctx context.Context, id string) (ContainerStats
 		if paths := r.statsCache.CgroupPaths(ctr.ID, lc); paths != nil {
 			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
-				st.NanoCores = r.samples.Rate(knownContainersAndPods{r}, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)
+				st.NanoCores = r.samples.Rate(known{r, true}, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)
 			} else {
 				r.statsCache.ForgetPaths(ctr.ID) // gone, or not yet there
 			}
 		}
 	}
 	if lu, ok := r.opts.Images.(stats.LayerUsager); ok {
-		st.Layer = r.statsCache.Layer(ctx, ctr.ID, lu, knownContainers{r}, r.log)
+		st.Layer = r.statsCache.Layer(ctx, ctr.ID, lu, known{r, false}, r.log)
 	}
 	return st, nil
 }
@@ -76,7 +76,7 @@ func (r *Runtime) PodStats(ctx context.Context, id string) (PodStats, error) {
 		if paths, err := cgroups.Paths(pod.Cgroup); err == nil {
 			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
-				st.NanoCores = r.samples.Rate(knownContainersAndPods{r}, pod.ID, st.Timestamp, cs.CPUUsageNanos, pod.CreatedAt)
+				st.NanoCores = r.samples.Rate(known{r, true}, pod.ID, st.Timestamp, cs.CPUUsageNanos, pod.CreatedAt)
 			}
 		}
 	}
@@ -103,35 +103,26 @@ type LayerUsage = stats.LayerUsage
 // InterfaceStats are one interface's counters.
 type InterfaceStats = stats.InterfaceStats
 
-// knownContainers and knownContainersAndPods let the stats caches forget
-// what the runtime no longer has.
-type knownContainers struct{ r *Runtime }
+// known lets the stats caches forget what the runtime no longer has: its
+// containers, and its pods too when withPods.
+type known struct {
+	r        *Runtime
+	withPods bool
+}
 
-func (k knownContainers) Len() int {
+func (k known) Len() int {
 	k.r.mu.RLock()
 	defer k.r.mu.RUnlock()
+	if k.withPods {
+		return len(k.r.containers) + len(k.r.pods)
+	}
 	return len(k.r.containers)
 }
 
-func (k knownContainers) Has(id string) bool {
-	k.r.mu.RLock()
-	defer k.r.mu.RUnlock()
-	_, ok := k.r.containers[id]
-	return ok
-}
-
-type knownContainersAndPods struct{ r *Runtime }
-
-func (k knownContainersAndPods) Len() int {
-	k.r.mu.RLock()
-	defer k.r.mu.RUnlock()
-	return len(k.r.containers) + len(k.r.pods)
-}
-
-func (k knownContainersAndPods) Has(id string) bool {
+func (k known) Has(id string) bool {
 	k.r.mu.RLock()
 	defer k.r.mu.RUnlock()
 	_, c := k.r.containers[id]
 	_, p := k.r.pods[id]
-	return c || p
+	return c || (p && k.withPods)
 }

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,10 +23,6 @@ type TerminalSize = exec.TerminalSize
 // not attached.
 type Streams = exec.Streams
 
-// maxExecOutput bounds what ExecSync buffers per stream, as a probe that
-// prints without end must not exhaust the daemon's memory.
-const maxExecOutput = 16 << 20
-
 // ExecSync runs cmd in a running container and returns its output and exit
 // code. With a timeout, the process is killed and reaped when it passes and
 // ErrDeadlineExceeded is returned.
@@ -37,15 +32,15 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	outBuf, errBuf := &cappedBuffer{max: maxExecOutput}, &cappedBuffer{max: maxExecOutput}
-	code, err = r.Exec(ctx, id, cmd, Streams{Stdout: nopCloser{outBuf}, Stderr: nopCloser{errBuf}})
-	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
-		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, ErrDeadlineExceeded)
-	}
+	t, err := r.execTarget(id, cmd)
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	return outBuf.Bytes(), errBuf.Bytes(), code, nil
+	stdout, stderr, code, err = r.exec.ExecSync(ctx, t, cmd)
+	if errors.Is(err, context.DeadlineExceeded) && timeout > 0 {
+		return nil, nil, 0, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, ErrDeadlineExceeded)
+	}
+	return stdout, stderr, code, execError(err)
 }
 
 // Exec runs cmd in a running container with the given streams, in all the
@@ -53,28 +48,37 @@ func (r *Runtime) ExecSync(ctx context.Context, id string, cmd []string, timeout
 // It returns the exit code. When ctx ends first, the process is killed and
 // reaped, and ctx's error is returned.
 func (r *Runtime) Exec(ctx context.Context, id string, cmd []string, s Streams) (int32, error) {
-	if len(cmd) == 0 {
-		return 0, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
-	}
-	c, err := r.lookupContainer(id)
-	if err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
-	if c.State != ContainerRunning {
-		c.mu.Unlock()
-		return 0, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
-	}
-	t, err := r.execTargetOf(c)
-	c.mu.Unlock()
+	t, err := r.execTarget(id, cmd)
 	if err != nil {
 		return 0, err
 	}
 	code, err := r.exec.Exec(ctx, t, cmd, s)
-	if errors.Is(err, exec.ErrBadCommand) {
-		err = fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	return code, execError(err)
+}
+
+// execTarget finds the running container an exec of cmd goes to.
+func (r *Runtime) execTarget(id string, cmd []string) (*exec.Target, error) {
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("exec needs a command: %w", ErrInvalidArgument)
 	}
-	return code, err
+	c, err := r.lookupContainer(id)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.State != ContainerRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, ErrFailedPrecondition)
+	}
+	return r.execTargetOf(c)
+}
+
+// execError makes a command the container cannot run an invalid argument.
+func execError(err error) error {
+	if errors.Is(err, exec.ErrBadCommand) {
+		return fmt.Errorf("%w: %w", err, ErrInvalidArgument)
+	}
+	return err
 }
 
 // execTargetOf returns the container's exec target, made on first use.
@@ -166,25 +170,4 @@ func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
 		return fmt.Errorf("reopen log of container %s: %w", c.ID, err)
 	}
 	return nil
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
-
-// cappedBuffer keeps the first max bytes written and drops the rest.
-type cappedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
-	}
-	return len(p), nil
 }

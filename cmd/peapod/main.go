@@ -37,6 +37,7 @@ import (
 	"github.com/peapod-cri/peapod/sandbox"
 	_ "github.com/peapod-cri/peapod/sandbox/enter" // "peapod exec-enter" runs in a C constructor
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
+	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
 // version is set by the Makefile from git.
@@ -53,13 +54,13 @@ func main() {
 	if reexec.Init() { // helpers of the image store run as re-executions
 		return
 	}
-	if len(os.Args) > 1 && os.Args[1] == sandbox.RunnerCommand {
+	if len(os.Args) > 1 && os.Args[1] == runner.Command {
 		// Forked by a pod's keeper to start one container.
-		os.Exit(sandbox.RunnerMain(os.Args[2:]))
+		os.Exit(runner.Main(os.Args[2:]))
 	}
-	if len(os.Args) > 1 && os.Args[1] == sandbox.SeccompExportCommand {
+	if len(os.Args) > 1 && os.Args[1] == runner.SeccompCommand {
 		// Run by the daemon to read a container's seccomp program (fastexec.go).
-		os.Exit(sandbox.SeccompExportMain())
+		os.Exit(runner.SeccompMain())
 	}
 	if len(os.Args) > 1 && os.Args[1] == "config" {
 		// Operator commands: `peapod config default`, `peapod config check FILE`.

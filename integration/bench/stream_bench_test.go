@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -271,11 +270,6 @@ func startPeapodEndpoint(b *testing.B, reg, conflist string) peapodEndpoint {
 // daemon's environment; instance (a digit) sets a second daemon's bridge,
 // subnet and cgroup parent apart from the first's.
 func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []string) peapodEndpoint {
-	dir, err := os.MkdirTemp("", "peapod-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) }) // runs last: also when the build below fails
 	// The binary gets a directory of its own, as installed binaries have:
 	// below it, the state would make libcontainer copy the whole binary for
 	// every exec and container start (sandbox/seal).
@@ -284,76 +278,34 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { os.RemoveAll(binDir) })
-	bin := filepath.Join(binDir, "peapod")
-	tags, err := os.ReadFile("../../build-tags.txt")
-	if err != nil {
+	if err := testenv.BuildPeapod("../..", binDir); err != nil {
 		b.Fatal(err)
 	}
-	for _, cmd := range []string{"peapod", "peapod-runner"} { // the runner beside it, as make install puts it
-		out := filepath.Join(binDir, cmd)
-		if msg, err := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", out, "../../cmd/"+cmd).CombinedOutput(); err != nil {
-			b.Fatalf("build %s: %v\n%s", cmd, err, msg)
-		}
-	}
-	conf := filepath.Join(dir, "registries.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if conflist != "" {
-		if err := os.WriteFile(filepath.Join(dir, "cni", "10-bench.conflist"), []byte(conflist), 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
-	sock := filepath.Join(dir, "peapod.sock")
-	logf, err := os.Create(filepath.Join(dir, "peapod.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logf.Close()
 	suffix := strconv.Itoa(os.Getpid()%100000) + instance
 	third := os.Getpid()%200 + 20
 	if instance != "" {
 		third = (third+1+int(instance[0]-'0'))%200 + 20
 	}
-	// An absolute cgroup parent, as the kubelet gives (containerd gets
-	// critest's /test.slice), not one nested below the bench's own cgroup.
 	// The built-in network unless the bench gave a CNI config.
 	network := "builtin"
 	if conflist != "" {
 		network = "cni"
 	}
-	cmd := exec.Command(bin, "--socket", sock, "--root", filepath.Join(dir, "root"), "--state", filepath.Join(dir, "state"),
-		"--registries-conf", conf, "--cgroup-parent", "/peapod-bench-"+suffix,
-		"--bridge", "ppb"+suffix, "--pod-cidr", "10.198."+strconv.Itoa(third)+".0/24", "--network", network, "--cni-conf-dir", filepath.Join(dir, "cni"))
-	guardForward(b, "ppb"+suffix)
-	cmd.Env = append(os.Environ(), env...)
-	exited := startDaemon(b, cmd, logf)
-	b.Cleanup(func() {
-		stopByPID(cmd, exited, 15*time.Second)
-		exec.Command("ip", "link", "del", "ppb"+suffix).Run()
-		exec.Command("nft", "delete", "table", "ip", "peapod-ppb"+suffix).Run()
-		exec.Command("nft", "delete", "table", "inet", "peapod-ppb"+suffix).Run()
-		testenv.RemoveCgroup("/peapod-bench-" + suffix)
-		unmountUnder(dir)
-		os.RemoveAll(dir)
+	d := testenv.NewDaemon(b, testenv.DaemonOptions{
+		Binary: filepath.Join(binDir, "peapod"),
+		Name:   "peapod-bench",
+		// An absolute cgroup parent, as the kubelet gives (containerd gets
+		// critest's /test.slice), not one nested below the bench's own cgroup.
+		CgroupParent: "/peapod-bench-" + suffix,
+		Bridge:       "ppb" + suffix,
+		PodCIDR:      "10.198." + strconv.Itoa(third) + ".0/24",
+		Network:      network,
+		Registries:   testenv.MirrorRegistries(reg),
+		CNIConflist:  conflist,
+		Env:          env, // added to the bench's own (PEAPOD_PPROF, ...)
+		KillWithTest: true,
+		QuietCleanup: true,
 	})
-	conn := dial(b, sock)
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			return peapodEndpoint{rt: rt, img: runtimeapi.NewImageServiceClient(conn), sock: sock, dir: dir}
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "peapod.log"))
-			b.Fatalf("peapod did not answer: %v\n%s", err, log)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	d.Start()
+	return peapodEndpoint{rt: d.RT, img: d.Img, sock: d.Socket, dir: d.Dir}
 }

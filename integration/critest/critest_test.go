@@ -11,8 +11,6 @@ package critest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,8 +25,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/integration/testenv"
@@ -84,7 +80,7 @@ func TestCritest(t *testing.T) {
 	t.Cleanup(func() { removeNewShm(t, shmBefore) })
 
 	t1 := time.Now()
-	rc := runCritest(ctx, t, tools, d.socket, reportDir)
+	rc := runCritest(ctx, t, tools, d.Socket, reportDir)
 	t.Logf("critest ran in %s (exit status %d); report in %s", time.Since(t1).Round(time.Second), rc, reportDir)
 	if ctx.Err() != nil {
 		t.Fatal("interrupted")
@@ -215,172 +211,32 @@ func readReport(path string) (results, error) {
 
 // ---------------------------------------------------------------- peapod
 
-// daemon is the peapod under test: own socket, root, state, relative
-// cgroup parent, bridge and pod range.
-type daemon struct {
-	dir, socket  string
-	cgroupParent string
-	bridge       string
-	cmd          *exec.Cmd
-	exited       chan struct{}
-}
-
-func startPeapod(t *testing.T, bin, reg, reportDir string) *daemon {
-	dir, err := os.MkdirTemp("", "peapod-critest-")
+// startPeapod starts the peapod under test (testenv.NewDaemon): own
+// socket, root, state, relative cgroup parent, bridge and pod range, its
+// log in reportDir, and a registries.conf that mirrors every registry
+// critest pulls from to reg.
+func startPeapod(t *testing.T, bin, reg, reportDir string) *testenv.Daemon {
+	d := testenv.NewDaemon(t, testenv.DaemonOptions{
+		Binary:       bin,
+		Name:         "peapod-critest",
+		BridgePrefix: "ppcri",
+		PodCIDR:      testenv.FreePodCIDR(t, "10.197", 1, 250),
+		Registries:   testenv.MirrorRegistries(reg, "registry.k8s.io", "gcr.io", "k8s.gcr.io", "public.ecr.aws", "docker.io"),
+		LogPath:      filepath.Join(reportDir, "peapod.log"),
+		// User-namespaced containers reach their files below the state
+		// dir as a mapped user: peapod offers user namespaces only when
+		// every dir on the way is searchable by others.
+		DirMode:      0o711,
+		ReadyTimeout: 30 * time.Second,
+	})
+	os.Remove(d.LogPath) // the report dir may hold the last run's
+	d.Start()
+	v, err := d.RT.Version(context.Background(), &runtimeapi.VersionRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// User-namespaced containers reach their files below the state dir as
-	// a mapped user: peapod offers user namespaces only when every dir on
-	// the way is searchable by others (MkdirTemp makes 0700).
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	suffix := randomHex()
-	d := &daemon{
-		dir:          dir,
-		socket:       filepath.Join(dir, "peapod.sock"),
-		cgroupParent: "peapod-critest-" + suffix,
-		bridge:       "ppcri" + suffix,
-	}
-	cidr := testenv.FreePodCIDR(t, "10.197", 1, 250)
-	t.Cleanup(func() { d.destroy(t) })
-	testenv.GuardBridge(t, d.bridge)
-
-	regConf := filepath.Join(dir, "registries.conf")
-	conf := fmt.Sprintf("unqualified-search-registries = [\"docker.io\"]\n[[registry]]\nlocation = %q\ninsecure = true\n", reg)
-	for _, upstream := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "public.ecr.aws", "docker.io"} {
-		conf += fmt.Sprintf("[[registry]]\nlocation = %q\n[[registry.mirror]]\nlocation = %q\ninsecure = true\n", upstream, reg)
-	}
-	cniDir := filepath.Join(dir, "cni") // empty: the built-in bridge network
-	for _, err := range []error{os.WriteFile(regConf, []byte(conf), 0o644), os.MkdirAll(cniDir, 0o755)} {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	logf, err := os.Create(filepath.Join(reportDir, "peapod.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	d.cmd = exec.Command(bin, "--socket", d.socket, "--root", filepath.Join(dir, "root"),
-		"--state", filepath.Join(dir, "state"), "--cgroup-parent", d.cgroupParent,
-		"--registries-conf", regConf, "--bridge", d.bridge, "--pod-cidr", cidr, "--cni-conf-dir", cniDir)
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a Ctrl-C reaches it only through us
-	if err := d.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	d.exited = make(chan struct{})
-	go func() { d.cmd.Wait(); close(d.exited) }()
-
-	rt, done := d.client(t)
-	defer done()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, cancel := context.WithTimeout(context.Background(), time.Second)
-		v, err := rt.Version(c, &runtimeapi.VersionRequest{})
-		cancel()
-		if err == nil {
-			t.Logf("peapod %s on %s (bridge %s, pods %s, cgroup parent %s)", v.RuntimeVersion, d.socket, d.bridge, cidr, d.cgroupParent)
-			return d
-		}
-		select {
-		case <-d.exited:
-			t.Fatalf("peapod exited: see %s", logf.Name())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("peapod did not answer Version in 30s: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (d *daemon) client(t *testing.T) (runtimeapi.RuntimeServiceClient, func()) {
-	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return runtimeapi.NewRuntimeServiceClient(conn), func() { conn.Close() }
-}
-
-// destroy removes the pods critest left (an interrupted or failed spec may
-// leave some), stops peapod, and removes its bridge, nftables tables,
-// cgroups, mounts and directories.
-func (d *daemon) destroy(t *testing.T) {
-	var keepers []int
-	if d.running() {
-		rt, done := d.client(t)
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		if resp, err := rt.ListPodSandbox(c, &runtimeapi.ListPodSandboxRequest{}); err == nil {
-			for _, p := range resp.Items {
-				if st, err := rt.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id, Verbose: true}); err == nil {
-					var info struct{ Pid int }
-					json.Unmarshal([]byte(st.Info["info"]), &info)
-					keepers = append(keepers, info.Pid)
-				}
-				if _, err := rt.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p.Id}); err != nil {
-					t.Errorf("cleanup: remove pod %s: %v", p.Id, err)
-				}
-			}
-			if len(resp.Items) > 0 {
-				t.Logf("cleanup: removed %d pods critest left", len(resp.Items))
-			}
-		}
-		cancel()
-		done()
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(15 * time.Second):
-			t.Errorf("peapod did not exit 15s after SIGTERM: killed")
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-	}
-	for _, pid := range keepers {
-		if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); pid > 0 && strings.Contains(string(cmdline), "pod-pause") {
-			t.Errorf("cleanup: pod keeper %d still running: killed", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	mounts := testenv.MountsUnder(d.dir)
-	for i := len(mounts) - 1; i >= 0; i-- {
-		syscall.Unmount(mounts[i], syscall.MNT_DETACH)
-	}
-	removeCgroups(t, d.cgroupParent)
-	exec.Command("ip", "link", "del", d.bridge).Run()
-	for _, family := range []string{"ip", "ip6"} {
-		exec.Command("nft", "delete", "table", family, "peapod-"+d.bridge).Run()
-	}
-	os.RemoveAll(d.dir)
-}
-
-func (d *daemon) running() bool {
-	if d.exited == nil {
-		return false
-	}
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func randomHex() string {
-	b := make([]byte, 4)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-// removeCgroups removes the relative cgroup parent (and anything below it)
-// from every hierarchy this process is in; it reports what was left.
-func removeCgroups(t *testing.T, rel string) {
-	for _, dir := range testenv.RemoveCgroup(rel) {
-		t.Errorf("cleanup: cgroup %s left behind", dir)
-	}
+	t.Logf("peapod %s on %s (bridge %s, pods %s, cgroup parent %s)", v.RuntimeVersion, d.Socket, d.Bridge, d.PodCIDR, d.CgroupParent)
+	return d
 }
 
 // ---------------------------------------------------------------- SysV shm

@@ -65,3 +65,37 @@ func EnsureMappedDir(dir string, gid int) error {
 	}
 	return nil
 }
+
+// StateDir is one of peapod's own directories and the mode it must have.
+type StateDir struct {
+	Path string
+	Mode os.FileMode
+}
+
+// StateDirs are peapod's directories: root and its private directories
+// below state (0700), the state directory and the parent of user-namespaced
+// root filesystems (0711, see above).
+func StateDirs(root, state string, private ...string) []StateDir {
+	dirs := []StateDir{{root, PrivateDirMode}, {state, PassDirMode}}
+	for _, p := range private {
+		dirs = append(dirs, StateDir{p, PrivateDirMode})
+	}
+	return append(dirs, StateDir{UsernsRootfsDir(state), PassDirMode})
+}
+
+// MakeStateDirs creates dirs, and tightens the modes an older peapod gave
+// them. An older peapod bound user-namespaced containers' root filesystems
+// at <state>/rootfs/<id>, open to every host user: that directory is
+// closed (the containers there have resolved their path already; they are
+// still unbound when removed).
+func MakeStateDirs(state string, dirs []StateDir) error {
+	for _, d := range dirs {
+		if err := EnsureDir(d.Path, d.Mode); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(LegacyRootfsDir(state), PrivateDirMode); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("close %s: %w", LegacyRootfsDir(state), err)
+	}
+	return nil
+}

@@ -43,3 +43,52 @@ func WritePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 func UnmountPodShm(dir string) {
 	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
 }
+
+// MakePodFiles makes the pod's directory and the files its containers
+// mount (WritePodFiles; owned by the pod's user namespace's root if it has
+// one). The undo it returns removes them.
+func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), err error) {
+	if err := EnsureDir(dir, PrivateDirMode); err != nil {
+		return nil, fmt.Errorf("pod dir: %w", err)
+	}
+	undo = func() {
+		UnmountPodShm(dir)
+		os.RemoveAll(dir)
+	}
+	if err := WritePodFiles(dir, cfg); err != nil {
+		undo()
+		return nil, err
+	}
+	if u := oci.PodUserns(cfg); u != nil {
+		if err := ChownPodFiles(dir, u); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	return undo, nil
+}
+
+// CheckMounts refuses mounts a container cannot get: a relative
+// container path, recursive read-only without readonly and private
+// propagation, image volumes (not built yet), a host path that is not
+// there.
+func CheckMounts(mounts []*runtimeapi.Mount) error {
+	for _, m := range mounts {
+		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
+			return fmt.Errorf("mount container path %q must be absolute: %w", m.GetContainerPath(), oci.ErrInvalidArgument)
+		}
+		if m.GetRecursiveReadOnly() && !m.GetReadonly() {
+			return fmt.Errorf("mount at %s: recursive read-only needs readonly: %w", m.GetContainerPath(), oci.ErrInvalidArgument)
+		}
+		if m.GetRecursiveReadOnly() && m.GetPropagation() != runtimeapi.MountPropagation_PROPAGATION_PRIVATE {
+			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), oci.ErrInvalidArgument)
+		}
+		if m.GetImage() != nil {
+			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), oci.ErrInvalidArgument)
+		}
+		if _, err := os.Stat(m.GetHostPath()); err != nil {
+			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, oci.ErrInvalidArgument)
+		}
+	}
+	return nil
+}

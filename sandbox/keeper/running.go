@@ -48,3 +48,25 @@ func Running(dir string) []Process {
 	}
 	return out
 }
+
+// HolderStart is the start time of the keeper's PID holder holderPID, for
+// a pod recorded by a peapod from before holders' start times were: the
+// process is taken for the holder only if it is still the running keeper's
+// child in a namespace of kind nsKind ("pid", "user") other than the
+// keeper's. Otherwise 0, which no process has.
+func HolderStart(keeperPID int, keeperStart uint64, holderPID int, nsKind string) uint64 {
+	if !proc.Alive(keeperPID, keeperStart) || proc.ParentPID(holderPID) != keeperPID {
+		return 0
+	}
+	ns := func(pid int) (string, error) { return os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + nsKind) }
+	keeperNS, err1 := ns(keeperPID)
+	holderNS, err2 := ns(holderPID)
+	if err1 != nil || err2 != nil || keeperNS == holderNS {
+		return 0
+	}
+	start, err := proc.StartTime(holderPID)
+	if err != nil || proc.ParentPID(holderPID) != keeperPID {
+		return 0
+	}
+	return start
+}

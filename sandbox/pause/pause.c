@@ -600,6 +600,133 @@ static int make_listener(const char *path) {
 	return fd;
 }
 
+// pause_args is the pause's command line (see keeper.Start).
+struct pause_args {
+	int share_pid;
+	const char *sock_path, *host, *uid_map, *gid_map;
+};
+
+// parse_args reads the command line; sysctls (-s) are applied later, from
+// argv, once the namespaces are there.
+static void parse_args(int ready, int argc, char **argv, struct pause_args *a) {
+	memset(a, 0, sizeof *a);
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
+			a->host = argv[++i];
+		} else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+			i++;
+		} else if (strcmp(argv[i], "-S") == 0 && i + 1 < argc) {
+			a->sock_path = argv[++i];
+		} else if (strcmp(argv[i], "-U") == 0 && i + 1 < argc) {
+			a->uid_map = argv[++i];
+		} else if (strcmp(argv[i], "-G") == 0 && i + 1 < argc) {
+			a->gid_map = argv[++i];
+		} else if (strcmp(argv[i], "-P") == 0) {
+			a->share_pid = 1;
+		} else {
+			errno = EINVAL;
+			fail(ready, "unknown argument", argv[i]);
+		}
+	}
+	if ((a->uid_map == NULL) != (a->gid_map == NULL)) {
+		errno = EINVAL;
+		fail(ready, "-U and -G go together", "");
+	}
+}
+
+// take_signals blocks the signals the keeper takes from a signalfd (block
+// is set to them). The SIGCHLD handler is for the holder's sigsuspend (a
+// default-ignored signal would not interrupt it).
+static void take_signals(int ready, sigset_t *block) {
+	sigemptyset(block);
+	sigaddset(block, SIGTERM);
+	sigaddset(block, SIGINT);
+	sigaddset(block, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, block, NULL) < 0)
+		fail(ready, "block signals", "");
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_child;
+	sigaction(SIGCHLD, &sa, NULL);
+	sa.sa_handler = SIG_IGN; // writes to gone clients return EPIPE instead
+	sigaction(SIGPIPE, &sa, NULL);
+}
+
+// detach pins no mount (cwd /), makes fds 0-2 /dev/null (the keeper's
+// runners inherit them from here) and the process not dumpable: no process
+// of the pod's user can ptrace the keeper or open its /proc files; it is
+// in no namespace a container sees anyway.
+static void detach(int ready) {
+	if (chdir("/") < 0)
+		fail(ready, "chdir", "/");
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0)
+		fail(ready, "open", "/dev/null");
+	for (int fd = 0; fd <= 2; fd++)
+		if (devnull != fd && dup2(devnull, fd) < 0)
+			fail(ready, "dup2", "/dev/null");
+	if (devnull > 2)
+		close(devnull);
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fail(ready, "set not dumpable", "");
+}
+
+// set_pod_names sets the hostname and the sysctls (-s) in the pod's
+// namespaces; it returns the failed step (and its argument), or NULL. The
+// keeper is root in the host user namespace: it may set these in
+// namespaces owned by the pod's user namespace too.
+static const char *set_pod_names(int argc, char **argv, const struct pause_args *a, const char **arg) {
+	*arg = "";
+	if (a->host != NULL && sethostname(a->host, strlen(a->host)) < 0)
+		return *arg = a->host, "set hostname";
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-S") == 0 ||
+		    strcmp(argv[i], "-U") == 0 || strcmp(argv[i], "-G") == 0) {
+			const char *kv = argv[i + 1];
+			int r = 0;
+			if (argv[i][1] == 's')
+				r = a->uid_map != NULL && is_ipc_sysctl(kv) ? set_sysctl_as(kv, map_root(a->uid_map), map_root(a->gid_map))
+				                                            : set_sysctl(kv);
+			if (r < 0)
+				return *arg = kv, "set sysctl";
+			i++;
+		}
+	}
+	return NULL;
+}
+
+// make_namespaces starts the user namespace holder (-U/-G), sets the
+// pod's names, starts the PID namespace holder (-P without a user
+// namespace) and confines whichever holder there is. It returns the
+// holder's PID (0: none).
+static pid_t make_namespaces(int ready, int argc, char **argv, const struct pause_args *a) {
+	struct holder h = {.pid = 0, .ctl = -1};
+	if (a->uid_map != NULL) {
+		const char *what;
+		if (start_userns_holder(a->share_pid, a->uid_map, a->gid_map, &h, &what) < 0)
+			fail(ready, what, "");
+	}
+	const char *arg, *step = set_pod_names(argc, argv, a, &arg);
+	if (step == NULL && a->share_pid && a->uid_map == NULL && start_holder(CLONE_NEWPID, &h) < 0)
+		step = "create PID namespace", arg = "";
+	if (step != NULL) {
+		int saved = errno;
+		kill_holder(&h);
+		errno = saved;
+		fail(ready, step, arg);
+	}
+	if (h.pid > 0) {
+		char msg[256];
+		if (confine_holder(&h, msg, sizeof msg) < 0) {
+			kill_holder(&h);
+			report(ready, msg);
+			report(ready, "\n");
+			_exit(1);
+		}
+	}
+	return h.pid;
+}
+
 void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	if (argc < 2 || strcmp(argv[1], "pod-pause") != 0)
 		return;
@@ -615,118 +742,18 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 		fail(ready, "set child subreaper", "");
 	// No PR_SET_PDEATHSIG: the pod must outlive a restart of the daemon.
 
-	int share_pid = 0;
-	const char *sock_path = NULL, *host = NULL, *uid_map = NULL, *gid_map = NULL;
-	for (int i = 2; i < argc; i++) {
-		if (strcmp(argv[i], "-h") == 0 && i + 1 < argc) {
-			host = argv[++i];
-		} else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
-			i++; // applied below, once the namespaces are there
-		} else if (strcmp(argv[i], "-S") == 0 && i + 1 < argc) {
-			sock_path = argv[++i];
-		} else if (strcmp(argv[i], "-U") == 0 && i + 1 < argc) {
-			uid_map = argv[++i];
-		} else if (strcmp(argv[i], "-G") == 0 && i + 1 < argc) {
-			gid_map = argv[++i];
-		} else if (strcmp(argv[i], "-P") == 0) {
-			share_pid = 1;
-		} else {
-			errno = EINVAL;
-			fail(ready, "unknown argument", argv[i]);
-		}
-	}
-	if ((uid_map == NULL) != (gid_map == NULL)) {
-		errno = EINVAL;
-		fail(ready, "-U and -G go together", "");
-	}
-
-	// Signals are taken from a signalfd by the keeper. The SIGCHLD handler
-	// is for the holder's sigsuspend (a default-ignored signal would not
-	// interrupt it).
+	struct pause_args a;
+	parse_args(ready, argc, argv, &a);
 	sigset_t block;
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGCHLD);
-	if (sigprocmask(SIG_BLOCK, &block, NULL) < 0)
-		fail(ready, "block signals", "");
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_child;
-	sigaction(SIGCHLD, &sa, NULL);
-	sa.sa_handler = SIG_IGN; // writes to gone clients return EPIPE instead
-	sigaction(SIGPIPE, &sa, NULL);
-
-	// Move off whatever directory we were started in so we pin no mount.
-	if (chdir("/") < 0)
-		fail(ready, "chdir", "/");
-	// fds 0-2 become /dev/null; the keeper's runners inherit them from here.
-	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (devnull < 0)
-		fail(ready, "open", "/dev/null");
-	for (int fd = 0; fd <= 2; fd++)
-		if (devnull != fd && dup2(devnull, fd) < 0)
-			fail(ready, "dup2", "/dev/null");
-	if (devnull > 2)
-		close(devnull);
-
-	// Not dumpable: no process of the pod's user can ptrace the keeper or
-	// open its /proc files; it is in no namespace a container sees anyway.
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-		fail(ready, "set not dumpable", "");
+	take_signals(ready, &block);
+	detach(ready);
 	string_area(argv, &arg_area, &arg_len);
 	string_area(envp, &env_area, &env_len);
-
-	struct holder h = {.pid = 0, .ctl = -1};
-	if (uid_map != NULL) {
-		const char *what;
-		if (start_userns_holder(share_pid, uid_map, gid_map, &h, &what) < 0)
-			fail(ready, what, "");
-	}
-	// The keeper is root in the host user namespace: it may set these in
-	// namespaces owned by the pod's user namespace too.
-	const char *step = NULL, *arg = "";
-	if (host != NULL && sethostname(host, strlen(host)) < 0)
-		step = "set hostname", arg = host;
-	for (int i = 2; step == NULL && i < argc; i++) {
-		if (strcmp(argv[i], "-s") == 0 || strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "-S") == 0 ||
-		    strcmp(argv[i], "-U") == 0 || strcmp(argv[i], "-G") == 0) {
-			const char *kv = argv[i + 1];
-			int r = 0;
-			if (argv[i][1] == 's')
-				r = uid_map != NULL && is_ipc_sysctl(kv) ? set_sysctl_as(kv, map_root(uid_map), map_root(gid_map))
-				                                         : set_sysctl(kv);
-			if (r < 0)
-				step = "set sysctl", arg = kv;
-			i++;
-		}
-	}
-	if (step != NULL) {
-		int saved = errno;
-		kill_holder(&h);
-		errno = saved;
-		fail(ready, step, arg);
-	}
-	if (share_pid && uid_map == NULL && start_holder(CLONE_NEWPID, &h) < 0) {
-		int saved = errno;
-		kill_holder(&h);
-		errno = saved;
-		fail(ready, "create PID namespace", "");
-	}
-	if (h.pid > 0) {
-		char msg[256];
-		if (confine_holder(&h, msg, sizeof msg) < 0) {
-			kill_holder(&h);
-			report(ready, msg);
-			report(ready, "\n");
-			_exit(1);
-		}
-	}
-	pid_t holder = h.pid;
+	pid_t holder = make_namespaces(ready, argc, argv, &a);
 
 	int listen_fd = -1;
-	if (sock_path != NULL && (listen_fd = make_listener(sock_path)) < 0)
-		fail(ready, "listen on", sock_path);
+	if (a.sock_path != NULL && (listen_fd = make_listener(a.sock_path)) < 0)
+		fail(ready, "listen on", a.sock_path);
 
 	int sig_fd = signalfd(-1, &block, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sig_fd < 0)

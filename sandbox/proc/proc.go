@@ -6,6 +6,7 @@ package proc
 import (
 	"bufio"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"strconv"
 	"strings"
@@ -60,4 +61,36 @@ func ParentPID(pid int) int {
 		}
 	}
 	return 0
+}
+
+// OnExit calls fn, from a goroutine of its own, once the process pid with
+// this start time exits; it reports false (and never calls fn) when the
+// process is gone already. A pidfd registered with Go's poller costs no
+// thread while it waits.
+func OnExit(pid int, start uint64, fn func()) bool {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return false
+	}
+	// The pidfd names whatever process has the PID now: it is the one
+	// meant only if the start time still matches after the open.
+	if !Alive(pid, start) {
+		unix.Close(fd)
+		return false
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	go func() {
+		defer f.Close()
+		if rc, err := f.SyscallConn(); err == nil {
+			// A pidfd is readable once the process exits; the callback
+			// returns false (wait for the poller) until then.
+			rc.Read(func(fd uintptr) bool {
+				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, err := unix.Poll(pfd, 0)
+				return err != nil || n > 0
+			})
+		}
+		fn()
+	}()
+	return true
 }

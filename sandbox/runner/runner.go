@@ -14,6 +14,7 @@
 package runner
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -196,3 +197,31 @@ func joinCgroupsOf(pid int) error {
 	}
 	return nil
 }
+
+// SetLimits writes the spec's cgroup limits to the running container lc
+// (loaded from libcontainer's state root when nil). The device rules are
+// left alone: an update does not change them.
+func SetLimits(root, id string, lc *libcontainer.Container, spec *specs.Spec) error {
+	if lc == nil {
+		var err error
+		if lc, err = libcontainer.Load(root, id); err != nil {
+			return fmt.Errorf("load container state: %w", err)
+		}
+	}
+	want, err := LibcontainerConfig(id, spec)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadSpec, err)
+	}
+	cfg := lc.Config()
+	cg := *cfg.Cgroups
+	cg.Resources = want.Cgroups.Resources
+	cg.Resources.SkipDevices = true
+	cfg.Cgroups = &cg
+	if err := lc.Set(cfg); err != nil {
+		return fmt.Errorf("set cgroup limits: %w", err)
+	}
+	return nil
+}
+
+// ErrBadSpec: libcontainer refuses the spec.
+var ErrBadSpec = errors.New("spec refused by libcontainer")
