@@ -238,7 +238,12 @@ func validateMounts(mounts []*runtimeapi.Mount) error {
 			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), ErrInvalidArgument)
 		}
 		if m.GetImage() != nil {
-			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), ErrInvalidArgument)
+			// An image volume is read-only by definition (KEP-4639): a
+			// writable one is a wrong request whether or not it is built.
+			if !m.GetReadonly() {
+				return fmt.Errorf("image volume at %s must be read-only: %w", m.GetContainerPath(), ErrInvalidArgument)
+			}
+			return fmt.Errorf("image volume mounts (Mount.image, at %s): %w", m.GetContainerPath(), ErrUnimplemented)
 		}
 		if _, err := os.Stat(m.GetHostPath()); err != nil {
 			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, ErrInvalidArgument)

@@ -18,7 +18,7 @@ func specPod(p *Pod) oci.Pod {
 // stopSignal is the signal a stored container is stopped with; records
 // written before stop signals existed have none and get SIGTERM.
 func (c *Container) stopSignal() unix.Signal {
-	if sig := unix.SignalNum(c.StopSignal); sig != 0 {
+	if sig, err := oci.ParseSignal(c.StopSignal); err == nil && c.StopSignal != "" {
 		return sig
 	}
 	return unix.SIGTERM
