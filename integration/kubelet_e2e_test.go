@@ -100,6 +100,11 @@ func TestKubeletE2E(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "kubelet e2e: %d passed, %d failed, total %.1fs\n", len(results)-failed, failed, time.Since(setup).Seconds())
 	fmt.Print(b.String())
+	// Every check must have run and passed: a check that never reported
+	// (a panic in the harness, a skipped subtest) is not a pass.
+	if passed := len(results) - failed; passed != len(kubeletChecks) {
+		t.Errorf("kubelet e2e: %d of %d checks passed", passed, len(kubeletChecks))
+	}
 }
 
 type checkResult struct {
