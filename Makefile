@@ -118,7 +118,7 @@ uninstall:
 # and host-network density benches.
 # Stock kubelet e2e (integration/kubelet_e2e_test.go, as root): an
 # unmodified kubelet built from k8s.io/kubernetes through the module proxy
-# (tools/kubelet; ~5 min cold on 2 idle cores, cached by version in
+# (tools/kubelet: v1.37.2; ~5-10 min cold on 2 idle cores, cached by version in
 # KUBELET_CACHE), run standalone on peapod with static pods. Prints a
 # PASS/FAIL table. PEAPOD_E2E_RUNTIME=containerd runs the same checks on
 # Debian's containerd 1.6, the reference.
