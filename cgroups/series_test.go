@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -97,3 +99,51 @@ func TestReadDetail(t *testing.T) {
 		t.Errorf("unlimited: %+v", got)
 	}
 }
+
+// TestReadDetailLive reads the test process's own cgroup: the kernel's real
+// files (v1 on the lab host, v2 in make test-cgroupv2's guest) parse into
+// the process itself and a CPU time it has used.
+func TestReadDetailLive(t *testing.T) {
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Skip(err)
+	}
+	paths := map[string]string{}
+	_, statErr := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if statErr == nil && parts[0] == "0" { // pure v2
+			paths = map[string]string{"": filepath.Join("/sys/fs/cgroup", parts[2])}
+			break
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if dir := filepath.Join("/sys/fs/cgroup", c, parts[2]); c != "" && pathExists(dir) {
+				paths[c] = dir
+			}
+		}
+	}
+	if len(paths) == 0 {
+		t.Skip("no cgroup of this process found under /sys/fs/cgroup")
+	}
+	for i := 0; i < 3e7; i++ { // some CPU time for the counters
+		_ = i * i
+	}
+	d := ReadDetail(paths)
+	if dir, ok := paths[""]; ok || paths["memory"] != "" {
+		if !ok {
+			dir = paths["memory"]
+		}
+		if pathExists(filepath.Join(dir, "cgroup.procs")) && !slices.Contains(d.Procs, os.Getpid()) {
+			t.Errorf("cgroup.procs of %s: %v, without this process %d", dir, d.Procs, os.Getpid())
+		}
+	}
+	if d.UserNanos+d.SystemNanos == 0 {
+		t.Errorf("no CPU time read from %v: %+v", paths, d)
+	}
+	t.Logf("%v: %+v", paths, d)
+}
+
+func pathExists(p string) bool { _, err := os.Stat(p); return err == nil }
