@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -106,7 +107,7 @@ func containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 		LogPath:     c.LogPath,
 		User:        containerUser(c.User.UID, c.User.GID, c.User.AdditionalGids),
 		Resources:   &runtimeapi.ContainerResources{Linux: c.Config.GetLinux().GetResources()},
-		StopSignal:  runtimeapi.Signal(runtimeapi.Signal_value["SIGNAL_"+c.StopSignal]),
+		StopSignal:  oci.SignalEnum(c.StopSignal),
 	}
 	for _, m := range c.Config.GetMounts() {
 		st.Mounts = append(st.Mounts, m)

@@ -28,6 +28,8 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrFailedPrecondition):
 		code = codes.FailedPrecondition
+	case errors.Is(err, sandbox.ErrUnimplemented):
+		code = codes.Unimplemented
 	case errors.Is(err, image.ErrUnauthorized):
 		code = codes.Unauthenticated
 	case errors.Is(err, image.ErrRegistryUnavailable):

@@ -58,7 +58,7 @@ type kubelet struct {
 }
 
 // kubeletConfig is the KubeletConfiguration for a standalone node on this
-// cgroup v1 host. Each non-default says why.
+// host. Each non-default says why.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # API on loopback only; anonymous and AlwaysAllow because nothing but the
@@ -84,8 +84,7 @@ cgroupDriver: cgroupfs
 cgroupRoot: %[4]s
 cgroupsPerQOS: true
 enforceNodeAllocatable: []
-failCgroupV1: false
-# A shared development host: swap state, kernel defaults and iptables are
+%[8]s# A shared development host: swap state, kernel defaults and iptables are
 # not the kubelet's to judge or change; no negative oom_score_adj (root
 # lacks CAP_SYS_RESOURCE here).
 failSwapOn: false
@@ -137,7 +136,7 @@ func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
 	k.base = fmt.Sprintf("https://127.0.0.1:%d", k.port)
 	conf := filepath.Join(dir, "kubelet.yaml")
 	cfg := fmt.Sprintf(kubeletConfig, k.port, k.manifests, socket, cgroupRoot, resolv, k.podLogs,
-		filepath.Join(dir, "volume-plugins"))
+		filepath.Join(dir, "volume-plugins"), cgroupV1Override())
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -533,4 +532,14 @@ func (c *pullCounter) manifests(repo string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n[repo]
+}
+
+// cgroupV1Override lets the kubelet run on a cgroup v1 host: since 1.35 it
+// refuses v1 unless failCgroupV1 is false. On a v2 host the setting is left
+// at its default, so the run is what a current node does.
+func cgroupV1Override() string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return ""
+	}
+	return "# cgroup v1 host: the kubelet refuses v1 by default since 1.35.\nfailCgroupV1: false\n"
 }

@@ -372,6 +372,9 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 		if m.GetRecursiveReadOnly() {
 			opts = append(opts, "rro")
 		}
+		// Mount.mount_options (noexec, nodev, ...; checked by cri/validate):
+		// runc applies them when it remounts the bind.
+		opts = append(opts, m.GetMountOptions()...)
 		switch m.GetPropagation() {
 		case runtimeapi.MountPropagation_PROPAGATION_PRIVATE:
 			opts = append(opts, "rprivate")

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"testing"
 
@@ -117,5 +118,26 @@ func TestDefaultPidsLimit(t *testing.T) {
 	setDefaultPidsLimit(s, 50)
 	if s.Linux.Resources.Pids != nil {
 		t.Errorf("the default replaced the container's own pids.max")
+	}
+}
+
+// TestUserMountOptions: Mount.mount_options (CRI 1.37) reach the OCI bind
+// mount, beside the options from the mount's own fields.
+func TestUserMountOptions(t *testing.T) {
+	spec := &specs.Spec{Linux: &specs.Linux{}}
+	for _, c := range []struct {
+		m    *runtimeapi.Mount
+		want []string
+	}{
+		{&runtimeapi.Mount{ContainerPath: "/a", HostPath: "/h", Readonly: true, MountOptions: []string{"noexec", "nodev"}},
+			[]string{"rbind", "ro", "noexec", "nodev", "rprivate"}},
+		{&runtimeapi.Mount{ContainerPath: "/b", HostPath: "/h", MountOptions: []string{"nosuid"}, Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER},
+			[]string{"rbind", "rw", "nosuid", "rslave"}},
+		{&runtimeapi.Mount{ContainerPath: "/c", HostPath: "/h"}, []string{"rbind", "rw", "rprivate"}},
+	} {
+		got := userMounts([]*runtimeapi.Mount{c.m}, spec)
+		if len(got) != 1 || !slices.Equal(got[0].Options, c.want) {
+			t.Errorf("%s: options %v, want %v", c.m.ContainerPath, got, c.want)
+		}
 	}
 }

@@ -339,7 +339,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	}
 	// The lock is not held while waiting: the exit is recorded under it.
 	c.mu.Lock()
-	running, exited, stopSig := c.State == ContainerRunning, c.exited, c.StopSignalNum()
+	running, exited, stopSig := c.State == ContainerRunning, c.exited, stopSignalOf(&c.Container)
 	c.mu.Unlock()
 	if !running {
 		return nil

@@ -14,4 +14,7 @@ var (
 	ErrInvalidArgument    = oci.ErrInvalidArgument // one value, so the spec's errors map as ours
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrDeadlineExceeded   = errors.New("deadline exceeded")
+	// ErrUnimplemented: a request asks for a feature peapod has not built
+	// (the message names it), as opposed to a request that is wrong.
+	ErrUnimplemented = oci.ErrUnimplemented
 )

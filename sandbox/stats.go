@@ -19,6 +19,9 @@ type ContainerStats struct {
 	Cgroup    *CgroupStats // nil unless the container runs
 	NanoCores uint64       // CPU rate, see stats.CPURates
 	Layer     *LayerUsage  // nil when the image store cannot tell
+	// Detail and Files are read for the metrics RPCs only (PodMetrics).
+	Detail *cgroups.Detail
+	Files  *stats.FileCounts
 }
 
 // PodStats is a pod's resource use: its cgroup (pause and containers),
@@ -30,10 +33,23 @@ type PodStats struct {
 	NanoCores  uint64
 	Network    []InterfaceStats // the pod's network namespace, loopback left out
 	Containers []ContainerStats
+	Detail     *cgroups.Detail // PodMetrics only
+	Files      *stats.FileCounts
 }
 
 // ContainerStats reads the stats of one container.
 func (r *Runtime) ContainerStats(ctx context.Context, id string) (ContainerStats, error) {
+	return r.containerStats(ctx, id, false)
+}
+
+// PodMetrics reads what PodStats does plus the cgroup Detail and the open
+// files of the pod and its containers: the cAdvisor series of
+// ListPodSandboxMetrics need them, the kubelet's stats calls do not.
+func (r *Runtime) PodMetrics(ctx context.Context, id string) (PodStats, error) {
+	return r.podStats(ctx, id, true)
+}
+
+func (r *Runtime) containerStats(ctx context.Context, id string, detail bool) (ContainerStats, error) {
 	c, err := r.lookupContainer(id)
 	if err != nil {
 		return ContainerStats{}, err
@@ -47,6 +63,9 @@ func (r *Runtime) ContainerStats(ctx context.Context, id string) (ContainerStats
 			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
 				st.NanoCores = r.samples.Rate(known{r, true}, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)
+				if detail {
+					st.Detail, st.Files = readDetail(paths)
+				}
 			} else {
 				r.statsCache.ForgetPaths(ctr.ID) // gone, or not yet there
 			}
@@ -60,6 +79,10 @@ func (r *Runtime) ContainerStats(ctx context.Context, id string) (ContainerStats
 
 // PodStats reads the stats of one pod and of its running containers.
 func (r *Runtime) PodStats(ctx context.Context, id string) (PodStats, error) {
+	return r.podStats(ctx, id, false)
+}
+
+func (r *Runtime) podStats(ctx context.Context, id string, detail bool) (PodStats, error) {
 	p, err := r.lookupPod(id)
 	if err != nil {
 		return PodStats{}, err
@@ -77,6 +100,9 @@ func (r *Runtime) PodStats(ctx context.Context, id string) (PodStats, error) {
 			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
 				st.NanoCores = r.samples.Rate(known{r, true}, pod.ID, st.Timestamp, cs.CPUUsageNanos, pod.CreatedAt)
+				if detail {
+					st.Detail, st.Files = readDetail(paths)
+				}
 			}
 		}
 	}
@@ -90,11 +116,17 @@ func (r *Runtime) PodStats(ctx context.Context, id string) (PodStats, error) {
 		if c.State != ContainerRunning {
 			continue
 		}
-		if cs, err := r.ContainerStats(ctx, c.ID); err == nil {
+		if cs, err := r.containerStats(ctx, c.ID, detail); err == nil {
 			st.Containers = append(st.Containers, cs)
 		}
 	}
 	return st, nil
+}
+
+func readDetail(paths map[string]string) (*cgroups.Detail, *stats.FileCounts) {
+	d := cgroups.ReadDetail(paths)
+	f := stats.CountFiles(d.Procs)
+	return &d, &f
 }
 
 // LayerUsage is a container's writable layer usage.

@@ -6,9 +6,11 @@ package validate
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/moby/sys/capability"
@@ -618,7 +620,22 @@ func validateMount(m *runtimeapi.Mount) error {
 			return err
 		}
 	}
+	for _, o := range m.GetMountOptions() {
+		if !MountOptions[o] {
+			return fmt.Errorf("mount at %s: mount option %.40q is not one of %s (read-only and propagation have their own fields)",
+				m.GetContainerPath(), o, strings.Join(slices.Sorted(maps.Keys(MountOptions)), ", "))
+		}
+	}
 	return nil
+}
+
+// MountOptions are the Mount.mount_options (CRI 1.37) peapod applies: the
+// per-mount flags a bind mount can take (runc remounts the bind with them).
+// Others are refused rather than silently ignored; ro/rw and propagation
+// have their own fields.
+var MountOptions = map[string]bool{
+	"nosuid": true, "nodev": true, "noexec": true,
+	"noatime": true, "nodiratime": true, "relatime": true, "strictatime": true,
 }
 
 func validateDevice(d *runtimeapi.Device) error {

@@ -63,6 +63,11 @@ func TestValidateAcceptsKubeletRequests(t *testing.T) {
 		"exec":             &runtimeapi.ExecSyncRequest{ContainerId: testID, Cmd: []string{"ls"}, Timeout: 10},
 		"port-forward":     &runtimeapi.PortForwardRequest{PodSandboxId: testID, Port: []int32{80, 65535}},
 		"version":          &runtimeapi.VersionRequest{},
+		"mount options (CRI 1.37)": &runtimeapi.CreateContainerRequest{PodSandboxId: testID, Config: func() *runtimeapi.ContainerConfig {
+			c := goodContainer()
+			c.Mounts[0].MountOptions = []string{"noexec", "nodev", "nosuid", "noatime"}
+			return c
+		}()},
 	} {
 		if err := Request(req); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -142,6 +147,10 @@ func TestValidateRefuses(t *testing.T) {
 		{"relative mount source", "absolute", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].HostPath = "etc" })},
 		{"bad propagation", "propagation", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].Propagation = 5 })},
 		{"nil mount", "empty", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts = []*runtimeapi.Mount{nil} })},
+		{"unknown mount option", "mount option", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].MountOptions = []string{"nosuid", "mand"} })},
+		{"ro as mount option", "own fields", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].MountOptions = []string{"ro"} })},
+		{"propagation as mount option", "mount option", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].MountOptions = []string{"rshared"} })},
+		{"empty mount option", "mount option", ctr(func(c *runtimeapi.ContainerConfig) { c.Mounts[0].MountOptions = []string{""} })},
 		{"device permissions", "permissions", ctr(func(c *runtimeapi.ContainerConfig) { c.Devices[0].Permissions = "rwx" })},
 		{"relative device", "absolute", ctr(func(c *runtimeapi.ContainerConfig) { c.Devices[0].HostPath = "dev/sda" })},
 		{"unknown capability", "not a Linux capability", sec(func(s *runtimeapi.LinuxContainerSecurityContext) {

@@ -70,7 +70,7 @@ func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), er
 
 // CheckMounts refuses mounts a container cannot get: a relative
 // container path, recursive read-only without readonly and private
-// propagation, image volumes (not built yet), a host path that is not
+// propagation, image volumes (not built yet: Unimplemented), a host path that is not
 // there.
 func CheckMounts(mounts []*runtimeapi.Mount) error {
 	for _, m := range mounts {
@@ -84,7 +84,12 @@ func CheckMounts(mounts []*runtimeapi.Mount) error {
 			return fmt.Errorf("mount at %s: recursive read-only needs private propagation, not %s: %w", m.GetContainerPath(), m.GetPropagation(), oci.ErrInvalidArgument)
 		}
 		if m.GetImage() != nil {
-			return fmt.Errorf("image volume mounts are not supported yet (mount at %s): %w", m.GetContainerPath(), oci.ErrInvalidArgument)
+			// An image volume is read-only by definition (KEP-4639): a
+			// writable one is a wrong request whether or not it is built.
+			if !m.GetReadonly() {
+				return fmt.Errorf("image volume at %s must be read-only: %w", m.GetContainerPath(), oci.ErrInvalidArgument)
+			}
+			return fmt.Errorf("image volume mounts (Mount.image, at %s): %w", m.GetContainerPath(), oci.ErrUnimplemented)
 		}
 		if _, err := os.Stat(m.GetHostPath()); err != nil {
 			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, oci.ErrInvalidArgument)

@@ -35,6 +35,8 @@ type LayerUsage struct {
 type InterfaceStats struct {
 	Name                                 string
 	RxBytes, RxErrors, TxBytes, TxErrors uint64
+	RxPackets, RxDropped                 uint64
+	TxPackets, TxDropped                 uint64
 }
 
 // LayerUsager is implemented by image stores that can measure a
@@ -157,7 +159,9 @@ func NetDev(pid int) ([]InterfaceStats, error) {
 		}
 		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
 		// rx: bytes packets errs drop fifo frame compressed multicast; tx: bytes packets errs ...
-		out = append(out, InterfaceStats{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)})
+		out = append(out, InterfaceStats{Name: name,
+			RxBytes: n(0), RxPackets: n(1), RxErrors: n(2), RxDropped: n(3),
+			TxBytes: n(8), TxPackets: n(9), TxErrors: n(10), TxDropped: n(11)})
 	}
 	if err := s.Err(); err != nil {
 		return nil, fmt.Errorf("read /proc/%d/net/dev: %w", pid, err)

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -150,15 +149,6 @@ func decodeContainer(data []byte) (*Container, error) {
 		return nil, err
 	}
 	return &c, nil
-}
-
-// StopSignalNum is the signal a recorded container is stopped with;
-// records written before stop signals existed have none and get SIGTERM.
-func (c *Container) StopSignalNum() unix.Signal {
-	if sig := unix.SignalNum(c.StopSignal); sig != 0 {
-		return sig
-	}
-	return unix.SIGTERM
 }
 
 // SavePod writes the pod's record through.

@@ -8,17 +8,6 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// TestStopSignalOfRecord: a recorded stop signal is used; a record from
-// before stop signals were recorded is stopped with SIGTERM.
-func TestStopSignalOfRecord(t *testing.T) {
-	if got := (&Container{StopSignal: "SIGQUIT"}).StopSignalNum().String(); got != "quit" {
-		t.Errorf("SIGQUIT record: %q", got)
-	}
-	if got := (&Container{}).StopSignalNum().String(); got != "terminated" {
-		t.Errorf("record without a stop signal: %q", got)
-	}
-}
-
 // LoadPods returns the records it can use, and moves aside (quarantine-pods)
 // one that does not decode and one whose ID is not its key, instead of
 // failing; a saved pod keeps its CRI config through the round trip.

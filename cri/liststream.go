@@ -1,0 +1,116 @@
+package cri
+
+import (
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/cri/validate"
+)
+
+// The Stream* RPCs (cri-api 0.37, KEP-5825, kubelet feature gate
+// CRIListStreaming) are the List* RPCs with the answer split over several
+// messages, so that a node with many pods stays under the gRPC message
+// limit. Each one runs its List* counterpart (same filter, same
+// validation) and sends the items in chunks of streamChunk; the stream ends
+// (EOF) after the last one. An empty list sends no message.
+const streamChunk = 256
+
+func sendChunks[T any](items []T, send func([]T) error) error {
+	for len(items) > 0 {
+		n := min(len(items), streamChunk)
+		if err := send(items[:n]); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+// listed validates the List* request as the unary interceptor would
+// (stream RPCs do not pass through it).
+func listed(req any) error {
+	if err := validate.Request(req); err != nil {
+		return invalid(err.Error())
+	}
+	return nil
+}
+
+func (s *Service) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxesResponse]) error {
+	lr := &runtimeapi.ListPodSandboxRequest{Filter: req.GetFilter()}
+	if err := listed(lr); err != nil {
+		return err
+	}
+	resp, err := s.ListPodSandbox(stream.Context(), lr)
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetItems(), func(c []*runtimeapi.PodSandbox) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: c})
+	})
+}
+
+func (s *Service) StreamContainers(req *runtimeapi.StreamContainersRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainersResponse]) error {
+	lr := &runtimeapi.ListContainersRequest{Filter: req.GetFilter()}
+	if err := listed(lr); err != nil {
+		return err
+	}
+	resp, err := s.ListContainers(stream.Context(), lr)
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetContainers(), func(c []*runtimeapi.Container) error {
+		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: c})
+	})
+}
+
+func (s *Service) StreamContainerStats(req *runtimeapi.StreamContainerStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamContainerStatsResponse]) error {
+	lr := &runtimeapi.ListContainerStatsRequest{Filter: req.GetFilter()}
+	if err := listed(lr); err != nil {
+		return err
+	}
+	resp, err := s.ListContainerStats(stream.Context(), lr)
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetStats(), func(c []*runtimeapi.ContainerStats) error {
+		return stream.Send(&runtimeapi.StreamContainerStatsResponse{ContainerStats: c})
+	})
+}
+
+func (s *Service) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxStatsResponse]) error {
+	lr := &runtimeapi.ListPodSandboxStatsRequest{Filter: req.GetFilter()}
+	if err := listed(lr); err != nil {
+		return err
+	}
+	resp, err := s.ListPodSandboxStats(stream.Context(), lr)
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetStats(), func(c []*runtimeapi.PodSandboxStats) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxStatsResponse{PodSandboxStats: c})
+	})
+}
+
+func (s *Service) StreamPodSandboxMetrics(req *runtimeapi.StreamPodSandboxMetricsRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamPodSandboxMetricsResponse]) error {
+	resp, err := s.ListPodSandboxMetrics(stream.Context(), &runtimeapi.ListPodSandboxMetricsRequest{})
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetPodMetrics(), func(c []*runtimeapi.PodSandboxMetrics) error {
+		return stream.Send(&runtimeapi.StreamPodSandboxMetricsResponse{PodSandboxMetrics: c})
+	})
+}
+
+func (s *Service) StreamImages(req *runtimeapi.StreamImagesRequest, stream grpc.ServerStreamingServer[runtimeapi.StreamImagesResponse]) error {
+	lr := &runtimeapi.ListImagesRequest{Filter: req.GetFilter()}
+	if err := listed(lr); err != nil {
+		return err
+	}
+	resp, err := s.ListImages(stream.Context(), lr)
+	if err != nil {
+		return err
+	}
+	return sendChunks(resp.GetImages(), func(c []*runtimeapi.Image) error {
+		return stream.Send(&runtimeapi.StreamImagesResponse{Images: c})
+	})
+}
