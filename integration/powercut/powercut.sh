@@ -28,7 +28,7 @@ t0=$(date +%s)
 WORK=$(mktemp -d /var/tmp/peapod-powercut.XXXXXX)
 VM_PID=
 cleanup() {
-  if [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; then kill -KILL -- "-$VM_PID" 2>/dev/null || true; { wait "$VM_PID"; } 2>/dev/null || true; fi
+  if [ -n "$VM_PID" ] && kill -0 "$VM_PID" 2>/dev/null; then kill -KILL -- "-$VM_PID" 2>/dev/null || true; fi
   if [ "${POWERCUT_KEEP:-0}" = 1 ]; then echo "powercut: work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -84,6 +84,7 @@ EOF
     cgv2.run="$SHARE" cgv2.be=uml cgroup_no_v1=all con=null ssl=null con0=null,fd:1 con1=null,fd:4 con2=null,fd:5 \
     quiet loglevel=3 </dev/null >"$WORK/console-$n.log" 2>&1 4>"$WORK/out-$n.log" 5>"$WORK/err-$n.log" &
   VM_PID=$!
+  disown "$VM_PID" # no job notice when the cut kills it; bash still reaps it
   if [ "$mode" != final ]; then
     local until=$((SECONDS + BOOT_TIMEOUT))
     while [ ! -e "$WORK/churning-$n" ] && kill -0 "$VM_PID" 2>/dev/null && [ "$SECONDS" -lt "$until" ]; do sleep 0.2; done
@@ -100,7 +101,6 @@ EOF
     kill -KILL -- "-$VM_PID" 2>/dev/null || true
     echo "powercut: boot $n ($mode): guest timed out after ${BOOT_TIMEOUT}s" >&2
   fi
-  { wait "$VM_PID"; } 2>/dev/null || true
   VM_PID=
   if [ "$cut" = 0 ]; then
     # Not cut: the guest ended by itself (the final boot, or a failure).
