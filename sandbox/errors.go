@@ -14,4 +14,22 @@ var (
 	ErrInvalidArgument    = oci.ErrInvalidArgument // one value, so the spec's errors map as ours
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrDeadlineExceeded   = errors.New("deadline exceeded")
+	// ErrInternal: a step of the runtime itself failed (files or records
+	// that could not be removed). Errors are marked with internal(), which
+	// keeps their message as it is.
+	ErrInternal = errors.New("internal error")
 )
+
+// internalError marks an error as the runtime's own failure (ErrInternal)
+// without changing its message.
+type internalError struct{ error }
+
+func (e internalError) Is(target error) bool { return target == ErrInternal }
+func (e internalError) Unwrap() error        { return e.error }
+
+func internal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return internalError{err}
+}
