@@ -84,6 +84,7 @@ func Open(opts Options) (*Runtime, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	moveAsideNonDirs(opts.Root, opts.State, opts.Logger)
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}
@@ -223,6 +224,8 @@ func (r *Runtime) recover() error {
 		return fmt.Errorf("load containers: %w", err)
 	}
 	r.quarantineAll(bad)
+	// Before the containers reconnect to their keepers.
+	r.restoreKeeperSockets()
 	for _, c := range running {
 		r.recoverContainer(c)
 	}
