@@ -35,8 +35,8 @@ import (
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
-	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	_ "github.com/peapod-cri/peapod/sandbox/enter" // "peapod exec-enter" runs in a C constructor
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
 )
 
