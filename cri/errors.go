@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"os"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -39,10 +40,12 @@ func toStatus(err error) error {
 	case errors.Is(err, image.ErrNoSpace):
 		code = codes.ResourceExhausted
 	case errors.Is(err, sandbox.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, image.ErrPullStalled):
+		errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, image.ErrPullStalled):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
+	case errors.Is(err, sandbox.ErrInternal):
+		code = codes.Internal
 	}
 	return status.Error(code, err.Error())
 }

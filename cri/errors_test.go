@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -29,6 +30,8 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("pull c: %w", image.ErrCorrupt), codes.DataLoss},
 		{fmt.Errorf("pull d: %w", image.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("pull e: %w", image.ErrPullStalled), codes.DeadlineExceeded},
+		{fmt.Errorf("pause: %w", os.ErrDeadlineExceeded), codes.DeadlineExceeded},
+		{fmt.Errorf("remove pod: %w", sandbox.ErrInternal), codes.Internal},
 		{context.Canceled, codes.Canceled},
 		{errors.New("disk on fire"), codes.Unknown},
 		{status.Error(codes.Unavailable, "as is"), codes.Unavailable},

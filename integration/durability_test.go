@@ -18,6 +18,8 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
@@ -446,6 +448,9 @@ func TestRemovePodReportsRemovalFailure(t *testing.T) {
 		t.Fatal("RemovePodSandbox succeeded although its container's files could not be deleted")
 	}
 	t.Logf("RemovePodSandbox: %v", err)
+	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), ctr) {
+		t.Errorf("RemovePodSandbox's error: code %v, want Internal with a message naming container %s", status.Code(err), ctr)
+	}
 	pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -483,6 +488,9 @@ func TestWedgedPauseFailsRunPod(t *testing.T) {
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "did not report within") {
 			t.Fatalf("try %d: RunPodSandbox with a wedged pause: %v (after %v)", try, err, time.Since(begin))
+		}
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Errorf("try %d: RunPodSandbox with a wedged pause: code %v, want DeadlineExceeded", try, status.Code(err))
 		}
 		t.Logf("try %d: failed after %v: %v", try, time.Since(begin), err)
 		pods, err := d.RT.ListPodSandbox(ctx(t), &runtimeapi.ListPodSandboxRequest{})

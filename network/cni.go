@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"path/filepath"
@@ -20,6 +21,7 @@ type CNIConfig struct {
 	ConfDir  string   // the first .conflist, .conf or .json in name order is used
 	BinDirs  []string // plugin binaries
 	CacheDir string   // libcni's record of each attachment, for DEL after a restart
+	Logger   *slog.Logger
 	// PodCIDR, comma-separated ("10.88.0.0/16,fd00:88::/64"), is passed
 	// as the ipRanges capability, one range set per CIDR; "" passes none.
 	PodCIDR string
@@ -34,6 +36,8 @@ type CNI struct {
 	list     *libcni.NetworkConfigList
 	file     string
 	ipRanges [][]ipRange
+	cacheDir string
+	log      *slog.Logger
 }
 
 // ipRange is one element of the ipRanges capability (host-local's range).
@@ -155,7 +159,11 @@ func NewCNI(ctx context.Context, cfg CNIConfig) (*CNI, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &CNI{cni: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil), list: list, file: file, ipRanges: ranges}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &CNI{cni: libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, cfg.CacheDir, nil), list: list, file: file, ipRanges: ranges,
+		cacheDir: cfg.CacheDir, log: cfg.Logger}
 	return c, nil
 }
 
@@ -230,6 +238,10 @@ func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
 		c.cni.DelNetworkList(ctx, c.list, rt)
 		return Result{}, fmt.Errorf("CNI ADD (network %s) result: %w", c.list.Name, err)
 	}
+	if err := c.syncRecords(); err != nil {
+		c.cni.DelNetworkList(ctx, c.list, rt)
+		return Result{}, fmt.Errorf("CNI ADD (network %s): %w", c.list.Name, err)
+	}
 	var v4, v6 []net.IP
 	for _, ip := range cur.IPs {
 		if ip.Interface != nil && *ip.Interface < len(cur.Interfaces) && cur.Interfaces[*ip.Interface].Name != cniIfName {
@@ -270,13 +282,21 @@ func (c *CNI) TeardownPod(ctx context.Context, pod Pod) error {
 	return nil
 }
 
-// Reconcile runs DEL for every cached attachment of a pod not in live.
+// Reconcile runs DEL for every cached attachment of a pod not in live, and
+// removes the host-local allocations a power cut emptied.
 func (c *CNI) Reconcile(ctx context.Context, live []string) error {
+	var errs []error
+	removed, err := c.removeEmptiedAllocations()
+	for _, p := range removed {
+		c.log.Warn("removed an IP allocation a power cut emptied (it names no pod, no DEL could release it)", "file", p)
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
 	atts, err := goneAttachments(c.cni, live)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	for _, a := range atts {
 		if a.Network != c.list.Name {
 			continue

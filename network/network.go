@@ -114,7 +114,7 @@ func openBuiltin(ctx context.Context, cfg Config) (*Bridge, error) {
 
 func openCNI(ctx context.Context, cfg Config) (*CNI, error) {
 	return NewCNI(ctx, CNIConfig{ConfDir: cfg.CNIConfDir, BinDirs: cfg.CNIBinDirs, PodCIDR: cfg.PodCIDR,
-		CacheDir: cniCacheDir(cfg)})
+		CacheDir: cniCacheDir(cfg), Logger: cfg.Logger})
 }
 
 func bridgeStateDir(cfg Config) string { return filepath.Join(cfg.Root, "network", "ipam-"+cfg.Bridge) }

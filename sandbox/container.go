@@ -358,7 +358,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	case <-exited:
 		return nil
 	case <-time.After(30 * time.Second):
-		return fmt.Errorf("container %s did not exit 30s after SIGKILL", c.ID)
+		return fmt.Errorf("container %s did not exit 30s after SIGKILL: %w", c.ID, ErrDeadlineExceeded)
 	}
 }
 
@@ -404,7 +404,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 		r.keeperOf(&p.Pod).Forget(ctx, c.ID) // best effort: the keeper may be gone
 	}
 	if err := r.store.Delete(store.Containers, c.ID); err != nil {
-		return fmt.Errorf("remove container %s metadata: %w", c.ID, err)
+		return internal(fmt.Errorf("remove container %s metadata: %w", c.ID, err))
 	}
 	// Root filesystem and bundle go after the reply (removals.go).
 	r.mounted.Delete(c.ID)

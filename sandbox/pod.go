@@ -335,7 +335,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	defer p.mu.Unlock()
 	r.removePodCgroup(p)
 	if err := os.RemoveAll(p.Dir); err != nil {
-		return fmt.Errorf("remove pod %s files: %w", p.ID, err)
+		return internal(fmt.Errorf("remove pod %s files: %w", p.ID, err))
 	}
 	os.Remove(keeperSocket(r.opts.State, p.ID)) // a killed keeper leaves it
 	// The containers' root filesystems went in the background meanwhile
@@ -345,7 +345,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
 	if err := r.store.Delete(store.Pods, p.ID); err != nil {
-		return fmt.Errorf("remove pod %s metadata: %w", p.ID, err)
+		return internal(fmt.Errorf("remove pod %s metadata: %w", p.ID, err))
 	}
 	r.mu.Lock()
 	delete(r.pods, p.ID)

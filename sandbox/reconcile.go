@@ -25,6 +25,9 @@ import (
 //     whose pod has no record (moved aside as unreadable) are dropped;
 //   - a pod that is not ready and has no running container gives back its
 //     /dev/shm mount and cgroup (a crash mid-stop, or a reboot).
+//
+// (recover has already had the keepers of live pods bind a socket that was
+// gone or replaced again: keepersock.go.)
 func (r *Runtime) reconcileHalfDone() {
 	ctx, cancel := cleanupContext()
 	defer cancel()

@@ -52,7 +52,7 @@ func (r *Runtime) finishRemovals(ctx context.Context, pod string) error {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return internal(errors.Join(errs...))
 }
 
 // WaitRemovals waits until the root filesystems of the containers removed

@@ -84,6 +84,7 @@ func Open(opts Options) (*Runtime, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	moveAsideNonDirs(opts.Root, opts.State, opts.Logger)
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}
@@ -201,6 +202,8 @@ func (r *Runtime) recover() error {
 			}
 		}
 	}
+	// Before the containers reconnect to their keepers.
+	r.restoreKeeperSockets()
 	for _, c := range r.containers {
 		if c.State == ContainerRunning {
 			r.recoverContainer(c)

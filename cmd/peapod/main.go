@@ -36,6 +36,7 @@ import (
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
 	_ "github.com/peapod-cri/peapod/sandbox/enter" // "peapod exec-enter" runs in a C constructor
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	_ "github.com/peapod-cri/peapod/sandbox/pause" // "peapod pod-pause" runs in a C constructor
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
@@ -220,6 +221,23 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	m := metrics.New(nil) // the pod and container counts are added once the runtime is open
 	startPprof(log)
 	cfg = withHostFiles(cfg)
+	if err := hostfs.EnsureDir(cfg.Root, hostfs.PrivateDirMode); err != nil {
+		return fmt.Errorf("root %s: %w", cfg.Root, err)
+	}
+	cleanStart, err := takeCleanStopMarker(cfg.Root)
+	if err != nil {
+		return err
+	}
+	// Runs last, after the runtime and the image store are closed: only a
+	// stop after serving, where all of that went well, is clean.
+	stopErr := errors.New("stopped before serving")
+	defer func() {
+		if stopErr == nil {
+			if err := writeCleanStopMarker(cfg.Root); err != nil {
+				log.Warn("the next start will repair storage as after a crash", "err", err)
+			}
+		}
+	}()
 	images, err := image.Open(image.Config{
 		Root:                cfg.Root,
 		RunRoot:             cfg.State,
@@ -233,7 +251,11 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	if err != nil {
 		return err
 	}
-	defer images.Close()
+	defer func() {
+		if err := images.Close(); err != nil && stopErr == nil {
+			stopErr = err
+		}
+	}()
 
 	podNetwork, err := network.OpenReloadable(context.Background(), network.Config{
 		Mode:       cfg.Network,
@@ -263,7 +285,14 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	if err != nil {
 		return err
 	}
-	defer rt.Close()
+	defer func() {
+		if err := rt.Close(); err != nil && stopErr == nil {
+			stopErr = err
+		}
+	}()
+	if !cleanStart {
+		collectStorage(images, rt, log)
+	}
 	warnNetworkChange(log, cfg, podNetwork.Kind(), rt.Pods())
 
 	streams, err := cri.NewStreamServer(cfg.StreamAddress, cfg.StreamTLSCert, cfg.StreamTLSKey, rt, log)
@@ -298,7 +327,8 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	srv := svc.NewGRPCServer()
 	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
 		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
-	return runServer(srv, lis, hup, reload, events, cfg.Socket, log)
+	stopErr = runServer(srv, lis, hup, reload, events, cfg.Socket, log)
+	return stopErr
 }
 
 // withHostFiles fills in the host's registries.conf and auth file where

@@ -135,7 +135,7 @@ func awaitReady(readyR *os.File, pid int) (Started, error) {
 	msg, rerr := io.ReadAll(io.LimitReader(readyR, 512))
 	got := strings.TrimSpace(string(msg))
 	if errors.Is(rerr, os.ErrDeadlineExceeded) {
-		return Started{}, fmt.Errorf("pause process did not report within %v (reported %q)", readyTimeout, got)
+		return Started{}, fmt.Errorf("pause process did not report within %v (reported %q): %w", readyTimeout, got, os.ErrDeadlineExceeded)
 	}
 	st := Started{PID: pid}
 	holder, ok := strings.CutPrefix(got, "ok ")

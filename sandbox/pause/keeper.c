@@ -103,6 +103,7 @@ struct start {
 
 static int ep = -1;
 static int listen_fd = -1, sig_fd = -1, spare_fd = -1;
+static const char *sock_path;
 static pid_t holder_pid;
 // The holder's namespaces and PID as the runners are told them, kept after
 // the holder is gone: a runner then still joins the dead namespace (and
@@ -1263,6 +1264,27 @@ static void accept_clients(void) {
 
 /* ---- loop ---- */
 
+// relisten binds the socket again (SIGUSR1 from the daemon at its start):
+// its path, or the directory holding it, was removed or replaced while the
+// keeper ran, and the daemon could no longer reach it. The old listener is
+// closed; clients already connected keep their connections.
+static void relisten(void) {
+	if (sock_path == NULL)
+		return;
+	int fd = make_listener(sock_path);
+	if (fd < 0)
+		return; // the daemon sees no socket and says so
+	if (listen_fd >= 0) {
+		epoll_ctl(ep, EPOLL_CTL_DEL, listen_fd, NULL);
+		close(listen_fd);
+	}
+	listen_fd = fd;
+	if (ep_add(listen_fd, &listen_watch, EPOLLIN) < 0) {
+		close(listen_fd);
+		listen_fd = -1;
+	}
+}
+
 static void handle_signals(void) {
 	struct signalfd_siginfo si;
 	int child = 0;
@@ -1276,6 +1298,8 @@ static void handle_signals(void) {
 			_exit(0);
 		if (si.ssi_signo == SIGCHLD)
 			child = 1;
+		if (si.ssi_signo == SIGUSR1)
+			relisten();
 	}
 	if (child)
 		reap();
@@ -1333,8 +1357,9 @@ static void free_dead(void) {
 	}
 }
 
-void keeper_run(int lfd, int sfd, pid_t holder, int pidns, int userns) {
+void keeper_run(int lfd, const char *path, int sfd, pid_t holder, int pidns, int userns) {
 	listen_fd = lfd;
+	sock_path = path;
 	sig_fd = sfd;
 	holder_pid = holder_ns_pid = holder;
 	holder_pidns = pidns;

@@ -69,7 +69,11 @@ int write_exit_file(const struct container *c);
 void log_state_changed(struct container *c);
 // holder_pidns and holder_userns are the holder's namespaces (-1: none),
 // handed to every runner at fds RUNNER_PIDNS_FD and RUNNER_USERNS_FD.
-void keeper_run(int listen_fd, int sig_fd, pid_t holder, int holder_pidns, int holder_userns) __attribute__((noreturn));
+// sock_path is where listen_fd is bound: SIGUSR1 binds it again there.
+void keeper_run(int listen_fd, const char *sock_path, int sig_fd, pid_t holder, int holder_pidns, int holder_userns) __attribute__((noreturn));
+
+// pause.c
+int make_listener(const char *path);
 
 // The runner's descriptors: 0-2 stdio, 3 result, 4 terminal socket, and the
 // holder's namespaces, which the runner's containers join by these handles

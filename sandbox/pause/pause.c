@@ -565,7 +565,7 @@ fail:;
 
 // make_listener listens on a unix socket at path, mode 0600, replacing a
 // stale socket (but nothing else).
-static int make_listener(const char *path) {
+int make_listener(const char *path) {
 	struct sockaddr_un sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sun_family = AF_UNIX;
@@ -642,6 +642,7 @@ static void take_signals(int ready, sigset_t *block) {
 	sigaddset(block, SIGTERM);
 	sigaddset(block, SIGINT);
 	sigaddset(block, SIGCHLD);
+	sigaddset(block, SIGUSR1); // bind the socket again (keeper.c relisten)
 	if (sigprocmask(SIG_BLOCK, block, NULL) < 0)
 		fail(ready, "block signals", "");
 	struct sigaction sa;
@@ -771,5 +772,5 @@ void peapod_pause_constructor(int argc, char **argv, char **envp) {
 	if (ready >= 0)
 		close(ready);
 
-	keeper_run(listen_fd, sig_fd, holder, holder_pidns, holder_userns);
+	keeper_run(listen_fd, a.sock_path, sig_fd, holder, holder_pidns, holder_userns);
 }

@@ -1,0 +1,113 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+
+	storagetypes "go.podman.io/storage/types"
+)
+
+// Collected is what CollectGarbage removed.
+type Collected struct {
+	Containers []string // storage containers (each with its layer) no record named
+	Layers     []string // layers no image and no container uses
+}
+
+// CollectGarbage repairs the store after an unclean stop (a crash or a
+// power cut), when containers/storage may hold what no peapod record points
+// to: the writable layer of a container whose CreateContainer was cut
+// before its record was saved, layers of a pull cut before its image was
+// recorded, and driver directories whose records a power cut lost
+// (containers are volatile, their records unsynced: CreateRootfsMapped).
+//
+// keep says which storage containers belong to a container peapod has a
+// record of (the storage container's ID is peapod's container ID); those,
+// whether running or not, and every layer an image or a kept container uses
+// stay. Images are never removed. It must run before the daemon serves:
+// a pull or create in flight would have layers not yet recorded.
+func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, error) {
+	var out Collected
+	var errs []error
+	containers, err := s.store.Containers()
+	if err != nil {
+		return out, fmt.Errorf("image: list storage containers: %w", err)
+	}
+	usedLayers := map[string]bool{}
+	for _, c := range containers {
+		if keep(c.ID) {
+			usedLayers[c.LayerID] = true
+			continue
+		}
+		if _, err := s.store.Unmount(c.ID, true); err != nil && !errors.Is(err, storagetypes.ErrLayerNotMounted) &&
+			!errors.Is(err, storagetypes.ErrContainerUnknown) && !errors.Is(err, storagetypes.ErrLayerUnknown) {
+			errs = append(errs, fmt.Errorf("unmount storage container %s: %w", c.ID, err))
+			continue
+		}
+		if err := s.store.DeleteContainer(c.ID); err != nil && !errors.Is(err, storagetypes.ErrContainerUnknown) {
+			errs = append(errs, fmt.Errorf("delete storage container %s: %w", c.ID, err))
+			continue
+		}
+		out.Containers = append(out.Containers, c.ID)
+	}
+
+	images, err := s.store.Images()
+	if err != nil {
+		return out, errors.Join(append(errs, fmt.Errorf("image: list images: %w", err))...)
+	}
+	for _, img := range images {
+		usedLayers[img.TopLayer] = true
+		for _, l := range img.MappedTopLayers {
+			usedLayers[l] = true
+		}
+	}
+	layers, err := s.store.Layers()
+	if err != nil {
+		return out, errors.Join(append(errs, fmt.Errorf("image: list layers: %w", err))...)
+	}
+	parent := map[string]string{}
+	for _, l := range layers {
+		parent[l.ID] = l.Parent
+	}
+	// A used layer's parents are used.
+	for id := range usedLayers {
+		for p := parent[id]; p != "" && !usedLayers[p]; p = parent[p] {
+			usedLayers[p] = true
+		}
+	}
+	// The unused ones, children before parents (a layer with children
+	// cannot be deleted).
+	unused := map[string]bool{}
+	for _, l := range layers {
+		if !usedLayers[l.ID] {
+			unused[l.ID] = true
+		}
+	}
+	for len(unused) > 0 {
+		hasChild := map[string]bool{}
+		for id := range unused {
+			hasChild[parent[id]] = true
+		}
+		progress := false
+		for id := range unused {
+			if hasChild[id] {
+				continue
+			}
+			delete(unused, id)
+			if err := s.store.DeleteLayer(id); err != nil && !errors.Is(err, storagetypes.ErrLayerUnknown) {
+				errs = append(errs, fmt.Errorf("delete unused layer %s: %w", id, err))
+				continue
+			}
+			out.Layers = append(out.Layers, id)
+			progress = true
+		}
+		if !progress {
+			break
+		}
+	}
+	// Driver directories and layer data no record names (c/storage's own
+	// collection: it never touches what a record names).
+	if err := s.store.GarbageCollect(); err != nil {
+		errs = append(errs, fmt.Errorf("storage garbage collection: %w", err))
+	}
+	return out, errors.Join(errs...)
+}
