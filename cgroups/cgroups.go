@@ -4,6 +4,7 @@
 package cgroups
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -69,7 +70,13 @@ func Mode() string {
 // event registered after start can miss.
 func OOMKills(paths map[string]string) (uint64, error) {
 	if dir, ok := paths[""]; ok && ocgroups.IsCgroup2UnifiedMode() {
-		return readCounter(path.Join(dir, "memory.events"), "oom_kill")
+		n, err := readCounter(path.Join(dir, "memory.events"), "oom_kill")
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path.Base(dir), ScopePrefix+"-") && SystemdLive() {
+			// systemd removes a scope's cgroup as soon as it is empty,
+			// often before the exit is seen here; it keeps the verdict.
+			return scopeOOMKills(path.Base(dir))
+		}
+		return n, err
 	}
 	dir, ok := paths["memory"]
 	if !ok {

@@ -148,3 +148,25 @@ func pauseUnitPath(podPath string) string {
 	}
 	return path.Join(podPath, ScopePrefix+"-"+name+".scope")
 }
+
+// scopeOOMKills is 1 when systemd ended the scope unit because the kernel's
+// OOM killer acted in it (its Result "oom-kill"; a scope's default
+// OOMPolicy=stop ends it then), else 0. Asked before the container's
+// libcontainer state is destroyed, which resets the failed unit.
+func scopeOOMKills(unit string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := systemdDbus.NewWithContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ask systemd about %s: %w", unit, err)
+	}
+	defer conn.Close()
+	p, err := conn.GetUnitTypePropertyContext(ctx, unit, "Scope", "Result")
+	if err != nil {
+		return 0, fmt.Errorf("result of %s: %w", unit, err)
+	}
+	if r, _ := p.Value.Value().(string); r == "oom-kill" {
+		return 1, nil
+	}
+	return 0, nil
+}

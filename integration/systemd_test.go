@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"github.com/peapod-cri/peapod/integration/testenv"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -161,6 +163,35 @@ func systemdLayout(t *testing.T, regAddr, image string) {
 		map[string]string{"memory/memory.max": strconv.Itoa(96 << 20)})
 	if live {
 		expectUnit(t, ctrUnit, map[string]string{"MemoryMax": strconv.Itoa(96 << 20)})
+	}
+
+	// OOM kills are reported in the slice too; under systemd the scope's
+	// cgroup is gone by the time the exit is seen (systemd removes an empty
+	// scope), so peapod asks systemd for the unit's result.
+	for i, cmd := range [][]string{{"tail", "/dev/zero"}, {"sh", "-c", "head -c 100m /dev/zero | tail"}} {
+		hog := containerConfig(fmt.Sprintf("hog%d", i), image, cmd...)
+		hog.Linux = &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 32 << 20}}
+		hid := startContainer(t, d, run.PodSandboxId, podCfg, hog)
+		deadline := time.Now().Add(30 * time.Second * timeoutScale)
+		for {
+			r, err := d.rt.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: hid})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s := r.Status; s.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+				if s.ExitCode != 137 || s.Reason != "OOMKilled" {
+					t.Errorf("%v under a slice: exit %d reason %q, want 137 OOMKilled", cmd, s.ExitCode, s.Reason)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%v under a slice: not exited after 30s", cmd)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := d.rt.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: hid}); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	if _, err := d.rt.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
