@@ -13,7 +13,7 @@ set -euo pipefail
 t0=$EPOCHREALTIME
 dir=/run/peapod-guest
 mkdir -p "$dir"
-out=$(readlink -f /proc/self/fd/1) err=$(readlink -f /proc/self/fd/2)
+out=$(readlink -f /proc/$$/fd/1) err=$(readlink -f /proc/$$/fd/2)
 case "$out" in /dev/*) ;; *) echo "guest-systemd: stdout is $out, not a device a unit can write to" >&2; exit 2 ;; esac
 case "$err" in /dev/*) ;; *) err=$out ;; esac
 
@@ -31,12 +31,24 @@ mask="systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.so
   apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-tmpfiles-clean.timer
   cron.service systemd-journal-flush.service systemd-remount-fs.service systemd-firstboot.service"
 for u in $mask; do ln -sf /dev/null "/etc/systemd/system/$u"; done
+# Nor generators (fstab, getty, gpt-auto, ...): each is a process systemd
+# waits for at start, and process creation is slow in the guest.
+mkdir -p /etc/systemd/system-generators
+for g in /lib/systemd/system-generators/*; do ln -sf /dev/null "/etc/systemd/system-generators/${g##*/}"; done
 
+# Only what the tests use is started: the D-Bus socket and bus, not
+# sysinit.target (journal, tmpfiles, sysctl, ...: tens of seconds in an
+# emulated guest, and the guest's kit has set up the mounts already).
+for u in dbus.socket dbus.service; do
+  mkdir -p "/etc/systemd/system/$u.d"
+  printf '[Unit]\nDefaultDependencies=no\n' >"/etc/systemd/system/$u.d/peapod-guest.conf"
+done
 cat >/etc/systemd/system/peapod-guest-tests.service <<EOF
 [Unit]
 Description=peapod tests under systemd
+DefaultDependencies=no
 Requires=dbus.socket
-After=dbus.socket basic.target
+After=dbus.socket
 SuccessAction=exit
 FailureAction=exit
 
