@@ -73,7 +73,11 @@ func OOMKills(paths map[string]string) (uint64, error) {
 		n, err := readCounter(path.Join(dir, "memory.events"), "oom_kill")
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path.Base(dir), ScopePrefix+"-") && SystemdLive() {
 			// systemd removes a scope's cgroup as soon as it is empty,
-			// often before the exit is seen here; it keeps the verdict.
+			// often before the exit is seen here: what the watch saw
+			// (oomwatch.go), else systemd's verdict on the unit.
+			if seen, _ := oomSeen(dir); seen {
+				return 1, nil
+			}
 			return scopeOOMKills(path.Base(dir))
 		}
 		return n, err
@@ -99,4 +103,3 @@ func readCounter(file, key string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("%s has no %s", file, key)
 }
-
