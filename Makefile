@@ -46,9 +46,11 @@ test:
 integration:
 	$(GO) test -tags "$(TAGS)" -count=1 -timeout 30m -v ./integration/...
 
-# The cgroup unit tests and the resource integration tests under cgroup v2:
-# directly on a v2 host, else built here and run in ../shared/vm's guest
-# (UML where it boots, else qemu TCG). Fails when neither can run.
+# The cgroup unit tests and the resource integration tests under cgroup v2,
+# then TestSystemdDriver under systemd as PID 1 (the systemd driver through
+# D-Bus; integration/guest-systemd.sh boots it in the guest): directly on a
+# v2 host, else built here and run in ../shared/vm's guest (UML where it
+# boots, else qemu TCG). Fails when neither can run.
 test-cgroupv2:
 	GO=$(GO) integration/cgroupv2.sh
 

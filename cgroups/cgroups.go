@@ -4,6 +4,7 @@
 package cgroups
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -69,7 +70,17 @@ func Mode() string {
 // event registered after start can miss.
 func OOMKills(paths map[string]string) (uint64, error) {
 	if dir, ok := paths[""]; ok && ocgroups.IsCgroup2UnifiedMode() {
-		return readCounter(path.Join(dir, "memory.events"), "oom_kill")
+		n, err := readCounter(path.Join(dir, "memory.events"), "oom_kill")
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path.Base(dir), ScopePrefix+"-") && SystemdLive() {
+			// systemd removes a scope's cgroup as soon as it is empty,
+			// often before the exit is seen here: what the watch saw
+			// (oomwatch.go), else systemd's verdict on the unit.
+			if seen, _ := oomSeen(dir); seen {
+				return 1, nil
+			}
+			return scopeOOMKills(path.Base(dir))
+		}
+		return n, err
 	}
 	dir, ok := paths["memory"]
 	if !ok {
@@ -92,4 +103,3 @@ func readCounter(file, key string) (uint64, error) {
 	}
 	return 0, fmt.Errorf("%s has no %s", file, key)
 }
-

@@ -40,7 +40,7 @@ func PodDirsOf(pid int) []string {
 			continue
 		}
 		lines = append(lines, line{parts[1], parts[2]})
-		if b := filepath.Base(parts[2]); b == "pause" || b == "peapod-pause.scope" {
+		if isPauseLeaf(parts[2]) {
 			pod := filepath.Dir(parts[2])
 			if b := filepath.Base(pod); strings.HasPrefix(b, "peapod-pod-") || strings.Contains(b, "peapod_pod_") {
 				known = append(known, pod)
@@ -72,7 +72,7 @@ func PodDirsOf(pid int) []string {
 			if !m.serves(l.ctrls) {
 				continue
 			}
-			if b := filepath.Base(l.path); b == "pause" || b == "peapod-pause.scope" {
+			if isPauseLeaf(l.path) {
 				add(m, filepath.Dir(l.path))
 				continue
 			}
@@ -181,4 +181,12 @@ func RemoveTrees(dirs []string) error {
 		}
 	}
 	return firstErr
+}
+
+// isPauseLeaf reports whether cgroup path p is a pod's pause leaf: "pause"
+// (cgroupfs), "peapod-pause.scope" (emulated systemd) or the pause scope a
+// live systemd made (cri-peapod-<pod id>.scope in the pod's slice).
+func isPauseLeaf(p string) bool {
+	b := filepath.Base(p)
+	return b == pauseLeaf || b == pauseScope || pauseUnitPath(filepath.Dir(p)) == p && strings.Contains(filepath.Base(filepath.Dir(p)), podComponent)
 }

@@ -29,6 +29,10 @@ import (
 // cannot hand controllers to children ("no internal processes").
 const pauseLeaf, pauseScope = "pause", "peapod-pause.scope"
 
+// podComponent starts the last component of a pod slice's name; no '-' in
+// it, which would nest the slice deeper.
+const podComponent = "peapod_pod_"
+
 // PodPath is the cgroupfs path of a pod's cgroup under parent; a relative
 // parent nests under peapod's own cgroup, as for ContainerPath. A systemd
 // slice parent is expanded to its path (SlicePath).
@@ -44,7 +48,7 @@ func PodPath(parent, podID string) (string, error) {
 		if dir == "/" {
 			prefix = ""
 		}
-		return path.Join(dir, prefix+"peapod_pod_"+podID+".slice"), nil
+		return path.Join(dir, prefix+podComponent+podID+".slice"), nil
 	}
 	name := "peapod-pod-" + podID
 	if parent == "" {
@@ -53,9 +57,13 @@ func PodPath(parent, podID string) (string, error) {
 	return path.Join(parent, name), nil
 }
 
-// CreatePod creates the pod's cgroup with the given limits.
+// CreatePod creates the pod's cgroup with the given limits; under a live
+// systemd a transient slice whose limits are unit properties.
 func CreatePod(podPath string, res *specs.LinuxResources) error {
 	pod, err := podManager(podPath, res)
+	if viaSystemd(podPath) {
+		pod, err = systemdManager(podPath, res)
+	}
 	if err != nil {
 		return err
 	}
@@ -73,6 +81,9 @@ func CreatePod(podPath string, res *specs.LinuxResources) error {
 // a container may see and signal) into their own leaf of the pod's cgroup,
 // creating the leaf.
 func AddPause(podPath string, pids ...int) error {
+	if viaSystemd(podPath) {
+		return addPauseScope(podPath, pids)
+	}
 	name := pauseLeaf
 	if IsSystemdSlice(podPath) {
 		name = pauseScope
@@ -107,9 +118,38 @@ func AddPause(podPath string, pids ...int) error {
 	return nil
 }
 
+// addPauseScope starts the pause's transient scope with the first PID and
+// has systemd attach the others to it.
+func addPauseScope(podPath string, pids []int) error {
+	scope, err := systemdManager(pauseUnitPath(podPath), nil)
+	if err != nil {
+		return err
+	}
+	applied := false
+	for _, pid := range pids {
+		if pid <= 0 {
+			continue
+		}
+		if !applied {
+			if err := scope.Apply(pid); err != nil {
+				return fmt.Errorf("move pause %d into a scope of %s: %w", pid, podPath, err)
+			}
+			applied = true
+			continue
+		}
+		if err := scope.AddPid("", pid); err != nil {
+			return fmt.Errorf("attach %d to the pause scope of %s: %w", pid, podPath, err)
+		}
+	}
+	return nil
+}
+
 // UpdatePod applies new limits to the pod's cgroup while it runs.
 func UpdatePod(podPath string, res *specs.LinuxResources) error {
 	pod, err := podManager(podPath, res)
+	if viaSystemd(podPath) {
+		pod, err = systemdManager(podPath, res)
+	}
 	if err != nil {
 		return err
 	}
@@ -124,8 +164,12 @@ func UpdatePod(podPath string, res *specs.LinuxResources) error {
 
 // RemovePod removes the pod's cgroup and everything below it; its
 // processes must be gone. A pod cgroup that does not exist is not an error.
+// Under a live systemd the slice is stopped, which stops its scopes.
 func RemovePod(podPath string) error {
 	pod, err := podManager(podPath, nil)
+	if viaSystemd(podPath) {
+		pod, err = systemdManager(podPath, nil)
+	}
 	if err != nil {
 		return err
 	}

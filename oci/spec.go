@@ -96,7 +96,7 @@ func Build(in Input, host Host) (*specs.Spec, error) {
 	if in.Pod.Cgroup != "" {
 		parent = in.Pod.Cgroup
 	}
-	spec.Linux.CgroupsPath = peapodcgroups.ContainerPath(parent, in.ID)
+	spec.Linux.CgroupsPath = peapodcgroups.ContainerCgroupsPath(parent, in.ID)
 	return spec, nil
 }
 

@@ -78,6 +78,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	}
 	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
 		c.lc = lc
+		r.watchOOM(c)
 	}
 	c.PID = pid
 	c.PIDStart = start
@@ -177,6 +178,22 @@ func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 		"container_id", c.ID, "exit_code", c.ExitCode, "reason", c.Reason)
 }
 
+// watchOOM has the OOM killer's acts in a container's systemd scope
+// watched while it runs: systemd removes the scope's cgroup when it empties,
+// before oomKilled could read it.
+func (r *Runtime) watchOOM(c *container) {
+	if r.opts.CgroupDriver != "systemd" || !cgroups.SystemdLive() {
+		return
+	}
+	st, err := c.lc.State()
+	if err == nil {
+		err = cgroups.WatchOOM(st.CgroupPaths)
+	}
+	if err != nil {
+		r.log.Warn("watch the container's cgroup for OOM kills", "container", c.ID, "err", err)
+	}
+}
+
 // oomKilled reports whether the OOM killer acted in the container's cgroup.
 // Any kill counts, not only of the init process, as kubelet expects.
 func (r *Runtime) oomKilled(c *container) bool {
@@ -216,6 +233,7 @@ func (r *Runtime) recoverContainer(c *container) {
 	}
 	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
 		c.lc = lc
+		r.watchOOM(c)
 	}
 	r.watchExit(c, r.keeperOf(&p.Pod))
 }

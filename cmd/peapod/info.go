@@ -41,5 +41,8 @@ func runtimeInfo(cfg config.Config, net *network.Reloadable, streamAddr string) 
 	if err := net.Ready(); err != nil {
 		info["networkNotReady"] = err.Error()
 	}
+	if cfg.CgroupDriver == "systemd" {
+		info["systemdCgroups"] = cgroups.SystemdStatus()
+	}
 	return info
 }

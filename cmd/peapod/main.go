@@ -325,6 +325,9 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		return err
 	}
 	srv := svc.NewGRPCServer()
+	if cfg.CgroupDriver == "systemd" {
+		log.Info("systemd cgroup driver", "how", cgroups.SystemdStatus())
+	}
 	log.Info("peapod serving", "socket", cfg.Socket, "streaming", streams.Addr(), "root", cfg.Root, "state", cfg.State,
 		"cgroups", cgroups.Mode(), "cgroup_parent", cfg.CgroupParent, "version", version)
 	stopErr = runServer(srv, lis, hup, reload, events, cfg.Socket, log)

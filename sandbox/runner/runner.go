@@ -144,11 +144,17 @@ func sendFD(sock int, f *os.File) error {
 	return unix.Sendmsg(sock, []byte{'t'}, unix.UnixRights(int(f.Fd())), nil, 0)
 }
 
-// LibcontainerConfig converts the OCI spec for libcontainer.
+// LibcontainerConfig converts the OCI spec for libcontainer. A cgroupsPath
+// in runc's systemd form (slice:prefix:name, given under a live systemd)
+// makes libcontainer create the container's scope through D-Bus.
 func LibcontainerConfig(id string, spec *specs.Spec) (*configs.Config, error) {
+	// The daemon's cgroups.IsSystemdCgroupsPath; this package imports
+	// nothing of the daemon.
+	systemd := spec.Linux != nil && !strings.Contains(spec.Linux.CgroupsPath, "/") && strings.Count(spec.Linux.CgroupsPath, ":") == 2
 	return specconv.CreateLibcontainerConfig(&specconv.CreateOpts{
-		CgroupName: id,
-		Spec:       spec,
+		CgroupName:       id,
+		Spec:             spec,
+		UseSystemdCgroup: systemd,
 	})
 }
 
