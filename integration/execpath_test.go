@@ -40,6 +40,10 @@ echo ---
 probe keyctl; probe mount; probe ids
 `
 
+// execTimeout is the ExecSync timeout of TestExecPathsAgree's execs, in
+// seconds: libcontainer's path takes over 20 s in the emulated v2 guest.
+var execTimeout = int64(20 * timeoutScale)
+
 // TestExecPathsAgree runs the same exec through the fast C helper (package
 // sandbox/enter) and through libcontainer (PEAPOD_EXEC_PATH=libcontainer)
 // in containers of the same configurations, and compares what the
@@ -99,7 +103,7 @@ func TestExecPathsAgree(t *testing.T) {
 				}
 				run := runPod(t, d, podCfg)
 				ctr := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-				resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: 20})
+				resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: execTimeout})
 				if err != nil {
 					t.Fatalf("%s: exec: %v", path, err)
 				}
@@ -107,7 +111,7 @@ func TestExecPathsAgree(t *testing.T) {
 				// Commands that cannot run: the shell's exit codes, the
 				// command named on stderr.
 				for _, cmd := range [][]string{{"/no/such/tool"}, {"no-such-tool"}, {"/etc/passwd"}, {"/tmp"}} {
-					resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: 20})
+					resp, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: execTimeout})
 					if err != nil {
 						out[path] += fmt.Sprintf("%s: %s\n", cmd[0], ids.ReplaceAllString(err.Error(), "ID"))
 						continue
@@ -157,7 +161,7 @@ func checkHelperExecCgroup(t *testing.T, d *daemon, ctr string) {
 	before := len(helperExecs())
 	done := make(chan error, 1)
 	go func() {
-		_, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sleep", "3"}, Timeout: 30})
+		_, err := d.rt.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sleep", "3"}, Timeout: execTimeout})
 		done <- err
 	}()
 	var pid string
