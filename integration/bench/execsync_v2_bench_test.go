@@ -88,3 +88,12 @@ func BenchmarkExecSyncRatio(b *testing.B) {
 	}
 	fmt.Print(out.String())
 }
+
+// scaled stretches a daemon's start-up wait in the emulated guest, as
+// PEAPOD_TEST_TIMEOUT_SCALE stretches the integration tests' waits.
+func scaled(d time.Duration) time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("PEAPOD_TEST_TIMEOUT_SCALE")); err == nil && n > 1 {
+		return d * time.Duration(n)
+	}
+	return d
+}

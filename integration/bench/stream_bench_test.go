@@ -349,7 +349,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 	})
 	conn := dial(b, sock)
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(scaled(20 * time.Second))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
