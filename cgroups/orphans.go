@@ -140,6 +140,9 @@ func hierarchies() []mount {
 // directories, deepest first.
 func RemoveTrees(dirs []string) error {
 	deadline := time.Now().Add(10 * time.Second)
+	for _, dir := range dirs {
+		killTree(dir, 10*time.Second) // v2: at once; what is left is killed below
+	}
 	for {
 		left := 0
 		for _, dir := range dirs {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/cgroups/manager"
@@ -172,6 +173,13 @@ func RemovePod(podPath string) error {
 	}
 	if err != nil {
 		return err
+	}
+	// Whatever is still in the pod's tree (its pause and containers are
+	// gone by now) would keep the directories busy: killed at once.
+	if dir := pod.Path(""); dir != "" {
+		if _, err := killTree(dir, 10*time.Second); err != nil {
+			return fmt.Errorf("remove pod cgroup %s: %w", podPath, err)
+		}
 	}
 	if err := pod.Destroy(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pod cgroup %s: %w", podPath, err)

@@ -20,6 +20,10 @@ type Stats struct {
 	MajorPageFaults uint64
 	MemoryLimit     uint64 // 0 when unlimited
 	Pids            uint64 // processes (and threads) in the cgroup
+
+	// Only on cgroup v2 (pressure.go); nil where the kernel has none.
+	CPUPressure, MemoryPressure, IOPressure *PSI
+	Swap                                    *Swap
 }
 
 // unlimited is the smallest value v1 reports for "no memory limit"
@@ -55,6 +59,7 @@ func readV2(dir string) (Stats, error) {
 		}
 	}
 	s.Pids, _ = readUint(filepath.Join(dir, "pids.current"))
+	readV2Only(dir, &s)
 	return s, nil
 }
 

@@ -83,6 +83,8 @@ func containerStats(st *sandbox.ContainerStats) *runtimeapi.ContainerStats {
 	if cg := st.Cgroup; cg != nil {
 		out.Cpu = cpuUsage(st.Timestamp, cg, st.NanoCores)
 		out.Memory = memoryUsage(st.Timestamp, cg)
+		out.Io = ioUsage(st.Timestamp, cg)
+		out.Swap = swapUsage(st.Timestamp, cg)
 	}
 	if l := st.Layer; l != nil {
 		out.WritableLayer = &runtimeapi.FilesystemUsage{
@@ -102,6 +104,7 @@ func podStats(st *sandbox.PodStats) *runtimeapi.PodSandboxStats {
 		linux.Cpu = cpuUsage(st.Timestamp, cg, st.NanoCores)
 		linux.Memory = memoryUsage(st.Timestamp, cg)
 		linux.Process = &runtimeapi.ProcessUsage{Timestamp: st.Timestamp, ProcessCount: &runtimeapi.UInt64Value{Value: cg.Pids}}
+		linux.Io = ioUsage(st.Timestamp, cg)
 	}
 	if len(st.Network) > 0 {
 		n := &runtimeapi.NetworkUsage{Timestamp: st.Timestamp}
@@ -139,6 +142,7 @@ func cpuUsage(ts int64, cg *sandbox.CgroupStats, nanoCores uint64) *runtimeapi.C
 		Timestamp:            ts,
 		UsageCoreNanoSeconds: &runtimeapi.UInt64Value{Value: cg.CPUUsageNanos},
 		UsageNanoCores:       &runtimeapi.UInt64Value{Value: nanoCores},
+		Psi:                  psiStats(cg.CPUPressure),
 	}
 }
 
@@ -150,6 +154,7 @@ func memoryUsage(ts int64, cg *sandbox.CgroupStats) *runtimeapi.MemoryUsage {
 		RssBytes:        &runtimeapi.UInt64Value{Value: cg.RSS},
 		PageFaults:      &runtimeapi.UInt64Value{Value: cg.PageFaults},
 		MajorPageFaults: &runtimeapi.UInt64Value{Value: cg.MajorPageFaults},
+		Psi:             psiStats(cg.MemoryPressure),
 	}
 	if cg.MemoryLimit > 0 {
 		avail := uint64(0)

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 GO=${GO:-go}
 TAGS=$(cat build-tags.txt)
 # The resource tests: limits in the files, 0.2 CPU, live update, stats, OOM.
-TESTS=${CGV2_TESTS:-'^TestResources$'}
+TESTS=${CGV2_TESTS:-'^(TestResources|TestExecPathsAgree|TestCgroupV2Only)$'}
 # Under systemd as PID 1: the systemd driver through D-Bus.
 SYSTEMD_TESTS=${CGV2_SYSTEMD_TESTS:-'^TestSystemdDriver$'}
 VM_RUN=${VM_RUN:-../shared/vm/vm-run.sh}
@@ -35,6 +35,7 @@ CGO_ENABLED=1 $GO build -tags "$TAGS" -o "$out/peapod" ./cmd/peapod
 # falls back to its own code where it is missing).
 if [ -d cmd/peapod-runner ]; then CGO_ENABLED=1 $GO build -tags "$TAGS" -o "$out/peapod-runner" ./cmd/peapod-runner; fi
 $GO test -c -tags "$TAGS" -o "$out/cgroups.test" ./cgroups/
+$GO test -c -tags "$TAGS" -o "$out/enter.test" ./sandbox/enter/
 $GO test -c -tags "$TAGS" -o "$out/integration.test" ./integration/
 # The busybox image's .debs and rootfs, cached on the host (the guest has
 # no network), and shared into the guest at the same path.
@@ -74,6 +75,7 @@ run_guest() {
     # The daemon runs from the guest's tmpfs: executables on the 9p share
     # are slow to page in, and the daemon execs itself for every container.
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
+    (cd sandbox/enter && ../../$out/enter.test -test.count=1 -test.v)
     cd cgroups && ../$out/cgroups.test -test.count=1 -test.v
     cd ../integration && ../$out/integration.test -test.count=1 -test.timeout=45m -test.v -test.run '$TESTS'"
 }

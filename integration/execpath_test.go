@@ -40,6 +40,10 @@ echo ---
 probe keyctl; probe mount; probe ids
 `
 
+// execTimeout is the ExecSync timeout of TestExecPathsAgree's execs, in
+// seconds: libcontainer's path takes over 20 s in the emulated v2 guest.
+var execTimeout = int64(20 * timeoutScale)
+
 // TestExecPathsAgree runs the same exec through the fast C helper (package
 // sandbox/enter) and through libcontainer (PEAPOD_EXEC_PATH=libcontainer)
 // in containers of the same configurations, and compares what the
@@ -99,7 +103,7 @@ func TestExecPathsAgree(t *testing.T) {
 				}
 				run := runPod(t, d, podCfg)
 				ctr := startContainer(t, d, run.PodSandboxId, podCfg, cfg)
-				resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: 20})
+				resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sh", "-c", execProbe}, Timeout: execTimeout})
 				if err != nil {
 					t.Fatalf("%s: exec: %v", path, err)
 				}
@@ -107,12 +111,15 @@ func TestExecPathsAgree(t *testing.T) {
 				// Commands that cannot run: the shell's exit codes, the
 				// command named on stderr.
 				for _, cmd := range [][]string{{"/no/such/tool"}, {"no-such-tool"}, {"/etc/passwd"}, {"/tmp"}} {
-					resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: 20})
+					resp, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: cmd, Timeout: execTimeout})
 					if err != nil {
 						out[path] += fmt.Sprintf("%s: %s\n", cmd[0], ids.ReplaceAllString(err.Error(), "ID"))
 						continue
 					}
 					out[path] += fmt.Sprintf("%s: exit %d, stderr %q\n", cmd[0], resp.ExitCode, resp.Stderr)
+				}
+				if path == "fast" && tc.fast {
+					checkHelperExecCgroup(t, d, ctr)
 				}
 				log, _ := os.ReadFile(d.LogPath)
 				fellBack := strings.Contains(string(log), ctr) && (strings.Contains(string(log), "execs go through libcontainer") || strings.Contains(string(log), "exec through libcontainer"))
@@ -137,6 +144,48 @@ func TestExecPathsAgree(t *testing.T) {
 				t.Errorf("fast path: a namespace is not the init's")
 			}
 		})
+	}
+}
+
+// checkHelperExecCgroup runs an exec that the C helper must start (its
+// daemon logs the host PID of each exec it starts) and checks, from the
+// host, that the process is in the container init's cgroups: on cgroup v2
+// the one directory it was cloned into (CLONE_INTO_CGROUP).
+func checkHelperExecCgroup(t *testing.T, d *daemon, ctr string) {
+	t.Helper()
+	started := regexp.MustCompile(`msg="exec through the helper" container=` + ctr + ` pid=(\d+)`)
+	helperExecs := func() [][]string {
+		log, _ := os.ReadFile(d.LogPath)
+		return started.FindAllStringSubmatch(string(log), -1)
+	}
+	before := len(helperExecs())
+	done := make(chan error, 1)
+	go func() {
+		_, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"sleep", "3"}, Timeout: execTimeout})
+		done <- err
+	}()
+	var pid string
+	waitFor(t, 20*time.Second, "the helper to start the exec", func() bool {
+		if m := helperExecs(); len(m) > before {
+			pid = m[before][1]
+		}
+		return pid != ""
+	})
+	execCg, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		t.Fatalf("the exec's cgroups: %v", err)
+	}
+	initCg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", containerPID(t, d, ctr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(execCg) != string(initCg) {
+		t.Errorf("from the host, the exec process is in\n%s\nthe container's init in\n%s", execCg, initCg)
+	} else {
+		t.Logf("from the host, the exec process and the init are in\n%s", execCg)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("exec sleep: %v", err)
 	}
 }
 

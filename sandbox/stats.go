@@ -12,6 +12,12 @@ import (
 // CgroupStats are the numbers read from a container's or pod's cgroup.
 type CgroupStats = cgroups.Stats
 
+// PSI is a cgroup v2 resource's pressure stall information.
+type PSI = cgroups.PSI
+
+// PSIData is one line (some or full) of a PSI.
+type PSIData = cgroups.PSIData
+
 // ContainerStats is a container's resource use at one moment.
 type ContainerStats struct {
 	Container Container

@@ -88,7 +88,7 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 	conn := dial(b, sock)
 	client := runtimeapi.NewImageServiceClient(conn)
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(scaled(20 * time.Second))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
@@ -103,7 +103,7 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 		default:
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("containerd did not answer in 20s: %v", err)
+			b.Fatalf("containerd did not answer in %v: %v", scaled(20*time.Second), err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

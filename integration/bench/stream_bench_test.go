@@ -160,7 +160,7 @@ func runWebPod(b *testing.B, rt runtimeapi.RuntimeServiceClient, image string, p
 	if _, err := rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		b.Fatalf("StartContainer: %v", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(scaled(30 * time.Second))
 	for {
 		if r, err := http.Head(fmt.Sprintf("http://127.0.0.1:%d/big", port)); err == nil {
 			r.Body.Close()

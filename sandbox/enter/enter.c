@@ -12,8 +12,9 @@
 //   keyring=0|1      join a new session keyring named after the container
 //   ns=FLAGS         CLONE_NEW* flags of the init's namespaces to join
 //   cg=DIR *         cgroup v1 directories to join (by writing "0" to tasks)
-//   cg2=DIR          the cgroup2 directory of a hybrid host: the exec process
-//                    is cloned into it (clone3 CLONE_INTO_CGROUP)
+//   cg2=DIR          the container's cgroup2 directory (cgroup v2, or the
+//                    unified hierarchy of a hybrid host): the exec process is
+//                    cloned into it (clone3 CLONE_INTO_CGROUP)
 //   oom=N            oom_score_adj
 //   rlimit=RES:SOFT:HARD *
 //   umask=N
@@ -26,7 +27,15 @@
 // The helper (in the host's PID namespace, single-threaded) joins the
 // cgroups, sets oom_score_adj, joins the namespaces through the pidfd and
 // forks the exec process with CLONE_PARENT, so that the daemon is its parent
-// and reaps it; it reports "pid <pid>\n" and exits. The exec process is in
+// and reaps it; it reports "pid <pid>\n" and exits. With cg2, the exec
+// process is born in that cgroup (clone3 CLONE_INTO_CGROUP: it never runs
+// a moment outside it, and nothing waits for a migration) and joins the
+// container's cgroup namespace itself, after its birth: the kernel allows a
+// clone into a cgroup only from a cgroup namespace that sees both the
+// helper's cgroup and the target. Where clone3 or CLONE_INTO_CGROUP is
+// missing (before 5.7, or a seccomp filter refusing clone3) the helper
+// reports "error clone3 unavailable: ..." and the daemon execs through
+// libcontainer from then on. The exec process is in
 // the container's PID namespace; it does what runc's setns init does, in the
 // same order, and executes the command. Any failure is reported as
 // "error <message>\n" (the daemon maps "executable file not found" and
@@ -624,8 +633,13 @@ static int is_dev_null(struct stat *st)
 
 // exec_process is the exec process, in the container's namespaces and
 // cgroups: what runc's nsexec stage 2 and setns init do, then execve.
-static void exec_process(struct config *c, int last)
+static void exec_process(struct config *c, int last, int cgns)
 {
+	// Born in the container's cgroup: its cgroup namespace can be joined
+	// now (see the top of this file).
+	if (cgns && setns(PID_FD, CLONE_NEWCGROUP) < 0)
+		fail("join the cgroup namespace of the container's init: %s", errstr(errno));
+	close(PID_FD);
 	if (setsid() < 0)
 		fail("setsid failed: %s", errstr(errno));
 	if (setuid(0) < 0 || setgid(0) < 0)
@@ -746,25 +760,20 @@ static int enter_main(void)
 		write_file("/proc/self/oom_score_adj", c.oom);
 	// Cgroups first, in the host's mount namespace.
 	join_cgroups(&c);
-	int cg = -1, procs = -1;
+	int cg = -1, cgns = 0;
 	if (c.cgroup2) {
-		char path[PATH_MAX];
 		cg = open(c.cgroup2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		snprintf(path, sizeof(path), "%s/cgroup.procs", c.cgroup2);
-		procs = open(path, O_WRONLY | O_CLOEXEC);
-		if (cg < 0 || procs < 0)
+		if (cg < 0)
 			fail("open cgroup %s: %s", c.cgroup2, errstr(errno));
+		cgns = c.ns & CLONE_NEWCGROUP;
 	}
-	if (c.ns && setns(PID_FD, c.ns) < 0)
+	if ((c.ns & ~cgns) && setns(PID_FD, c.ns & ~cgns) < 0)
 		fail("join the namespaces of the container's init: %s", errstr(errno));
-	close(PID_FD);
 
 	// CLONE_PARENT: the daemon is the exec process's parent, which waits
 	// for it and kills it at a timeout.
 	pid_t pid;
 	if (c.cgroup2) {
-		// Born in the cgroup2 directory, without a migration: a write to
-		// its cgroup.procs would wait for an RCU grace period.
 		// No exit_signal with CLONE_PARENT (EINVAL): the child gets
 		// the helper's, SIGCHLD.
 		struct clone_args args = {
@@ -772,19 +781,21 @@ static int enter_main(void)
 			.cgroup = cg,
 		};
 		pid = syscall(SYS_clone3, &args, sizeof(args));
-		if (pid < 0 && (errno == ENOSYS || errno == E2BIG || errno == EINVAL)) {
-			if (write(procs, "0", 1) != 1)
-				fail("join cgroup %s: %s", c.cgroup2, errstr(errno));
-			pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
-		}
-		close(cg); // in both processes: the exec process holds no cgroup fd
-		close(procs);
+		if (pid < 0 && (errno == ENOSYS || errno == E2BIG))
+			// ENOSYS: no clone3; E2BIG: a clone3 without the cgroup
+			// field (5.3-5.6).
+			fail("clone3 unavailable: CLONE_INTO_CGROUP %s: %s", c.cgroup2, errstr(errno));
+		if (pid == 0)
+			close(cg); // the exec process holds no cgroup fd
 	} else
 		pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
+	if (pid == 0)
+		exec_process(&c, last, cgns);
+	if (cg >= 0)
+		close(cg);
+	close(PID_FD);
 	if (pid < 0)
 		fail("fork the exec process: %s", errstr(errno));
-	if (pid == 0)
-		exec_process(&c, last);
 	char msg[32];
 	int n = snprintf(msg, sizeof(msg), "pid %d\n", pid);
 	if (write(REPORT_FD, msg, n) != n) {

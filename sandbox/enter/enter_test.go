@@ -17,6 +17,20 @@ import (
 // the command's wait status.
 func run(t *testing.T, tokens ...string) (report, stdout string, ws unix.WaitStatus) {
 	t.Helper()
+	return runWith(t, helperRun{}, tokens...)
+}
+
+// helperRun is what runWith may change in how the helper runs: the pidfd
+// it gets (default /dev/null, with ns=0), a start that installs a seccomp
+// filter first, and a look at the command while it runs.
+type helperRun struct {
+	pidfd  *os.File
+	start  func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error)
+	during func(pid int)
+}
+
+func runWith(t *testing.T, h helperRun, tokens ...string) (report, stdout string, ws unix.WaitStatus) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -28,8 +42,16 @@ func run(t *testing.T, tokens ...string) (report, stdout string, ws unix.WaitSta
 	outR, outW, _ := os.Pipe()
 	devnull, _ := os.Open(os.DevNull)
 	defer devnull.Close()
-	p, err := os.StartProcess("/proc/self/exe", []string{"enter.test", Command},
-		&os.ProcAttr{Files: []*os.File{devnull, outW, outW, cfgR, repW, devnull}})
+	pidfd := devnull
+	if h.pidfd != nil {
+		pidfd = h.pidfd
+	}
+	start := os.StartProcess
+	if h.start != nil {
+		start = h.start
+	}
+	p, err := start("/proc/self/exe", []string{"enter.test", Command},
+		&os.ProcAttr{Files: []*os.File{devnull, outW, outW, cfgR, repW, pidfd}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +61,10 @@ func run(t *testing.T, tokens ...string) (report, stdout string, ws unix.WaitSta
 	cfgW.WriteString(strings.Join(cfg, "\x00") + "\x00")
 	cfgW.Close()
 	rep, _ := io.ReadAll(repR)
+	if pid, ok := strings.CutPrefix(strings.SplitN(string(rep), "\n", 2)[0], "pid "); ok && h.during != nil {
+		n, _ := strconv.Atoi(pid)
+		h.during(n)
+	}
 	out, _ := io.ReadAll(outR)
 	if _, err := p.Wait(); err != nil {
 		t.Fatal(err)

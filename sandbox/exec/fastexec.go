@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/moby/sys/capability"
-	ocgroups "github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"golang.org/x/sys/unix"
@@ -48,9 +47,6 @@ var fastExecOff = os.Getenv("PEAPOD_EXEC_PATH") == "libcontainer"
 func planFastExec(lc *libcontainer.Container) (*fastPlan, string) {
 	if fastExecOff {
 		return nil, "PEAPOD_EXEC_PATH=libcontainer"
-	}
-	if ocgroups.IsCgroup2UnifiedMode() {
-		return nil, "cgroup v2 (the helper joins v1 hierarchies only)"
 	}
 	cfg := lc.Config()
 	st, err := lc.State()
@@ -91,7 +87,7 @@ func planFastExec(lc *libcontainer.Container) (*fastPlan, string) {
 	}
 	add("ns", strconv.Itoa(ns))
 	var dirs []string
-	var v2 string // the unified hierarchy of a hybrid host
+	var v2 string // the unified hierarchy: cgroup v2's only one, or a hybrid host's
 	for _, dir := range st.CgroupPaths {
 		if dir == "" || slices.Contains(dirs, dir) || dir == v2 {
 			continue
@@ -268,6 +264,7 @@ func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Stre
 	if rep.pid <= 0 || rep.err != "" || run.werr != nil {
 		return e.failedStart(rep, run, s, cmd, h.lc.ID())
 	}
+	e.log.Debug("exec through the helper", "container", h.lc.ID(), "pid", rep.pid)
 	copied, err := stdio.started(s)
 	if err != nil {
 		killReap(rep.pid)
@@ -457,9 +454,12 @@ func (h *helperRun) report(ctx context.Context) (helperReport, error) {
 // and anything else falls back to libcontainer.
 func (e *Executor) failedStart(rep helperReport, run *helperRun, s Streams, cmd []string, id string) (int32, error) {
 	if rep.pid <= 0 {
-		if (rep.err == "" && run.ps != nil && run.ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") {
-			// An older runner binary without exec-enter, or a kernel
-			// without setns through a pidfd (before 5.8): stop trying.
+		if (rep.err == "" && run.ps != nil && run.ps.ExitCode() == 2) || strings.Contains(rep.err, "namespaces of the container's init: invalid argument") ||
+			strings.HasPrefix(rep.err, "clone3 unavailable") {
+			// An older runner binary without exec-enter, a kernel
+			// without setns through a pidfd (before 5.8) or without
+			// clone3's CLONE_INTO_CGROUP (5.7), or a seccomp filter
+			// refusing clone3: stop trying.
 			e.execHelper.mu.Lock()
 			e.execHelper.bad = true
 			e.execHelper.mu.Unlock()
