@@ -145,6 +145,9 @@ e2e-kubelet: $(KUBELET)
 # "e2e-node: N passed, N failed, N skipped"; report in _output/e2e-node/.
 # E2E_NODE_FOCUS / E2E_NODE_SKIP override the selection. e2e-node-ci is
 # the subset CI runs: exec, logs, probes, security context, OOM, restarts.
+# E2E_NODE_RUNTIME=containerd runs the same on containerd 2.x, the
+# reference (E2E_NODE_CONTAINERD: its bin dir, from
+# ../shared/critest/build-containerd2.sh).
 E2E_NODE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/e2e-node/go.mod)
 E2E_NODE_DIR     ?= $(KUBELET_CACHE)/e2e-node-$(E2E_NODE_VERSION)
 E2E_NODE_LDFLAGS := $(foreach v,gitVersion=$(E2E_NODE_VERSION) gitTreeState=clean,-X k8s.io/component-base/version.$(v))
@@ -152,6 +155,7 @@ E2E_NODE_REPORT  ?= $(CURDIR)/_output/e2e-node
 E2E_NODE_PROCS   ?= 4
 E2E_NODE_FOCUS   ?=
 E2E_NODE_SKIP    ?=
+E2E_NODE_RUNTIME ?= peapod
 E2E_NODE_CI_FOCUS := \[NodeConformance\].*(Container Lifecycle Hook|Probing container|Security Context|Container Runtime|PrivilegedPod|Pods should get a host IP|Kubelet when scheduling|OOM|restart|Restart|exec|Exec|logs|Logs)
 
 $(E2E_NODE_DIR)/e2e_node.test:
@@ -182,7 +186,7 @@ e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE
 e2e-node: build e2e-node-tools
 	@rm -rf $(E2E_NODE_REPORT) && mkdir -p $(dir $(E2E_NODE_REPORT))
 	E2E_NODE_DIR=$(E2E_NODE_DIR) PEAPOD_BIN=$(CURDIR)/$(BIN) E2E_NODE_REPORT_DIR=$(E2E_NODE_REPORT) E2E_NODE_PROCS=$(E2E_NODE_PROCS) \
-		E2E_NODE_FOCUS='$(E2E_NODE_FOCUS)' E2E_NODE_SKIP='$(E2E_NODE_SKIP)' \
+		E2E_NODE_FOCUS='$(E2E_NODE_FOCUS)' E2E_NODE_SKIP='$(E2E_NODE_SKIP)' E2E_NODE_RUNTIME=$(E2E_NODE_RUNTIME) \
 		$(GO) test -tags "$(TAGS)" -count=1 -v -timeout 180m -run '^TestE2ENode$$' ./integration/e2enode/ > $(E2E_NODE_REPORT).log 2>&1; \
 		rc=$$?; grep -E '^FAIL: ' $(E2E_NODE_REPORT).log; tail -1 $(E2E_NODE_REPORT)/summary.txt 2>/dev/null || tail -20 $(E2E_NODE_REPORT).log; exit $$rc
 

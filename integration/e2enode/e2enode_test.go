@@ -166,8 +166,11 @@ func runInner(t *testing.T, bin, cgRoot string) {
 	case "", "peapod":
 		d := startPeapod(t, work, reg, reportDir)
 		socket, processName, pidFile = d.socket, "peapod", d.pidFile
+	case "containerd":
+		c := startContainerd(t, work, reg, reportDir)
+		socket, processName, pidFile = c.socket, "containerd", c.pidFile
 	default:
-		t.Fatalf("E2E_NODE_RUNTIME=%q: want peapod", rt)
+		t.Fatalf("E2E_NODE_RUNTIME=%q: want peapod or containerd", rt)
 	}
 	if ctx.Err() != nil {
 		t.Fatal("interrupted")
