@@ -303,7 +303,6 @@ func runSuite(ctx context.Context, t *testing.T, bin, work, reportDir string, a 
 		"--node-name=peapod-e2e-node",
 		"--kubelet-config-file=" + kcPath,
 		"--kubelet-flags=" + kubeletFlags,
-		"--logtostderr",
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "ginkgo"), args...)
 	cmd.Dir = suiteDir
