@@ -159,7 +159,7 @@ E2E_NODE_RUNTIME ?= peapod
 # The CI subset: exec and logs (Pods, Kubelet), probes and restarts
 # (Probing container, Container Runtime), security context, lifecycle
 # hooks, and the OOM killer (a [Serial] spec: ginkgo runs it alone at the end).
-E2E_NODE_CI_FOCUS := \[NodeConformance\].*(Container Runtime|Container Lifecycle Hook|Probing container|Security Context|PrivilegedPod|OOMKiller|Kubelet when scheduling|remote command execution|retrieving logs)
+E2E_NODE_CI_FOCUS := (Container Runtime|Container Lifecycle Hook|Probing container|Security Context|PrivilegedPod|OOMKiller|Kubelet when scheduling|remote command execution|retrieving logs).*\[NodeConformance\]
 E2E_NODE_CI_SKIP  := \[Flaky\]|\[Slow\]|\[Disruptive\]
 
 $(E2E_NODE_DIR)/e2e_node.test:
