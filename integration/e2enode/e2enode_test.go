@@ -128,8 +128,19 @@ func runOuter(t *testing.T) {
 func runInner(t *testing.T, bin, cgRoot string) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("loopback up: %v: %s", err, out)
+	// Loopback, and a default route through a dummy device: the API
+	// server picks its advertise address from the default route. The
+	// namespace has no way out, so nothing leaves the machine.
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", "e2e0", "type", "dummy"},
+		{"addr", "add", "10.254.254.1/24", "dev", "e2e0"},
+		{"link", "set", "e2e0", "up"},
+		{"route", "add", "default", "dev", "e2e0"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
 	}
 	work, err := os.MkdirTemp("", "peapod-e2enode-")
 	if err != nil {
