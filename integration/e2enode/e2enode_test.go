@@ -128,12 +128,14 @@ func runOuter(t *testing.T) {
 func runInner(t *testing.T, bin, cgRoot string) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Loopback, and a default route through a dummy device: the API
+	// Loopback, and a default route through a veth pair of its own (this
+	// kernel has no dummy devices): the API
 	// server picks its advertise address from the default route. The
 	// namespace has no way out, so nothing leaves the machine.
 	for _, args := range [][]string{
 		{"link", "set", "lo", "up"},
-		{"link", "add", "e2e0", "type", "dummy"},
+		{"link", "add", "e2e0", "type", "veth", "peer", "name", "e2e1"},
+		{"link", "set", "e2e1", "up"},
 		{"addr", "add", "10.254.254.1/24", "dev", "e2e0"},
 		{"link", "set", "e2e0", "up"},
 		{"route", "add", "default", "dev", "e2e0"},
