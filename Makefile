@@ -12,7 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # (and Go) when run as root, else names the command to run, in one line.
 DEPS      := contrib/deps.sh
 
-.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet
+.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
 
 all: build
 
@@ -154,6 +154,68 @@ e2e-kubelet: $(KUBELET)
 
 e2e-kubelet-skew:
 	$(MAKE) --no-print-directory e2e-kubelet KUBELET_MODULE=tools/kubelet-1.34
+
+# The Kubernetes node e2e suite (integration/e2enode, docs/conformance.md):
+# e2e_node.test, the kubelet, the ginkgo CLI and agnhost of one release,
+# built offline from the Go module proxy through tools/e2e-node (~15 min
+# cold on 2 busy cores, 3.6 GB; cached by version in E2E_NODE_DIR), run on
+# a private peapod in private mount and network namespaces with focus
+# [NodeConformance], skipping [Flaky], [Slow] and [Serial], with
+# E2E_NODE_PROCS ginkgo processes. Last line:
+# "e2e-node: N passed, N failed, N skipped"; report in _output/e2e-node/.
+# E2E_NODE_FOCUS / E2E_NODE_SKIP override the selection. e2e-node-ci is
+# the subset CI runs: exec, logs, probes, security context, OOM, restarts.
+# E2E_NODE_RUNTIME=containerd runs the same on containerd 2.x, the
+# reference (E2E_NODE_CONTAINERD: its bin dir, from
+# ../shared/critest/build-containerd2.sh).
+E2E_NODE_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/e2e-node/go.mod)
+E2E_NODE_DIR     ?= $(KUBELET_CACHE)/e2e-node-$(E2E_NODE_VERSION)
+E2E_NODE_LDFLAGS := $(foreach v,gitVersion=$(E2E_NODE_VERSION) gitTreeState=clean,-X k8s.io/component-base/version.$(v))
+E2E_NODE_REPORT  ?= $(CURDIR)/_output/e2e-node
+E2E_NODE_PROCS   ?= 4
+E2E_NODE_FOCUS   ?=
+E2E_NODE_SKIP    ?=
+E2E_NODE_RUNTIME ?= peapod
+# The CI subset: exec and logs (Pods, Kubelet), probes and restarts
+# (Probing container, Container Runtime), security context, lifecycle
+# hooks, and the OOM killer (a [Serial] spec: ginkgo runs it alone at the end).
+E2E_NODE_CI_FOCUS := (Container Runtime|Container Lifecycle Hook|Probing container|Security Context|PrivilegedPod|OOMKiller|Kubelet when scheduling|remote command execution|retrieving logs).*\[NodeConformance\]
+E2E_NODE_CI_SKIP  := \[Flaky\]|\[Slow\]|\[Disruptive\]
+
+$(E2E_NODE_DIR)/e2e_node.test:
+	mkdir -p $(E2E_NODE_DIR)
+	cd tools/e2e-node && $(GO) test -c -ldflags "$(E2E_NODE_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/test/e2e_node
+	mv $@.tmp $@
+
+# The suite runs the kubelet found next to e2e_node.test: the one of the
+# same release, reused from KUBELET_CACHE when make kubelet built it.
+$(E2E_NODE_DIR)/kubelet:
+	mkdir -p $(E2E_NODE_DIR)
+	if [ -x $(KUBELET_CACHE)/kubelet-$(E2E_NODE_VERSION) ]; then cp $(KUBELET_CACHE)/kubelet-$(E2E_NODE_VERSION) $@.tmp; \
+	else cd tools/e2e-node && $(GO) build -ldflags "$(E2E_NODE_LDFLAGS)" -o $@.tmp k8s.io/kubernetes/cmd/kubelet; fi
+	mv $@.tmp $@
+
+$(E2E_NODE_DIR)/ginkgo:
+	mkdir -p $(E2E_NODE_DIR)
+	cd tools/e2e-node && CGO_ENABLED=0 $(GO) build -o $@.tmp github.com/onsi/ginkgo/v2/ginkgo
+	mv $@.tmp $@
+
+$(E2E_NODE_DIR)/agnhost:
+	mkdir -p $(E2E_NODE_DIR)
+	cd tools/e2e-node && CGO_ENABLED=0 $(GO) build -o $@.tmp k8s.io/kubernetes/test/images/agnhost
+	mv $@.tmp $@
+
+e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE_DIR)/ginkgo $(E2E_NODE_DIR)/agnhost
+
+e2e-node: build e2e-node-tools
+	@rm -rf $(E2E_NODE_REPORT) && mkdir -p $(dir $(E2E_NODE_REPORT))
+	E2E_NODE_DIR=$(E2E_NODE_DIR) PEAPOD_BIN=$(CURDIR)/$(BIN) E2E_NODE_REPORT_DIR=$(E2E_NODE_REPORT) E2E_NODE_PROCS=$(E2E_NODE_PROCS) \
+		E2E_NODE_FOCUS='$(E2E_NODE_FOCUS)' E2E_NODE_SKIP='$(E2E_NODE_SKIP)' E2E_NODE_RUNTIME=$(E2E_NODE_RUNTIME) \
+		$(GO) test -tags "$(TAGS)" -count=1 -v -timeout 180m -run '^TestE2ENode$$' ./integration/e2enode/ > $(E2E_NODE_REPORT).log 2>&1; \
+		rc=$$?; grep -E '^FAIL: ' $(E2E_NODE_REPORT).log; tail -1 $(E2E_NODE_REPORT)/summary.txt 2>/dev/null || tail -20 $(E2E_NODE_REPORT).log; exit $$rc
+
+e2e-node-ci:
+	@$(MAKE) --no-print-directory e2e-node E2E_NODE_REPORT=$(CURDIR)/_output/e2e-node-ci E2E_NODE_FOCUS='$(E2E_NODE_CI_FOCUS)' E2E_NODE_SKIP='$(E2E_NODE_CI_SKIP)'
 
 bench: $(CRITEST_TOOLS)/critest
 	CRITEST=$(CURDIR)/$(CRITEST_TOOLS)/critest $(GO) test -tags "$(TAGS)" -run '^$$' -bench '^BenchmarkPerformance$$' \

@@ -52,6 +52,29 @@ func TestDefaultDocumentsEveryKey(t *testing.T) {
 	}
 }
 
+// A handler table is read into RuntimeHandlers and checks.
+func TestRuntimeHandlers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "peapod.toml")
+	text := "[runtime_handlers.test-handler]\nruntime = \"embedded\"\n[runtime_handlers.second]\nruntime = \"embedded\"\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(path); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]RuntimeHandler{"test-handler": {Runtime: RuntimeEmbedded}, "second": {Runtime: RuntimeEmbedded}}
+	if !reflect.DeepEqual(c.RuntimeHandlers, want) {
+		t.Fatalf("RuntimeHandlers = %+v, want %+v", c.RuntimeHandlers, want)
+	}
+	if got := Changed(Defaults(), c); !reflect.DeepEqual(got, []string{"runtime_handlers"}) {
+		t.Fatalf("Changed = %v, want [runtime_handlers]", got)
+	}
+}
+
 func TestCheckRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name, text string
@@ -82,6 +105,10 @@ func TestCheckRejects(t *testing.T) {
 		{"empty root", "root = \"\"\n", []string{":1: root must not be empty"}},
 		{"missing file", "root = \"/x\"\nregistries_conf = \"/nonexistent/registries.conf\"\n", []string{`:2: registries_conf: stat /nonexistent/registries.conf: no such file or directory`}},
 		{"two bad values", "log_level = \"x\"\ncgroup_driver = \"y\"\n", []string{":1: log_level", ":2: cgroup_driver"}},
+		{"handler runtime", "[runtime_handlers.kata]\nruntime = \"kata\"\n", []string{`runtime_handlers.kata.runtime "kata": must be "embedded"`}},
+		{"handler name", "[runtime_handlers.Test_Handler]\nruntime = \"embedded\"\n", []string{`runtime_handlers."Test_Handler": a handler name is a DNS label`}},
+		{"handler runc", "[runtime_handlers.runc]\nruntime = \"embedded\"\n", []string{"runtime_handlers.runc: runc is the default handler's other name"}},
+		{"handler unknown key", "[runtime_handlers.x]\nruntime = \"embedded\"\nbinary = \"/bin/x\"\n", []string{"runtime_handlers", "binary"}},
 	} {
 		path := filepath.Join(t.TempDir(), "bad.toml")
 		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {

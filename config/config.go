@@ -60,7 +60,25 @@ type Config struct {
 
 	// PidsLimit is each container's default pids.max; 0: none.
 	PidsLimit int64 `toml:"pids_limit"`
+
+	// RuntimeHandlers are the runtime handler names (RuntimeClass handler)
+	// served besides the default one, each with what runs it.
+	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`
 }
+
+// RuntimeHandler is what runs the pods of one runtime handler.
+type RuntimeHandler struct {
+	// Runtime is "embedded": runc's libcontainer built into peapod, as
+	// for the default handler. Issue #22 adds external OCI runtimes.
+	Runtime string `toml:"runtime"`
+}
+
+// RuntimeEmbedded is the runtime built into peapod.
+const RuntimeEmbedded = "embedded"
+
+// handlerName is what Kubernetes accepts as a RuntimeClass handler: a
+// DNS-1123 label.
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Defaults returns the embedded default configuration.
 func Defaults() Config {
@@ -160,11 +178,15 @@ func decode(path, text string, c *Config) []error {
 	}
 	fields := fieldsByKey(c)
 	var errs []error
+	seen := map[string]bool{}
 	for _, k := range md.Keys() {
-		if len(k) != 1 {
-			continue // inside a table: the table's key is reported
-		}
+		// A key inside a table is decoded with its table, which may be
+		// implicit ([runtime_handlers.x] alone): go by the first part.
 		key := k[0]
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
 		line := keyLine(text, key)
 		f, ok := fields[key]
 		if !ok {
@@ -182,6 +204,13 @@ func decode(path, text string, c *Config) []error {
 		if err := md.PrimitiveDecode(raw[key], f.Addr().Interface()); err != nil {
 			msg := lineOfKey.ReplaceAllString(strings.TrimPrefix(err.Error(), "toml: "), "") // the line is given before
 			errs = append(errs, atLine(path, line, fmt.Sprintf("%s: %s", key, msg)))
+		}
+	}
+	// Keys inside a known table that no field took ([runtime_handlers.x]
+	// binary = ...): unknown as well.
+	for _, k := range md.Undecoded() {
+		if _, known := fields[k[0]]; known && len(k) > 1 {
+			errs = append(errs, atLine(path, keyLine(text, k[len(k)-1]), fmt.Sprintf("unknown key %q", k.String())))
 		}
 	}
 	return errs
@@ -322,6 +351,16 @@ func (c Config) problems() []problem {
 	if c.PidsLimit < 0 {
 		add("pids_limit", "pids_limit %d: must not be negative (0 turns it off)", c.PidsLimit)
 	}
+	for _, name := range sortedKeys(c.RuntimeHandlers) {
+		switch h := c.RuntimeHandlers[name]; {
+		case name == "runc":
+			add("runtime_handlers", "runtime_handlers.%s: runc is the default handler's other name; it needs no entry", name)
+		case !handlerName.MatchString(name):
+			add("runtime_handlers", "runtime_handlers.%q: a handler name is a DNS label (lower-case letters, digits and '-', at most 63)", name)
+		case h.Runtime != RuntimeEmbedded:
+			add("runtime_handlers", "runtime_handlers.%s.runtime %q: must be %q (the runtime built into peapod)", name, h.Runtime, RuntimeEmbedded)
+		}
+	}
 	if c.PullProgressTimeout < 0 {
 		add("pull_progress_timeout", "pull_progress_timeout %s: must not be negative (0 turns it off)", c.PullProgressTimeout)
 	}
@@ -371,6 +410,15 @@ func Changed(a, b Config) []string {
 		if fmt.Sprint(v) != fmt.Sprint(vb[k]) {
 			keys = append(keys, k)
 		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	return keys

@@ -34,12 +34,20 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 			{Type: runtimeapi.RuntimeReady, Status: true},
 			network,
 		}},
-		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{
-			Name:     "",
-			Features: &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.runtime.UserNamespaces()},
-		}},
-		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
+		RuntimeHandlers: s.runtimeHandlers(),
+		Features:        &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true, MountOptions: true},
 	}, nil
+}
+
+// runtimeHandlers reports every handler with its features: all run on the
+// embedded runtime, so all have the same.
+func (s *Service) runtimeHandlers() []*runtimeapi.RuntimeHandler {
+	features := &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.runtime.UserNamespaces()}
+	var hs []*runtimeapi.RuntimeHandler
+	for _, name := range s.runtime.Handlers() {
+		hs = append(hs, &runtimeapi.RuntimeHandler{Name: name, Features: features})
+	}
+	return hs
 }
 
 func (s *Service) RuntimeConfig(ctx context.Context, req *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {

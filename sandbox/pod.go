@@ -12,6 +12,7 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,10 +98,16 @@ func (r *Runtime) validatePodRequest(cfg *runtimeapi.PodSandboxConfig, handler s
 	if err := r.checkUsernsSupport(cfg); err != nil {
 		return err
 	}
-	if handler != "" && handler != "runc" {
-		return fmt.Errorf("runtime handler %q: peapod has only the default handler: %w", handler, ErrNotFound)
+	if handler != "" && handler != "runc" && !slices.Contains(r.opts.Handlers, handler) {
+		return fmt.Errorf("runtime handler %q: not configured (runtime_handlers lists the handlers besides the default): %w", handler, ErrNotFound)
 	}
 	return nil
+}
+
+// Handlers are the runtime handler names pods may ask for: "" (the
+// default) first, then the configured ones in order.
+func (r *Runtime) Handlers() []string {
+	return append([]string{""}, r.opts.Handlers...)
 }
 
 // newPod is the in-memory pod, not ready yet, with its directory and

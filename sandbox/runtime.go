@@ -51,6 +51,10 @@ type Options struct {
 	Network      Network
 	Events       Events // receives pod and container events; nil: none
 	Logger       *slog.Logger
+
+	// Handlers are the runtime handler names served besides the default
+	// ("" or "runc"), all by the embedded runtime (config runtime_handlers).
+	Handlers []string
 }
 
 // Runtime owns every pod and container of the node.

@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -277,6 +279,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		CgroupParent: cfg.CgroupParent,
 		CgroupDriver: cfg.CgroupDriver,
 		PidsLimit:    cfg.PidsLimit,
+		Handlers:     slices.Sorted(maps.Keys(cfg.RuntimeHandlers)),
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
 		Events:       metrics.Events{Next: events, M: m},
