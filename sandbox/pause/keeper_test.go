@@ -416,7 +416,7 @@ func TestKeeperLogsAndExit(t *testing.T) {
 	}
 	lines := readLog(t, log)
 	a := strings.Repeat("a", 20000)
-	want := []logLine{{"stdout", "F", "out"}, {"stdout", "P", a[:16384]}, {"stdout", "F", a[16384:]}, {"stdout", "F", "tail"}}
+	want := []logLine{{"stdout", "F", "out"}, {"stdout", "P", a[:16384]}, {"stdout", "F", a[16384:]}, {"stdout", "P", "tail"}}
 	if got := byStream(lines, "stdout"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("stdout log:\n%.300v\nwant\n%.300v", got, want)
 	}
@@ -834,7 +834,8 @@ func TestKeeperExitWhileOutputHeld(t *testing.T) {
 	if d := time.Since(begin); d < 1500*time.Millisecond || d > 4*time.Second {
 		t.Errorf("exit recorded after %v, want about 2 s", d)
 	}
-	want := []logLine{{"stdout", "F", "before"}, {"stdout", "F", "unterminated"}}
+	// The unterminated last line is partial (P): the kubelet then adds no newline.
+	want := []logLine{{"stdout", "F", "before"}, {"stdout", "P", "unterminated"}}
 	if got := readLog(t, log); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("log %v, want %v", got, want)
 	}

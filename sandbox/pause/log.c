@@ -4,7 +4,9 @@
 //   <RFC 3339 UTC timestamp with nanoseconds> <stdout|stderr> <F|P> <content>\n
 // A line longer than LOG_LINE_MAX is written as P pieces of LOG_LINE_MAX
 // bytes followed by an F piece with the rest. An unterminated last line is
-// written as F at EOF (stream_flush). A failed log write drops the line (it is
+// written as P at EOF (stream_flush), as containerd does: the kubelet adds a
+// newline to F lines only, so `printf DONE` reads back as "DONE" (the node
+// e2e termination-message-from-logs spec checks it). A failed log write drops the line (it is
 // counted) and never blocks the container: the keeper keeps reading. A line
 // a full disk cut short is taken back out of the file, so that the file
 // holds whole lines only. The daemon hears when writes start failing and
@@ -203,10 +205,10 @@ void stream_feed(struct stream *s, const char *data, size_t n) {
 	}
 }
 
-// stream_flush writes an unterminated last line as F and frees the buffer.
+// stream_flush writes an unterminated last line as P and frees the buffer.
 void stream_flush(struct stream *s) {
 	if (s->plen > 0)
-		log_piece(s, 'F', s->part, s->plen, NULL, 0);
+		log_piece(s, 'P', s->part, s->plen, NULL, 0);
 	free(s->part);
 	s->part = NULL;
 	s->plen = s->pcap = 0;
