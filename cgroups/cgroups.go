@@ -75,7 +75,8 @@ func OOMKills(paths map[string]string) (uint64, error) {
 			// systemd removes a scope's cgroup as soon as it is empty,
 			// often before the exit is seen here: what the watch saw
 			// (oomwatch.go), else systemd's verdict on the unit.
-			if seen, _ := oomSeen(dir); seen {
+			seen, _ := oomSeen(dir)
+			if sliceOOMKilled(dir) || seen {
 				return 1, nil
 			}
 			return scopeOOMKills(path.Base(dir))

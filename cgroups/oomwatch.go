@@ -138,3 +138,60 @@ func oomSeen(dir string) (seen, watched bool) {
 	delete(w.watched, dir)
 	return seen, watched
 }
+
+// sliceOOM remembers, per pod slice, the slice's oom_kill count already
+// accounted to the exits of its containers.
+var sliceOOM struct {
+	sync.Mutex
+	counted map[string]uint64
+}
+
+// sliceOOMKilled reports whether the OOM killer acted in the slice that held
+// the removed scope dir since the last exit of one of the slice's
+// containers was accounted. An OOM kill within milliseconds of the start
+// comes before the watch is set and its scope is gone before the exit is
+// seen; the pod slice stays, and its memory.events counts its children's
+// kills (cgroup v2 propagates them up unless memory_localevents). Two
+// containers of one pod killed at the same moment may both be reported.
+// Every exit of a scope updates the count, so a kill is accounted once.
+func sliceOOMKilled(scopeDir string) bool {
+	slice := path.Dir(scopeDir)
+	n, err := readCounter(path.Join(slice, "memory.events"), "oom_kill")
+	if err != nil {
+		return false
+	}
+	sliceOOM.Lock()
+	defer sliceOOM.Unlock()
+	if sliceOOM.counted == nil {
+		sliceOOM.counted = map[string]uint64{}
+	}
+	last, known := sliceOOM.counted[slice]
+	sliceOOM.counted[slice] = n
+	// A slice first seen after a daemon restart: its old kills are not
+	// this exit's.
+	return known && n > last || !known && n > 0 && startedHere(slice)
+}
+
+// startedHere reports whether slice was made by this daemon process, so
+// that its whole oom_kill count is new.
+func startedHere(slice string) bool {
+	slicesMade.Lock()
+	defer slicesMade.Unlock()
+	return slicesMade.dirs[slice]
+}
+
+// slicesMade are the pod slices this daemon process created.
+var slicesMade struct {
+	sync.Mutex
+	dirs map[string]bool
+}
+
+// NoteSliceMade records a pod slice created by this daemon process.
+func NoteSliceMade(dir string) {
+	slicesMade.Lock()
+	defer slicesMade.Unlock()
+	if slicesMade.dirs == nil {
+		slicesMade.dirs = map[string]bool{}
+	}
+	slicesMade.dirs[dir] = true
+}

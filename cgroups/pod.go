@@ -71,6 +71,9 @@ func CreatePod(podPath string, res *specs.LinuxResources) error {
 	if err := pod.Apply(-1); err != nil {
 		return fmt.Errorf("create pod cgroup %s: %w", podPath, err)
 	}
+	if dir, ok := pod.GetPaths()[""]; ok && viaSystemd(podPath) {
+		NoteSliceMade(dir) // its OOM kills are all this daemon's to account
+	}
 	if err := pod.Set(limitsOf(pod)); err != nil {
 		pod.Destroy()
 		return fmt.Errorf("set limits of pod cgroup %s: %w", podPath, err)
