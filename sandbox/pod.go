@@ -107,6 +107,9 @@ func (r *Runtime) validatePodRequest(cfg *runtimeapi.PodSandboxConfig, handler s
 // Handlers are the runtime handler names pods may ask for: "" (the
 // default) first, then the configured ones in order.
 func (r *Runtime) Handlers() []string {
+	if r == nil { // a Service without a runtime (unit tests of cri)
+		return []string{""}
+	}
 	return append([]string{""}, r.opts.Handlers...)
 }
 
