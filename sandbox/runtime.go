@@ -7,6 +7,7 @@ package sandbox
 import (
 	"context"
 	"github.com/peapod-cri/peapod/sandbox/exec"
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/names"
 	"github.com/peapod-cri/peapod/sandbox/proc"
@@ -88,7 +89,7 @@ func Open(opts Options) (*Runtime, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	moveAsideNonDirs(opts.Root, opts.State, opts.Logger)
+	hostfs.MoveAsideNonDirs(stateDirs(opts.Root, opts.State), opts.Logger)
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}

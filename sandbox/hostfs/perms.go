@@ -8,7 +8,9 @@ package hostfs
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 )
 
 // Who may reach what peapod keeps on the host. Host users other than root
@@ -98,4 +100,23 @@ func MakeStateDirs(state string, dirs []StateDir) error {
 		return fmt.Errorf("close %s: %w", LegacyRootfsDir(state), err)
 	}
 	return nil
+}
+
+// MoveAsideNonDirs moves aside what stands where one of dirs must be (a
+// file, a symlink: a replaced directory), so that MakeStateDirs can make it
+// again instead of failing the start. A symlink is never followed: it could
+// lead the keepers' sockets or the bundles elsewhere.
+func MoveAsideNonDirs(dirs []StateDir, log *slog.Logger) {
+	for _, d := range dirs {
+		fi, err := os.Lstat(d.Path)
+		if err != nil || fi.IsDir() {
+			continue
+		}
+		aside := fmt.Sprintf("%s.unusable-%d", d.Path, time.Now().UnixNano())
+		if err := os.Rename(d.Path, aside); err != nil {
+			log.Warn("a state directory is not a directory and cannot be moved aside", "path", d.Path, "err", err)
+			continue
+		}
+		log.Warn("a state directory was not a directory; moved aside and made again", "path", d.Path, "moved_to", aside, "mode", fi.Mode().String())
+	}
 }
