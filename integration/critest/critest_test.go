@@ -11,7 +11,6 @@ package critest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -171,25 +170,12 @@ func runCritest(ctx context.Context, t *testing.T, tools, socket, reportDir stri
 	cmd.Dir = reportDir // critest reads crictl.yaml from its working directory
 	cmd.Env = append(os.Environ(), "PATH="+tools+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: ginkgo and its parallel workers are stopped together,
-	// gently first so that specs remove their pods.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
-	cmd.WaitDelay = 30 * time.Second
-	err = cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // anything of the group still alive
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	default:
+	// ginkgo and its parallel workers are stopped together, gently first.
+	rc, err := testenv.RunSuite(cmd, 30*time.Second)
+	if err != nil {
 		t.Fatalf("critest: %v", err)
-		return -1
 	}
+	return rc
 }
 
 // ---------------------------------------------------------------- peapod

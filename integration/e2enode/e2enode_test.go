@@ -25,7 +25,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -320,24 +319,12 @@ func runSuite(ctx context.Context, t *testing.T, bin, work, reportDir string, a 
 	cmd.Dir = suiteDir
 	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
-	cmd.WaitDelay = time.Minute
 	t.Logf("ginkgo %s", strings.Join(args, " "))
-	err = cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what of the group is still alive
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	default:
+	rc, err := testenv.RunSuite(cmd, time.Minute)
+	if err != nil {
 		t.Fatalf("ginkgo: %v", err)
-		return -1
 	}
+	return rc
 }
 
 func env(key, def string) string {
