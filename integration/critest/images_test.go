@@ -1,8 +1,6 @@
 package critest
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -86,17 +84,9 @@ func pushCritestImages(t *testing.T, reg string) {
 		b.PushManifest(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: user}), "k8s-staging-cri-tools/"+repo+":latest")
 	}
 	// USER 1000, a member of group 50000 through the image's /etc/group.
-	group, err := os.ReadFile(filepath.Join(b.BaseDir(), "etc/group"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	passwd, err := os.ReadFile(filepath.Join(b.BaseDir(), "etc/passwd"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	pg := b.Tree("predefined-group", map[string]string{
-		"etc/passwd": string(passwd) + "default-user:x:1000:1000::/home/default-user:/bin/sh\n",
-		"etc/group":  string(group) + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n",
+		"etc/passwd": b.BaseFile("etc/passwd") + "default-user:x:1000:1000::/home/default-user:/bin/sh\n",
+		"etc/group":  b.BaseFile("etc/group") + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n",
 	})
 	b.PushManifest(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1000"}, b.Layer(pg)),
 		"k8s-staging-cri-tools/test-image-predefined-group:latest")

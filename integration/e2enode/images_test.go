@@ -35,17 +35,9 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	// agnhost as upstream's Dockerfile lays it out: /agnhost and the
 	// agnhost-2 link (entrypoint specs), /uploads (netexec), user 1000 in
 	// group 50000 (supplemental-groups specs), ENTRYPOINT agnhost, CMD pause.
-	passwd, err := os.ReadFile(filepath.Join(b.BaseDir(), "etc/passwd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	group, err := os.ReadFile(filepath.Join(b.BaseDir(), "etc/group"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ag := b.Tree("agnhost", map[string]string{
-		"etc/passwd":      string(passwd) + "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n",
-		"etc/group":       string(group) + "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
+		"etc/passwd":      b.BaseFile("etc/passwd") + "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n",
+		"etc/group":       b.BaseFile("etc/group") + "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n",
 		"uploads/.keep":   "",
 		"home/.keep":      "",
 		"etc/agnhost.txt": "agnhost built from k8s.io/kubernetes/test/images/agnhost\n",

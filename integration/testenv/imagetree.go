@@ -38,8 +38,15 @@ func NewImageBuilder(t testing.TB, reg string, files map[string]string) *ImageBu
 	return b
 }
 
-// BaseDir is the base rootfs, for reading its /etc/passwd and /etc/group.
-func (b *ImageBuilder) BaseDir() string { return b.baseDir }
+// BaseFile is the content of the base's file rel (e.g. "etc/passwd"), for
+// images that extend it.
+func (b *ImageBuilder) BaseFile(rel string) string {
+	data, err := os.ReadFile(filepath.Join(b.baseDir, rel))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return string(data)
+}
 
 func (b *ImageBuilder) baseRootfs(files map[string]string) string {
 	dir := filepath.Join(b.dir, "base")
