@@ -44,16 +44,62 @@ func BenchmarkStreaming(b *testing.B) {
 	}
 	reg, image, pause := runtimeBenchRegistry(b)
 
-	type runtime struct {
-		name    string
-		rt      runtimeapi.RuntimeServiceClient
-		ctr     string
-		pod     string
-		port    int
-		samples []time.Duration
-		forward float64
+	runtimes := startExecRuntimes(b, reg, image, pause)
+	sampleExecSync(b, runtimes, execSamples, 10)
+	// Port-forward downloads, the runtimes taking turns (peapod-libcontainer
+	// has the same streaming server as peapod's); the best of each.
+	urls := map[*execRuntime]string{}
+	forward := map[*execRuntime]float64{}
+	for _, r := range runtimes {
+		if r.name != "peapod-libcontainer" {
+			u, closeFw := openForward(b, r.rt, r.pod, r.port)
+			defer closeFw()
+			urls[r] = u
+		}
 	}
-	var runtimes []*runtime
+	for i := 0; i < forwardRuns; i++ {
+		for _, r := range runtimes {
+			if u, ok := urls[r]; ok {
+				forward[r] = max(forward[r], download(b, u))
+			}
+		}
+	}
+
+	p, l, c := runtimes[0], runtimes[1], runtimes[2]
+	ratio := func(a, b float64) string {
+		if a == 0 || b == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "\nstreaming: ExecSync `true` x%d per runtime (alternating), port-forward %d MiB x%d (best), host-network pods, same run\n", execSamples*b.N, forwardBytes>>20, forwardRuns)
+	fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", "metric", "peapod", "peapod-libct", "containerd", "peapod/ctd", "peapod-libct/ctd")
+	for _, q := range []int{50, 99} {
+		fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", fmt.Sprintf("ExecSync p%d", q),
+			p.pct(q).Round(10*time.Microsecond), l.pct(q).Round(10*time.Microsecond), c.pct(q).Round(10*time.Microsecond),
+			ratio(float64(p.pct(q)), float64(c.pct(q))), ratio(float64(l.pct(q)), float64(c.pct(q))))
+	}
+	fmt.Fprintf(&out, "%-22s %12.1f %14s %12.1f %10s %14s\n", "port-forward MB/s", forward[p], "-", forward[c], ratio(forward[p], forward[c]), "-")
+	fmt.Print(out.String())
+}
+
+// execRuntime is one runtime of the exec A/B (BenchmarkStreaming,
+// BenchmarkExecSyncRatio) with its host-network web pod (runWebPod).
+type execRuntime struct {
+	name     string // peapod, peapod-libcontainer or containerd
+	rt       runtimeapi.RuntimeServiceClient
+	ctr, pod string
+	port     int
+	samples  []time.Duration // ExecSync round trips, sorted
+}
+
+// startExecRuntimes starts peapod, a peapod with PEAPOD_EXEC_PATH=
+// libcontainer (every exec through libcontainer's init, peapod's exec path
+// before the C helper of sandbox/enter) and containerd, pulls image on each
+// and runs a web pod on each, removed in b.Cleanup.
+func startExecRuntimes(b *testing.B, reg, image, pause string) []*execRuntime {
+	var runtimes []*execRuntime
 	for _, name := range []string{"peapod", "peapod-libcontainer", "containerd"} {
 		var rt runtimeapi.RuntimeServiceClient
 		var img runtimeapi.ImageServiceClient
@@ -77,13 +123,20 @@ func BenchmarkStreaming(b *testing.B) {
 			rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod})
 			rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
 		})
-		runtimes = append(runtimes, &runtime{name: name, rt: rt, ctr: ctr, pod: pod, port: port})
+		runtimes = append(runtimes, &execRuntime{name: name, rt: rt, ctr: ctr, pod: pod, port: port})
 	}
+	return runtimes
+}
+
+// sampleExecSync times n×b.N ExecSync `true` round trips on each runtime
+// (timeout in seconds), alternating between the runtimes one by one so
+// that all meet the same load of the shared machine, and sorts them.
+func sampleExecSync(b *testing.B, runtimes []*execRuntime, n int, timeout int64) {
 	for i := 0; i < b.N; i++ {
-		for j := 0; j < execSamples; j++ {
+		for j := 0; j < n; j++ {
 			for _, r := range runtimes {
 				start := time.Now()
-				resp, err := r.rt.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: r.ctr, Cmd: []string{"true"}, Timeout: 10})
+				resp, err := r.rt.ExecSync(context.Background(), &runtimeapi.ExecSyncRequest{ContainerId: r.ctr, Cmd: []string{"true"}, Timeout: timeout})
 				if err != nil || resp.ExitCode != 0 {
 					b.Fatalf("%s: ExecSync true: %v %v", r.name, err, resp)
 				}
@@ -91,46 +144,13 @@ func BenchmarkStreaming(b *testing.B) {
 			}
 		}
 	}
-	// Port-forward downloads, the runtimes taking turns (peapod-libcontainer
-	// has the same streaming server as peapod's); the best of each.
-	urls := map[*runtime]string{}
-	for _, r := range runtimes {
-		if r.name != "peapod-libcontainer" {
-			u, closeFw := openForward(b, r.rt, r.pod, r.port)
-			defer closeFw()
-			urls[r] = u
-		}
-	}
-	for i := 0; i < forwardRuns; i++ {
-		for _, r := range runtimes {
-			if u, ok := urls[r]; ok {
-				r.forward = max(r.forward, download(b, u))
-			}
-		}
-	}
 	for _, r := range runtimes {
 		sort.Slice(r.samples, func(i, j int) bool { return r.samples[i] < r.samples[j] })
 	}
-
-	p, l, c := runtimes[0], runtimes[1], runtimes[2]
-	pct := func(r *runtime, q int) time.Duration { return r.samples[len(r.samples)*q/100] }
-	ratio := func(a, b float64) string {
-		if a == 0 || b == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.2f", a/b)
-	}
-	var out strings.Builder
-	fmt.Fprintf(&out, "\nstreaming: ExecSync `true` x%d per runtime (alternating), port-forward %d MiB x%d (best), host-network pods, same run\n", execSamples*b.N, forwardBytes>>20, forwardRuns)
-	fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", "metric", "peapod", "peapod-libct", "containerd", "peapod/ctd", "peapod-libct/ctd")
-	for _, q := range []int{50, 99} {
-		fmt.Fprintf(&out, "%-22s %12s %14s %12s %10s %14s\n", fmt.Sprintf("ExecSync p%d", q),
-			pct(p, q).Round(10*time.Microsecond), pct(l, q).Round(10*time.Microsecond), pct(c, q).Round(10*time.Microsecond),
-			ratio(float64(pct(p, q)), float64(pct(c, q))), ratio(float64(pct(l, q)), float64(pct(c, q))))
-	}
-	fmt.Fprintf(&out, "%-22s %12.1f %14s %12.1f %10s %14s\n", "port-forward MB/s", p.forward, "-", c.forward, ratio(p.forward, c.forward), "-")
-	fmt.Print(out.String())
 }
+
+// pct is the q-th percentile of r's sorted samples.
+func (r *execRuntime) pct(q int) time.Duration { return r.samples[len(r.samples)*q/100] }
 
 // runWebPod runs a host-network pod whose container serves a 50 MiB file
 // with busybox httpd on port, and waits until it is served.

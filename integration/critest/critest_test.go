@@ -11,14 +11,11 @@ package critest
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -108,49 +105,49 @@ func TestCritest(t *testing.T) {
 		t.Fatal("interrupted")
 	}
 
-	res, err := readReport(filepath.Join(reportDir, "report.json"))
+	res, err := testenv.ReadGinkgoReport(filepath.Join(reportDir, "report.json"), 300)
 	if err != nil {
 		t.Fatalf("critest report: %v (see %s)", err, filepath.Join(reportDir, "critest.log"))
 	}
 	unexpected := 0
-	for _, s := range res.failed {
-		if strings.Contains(s.name, offlineFailure) {
-			fmt.Printf("expected failure (offline: fixed upstream digest): %s\n", s.name)
+	for _, s := range res.Failed {
+		if strings.Contains(s.Name, offlineFailure) {
+			fmt.Printf("expected failure (offline: fixed upstream digest): %s\n", s.Name)
 			continue
 		}
 		unexpected++
-		fmt.Printf("FAIL: %s\n    %s\n", s.name, s.message)
+		fmt.Printf("FAIL: %s\n    %s\n", s.Name, s.Message)
 	}
 	unexpectedSkips := 0
-	for _, s := range res.skipped {
+	for _, s := range res.Skipped {
 		why := ""
 		for _, e := range expectedSkips {
-			if strings.HasPrefix(s.name, e.prefix) {
+			if strings.HasPrefix(s.Name, e.prefix) {
 				why = e.why
 				break
 			}
 		}
 		if why == "" {
 			unexpectedSkips++
-			fmt.Printf("UNEXPECTED SKIP: %s\n    %s\n", s.name, s.message)
+			fmt.Printf("UNEXPECTED SKIP: %s\n    %s\n", s.Name, s.Message)
 			continue
 		}
-		fmt.Printf("expected skip (%s): %s\n", why, s.name)
+		fmt.Printf("expected skip (%s): %s\n", why, s.Name)
 	}
-	fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(res.passed), len(res.failed), len(res.skipped))
+	fmt.Printf("critest: %d passed, %d failed, %d skipped\n", len(res.Passed), len(res.Failed), len(res.Skipped))
 	if unexpected > 0 {
 		t.Errorf("%d critest specs failed besides the offline digest pull (log: %s)", unexpected, filepath.Join(reportDir, "critest.log"))
 	}
 	if unexpectedSkips > 0 {
 		t.Errorf("%d critest specs skipped for a reason not in expectedSkips (log: %s)", unexpectedSkips, filepath.Join(reportDir, "critest.log"))
 	}
-	if n := len(res.passed) + len(res.failed) + len(res.skipped); n != suiteSpecs {
+	if n := len(res.Passed) + len(res.Failed) + len(res.Skipped); n != suiteSpecs {
 		t.Errorf("critest counted %d specs, want %d (critest v1.37.0)", n, suiteSpecs)
 	}
-	if len(res.passed) < minPassed {
-		t.Errorf("critest: %d passed, want at least %d", len(res.passed), minPassed)
+	if len(res.Passed) < minPassed {
+		t.Errorf("critest: %d passed, want at least %d", len(res.Passed), minPassed)
 	}
-	if rc != 0 && len(res.failed) == 0 {
+	if rc != 0 && len(res.Failed) == 0 {
 		t.Errorf("critest exited %d with no failed spec; see %s", rc, filepath.Join(reportDir, "critest.log"))
 	}
 }
@@ -173,84 +170,12 @@ func runCritest(ctx context.Context, t *testing.T, tools, socket, reportDir stri
 	cmd.Dir = reportDir // critest reads crictl.yaml from its working directory
 	cmd.Env = append(os.Environ(), "PATH="+tools+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: ginkgo and its parallel workers are stopped together,
-	// gently first so that specs remove their pods.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
-	cmd.WaitDelay = 30 * time.Second
-	err = cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // anything of the group still alive
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	default:
-		t.Fatalf("critest: %v", err)
-		return -1
-	}
-}
-
-// ---------------------------------------------------------------- report
-
-type spec struct{ name, message string }
-
-type results struct{ passed, failed, skipped []spec }
-
-// readReport counts the specs of ginkgo's JSON report as critest's own
-// summary does. Specs filtered out by critest (the benchmarks, in
-// validation mode) are skipped without a message and are not counted;
-// specs that skip themselves at run time (no AppArmor, ...) say why.
-func readReport(path string) (results, error) {
-	var res results
-	data, err := os.ReadFile(path)
+	// ginkgo and its parallel workers are stopped together, gently first.
+	rc, err := testenv.RunSuite(cmd, 30*time.Second)
 	if err != nil {
-		return res, err
+		t.Fatalf("critest: %v", err)
 	}
-	var suites []struct {
-		SpecReports []struct {
-			ContainerHierarchyTexts []string
-			LeafNodeText            string
-			LeafNodeType            string
-			State                   string
-			Failure                 struct{ Message string }
-		}
-	}
-	if err := json.Unmarshal(data, &suites); err != nil {
-		return res, err
-	}
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.LeafNodeType != "It" {
-				continue
-			}
-			msg := strings.Join(strings.Fields(r.Failure.Message), " ")
-			if len(msg) > 300 {
-				msg = msg[:300] + "..."
-			}
-			sp := spec{strings.Join(append(r.ContainerHierarchyTexts, r.LeafNodeText), " "), msg}
-			switch r.State {
-			case "passed":
-				res.passed = append(res.passed, sp)
-			case "skipped", "pending":
-				if msg != "" {
-					res.skipped = append(res.skipped, sp)
-				}
-			default: // failed, panicked, timedout, interrupted, aborted
-				res.failed = append(res.failed, sp)
-			}
-		}
-	}
-	for _, l := range [][]spec{res.failed, res.skipped} {
-		sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
-	}
-	if len(res.passed)+len(res.failed) == 0 {
-		return res, errors.New("no spec ran")
-	}
-	return res, nil
+	return rc
 }
 
 // ---------------------------------------------------------------- peapod

@@ -25,13 +25,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,27 +192,27 @@ func runInner(t *testing.T, bin, cgRoot string) {
 	took := time.Since(t1).Round(time.Second)
 	t.Logf("node e2e ran in %s (exit status %d); report in %s", took, rc, reportDir)
 
-	res, err := readReport(filepath.Join(reportDir, "report.json"))
+	res, err := testenv.ReadGinkgoReport(filepath.Join(reportDir, "report.json"), 400)
 	if err != nil {
 		t.Fatalf("node e2e report: %v (see %s)", err, filepath.Join(reportDir, "e2e-node.log"))
 	}
 	var b strings.Builder
-	for _, s := range res.failed {
-		fmt.Fprintf(&b, "FAIL: %s\n    %s\n", s.name, s.message)
+	for _, s := range res.Failed {
+		fmt.Fprintf(&b, "FAIL: %s\n    %s\n", s.Name, s.Message)
 	}
-	for _, s := range res.skipped {
-		fmt.Fprintf(&b, "skipped: %s\n    %s\n", s.name, s.message)
+	for _, s := range res.Skipped {
+		fmt.Fprintf(&b, "skipped: %s\n    %s\n", s.Name, s.Message)
 	}
-	summary := fmt.Sprintf("e2e-node: %d passed, %d failed, %d skipped", len(res.passed), len(res.failed), len(res.skipped))
+	summary := fmt.Sprintf("e2e-node: %d passed, %d failed, %d skipped", len(res.Passed), len(res.Failed), len(res.Skipped))
 	fmt.Fprintf(&b, "%s (%s)\n", summary, took)
 	fmt.Print(b.String())
 	os.WriteFile(filepath.Join(reportDir, "summary.txt"), []byte(b.String()+summary+"\n"), 0o644)
-	writeList(filepath.Join(reportDir, "passed.txt"), res.passed)
-	writeList(filepath.Join(reportDir, "failed.txt"), res.failed)
-	if len(res.failed) > 0 {
-		t.Errorf("%d node e2e specs failed (log: %s)", len(res.failed), filepath.Join(reportDir, "e2e-node.log"))
+	writeList(filepath.Join(reportDir, "passed.txt"), res.Passed)
+	writeList(filepath.Join(reportDir, "failed.txt"), res.Failed)
+	if len(res.Failed) > 0 {
+		t.Errorf("%d node e2e specs failed (log: %s)", len(res.Failed), filepath.Join(reportDir, "e2e-node.log"))
 	}
-	if rc != 0 && len(res.failed) == 0 {
+	if rc != 0 && len(res.Failed) == 0 {
 		t.Errorf("the suite exited %d with no failed spec; see %s", rc, filepath.Join(reportDir, "e2e-node.log"))
 	}
 }
@@ -321,24 +319,12 @@ func runSuite(ctx context.Context, t *testing.T, bin, work, reportDir string, a 
 	cmd.Dir = suiteDir
 	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) }
-	cmd.WaitDelay = time.Minute
 	t.Logf("ginkgo %s", strings.Join(args, " "))
-	err = cmd.Run()
-	if cmd.Process != nil {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what of the group is still alive
-	}
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ee):
-		return ee.ExitCode()
-	default:
+	rc, err := testenv.RunSuite(cmd, time.Minute)
+	if err != nil {
 		t.Fatalf("ginkgo: %v", err)
-		return -1
 	}
+	return rc
 }
 
 func env(key, def string) string {
@@ -350,66 +336,10 @@ func env(key, def string) string {
 
 // ---------------------------------------------------------------- report
 
-type spec struct{ name, message string }
-
-type results struct{ passed, failed, skipped []spec }
-
-// readReport counts the specs of ginkgo's JSON report: those the focus
-// filtered out are skipped without a message and not counted; those that
-// skip themselves at run time say why.
-func readReport(path string) (results, error) {
-	var res results
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return res, err
-	}
-	var suites []struct {
-		SpecReports []struct {
-			ContainerHierarchyTexts []string
-			LeafNodeText            string
-			LeafNodeType            string
-			State                   string
-			Failure                 struct{ Message string }
-		}
-	}
-	if err := json.Unmarshal(data, &suites); err != nil {
-		return res, err
-	}
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.LeafNodeType != "It" {
-				continue
-			}
-			msg := strings.Join(strings.Fields(r.Failure.Message), " ")
-			if len(msg) > 400 {
-				msg = msg[:400] + "..."
-			}
-			sp := spec{strings.Join(append(r.ContainerHierarchyTexts, r.LeafNodeText), " "), msg}
-			switch r.State {
-			case "passed":
-				res.passed = append(res.passed, sp)
-			case "skipped", "pending":
-				if msg != "" {
-					res.skipped = append(res.skipped, sp)
-				}
-			default: // failed, panicked, timedout, interrupted, aborted
-				res.failed = append(res.failed, sp)
-			}
-		}
-	}
-	for _, l := range [][]spec{res.passed, res.failed, res.skipped} {
-		sort.Slice(l, func(i, j int) bool { return l[i].name < l[j].name })
-	}
-	if len(res.passed)+len(res.failed) == 0 {
-		return res, errors.New("no spec ran")
-	}
-	return res, nil
-}
-
-func writeList(path string, specs []spec) {
+func writeList(path string, specs []testenv.GinkgoSpec) {
 	var b strings.Builder
 	for _, s := range specs {
-		b.WriteString(s.name + "\n")
+		b.WriteString(s.Name + "\n")
 	}
 	os.WriteFile(path, []byte(b.String()), 0o644)
 }

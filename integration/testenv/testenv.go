@@ -588,6 +588,36 @@ type ImageConfig struct {
 	Volumes    []string // exposed volumes, e.g. "/data"
 }
 
+// config is c as an image config.
+func (c ImageConfig) config() v1.Config {
+	env := append([]string(nil), c.Env...)
+	hasPath := false
+	for _, e := range env {
+		if strings.HasPrefix(e, "PATH=") {
+			hasPath = true
+		}
+	}
+	if !hasPath {
+		env = append([]string{DefaultPath}, env...)
+	}
+	vc := v1.Config{
+		Entrypoint: c.Entrypoint,
+		Cmd:        c.Cmd,
+		Env:        env,
+		WorkingDir: c.WorkingDir,
+		User:       c.User,
+		Labels:     c.Labels,
+		StopSignal: c.StopSignal,
+	}
+	for _, v := range c.Volumes {
+		if vc.Volumes == nil {
+			vc.Volumes = map[string]struct{}{}
+		}
+		vc.Volumes[v] = struct{}{}
+	}
+	return vc
+}
+
 // layerEpoch is the mtime of every layer entry, so equal inputs give equal
 // digests.
 var layerEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -629,36 +659,12 @@ func BuildImage(rootfsDir string, cfg ImageConfig) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := append([]string(nil), cfg.Env...)
-	hasPath := false
-	for _, e := range env {
-		if strings.HasPrefix(e, "PATH=") {
-			hasPath = true
-		}
-	}
-	if !hasPath {
-		env = append([]string{DefaultPath}, env...)
-	}
 	cf := &v1.ConfigFile{
 		Architecture: runtime.GOARCH,
 		OS:           "linux",
 		Created:      v1.Time{Time: layerEpoch},
-		Config: v1.Config{
-			Entrypoint: cfg.Entrypoint,
-			Cmd:        cfg.Cmd,
-			Env:        env,
-			WorkingDir: cfg.WorkingDir,
-			User:       cfg.User,
-			Labels:     cfg.Labels,
-			StopSignal: cfg.StopSignal,
-		},
-		RootFS: v1.RootFS{Type: "layers"},
-	}
-	for _, v := range cfg.Volumes {
-		if cf.Config.Volumes == nil {
-			cf.Config.Volumes = map[string]struct{}{}
-		}
-		cf.Config.Volumes[v] = struct{}{}
+		Config:       cfg.config(),
+		RootFS:       v1.RootFS{Type: "layers"},
 	}
 	img, err := mutate.ConfigFile(empty.Image, cf)
 	if err != nil {
