@@ -155,7 +155,14 @@ func runInner(t *testing.T, bin, cgRoot string) {
 		for i := len(m) - 1; i >= 0; i-- {
 			syscall.Unmount(m[i], syscall.MNT_DETACH)
 		}
-		os.RemoveAll(work)
+		// The kubelet's fixed paths are bound from directories in work:
+		// unbound first, or work stays behind (seen: kubelet-path-0).
+		for _, p := range kubeletPaths {
+			syscall.Unmount(p, syscall.MNT_DETACH)
+		}
+		if err := os.RemoveAll(work); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	})
 	privateMounts(t, work)
 
