@@ -121,9 +121,14 @@ func TestKeeperEarlyExitsNotLost(t *testing.T) {
 	k := startKeeper(t)
 	// The runner (sh) exits at once, so the init is re-parented to the
 	// keeper and reaped; a helper that holds fd 3 makes 200 orphans exit,
-	// then reports the init's PID.
-	reply := k.start("e", startOpts{argv: []string{"/bin/sh", "-c", `( exit 6 ) 3>&- & pid=$!
-( sleep 0.3; i=0; while [ $i -lt 200 ]; do ( true & ) 3>&-; i=$((i+1)); done; sleep 0.3; echo ok $pid >&3 ) &
+	// then reports the init's PID. The init is forked last and exits after
+	// a moment: dash reaps finished background jobs when it forks the next
+	// one, and an exit the runner reaps is one no keeper could see (under
+	// load that happened, and the test failed for the shell's reason).
+	pidFile := filepath.Join(k.dir, "init.pid")
+	reply := k.start("e", startOpts{argv: []string{"/bin/sh", "-c", `( while [ ! -s ` + pidFile + ` ]; do sleep 0.05; done
+i=0; while [ $i -lt 200 ]; do ( true & ) 3>&-; i=$((i+1)); done; sleep 0.3; echo ok $(cat ` + pidFile + `) >&3 ) &
+( sleep 0.2; exit 6 ) 3>&- & echo $! > ` + pidFile + `
 exit 0`}})
 	if !strings.HasPrefix(reply, "ok ") {
 		t.Fatalf("start: %q", reply)
