@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -149,6 +150,11 @@ func (s *Service) GetContainerEvents(req *runtimeapi.GetEventsRequest, stream ru
 	}
 	sub := s.events.Subscribe()
 	defer sub.Close()
+	// Headers go out once the subscription exists, so a client that waits
+	// for them (stream.Header()) knows no later event can be missed.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	for {
 		ev, err := sub.Next(stream.Context())
 		switch {

@@ -40,6 +40,11 @@ func subscribe(ctx context.Context, t *testing.T, d *daemon, check bool) *eventL
 	if err != nil {
 		t.Fatalf("GetContainerEvents: %v", err)
 	}
+	// The daemon sends headers once it has subscribed: before that, events
+	// could be missed and the counts below would fail for the test's sake.
+	if _, err := stream.Header(); err != nil {
+		t.Fatalf("GetContainerEvents headers: %v", err)
+	}
 	l := &eventLog{byID: map[string][]*runtimeapi.ContainerEventResponse{}}
 	go func() {
 		for {
