@@ -87,8 +87,12 @@ func containerStats(st *sandbox.ContainerStats) *runtimeapi.ContainerStats {
 		out.Swap = swapUsage(st.Timestamp, cg)
 	}
 	if l := st.Layer; l != nil {
+		at := l.At // the walk's time: it runs in the background
+		if at == 0 {
+			at = st.Timestamp
+		}
 		out.WritableLayer = &runtimeapi.FilesystemUsage{
-			Timestamp:  st.Timestamp,
+			Timestamp:  at,
 			FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: l.Mountpoint},
 			UsedBytes:  &runtimeapi.UInt64Value{Value: l.Bytes},
 			InodesUsed: &runtimeapi.UInt64Value{Value: l.Inodes},

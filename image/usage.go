@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-
-	"go.podman.io/storage/pkg/directory"
 )
 
 // RootfsUsage measures the writable layer of a container: the bytes and
@@ -20,9 +18,11 @@ func (s *Store) RootfsUsage(ctx context.Context, containerID string) (mountpoint
 	if s.store.GraphDriverName() != "overlay" {
 		return "", 0, 0, errors.New("writable layer usage: only the overlay driver is measured")
 	}
-	u, err := directory.Usage(filepath.Join(s.store.GraphRoot(), "overlay", c.LayerID, "diff"))
+	// The container writes this directory while it is walked: walkUsage
+	// is built for that (layerwalk.go).
+	u, err := walkUsage(ctx, filepath.Join(s.store.GraphRoot(), "overlay", c.LayerID, "diff"))
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("writable layer of container %s: %w", containerID, err)
 	}
-	return s.root, uint64(u.Size), uint64(u.InodeCount), nil
+	return s.root, u.Bytes, u.Inodes, nil
 }

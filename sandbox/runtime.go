@@ -116,6 +116,9 @@ func Open(opts Options) (*Runtime, error) {
 		removals:   removals.New(),
 		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
+	if _, held := r.fail[layerWalkFailpoint]; held {
+		r.statsCache.BeforeWalk = func(ctx context.Context) error { return r.fail.Hold(ctx, layerWalkFailpoint) }
+	}
 	if err := r.recover(); err != nil {
 		md.Close()
 		return nil, err

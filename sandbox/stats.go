@@ -55,6 +55,10 @@ func (r *Runtime) PodMetrics(ctx context.Context, id string) (PodStats, error) {
 	return r.podStats(ctx, id, true)
 }
 
+// layerWalkFailpoint holds writable layer walks (store/failpoint.go's
+// "hold:PATH"), for the test that a walk in progress blocks no stats call.
+const layerWalkFailpoint = "layer-usage-walk"
+
 func (r *Runtime) containerStats(ctx context.Context, id string, detail bool) (ContainerStats, error) {
 	c, err := r.lookupContainer(id)
 	if err != nil {

@@ -29,6 +29,7 @@ type Known interface {
 type LayerUsage struct {
 	Mountpoint    string // of the filesystem that holds it (the image store's root)
 	Bytes, Inodes uint64
+	At            int64 // when it was measured, Unix ns
 }
 
 // InterfaceStats are the counters of one network interface.
@@ -49,18 +50,34 @@ type LayerUsager interface {
 // container: its cgroup directories, which do not change while it runs,
 // and its writable layer's usage, a directory walk, measured at most every
 // layerUsageTTL (containerd's CRI collects it every 10 s too).
+//
+// The walk is the container's to make long: it owns the layer and can fill
+// it with millions of entries. So walks run in the background, at most
+// maxLayerWalks at once, each within layerWalkTimeout, and a stats call
+// answers with the last measurement; it waits (at most firstLayerWait) only
+// for a container's first one.
 type Cache struct {
 	mu sync.Mutex
 	m  map[string]*statsEntry
+	// BeforeWalk, when set, runs before each walk (a test's failpoint holds
+	// walks there).
+	BeforeWalk func(context.Context) error
+	walks      chan struct{} // semaphore of running walks
 }
 
 type statsEntry struct {
 	paths   map[string]string
 	layer   *LayerUsage
-	layerAt time.Time
+	layerAt time.Time     // when the last walk started
+	walking chan struct{} // closed when the running walk ends; nil if none
 }
 
-const layerUsageTTL = 10 * time.Second
+const (
+	layerUsageTTL    = 10 * time.Second
+	layerWalkTimeout = 2 * time.Minute
+	firstLayerWait   = 2 * time.Second
+	maxLayerWalks    = 2
+)
 
 func (s *Cache) entry(id string) *statsEntry {
 	if s.m == nil {
@@ -101,28 +118,70 @@ func (s *Cache) ForgetPaths(id string) {
 	}
 }
 
-// layer is the container's writable layer usage, measured again once
-// layerUsageTTL has passed.
+// Layer is the container's writable layer usage as last measured. A
+// measurement older than layerUsageTTL starts a new walk in the background;
+// the first measurement of a container is waited for, at most
+// firstLayerWait (nil if it is not done by then).
 func (s *Cache) Layer(ctx context.Context, id string, lu LayerUsager, live Known, log *slog.Logger) *LayerUsage {
 	s.mu.Lock()
 	e := s.entry(id)
-	l, at := e.layer, e.layerAt
+	l, walking := e.layer, e.walking
+	if walking == nil && (l == nil && e.layerAt.IsZero() || time.Since(e.layerAt) >= layerUsageTTL) {
+		walking = make(chan struct{})
+		e.walking, e.layerAt = walking, time.Now()
+		go s.walk(id, lu, live, log, walking)
+	}
 	s.mu.Unlock()
-	if l != nil && time.Since(at) < layerUsageTTL {
+	if l != nil || walking == nil {
 		return l
 	}
-	mp, b, n, err := lu.RootfsUsage(ctx, id)
-	if err != nil {
-		log.Debug("writable layer usage", "container", id, "err", err)
-		return nil
+	select {
+	case <-walking:
+	case <-time.After(firstLayerWait):
+	case <-ctx.Done():
 	}
-	l = &LayerUsage{Mountpoint: mp, Bytes: b, Inodes: n}
 	s.mu.Lock()
-	e = s.entry(id)
-	e.layer, e.layerAt = l, time.Now()
-	s.prune(live)
+	defer s.mu.Unlock()
+	return s.entry(id).layer
+}
+
+// walk measures one container's layer and records the result; a failed
+// walk keeps the last measurement (and is tried again after the TTL).
+func (s *Cache) walk(id string, lu LayerUsager, live Known, log *slog.Logger, done chan struct{}) {
+	defer close(done)
+	s.mu.Lock()
+	if s.walks == nil {
+		s.walks = make(chan struct{}, maxLayerWalks)
+	}
+	sem, hold := s.walks, s.BeforeWalk
 	s.mu.Unlock()
-	return l
+	sem <- struct{}{}
+	defer func() { <-sem }()
+	ctx, cancel := context.WithTimeout(context.Background(), layerWalkTimeout)
+	defer cancel()
+	var l *LayerUsage
+	err := ctx.Err()
+	if hold != nil {
+		err = hold(ctx)
+	}
+	if err == nil {
+		var mp string
+		var b, n uint64
+		if mp, b, n, err = lu.RootfsUsage(ctx, id); err == nil {
+			l = &LayerUsage{Mountpoint: mp, Bytes: b, Inodes: n, At: time.Now().UnixNano()}
+		}
+	}
+	if err != nil {
+		log.Warn("writable layer usage not measured; the last measurement stays", "container", id, "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.entry(id)
+	e.walking = nil
+	if l != nil {
+		e.layer = l
+	}
+	s.prune(live)
 }
 
 // prune forgets containers that are gone once the map has grown well past
