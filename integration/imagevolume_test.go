@@ -80,14 +80,21 @@ func imageVolumeLeftovers(d *daemon) []string {
 	for _, e := range ents {
 		out = append(out, "bind directory "+e.Name())
 	}
-	// Storage keeps volatile containers' records apart.
-	for _, f := range []string{"containers.json", "volatile-containers.json"} {
-		data, _ := os.ReadFile(filepath.Join(d.Root, "storage", "overlay-containers", f))
-		if n := strings.Count(string(data), "imageVolumeOf"); n > 0 {
-			out = append(out, fmt.Sprintf("%d storage containers of image volumes in %s", n, f))
-		}
+	if n := volumeStorageContainers(d); n > 0 {
+		out = append(out, fmt.Sprintf("%d storage containers of image volumes", n))
 	}
 	return out
+}
+
+// volumeStorageContainers counts the image store's records of image
+// volumes (storage keeps volatile containers' records apart).
+func volumeStorageContainers(d *daemon) int {
+	n := 0
+	for _, f := range []string{"containers.json", "volatile-containers.json"} {
+		data, _ := os.ReadFile(filepath.Join(d.Root, "storage", "overlay-containers", f))
+		n += strings.Count(string(data), "imageVolumeOf")
+	}
+	return n
 }
 
 // TestMountImageVolume: a container reads files of an image mounted whole
@@ -219,6 +226,11 @@ func TestMountImageVolume(t *testing.T) {
 	d.Kill()
 	d.Start()
 	check("after a crash", reader)
+	// The store's repair after the crash kept the volumes' storage
+	// containers with the containers that mount them.
+	if n := volumeStorageContainers(d); n != 8 {
+		t.Errorf("%d storage containers of image volumes after the crash, want 8 (2 containers, 4 volumes each)", n)
+	}
 	if _, err := d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: later}); err != nil {
 		t.Fatalf("start a container with image volumes after restarts: %v", err)
 	}
