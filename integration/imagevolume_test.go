@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -311,5 +312,64 @@ func TestMountImageVolumeUserns(t *testing.T) {
 	}
 	if left := imageVolumeLeftovers(d); len(left) > 0 {
 		t.Errorf("removed container left: %v", left)
+	}
+}
+
+// TestMountImageVolumeCrash: the daemon crashes in the middle of a
+// CreateContainer with image volumes, after they are mounted and bound:
+// before the container's record is saved (the restart's sweep of orphan
+// bundles must release them) and after (the container is kept with its
+// volumes; removing it releases them). Nothing is left either way, and
+// the image can be removed.
+func TestMountImageVolumeCrash(t *testing.T) {
+	regAddr, base := testImage(t)
+	vol := volumeImage(t, regAddr, t.TempDir())
+	d := newDaemon(t, regAddr)
+	d.Start()
+	pullAll(t, d, base, vol)
+	podCfg := podConfig("imagevol-crash", t.TempDir())
+	pod := runPod(t, d, podCfg).PodSandboxId
+	for _, fp := range []string{"create-container-after-spec", "create-container-after-save"} {
+		d.Stop()
+		d.Env = []string{"PEAPOD_FAILPOINTS=" + fp}
+		d.Start()
+		cfg := containerConfig("crash", base, "sleep", "300")
+		cfg.Mounts = []*runtimeapi.Mount{imageMount("/iv", vol, ""), imageMount("/sub", vol, "data/sub")}
+		_, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+		if code := status.Code(err); code != codes.Unavailable && code != codes.Unknown {
+			t.Fatalf("%s: CreateContainer = %v, want the daemon to crash", fp, err)
+		}
+		d.waitCrash()
+		d.Env = nil
+		d.Start()
+		list, err := d.RT.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case fp == "create-container-after-spec" && len(list.Containers) != 0:
+			t.Errorf("%s: containers after the restart: %v, want none", fp, list.Containers)
+		case fp == "create-container-after-save" && len(list.Containers) != 1:
+			t.Errorf("%s: containers after the restart: %v, want the one saved", fp, list.Containers)
+		}
+		if fp == "create-container-after-save" && len(list.Containers) == 1 {
+			id := list.Containers[0].Id
+			if _, err := d.Img.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: vol}}); status.Code(err) != codes.FailedPrecondition {
+				t.Errorf("%s: RemoveImage while the saved container mounts it = %v, want FailedPrecondition", fp, err)
+			}
+			if _, err := d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+				t.Fatalf("%s: start the saved container: %v", fp, err)
+			}
+			if got := strings.TrimSpace(execOut(t, d, id, "cat", "/sub/file")); got != "in-the-sub-path" {
+				t.Errorf("%s: cat /sub/file = %q", fp, got)
+			}
+			if _, err := d.RT.RemoveContainer(ctx(t), &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 10*time.Second, fp+": the image volumes to be released", func() bool { return len(imageVolumeLeftovers(d)) == 0 })
+	}
+	if _, err := d.Img.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: vol}}); err != nil {
+		t.Errorf("RemoveImage after the crashes: %v", err)
 	}
 }
