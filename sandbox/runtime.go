@@ -26,7 +26,7 @@ import (
 )
 
 // Images is what the sandbox needs from the image store: a copy-on-write
-// root filesystem per container.
+// root filesystem per container, and the images it mounts as volumes.
 type Images interface {
 	CreateRootfs(ctx context.Context, containerID, imageID string) (string, error)
 	// CreateRootfsMapped is CreateRootfs for a container in a user
