@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -371,5 +372,73 @@ func TestMountImageVolumeCrash(t *testing.T) {
 	}
 	if _, err := d.Img.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: vol}}); err != nil {
 		t.Errorf("RemoveImage after the crashes: %v", err)
+	}
+}
+
+// TestMountImageVolumeReboot: after a reboot (processes and mounts gone,
+// state emptied, root kept) the exited container still holds its image
+// (RemoveImage refused), a new container mounts the image again, and
+// removing the containers releases every volume's storage container,
+// though nothing in state marks them any more.
+func TestMountImageVolumeReboot(t *testing.T) {
+	regAddr, base := testImage(t)
+	vol := volumeImage(t, regAddr, t.TempDir())
+	d := newDaemon(t, regAddr)
+	d.Start()
+	pullAll(t, d, base, vol)
+	podCfg := podConfig("imagevol-reboot", t.TempDir())
+	pod := runPod(t, d, podCfg).PodSandboxId
+	cfg := containerConfig("work", base, "sleep", "3600")
+	cfg.Mounts = []*runtimeapi.Mount{imageMount("/iv", vol, ""), imageMount("/sub", vol, "data/sub")}
+	ctr := startContainer(t, d, pod, podCfg, cfg)
+	victims := []int{pausePID(ctx(t), d, pod), containerPID(t, d, ctr)}
+
+	d.Stop()
+	for _, pid := range victims {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	waitFor(t, 10*time.Second, "the pod's processes to die", func() bool {
+		for _, pid := range victims {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z") {
+				return false
+			}
+		}
+		return true
+	})
+	m := mountsUnder(d.Dir)
+	for i := len(m) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(m[i], syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmount %s: %v", m[i], err)
+		}
+	}
+	if err := os.RemoveAll(d.State); err != nil {
+		t.Fatal(err)
+	}
+	d.Start()
+
+	if s := containerStatus(t, d, ctr); s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.Mounts[0].GetImage().GetImage() == "" {
+		t.Errorf("container after the reboot: %v, mounts %v", s.State, s.Mounts)
+	}
+	if _, err := d.Img.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: vol}}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("RemoveImage while an exited container mounts it = %v, want FailedPrecondition", err)
+	}
+	newPod := runPod(t, d, podConfig("imagevol-reboot-2", t.TempDir())).PodSandboxId
+	again := startContainer(t, d, newPod, podConfig("imagevol-reboot-2", t.TempDir()), cfg)
+	if got := strings.TrimSpace(execOut(t, d, again, "cat", "/sub/file")); got != "in-the-sub-path" {
+		t.Errorf("cat /sub/file after the reboot = %q", got)
+	}
+	for _, p := range []string{pod, newPod} {
+		if _, err := d.RT.StopPodSandbox(ctx(t), &runtimeapi.StopPodSandboxRequest{PodSandboxId: p}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := imageVolumeLeftovers(d); len(left) > 0 {
+		t.Errorf("removed pods left: %v", left)
+	}
+	if _, err := d.Img.RemoveImage(ctx(t), &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: vol}}); err != nil {
+		t.Errorf("RemoveImage once no container mounts it: %v", err)
 	}
 }
