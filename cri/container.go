@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -109,10 +112,31 @@ func containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 		Resources:   &runtimeapi.ContainerResources{Linux: c.Config.GetLinux().GetResources()},
 		StopSignal:  oci.SignalEnum(c.StopSignal),
 	}
-	for _, m := range c.Config.GetMounts() {
-		st.Mounts = append(st.Mounts, m)
-	}
+	st.Mounts = statusMounts(c)
 	return st
+}
+
+// statusMounts are the container's mounts as it asked for them; an image
+// volume names the image it mounts by ID in Image.image and Image.image_ref
+// (the kubelet's image garbage collection keeps the images named there,
+// critest compares image_ref with PullImage's answer), as CRI-O reports it.
+func statusMounts(c *sandbox.Container) []*runtimeapi.Mount {
+	mounts := c.Config.GetMounts()
+	if len(c.ImageVolumes) == 0 {
+		return mounts
+	}
+	out := slices.Clone(mounts)
+	for _, v := range c.ImageVolumes {
+		if v.Mount < 0 || v.Mount >= len(out) {
+			continue
+		}
+		m := proto.Clone(out[v.Mount]).(*runtimeapi.Mount)
+		img := proto.Clone(m.GetImage()).(*runtimeapi.ImageSpec)
+		img.Image, img.ImageRef = v.ImageID, v.ImageID
+		m.Image = img
+		out[v.Mount] = m
+	}
+	return out
 }
 
 func containerUser(uid, gid uint32, groups []uint32) *runtimeapi.ContainerUser {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/image"
@@ -55,6 +57,9 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRe
 			"stopSignal": img.StopSignal,
 			"volumes":    img.Volumes,
 			"pinned":     img.Pinned,
+			// The containers that mount it as an image volume (it cannot
+			// be removed while there are any).
+			"imageVolumeOf": s.imageVolumeUsers(img.ID),
 		})
 		resp.Info = map[string]string{"info": string(info)}
 	}
@@ -95,10 +100,35 @@ func (s *Service) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRe
 			return nil, err
 		}
 	}
+	if err := s.refuseMountedImage(ctx, ref); err != nil {
+		return nil, err
+	}
 	if err := s.images.Remove(ctx, ref); err != nil {
 		return nil, err
 	}
 	return &runtimeapi.RemoveImageResponse{}, nil
+}
+
+// refuseMountedImage refuses, as CRI-O does, to remove (or untag) an image
+// that a container mounts as an image volume, naming the container; it
+// can be removed once those containers are. The image store would refuse
+// too (the volume is a storage container on the image), less clearly.
+func (s *Service) refuseMountedImage(ctx context.Context, ref string) error {
+	if s.runtime == nil {
+		return nil
+	}
+	img, err := s.images.Status(ctx, ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return nil // removing an absent image is not an error
+	}
+	if err != nil {
+		return err
+	}
+	if users := s.runtime.ImageVolumeUsers(img.ID); len(users) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "image %q (%s) is mounted as an image volume by container %s: remove the container first",
+			ref, img.ID, strings.Join(users, ", "))
+	}
+	return nil
 }
 
 func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
@@ -116,6 +146,13 @@ func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRe
 		ImageFilesystems:     []*runtimeapi.FilesystemUsage{usage},
 		ContainerFilesystems: []*runtimeapi.FilesystemUsage{usage},
 	}, nil
+}
+
+func (s *Service) imageVolumeUsers(id string) []string {
+	if s.runtime == nil {
+		return nil
+	}
+	return s.runtime.ImageVolumeUsers(id)
 }
 
 // criImage reports the image's user as kubelet expects: a numeric user as

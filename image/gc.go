@@ -34,7 +34,8 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 	}
 	usedLayers := map[string]bool{}
 	for _, c := range containers {
-		if keep(c.ID) {
+		// An image volume is kept with the container that mounts it (volume.go).
+		if owner := volumeOwner(&c); keep(c.ID) || (owner != "" && keep(owner)) {
 			usedLayers[c.LayerID] = true
 			continue
 		}

@@ -17,6 +17,9 @@ import (
 func checkPropagation(mounts []*runtimeapi.Mount, mountOf func(path string) (mountPoint, optional string, err error)) error {
 	for _, m := range mounts {
 		p := m.GetPropagation()
+		if m.GetImage() != nil {
+			continue // an image volume is always private
+		}
 		if p != runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL && p != runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER {
 			continue
 		}

@@ -49,6 +49,10 @@ type Input struct {
 	Rootfs       string // the mounted root filesystem; /etc/passwd and /etc/group are read from it
 	CgroupParent string // used when the pod has no cgroup of its own
 	PidsLimit    int64  // the default pids.max (Options.PidsLimit)
+	// ImageVolumes are the sources of the image volumes (Mount.image) by
+	// the index of their Mount: the image, or its sub-path, bound
+	// read-only on the host (sandbox/hostfs/imagevolume.go).
+	ImageVolumes map[int]string
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -79,7 +83,11 @@ func Build(in Input, host Host) (*specs.Spec, error) {
 	if err := checkPropagation(cfg.GetMounts(), host.mountOf); err != nil {
 		return nil, err
 	}
-	spec.Mounts = append(spec.Mounts, userMounts(cfg.GetMounts(), spec)...)
+	mounts, err := userMounts(cfg.GetMounts(), in.ImageVolumes, spec)
+	if err != nil {
+		return nil, err
+	}
+	spec.Mounts = append(spec.Mounts, mounts...)
 	setSecurity(spec, sec, host.Bounding)
 	if err := setDevices(spec, cfg.GetDevices(), sec.GetPrivileged()); err != nil {
 		return nil, err
@@ -360,9 +368,22 @@ func podMounts(pod Pod, user []*runtimeapi.Mount) []specs.Mount {
 
 // userMounts turns the kubelet's mounts into bind mounts, with the
 // propagation it asks for. The last mount of a path wins, as in Docker.
-func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
+func userMounts(mounts []*runtimeapi.Mount, imageVolumes map[int]string, spec *specs.Spec) ([]specs.Mount, error) {
 	var out []specs.Mount
-	for _, m := range mounts {
+	for i, m := range mounts {
+		if m.GetImage() != nil {
+			src, ok := imageVolumes[i]
+			if !ok {
+				return nil, fmt.Errorf("image volume at %s was not mounted: %w", m.GetContainerPath(), ErrInvalidArgument)
+			}
+			// Read-only whatever the request says, executable (critest
+			// checks), private. No idmapping here: the image store has
+			// mapped the image's layers for a user-namespaced pod, as it
+			// does for the root filesystem.
+			out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: src,
+				Options: []string{"rbind", "ro", "nosuid", "nodev", "rprivate"}})
+			continue
+		}
 		opts := []string{"rbind"}
 		if m.GetReadonly() {
 			opts = append(opts, "ro")
@@ -393,7 +414,7 @@ func userMounts(mounts []*runtimeapi.Mount, spec *specs.Spec) []specs.Mount {
 		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts,
 			UIDMappings: IDMappings(m.GetUidMappings()), GIDMappings: IDMappings(m.GetGidMappings())})
 	}
-	return out
+	return out, nil
 }
 
 // setSecurity applies privileged mode, capabilities (ambient ones too)

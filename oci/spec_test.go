@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"os"
 	"path/filepath"
@@ -135,9 +136,35 @@ func TestUserMountOptions(t *testing.T) {
 			[]string{"rbind", "rw", "nosuid", "rslave"}},
 		{&runtimeapi.Mount{ContainerPath: "/c", HostPath: "/h"}, []string{"rbind", "rw", "rprivate"}},
 	} {
-		got := userMounts([]*runtimeapi.Mount{c.m}, spec)
-		if len(got) != 1 || !slices.Equal(got[0].Options, c.want) {
-			t.Errorf("%s: options %v, want %v", c.m.ContainerPath, got, c.want)
+		got, err := userMounts([]*runtimeapi.Mount{c.m}, nil, spec)
+		if err != nil || len(got) != 1 || !slices.Equal(got[0].Options, c.want) {
+			t.Errorf("%s: options %v (%v), want %v", c.m.ContainerPath, got, err, c.want)
 		}
+	}
+}
+
+// TestImageVolumeMount: an image volume's bind takes the source the
+// sandbox bound, read-only and private whatever the request says, without
+// the kubelet's idmapping (the image store maps the layers); one the
+// sandbox did not mount is refused rather than bound from "".
+func TestImageVolumeMount(t *testing.T) {
+	spec := &specs.Spec{Linux: &specs.Linux{}}
+	img := &runtimeapi.Mount{ContainerPath: "/iv", Readonly: true, Image: &runtimeapi.ImageSpec{Image: "busybox"},
+		Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL,
+		UidMappings: []*runtimeapi.IDMapping{{HostId: 1000, ContainerId: 0, Length: 65536}}}
+	mounts := []*runtimeapi.Mount{{ContainerPath: "/h", HostPath: "/h"}, img}
+	got, err := userMounts(mounts, map[int]string{1: "/state/image-volumes/c/1"}, spec)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("userMounts: %v %v", got, err)
+	}
+	m := got[1]
+	if m.Source != "/state/image-volumes/c/1" || m.Destination != "/iv" || !slices.Equal(m.Options, []string{"rbind", "ro", "nosuid", "nodev", "rprivate"}) || m.UIDMappings != nil {
+		t.Errorf("image volume mount %+v", m)
+	}
+	if spec.Linux.RootfsPropagation != "" {
+		t.Errorf("an image volume changed the root propagation to %q", spec.Linux.RootfsPropagation)
+	}
+	if _, err := userMounts([]*runtimeapi.Mount{img}, nil, spec); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("unmounted image volume: %v, want ErrInvalidArgument", err)
 	}
 }

@@ -66,6 +66,10 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := hostfs.CheckMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
+	imageVolumes, err := r.resolveImageVolumes(cfg)
+	if err != nil {
+		return Container{}, imageVolumeError(err)
+	}
 	stopSignal, err := oci.StopSignalName(cfg, img)
 	if err != nil {
 		return Container{}, err
@@ -95,6 +99,8 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		State:      ContainerCreated,
 		Bundle:     filepath.Join(r.opts.State, "containers", id),
 		StopSignal: stopSignal,
+
+		ImageVolumes: imageVolumes,
 	}
 	if c.LogPath, err = hostfs.ContainerLogPath(podCopy.Config.GetLogDirectory(), cfg.GetLogPath()); err != nil {
 		return Container{}, err
@@ -107,7 +113,18 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := r.writeContainerSpec(c, img, &podCopy); err != nil {
+	undo = append(undo, func() {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		if err := r.releaseImageVolumes(cctx, c.ID); err != nil {
+			r.log.Warn("release the image volumes of a container whose creation failed", "container", c.ID, "err", err)
+		}
+	})
+	volumes, err := r.mountImageVolumes(ctx, c, podCopy.Config)
+	if err != nil {
+		return Container{}, imageVolumeError(fmt.Errorf("create container %s: %w", name, err))
+	}
+	if err := r.writeContainerSpec(c, img, &podCopy, volumes); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -182,7 +199,7 @@ func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Ima
 
 // writeContainerSpec builds the container's OCI spec, checks that
 // libcontainer accepts it, and writes it into the bundle.
-func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
+func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string) error {
 	spec, err := oci.Build(oci.Input{
 		ID:           c.ID,
 		Pod:          specPod(p),
@@ -191,6 +208,7 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
 		Rootfs:       c.Rootfs,
 		CgroupParent: p.CgroupParent,
 		PidsLimit:    r.opts.PidsLimit,
+		ImageVolumes: imageVolumes,
 	}, oci.HostFacts())
 	if err != nil {
 		return err
@@ -402,6 +420,13 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	r.mu.RUnlock()
 	if p != nil {
 		r.keeperOf(&p.Pod).Forget(ctx, c.ID) // best effort: the keeper may be gone
+	}
+	if len(c.ImageVolumes) > 0 {
+		// After a reboot nothing marks them: mark them again, so that
+		// the removal below (or the sweep after a crash) releases them.
+		if err := hostfs.MarkImageVolumes(r.opts.State, c.ID); err != nil {
+			return internal(fmt.Errorf("remove container %s: %w", c.ID, err))
+		}
 	}
 	if err := r.store.Delete(store.Containers, c.ID); err != nil {
 		return internal(fmt.Errorf("remove container %s metadata: %w", c.ID, err))

@@ -40,6 +40,10 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 				return err
 			}
 		}
+		// The image volumes' binds outlive the daemon, not a reboot.
+		if _, err := r.mountImageVolumes(ctx, &c.Container, p.Config); err != nil {
+			return imageVolumeError(fmt.Errorf("mount image volumes: %w", err))
+		}
 		r.mounted.Store(c.ID, true)
 	}
 	r.fail.Crash("start-container-after-rootfs")

@@ -26,13 +26,20 @@ import (
 )
 
 // Images is what the sandbox needs from the image store: a copy-on-write
-// root filesystem per container.
+// root filesystem per container, and the images it mounts as volumes.
 type Images interface {
 	CreateRootfs(ctx context.Context, containerID, imageID string) (string, error)
 	// CreateRootfsMapped is CreateRootfs for a container in a user
 	// namespace with these mappings.
 	CreateRootfsMapped(ctx context.Context, containerID, imageID string, uids, gids []specs.LinuxIDMapping) (string, error)
 	RemoveRootfs(ctx context.Context, containerID string) error
+	// ImageID returns the ID of the stored image ref names.
+	ImageID(ref string) (string, error)
+	// MountImageVolume mounts image imageID (mapped, with mappings) as
+	// mount n of container owner and returns its path; again, the same.
+	MountImageVolume(ctx context.Context, owner string, n int, imageID string, uids, gids []specs.LinuxIDMapping) (string, error)
+	// RemoveImageVolumes unmounts and deletes container owner's image volumes.
+	RemoveImageVolumes(ctx context.Context, owner string) error
 }
 
 // Network prepares a pod's network namespace (package network).

@@ -11,6 +11,7 @@ type (
 	Container      = store.Container
 	ContainerState = store.ContainerState
 	ImageRef       = store.ImageRef
+	ImageVolume    = store.ImageVolume
 )
 
 const (

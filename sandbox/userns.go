@@ -61,9 +61,12 @@ func (r *Runtime) sealRootfsBind(c *container, p *Pod) {
 	}
 }
 
-// removeRootfs unbinds what createRootfs bound and has the image store
-// remove the container's layer.
+// removeRootfs releases the container's image volumes, unbinds what
+// createRootfs bound and has the image store remove the container's layer.
 func (r *Runtime) removeRootfs(ctx context.Context, id string) error {
+	if err := r.releaseImageVolumes(ctx, id); err != nil {
+		return err
+	}
 	if err := hostfs.UnbindRootfs(r.opts.State, id); err != nil {
 		return err
 	}

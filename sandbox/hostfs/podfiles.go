@@ -70,8 +70,8 @@ func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), er
 
 // CheckMounts refuses mounts a container cannot get: a relative
 // container path, recursive read-only without readonly and private
-// propagation, image volumes (not built yet: Unimplemented), a host path that is not
-// there.
+// propagation, a writable image volume or one with a host path, a host
+// path that is not there.
 func CheckMounts(mounts []*runtimeapi.Mount) error {
 	for _, m := range mounts {
 		if m.GetContainerPath() == "" || !filepath.IsAbs(m.GetContainerPath()) {
@@ -89,7 +89,10 @@ func CheckMounts(mounts []*runtimeapi.Mount) error {
 			if !m.GetReadonly() {
 				return fmt.Errorf("image volume at %s must be read-only: %w", m.GetContainerPath(), oci.ErrInvalidArgument)
 			}
-			return fmt.Errorf("image volume mounts (Mount.image, at %s): %w", m.GetContainerPath(), oci.ErrUnimplemented)
+			if m.GetHostPath() != "" {
+				return fmt.Errorf("image volume at %s has a host path %q too: %w", m.GetContainerPath(), m.GetHostPath(), oci.ErrInvalidArgument)
+			}
+			continue // its image is found and mounted by the sandbox (sandbox/imagevolumes.go)
 		}
 		if _, err := os.Stat(m.GetHostPath()); err != nil {
 			return fmt.Errorf("mount source %q for %s: %v: %w", m.GetHostPath(), m.GetContainerPath(), err, oci.ErrInvalidArgument)

@@ -84,6 +84,15 @@ type Container struct {
 	Rootfs     string
 	User       specs.User // the identity the container's processes run as
 	StopSignal string     // e.g. "SIGTERM": what StopContainer sends first
+	// ImageVolumes are the images mounted as volumes (Mount.image), in
+	// the order of the config's mounts.
+	ImageVolumes []ImageVolume `json:",omitempty"`
+}
+
+// ImageVolume is one image a container mounts as a volume.
+type ImageVolume struct {
+	Mount   int    // index of its Mount in the container config
+	ImageID string // the image's ID ("sha256:..."), as resolved at creation
 }
 
 // ImageRef names the image a container was created from.
