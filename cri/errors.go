@@ -27,7 +27,7 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery):
 		code = codes.InvalidArgument
-	case errors.Is(err, sandbox.ErrFailedPrecondition):
+	case errors.Is(err, sandbox.ErrFailedPrecondition), errors.Is(err, image.ErrInUse):
 		code = codes.FailedPrecondition
 	case errors.Is(err, sandbox.ErrUnimplemented):
 		code = codes.Unimplemented

@@ -29,6 +29,9 @@ var (
 	// ErrPullStalled: no bytes came from the registry for
 	// pull_progress_timeout while a transfer was open.
 	ErrPullStalled = errors.New("pull made no progress")
+	// ErrInUse: the image is the root filesystem of a container that still
+	// exists, so it cannot be removed until that container is.
+	ErrInUse = errors.New("image in use by a container")
 )
 
 // classifyPullError wraps a copy error of ref with the sentinel that says

@@ -469,7 +469,7 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 			return nil // removed meanwhile (by another peapod call or tool)
 		}
 		if errors.Is(err, storagetypes.ErrImageUsedByContainer) {
-			return fmt.Errorf("image %q (%s) is in use by a container: %w", ref, simg.ID, err)
+			return fmt.Errorf("image %q (%s): remove the containers that use it first: %w: %w", ref, simg.ID, ErrInUse, err)
 		}
 		return fmt.Errorf("remove image %q (%s): %w", ref, simg.ID, err)
 	}

@@ -222,7 +222,7 @@ func TestStoreEndToEnd(t *testing.T) {
 	}
 
 	// An image in use is not removed (by ID); untagging is fine.
-	if err := s.Remove(ctx, img.ID); err == nil || !strings.Contains(err.Error(), hex) {
+	if err := s.Remove(ctx, img.ID); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), hex) {
 		t.Errorf("Remove of an image in use: %v", err)
 	}
 	if err := s.RemoveRootfs(ctx, cid); err != nil {
