@@ -69,6 +69,13 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 				}
 				vCfg := podConfig("v-"+strings.ReplaceAll(name, ".", "-"), t.TempDir())
 				pod := runPod(t, d, vCfg).PodSandboxId
+				// A failed check must not leave the pod to the next case.
+				t.Cleanup(func() {
+					if d.Cmd == nil {
+						d.Start()
+					}
+					d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod})
+				})
 				running := startContainer(t, d, pod, vCfg, containerConfig("running", image, "sleep", "1000"))
 				cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod,
 					Config: containerConfig("created", image, "sleep", "1000"), SandboxConfig: vCfg})
@@ -82,8 +89,13 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 				if rec.inState {
 					path = filepath.Join(run, rec.path)
 				}
-				if _, err := os.Stat(path); os.IsNotExist(err) {
-					t.Fatalf("%s does not exist after a clean stop", path)
+				if _, err := os.Stat(path); os.IsNotExist(err) && rec.decoded {
+					// containers.json: c/storage writes it once it has a
+					// container that is not volatile, which peapod never
+					// makes (a store an older peapod used may have one).
+					if err := os.WriteFile(path, []byte("[]"), 0o600); err != nil {
+						t.Fatal(err)
+					}
 				}
 				corruptFile(t, path, mode)
 				before, _ := os.ReadFile(d.LogPath)
@@ -109,8 +121,10 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 				if err != nil {
 					t.Fatalf("list pods: %v", err)
 				}
-				if len(pods.Items) != 1 || pods.Items[0].Id != pod || pods.Items[0].State != runtimeapi.PodSandboxState_SANDBOX_READY {
-					t.Errorf("pods after the repair: %v, want the pod listed and ready", pods.Items)
+				if !slices.ContainsFunc(pods.Items, func(p *runtimeapi.PodSandbox) bool {
+					return p.Id == pod && p.State == runtimeapi.PodSandboxState_SANDBOX_READY
+				}) {
+					t.Errorf("pods after the repair: %v, want pod %s listed and ready", pods.Items, pod)
 				}
 				// The corrupt file's records are lost only when it did not
 				// decode: an empty lock file is as good as any.
