@@ -243,6 +243,8 @@ func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
 // start every time, log what it moved aside, and keep managing the pods
 // it can (a steady pod stays listed and ready with its container
 // running); the victim is listed or cleanly gone, and can be removed.
+// containers/storage's records: TestCorruptStorageRecordsStartAnyway; the
+// keeper socket directory: TestKeeperSocketRestored.
 func TestCorruptStateStartsAnyway(t *testing.T) {
 	d, image := readyDaemon(t)
 	// A failure while the daemon is stopped: start it again, so that its
@@ -258,7 +260,7 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 
 	kinds := []struct {
 		name   string
-		moved  string // what the log says about the damaged file ("" : nothing to move aside)
+		moved  string // what the log says about the damaged file
 		damage func(t *testing.T, pod, ctr, mode string)
 	}{
 		{"ipam", "IPAM record unreadable, moved aside", func(t *testing.T, pod, ctr, mode string) {
@@ -270,7 +272,7 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 		{"bundle", "OCI spec cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
 			corruptFile(t, filepath.Join(d.State, "containers", ctr, "config.json"), mode)
 		}},
-		{"keeper-socket", "", func(t *testing.T, pod, ctr, mode string) {
+		{"keeper-socket", "a keeper's socket was gone or replaced; the keeper bound it again", func(t *testing.T, pod, ctr, mode string) {
 			p := filepath.Join(d.State, "k", pod[:32])
 			if err := os.Remove(p); err != nil {
 				t.Fatal(err)
