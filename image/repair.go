@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.podman.io/storage"
+	storagetypes "go.podman.io/storage/types"
 )
 
 // storageRecord is one file containers/storage keeps its records in, for
@@ -144,7 +145,15 @@ func (s *Store) RootfsRecorded(containerIDs []string) (map[string]bool, error) {
 	out := make(map[string]bool, len(containerIDs))
 	for _, id := range containerIDs {
 		c, err := s.store.Container(id)
-		out[id] = err == nil && chainRecorded(parents, c.LayerID)
+		switch {
+		case errors.Is(err, storagetypes.ErrContainerUnknown):
+			out[id] = false
+		case err != nil:
+			// Not a lost record: nothing may be stopped for it.
+			return nil, fmt.Errorf("image: storage container %s: %w", id, err)
+		default:
+			out[id] = chainRecorded(parents, c.LayerID)
+		}
 	}
 	return out, nil
 }
