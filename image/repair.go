@@ -75,11 +75,11 @@ type MovedAside struct {
 // cut or a bad disk lost), is renamed <file>.corrupt-<time> (kept for a
 // post-mortem) and the directory synced: c/storage then starts that part
 // with no record. What the lost records named is reconciled once the
-// runtime has loaded its own records (CollectGarbage, StopLostRootfs in
-// cmd/peapod): images whose layers are no longer all recorded are
-// forgotten (pulled again), containers whose root filesystem is no longer
-// recorded are stopped, layers and layer directories nothing names are
-// removed.
+// runtime has loaded its own records (RootfsRecorded and CollectGarbage,
+// from cmd/peapod's collectStorage): images whose layers are no longer
+// all recorded are forgotten (pulled again), containers whose root
+// filesystem is no longer recorded are stopped, layers and layer
+// directories nothing names are removed.
 func repairRecords(graphRoot, runRoot string, log *slog.Logger) ([]MovedAside, error) {
 	var moved []MovedAside
 	stamp := time.Now().UTC().Format("20060102T150405.000000000Z")
