@@ -9,7 +9,8 @@ import (
 
 // Collected is what CollectGarbage removed.
 type Collected struct {
-	Containers []string // storage containers (each with its layer) no record named
+	Images     []string // images whose layers are not all recorded (records only: pulled again)
+	Containers []string // storage containers (each with its layer) no record named, or whose layers are not all recorded
 	Layers     []string // layers no image and no container uses
 }
 
@@ -23,19 +24,32 @@ type Collected struct {
 // keep says which storage containers belong to a container peapod has a
 // record of (the storage container's ID is peapod's container ID); those,
 // whether running or not, and every layer an image or a kept container uses
-// stay. Images are never removed. It must run before the daemon serves:
-// a pull or create in flight would have layers not yet recorded.
+// stay. Images are never removed, unless a lost record file (moved aside
+// by Open) took the record of one of their layers: such an image, and a
+// storage container whose layers are not all recorded, cannot be mounted
+// any more; their records go, and so do their layers that remain (the
+// caller stops a running container whose root filesystem is so lost
+// first: RootfsRecorded). It must run before the daemon serves: a pull or
+// create in flight would have layers not yet recorded.
 func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, error) {
 	var out Collected
 	var errs []error
+	parents, err := s.layerParents()
+	if err != nil {
+		return out, err
+	}
+	if out.Images, err = s.dropIncompleteImages(parents); err != nil {
+		errs = append(errs, err)
+	}
 	containers, err := s.store.Containers()
 	if err != nil {
-		return out, fmt.Errorf("image: list storage containers: %w", err)
+		return out, errors.Join(append(errs, fmt.Errorf("image: list storage containers: %w", err))...)
 	}
 	usedLayers := map[string]bool{}
 	for _, c := range containers {
 		// An image volume is kept with the container that mounts it (volume.go).
-		if owner := volumeOwner(&c); keep(c.ID) || (owner != "" && keep(owner)) {
+		owner := volumeOwner(&c)
+		if (keep(c.ID) || (owner != "" && keep(owner))) && chainRecorded(parents, c.LayerID) {
 			usedLayers[c.LayerID] = true
 			continue
 		}
@@ -111,4 +125,35 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 		errs = append(errs, fmt.Errorf("storage garbage collection: %w", err))
 	}
 	return out, errors.Join(errs...)
+}
+
+// dropIncompleteImages forgets the images whose layers are not all
+// recorded (their record only: c/storage's DeleteImage would fail on the
+// unknown layer after deleting the record). A pull makes them again; the
+// layers of theirs that remain are unused from now on.
+func (s *Store) dropIncompleteImages(parents map[string]string) ([]string, error) {
+	images, err := s.store.Images()
+	if err != nil {
+		return nil, fmt.Errorf("image: list images: %w", err)
+	}
+	var dropped []string
+	var errs []error
+	for _, img := range images {
+		complete := img.TopLayer == "" || chainRecorded(parents, img.TopLayer)
+		for _, l := range img.MappedTopLayers {
+			complete = complete && chainRecorded(parents, l)
+		}
+		if complete {
+			continue
+		}
+		if err := s.store.Delete(img.ID); err != nil && !errors.Is(err, storagetypes.ErrImageUnknown) {
+			errs = append(errs, fmt.Errorf("forget image %s, whose layers are not all recorded: %w", img.ID, err))
+			continue
+		}
+		s.mu.Lock()
+		delete(s.cache, img.ID)
+		s.mu.Unlock()
+		dropped = append(dropped, img.ID)
+	}
+	return dropped, errors.Join(errs...)
 }

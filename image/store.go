@@ -134,6 +134,8 @@ type Store struct {
 
 	mu    sync.Mutex
 	cache map[string]*configInfo // by storage image ID; image content is immutable
+
+	movedAside []MovedAside // record files Open found unusable (repair.go)
 }
 
 type configInfo struct {
@@ -148,10 +150,18 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Root == "" || cfg.RunRoot == "" {
 		return nil, errors.New("image: Root and RunRoot are required")
 	}
-	graphRoot := filepath.Join(cfg.Root, "storage")
+	graphRoot, runRoot := filepath.Join(cfg.Root, "storage"), filepath.Join(cfg.RunRoot, "storage")
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	movedAside, err := repairRecords(graphRoot, runRoot, log)
+	if err != nil {
+		return nil, err
+	}
 	st, err := storage.GetStore(storagetypes.StoreOptions{
 		GraphRoot:       graphRoot,
-		RunRoot:         filepath.Join(cfg.RunRoot, "storage"),
+		RunRoot:         runRoot,
 		GraphDriverName: "overlay",
 	})
 	if err != nil {
@@ -203,10 +213,6 @@ func Open(cfg Config) (*Store, error) {
 		}
 		pinned[n] = true
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.Default()
-	}
 	// Fail early on a malformed registries.conf.
 	if _, err := sysregistriesv2.GetRegistries(sys); err != nil {
 		st.Shutdown(true) //nolint:errcheck
@@ -223,7 +229,7 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		store: st, root: graphRoot, policy: pc, cache: map[string]*configInfo{},
 		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
-		flights: &flights{m: map[string]*flight{}},
+		flights: &flights{m: map[string]*flight{}}, movedAside: movedAside,
 	}
 	s.sysCtx.Store(sys)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())

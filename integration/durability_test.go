@@ -219,18 +219,25 @@ func corruptBytes(data []byte, mode string) []byte {
 // metadata file, as a torn write would leave it.
 func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
 	t.Helper()
+	corruptRecord(t, d, "pods", pod, mode)
+}
+
+// corruptRecord rewrites record id of bucket inside the (closed) bbolt
+// metadata file.
+func corruptRecord(t *testing.T, d *daemon, bucket, id, mode string) {
+	t.Helper()
 	db, err := bolt.Open(filepath.Join(d.Root, "metadata.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("pods"))
-		data := b.Get([]byte(pod))
+		b := tx.Bucket([]byte(bucket))
+		data := b.Get([]byte(id))
 		if data == nil {
-			return fmt.Errorf("no record of pod %s", pod)
+			return fmt.Errorf("no record %s in bucket %s", id, bucket)
 		}
-		return b.Put([]byte(pod), corruptBytes(data, mode))
+		return b.Put([]byte(id), corruptBytes(data, mode))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -243,6 +250,8 @@ func corruptPodRecord(t *testing.T, d *daemon, pod, mode string) {
 // start every time, log what it moved aside, and keep managing the pods
 // it can (a steady pod stays listed and ready with its container
 // running); the victim is listed or cleanly gone, and can be removed.
+// containers/storage's records: TestCorruptStorageRecordsStartAnyway; the
+// keeper socket directory: TestKeeperSocketRestored.
 func TestCorruptStateStartsAnyway(t *testing.T) {
 	d, image := readyDaemon(t)
 	// A failure while the daemon is stopped: start it again, so that its
@@ -258,7 +267,7 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 
 	kinds := []struct {
 		name   string
-		moved  string // what the log says about the damaged file ("" : nothing to move aside)
+		moved  string // what the log says about the damaged file
 		damage func(t *testing.T, pod, ctr, mode string)
 	}{
 		{"ipam", "IPAM record unreadable, moved aside", func(t *testing.T, pod, ctr, mode string) {
@@ -267,10 +276,13 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 		{"metadata", "metadata record cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
 			corruptPodRecord(t, d, pod, mode)
 		}},
+		{"container-record", "metadata record cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
+			corruptRecord(t, d, "containers", ctr, mode)
+		}},
 		{"bundle", "OCI spec cannot be used; moved aside", func(t *testing.T, pod, ctr, mode string) {
 			corruptFile(t, filepath.Join(d.State, "containers", ctr, "config.json"), mode)
 		}},
-		{"keeper-socket", "", func(t *testing.T, pod, ctr, mode string) {
+		{"keeper-socket", "a keeper's socket was gone or replaced; the keeper bound it again", func(t *testing.T, pod, ctr, mode string) {
 			p := filepath.Join(d.State, "k", pod[:32])
 			if err := os.Remove(p); err != nil {
 				t.Fatal(err)
@@ -280,12 +292,18 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 			}
 		}},
 	}
+	victims := 0
 	for _, kind := range kinds {
 		for _, mode := range []string{"empty", "truncated", "garbage"} {
 			name := kind.name + "-" + mode
 			vCfg := podConfig("v-"+name, t.TempDir())
 			victim := runPod(t, d, vCfg).PodSandboxId
-			vCtr := startContainer(t, d, victim, vCfg, containerConfig("c", image, "sleep", "1000"))
+			// A sleep of its own length, to find its process afterwards.
+			victims++
+			vSleep := strconv.Itoa(50000 + victims)
+			vCtr := startContainer(t, d, victim, vCfg, containerConfig("c", image, "sleep", vSleep))
+			// (The init has execed sleep shortly after the start returns.)
+			waitFor(t, 10*time.Second, name+": the victim's container process", func() bool { return findCmdline("sleep\x00"+vSleep+"\x00") > 0 })
 			d.Stop()
 			kind.damage(t, victim, vCtr, mode)
 			before, _ := os.ReadFile(d.LogPath)
@@ -332,6 +350,16 @@ func TestCorruptStateStartsAnyway(t *testing.T) {
 			if pid := findPause(victim); pid > 0 {
 				t.Errorf("%s: the victim's pause %d is still running", name, pid)
 			}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				pid := findCmdline("sleep\x00" + vSleep + "\x00")
+				if pid == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%s: the victim's container process %d is still running", name, pid)
+					break
+				}
+			}
 		}
 	}
 }
@@ -346,6 +374,22 @@ func findPause(pod string) int {
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err == nil && strings.Contains(string(b), "pod-pause") && strings.Contains(string(b), pod[:32]) {
+			return pid
+		}
+	}
+	return 0
+}
+
+// findCmdline returns the PID of a process whose command line (NUL
+// separated) contains s (0: none).
+func findCmdline(s string) int {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline")); err == nil && strings.Contains(string(b), s) {
 			return pid
 		}
 	}

@@ -95,9 +95,9 @@ func TestStorageRepairAfterUncleanStop(t *testing.T) {
 
 	// A clean stop leaves the marker: no repair at the next start.
 	d.Stop()
-	before := strings.Count(readLog(t, d), "unclean stop: containers/storage checked")
+	before := strings.Count(readLog(t, d), "storage repair: containers/storage checked")
 	d.Start()
-	if after := strings.Count(readLog(t, d), "unclean stop: containers/storage checked"); after != before {
+	if after := strings.Count(readLog(t, d), "storage repair: containers/storage checked"); after != before {
 		t.Errorf("storage repaired after a clean stop (%d repairs logged, %d before)", after, before)
 	}
 }

@@ -293,7 +293,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 			stopErr = err
 		}
 	}()
-	if !cleanStart {
+	if !cleanStart || len(images.RecordsMovedAside()) > 0 {
 		collectStorage(images, rt, log)
 	}
 	warnNetworkChange(log, cfg, podNetwork.Kind(), rt.Pods())
