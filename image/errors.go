@@ -29,6 +29,9 @@ var (
 	// ErrPullStalled: no bytes came from the registry for
 	// pull_progress_timeout while a transfer was open.
 	ErrPullStalled = errors.New("pull made no progress")
+	// ErrSignatureRejected: the signature policy (signature_policy) does
+	// not accept the image: unsigned, badly signed, or a reject rule.
+	ErrSignatureRejected = errors.New("image rejected by the signature policy")
 )
 
 // classifyPullError wraps a copy error of ref with the sentinel that says
@@ -40,7 +43,7 @@ func classifyPullError(ref string, err error) error {
 	msg := strings.ToLower(err.Error())
 	wrap := func(sentinel error) error { return fmt.Errorf("pull %q: %w: %v", ref, sentinel, err) }
 	switch {
-	case errors.Is(err, ErrPullStalled), errors.Is(err, ErrNotFound), errors.Is(err, ErrUnauthorized),
+	case errors.Is(err, ErrPullStalled), errors.Is(err, ErrSignatureRejected), errors.Is(err, ErrNotFound), errors.Is(err, ErrUnauthorized),
 		errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrCorrupt), errors.Is(err, ErrNoSpace):
 		return err
 	case strings.Contains(msg, "digest did not match"), strings.Contains(msg, "does not match digest"),
