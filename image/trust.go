@@ -68,12 +68,46 @@ func loadPolicy(path string) (*pullPolicy, error) {
 	}
 	// A policy whose keys cannot be read would refuse every pull it
 	// covers; say so now rather than at the first pull.
-	pc, err := signature.NewPolicyContext(p)
-	if err != nil {
+	if err := checkKeyFiles(p); err != nil {
 		return nil, fmt.Errorf("signature policy %s: %w", path, err)
 	}
-	pc.Destroy() //nolint:errcheck
 	return &pullPolicy{policy: p, path: path}, nil
+}
+
+// checkKeyFiles checks that every key file the policy names can be read
+// (containers/image reads them only when a rule is evaluated).
+func checkKeyFiles(p *signature.Policy) error {
+	all := []signature.PolicyRequirements{p.Default}
+	for _, scopes := range p.Transports {
+		for _, reqs := range scopes {
+			all = append(all, reqs)
+		}
+	}
+	for _, reqs := range all {
+		for _, r := range reqs {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			var keys struct {
+				Type     string   `json:"type"`
+				KeyPath  string   `json:"keyPath"`
+				KeyPaths []string `json:"keyPaths"`
+			}
+			if err := json.Unmarshal(b, &keys); err != nil {
+				return err
+			}
+			for _, k := range append(keys.KeyPaths, keys.KeyPath) {
+				if k == "" {
+					continue
+				}
+				if _, err := os.ReadFile(k); err != nil {
+					return fmt.Errorf("%s key: %w", keys.Type, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // systemContextFor is the containers/image context for src under root
