@@ -78,7 +78,7 @@ func (s *Store) fastPull(ctx context.Context, sys *types.SystemContext, pol *pul
 	}
 	// The policy judges the manifest fetched above (signatures name its
 	// digest), before anything is stored or found already stored.
-	if err := checkPolicy(ctx, pol, src, named); err != nil {
+	if err := checkPolicy(ctx, pol, unwatched(src), named); err != nil {
 		return nil, err
 	}
 	id, err := p.m.ImageID(nil) // the config digest, as containers/image's storage destination computes it

@@ -187,7 +187,19 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, pol *pull
 // copyPull pulls named with containers/image's copy: the images the fast
 // pull leaves to it (fastpull.go).
 func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, pol *pullPolicy, named reference.Named, watch *pullWatch) (*storage.Image, error) {
-	srcRef, err := docker.NewReference(named)
+	// The watched source below hides sigstore signatures from the copy
+	// (containers/image's public ImageSource API carries only simple
+	// signing ones), so the policy judges the manifest through a plain
+	// source and the copy is pinned to the digest it judged.
+	judged, err := judgeManifest(ctx, sys, pol, named)
+	if err != nil {
+		return nil, err
+	}
+	pinned, err := reference.WithDigest(reference.TrimNamed(named), judged)
+	if err != nil {
+		return nil, err
+	}
+	srcRef, err := docker.NewReference(pinned)
 	if err != nil {
 		return nil, err
 	}
@@ -195,9 +207,9 @@ func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, pol *pul
 	if err != nil {
 		return nil, err
 	}
-	pc, err := signature.NewPolicyContext(pol.policy)
+	pc, err := signature.NewPolicyContext(defaultPolicy().policy) // judged above
 	if err != nil {
-		return nil, fmt.Errorf("pull %q: signature policy: %w", named.String(), err)
+		return nil, err
 	}
 	defer pc.Destroy() //nolint:errcheck
 	if _, err := copy.Image(ctx, pc, dstRef, watchedRef{ImageReference: srcRef, w: watch}, &copy.Options{

@@ -10,9 +10,11 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/opencontainers/go-digest"
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	cimage "go.podman.io/image/v5/image"
+	"go.podman.io/image/v5/manifest"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
 	"go.podman.io/image/v5/signature"
 	"go.podman.io/image/v5/types"
@@ -178,6 +180,43 @@ func checkPolicy(ctx context.Context, pol *pullPolicy, src types.ImageSource, na
 		err = errors.New("refused")
 	}
 	return policyRefusal(pol, named, err)
+}
+
+// unwatched is the registry's own source under a pullWatch's wrapper: the
+// wrapper offers only containers/image's public ImageSource API, through
+// which sigstore signatures are not read.
+func unwatched(src types.ImageSource) types.ImageSource {
+	if w, ok := src.(*watchedSource); ok {
+		return w.ImageSource
+	}
+	return src
+}
+
+// judgeManifest evaluates the policy for named on the manifest the
+// registry serves now and returns that manifest's digest, to which the
+// caller pins its copy.
+func judgeManifest(ctx context.Context, sys *types.SystemContext, pol *pullPolicy, named reference.Named) (digest.Digest, error) {
+	ref, err := docker.NewReference(named)
+	if err != nil {
+		return "", err
+	}
+	src, err := ref.NewImageSource(ctx, sys)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	man, _, err := src.GetManifest(ctx, nil)
+	if err != nil {
+		return "", err
+	}
+	d, err := manifest.Digest(man)
+	if err != nil {
+		return "", err
+	}
+	if err := checkPolicy(ctx, pol, src, named); err != nil {
+		return "", err
+	}
+	return d, nil
 }
 
 // policyRefusal is the error of an image pol refuses.
