@@ -1,14 +1,19 @@
 package image
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/signature"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 // ruleFor names the section containers/image applies: the most specific
@@ -149,5 +154,61 @@ func TestCheckSourcesMissingDirs(t *testing.T) {
 		if _, err := checkSources(systemContextFor(dir, src), ""); err == nil {
 			t.Errorf("%+v: accepted", src)
 		}
+	}
+}
+
+// TestPullPolicyBothPaths: the policy refuses on the fast pull and on the
+// containers/image copy path alike, with ErrSignatureRejected naming the
+// rule, and nothing of the refused image is stored; an accepted image
+// pulls on both.
+func TestPullPolicyBothPaths(t *testing.T) {
+	addr := testenv.StartRegistry(t)
+	img, err := testenv.RandomImage(2, 8<<10, 0x9011c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Push(t, addr+"/no/app:1", img, "", "")
+	testenv.Push(t, addr+"/ok/app:1", img, "", "")
+	s, _ := openTestStoreWith(t, addr, func(dir string, c *Config) {
+		c.SignaturePolicy = filepath.Join(dir, "policy.json")
+		if err := os.WriteFile(c.SignaturePolicy, []byte(`{"default": [{"type": "insecureAcceptAnything"}],
+  "transports": {"docker": {"`+addr+`/no": [{"type": "reject"}]}}}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ctx := context.Background()
+	for _, copyOnly := range []bool{false, true} {
+		s.noFastPull = copyOnly
+		_, err := s.Pull(ctx, addr+"/no/app:1", nil)
+		if !errors.Is(err, ErrSignatureRejected) || !strings.Contains(err.Error(), `transports.docker["`+addr+`/no"] (reject)`) {
+			t.Errorf("copy only %v: refused pull: %v, want ErrSignatureRejected naming the rule", copyOnly, err)
+		}
+		if layers, _ := s.store.Layers(); len(layers) != 0 {
+			t.Errorf("copy only %v: %d layers after the refused pull, want 0", copyOnly, len(layers))
+		}
+		if imgs, _ := s.store.Images(); len(imgs) != 0 {
+			t.Errorf("copy only %v: %d images after the refused pull, want 0", copyOnly, len(imgs))
+		}
+	}
+	for _, copyOnly := range []bool{false, true} {
+		s.noFastPull = copyOnly
+		pulled, err := s.Pull(ctx, addr+"/ok/app:1", nil)
+		if err != nil {
+			t.Fatalf("copy only %v: accepted pull: %v", copyOnly, err)
+		}
+		if !slices.Contains(pulled.RepoTags, addr+"/ok/app:1") {
+			t.Errorf("copy only %v: tags %v", copyOnly, pulled.RepoTags)
+		}
+		if err := s.Remove(ctx, pulled.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Stored, the refused name is still refused.
+	s.noFastPull = false
+	if _, err := s.Pull(ctx, addr+"/ok/app:1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(ctx, addr+"/no/app:1", nil); !errors.Is(err, ErrSignatureRejected) {
+		t.Errorf("refused name of a stored image: %v, want ErrSignatureRejected", err)
 	}
 }
