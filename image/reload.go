@@ -29,7 +29,7 @@ func (s *Store) SetSources(src Sources) error {
 	cur := s.systemContext()
 	next := systemContextFor(filepath.Dir(s.root), src)
 	next.AuthFilePath = cur.AuthFilePath
-	pol, err := checkSources(next, src.SignaturePolicy)
+	pol, err := checkSources(next, src)
 	if err != nil {
 		return err
 	}

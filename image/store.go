@@ -179,9 +179,11 @@ func Open(cfg Config) (*Store, error) {
 			}
 		}
 	}
-	sys := systemContextFor(cfg.Root, Sources{
+	src := Sources{
 		RegistriesConf: regConf, RegistriesConfDir: cfg.RegistriesConfDir, RegistriesD: cfg.RegistriesD,
-	})
+		SignaturePolicy: cfg.SignaturePolicy,
+	}
+	sys := systemContextFor(cfg.Root, src)
 	if cfg.AuthFile != "" {
 		sys.AuthFilePath = cfg.AuthFile
 	}
@@ -209,7 +211,7 @@ func Open(cfg Config) (*Store, error) {
 		log = slog.Default()
 	}
 	// Fail early on a malformed registries.conf, drop-in or policy.
-	pol, err := checkSources(sys, cfg.SignaturePolicy)
+	pol, err := checkSources(sys, src)
 	if err != nil {
 		st.Shutdown(true) //nolint:errcheck
 		return nil, fmt.Errorf("image: %w", err)

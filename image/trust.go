@@ -44,8 +44,8 @@ type Sources struct {
 
 // pullPolicy is a parsed signature policy and where it came from (for
 // error messages). A PolicyContext is made from it for each pull:
-// containers/image's PolicyContext is not meant to be shared by
-// concurrent copies.
+// containers/image's PolicyContext is an unlocked state machine that fails
+// an evaluation while another one runs.
 type pullPolicy struct {
 	policy *signature.Policy
 	path   string // "" : the built-in insecureAcceptAnything default
@@ -140,14 +140,16 @@ func systemContextFor(root string, src Sources) *types.SystemContext {
 	return sys
 }
 
-// checkSources fails on files that do not parse: registries.conf with its
-// drop-ins, and policy.json (with the keys it names). registries.d files
-// are read by containers/image at each pull; an error there names the file.
-func checkSources(sys *types.SystemContext, policyPath string) (*pullPolicy, error) {
+// checkSources fails on the files of src, as sys reads them, that are
+// missing or do not parse: registries.conf with its drop-ins, and
+// policy.json (with the keys it names). registries.d files are read by
+// containers/image at each pull (it exports no parser); an error there
+// fails the pull, naming the file.
+func checkSources(sys *types.SystemContext, src Sources) (*pullPolicy, error) {
 	for _, d := range []struct{ key, path string }{
-		{"registries_conf_dir", sys.SystemRegistriesConfDirPath}, {"registries_d", sys.RegistriesDirPath},
+		{"registries_conf_dir", src.RegistriesConfDir}, {"registries_d", src.RegistriesD},
 	} {
-		if strings.HasSuffix(d.path, "nonexistent.d") {
+		if d.path == "" {
 			continue
 		}
 		if fi, err := os.Stat(d.path); err != nil {
@@ -160,7 +162,7 @@ func checkSources(sys *types.SystemContext, policyPath string) (*pullPolicy, err
 	if _, err := sysregistriesv2.GetRegistries(sys); err != nil {
 		return nil, fmt.Errorf("registries config %s (drop-ins %s): %w", sys.SystemRegistriesConfPath, sys.SystemRegistriesConfDirPath, err)
 	}
-	return loadPolicy(policyPath)
+	return loadPolicy(src.SignaturePolicy)
 }
 
 // checkPolicy evaluates the policy for the image src serves (its

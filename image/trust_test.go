@@ -104,7 +104,7 @@ func TestCandidatesAliases(t *testing.T) {
 	}
 	s := &Store{log: slog.New(slog.DiscardHandler)}
 	s.sysCtx.Store(systemContextFor(dir, Sources{RegistriesConf: conf, RegistriesConfDir: dropins}))
-	if _, err := checkSources(s.systemContext(), ""); err != nil {
+	if _, err := checkSources(s.systemContext(), Sources{RegistriesConf: conf, RegistriesConfDir: dropins}); err != nil {
 		t.Fatal(err)
 	}
 	const dgst = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -131,7 +131,7 @@ func TestCandidatesAliases(t *testing.T) {
 	}
 	// Without the drop-in directory the main file's alias applies.
 	s.sysCtx.Store(systemContextFor(dir, Sources{RegistriesConf: conf}))
-	if _, err := checkSources(s.systemContext(), ""); err != nil {
+	if _, err := checkSources(s.systemContext(), Sources{RegistriesConf: conf}); err != nil {
 		t.Fatal(err)
 	}
 	if cands, err := s.candidates("tool"); err != nil || len(cands) != 1 || cands[0].String() != "quay.io/team/tool:latest" {
@@ -151,7 +151,7 @@ func TestCheckSourcesMissingDirs(t *testing.T) {
 		{RegistriesConf: conf, RegistriesD: filepath.Join(dir, "absent")},
 		{RegistriesConf: conf, RegistriesD: conf}, // a file
 	} {
-		if _, err := checkSources(systemContextFor(dir, src), ""); err == nil {
+		if _, err := checkSources(systemContextFor(dir, src), src); err == nil {
 			t.Errorf("%+v: accepted", src)
 		}
 	}
