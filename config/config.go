@@ -37,6 +37,11 @@ type Config struct {
 	CgroupDriver   string `toml:"cgroup_driver"`
 	CgroupParent   string `toml:"cgroup_parent"`
 	RegistriesConf string `toml:"registries_conf"`
+	// RegistriesConfDir, RegistriesD and SignaturePolicy: image trust
+	// (image/trust.go); empty: none.
+	RegistriesConfDir string `toml:"registries_conf_dir"`
+	RegistriesD       string `toml:"registries_d"`
+	SignaturePolicy   string `toml:"signature_policy"`
 	// Network picks the pod network: "builtin", "cni", or "auto" (CNI when
 	// cni_conf_dir holds a config, else built-in).
 	Network string `toml:"network"`
@@ -138,6 +143,7 @@ func Check(path string) error {
 func (c Config) missingFiles() []problem {
 	var ps []problem
 	for _, kv := range [][2]string{{"registries_conf", c.RegistriesConf}, {"auth_file", c.AuthFile},
+		{"registries_conf_dir", c.RegistriesConfDir}, {"registries_d", c.RegistriesD}, {"signature_policy", c.SignaturePolicy},
 		{"stream_tls_cert", c.StreamTLSCert}, {"stream_tls_key", c.StreamTLSKey}} {
 		if kv[1] == "" {
 			continue
@@ -400,7 +406,7 @@ func (c Config) Values() map[string]any {
 
 // ReloadableKeys are the keys a running daemon applies on SIGHUP; the
 // others need a restart.
-var ReloadableKeys = []string{"log_level", "registries_conf", "cni_conf_dir"}
+var ReloadableKeys = []string{"log_level", "registries_conf", "registries_conf_dir", "registries_d", "signature_policy", "cni_conf_dir"}
 
 // Changed lists the keys whose values differ between a and b, sorted.
 func Changed(a, b Config) []string {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	crierrors "k8s.io/cri-api/pkg/errors"
 
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -18,6 +20,17 @@ import (
 func toStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
+	}
+	if errors.Is(err, image.ErrSignatureRejected) {
+		// What the kubelet recognises (images.evalCRIPullErr): code Unknown
+		// and a message that starts "SignatureValidationFailed", as CRI-O
+		// sends; the pod then shows reason SignatureValidationFailed
+		// rather than ErrImagePull.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, crierrors.ErrSignatureValidationFailed.Error()) {
+			msg = crierrors.ErrSignatureValidationFailed.Error() + ": " + msg
+		}
+		return status.Error(codes.Unknown, msg)
 	}
 	code := codes.Unknown
 	switch {

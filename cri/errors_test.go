@@ -82,3 +82,20 @@ func TestMatchLabels(t *testing.T) {
 		t.Error("label matching wrong")
 	}
 }
+
+// A policy refusal reaches the kubelet as CRI-O sends it: code Unknown, the
+// message led by "SignatureValidationFailed" (images.evalCRIPullErr), the
+// image and rule kept.
+func TestToStatusSignatureRejected(t *testing.T) {
+	err := fmt.Errorf("%w: image %q refused by /etc/p.json, rule default (reject): Running image is rejected by policy.",
+		image.ErrSignatureRejected, "quay.io/x/y:1")
+	got := toStatus(err)
+	s, _ := status.FromError(got)
+	if s.Code() != codes.Unknown {
+		t.Errorf("code %v, want Unknown", s.Code())
+	}
+	want := "SignatureValidationFailed: " + err.Error()
+	if s.Message() != want {
+		t.Errorf("message %q, want %q", s.Message(), want)
+	}
+}

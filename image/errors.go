@@ -32,6 +32,9 @@ var (
 	// ErrInUse: the image is the root filesystem of a container that still
 	// exists, so it cannot be removed until that container is.
 	ErrInUse = errors.New("image in use by a container")
+	// ErrSignatureRejected: the signature policy (signature_policy) does
+	// not accept the image: unsigned, badly signed, or a reject rule.
+	ErrSignatureRejected = errors.New("image rejected by the signature policy")
 )
 
 // classifyPullError wraps a copy error of ref with the sentinel that says
@@ -43,7 +46,7 @@ func classifyPullError(ref string, err error) error {
 	msg := strings.ToLower(err.Error())
 	wrap := func(sentinel error) error { return fmt.Errorf("pull %q: %w: %v", ref, sentinel, err) }
 	switch {
-	case errors.Is(err, ErrPullStalled), errors.Is(err, ErrNotFound), errors.Is(err, ErrUnauthorized),
+	case errors.Is(err, ErrPullStalled), errors.Is(err, ErrSignatureRejected), errors.Is(err, ErrNotFound), errors.Is(err, ErrUnauthorized),
 		errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrCorrupt), errors.Is(err, ErrNoSpace):
 		return err
 	case strings.Contains(msg, "digest did not match"), strings.Contains(msg, "does not match digest"),

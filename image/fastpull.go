@@ -62,7 +62,7 @@ type fastPull struct {
 }
 
 // fastPull pulls named as described above, or returns errFallback.
-func (s *Store) fastPull(ctx context.Context, sys *types.SystemContext, named reference.Named, watch *pullWatch) (*storage.Image, error) {
+func (s *Store) fastPull(ctx context.Context, sys *types.SystemContext, pol *pullPolicy, named reference.Named, watch *pullWatch) (*storage.Image, error) {
 	srcRef, err := docker.NewReference(named)
 	if err != nil {
 		return nil, err
@@ -74,6 +74,11 @@ func (s *Store) fastPull(ctx context.Context, sys *types.SystemContext, named re
 	defer src.Close()
 	p := &fastPull{s: s, src: src, named: named}
 	if err := p.resolveManifest(ctx, sys); err != nil {
+		return nil, err
+	}
+	// The policy judges the manifest fetched above (signatures name its
+	// digest), before anything is stored or found already stored.
+	if err := checkPolicy(ctx, pol, unwatched(src), named); err != nil {
 		return nil, err
 	}
 	id, err := p.m.ImageID(nil) // the config digest, as containers/image's storage destination computes it

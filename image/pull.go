@@ -15,6 +15,7 @@ import (
 	"go.podman.io/image/v5/docker"
 	"go.podman.io/image/v5/docker/reference"
 	"go.podman.io/image/v5/pkg/sysregistriesv2"
+	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
@@ -24,12 +25,22 @@ import (
 // (containers/image's default is 6; containerd's CRI default is 3).
 const maxParallelDownloads = 6
 
-// candidates lists the fully qualified references ref may mean, in order:
-// short names expand over unqualified-search-registries (docker.io when
-// none is configured).
+// candidates lists the fully qualified references ref may mean, in order.
+// A short name with a short-name alias (an [aliases] entry of
+// registries.conf or a drop-in such as shortnames.conf) means only the
+// alias's target, as containers-registries.conf(5) says; other short names
+// expand over unqualified-search-registries (docker.io when none is
+// configured). Like CRI-O, peapod never prompts and never tries
+// "localhost/" for a pull.
 func (s *Store) candidates(ref string) ([]reference.Named, error) {
 	if !isShortName(ref) {
 		n, err := normalizeNamed(ref)
+		if err != nil {
+			return nil, err
+		}
+		return []reference.Named{n}, nil
+	}
+	if n, err := s.aliasOf(ref); n != nil || err != nil {
 		if err != nil {
 			return nil, err
 		}
@@ -65,6 +76,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error
 		return nil, err
 	}
 	sys := *s.systemContext() // a reload during the pull does not change it
+	pol := s.policy.Load()
 	if auth != nil && *auth != (Auth{}) {
 		sys.DockerAuthConfig = &types.DockerAuthConfig{
 			Username: auth.Username, Password: auth.Password, IdentityToken: auth.IdentityToken,
@@ -77,7 +89,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth *Auth) (*Image, error
 	}
 	key.WriteString(authKey(auth))
 	img, err := s.flights.do(ctx, s.baseCtx, key.String(), func(ctx context.Context) (*Image, error) {
-		return s.pull(ctx, ref, cands, &sys)
+		return s.pull(ctx, ref, cands, &sys, pol)
 	})
 	if err != nil && ctx.Err() != nil && !errors.Is(err, ErrPullStalled) {
 		return nil, fmt.Errorf("pull %q: %w", ref, ctx.Err())
@@ -94,17 +106,17 @@ func authKey(a *Auth) string {
 	return hex.EncodeToString(h[:])
 }
 
-func (s *Store) pull(ctx context.Context, ref string, cands []reference.Named, sys *types.SystemContext) (img *Image, err error) {
+func (s *Store) pull(ctx context.Context, ref string, cands []reference.Named, sys *types.SystemContext, pol *pullPolicy) (img *Image, err error) {
 	s.beginPull()
 	defer func() { s.endPull(err != nil) }()
 	var errs []error
 	for _, named := range cands {
-		img, err := s.pullOne(ctx, sys, named)
+		img, err := s.pullOne(ctx, sys, pol, named)
 		if err == nil {
 			return img, nil
 		}
-		if errors.Is(err, ErrPullStalled) {
-			return nil, err
+		if errors.Is(err, ErrPullStalled) || errors.Is(err, ErrSignatureRejected) {
+			return nil, err // a refused image is not looked for elsewhere
 		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("pull %q: %w", ref, ctx.Err())
@@ -130,7 +142,7 @@ func allNotFound(errs []error) bool {
 	return true
 }
 
-func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named reference.Named) (*Image, error) {
+func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, pol *pullPolicy, named reference.Named) (*Image, error) {
 	watch := newPullWatch(named.String(), s.progressTimeout, s.log)
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -144,15 +156,17 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 	var simg *storage.Image
 	err := errFallback
 	if !s.noFastPull {
-		simg, err = s.fastPull(ctx, sys, named, watch)
+		simg, err = s.fastPull(ctx, sys, pol, named, watch)
 	}
 	if errors.Is(err, errFallback) {
 		s.log.Debug("pulling with containers/image's copy", "image", named.String())
-		simg, err = s.copyPull(ctx, sys, named, watch)
+		simg, err = s.copyPull(ctx, sys, pol, named, watch)
 	}
 	if err != nil {
 		if cause := context.Cause(ctx); errors.Is(cause, ErrPullStalled) {
 			err = cause
+		} else if !errors.Is(err, ErrSignatureRejected) && isPolicyRefusal(err) {
+			err = policyRefusal(pol, named, err) // refused in containers/image's copy
 		}
 		err = classifyPullError(named.String(), err)
 		if s.observer != nil {
@@ -172,8 +186,20 @@ func (s *Store) pullOne(ctx context.Context, sys *types.SystemContext, named ref
 
 // copyPull pulls named with containers/image's copy: the images the fast
 // pull leaves to it (fastpull.go).
-func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, named reference.Named, watch *pullWatch) (*storage.Image, error) {
-	srcRef, err := docker.NewReference(named)
+func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, pol *pullPolicy, named reference.Named, watch *pullWatch) (*storage.Image, error) {
+	// The watched source below hides sigstore signatures from the copy
+	// (containers/image's public ImageSource API carries only simple
+	// signing ones), so the policy judges the manifest through a plain
+	// source and the copy is pinned to the digest it judged.
+	judged, err := judgeManifest(ctx, sys, pol, named)
+	if err != nil {
+		return nil, err
+	}
+	pinned, err := reference.WithDigest(reference.TrimNamed(named), judged)
+	if err != nil {
+		return nil, err
+	}
+	srcRef, err := docker.NewReference(pinned)
 	if err != nil {
 		return nil, err
 	}
@@ -181,7 +207,12 @@ func (s *Store) copyPull(ctx context.Context, sys *types.SystemContext, named re
 	if err != nil {
 		return nil, err
 	}
-	if _, err := copy.Image(ctx, s.policy, dstRef, watchedRef{ImageReference: srcRef, w: watch}, &copy.Options{
+	pc, err := signature.NewPolicyContext(defaultPolicy().policy) // judged above
+	if err != nil {
+		return nil, err
+	}
+	defer pc.Destroy() //nolint:errcheck
+	if _, err := copy.Image(ctx, pc, dstRef, watchedRef{ImageReference: srcRef, w: watch}, &copy.Options{
 		SourceCtx:            sys,
 		DestinationCtx:       sys,
 		ReportWriter:         io.Discard,

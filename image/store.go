@@ -6,7 +6,8 @@
 // go.podman.io/image/v5 (copy.Image from the docker transport into the
 // containers-storage transport), honouring a containers-registries.conf(5)
 // v2 file for mirrors, insecure (plain HTTP) registries and
-// unqualified-search-registries. Signatures are not checked.
+// unqualified-search-registries, with drop-ins, short-name aliases and
+// signature verification by a containers-policy.json(5) (trust.go).
 //
 // The package knows nothing of the CRI API types; the cri package translates.
 //
@@ -23,7 +24,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -35,8 +35,6 @@ import (
 	imgspecv1 "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"go.podman.io/image/v5/docker/reference"
-	"go.podman.io/image/v5/pkg/sysregistriesv2"
-	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
 	"go.podman.io/storage"
@@ -53,6 +51,18 @@ type Config struct {
 	// RegistriesConf is a containers-registries.conf(5) v2 file; empty or
 	// absent means no mirrors, HTTPS only, short names go to docker.io.
 	RegistriesConf string
+	// RegistriesConfDir holds registries.conf drop-ins (*.conf, read in
+	// order after RegistriesConf, e.g. a shortnames.conf of [aliases]);
+	// empty: none (the host's /etc/containers/registries.conf.d is not read).
+	RegistriesConfDir string
+	// RegistriesD is a containers-registries.d(5) directory: where
+	// signatures are read from (lookaside, use-sigstore-attachments);
+	// empty: none, signatures only from containers/image's default
+	// lookaside /var/lib/containers/sigstore.
+	RegistriesD string
+	// SignaturePolicy is a containers-policy.json(5) file checked at every
+	// pull; empty: accept any image (insecureAcceptAnything).
+	SignaturePolicy string
 	// AuthFile is a containers-auth.json(5) or docker config.json file
 	// with registry credentials, used when a pull brings none; empty: none.
 	AuthFile string
@@ -101,8 +111,8 @@ type Image struct {
 type Store struct {
 	store  storage.Store
 	root   string                              // storage graph root
-	sysCtx atomic.Pointer[types.SystemContext] // replaced whole by SetRegistriesConf
-	policy *signature.PolicyContext
+	sysCtx atomic.Pointer[types.SystemContext] // replaced whole by SetSources
+	policy atomic.Pointer[pullPolicy]          // replaced whole by SetSources
 
 	log             *slog.Logger
 	progressTimeout time.Duration
@@ -179,18 +189,11 @@ func Open(cfg Config) (*Store, error) {
 			}
 		}
 	}
-	none := filepath.Join(cfg.Root, "nonexistent.d")
-	sys := &types.SystemContext{
-		SystemRegistriesConfPath:    regConf,
-		SystemRegistriesConfDirPath: none, // never read the host's /etc/containers/registries.conf.d
-		RegistriesDirPath:           none, // no lookaside signature config
-		AuthFilePath:                filepath.Join(none, "auth.json"),
-		BigFilesTemporaryDir:        filepath.Join(cfg.Root, "tmp"),
-		BlobInfoCacheDir:            filepath.Join(cfg.Root, "cache"), // not the host's /var/lib/containers/cache
-		OSChoice:                    "linux",
-		ArchitectureChoice:          runtime.GOARCH,
-		DockerRegistryUserAgent:     "peapod",
+	src := Sources{
+		RegistriesConf: regConf, RegistriesConfDir: cfg.RegistriesConfDir, RegistriesD: cfg.RegistriesD,
+		SignaturePolicy: cfg.SignaturePolicy,
 	}
+	sys := systemContextFor(cfg.Root, src)
 	if cfg.AuthFile != "" {
 		sys.AuthFilePath = cfg.AuthFile
 	}
@@ -213,25 +216,20 @@ func Open(cfg Config) (*Store, error) {
 		}
 		pinned[n] = true
 	}
-	// Fail early on a malformed registries.conf.
-	if _, err := sysregistriesv2.GetRegistries(sys); err != nil {
-		st.Shutdown(true) //nolint:errcheck
-		return nil, fmt.Errorf("image: registries config %s: %w", regConf, err)
-	}
-	pc, err := signature.NewPolicyContext(&signature.Policy{
-		Default: signature.PolicyRequirements{signature.NewPRInsecureAcceptAnything()},
-	})
+	// Fail early on a malformed registries.conf, drop-in or policy.
+	pol, err := checkSources(sys, src)
 	if err != nil {
 		st.Shutdown(true) //nolint:errcheck
-		return nil, err
+		return nil, fmt.Errorf("image: %w", err)
 	}
 	removeStagingLeftovers(graphRoot, log)
 	s := &Store{
-		store: st, root: graphRoot, policy: pc, cache: map[string]*configInfo{},
+		store: st, root: graphRoot, cache: map[string]*configInfo{},
 		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
 		flights: &flights{m: map[string]*flight{}}, movedAside: movedAside,
 	}
 	s.sysCtx.Store(sys)
+	s.policy.Store(pol)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.gcIdle = sync.NewCond(&s.gcMu)
 	return s, nil
@@ -244,7 +242,6 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancelBase()
 		s.flights.wait()
-		s.policy.Destroy() //nolint:errcheck
 		_, err := s.store.Shutdown(true)
 		if errors.Is(err, storagetypes.ErrLayerUsedByContainer) {
 			// Shutdown(force) unmounted the container layers but then

@@ -37,6 +37,10 @@ func runtimeInfo(cfg config.Config, net *network.Reloadable, streamAddr string) 
 		"streamingAddress": streamAddr,
 		"registriesConf":   registriesConf(cfg.RegistriesConf),
 		"authFile":         cfg.AuthFile,
+
+		"registriesConfDir": cfg.RegistriesConfDir,
+		"registriesD":       cfg.RegistriesD,
+		"signaturePolicy":   cfg.SignaturePolicy,
 	}
 	if err := net.Ready(); err != nil {
 		info["networkNotReady"] = err.Error()

@@ -103,6 +103,11 @@ var flagNames = map[string]func(*config.Config) *string{
 	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
 	"cni-conf-dir":    func(c *config.Config) *string { return &c.CNIConfDir },
 	"stream-address":  func(c *config.Config) *string { return &c.StreamAddress },
+
+	// image trust (image/trust.go)
+	"registries-conf-dir": func(c *config.Config) *string { return &c.RegistriesConfDir },
+	"registries-d":        func(c *config.Config) *string { return &c.RegistriesD },
+	"signature-policy":    func(c *config.Config) *string { return &c.SignaturePolicy },
 }
 
 var flagUsage = map[string]string{
@@ -120,6 +125,10 @@ var flagUsage = map[string]string{
 	"pod-cidr":        "pod address range of the built-in network: IPv4, or IPv4,IPv6 for dual-stack",
 	"cni-conf-dir":    "CNI config dir (network cni or auto)",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
+
+	"registries-conf-dir": "directory of registries.conf drop-ins, e.g. shortnames.conf (empty: none)",
+	"registries-d":        "containers-registries.d(5) directory: where image signatures are read from (empty: none)",
+	"signature-policy":    "containers-policy.json(5) file checked at every pull (empty: accept any image)",
 }
 
 // printUsage is peapod --help: the commands, then the daemon's flags.
@@ -244,6 +253,9 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		Root:                cfg.Root,
 		RunRoot:             cfg.State,
 		RegistriesConf:      cfg.RegistriesConf,
+		RegistriesConfDir:   cfg.RegistriesConfDir,
+		RegistriesD:         cfg.RegistriesD,
+		SignaturePolicy:     cfg.SignaturePolicy,
 		AuthFile:            cfg.AuthFile,
 		PullProgressTimeout: cfg.PullProgressTimeout,
 		PinnedImages:        cfg.PinnedImages,
@@ -311,6 +323,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 			now := reload.current()
 			in := cfg // with the files found at start (auth file); the registries file as reloaded
 			in.RegistriesConf = now.RegistriesConf
+			in.RegistriesConfDir, in.RegistriesD, in.SignaturePolicy = now.RegistriesConfDir, now.RegistriesD, now.SignaturePolicy
 			return map[string]any{"config": now.Values(), "runtime": runtimeInfo(in, podNetwork, streams.Addr())}
 		}}, log)
 	svc.UseMetrics(m)

@@ -13,7 +13,8 @@ import (
 )
 
 // reloader applies the safe keys of a changed config file on SIGHUP:
-// log_level, registries_conf and cni_conf_dir. Pods and containers are not
+// log_level, the image trust files (registries_conf, registries_conf_dir,
+// registries_d, signature_policy) and cni_conf_dir. Pods and containers are not
 // touched. Other changed keys are logged as ignored until a restart.
 type reloader struct {
 	path   string          // --config; "" means there is nothing to reload
@@ -55,6 +56,9 @@ func (r *reloader) reload(ctx context.Context) {
 			ignored = append(ignored, key)
 			continue
 		}
+		if slices.Contains(imageSourceKeys, key) {
+			continue // applied together below
+		}
 		if err := r.apply(ctx, key, next); err != nil {
 			r.log.Error("SIGHUP: key not reloaded; the running value stays", "key", key, "err", err)
 			failed = append(failed, key)
@@ -62,11 +66,25 @@ func (r *reloader) reload(ctx context.Context) {
 		}
 		applied = append(applied, key)
 	}
-	// Files named by unchanged keys may have changed: read them again too.
-	if !slices.Contains(applied, "registries_conf") && !slices.Contains(failed, "registries_conf") {
-		if err := r.images.SetRegistriesConf(registriesConf(r.cfg.RegistriesConf)); err != nil {
-			r.log.Error("SIGHUP: registries config not reloaded", "err", err)
+	// The image trust files are applied as one (a policy may rely on a
+	// registries.d that changes with it), and read again even when their
+	// keys did not change.
+	var changedSources []string
+	for _, key := range config.Changed(r.cfg, next) {
+		if slices.Contains(imageSourceKeys, key) {
+			changedSources = append(changedSources, key)
 		}
+	}
+	if err := r.images.SetSources(imageSources(next)); err != nil {
+		r.log.Error("SIGHUP: registries config and signature policy not reloaded; the running ones stay", "err", err)
+		failed = append(failed, changedSources...)
+	} else {
+		if len(changedSources) > 0 {
+			r.log.Info("image trust files changed", "keys", changedSources)
+		}
+		applied = append(applied, changedSources...)
+		r.cfg.RegistriesConf, r.cfg.RegistriesConfDir = next.RegistriesConf, next.RegistriesConfDir
+		r.cfg.RegistriesD, r.cfg.SignaturePolicy = next.RegistriesD, next.SignaturePolicy
 	}
 	if !slices.Contains(applied, "cni_conf_dir") && !slices.Contains(failed, "cni_conf_dir") {
 		if err := r.net.ReloadCNIConfDir(ctx, r.cfg.CNIConfDir); err != nil {
@@ -89,12 +107,6 @@ func (r *reloader) apply(ctx context.Context, key string, next config.Config) er
 		r.log.Info("log level changed", "from", r.cfg.LogLevel, "to", next.LogLevel)
 		r.level.Set(l)
 		r.cfg.LogLevel = next.LogLevel
-	case "registries_conf":
-		if err := r.images.SetRegistriesConf(registriesConf(next.RegistriesConf)); err != nil {
-			return err
-		}
-		r.log.Info("registries config changed", "from", r.cfg.RegistriesConf, "to", next.RegistriesConf)
-		r.cfg.RegistriesConf = next.RegistriesConf
 	case "cni_conf_dir":
 		if err := r.net.ReloadCNIConfDir(ctx, next.CNIConfDir); err != nil {
 			return err
@@ -114,6 +126,19 @@ func keepFlags(next, running config.Config, flags map[string]bool) config.Config
 		}
 	}
 	return next
+}
+
+// imageSourceKeys are the keys naming image trust files (image.Sources).
+var imageSourceKeys = []string{"registries_conf", "registries_conf_dir", "registries_d", "signature_policy"}
+
+// imageSources are the image trust files cfg names.
+func imageSources(cfg config.Config) image.Sources {
+	return image.Sources{
+		RegistriesConf:    registriesConf(cfg.RegistriesConf),
+		RegistriesConfDir: cfg.RegistriesConfDir,
+		RegistriesD:       cfg.RegistriesD,
+		SignaturePolicy:   cfg.SignaturePolicy,
+	}
 }
 
 // registriesConf is the file used for registries_conf: the host's
