@@ -66,6 +66,10 @@ type Config struct {
 	// PidsLimit is each container's default pids.max; 0: none.
 	PidsLimit int64 `toml:"pids_limit"`
 
+	// CDISpecDirs are searched for CDI device specs; empty: CDI devices
+	// are refused.
+	CDISpecDirs []string `toml:"cdi_spec_dirs"`
+
 	// RuntimeHandlers are the runtime handler names (RuntimeClass handler)
 	// served besides the default one, each with what runs it.
 	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`

@@ -213,6 +213,9 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolum
 	if err != nil {
 		return err
 	}
+	if err := r.cdi.Inject(spec, c.Config); err != nil {
+		return err
+	}
 	if _, err := runner.LibcontainerConfig(c.ID, spec); err != nil {
 		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
 	}

@@ -6,6 +6,7 @@ package sandbox
 
 import (
 	"context"
+	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
@@ -50,11 +51,12 @@ type Network interface {
 
 // Options configure a Runtime.
 type Options struct {
-	Root         string // persistent: metadata database
-	State        string // runtime state: pod dirs, container bundles, libcontainer state
-	CgroupParent string // used when a pod names no cgroup parent
-	CgroupDriver string // "cgroupfs" (kubelet's driver must match)
-	PidsLimit    int64  // each container's pids.max unless its resources set one; 0: none
+	Root         string   // persistent: metadata database
+	State        string   // runtime state: pod dirs, container bundles, libcontainer state
+	CgroupParent string   // used when a pod names no cgroup parent
+	CgroupDriver string   // "cgroupfs" (kubelet's driver must match)
+	PidsLimit    int64    // each container's pids.max unless its resources set one; 0: none
+	CDISpecDirs  []string // CDI device specs (config cdi_spec_dirs); empty: CDI devices refused
 	Images       Images
 	Network      Network
 	Events       Events // receives pod and container events; nil: none
@@ -78,6 +80,7 @@ type Runtime struct {
 	ctrNames   *names.Registry
 
 	samples    stats.CPURates            // for the CPU rate in stats
+	cdi        *oci.CDIRegistry          // resolves ContainerConfig.CDI_devices
 	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
 	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
 	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
@@ -121,6 +124,7 @@ func Open(opts Options) (*Runtime, error) {
 		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
 		fail:       store.FailpointsFromEnv(),
 		removals:   removals.New(),
+		cdi:        oci.NewCDIRegistry(opts.CDISpecDirs),
 		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
 	if _, held := r.fail[layerWalkFailpoint]; held {

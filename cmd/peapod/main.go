@@ -291,6 +291,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		CgroupParent: cfg.CgroupParent,
 		CgroupDriver: cfg.CgroupDriver,
 		PidsLimit:    cfg.PidsLimit,
+		CDISpecDirs:  cfg.CDISpecDirs,
 		Handlers:     slices.Sorted(maps.Keys(cfg.RuntimeHandlers)),
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
