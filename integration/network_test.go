@@ -389,13 +389,13 @@ func TestNetworkCycles(t *testing.T) {
 		t.Helper()
 		// Veths.
 		onBridge := 0
-		if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.TrimSpace(string(out)) != "" {
-			onBridge = len(strings.Split(strings.TrimSpace(string(out)), "\n"))
+		if out := ipLinks(t, "master", d.Bridge); strings.TrimSpace(out) != "" {
+			onBridge = len(strings.Split(strings.TrimSpace(out), "\n"))
 		}
-		allLinks, _ := exec.Command("ip", "-o", "link", "show", "type", "veth").CombinedOutput()
+		allLinks := ipLinks(t, "type", "veth")
 		named := 0
 		for _, p := range pods {
-			if strings.Contains(string(allLinks), " "+podVeth(p.id)+"@") {
+			if strings.Contains(allLinks, " "+podVeth(p.id)+"@") {
 				named++
 			}
 		}
@@ -538,5 +538,25 @@ func expectServed(t *testing.T, want string, urls ...string) {
 		if !strings.Contains(string(body), want) {
 			t.Fatalf("GET %s: %q", url, body)
 		}
+	}
+}
+
+// ipLinks lists links ("ip -o link show ARGS"), one per line. A dump that
+// other links' churn interrupted (iproute2 says so on stderr, and the list
+// may be incomplete or repeat links) is taken again.
+func ipLinks(t *testing.T, args ...string) string {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		var stderr strings.Builder
+		cmd := exec.Command("ip", append([]string{"-o", "link", "show"}, args...)...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err == nil && stderr.Len() == 0 {
+			return string(out)
+		}
+		if attempt == 10 {
+			t.Fatalf("ip link show %v: %v: %s", args, err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
