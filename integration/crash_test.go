@@ -28,7 +28,10 @@ import (
 // ends while the daemon is down are reported exactly.
 func TestCrashKeepsContainers(t *testing.T) {
 	d, image := readyDaemon(t)
-	c := ctx(t)
+	// One context for the whole test, which makes 22 pods: ctx's 60 s was
+	// not enough on a machine loaded by other work (seen at load 20+).
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Minute*timeoutScale)
+	defer cancel()
 	const pods = 20
 	var writers []string
 	var logs []string
