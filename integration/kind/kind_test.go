@@ -461,7 +461,7 @@ spec:
 }
 
 func oomKilled(ctx context.Context, c *cluster) {
-	c.apply(ctx, pod("oom", "dd if=/dev/zero of=/dev/null bs=200M count=1; sleep 3600", `    resources:
+	c.apply(ctx, pod("oom", "exec dd if=/dev/zero of=/dev/null bs=200M count=1", `    resources:
       limits: {memory: 32Mi}
 `))
 	c.waitPod(ctx, "oom", "jsonpath={.status.containerStatuses[0].state.terminated.reason}=OOMKilled")

@@ -4,8 +4,11 @@
 # rerun costs nothing: kubeadm, kubectl, kubelet and the control-plane
 # components of k8s.io/kubernetes (this directory's go.mod pins the
 # release), the kind CLI, etcd (tools/kind/etcd) and CoreDNS
-# (tools/kind/coredns). All static (CGO_ENABLED=0, like the upstream
-# images), so they run in images that hold nothing else.
+# (tools/kind/coredns). Built as `make kubelet` builds the kubelet (cgo on,
+# no -trimpath), so the packages already in Go's build cache from the
+# kubelet and node e2e builds are reused: a cold kube-apiserver otherwise
+# takes tens of minutes on this machine's shared cores. The images carry
+# the glibc libraries the binaries link (node-image.sh).
 # Usage: build-bins.sh [NAME...]   (default: all); prints the cache dir.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +17,7 @@ GO=${GO:-go}
 KIND_CACHE=${KIND_CACHE:-/var/cache/peapod-test}
 NICE=${NICE:-nice -n 10}
 
-modver() { awk -v m="$1" '$1 == m {print $2; exit}' "$2"; }
+modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
 K8S_VERSION=$(modver k8s.io/kubernetes "$here/go.mod")
 KIND_VERSION=$(modver sigs.k8s.io/kind "$here/go.mod")
 ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
@@ -36,7 +39,7 @@ build() {
 	mkdir -p "$(dirname "$out")"
 	echo "building $out ($pkg)" >&2
 	local start=$SECONDS
-	(cd "$dir" && CGO_ENABLED=0 $NICE "$GO" build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
+	(cd "$dir" && $NICE "$GO" build -ldflags "-s -w $ldflags" -o "$out.tmp" "$pkg")
 	mv "$out.tmp" "$out"
 	echo "built $out in $((SECONDS - start)) s" >&2
 }

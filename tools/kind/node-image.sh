@@ -20,7 +20,7 @@ image=${1:?usage: node-image.sh IMAGE}
 export PATH=$PATH:/usr/local/go/bin
 KIND_CACHE=${KIND_CACHE:-/var/cache/peapod-test}
 SUITE=bookworm
-modver() { awk -v m="$1" '$1 == m {print $2; exit}' "$2"; }
+modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
 K8S_VERSION=$(modver k8s.io/kubernetes "$here/go.mod")
 KIND_VERSION=$(modver sigs.k8s.io/kind "$here/go.mod")
 ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
@@ -53,56 +53,56 @@ fi
 # ---- control-plane images (cached OCI archives)
 images=$KIND_CACHE/kind-images-$K8S_VERSION
 mkdir -p "$images"
-# libs_of ROOT BIN...: copies each binary's shared libraries from ROOT's
-# identical Debian into the image dir (the binaries were taken from there).
-copy_with_libs() {
-	local from=$1 to=$2 bin lib
-	shift 2
-	for bin in "$@"; do
-		install -D -m 0755 "$from$bin" "$to$bin"
-		for lib in $(ldd "$from$bin" | awk '/=> \// {print $3} /^\t\/lib/ {print $1}'); do
-			[ -e "$to$lib" ] || install -D -m 0755 "$from$lib" "$to$lib"
-		done
+debian=$(mktemp -d) # the rootfs's /usr and /etc: libraries and tools for the images
+trap 'rm -rf "$debian"' EXIT
+tar -C "$debian" -xf "$rootfs_tar" ./usr ./lib ./lib64 ./etc/alternatives 2>/dev/null || true
+# add_libs DIR BIN: copies the shared libraries BIN links (glibc and the
+# like, the build host's Debian = the node's) from the rootfs into DIR.
+add_libs() {
+	local to=$1 bin=$2 lib
+	for lib in $(ldd "$bin" 2>/dev/null | awk '/=> \// {print $3} /^\t\/lib/ {print $1}'); do
+		[ -e "$to$lib" ] || install -D -m 0755 "$debian$lib" "$to$lib"
 	done
 }
-# pack NAME:TAG ARCHIVE ENTRYPOINT: one static binary (plus extras added by
-# the caller into $dir) under a minimal /etc.
+# pack NAME:TAG ARCHIVE BIN DEST [EXTRA...]: an image of BIN at DEST (its
+# entrypoint) with its libraries, a minimal /etc, and the rootfs's EXTRA
+# binaries with theirs.
 pack() {
-	local ref=$1 out=$images/$2.tar
-	shift 2
+	local ref=$1 out=$images/$2.tar bin=$3 dest=$4 dir x
+	shift 4
 	[ -s "$out" ] && return 0
 	log "packing $ref"
+	dir=$(mktemp -d)
+	install -D -m 0755 "$bin" "$dir$dest"
+	add_libs "$dir" "$bin"
+	for x in "$@"; do
+		install -D -m 0755 "$debian$x" "$dir$x"
+		add_libs "$dir" "$debian$x"
+		if [ "${x##*/}" = xtables-nft-multi ]; then
+			for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+				ln -s xtables-nft-multi "$dir${x%/*}/$t"
+			done
+		fi
+	done
 	mkdir -p "$dir/etc" "$dir/tmp" "$dir/var/run"
 	chmod 1777 "$dir/tmp"
 	printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$dir/etc/passwd"
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
 	echo 'hosts: files dns' >"$dir/etc/nsswitch.conf"
-	"$here/oci-archive.sh" "$ref" "$dir" "$out" "$@"
+	"$here/oci-archive.sh" "$ref" "$dir" "$out" "$dest"
 	rm -rf "$dir"
 }
-unpacked=""
-for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
-	dir=$(mktemp -d)
-	install -D -m 0755 "$k8sbin/$c" "$dir/usr/local/bin/$c"
-	if [ $c = kube-proxy ] && [ ! -s "$images/$c.tar" ]; then
-		# kube-proxy (nftables mode) runs nft; iptables for its clean-up of
-		# the iptables modes. Taken from the node's own Debian.
-		[ -n "$unpacked" ] || { unpacked=$(mktemp -d); tar -C "$unpacked" -xf "$rootfs_tar" ./usr ./lib ./lib64 ./etc/alternatives 2>/dev/null || true; }
-		copy_with_libs "$unpacked" "$dir" /usr/sbin/nft /usr/sbin/xtables-nft-multi
-		for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-			ln -sf xtables-nft-multi "$dir/usr/sbin/$t"
-		done
-	fi
-	pack "registry.k8s.io/$c:$K8S_VERSION" "$c" "/usr/local/bin/$c"
+for c in kube-apiserver kube-controller-manager kube-scheduler; do
+	pack "registry.k8s.io/$c:$K8S_VERSION" $c "$k8sbin/$c" /usr/local/bin/$c
 done
-[ -z "$unpacked" ] || rm -rf "$unpacked"
-dir=$(mktemp -d)
-install -D -m 0755 "$KIND_CACHE/etcd-$ETCD_VERSION/etcd" "$dir/usr/local/bin/etcd"
-pack "registry.k8s.io/etcd:${ETCD_VERSION#v}-0" etcd /usr/local/bin/etcd
-dir=$(mktemp -d)
-install -D -m 0755 "$KIND_CACHE/coredns-$COREDNS_VERSION/coredns" "$dir/coredns"
-pack "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" coredns /coredns
-rm -rf "$dir"
+# kube-proxy (nftables mode) runs nft; iptables too, for its clean-up of
+# the iptables modes.
+pack "registry.k8s.io/kube-proxy:$K8S_VERSION" kube-proxy "$k8sbin/kube-proxy" /usr/local/bin/kube-proxy \
+	/usr/sbin/nft /usr/sbin/xtables-nft-multi
+pack "registry.k8s.io/etcd:${ETCD_VERSION#v}-0" etcd "$KIND_CACHE/etcd-$ETCD_VERSION/etcd" /usr/local/bin/etcd
+pack "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" coredns "$KIND_CACHE/coredns-$COREDNS_VERSION/coredns" /coredns
+rm -rf "$debian"
+trap - EXIT
 
 # ---- the node's filesystem
 stage=$(mktemp -d /var/tmp/kind-node.XXXXXX)
