@@ -17,7 +17,7 @@ GO=${GO:-go}
 KIND_CACHE=${KIND_CACHE:-/var/cache/peapod-test}
 NICE=${NICE:-nice -n 10}
 
-modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
+modver() { awk -v m="$1" '$1 == "require" && $2 == m {print $3; exit} $1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
 K8S_VERSION=$(modver k8s.io/kubernetes "$here/go.mod")
 KIND_VERSION=$(modver sigs.k8s.io/kind "$here/go.mod")
 ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
@@ -50,7 +50,7 @@ for name in ${@:-$all}; do
 	kind) build "$KIND_CACHE/kind-$KIND_VERSION/kind" "$here" sigs.k8s.io/kind "" ;;
 	etcd) build "$KIND_CACHE/etcd-$ETCD_VERSION/etcd" "$here/etcd" go.etcd.io/etcd/server/v3 \
 		"-X go.etcd.io/etcd/api/v3/version.GitSHA=${ETCD_VERSION}" ;;
-	coredns) build "$KIND_CACHE/coredns-$COREDNS_VERSION/coredns" "$here/coredns" github.com/coredns/coredns "" ;;
+	coredns) build "$KIND_CACHE/coredns-$COREDNS_VERSION/coredns" "$here/coredns" . "" ;;
 	# The kubelet runs on the node (Debian, glibc): the one make kubelet
 	# builds (tools/kubelet, same release) when there, else built here.
 	kubelet) build "$KIND_CACHE/kubelet-$K8S_VERSION" "$here" k8s.io/kubernetes/cmd/kubelet "$k8s_ldflags" ;;

@@ -20,7 +20,7 @@ image=${1:?usage: node-image.sh IMAGE}
 export PATH=$PATH:/usr/local/go/bin
 KIND_CACHE=${KIND_CACHE:-/var/cache/peapod-test}
 SUITE=bookworm
-modver() { awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
+modver() { awk -v m="$1" '$1 == "require" && $2 == m {print $3; exit} $1 == m && $2 ~ /^v/ {print $2; exit}' "$2"; }
 K8S_VERSION=$(modver k8s.io/kubernetes "$here/go.mod")
 KIND_VERSION=$(modver sigs.k8s.io/kind "$here/go.mod")
 ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")
