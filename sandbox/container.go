@@ -107,7 +107,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := r.writeContainerSpec(c, img, &podCopy); err != nil {
+	targetPID, err := r.targetPID(podCopy.ID, cfg)
+	if err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if err := r.writeContainerSpec(c, img, &podCopy, targetPID); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -182,8 +186,9 @@ func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Ima
 
 // writeContainerSpec builds the container's OCI spec, checks that
 // libcontainer accepts it, and writes it into the bundle.
-func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
+func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, targetPID int) error {
 	spec, err := oci.Build(oci.Input{
+		TargetPID:    targetPID,
 		ID:           c.ID,
 		Pod:          specPod(p),
 		Config:       c.Config,
@@ -200,6 +205,31 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod) error {
 	}
 	c.User = spec.Process.User
 	return runner.WriteSpec(c.Bundle, spec)
+}
+
+// targetPID is the init PID of the container whose PID namespace cfg asks
+// to join (TARGET, as kubectl debug --target makes ephemeral containers),
+// 0 when it asks for none. The target must be a running container of the
+// same pod: a container never joins another pod's processes.
+func (r *Runtime) targetPID(podID string, cfg *runtimeapi.ContainerConfig) (int, error) {
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if opts.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return 0, nil
+	}
+	target, err := r.lookupContainer(opts.GetTargetId())
+	if err != nil {
+		return 0, fmt.Errorf("target container %q of the PID namespace: %v: %w", opts.GetTargetId(), err, ErrInvalidArgument)
+	}
+	target.mu.Lock()
+	pod, state, pid, start := target.PodID, target.State, target.PID, target.PIDStart
+	target.mu.Unlock()
+	if pod != podID {
+		return 0, fmt.Errorf("target container %q of the PID namespace is not in pod %s: %w", opts.GetTargetId(), podID, ErrInvalidArgument)
+	}
+	if state != ContainerRunning || pid <= 0 || !proc.Alive(pid, start) {
+		return 0, fmt.Errorf("target container %q of the PID namespace is not running: %w", opts.GetTargetId(), ErrFailedPrecondition)
+	}
+	return pid, nil
 }
 
 // recordContainer saves a created container and makes it known, but only
