@@ -274,7 +274,9 @@ func clusterIPByDNS(ctx context.Context, c *cluster) {
 		var err error
 		// Endpoints reach kube-proxy's rules a moment after Available.
 		for i := 0; i < 30; i++ {
-			out, err = kubectl(ctx, "-n", c.ns, "exec", "dns-client", "--", "wget", "-qO-", "-T", "3", "http://"+host+"/")
+			// nc, not busybox's wget, which crashes on some of its flags here.
+			out, err = kubectl(ctx, "-n", c.ns, "exec", "dns-client", "--", "sh", "-c",
+				`printf 'GET / HTTP/1.0\r\nHost: `+host+`\r\n\r\n' | nc -w 3 `+host+` 80`)
 			if err == nil && strings.Contains(out, want) {
 				break
 			}
@@ -334,10 +336,10 @@ func execTTY(ctx context.Context, c *cluster) {
 	c.apply(ctx, pod("shell", "sleep 3600", ""))
 	c.waitPod(ctx, "shell", "condition=Ready")
 	// script(1) gives kubectl a terminal, so -t allocates one in the container.
-	line := fmt.Sprintf("%s --kubeconfig %s -n %s exec -it shell -- sh -c 'tty; echo answer-$((6*7)); exit 3'", kubectlBin, kubeconfig, c.ns)
+	line := fmt.Sprintf("%s --kubeconfig %s -n %s exec -it shell -- sh -c '[ -t 0 ] && [ -t 1 ] && echo is-a-tty; echo answer-$((6*7)); exit 3'", kubectlBin, kubeconfig, c.ns)
 	out, err := exec.CommandContext(ctx, "script", "-qec", line, "/dev/null").CombinedOutput()
 	var exit *exec.ExitError
-	if !strings.Contains(string(out), "/dev/pts/") || !strings.Contains(string(out), "answer-42") {
+	if !strings.Contains(string(out), "is-a-tty") || !strings.Contains(string(out), "answer-42") {
 		c.t.Errorf("exec -it = %q, %v; want a tty and the command's output", out, err)
 	}
 	if !asExit(err, &exit) || exit.ExitCode() != 3 {
@@ -380,7 +382,7 @@ func portForward(ctx context.Context, c *cluster) {
 		c.t.Fatal("port-forward printed no local port")
 	}
 	go io.Copy(io.Discard, stdout) //nolint:errcheck
-	for i := 0; i < 3; i++ { // several connections through one forward
+	for i := 0; i < 3; i++ {       // several connections through one forward
 		resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://127.0.0.1:" + port + "/")
 		if err != nil {
 			c.t.Fatalf("GET through port-forward: %v", err)
