@@ -73,6 +73,25 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 			}
 		}
 	}
+	// A target that exits between the create and the start: the start is
+	// refused (its PID may be another process's by then).
+	t2cfg := containerConfig("app2", image, "sleep", "1000")
+	t2cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: own}}
+	target2 := startContainer(t, d, pod, podCfg, t2cfg)
+	late := containerConfig("debug-late", image, "sleep", "1000")
+	late.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target2}}}
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: late, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatalf("create a TARGET container: %v", err)
+	}
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: target2, Timeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("start a TARGET container whose target exited: %v, want FailedPrecondition", err)
+	}
+
 	// A target that is not a container of the pod is refused.
 	other := runPod(t, d, podConfig("other", t.TempDir())).PodSandboxId
 	cfg := containerConfig("debug-other", image, "sleep", "1000")

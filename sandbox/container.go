@@ -12,11 +12,13 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -232,6 +234,29 @@ func (r *Runtime) targetPID(podID string, cfg *runtimeapi.ContainerConfig) (int,
 	return pid, nil
 }
 
+// checkTarget makes sure a TARGET container still joins its target: the
+// spec names the target's init by PID, checked at create; if the target
+// has exited since, that PID may be another process's now, whose PID
+// namespace the container must not join.
+func (r *Runtime) checkTarget(c *container) error {
+	pid, err := r.targetPID(c.PodID, c.Config)
+	if err != nil || pid == 0 {
+		return err
+	}
+	spec, err := runner.ReadSpec(c.Bundle)
+	if err != nil {
+		return err
+	}
+	want := "/proc/" + strconv.Itoa(pid) + "/ns/pid"
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path != want {
+			return fmt.Errorf("the target container %q of the PID namespace was restarted since the container was created: %w",
+				c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(), ErrFailedPrecondition)
+		}
+	}
+	return nil
+}
+
 // recordContainer saves a created container and makes it known, but only
 // while its pod is still the ready pod it was created in: a create runs
 // detached from its caller and may finish after the pod was stopped or
@@ -331,6 +356,9 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	p.mu.Unlock()
 	if !ready {
 		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
+	}
+	if err := r.checkTarget(c); err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	if err := r.runContainer(ctx, c, &p.Pod); err != nil {
 		c.State = ContainerExited
