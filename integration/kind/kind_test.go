@@ -466,9 +466,11 @@ func oomKilled(ctx context.Context, c *cluster) {
 	c.apply(ctx, pod("oom", "exec dd if=/dev/zero of=/dev/null bs=200M count=1", `    resources:
       limits: {memory: 32Mi}
 `))
-	c.waitPod(ctx, "oom", "jsonpath={.status.containerStatuses[0].state.terminated.reason}=OOMKilled")
-	if code := c.k(ctx, "get", "pod/oom", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"); code != "137" {
-		c.t.Errorf("OOM-killed container exit code %q; want 137", code)
+	c.waitPod(ctx, "oom", "jsonpath={.status.phase}=Failed")
+	reason := c.k(ctx, "get", "pod/oom", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.reason}")
+	code := c.k(ctx, "get", "pod/oom", "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}")
+	if reason != "OOMKilled" || code != "137" {
+		c.t.Errorf("OOM-killed container: reason %q, exit code %q; want OOMKilled, 137", reason, code)
 	}
 }
 
