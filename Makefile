@@ -235,3 +235,32 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# A kind cluster named "peapod" whose node runs peapod (README, "kind"), on
+# Debian's podman, built offline: tools/kind/build-bins.sh builds kubeadm,
+# kubectl, kubelet, the control-plane components, etcd, CoreDNS and kind
+# from the module proxy (tools/kind/go.mod and its etcd/, coredns/
+# modules), cached by version in KIND_CACHE; tools/kind/node-image.sh
+# builds the node image (debootstrap'ed Debian, kind's entrypoint and
+# units, peapod, the control-plane images imported with `peapod image
+# import`). `make kind` waits until the node is Ready and prints the
+# kubeconfig path; `make e2e-kind` runs integration/kind against it
+# (last line "e2e-kind: N passed, N failed"); `make kind-down` removes the
+# cluster, its network and volumes, the node image and /lib/modules if
+# make kind made it, and fails if anything is left. Root.
+KIND_CACHE ?= /var/cache/peapod-test
+KIND_K8S_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/kind/go.mod)
+.PHONY: kind kind-down e2e-kind
+kind: build
+	KIND_CACHE=$(KIND_CACHE) tools/kind/kind.sh up
+
+kind-down:
+	KIND_CACHE=$(KIND_CACHE) tools/kind/kind.sh down
+
+e2e-kind:
+	@mkdir -p _output
+	CONTAINERS_CONF=$(CURDIR)/contrib/kind/containers.conf KUBECTL=$(KIND_CACHE)/kubernetes-$(KIND_K8S_VERSION)/kubectl \
+		$(GO) test -tags "$(TAGS)" -count=1 -v -timeout 30m -run '^TestKind$$' ./integration/kind/ > _output/e2e-kind.log 2>&1; \
+		rc=$$?; grep -E -e '--- (PASS|FAIL|SKIP)' _output/e2e-kind.log; \
+		grep -q '^e2e-kind: ' _output/e2e-kind.log || { tail -30 _output/e2e-kind.log; rc=1; }; \
+		grep '^e2e-kind: ' _output/e2e-kind.log; exit $$rc

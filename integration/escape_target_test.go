@@ -15,8 +15,9 @@ import (
 // pod that is not hostPID must never run in the host's PID namespace. It
 // did: without a PID namespace entry in its spec the container shared the
 // runner's, the host's, and saw (and, as root with CAP_KILL, could signal)
-// every host process. It is refused now (InvalidArgument); a container
-// that does start must be in its target's PID namespace.
+// every host process. NODE is refused (InvalidArgument); TARGET runs in
+// its target's PID namespace and sees the target's processes (it was
+// refused until kubectl debug --target needed it in a kind cluster).
 func TestEscapeTargetPIDNamespace(t *testing.T) {
 	d, image := readyDaemon(t)
 	c := ctx(t)
@@ -48,12 +49,15 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: ns}}
 		cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
 		if err != nil {
-			if status.Code(err) != codes.InvalidArgument {
-				t.Errorf("%s: %v, want InvalidArgument", name, err)
+			if name == "target" || status.Code(err) != codes.InvalidArgument {
+				t.Errorf("%s: %v, want InvalidArgument for node, success for target", name, err)
 			}
 			continue
 		}
 		if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+			if name == "target" {
+				t.Errorf("start the TARGET container: %v", err)
+			}
 			continue // did not run at all
 		}
 		got := pidNS(cr.ContainerId)
@@ -62,5 +66,38 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 		} else if name == "target" && got != targetNS {
 			t.Errorf("%s: PID namespace %s, want the target's %s", name, got, targetNS)
 		}
+		if name == "target" {
+			r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: cr.ContainerId, Cmd: []string{"cat", "/proc/1/cmdline"}, Timeout: 20})
+			if err != nil || strings.ReplaceAll(string(r.GetStdout()), "\x00", " ") != "sleep 1000 " {
+				t.Errorf("TARGET container's PID 1 = %q, %v; want the target's sleep 1000", r.GetStdout(), err)
+			}
+		}
+	}
+	// A target that exits between the create and the start: the start is
+	// refused (its PID may be another process's by then).
+	t2cfg := containerConfig("app2", image, "sleep", "1000")
+	t2cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: own}}
+	target2 := startContainer(t, d, pod, podCfg, t2cfg)
+	late := containerConfig("debug-late", image, "sleep", "1000")
+	late.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target2}}}
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: late, SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatalf("create a TARGET container: %v", err)
+	}
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: target2, Timeout: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("start a TARGET container whose target exited: %v, want FailedPrecondition", err)
+	}
+
+	// A target that is not a container of the pod is refused.
+	other := runPod(t, d, podConfig("other", t.TempDir())).PodSandboxId
+	cfg := containerConfig("debug-other", image, "sleep", "1000")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: target}}}
+	if _, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: other, Config: cfg, SandboxConfig: podConfig("other", "")}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("TARGET in another pod: %v, want InvalidArgument", err)
 	}
 }

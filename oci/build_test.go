@@ -380,11 +380,12 @@ func TestBuildNamespaces(t *testing.T) {
 	userns := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
 		Uids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}, Gids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}}
 	for _, tc := range []struct {
-		name     string
-		pod, ctr *runtimeapi.NamespaceOption
-		cgroupV2 bool
-		want     map[specs.LinuxNamespaceType]string // type → path; "" a new one
-		wantErr  bool
+		name      string
+		pod, ctr  *runtimeapi.NamespaceOption
+		cgroupV2  bool
+		targetPID int
+		want      map[specs.LinuxNamespaceType]string // type → path; "" a new one
+		wantErr   bool
 	}{
 		{name: "pod namespaces, own PID namespace",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
@@ -400,8 +401,13 @@ func TestBuildNamespaces(t *testing.T) {
 				specs.NetworkNamespace: pause + "net", specs.UTSNamespace: pause + "uts", specs.IPCNamespace: pause + "ipc"}},
 		{name: "the pod's PID namespace when the pod has none is refused",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}, wantErr: true},
-		{name: "TARGET is refused, never the host's PID namespace",
+		{name: "TARGET without a running target is refused, never the host's PID namespace",
 			ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "abc"}, wantErr: true},
+		{name: "TARGET joins the target's PID namespace", targetPID: 4242,
+			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "abc"},
+			want: map[specs.LinuxNamespaceType]string{specs.MountNamespace: "", specs.PIDNamespace: "/proc/4242/ns/pid",
+				specs.NetworkNamespace: pause + "net", specs.UTSNamespace: pause + "uts", specs.IPCNamespace: pause + "ipc"}},
 		{name: "the host's PID namespace when the pod has its own is refused",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE}, wantErr: true},
 		{name: "no options repeat the pod's",
@@ -419,7 +425,9 @@ func TestBuildNamespaces(t *testing.T) {
 			host := testHost()
 			host.CgroupV2 = tc.cgroupV2
 			cfg := secCfg(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: tc.ctr})
-			s, err := Build(f.input(podNS(tc.pod), cfg), host)
+			in := f.input(podNS(tc.pod), cfg)
+			in.TargetPID = tc.targetPID
+			s, err := Build(in, host)
 			if tc.wantErr {
 				if !errors.Is(err, ErrInvalidArgument) {
 					t.Fatalf("got %v, want ErrInvalidArgument", err)

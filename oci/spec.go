@@ -53,6 +53,9 @@ type Input struct {
 	// the index of their Mount: the image, or its sub-path, bound
 	// read-only on the host (sandbox/hostfs/imagevolume.go).
 	ImageVolumes map[int]string
+	// TargetPID is the init PID of the container whose PID namespace a
+	// TARGET container (kubectl debug --target) joins; 0 for none.
+	TargetPID int
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -76,7 +79,7 @@ func Build(in Input, host Host) (*specs.Spec, error) {
 	if err := setProcess(spec, in); err != nil {
 		return nil, err
 	}
-	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions(), host.CgroupV2); err != nil {
+	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions(), in.TargetPID, host.CgroupV2); err != nil {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
@@ -290,8 +293,9 @@ func nilIfNone(f io.ReadCloser) io.Reader {
 }
 
 // setNamespaces joins the pod's namespaces (held by its pause process) or
-// the host's, as the namespace options say.
-func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, cgroupV2 bool) error {
+// the host's, as the namespace options say; a TARGET PID namespace is the
+// one of the container whose init is targetPID.
+func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, targetPID int, cgroupV2 bool) error {
 	proc := "/proc/" + strconv.Itoa(pod.PausePID) + "/ns/"
 	podNS := pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if opts == nil {
@@ -312,10 +316,17 @@ func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, 
 		if podNS.GetPid() != runtimeapi.NamespaceMode_NODE {
 			return fmt.Errorf("container asks for the host's PID namespace but its pod does not: %w", ErrInvalidArgument)
 		}
+	case runtimeapi.NamespaceMode_TARGET:
+		// kubectl debug --target: the target container's namespace, by its
+		// init's PID, which the caller checked is that running container
+		// (the runner joins it at once; the namespace lives while it does).
+		if targetPID <= 0 {
+			return fmt.Errorf("container asks for the PID namespace of container %q, which is not running: %w", opts.GetTargetId(), ErrInvalidArgument)
+		}
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + strconv.Itoa(targetPID) + "/ns/pid"})
 	default:
-		// TARGET (kubectl debug --target) is not built: refused, rather
-		// than left without a PID namespace entry, which would put the
-		// container in the host's PID namespace.
+		// An unknown mode is refused rather than left without a PID
+		// namespace entry, which would put the container in the host's.
 		return fmt.Errorf("PID namespace mode %s is not supported: %w", opts.GetPid(), ErrInvalidArgument)
 	case runtimeapi.NamespaceMode_POD:
 		if podNS.GetPid() != runtimeapi.NamespaceMode_POD || pod.PIDHolder == 0 {

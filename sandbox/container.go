@@ -12,11 +12,13 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -124,7 +126,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, imageVolumeError(fmt.Errorf("create container %s: %w", name, err))
 	}
-	if err := r.writeContainerSpec(c, img, &podCopy, volumes); err != nil {
+	targetPID, err := r.targetPID(podCopy.ID, cfg)
+	if err != nil {
+		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if err := r.writeContainerSpec(c, img, &podCopy, volumes, targetPID); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -199,8 +205,9 @@ func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Ima
 
 // writeContainerSpec builds the container's OCI spec, checks that
 // libcontainer accepts it, and writes it into the bundle.
-func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string) error {
+func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string, targetPID int) error {
 	spec, err := oci.Build(oci.Input{
+		TargetPID:    targetPID,
 		ID:           c.ID,
 		Pod:          specPod(p),
 		Config:       c.Config,
@@ -221,6 +228,54 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolum
 	}
 	c.User = spec.Process.User
 	return runner.WriteSpec(c.Bundle, spec)
+}
+
+// targetPID is the init PID of the container whose PID namespace cfg asks
+// to join (TARGET, as kubectl debug --target makes ephemeral containers),
+// 0 when it asks for none. The target must be a running container of the
+// same pod: a container never joins another pod's processes.
+func (r *Runtime) targetPID(podID string, cfg *runtimeapi.ContainerConfig) (int, error) {
+	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	if opts.GetPid() != runtimeapi.NamespaceMode_TARGET {
+		return 0, nil
+	}
+	target, err := r.lookupContainer(opts.GetTargetId())
+	if err != nil {
+		return 0, fmt.Errorf("target container %q of the PID namespace: %v: %w", opts.GetTargetId(), err, ErrInvalidArgument)
+	}
+	target.mu.Lock()
+	pod, state, pid, start := target.PodID, target.State, target.PID, target.PIDStart
+	target.mu.Unlock()
+	if pod != podID {
+		return 0, fmt.Errorf("target container %q of the PID namespace is not in pod %s: %w", opts.GetTargetId(), podID, ErrInvalidArgument)
+	}
+	if state != ContainerRunning || pid <= 0 || !proc.Alive(pid, start) {
+		return 0, fmt.Errorf("target container %q of the PID namespace is not running: %w", opts.GetTargetId(), ErrFailedPrecondition)
+	}
+	return pid, nil
+}
+
+// checkTarget makes sure a TARGET container still joins its target: the
+// spec names the target's init by PID, checked at create; if the target
+// has exited since, that PID may be another process's now, whose PID
+// namespace the container must not join.
+func (r *Runtime) checkTarget(c *container) error {
+	pid, err := r.targetPID(c.PodID, c.Config)
+	if err != nil || pid == 0 {
+		return err
+	}
+	spec, err := runner.ReadSpec(c.Bundle)
+	if err != nil {
+		return err
+	}
+	want := "/proc/" + strconv.Itoa(pid) + "/ns/pid"
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.PIDNamespace && ns.Path != want {
+			return fmt.Errorf("the target container %q of the PID namespace was restarted since the container was created: %w",
+				c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(), ErrFailedPrecondition)
+		}
+	}
+	return nil
 }
 
 // recordContainer saves a created container and makes it known, but only
@@ -322,6 +377,9 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	p.mu.Unlock()
 	if !ready {
 		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
+	}
+	if err := r.checkTarget(c); err != nil {
+		return fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	if err := r.runContainer(ctx, c, &p.Pod); err != nil {
 		c.State = ContainerExited

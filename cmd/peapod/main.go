@@ -81,6 +81,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "image" {
+		// `peapod image import FILE...`: load OCI/docker archives into the store.
+		if err := imageCommand(os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "peapod image:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "peapod:", err)
 		os.Exit(1)
