@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,4 +101,28 @@ func TestEscapeTargetPIDNamespace(t *testing.T) {
 	if _, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: other, Config: cfg, SandboxConfig: podConfig("other", "")}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("TARGET in another pod: %v, want InvalidArgument", err)
 	}
+	// The namespace is joined through a pin taken by handle at create,
+	// never through /proc/<pid>, which a reused PID could redirect; the
+	// pins go with their containers.
+	pins := 0
+	for _, m := range mountsUnder(d.Dir) {
+		if strings.HasSuffix(m, "/target-pidns") {
+			pins++
+		}
+	}
+	if pins != 2 {
+		t.Errorf("%d PID namespace pins mounted, want 2 (debug-target, debug-late)", pins)
+	}
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the PID namespace pins to be released", func() bool {
+		for _, m := range mountsUnder(d.Dir) {
+			if strings.HasSuffix(m, "/target-pidns") {
+				return false
+			}
+		}
+		return true
+	})
+
 }

@@ -380,12 +380,12 @@ func TestBuildNamespaces(t *testing.T) {
 	userns := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
 		Uids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}, Gids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}}
 	for _, tc := range []struct {
-		name      string
-		pod, ctr  *runtimeapi.NamespaceOption
-		cgroupV2  bool
-		targetPID int
-		want      map[specs.LinuxNamespaceType]string // type → path; "" a new one
-		wantErr   bool
+		name        string
+		pod, ctr    *runtimeapi.NamespaceOption
+		cgroupV2    bool
+		targetPIDNS string
+		want        map[specs.LinuxNamespaceType]string // type → path; "" a new one
+		wantErr     bool
 	}{
 		{name: "pod namespaces, own PID namespace",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
@@ -403,10 +403,10 @@ func TestBuildNamespaces(t *testing.T) {
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}, wantErr: true},
 		{name: "TARGET without a running target is refused, never the host's PID namespace",
 			ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "abc"}, wantErr: true},
-		{name: "TARGET joins the target's PID namespace", targetPID: 4242,
+		{name: "TARGET joins the target's pinned PID namespace", targetPIDNS: "/bundle/target-pidns",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
 			ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "abc"},
-			want: map[specs.LinuxNamespaceType]string{specs.MountNamespace: "", specs.PIDNamespace: "/proc/4242/ns/pid",
+			want: map[specs.LinuxNamespaceType]string{specs.MountNamespace: "", specs.PIDNamespace: "/bundle/target-pidns",
 				specs.NetworkNamespace: pause + "net", specs.UTSNamespace: pause + "uts", specs.IPCNamespace: pause + "ipc"}},
 		{name: "the host's PID namespace when the pod has its own is refused",
 			pod: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}, ctr: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE}, wantErr: true},
@@ -426,7 +426,7 @@ func TestBuildNamespaces(t *testing.T) {
 			host.CgroupV2 = tc.cgroupV2
 			cfg := secCfg(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: tc.ctr})
 			in := f.input(podNS(tc.pod), cfg)
-			in.TargetPID = tc.targetPID
+			in.TargetPIDNS = tc.targetPIDNS
 			s, err := Build(in, host)
 			if tc.wantErr {
 				if !errors.Is(err, ErrInvalidArgument) {

@@ -53,9 +53,10 @@ type Input struct {
 	// the index of their Mount: the image, or its sub-path, bound
 	// read-only on the host (sandbox/hostfs/imagevolume.go).
 	ImageVolumes map[int]string
-	// TargetPID is the init PID of the container whose PID namespace a
-	// TARGET container (kubectl debug --target) joins; 0 for none.
-	TargetPID int
+	// TargetPIDNS is the pinned PID namespace of the container a TARGET
+	// container (kubectl debug --target) joins (sandbox/hostfs/targetns.go);
+	// "" for none.
+	TargetPIDNS string
 }
 
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -79,7 +80,7 @@ func Build(in Input, host Host) (*specs.Spec, error) {
 	if err := setProcess(spec, in); err != nil {
 		return nil, err
 	}
-	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions(), in.TargetPID, host.CgroupV2); err != nil {
+	if err := setNamespaces(spec, in.Pod, sec.GetNamespaceOptions(), in.TargetPIDNS, host.CgroupV2); err != nil {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, podMounts(in.Pod, cfg.GetMounts())...)
@@ -294,8 +295,8 @@ func nilIfNone(f io.ReadCloser) io.Reader {
 
 // setNamespaces joins the pod's namespaces (held by its pause process) or
 // the host's, as the namespace options say; a TARGET PID namespace is the
-// one of the container whose init is targetPID.
-func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, targetPID int, cgroupV2 bool) error {
+// target container's, pinned at targetPIDNS.
+func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, targetPIDNS string, cgroupV2 bool) error {
 	proc := "/proc/" + strconv.Itoa(pod.PausePID) + "/ns/"
 	podNS := pod.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if opts == nil {
@@ -317,13 +318,13 @@ func setNamespaces(spec *specs.Spec, pod Pod, opts *runtimeapi.NamespaceOption, 
 			return fmt.Errorf("container asks for the host's PID namespace but its pod does not: %w", ErrInvalidArgument)
 		}
 	case runtimeapi.NamespaceMode_TARGET:
-		// kubectl debug --target: the target container's namespace, by its
-		// init's PID, which the caller checked is that running container
-		// (the runner joins it at once; the namespace lives while it does).
-		if targetPID <= 0 {
+		// kubectl debug --target: the target container's namespace, pinned
+		// by handle by the caller (never a /proc/<pid> path a reused PID
+		// could redirect).
+		if targetPIDNS == "" {
 			return fmt.Errorf("container asks for the PID namespace of container %q, which is not running: %w", opts.GetTargetId(), ErrInvalidArgument)
 		}
-		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: "/proc/" + strconv.Itoa(targetPID) + "/ns/pid"})
+		ns = append(ns, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: targetPIDNS})
 	default:
 		// An unknown mode is refused rather than left without a PID
 		// namespace entry, which would put the container in the host's.

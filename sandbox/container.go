@@ -12,13 +12,11 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -110,7 +108,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := hostfs.EnsureDir(c.Bundle, hostfs.PrivateDirMode); err != nil {
 		return Container{}, fmt.Errorf("bundle: %w", err)
 	}
-	undo = append(undo, func() { os.RemoveAll(c.Bundle) })
+	undo = append(undo, func() { hostfs.UnpinTargetPIDNS(c.Bundle); os.RemoveAll(c.Bundle) })
 	r.fail.Crash("create-container-after-bundle")
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
@@ -126,11 +124,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, imageVolumeError(fmt.Errorf("create container %s: %w", name, err))
 	}
-	targetPID, err := r.targetPID(podCopy.ID, cfg)
+	targetPIDNS, err := r.pinTargetPIDNS(podCopy.ID, c.Bundle, cfg)
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := r.writeContainerSpec(c, img, &podCopy, volumes, targetPID); err != nil {
+	if err := r.writeContainerSpec(c, img, &podCopy, volumes, targetPIDNS); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -205,9 +203,9 @@ func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Ima
 
 // writeContainerSpec builds the container's OCI spec, checks that
 // libcontainer accepts it, and writes it into the bundle.
-func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string, targetPID int) error {
+func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string, targetPIDNS string) error {
 	spec, err := oci.Build(oci.Input{
-		TargetPID:    targetPID,
+		TargetPIDNS:  targetPIDNS,
 		ID:           c.ID,
 		Pod:          specPod(p),
 		Config:       c.Config,
@@ -234,48 +232,50 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolum
 // to join (TARGET, as kubectl debug --target makes ephemeral containers),
 // 0 when it asks for none. The target must be a running container of the
 // same pod: a container never joins another pod's processes.
-func (r *Runtime) targetPID(podID string, cfg *runtimeapi.ContainerConfig) (int, error) {
+func (r *Runtime) targetPID(podID string, cfg *runtimeapi.ContainerConfig) (pid int, start uint64, err error) {
 	opts := cfg.GetLinux().GetSecurityContext().GetNamespaceOptions()
 	if opts.GetPid() != runtimeapi.NamespaceMode_TARGET {
-		return 0, nil
+		return 0, 0, nil
 	}
 	target, err := r.lookupContainer(opts.GetTargetId())
 	if err != nil {
-		return 0, fmt.Errorf("target container %q of the PID namespace: %v: %w", opts.GetTargetId(), err, ErrInvalidArgument)
+		return 0, 0, fmt.Errorf("target container %q of the PID namespace: %v: %w", opts.GetTargetId(), err, ErrInvalidArgument)
 	}
 	target.mu.Lock()
-	pod, state, pid, start := target.PodID, target.State, target.PID, target.PIDStart
+	pod, state := target.PodID, target.State
+	pid, start = target.PID, target.PIDStart
 	target.mu.Unlock()
 	if pod != podID {
-		return 0, fmt.Errorf("target container %q of the PID namespace is not in pod %s: %w", opts.GetTargetId(), podID, ErrInvalidArgument)
+		return 0, 0, fmt.Errorf("target container %q of the PID namespace is not in pod %s: %w", opts.GetTargetId(), podID, ErrInvalidArgument)
 	}
 	if state != ContainerRunning || pid <= 0 || !proc.Alive(pid, start) {
-		return 0, fmt.Errorf("target container %q of the PID namespace is not running: %w", opts.GetTargetId(), ErrFailedPrecondition)
+		return 0, 0, fmt.Errorf("target container %q of the PID namespace is not running: %w", opts.GetTargetId(), ErrFailedPrecondition)
 	}
-	return pid, nil
+	return pid, start, nil
 }
 
-// checkTarget makes sure a TARGET container still joins its target: the
-// spec names the target's init by PID, checked at create; if the target
-// has exited since, that PID may be another process's now, whose PID
-// namespace the container must not join.
-func (r *Runtime) checkTarget(c *container) error {
-	pid, err := r.targetPID(c.PodID, c.Config)
+// pinTargetPIDNS pins the PID namespace of a TARGET container's target
+// into its bundle (hostfs/targetns.go) and returns the pin; "" when cfg
+// asks for no target.
+func (r *Runtime) pinTargetPIDNS(podID, bundle string, cfg *runtimeapi.ContainerConfig) (string, error) {
+	pid, start, err := r.targetPID(podID, cfg)
 	if err != nil || pid == 0 {
-		return err
+		return "", err
 	}
-	spec, err := runner.ReadSpec(c.Bundle)
-	if err != nil {
-		return err
+	pin, err := hostfs.PinTargetPIDNS(bundle, pid, func(p int) bool { return proc.Alive(p, start) })
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("target container %q of the PID namespace: %v: %w",
+			cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(), err, ErrFailedPrecondition)
 	}
-	want := "/proc/" + strconv.Itoa(pid) + "/ns/pid"
-	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace && ns.Path != want {
-			return fmt.Errorf("the target container %q of the PID namespace was restarted since the container was created: %w",
-				c.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetTargetId(), ErrFailedPrecondition)
-		}
-	}
-	return nil
+	return pin, err
+}
+
+// checkTarget refuses to start a TARGET container whose target no longer
+// runs: its pinned namespace has no init any more, and the start would
+// fail less clearly.
+func (r *Runtime) checkTarget(c *container) error {
+	_, _, err := r.targetPID(c.PodID, c.Config)
+	return err
 }
 
 // recordContainer saves a created container and makes it known, but only

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/peapod-cri/peapod/sandbox/hostfs"
 )
 
 // The slow part of RemoveContainer (root filesystem, bundle) runs after
@@ -30,6 +32,9 @@ func (r *Runtime) removeLater(pod, id, bundle string) {
 func (r *Runtime) removeContainerFiles(ctx context.Context, id, bundle string) error {
 	if err := r.removeRootfs(ctx, id); err != nil {
 		return fmt.Errorf("remove the root filesystem of container %s: %w", id, err)
+	}
+	if err := hostfs.UnpinTargetPIDNS(bundle); err != nil {
+		return err
 	}
 	if err := os.RemoveAll(bundle); err != nil {
 		return fmt.Errorf("remove the bundle of container %s: %w", id, err)

@@ -79,6 +79,7 @@ func RemoveBundles(ctx context.Context, d Dirs, known func(id string) bool, remo
 				continue
 			}
 		}
+		hostfs.UnpinTargetPIDNS(filepath.Join(d.Bundles, id))
 		os.RemoveAll(filepath.Join(d.Bundles, id))
 	}
 }
