@@ -11,6 +11,8 @@ import (
 
 	"go.podman.io/storage"
 	storagetypes "go.podman.io/storage/types"
+
+	"github.com/peapod-cri/peapod/durable"
 )
 
 // storageRecord is one file containers/storage keeps its records in, for
@@ -106,25 +108,13 @@ func repairRecords(graphRoot, runRoot string, log *slog.Logger) ([]MovedAside, e
 		if rerr := os.Rename(p, to); rerr != nil {
 			return moved, fmt.Errorf("image: move the unusable containers/storage record %s aside (%v): %w", p, err, rerr)
 		}
-		if serr := syncDir(filepath.Dir(p)); serr != nil {
+		if serr := durable.SyncDir(filepath.Dir(p)); serr != nil {
 			return moved, fmt.Errorf("image: moving %s aside: %w", p, serr)
 		}
 		log.Warn("containers/storage record cannot be read; moved aside", "file", p, "moved_to", to, "err", err)
 		moved = append(moved, MovedAside{File: p, To: to, Reason: err})
 	}
 	return moved, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // RecordsMovedAside lists the containers/storage record files Open moved

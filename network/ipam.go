@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/peapod-cri/peapod/durable"
 )
 
 // allocation is what the built-in network holds for one pod. One JSON file
@@ -125,7 +127,7 @@ func openIPAM(dir string, subnet, subnet6 *net.IPNet, logf func(msg string, args
 	}
 	for _, e := range entries {
 		path := filepath.Join(dir, e.Name())
-		if strings.HasSuffix(e.Name(), ".tmp") {
+		if strings.HasSuffix(e.Name(), ".tmp") || strings.HasPrefix(e.Name(), durable.TempPrefix) {
 			os.Remove(path) // a write the daemon did not finish
 			continue
 		}
@@ -193,40 +195,10 @@ func (a *ipam) write(al *allocation) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileDurably(filepath.Join(a.dir, al.Pod), data, 0o600); err != nil {
+	if err := durable.WriteFile(filepath.Join(a.dir, al.Pod), data, 0o600); err != nil {
 		return fmt.Errorf("record IP of pod %s: %w", al.Pod, err)
 	}
 	return nil
-}
-
-// writeFileDurably writes data to path through a temporary file that is
-// synced before it is renamed over path; the directory is synced after.
-func writeFileDurably(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // release frees the pod's address. Releasing an unknown pod is not an error.

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"github.com/peapod-cri/peapod/durable"
 )
 
 // Reloadable is the daemon's pod network: the backend the `network` key
@@ -80,35 +82,15 @@ func swapLastBackend(cfg Config, kind string) string {
 	path := filepath.Join(cfg.Root, "network", "backend")
 	prev, _ := os.ReadFile(path)
 	if string(prev) != kind {
-		if err := writeFileAtomic(path, []byte(kind)); err != nil {
+		err := os.MkdirAll(filepath.Dir(path), 0o700)
+		if err == nil {
+			err = durable.WriteFile(path, []byte(kind), 0o600)
+		}
+		if err != nil {
 			cfg.Logger.Warn("record the pod network backend", "err", err)
 		}
 	}
 	return string(prev)
-}
-
-// writeFileAtomic replaces path with data: temp file, fsync, rename.
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func modeName(mode string) string {

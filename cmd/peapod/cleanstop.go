@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/peapod-cri/peapod/durable"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
 )
@@ -30,7 +31,7 @@ func takeCleanStopMarker(root string) (clean bool, err error) {
 	default:
 		return false, fmt.Errorf("remove the clean-stop marker: %w", err)
 	}
-	return clean, syncDir(root)
+	return clean, durable.SyncDir(root)
 }
 
 // writeCleanStopMarker records a clean stop, durably (the file is empty:
@@ -41,19 +42,7 @@ func writeCleanStopMarker(root string) error {
 		return fmt.Errorf("write the clean-stop marker: %w", err)
 	}
 	f.Close()
-	return syncDir(root)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return durable.SyncDir(root)
 }
 
 // collectStorage removes from containers/storage what no record points to
