@@ -413,27 +413,7 @@ func TestReboot(t *testing.T) {
 		victims = append(victims, pausePID(c, d, pods[i]), containerPID(t, d, ctrs[i]))
 	}
 
-	d.Stop()
-	for _, pid := range victims {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	waitFor(t, 10*time.Second, "the pods' processes to die", func() bool {
-		for _, pid := range victims {
-			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z") {
-				return false
-			}
-		}
-		return true
-	})
-	m := mountsUnder(d.Dir)
-	for i := len(m) - 1; i >= 0; i-- {
-		if err := syscall.Unmount(m[i], syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmount %s: %v", m[i], err)
-		}
-	}
-	if err := os.RemoveAll(d.State); err != nil {
-		t.Fatal(err)
-	}
+	simulateReboot(t, d, victims)
 
 	d.Start()
 	c = ctx(t)
@@ -479,5 +459,34 @@ func TestReboot(t *testing.T) {
 		if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pods[i]}); err != nil {
 			t.Errorf("remove pod %d from before the reboot: %v", i, err)
 		}
+	}
+}
+
+// simulateReboot does to a stopped daemon's node what a reboot does: the
+// pods' processes (victims) die, every mount under the test's directory
+// goes, and state (a tmpfs on a node) is emptied. The caller starts the
+// daemon again.
+func simulateReboot(t *testing.T, d *daemon, victims []int) {
+	t.Helper()
+	d.Stop()
+	for _, pid := range victims {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	waitFor(t, 10*time.Second, "the pods' processes to die", func() bool {
+		for _, pid := range victims {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z") {
+				return false
+			}
+		}
+		return true
+	})
+	m := mountsUnder(d.Dir)
+	for i := len(m) - 1; i >= 0; i-- {
+		if err := syscall.Unmount(m[i], syscall.MNT_DETACH); err != nil {
+			t.Fatalf("unmount %s: %v", m[i], err)
+		}
+	}
+	if err := os.RemoveAll(d.State); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -393,27 +392,7 @@ func TestMountImageVolumeReboot(t *testing.T) {
 	ctr := startContainer(t, d, pod, podCfg, cfg)
 	victims := []int{pausePID(ctx(t), d, pod), containerPID(t, d, ctr)}
 
-	d.Stop()
-	for _, pid := range victims {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	waitFor(t, 10*time.Second, "the pod's processes to die", func() bool {
-		for _, pid := range victims {
-			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z") {
-				return false
-			}
-		}
-		return true
-	})
-	m := mountsUnder(d.Dir)
-	for i := len(m) - 1; i >= 0; i-- {
-		if err := syscall.Unmount(m[i], syscall.MNT_DETACH); err != nil {
-			t.Fatalf("unmount %s: %v", m[i], err)
-		}
-	}
-	if err := os.RemoveAll(d.State); err != nil {
-		t.Fatal(err)
-	}
+	simulateReboot(t, d, victims)
 	d.Start()
 
 	if s := containerStatus(t, d, ctr); s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.Mounts[0].GetImage().GetImage() == "" {
