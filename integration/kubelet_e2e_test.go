@@ -60,7 +60,7 @@ func TestKubeletE2E(t *testing.T) {
 	switch runtimeName {
 	case "", "peapod":
 		runtimeName = "peapod"
-		d := newDaemon(t, pulls.addr)
+		d := newNodeDaemon(t, pulls.addr)
 		d.Start()
 		socket, e.rt, e.img, e.stateDirs = d.Socket, d.RT, d.Img, []string{d.Root, d.State}
 	case "containerd":
@@ -626,20 +626,32 @@ func checkLimits(t *testing.T, e *kubeletEnv) {
 	if got.Status.QOSClass != corev1.PodQOSBurstable {
 		t.Errorf("QoS %s, want Burstable", got.Status.QOSClass)
 	}
-	for file, want := range map[string]string{
+	inside := map[string]string{
 		"/sys/fs/cgroup/memory/memory.limit_in_bytes": strconv.Itoa(64 << 20),
 		"/sys/fs/cgroup/cpu/cpu.cfs_quota_us":         "50000",
 		"/sys/fs/cgroup/cpu/cpu.cfs_period_us":        "100000",
 		"/sys/fs/cgroup/cpu/cpu.shares":               "102",
-	} {
+	}
+	podLimit := "memory.limit_in_bytes"
+	if cgroupV2() {
+		// The container's own cgroup is its namespace's root; shares 102
+		// is weight 4 (runc's conversion, as the kubelet expects).
+		inside = map[string]string{
+			"/sys/fs/cgroup/memory.max": strconv.Itoa(64 << 20),
+			"/sys/fs/cgroup/cpu.max":    "50000 100000",
+			"/sys/fs/cgroup/cpu.weight": "4",
+		}
+		podLimit = "memory.max"
+	}
+	for file, want := range inside {
 		if out, err := e.k.run("limits", "c", "cat", file); err != nil || strings.TrimSpace(out) != want {
 			t.Errorf("in the container, %s = %q (%v), want %s", file, strings.TrimSpace(out), err, want)
 		}
 	}
 	// The kubelet's pod cgroup, under the test's cgroup root, holds the
 	// pod-level limit.
-	podCg := cgroupDir("memory", filepath.Join(e.cgroupRoot, "kubepods/burstable/pod"+string(got.UID)))
-	if v, err := os.ReadFile(filepath.Join(podCg, "memory.limit_in_bytes")); err != nil || strings.TrimSpace(string(v)) != strconv.Itoa(64<<20) {
+	podCg := cgroupDir("memory", kubeletCgroup(e.cgroupRoot, "kubepods", "burstable", "pod"+string(got.UID)))
+	if v, err := os.ReadFile(filepath.Join(podCg, podLimit)); err != nil || strings.TrimSpace(string(v)) != strconv.Itoa(64<<20) {
 		t.Errorf("pod cgroup %s: memory limit %q %v", podCg, v, err)
 	}
 }
@@ -751,7 +763,7 @@ func checkTeardown(t *testing.T, e *kubeletEnv) {
 	}
 	sandbox := sbs[0].Id
 	pause := sandboxPID(t, e.rt, sandbox)
-	podCgroup := filepath.Join(e.cgroupRoot, "kubepods/besteffort/pod"+uid)
+	podCgroup := kubeletCgroup(e.cgroupRoot, "kubepods", "besteffort", "pod"+uid)
 	podDir := filepath.Join(e.k.rootDir, "pods", uid)
 	logDir := filepath.Join(e.k.podLogs, e2eNamespace+"_"+fullName("teardown")+"_"+uid)
 	for _, dir := range []string{cgroupDir("memory", podCgroup), podDir, logDir} {

@@ -197,14 +197,15 @@ func startPeapod(t *testing.T, bin, reg, reportDir string) *testenv.Daemon {
 		// every dir on the way is searchable by others.
 		DirMode:      0o711,
 		ReadyTimeout: 30 * time.Second,
-	})
+	}.WithNodeEnv())
 	os.Remove(d.LogPath) // the report dir may hold the last run's
 	d.Start()
 	v, err := d.RT.Version(context.Background(), &runtimeapi.VersionRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("peapod %s on %s (bridge %s, pods %s, cgroup parent %s)", v.RuntimeVersion, d.Socket, d.Bridge, d.PodCIDR, d.CgroupParent)
+	t.Logf("peapod %s on %s (bridge %s, pods %s, cgroup parent %s, cgroup driver %s, CNI plugins %q)", v.RuntimeVersion, d.Socket, d.Bridge, d.PodCIDR, d.CgroupParent,
+		testenv.NodeCgroupDriver(), testenv.NodeCNIBin())
 	return d
 }
 
