@@ -90,6 +90,14 @@ if [ "$network" = cni ]; then
   modprobe -a ip_tables iptable_filter iptable_nat xt_comment xt_multiport xt_mark xt_addrtype xt_conntrack xt_MASQUERADE xt_nat 2>/dev/null || true
   export PEAPOD_TEST_CNI_BIN=$CACHE/cni-plugins/usr/lib/cni
 fi
+if grep -q Y /sys/module/apparmor/parameters/enabled 2>/dev/null; then
+  # AppArmor in the kernel (qemu guest, CGV2_FULL_APPARMOR=1): peapod and
+  # critest load profiles through securityfs; critest runs apparmor_parser
+  # with sudo, which root does not need (and the image has not).
+  mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security
+  printf '#!/bin/sh\nexec "\$@"\n' >\$bin/sudo && chmod +x \$bin/sudo
+  echo "guest: AppArmor enabled, \$(apparmor_parser --version | head -1)"
+fi
 rc=0
 for suite in $SUITES; do
   s0=\$SECONDS
@@ -108,9 +116,15 @@ exit \$rc
 EOF
 chmod +x "$out/guest.sh"
 
+# A focused critest (CRITEST_FOCUS, CRITEST_MIN_PASSED: see
+# integration/critest) goes through to the guest.
+envs=()
+for v in CRITEST_FOCUS CRITEST_MIN_PASSED; do
+  if [ -n "${!v:-}" ]; then envs+=(--env "$v=${!v}"); fi
+done
 run_guest() {
 "$VM_RUN" --backend "$backend" --mem 4G --cpus 2 --timeout "${CGV2_TIMEOUT:-7200}" \
-  --share "$CACHE" --env PEAPOD_TEST_TIMEOUT_SCALE=10 --env PEAPOD_REQUIRE_SYSTEMD=1 -- \
+  --share "$CACHE" --env PEAPOD_TEST_TIMEOUT_SCALE=10 --env PEAPOD_REQUIRE_SYSTEMD=1 ${envs[@]+"${envs[@]}"} -- \
   bash -c "set -e
     if [ -e /sys/module/apparmor/parameters/enabled ] && [ '${CGV2_FULL_APPARMOR:-0}' != 1 ]; then
       echo N >/run/apparmor-off && mount --bind /run/apparmor-off /sys/module/apparmor/parameters/enabled
