@@ -86,8 +86,11 @@ echo "guest: \$(uname -r), cgroup controllers: \$(cat /sys/fs/cgroup/cgroup.cont
 if [ "$network" = cni ]; then
   # UML's kernel has x_tables but no nf_tables: portmap and the tests'
   # guard rules use iptables-legacy.
+  # portmap runs both iptables and ip6tables.
   update-alternatives --quiet --set iptables /usr/sbin/iptables-legacy
-  modprobe -a ip_tables iptable_filter iptable_nat xt_comment xt_multiport xt_mark xt_addrtype xt_conntrack xt_MASQUERADE xt_nat 2>/dev/null || true
+  update-alternatives --quiet --set ip6tables /usr/sbin/ip6tables-legacy
+  modprobe -a ip_tables iptable_filter iptable_nat ip6_tables ip6table_filter ip6table_nat \
+    xt_comment xt_multiport xt_mark xt_addrtype xt_conntrack xt_MASQUERADE xt_nat 2>/dev/null || true
   export PEAPOD_TEST_CNI_BIN=$CACHE/cni-plugins/usr/lib/cni
 fi
 if grep -q Y /sys/module/apparmor/parameters/enabled 2>/dev/null; then
