@@ -273,7 +273,10 @@ func waitLog(t *testing.T, k *kubelet, manifest, container, want string) string 
 	return ""
 }
 
-const podTimeout = 120 * time.Second
+// podTimeout bounds each wait for a pod state; stretched in the emulated
+// guest of make test-cgroupv2-full (PEAPOD_TEST_TIMEOUT_SCALE), where a
+// pod takes tens of seconds to start.
+var podTimeout = 120 * time.Second * timeoutScale
 
 // ---------------------------------------------------------------- checks
 
