@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	ocgroups "github.com/opencontainers/cgroups"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -262,7 +263,7 @@ func waitLog(t *testing.T, k *kubelet, manifest, container, want string) string 
 	t.Helper()
 	var out string
 	var err error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		if out, err = k.logs(manifest, container); err == nil && strings.Contains(out, want) {
 			return out
@@ -579,7 +580,7 @@ func httpGetBody(t *testing.T, u string) string {
 	t.Helper()
 	client := &http.Client{Timeout: 3 * time.Second}
 	var lastErr error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		resp, err := client.Get(u)
 		if err == nil {
@@ -638,11 +639,13 @@ func checkLimits(t *testing.T, e *kubeletEnv) {
 	podLimit := "memory.limit_in_bytes"
 	if cgroupV2() {
 		// The container's own cgroup is its namespace's root; shares 102
-		// is weight 4 (runc's conversion, as the kubelet expects).
+		// become the weight of libcontainer's conversion, the one the
+		// kubelet uses for its own cgroups (17 since opencontainers/cgroups
+		// v0.0.5's quadratic mapping; 4 with the older linear one).
 		inside = map[string]string{
 			"/sys/fs/cgroup/memory.max": strconv.Itoa(64 << 20),
 			"/sys/fs/cgroup/cpu.max":    "50000 100000",
-			"/sys/fs/cgroup/cpu.weight": "4",
+			"/sys/fs/cgroup/cpu.weight": strconv.FormatUint(ocgroups.ConvertCPUSharesToCgroupV2Value(102), 10),
 		}
 		podLimit = "memory.max"
 	}
@@ -679,7 +682,7 @@ func checkStatsSummary(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, newPod("stats", sh("busy", "while true; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 1; done")))
 	e.k.waitPod(t, "stats", podTimeout, "busy running", func(p *corev1.Pod) bool { return running(p, "busy") })
 	var last string
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		body, err := e.k.get("/stats/summary")
 		if err != nil {

@@ -120,7 +120,8 @@ func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
 		cgroupRoot: cgroupRoot,
 		exited:     make(chan struct{}),
 		// The kubelet serves a self-signed certificate it made at start.
-		http: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		// Stretched in the emulated guest, where the kubelet answers slowly.
+		http: &http.Client{Timeout: 15 * time.Second * timeoutScale, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 		}},
 	}
