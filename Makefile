@@ -12,7 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # (and Go) when run as root, else names the command to run, in one line.
 DEPS      := contrib/deps.sh
 
-.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
+.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
 
 all: build
 
@@ -154,6 +154,14 @@ e2e-kubelet: $(KUBELET)
 
 e2e-kubelet-skew:
 	$(MAKE) --no-print-directory e2e-kubelet KUBELET_MODULE=tools/kubelet-1.34
+
+# The whole critest and kubelet e2e (kubelet 1.37, cgroupDriver systemd,
+# no failCgroupV1 override) inside the cgroup v2 guest with systemd as PID
+# 1 and peapod on the systemd driver (integration/cgroupv2-full.sh): UML
+# with the CNI network where it boots, else qemu TCG. Heavy (not in CI):
+# see docs/conformance.md for its wall times.
+test-cgroupv2-full: $(CRITEST_TOOLS)/critest $(KUBELET)
+	GO=$(GO) CRITEST_TOOLS=$(CRITEST_TOOLS) KUBELET=$(KUBELET) integration/cgroupv2-full.sh
 
 # The Kubernetes node e2e suite (integration/e2enode, docs/conformance.md):
 # e2e_node.test, the kubelet, the ginkgo CLI and agnhost of one release,

@@ -50,7 +50,11 @@ type daemon struct{ *testenv.Daemon }
 // newDaemon prepares (but does not start) a daemon whose registries.conf
 // sends registry.k8s.io and docker.io to the test registry at regAddr.
 func newDaemon(t *testing.T, regAddr string) *daemon {
-	return &daemon{testenv.NewDaemon(t, testenv.DaemonOptions{
+	return &daemon{testenv.NewDaemon(t, daemonOptions(t, regAddr))}
+}
+
+func daemonOptions(t *testing.T, regAddr string) testenv.DaemonOptions {
+	return testenv.DaemonOptions{
 		Binary:       peapodBinary,
 		Name:         "peapod-it",
 		BridgePrefix: "ppt",
@@ -58,7 +62,14 @@ func newDaemon(t *testing.T, regAddr string) *daemon {
 		Registries:   testenv.MirrorRegistries(regAddr, "registry.k8s.io", "docker.io"),
 		LogLevel:     "debug",
 		ReadyTimeout: 20 * time.Second * timeoutScale,
-	})}
+	}
+}
+
+// newNodeDaemon is newDaemon configured as the node the environment names
+// (testenv.WithNodeEnv: the systemd driver, the CNI network), for the
+// suites make test-cgroupv2-full runs in the guest.
+func newNodeDaemon(t *testing.T, regAddr string) *daemon {
+	return &daemon{testenv.NewDaemon(t, daemonOptions(t, regAddr).WithNodeEnv())}
 }
 
 // pausePID reads the pod's pause PID from the verbose status.

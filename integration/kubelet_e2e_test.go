@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	ocgroups "github.com/opencontainers/cgroups"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,7 +61,7 @@ func TestKubeletE2E(t *testing.T) {
 	switch runtimeName {
 	case "", "peapod":
 		runtimeName = "peapod"
-		d := newDaemon(t, pulls.addr)
+		d := newNodeDaemon(t, pulls.addr)
 		d.Start()
 		socket, e.rt, e.img, e.stateDirs = d.Socket, d.RT, d.Img, []string{d.Root, d.State}
 	case "containerd":
@@ -262,7 +263,7 @@ func waitLog(t *testing.T, k *kubelet, manifest, container, want string) string 
 	t.Helper()
 	var out string
 	var err error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		if out, err = k.logs(manifest, container); err == nil && strings.Contains(out, want) {
 			return out
@@ -273,7 +274,10 @@ func waitLog(t *testing.T, k *kubelet, manifest, container, want string) string 
 	return ""
 }
 
-const podTimeout = 120 * time.Second
+// podTimeout bounds each wait for a pod state; stretched in the emulated
+// guest of make test-cgroupv2-full (PEAPOD_TEST_TIMEOUT_SCALE), where a
+// pod takes tens of seconds to start.
+var podTimeout = 120 * time.Second * timeoutScale
 
 // ---------------------------------------------------------------- checks
 
@@ -576,7 +580,7 @@ func httpGetBody(t *testing.T, u string) string {
 	t.Helper()
 	client := &http.Client{Timeout: 3 * time.Second}
 	var lastErr error
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		resp, err := client.Get(u)
 		if err == nil {
@@ -626,20 +630,34 @@ func checkLimits(t *testing.T, e *kubeletEnv) {
 	if got.Status.QOSClass != corev1.PodQOSBurstable {
 		t.Errorf("QoS %s, want Burstable", got.Status.QOSClass)
 	}
-	for file, want := range map[string]string{
+	inside := map[string]string{
 		"/sys/fs/cgroup/memory/memory.limit_in_bytes": strconv.Itoa(64 << 20),
 		"/sys/fs/cgroup/cpu/cpu.cfs_quota_us":         "50000",
 		"/sys/fs/cgroup/cpu/cpu.cfs_period_us":        "100000",
 		"/sys/fs/cgroup/cpu/cpu.shares":               "102",
-	} {
+	}
+	podLimit := "memory.limit_in_bytes"
+	if cgroupV2() {
+		// The container's own cgroup is its namespace's root; shares 102
+		// become the weight of libcontainer's conversion, the one the
+		// kubelet uses for its own cgroups (17 since opencontainers/cgroups
+		// v0.0.5's quadratic mapping; 4 with the older linear one).
+		inside = map[string]string{
+			"/sys/fs/cgroup/memory.max": strconv.Itoa(64 << 20),
+			"/sys/fs/cgroup/cpu.max":    "50000 100000",
+			"/sys/fs/cgroup/cpu.weight": strconv.FormatUint(ocgroups.ConvertCPUSharesToCgroupV2Value(102), 10),
+		}
+		podLimit = "memory.max"
+	}
+	for file, want := range inside {
 		if out, err := e.k.run("limits", "c", "cat", file); err != nil || strings.TrimSpace(out) != want {
 			t.Errorf("in the container, %s = %q (%v), want %s", file, strings.TrimSpace(out), err, want)
 		}
 	}
 	// The kubelet's pod cgroup, under the test's cgroup root, holds the
 	// pod-level limit.
-	podCg := cgroupDir("memory", filepath.Join(e.cgroupRoot, "kubepods/burstable/pod"+string(got.UID)))
-	if v, err := os.ReadFile(filepath.Join(podCg, "memory.limit_in_bytes")); err != nil || strings.TrimSpace(string(v)) != strconv.Itoa(64<<20) {
+	podCg := cgroupDir("memory", kubeletCgroup(e.cgroupRoot, "kubepods", "burstable", "pod"+string(got.UID)))
+	if v, err := os.ReadFile(filepath.Join(podCg, podLimit)); err != nil || strings.TrimSpace(string(v)) != strconv.Itoa(64<<20) {
 		t.Errorf("pod cgroup %s: memory limit %q %v", podCg, v, err)
 	}
 }
@@ -664,7 +682,7 @@ func checkStatsSummary(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, newPod("stats", sh("busy", "while true; do i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done; sleep 1; done")))
 	e.k.waitPod(t, "stats", podTimeout, "busy running", func(p *corev1.Pod) bool { return running(p, "busy") })
 	var last string
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(60 * time.Second * timeoutScale)
 	for time.Now().Before(deadline) {
 		body, err := e.k.get("/stats/summary")
 		if err != nil {
@@ -751,7 +769,7 @@ func checkTeardown(t *testing.T, e *kubeletEnv) {
 	}
 	sandbox := sbs[0].Id
 	pause := sandboxPID(t, e.rt, sandbox)
-	podCgroup := filepath.Join(e.cgroupRoot, "kubepods/besteffort/pod"+uid)
+	podCgroup := kubeletCgroup(e.cgroupRoot, "kubepods", "besteffort", "pod"+uid)
 	podDir := filepath.Join(e.k.rootDir, "pods", uid)
 	logDir := filepath.Join(e.k.podLogs, e2eNamespace+"_"+fullName("teardown")+"_"+uid)
 	for _, dir := range []string{cgroupDir("memory", podCgroup), podDir, logDir} {

@@ -78,9 +78,10 @@ syncFrequency: 10s
 containerRuntimeEndpoint: unix://%[3]s
 imageServiceEndpoint: unix://%[3]s
 serializeImagePulls: false
-# cgroups: cgroupfs like peapod, all of the kubelet's under a root of the
+# cgroups: the driver peapod runs with (cgroupfs, or systemd in the guest
+# of make test-cgroupv2-full), all of the kubelet's under a root of the
 # test's own; node allocatable is not enforced on it.
-cgroupDriver: cgroupfs
+cgroupDriver: %[9]s
 cgroupRoot: %[4]s
 cgroupsPerQOS: true
 enforceNodeAllocatable: []
@@ -119,7 +120,8 @@ func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
 		cgroupRoot: cgroupRoot,
 		exited:     make(chan struct{}),
 		// The kubelet serves a self-signed certificate it made at start.
-		http: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		// Stretched in the emulated guest, where the kubelet answers slowly.
+		http: &http.Client{Timeout: 15 * time.Second * timeoutScale, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 		}},
 	}
@@ -136,7 +138,7 @@ func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
 	k.base = fmt.Sprintf("https://127.0.0.1:%d", k.port)
 	conf := filepath.Join(dir, "kubelet.yaml")
 	cfg := fmt.Sprintf(kubeletConfig, k.port, k.manifests, socket, cgroupRoot, resolv, k.podLogs,
-		filepath.Join(dir, "volume-plugins"), cgroupV1Override())
+		filepath.Join(dir, "volume-plugins"), cgroupV1Override(), testenv.NodeCgroupDriver())
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -414,9 +416,23 @@ func cgroupHierarchies() []string { return testenv.CgroupHierarchies() }
 
 // makeCgroupRoot creates the kubelet's cgroup root in every hierarchy (the
 // kubelet refuses a root that does not exist) and removes the whole tree
-// in cleanup, deepest first.
+// in cleanup, deepest first. Under the systemd driver the kubelet names the
+// root "/<name>" and finds it as the slice /<name>.slice (a name without
+// dashes): that slice is started as a unit of systemd's.
 func makeCgroupRoot(t *testing.T) string {
 	t.Helper()
+	if testenv.NodeCgroupDriver() == "systemd" {
+		root := "/peapode2e" + randomSuffix()
+		slice := root[1:] + ".slice"
+		if out, err := exec.Command("systemctl", "start", slice).CombinedOutput(); err != nil {
+			t.Fatalf("cgroup root: systemctl start %s: %v: %s", slice, err, out)
+		}
+		t.Cleanup(func() {
+			exec.Command("systemctl", "stop", slice).Run()
+			testenv.RemoveCgroup("/" + slice)
+		})
+		return root
+	}
 	root := "/peapod-e2e-" + randomSuffix()
 	for _, h := range cgroupHierarchies() {
 		dir := filepath.Join(h, root)
@@ -434,6 +450,24 @@ func makeCgroupRoot(t *testing.T) string {
 		testenv.RemoveCgroup(root)
 	})
 	return root
+}
+
+// kubeletCgroup is the cgroupfs path (from a hierarchy's root) of the
+// kubelet's cgroup below root named by the parts (e.g. "kubepods",
+// "burstable", "pod<uid>"): nested directories with cgroupfs; with
+// systemd, nested slices whose names repeat their parents' with dashes
+// ("-" in a part becomes "_"), as the kubelet's CgroupName.ToSystemd.
+func kubeletCgroup(root string, parts ...string) string {
+	if testenv.NodeCgroupDriver() != "systemd" {
+		return filepath.Join(append([]string{root}, parts...)...)
+	}
+	name := strings.TrimPrefix(root, "/")
+	p := "/" + name + ".slice"
+	for _, part := range parts {
+		name += "-" + strings.ReplaceAll(part, "-", "_")
+		p += "/" + name + ".slice"
+	}
+	return p
 }
 
 // cgroupDir is the directory of a cgroup path in the hierarchy of a v1

@@ -221,12 +221,19 @@ func (c *CNI) runtimeConf(pod Pod) (*libcni.RuntimeConf, error) {
 	return rt, nil
 }
 
-// SetupPod runs ADD. A failed ADD is followed by DEL, as the CNI spec asks,
-// so nothing is left for a pod that never came up.
+// SetupPod brings the pod's loopback up, then runs ADD. A failed ADD is
+// followed by DEL, as the CNI spec asks, so nothing is left for a pod that
+// never came up.
 func (c *CNI) SetupPod(ctx context.Context, pod Pod) (Result, error) {
 	rt, err := c.runtimeConf(pod)
 	if err != nil {
 		return Result{}, err
+	}
+	// Conflists (Debian's, podman's, most CNI providers') have no loopback
+	// plugin: runtimes bring lo up themselves (containerd's loopback
+	// network, CRI-O's), and pods and port-forward rely on 127.0.0.1.
+	if err := LoopbackUp(pod.NetNS); err != nil {
+		return Result{}, fmt.Errorf("pod loopback: %w", err)
 	}
 	res, err := c.cni.AddNetworkList(ctx, c.list, rt)
 	if err != nil {

@@ -78,6 +78,25 @@ func TestCNIBridgeHostLocal(t *testing.T) {
 	}
 }
 
+// TestCNIPodLoopback: a pod on a CNI network has its loopback up, though
+// the conflist has no loopback plugin (as containerd and CRI-O, peapod
+// brings lo up itself): port-forward and a pod's own localhost servers
+// reach 127.0.0.1. Before the fix, connecting to 127.0.0.1 in such a pod
+// failed with "network is unreachable" (critest's portforward spec in the
+// UML guest of make test-cgroupv2-full).
+func TestCNIPodLoopback(t *testing.T) {
+	c, _ := newTestCNI(t, "bridge")
+	ctx := context.Background()
+	ns := newNetNS(t)
+	p := Pod{ID: "cni-lo-" + randHex(8), Name: "lo", Namespace: "ns", UID: "uid-lo", NetNS: ns}
+	podIP(t)(c.SetupPod(ctx, p))
+	t.Cleanup(func() { c.TeardownPod(ctx, p) })
+	if out := inNS(t, ns, "ip", "-o", "link", "show", "lo"); !strings.Contains(out, "LOWER_UP") {
+		t.Fatalf("lo in a CNI pod is not up: %s", out)
+	}
+	inNS(t, ns, "ping", "-c1", "-W2", "127.0.0.1")
+}
+
 func TestCNIUnknownPlugin(t *testing.T) {
 	c, _ := newTestCNI(t, "no-such-plugin")
 	if err := c.Ready(); err == nil || !strings.Contains(err.Error(), "no-such-plugin") {

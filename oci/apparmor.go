@@ -45,6 +45,12 @@ var systemAppArmor = hostAppArmor{
 // without the confinement its author asked for.
 func apparmorProfile(sec *runtimeapi.LinuxContainerSecurityContext, aa AppArmor) (string, error) {
 	p := sec.GetApparmor()
+	if p == nil && sec.GetApparmorProfile() != "" {
+		var err error
+		if p, err = deprecatedAppArmor(sec.GetApparmorProfile()); err != nil {
+			return "", err
+		}
+	}
 	if p != nil && p.GetProfileType() == runtimeapi.SecurityProfile_Unconfined {
 		return "", nil
 	}
@@ -155,3 +161,19 @@ profile peapod-default flags=(attach_disconnected,mediate_deleted) {
   ptrace (trace,read,tracedby,readby) peer=peapod-default,
 }
 `
+
+// deprecatedAppArmor reads the deprecated apparmor_profile string
+// ("runtime/default", "unconfined", "localhost/<name>"), which kubelets
+// still send beside, and older ones instead of, the structured field, as
+// containerd and CRI-O read it.
+func deprecatedAppArmor(s string) (*runtimeapi.SecurityProfile, error) {
+	switch {
+	case s == "unconfined":
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}, nil
+	case s == "runtime/default":
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}, nil
+	case strings.HasPrefix(s, "localhost/"):
+		return &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: s}, nil
+	}
+	return nil, fmt.Errorf("AppArmor profile %q: want runtime/default, unconfined or localhost/<name>: %w", s, ErrInvalidArgument)
+}

@@ -46,6 +46,19 @@ func TestAppArmorProfile(t *testing.T) {
 	if p, _ := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}, aa); p != "" {
 		t.Errorf("privileged without a profile: %q, want none", p)
 	}
+
+	// The deprecated string field, when the structured one is absent (older
+	// kubelets, critest's "deprecated apparmor_profile field" specs).
+	for old, want := range map[string]string{"localhost/mine": "mine", "runtime/default": defaultAppArmorProfile, "unconfined": ""} {
+		if p, err := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: old}, aa); p != want || err != nil {
+			t.Errorf("deprecated %q: %q, %v; want %q", old, p, err, want)
+		}
+	}
+	for _, bad := range []string{"localhost/other", "docker-default"} {
+		if _, err := apparmorProfile(&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: bad}, aa); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("deprecated %q (unloaded, or no such form): %v, want InvalidArgument", bad, err)
+		}
+	}
 }
 
 func TestAmbientCaps(t *testing.T) {

@@ -46,6 +46,9 @@ type DaemonOptions struct {
 	LogLevel     string // the --log-level flag; "" leaves the default
 	DirMode      os.FileMode
 	Args         []string // added to the daemon's flags
+	// Config is peapod.toml's text, written into the daemon's directory
+	// and passed with --config before the flags; "" passes none.
+	Config       string
 	Env          []string // added to the test's environment for the daemon
 	ReadyTimeout time.Duration
 	// KillWithTest has the kernel kill the daemon if the test process dies
@@ -54,6 +57,8 @@ type DaemonOptions struct {
 	// QuietCleanup removes what is left without reporting it (the benches);
 	// otherwise left pods' keepers, mounts, cgroups and veths fail the test.
 	QuietCleanup bool
+
+	cni bool // WithNodeEnv chose the CNI network: the conflist is written
 }
 
 // Daemon is one peapod under test. Tests may change Args, Env, PodCIDR and
@@ -165,6 +170,14 @@ func NewDaemon(t testing.TB, o DaemonOptions) *Daemon {
 	if err := os.MkdirAll(d.CNIConfDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if o.CNIConflist == "" && o.cni {
+		o.CNIConflist = d.cniConflist()
+	}
+	if o.Config != "" {
+		if err := os.WriteFile(filepath.Join(dir, "peapod.toml"), []byte(o.Config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if o.CNIConflist != "" {
 		if err := os.WriteFile(filepath.Join(d.CNIConfDir, "10-test.conflist"), []byte(o.CNIConflist), 0o644); err != nil {
 			t.Fatal(err)
@@ -180,9 +193,13 @@ func NewDaemon(t testing.TB, o DaemonOptions) *Daemon {
 // Flags are the daemon's command line: its own paths and network, then
 // Args.
 func (d *Daemon) Flags() []string {
-	f := []string{"--socket", d.Socket, "--root", d.Root, "--state", d.State,
+	var f []string
+	if d.Opts.Config != "" {
+		f = append(f, "--config", filepath.Join(d.Dir, "peapod.toml"))
+	}
+	f = append(f, "--socket", d.Socket, "--root", d.Root, "--state", d.State,
 		"--cgroup-parent", d.CgroupParent, "--registries-conf", d.RegistriesConf,
-		"--bridge", d.Bridge, "--pod-cidr", d.PodCIDR, "--cni-conf-dir", d.CNIConfDir}
+		"--bridge", d.Bridge, "--pod-cidr", d.PodCIDR, "--cni-conf-dir", d.CNIConfDir)
 	if d.Opts.LogLevel != "" {
 		f = append(f, "--log-level", d.Opts.LogLevel)
 	}
@@ -336,10 +353,12 @@ func (d *Daemon) Destroy() {
 			syscall.Unmount(m[i], syscall.MNT_DETACH)
 		}
 	}
-	if left := CgroupChildren(d.CgroupParent); len(left) > 0 {
-		report("cgroups left under %s: %v", d.CgroupParent, left)
+	cg := sliceCgroup(d.CgroupParent)
+	if left := CgroupChildren(cg); len(left) > 0 {
+		report("cgroups left under %s: %v", cg, left)
 	}
-	RemoveCgroup(d.CgroupParent)
+	stopSlice(d.CgroupParent)
+	RemoveCgroup(cg)
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", d.Bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
 		report("veths left on %s: %s", d.Bridge, out)
 	}

@@ -171,6 +171,10 @@ func InitProcess(spec *specs.Spec) (*libcontainer.Process, error) {
 		UID:  int(p.User.UID),
 		GID:  int(p.User.GID),
 		Init: true,
+		// runc 1.5's specconv no longer copies the profile into the
+		// container's config: without it here the container ran
+		// unconfined whatever profile the spec named.
+		AppArmorProfile: p.ApparmorProfile,
 	}
 	for _, g := range p.User.AdditionalGids {
 		proc.AdditionalGroups = append(proc.AdditionalGroups, int(g))
