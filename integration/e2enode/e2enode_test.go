@@ -202,6 +202,14 @@ func runInner(t *testing.T, bin, cgRoot string) {
 	rc := runSuite(ctx, t, bin, work, reportDir, suiteArgs{socket, processName, pidFile, cgRoot})
 	took := time.Since(t1).Round(time.Second)
 	t.Logf("node e2e ran in %s (exit status %d); report in %s", took, rc, reportDir)
+	// The start-up race (docs/conformance.md): checked on every run.
+	if d, err := registrationDelay(filepath.Join(reportDir, "kubelet.log")); err != nil {
+		t.Errorf("kubelet start-up: %v", err)
+	} else if d > maxRegistrationDelay {
+		t.Errorf("the kubelet registered its node %s after its start, later than %s: CSINode initialisation may have given up", d.Round(time.Millisecond), maxRegistrationDelay)
+	} else {
+		t.Logf("the kubelet registered its node %s after its start", d.Round(time.Millisecond))
+	}
 
 	res, err := testenv.ReadGinkgoReport(filepath.Join(reportDir, "report.json"), 400)
 	if err != nil {
