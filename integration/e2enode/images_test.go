@@ -27,7 +27,7 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	b := testenv.NewImageBuilder(t, reg, nil)
 	sh := testenv.ImageConfig{Cmd: []string{"sh"}}
 
-	b.PushIndex(b.Image(sh), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
+	b.PushIndex(b.Image(sh, b.Layer(nmeterTree(t, t.TempDir()))), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
 	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}), "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
 	// pause: the suite runs it as a container of its own in a few specs.
 	b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}), "pause:3.10.2", "pause:3.10.1", "pause:3.10")
