@@ -27,7 +27,10 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	b := testenv.NewImageBuilder(t, reg, nil)
 	sh := testenv.ImageConfig{Cmd: []string{"sh"}}
 
-	b.PushIndex(b.Image(sh, b.Layer(nmeterTree(t, t.TempDir()))), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
+	// nmeter: an applet of upstream's busybox that Debian's lacks; agnhost
+	// (built on busybox upstream) has it too.
+	nmeter := b.Layer(nmeterTree(t, t.TempDir()))
+	b.PushIndex(b.Image(sh, nmeter), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
 	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}), "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
 	// pause: the suite runs it as a container of its own in a few specs.
 	b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}), "pause:3.10.2", "pause:3.10.1", "pause:3.10")
@@ -50,12 +53,12 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	}
 	agLayer := b.Layer(ag)
 	agCfg := testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-	b.PushIndex(b.Image(agCfg, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
+	b.PushIndex(b.Image(agCfg, nmeter, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
 	// kitten and nautilus: agnhost serving a picture (image-pull specs
 	// tell them apart by content).
 	for _, pic := range []string{"kitten", "nautilus"} {
 		files := b.Layer(b.Tree(pic, map[string]string{pic + ".jpg": pic + "\n", "data.json": fmt.Sprintf("{\"image\": %q}\n", pic)}))
-		b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, agLayer, files),
+		b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, nmeter, agLayer, files),
 			"e2e-test-images/"+pic+":1.8", "e2e-test-images/"+pic+":1.9")
 	}
 
