@@ -19,7 +19,7 @@ import (
 
 // debs are the Debian packages the images take files from; fetched (and
 // cached) before the private network namespace, which has no way out.
-var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6")
+var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6", "netcat-traditional")
 
 // pushImages builds every image and pushes it to reg. agnhost is the
 // binary built from k8s.io/kubernetes/test/images/agnhost (CGO_ENABLED=0).
@@ -27,10 +27,18 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	b := testenv.NewImageBuilder(t, reg, nil)
 	sh := testenv.ImageConfig{Cmd: []string{"sh"}}
 
-	// nmeter: an applet of upstream's busybox that Debian's lacks; agnhost
-	// (built on busybox upstream) has it too.
+	// What upstream's busybox has and Debian's lacks, in busybox and in
+	// agnhost (built on busybox upstream): the nmeter applet, and an nc
+	// with -u (the networking specs' `echo hostName | nc -w 1 -u IP PORT`
+	// from the host-network agnhost pod): netcat-traditional's, whose -w
+	// waits for the reply after stdin's end as busybox's does.
+	x := b.ExtractDebs(debs...)
+	if err := os.Symlink("nc.traditional", filepath.Join(x, "bin/nc")); err != nil {
+		t.Fatal(err)
+	}
+	nc := b.BinsLayer("nc", x, "bin/nc") // cp follows the link: a file /bin/nc
 	nmeter := b.Layer(nmeterTree(t, t.TempDir()))
-	b.PushIndex(b.Image(sh, nmeter), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
+	b.PushIndex(b.Image(sh, nmeter, nc), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
 	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}), "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
 	// pause: the suite runs it as a container of its own in a few specs.
 	b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}), "pause:3.10.2", "pause:3.10.1", "pause:3.10")
@@ -53,16 +61,15 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	}
 	agLayer := b.Layer(ag)
 	agCfg := testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-	b.PushIndex(b.Image(agCfg, nmeter, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
+	b.PushIndex(b.Image(agCfg, nmeter, nc, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
 	// kitten and nautilus: agnhost serving a picture (image-pull specs
 	// tell them apart by content).
 	for _, pic := range []string{"kitten", "nautilus"} {
 		files := b.Layer(b.Tree(pic, map[string]string{pic + ".jpg": pic + "\n", "data.json": fmt.Sprintf("{\"image\": %q}\n", pic)}))
-		b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, nmeter, agLayer, files),
+		b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, nmeter, nc, agLayer, files),
 			"e2e-test-images/"+pic+":1.8", "e2e-test-images/"+pic+":1.9")
 	}
 
-	x := b.ExtractDebs(debs...)
 	nginx := testenv.ImageConfig{Cmd: []string{"nginx", "-g", "daemon off;"}, StopSignal: "SIGQUIT"}
 	b.PushIndex(b.Image(nginx, b.NginxLayer(x, 80)), "e2e-test-images/nginx:1.27.0-2", "e2e-test-images/nginx:1.28.0-2")
 	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"nnp"}}, b.Layer(b.NNPTree())), "e2e-test-images/nonewprivs:1.4", "e2e-test-images/nonewprivs:1.3")
