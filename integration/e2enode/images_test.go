@@ -8,8 +8,13 @@ import (
 	"slices"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/peapod-cri/peapod/integration/testenv"
 )
+
+// L is its arguments as a slice: the layers of an image.
+func L(layers ...v1.Layer) []v1.Layer { return layers }
 
 // The images the [NodeConformance] specs pull (k8s.io/kubernetes
 // test/utils/image/manifest.go at v1.37.2), built offline: repository paths
@@ -26,6 +31,17 @@ var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1"
 func pushImages(t *testing.T, reg, agnhost string) {
 	b := testenv.NewImageBuilder(t, reg, nil)
 	sh := testenv.ImageConfig{Cmd: []string{"sh"}}
+	// push pushes one image per tag, told apart by a label, as upstream's
+	// tags are distinct images. Were they one image, a runtime naming a
+	// container's image by a name of it (containerd: the first) could
+	// report another tag than the pod's, which "image is updated" specs
+	// compare.
+	push := func(c testenv.ImageConfig, layers []v1.Layer, tags ...string) {
+		for _, tag := range tags {
+			c.Labels = map[string]string{"org.opencontainers.image.ref.name": tag}
+			b.PushIndex(b.Image(c, layers...), tag)
+		}
+	}
 
 	// What upstream's busybox has and Debian's lacks, in busybox and in
 	// agnhost (built on busybox upstream): the nmeter applet, and an nc
@@ -38,10 +54,10 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	}
 	nc := b.BinsLayer("nc", x, "bin/nc") // cp follows the link: a file /bin/nc
 	nmeter := b.Layer(nmeterTree(t, t.TempDir()))
-	b.PushIndex(b.Image(sh, nmeter, nc), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
-	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}), "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
+	push(sh, L(nmeter, nc), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
+	push(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}, nil, "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
 	// pause: the suite runs it as a container of its own in a few specs.
-	b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}), "pause:3.10.2", "pause:3.10.1", "pause:3.10")
+	push(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}, nil, "pause:3.10.2", "pause:3.10.1", "pause:3.10")
 
 	// agnhost as upstream's Dockerfile lays it out: /agnhost and the
 	// agnhost-2 link (entrypoint specs), /uploads (netexec), user 1000 in
@@ -61,18 +77,18 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	}
 	agLayer := b.Layer(ag)
 	agCfg := testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-	b.PushIndex(b.Image(agCfg, nmeter, nc, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
+	push(agCfg, L(nmeter, nc, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
 	// kitten and nautilus: agnhost serving a picture (image-pull specs
 	// tell them apart by content).
 	for _, pic := range []string{"kitten", "nautilus"} {
 		files := b.Layer(b.Tree(pic, map[string]string{pic + ".jpg": pic + "\n", "data.json": fmt.Sprintf("{\"image\": %q}\n", pic)}))
-		b.PushIndex(b.Image(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, nmeter, nc, agLayer, files),
+		push(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, L(nmeter, nc, agLayer, files),
 			"e2e-test-images/"+pic+":1.8", "e2e-test-images/"+pic+":1.9")
 	}
 
 	nginx := testenv.ImageConfig{Cmd: []string{"nginx", "-g", "daemon off;"}, StopSignal: "SIGQUIT"}
-	b.PushIndex(b.Image(nginx, b.NginxLayer(x, 80)), "e2e-test-images/nginx:1.27.0-2", "e2e-test-images/nginx:1.28.0-2")
-	b.PushIndex(b.Image(testenv.ImageConfig{Cmd: []string{"nnp"}}, b.Layer(b.NNPTree())), "e2e-test-images/nonewprivs:1.4", "e2e-test-images/nonewprivs:1.3")
+	push(nginx, L(b.NginxLayer(x, 80)), "e2e-test-images/nginx:1.27.0-2", "e2e-test-images/nginx:1.28.0-2")
+	push(testenv.ImageConfig{Cmd: []string{"nnp"}}, L(b.Layer(b.NNPTree())), "e2e-test-images/nonewprivs:1.4", "e2e-test-images/nonewprivs:1.3")
 	// ipc-utils: util-linux's ipcmk/ipcs/ipcrm (host IPC specs).
-	b.PushIndex(b.Image(sh, b.BinsLayer("ipc-utils", x, "usr/bin/ipcmk", "usr/bin/ipcs", "usr/bin/ipcrm")), "e2e-test-images/ipc-utils:1.4")
+	push(sh, L(b.BinsLayer("ipc-utils", x, "usr/bin/ipcmk", "usr/bin/ipcs", "usr/bin/ipcrm")), "e2e-test-images/ipc-utils:1.4")
 }
