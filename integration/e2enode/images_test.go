@@ -24,7 +24,7 @@ func L(layers ...v1.Layer) []v1.Layer { return layers }
 
 // debs are the Debian packages the images take files from; fetched (and
 // cached) before the private network namespace, which has no way out.
-var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6", "netcat-traditional",
+var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6", "netcat-traditional", "bash",
 	// curl and the libraries it links (agnhost's lifecycle hooks curl).
 	"curl", "libcurl4", "libbrotli1", "libcom-err2", "libffi8", "libgmp10", "libgnutls30", "libgssapi-krb5-2",
 	"libhogweed6", "libidn2-0", "libk5crypto3", "libkeyutils1", "libkrb5-3", "libkrb5support0", "libldap-2.5-0",
@@ -82,15 +82,16 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	}
 	agLayer := b.Layer(ag)
 	agCfg := testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}
-	// Upstream's agnhost adds curl to its base (exec lifecycle hooks run
-	// `curl http://IP:8080/echo?msg=poststart` in it).
-	curl := b.BinsLayer("curl", x, "usr/bin/curl")
-	push(agCfg, L(nmeter, nc, curl, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
+	// Upstream's agnhost adds curl and bash to its base (exec lifecycle
+	// hooks run `curl http://IP:8080/echo?msg=poststart` in it; probe
+	// specs run /bin/bash).
+	tools := b.BinsLayer("agnhost-tools", x, "usr/bin/curl", "bin/bash")
+	push(agCfg, L(nmeter, nc, tools, agLayer), "e2e-test-images/agnhost:2.66.1", "e2e-test-images/agnhost:2.55")
 	// kitten and nautilus: agnhost serving a picture (image-pull specs
 	// tell them apart by content).
 	for _, pic := range []string{"kitten", "nautilus"} {
 		files := b.Layer(b.Tree(pic, map[string]string{pic + ".jpg": pic + "\n", "data.json": fmt.Sprintf("{\"image\": %q}\n", pic)}))
-		push(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, L(nmeter, nc, curl, agLayer, files),
+		push(testenv.ImageConfig{Entrypoint: []string{"/agnhost"}, Cmd: []string{"test-webserver"}}, L(nmeter, nc, tools, agLayer, files),
 			"e2e-test-images/"+pic+":1.8", "e2e-test-images/"+pic+":1.9")
 	}
 
