@@ -205,7 +205,14 @@ $(E2E_NODE_DIR)/agnhost:
 	cd tools/e2e-node && CGO_ENABLED=0 $(GO) build -o $@.tmp k8s.io/kubernetes/test/images/agnhost
 	mv $@.tmp $@
 
-e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE_DIR)/ginkgo $(E2E_NODE_DIR)/agnhost
+# The pause image's binary: upstream's pause.c (exits on SIGTERM, as the
+# specs that stop a pause container expect), static as upstream's.
+$(E2E_NODE_DIR)/pause:
+	mkdir -p $(E2E_NODE_DIR)
+	cd tools/e2e-node && gcc -O2 -static -o $@.tmp "$$($(GO) list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+	mv $@.tmp $@
+
+e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE_DIR)/ginkgo $(E2E_NODE_DIR)/agnhost $(E2E_NODE_DIR)/pause
 
 e2e-node: build e2e-node-tools
 	@rm -rf $(E2E_NODE_REPORT) && mkdir -p $(dir $(E2E_NODE_REPORT))

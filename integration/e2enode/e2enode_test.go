@@ -71,12 +71,12 @@ var kubeletPaths = []string{"/var/lib/kubelet", "/var/log/pods"}
 func TestE2ENode(t *testing.T) {
 	bin := os.Getenv("E2E_NODE_DIR")
 	if bin == "" {
-		t.Skip("run by `make e2e-node`: needs E2E_NODE_DIR (e2e_node.test, kubelet, ginkgo and agnhost from tools/e2e-node)")
+		t.Skip("run by `make e2e-node`: needs E2E_NODE_DIR (e2e_node.test, kubelet, ginkgo, agnhost and pause from tools/e2e-node)")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, f := range []string{"e2e_node.test", "kubelet", "ginkgo", "agnhost"} {
+	for _, f := range []string{"e2e_node.test", "kubelet", "ginkgo", "agnhost", "pause"} {
 		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
 			t.Fatalf("E2E_NODE_DIR: %v", err)
 		}
@@ -180,7 +180,7 @@ func runInner(t *testing.T, bin, cgRoot string) {
 
 	t0 := time.Now()
 	reg := testenv.StartRegistry(t)
-	pushImages(t, reg, filepath.Join(bin, "agnhost"))
+	pushImages(t, reg, filepath.Join(bin, "agnhost"), filepath.Join(bin, "pause"))
 	t.Logf("registry %s with the suite's images in %s", reg, time.Since(t0).Round(time.Second))
 
 	var socket, processName, pidFile string

@@ -32,8 +32,9 @@ var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1"
 	"libunistring2", "libzstd1")
 
 // pushImages builds every image and pushes it to reg. agnhost is the
-// binary built from k8s.io/kubernetes/test/images/agnhost (CGO_ENABLED=0).
-func pushImages(t *testing.T, reg, agnhost string) {
+// binary built from k8s.io/kubernetes/test/images/agnhost (CGO_ENABLED=0),
+// pause the one from its build/pause/linux/pause.c.
+func pushImages(t *testing.T, reg, agnhost, pause string) {
 	b := testenv.NewImageBuilder(t, reg, nil)
 	sh := testenv.ImageConfig{Cmd: []string{"sh"}}
 	// push pushes one image per tag, told apart by a label, as upstream's
@@ -61,8 +62,17 @@ func pushImages(t *testing.T, reg, agnhost string) {
 	nmeter := b.Layer(nmeterTree(t, t.TempDir()))
 	push(sh, L(nmeter, nc), "e2e-test-images/busybox:1.37.0-2", "e2e-test-images/busybox:1.36.1-1", "e2e-test-images/busybox:1.29-4")
 	push(testenv.ImageConfig{Cmd: []string{"sh"}, User: "1234"}, nil, "e2e-test-images/nonroot:1.5", "e2e-test-images/nonroot:1.4")
-	// pause: the suite runs it as a container of its own in a few specs.
-	push(testenv.ImageConfig{Entrypoint: []string{"/bin/sleep", "infinity"}}, nil, "pause:3.10.2", "pause:3.10.1", "pause:3.10")
+	// pause: the suite runs it as a container of its own in a few specs;
+	// upstream's binary, which exits on SIGTERM (a `sleep infinity` as
+	// PID 1 ignores it and a prestop sleep spec waited for the SIGKILL).
+	pauseTree := filepath.Join(t.TempDir(), "pause")
+	if err := os.Mkdir(pauseTree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", pause, filepath.Join(pauseTree, "pause")).CombinedOutput(); err != nil {
+		t.Fatalf("copy pause: %v: %s", err, out)
+	}
+	push(testenv.ImageConfig{Entrypoint: []string{"/pause"}}, L(b.Layer(pauseTree)), "pause:3.10.2", "pause:3.10.1", "pause:3.10")
 
 	// agnhost as upstream's Dockerfile lays it out: /agnhost and the
 	// agnhost-2 link (entrypoint specs), /uploads (netexec), user 1000 in
