@@ -24,7 +24,7 @@ func L(layers ...v1.Layer) []v1.Layer { return layers }
 
 // debs are the Debian packages the images take files from; fetched (and
 // cached) before the private network namespace, which has no way out.
-var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6", "netcat-traditional", "bash",
+var debs = append(slices.Clone(testenv.NginxDebs), "util-linux", "libsmartcols1", "libtinfo6", "netcat-traditional", "bash", "hostname",
 	// curl and the libraries it links (agnhost's lifecycle hooks curl).
 	"curl", "libcurl4", "libbrotli1", "libcom-err2", "libffi8", "libgmp10", "libgnutls30", "libgssapi-krb5-2",
 	"libhogweed6", "libidn2-0", "libk5crypto3", "libkeyutils1", "libkrb5-3", "libkrb5support0", "libldap-2.5-0",
@@ -108,6 +108,12 @@ func pushImages(t *testing.T, reg, agnhost, pause string) {
 	nginx := testenv.ImageConfig{Cmd: []string{"nginx", "-g", "daemon off;"}, StopSignal: "SIGQUIT"}
 	push(nginx, L(b.NginxLayer(x, 80)), "e2e-test-images/nginx:1.27.0-2", "e2e-test-images/nginx:1.28.0-2")
 	push(testenv.ImageConfig{Cmd: []string{"nnp"}}, L(b.Layer(b.NNPTree())), "e2e-test-images/nonewprivs:1.4", "e2e-test-images/nonewprivs:1.3")
+	// glibc-dns-testing (upstream: Debian with dnsutils): the hostname
+	// specs run `hostname; hostname -f`, Debian's hostname, whose -f asks
+	// glibc, which reads the pod's /etc/hosts first (Debian's nsswitch).
+	dnsTree := b.Tree("glibc-dns-testing", map[string]string{"etc/nsswitch.conf": "hosts: files dns\n"})
+	dnsTools := b.BinsLayer("glibc-dns-testing-bins", x, "bin/hostname")
+	push(sh, L(b.Layer(dnsTree), dnsTools), "e2e-test-images/glibc-dns-testing:2.1.1")
 	// ipc-utils: util-linux's ipcmk/ipcs/ipcrm (host IPC specs).
 	push(sh, L(b.BinsLayer("ipc-utils", x, "usr/bin/ipcmk", "usr/bin/ipcs", "usr/bin/ipcrm")), "e2e-test-images/ipc-utils:1.4")
 }
