@@ -212,7 +212,15 @@ $(E2E_NODE_DIR)/pause:
 	cd tools/e2e-node && gcc -O2 -static -o $@.tmp "$$($(GO) list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
 	mv $@.tmp $@
 
-e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE_DIR)/ginkgo $(E2E_NODE_DIR)/agnhost $(E2E_NODE_DIR)/pause
+# agnhost's TLS pair (its image has them at /: the https hook specs'
+# handler serves TLS with them).
+$(E2E_NODE_DIR)/localhost.crt $(E2E_NODE_DIR)/localhost.key:
+	mkdir -p $(E2E_NODE_DIR)
+	cd tools/e2e-node && cp "$$($(GO) list -m -f '{{.Dir}}' k8s.io/kubernetes)/test/images/agnhost/porter/$(notdir $@)" $@.tmp
+	mv $@.tmp $@
+
+e2e-node-tools: $(E2E_NODE_DIR)/e2e_node.test $(E2E_NODE_DIR)/kubelet $(E2E_NODE_DIR)/ginkgo $(E2E_NODE_DIR)/agnhost $(E2E_NODE_DIR)/pause \
+	$(E2E_NODE_DIR)/localhost.crt $(E2E_NODE_DIR)/localhost.key
 
 e2e-node: build e2e-node-tools
 	@rm -rf $(E2E_NODE_REPORT) && mkdir -p $(dir $(E2E_NODE_REPORT))

@@ -76,7 +76,7 @@ func TestE2ENode(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, f := range []string{"e2e_node.test", "kubelet", "ginkgo", "agnhost", "pause"} {
+	for _, f := range []string{"e2e_node.test", "kubelet", "ginkgo", "agnhost", "pause", "localhost.crt", "localhost.key"} {
 		if _, err := os.Stat(filepath.Join(bin, f)); err != nil {
 			t.Fatalf("E2E_NODE_DIR: %v", err)
 		}

@@ -84,8 +84,12 @@ func pushImages(t *testing.T, reg, agnhost, pause string) {
 		"home/.keep":      "",
 		"etc/agnhost.txt": "agnhost built from k8s.io/kubernetes/test/images/agnhost\n",
 	})
-	if out, err := exec.Command("cp", agnhost, filepath.Join(ag, "agnhost")).CombinedOutput(); err != nil {
-		t.Fatalf("copy agnhost: %v: %s", err, out)
+	// Beside the binary: the TLS pair upstream's image has at /
+	// (test/images/agnhost/porter/localhost.*).
+	for _, f := range []string{"agnhost", "localhost.crt", "localhost.key"} {
+		if out, err := exec.Command("cp", filepath.Join(filepath.Dir(agnhost), f), filepath.Join(ag, f)).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v: %s", f, err, out)
+		}
 	}
 	if err := os.Symlink("agnhost", filepath.Join(ag, "agnhost-2")); err != nil {
 		t.Fatal(err)
