@@ -257,6 +257,13 @@ func privateMounts(t *testing.T, work string) {
 		if err := syscall.Mount(dir, p, "", syscall.MS_BIND, ""); err != nil {
 			t.Fatalf("private %s: %v", p, err)
 		}
+		// Shared, as on a node (a peer group of this namespace only: the
+		// namespace was made private): containerd refuses a
+		// Bidirectional volume below a kubelet root that is not ("is
+		// mounted on /var/lib/kubelet but it is not a shared mount").
+		if err := syscall.Mount("", p, "", syscall.MS_SHARED|syscall.MS_REC, ""); err != nil {
+			t.Fatalf("make %s shared: %v", p, err)
+		}
 	}
 }
 
