@@ -180,7 +180,9 @@ E2E_NODE_RUNTIME ?= peapod
 # (Probing container, Container Runtime), security context, lifecycle
 # hooks, and the OOM killer (a [Serial] spec: ginkgo runs it alone at the end).
 E2E_NODE_CI_FOCUS := (Container Runtime|Container Lifecycle Hook|Probing container|Security Context|PrivilegedPod|OOMKiller|Kubelet when scheduling|remote command execution|retrieving logs).*\[NodeConformance\]
-E2E_NODE_CI_SKIP  := \[Flaky\]|\[Slow\]|\[Disruptive\]
+# PrivilegedPod's spec adds a dummy link: this machine kind's kernel has
+# no dummy driver (it fails on containerd too; docs/conformance.md).
+E2E_NODE_CI_SKIP  := \[Flaky\]|\[Slow\]|\[Disruptive\]|PrivilegedPod should enable privileged commands
 
 $(E2E_NODE_DIR)/e2e_node.test:
 	mkdir -p $(E2E_NODE_DIR)
