@@ -347,9 +347,19 @@ func runSuite(ctx context.Context, t *testing.T, bin, work, reportDir string, a 
 		"--kubelet-config-file=" + kcPath,
 		"--kubelet-flags=" + kubeletFlags,
 	}
+	// The suite runs some commands through sudo (the OOM killer specs
+	// read /proc with `sudo cat`); it runs as root here, where sudo is
+	// not installed: a sudo that just runs its command.
+	shims := filepath.Join(suiteDir, "bin")
+	if err := os.MkdirAll(shims, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(shims, "sudo"), []byte("#!/bin/sh\nexec \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "ginkgo"), args...)
 	cmd.Dir = suiteDir
-	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+shims+":"+bin+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t.Logf("ginkgo %s", strings.Join(args, " "))
 	rc, err := testenv.RunSuite(cmd, time.Minute)
