@@ -100,7 +100,7 @@ func containerStatus(c *sandbox.Container) *runtimeapi.ContainerStatus {
 		StartedAt:   c.StartedAt,
 		FinishedAt:  c.FinishedAt,
 		ExitCode:    c.ExitCode,
-		Image:       c.Config.GetImage(),
+		Image:       userImage(c.Config.GetImage()),
 		ImageRef:    c.Image.ID,
 		ImageId:     c.Image.ID,
 		Reason:      c.Reason,
@@ -137,6 +137,25 @@ func statusMounts(c *sandbox.Container) []*runtimeapi.Mount {
 		out[v.Mount] = m
 	}
 	return out
+}
+
+// userImage is the image a container reports: the reference its user
+// asked for. The kubelet creates containers with the image ID as
+// image.image and the pod's reference as user_specified_image, and shows
+// status.image.image as the pod's containerStatuses[].image, which node
+// e2e specs compare with the pod spec's image (containerd reports a tag
+// of the image instead, the first of its names). Without
+// user_specified_image (crictl) image.image is that reference already.
+func userImage(spec *runtimeapi.ImageSpec) *runtimeapi.ImageSpec {
+	if spec.GetUserSpecifiedImage() == "" || spec.GetImage() == spec.GetUserSpecifiedImage() {
+		return spec
+	}
+	return &runtimeapi.ImageSpec{
+		Image:              spec.GetUserSpecifiedImage(),
+		Annotations:        spec.GetAnnotations(),
+		UserSpecifiedImage: spec.GetUserSpecifiedImage(),
+		RuntimeHandler:     spec.GetRuntimeHandler(),
+	}
 }
 
 func containerUser(uid, gid uint32, groups []uint32) *runtimeapi.ContainerUser {
@@ -181,7 +200,7 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 			Id:           c.ID,
 			PodSandboxId: c.PodID,
 			Metadata:     c.Config.GetMetadata(),
-			Image:        c.Config.GetImage(),
+			Image:        userImage(c.Config.GetImage()),
 			ImageRef:     c.Image.ID,
 			ImageId:      c.Image.ID,
 			State:        containerState(c.State),

@@ -19,7 +19,9 @@ import (
 // image_ref fields beside them). An image pulled by tag and one pulled by
 // digest, each run as the kubelet does it (the ID as the image, the user's
 // reference as user_specified_image) and as crictl does (the reference
-// itself): every one of these fields is the same ID.
+// itself): every one of these fields is the same ID, and the image the
+// container reports is the user's reference (the kubelet's
+// containerStatuses[].image; node e2e "image is updated" specs).
 func TestImageIDsAgree(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	rootfs := testenv.BusyboxRootfs(t)
@@ -68,12 +70,20 @@ func TestImageIDsAgree(t *testing.T) {
 			if st.ImageId != id || st.ImageRef != id {
 				t.Errorf("%s from %s: ContainerStatus image_id %q image_ref %q, want %s", name, ref, st.ImageId, st.ImageRef, id)
 			}
+			// The kubelet shows image.image as containerStatuses[].image,
+			// which node e2e compares with the pod spec's reference.
+			if got := st.GetImage().GetImage(); got != ref {
+				t.Errorf("%s from %s: ContainerStatus image %q, want the user's reference", name, ref, got)
+			}
 			cl, err := d.RT.ListContainers(c, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{Id: cid}})
 			if err != nil || len(cl.Containers) != 1 {
 				t.Fatalf("ListContainers(%s) = %v, %v", cid, cl, err)
 			}
 			if got := cl.Containers[0]; got.ImageId != id || got.ImageRef != id {
 				t.Errorf("%s from %s: Container image_id %q image_ref %q, want %s", name, ref, got.ImageId, got.ImageRef, id)
+			}
+			if got := cl.Containers[0].GetImage().GetImage(); got != ref {
+				t.Errorf("%s from %s: Container image %q, want the user's reference", name, ref, got)
 			}
 		}
 	}

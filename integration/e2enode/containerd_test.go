@@ -85,7 +85,7 @@ type containerd struct {
 }
 
 func startContainerd(t *testing.T, work, reg, reportDir string) *containerd {
-	binDir := env("E2E_NODE_CONTAINERD", "/opt/anchor/bin/containerd-v2")
+	binDir := env("E2E_NODE_CONTAINERD", "/var/cache/peapod-test/containerd-v2.4.2") // containerd 2.4.2, as docs/performance.md builds it
 	bin := filepath.Join(binDir, "containerd")
 	runc, err := exec.LookPath("runc")
 	if err != nil {
