@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/image"
 )
 
@@ -52,16 +51,8 @@ func imageCommand(args []string, stdout io.Writer) error {
 	if *name != "" && fs.NArg() > 1 {
 		return errors.New("--name names the image of one file: give one file")
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := loadWithFlags(*configPath, fs, values)
 	if err != nil {
-		return err
-	}
-	fs.Visit(func(f *flag.Flag) {
-		if field, ok := flagNames[f.Name]; ok {
-			*field(&cfg) = *values[f.Name]
-		}
-	})
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	// The daemon makes these at start; an import may come first (a node

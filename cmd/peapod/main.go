@@ -95,6 +95,26 @@ func main() {
 	}
 }
 
+// loadWithFlags reads the config file at path (the defaults when empty)
+// and applies the daemon flags fs set (values by flag name, as fs holds
+// them), then validates the result: what the daemon would run with. The
+// subcommands that act on the daemon's files (purge, image import) use it.
+func loadWithFlags(path string, fs *flag.FlagSet, values map[string]*string) (config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return config.Config{}, err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if field, ok := flagNames[f.Name]; ok && values[f.Name] != nil {
+			*field(&cfg) = *values[f.Name]
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, err
+	}
+	return cfg, nil
+}
+
 // flagNames are the flags that override config keys; scripts depend on them.
 var flagNames = map[string]func(*config.Config) *string{
 	"socket":          func(c *config.Config) *string { return &c.Socket },

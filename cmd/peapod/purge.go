@@ -19,7 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/peapod-cri/peapod/cgroups"
-	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -57,16 +56,8 @@ func purgeCommand(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	cfg, err := config.Load(*configPath)
+	cfg, err := loadWithFlags(*configPath, fs, values)
 	if err != nil {
-		return err
-	}
-	fs.Visit(func(f *flag.Flag) {
-		if field, ok := flagNames[f.Name]; ok {
-			*field(&cfg) = *values[f.Name]
-		}
-	})
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
