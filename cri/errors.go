@@ -38,7 +38,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, sandbox.ErrAlreadyExists), errors.Is(err, names.ErrInUse):
 		code = codes.AlreadyExists
-	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery):
+	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery), errors.Is(err, image.ErrTooManyLayers):
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrFailedPrecondition), errors.Is(err, image.ErrInUse):
 		code = codes.FailedPrecondition

@@ -29,6 +29,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("pull b: %w", image.ErrRegistryUnavailable), codes.Unavailable},
 		{fmt.Errorf("pull c: %w", image.ErrCorrupt), codes.DataLoss},
 		{fmt.Errorf("pull d: %w", image.ErrNoSpace), codes.ResourceExhausted},
+		{fmt.Errorf("pull d: %w", image.ErrTooManyLayers), codes.InvalidArgument},
 		{fmt.Errorf("pull e: %w", image.ErrPullStalled), codes.DeadlineExceeded},
 		{fmt.Errorf("pause: %w", os.ErrDeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("remove pod: %w", sandbox.ErrInternal), codes.Internal},

@@ -35,6 +35,9 @@ var (
 	// ErrSignatureRejected: the signature policy (signature_policy) does
 	// not accept the image: unsigned, badly signed, or a reject rule.
 	ErrSignatureRejected = errors.New("image rejected by the signature policy")
+	// ErrTooManyLayers: the image has more layers than a root filesystem
+	// can stack; it is refused before any is fetched.
+	ErrTooManyLayers = errors.New("image has too many layers")
 )
 
 // classifyPullError wraps a copy error of ref with the sentinel that says
@@ -47,7 +50,7 @@ func classifyPullError(ref string, err error) error {
 	wrap := func(sentinel error) error { return fmt.Errorf("pull %q: %w: %v", ref, sentinel, err) }
 	switch {
 	case errors.Is(err, ErrPullStalled), errors.Is(err, ErrSignatureRejected), errors.Is(err, ErrNotFound), errors.Is(err, ErrUnauthorized),
-		errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrCorrupt), errors.Is(err, ErrNoSpace):
+		errors.Is(err, ErrRegistryUnavailable), errors.Is(err, ErrCorrupt), errors.Is(err, ErrNoSpace), errors.Is(err, ErrTooManyLayers):
 		return err
 	case strings.Contains(msg, "digest did not match"), strings.Contains(msg, "does not match digest"),
 		strings.Contains(msg, "digest mismatch"), strings.Contains(msg, "does not match expected"):

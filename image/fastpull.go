@@ -51,6 +51,11 @@ var errFallback = errors.New("left to containers/image")
 // maxConfigBytes bounds an image config read into memory.
 const maxConfigBytes = 8 << 20
 
+// maxImageLayers is the most layers an image may have: storage's overlay
+// driver mounts a root filesystem of at most 500 lower layers ("max depth
+// exceeded"), so a deeper image could be stored but never run.
+const maxImageLayers = 500
+
 type fastPull struct {
 	s     *Store
 	src   types.ImageSource
@@ -149,6 +154,15 @@ func (p *fastPull) resolveManifest(ctx context.Context, sys *types.SystemContext
 			return err
 		}
 		p.man, p.manDigest, manType = man, inst, manifest.NormalizedMIMEType(instType)
+	}
+	// Before anything is fetched, and before the fallback to
+	// containers/image's copy (schema 1 too): storing each layer rewrites
+	// the store's list of every layer and the overlay driver's list of the
+	// lower ones, so a hostile image of 20,000 empty layers (a 4 MiB
+	// manifest) would cost hours of writes in the square of the count,
+	// under the store's lock, for an image no container can mount.
+	if m, err := manifest.FromBlob(p.man, manType); err == nil && len(m.LayerInfos()) > maxImageLayers {
+		return fmt.Errorf("the image has %d layers, more than the %d a root filesystem can stack: %w", len(m.LayerInfos()), maxImageLayers, ErrTooManyLayers)
 	}
 	switch manType {
 	case manifest.DockerV2Schema2MediaType, imgspecv1.MediaTypeImageManifest:

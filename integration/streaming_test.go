@@ -241,9 +241,11 @@ func TestStreamingPortForward(t *testing.T) {
 	pod, ctr, _ := streamPod(t, d, image, cfg)
 	c := ctx(t)
 	var want string
-	waitFor(t, 20*time.Second, "the file and its checksum", func() bool {
-		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"cat", "/www/sum"}})
-		if err == nil && len(r.Stdout) > 64 {
+	// httpd must listen before the first forwarded connection: client-go's
+	// forwarder ends the whole forward when one connection is refused.
+	waitFor(t, 20*time.Second, "the file, its checksum and httpd", func() bool {
+		r, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"wget", "-q", "-O", "-", "http://127.0.0.1:8080/sum"}})
+		if err == nil && r.ExitCode == 0 && len(r.Stdout) > 64 {
 			want = string(r.Stdout[:64])
 			return true
 		}

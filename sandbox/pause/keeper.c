@@ -865,7 +865,8 @@ static struct container *start_container_new(struct client *cl, char **f, int nf
 		return NULL;
 	}
 	if (c->log_path != NULL && log_open_dir(c, f[7]) < 0) {
-		(void)reply(cl, "error open log directory %s: %s\n", f[7], strerror(errno));
+		(void)reply(cl, "error open log directory %s: %s%s\n", f[7], strerror(errno),
+			    errno == ELOOP ? " (the pod's log directory must be a directory, not a symlink: it is opened without following symlinks)" : "");
 		container_free(c);
 		return NULL;
 	}

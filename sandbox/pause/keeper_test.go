@@ -925,6 +925,16 @@ func TestKeeperLogBeneathDir(t *testing.T) {
 	waitSize(filepath.Join(real+".old", "0.log"), st.Size())
 	os.WriteFile(stop, nil, 0o644)
 	k.waitExit("r")
+
+	// The pod's log directory itself a symlink (a hostPath of the kubelet's
+	// pod logs directory can swap any pod's entry).
+	podLink := filepath.Join(k.dir, "pod-logs-link")
+	if err := os.Symlink(canary, podLink); err != nil {
+		t.Fatal(err)
+	}
+	if r := k.start("s-poddir", startOpts{log: "c/0.log", logDir: podLink, argv: shRunner("echo escaped")}); !strings.HasPrefix(r, "error ") || !strings.Contains(r, "not a symlink") {
+		t.Errorf("start with a symlinked pod log directory: %q", r)
+	}
 	if ents, _ := os.ReadDir(canary); len(ents) != 0 {
 		t.Errorf("the keeper wrote into the symlink's target: %v", ents)
 	}

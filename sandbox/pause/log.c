@@ -238,7 +238,11 @@ static int openat2_beneath(int dir, const char *name, int flags, mode_t mode) {
 }
 
 // log_open_dir opens the pod's log directory for c: the kubelet's
-// absolute path, not the container's to choose.
+// absolute path, not the container's to choose. Its last component is not
+// followed if it is a symlink (ELOOP): the directory is an entry of the
+// kubelet's pod logs directory, which a container with a hostPath mount of
+// it can replace by a symlink to anywhere on the host. The directories
+// above it are the node's (a symlinked /var/log keeps working).
 int log_open_dir(struct container *c, const char *dir) {
 	if (dir[0] != '/') {
 		errno = EINVAL;
@@ -246,10 +250,14 @@ int log_open_dir(struct container *c, const char *dir) {
 	}
 	int fd;
 	do
-		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		fd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	while (fd < 0 && errno == EINTR);
-	if (fd < 0)
+	if (fd < 0) {
+		struct stat st; // say "symlink" rather than "not a directory"
+		if (errno == ENOTDIR && lstat(dir, &st) == 0 && S_ISLNK(st.st_mode))
+			errno = ELOOP;
 		return -1;
+	}
 	c->log_dir_fd = fd;
 	return 0;
 }
