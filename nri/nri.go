@@ -330,8 +330,12 @@ func (a slogAdapter) Warnf(_ context.Context, f string, args ...any) {
 }
 func (a slogAdapter) Errorf(_ context.Context, f string, args ...any) {
 	msg := fmt.Sprintf(f, args...)
-	if strings.Contains(msg, adaptation.ErrWasmDisabled.Error()) {
+	switch {
+	case strings.Contains(msg, adaptation.ErrWasmDisabled.Error()):
 		a.l.Debug(msg) // built without WASM plugins on purpose (build tag nri_no_wasm)
+		return
+	case strings.HasPrefix(msg, "closing plugin"):
+		a.l.Warn(msg) // a plugin that went away: the plugin's failure, not the daemon's
 		return
 	}
 	a.l.Error(msg)
