@@ -67,6 +67,7 @@ type Server struct {
 	plugins atomic.Int64 // connected plugins (the adaptation's count)
 	host    hostFacts
 	started bool
+	sock    os.FileInfo // the socket as made at Start: removed at Stop only if still ours
 }
 
 // New prepares the server; nothing listens until Start.
@@ -122,6 +123,7 @@ func (s *Server) Start(rt Runtime) error {
 		s.Stop()
 		return fmt.Errorf("nri socket %s: %w", s.opts.Socket, err)
 	}
+	s.sock, _ = os.Lstat(s.opts.Socket)
 	s.log.Info("serving NRI", "socket", s.opts.Socket)
 	return nil
 }
@@ -132,7 +134,11 @@ func (s *Server) Stop() {
 		return
 	}
 	s.a.Stop()
-	os.Remove(s.opts.Socket)
+	// Another runtime started later may have replaced the socket with its
+	// own (the library removes what is there): that one is not ours.
+	if now, err := os.Lstat(s.opts.Socket); err == nil && s.sock != nil && os.SameFile(now, s.sock) {
+		os.Remove(s.opts.Socket)
+	}
 	s.started = false
 }
 
