@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -214,5 +215,46 @@ func TestNRIPlugin(t *testing.T) {
 	}
 	if evs := plugin.Events(); !slices.Contains(evs, "CreateContainer refused") || slices.Contains(evs, "StartContainer refused") {
 		t.Errorf("events %v: want the refused container's CreateContainer and no start", evs)
+	}
+}
+
+// TestNRISocketInUse: a socket another runtime serves (containerd 2.x
+// serves NRI's default path too) is not taken: the daemon starts, says
+// NRI is off and why, and the other listener keeps its socket, also after
+// the daemon stops.
+func TestNRISocketInUse(t *testing.T) {
+	regAddr, _ := testImage(t)
+	d := newDaemon(t, regAddr)
+	l, err := net.Listen("unix", d.NRISocket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	d.Start()
+	log := readLog(t, d)
+	if !strings.Contains(log, "NRI is off") || !strings.Contains(log, "another runtime serves NRI") {
+		t.Errorf("daemon log does not say NRI is off because the socket is served:\n%s", tail(log, 20))
+	}
+	d.Stop()
+	c, err := net.Dial("unix", d.NRISocket)
+	if err != nil {
+		t.Fatalf("the other listener's socket is gone: %v", err)
+	}
+	c.Close()
+	select {
+	case <-accepted: // the daemon's probe, or ours: the listener still serves
+	case <-time.After(5 * time.Second):
+		t.Fatal("the other listener no longer accepts")
 	}
 }
