@@ -73,6 +73,15 @@ func (p *nriTestPlugin) StartContainer(_ context.Context, _ *api.PodSandbox, c *
 	return nil
 }
 
+// UpdateContainer adds a CPU weight to every resource update it is asked
+// about: the update the runtime applies is the plugin's.
+func (p *nriTestPlugin) UpdateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container, _ *api.LinuxResources) ([]*api.ContainerUpdate, error) {
+	p.record("UpdateContainer " + c.GetName())
+	u := &api.ContainerUpdate{ContainerId: c.GetId()}
+	u.SetLinuxCPUShares(333)
+	return []*api.ContainerUpdate{u}, nil
+}
+
 func (p *nriTestPlugin) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
 	p.record("StopContainer " + c.GetName())
 	return nil, nil
@@ -95,8 +104,10 @@ func (p *nriTestPlugin) Events() []string {
 // and bind mount are seen inside; its OOM score below the daemon's is
 // raised to the daemon's; an rlimit above the daemon's hard limit is
 // refused), fails the create of the one it refuses with FailedPrecondition
-// naming its reason and nothing left behind, is told Start, Stop and
-// Remove in order, and can update a container's memory limit on its own.
+// naming its reason and nothing left behind, changes an
+// UpdateContainerResources (its CPU weight is applied with the kubelet's
+// memory limit), is told Start, Update, Stop and Remove in order, and can
+// update a container's memory limit on its own.
 func TestNRIPlugin(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
@@ -182,6 +193,21 @@ func TestNRIPlugin(t *testing.T) {
 		return len(mountsUnder(d.Dir)) == nMounts && bundles() == nBundles
 	})
 
+	// UpdateContainerResources passes through the plugin, which adds a
+	// CPU weight to the kubelet's memory limit.
+	if _, err := d.RT.UpdateContainerResources(ctx(t), &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
+		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 80 << 20}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := st.GetStatus().GetResources().GetLinux(); res.GetMemoryLimitInBytes() != 80<<20 || res.GetCpuShares() != 333 {
+		t.Errorf("after UpdateContainerResources through the plugin: memory %d, cpu shares %d; want %d and the plugin's 333",
+			res.GetMemoryLimitInBytes(), res.GetCpuShares(), 80<<20)
+	}
+
 	// The plugin's own update: a memory limit, seen in the status.
 	const limit = 96 << 20
 	failed, err := s.UpdateContainers([]*api.ContainerUpdate{{ContainerId: id, Linux: &api.LinuxContainerUpdate{
@@ -189,7 +215,7 @@ func TestNRIPlugin(t *testing.T) {
 	if err != nil || len(failed) != 0 {
 		t.Fatalf("plugin's UpdateContainers: %v, failed %v", err, failed)
 	}
-	st, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	st, err = d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +236,7 @@ func TestNRIPlugin(t *testing.T) {
 			mine = append(mine, strings.TrimSuffix(e, " adjusted"))
 		}
 	}
-	if want := []string{"CreateContainer", "StartContainer", "StopContainer", "RemoveContainer"}; !slices.Equal(mine, want) {
+	if want := []string{"CreateContainer", "StartContainer", "UpdateContainer", "StopContainer", "RemoveContainer"}; !slices.Equal(mine, want) {
 		t.Errorf("hooks of the adjusted container: %v, want %v", mine, want)
 	}
 	if evs := plugin.Events(); !slices.Contains(evs, "CreateContainer refused") || slices.Contains(evs, "StartContainer refused") {
