@@ -70,6 +70,9 @@ func (p *nriTestPlugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c 
 
 func (p *nriTestPlugin) StartContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
 	p.record("StartContainer " + c.GetName())
+	if c.GetName() == "nostart" {
+		return errors.New("no start for nostart")
+	}
 	return nil
 }
 
@@ -192,6 +195,22 @@ func TestNRIPlugin(t *testing.T) {
 	waitFor(t, 10*time.Second, "no mount or bundle left by the refused creates", func() bool {
 		return len(mountsUnder(d.Dir)) == nMounts && bundles() == nBundles
 	})
+
+	// A start the plugin refuses: the container ends as StartError and
+	// the plugin is told it stopped.
+	cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: containerConfig("nostart", image, "sleep", "1000"), SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "no start for nostart") {
+		t.Errorf("start refused by the plugin: %v, want FailedPrecondition with its reason", err)
+	}
+	if st, err := d.RT.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: cr.ContainerId}); err != nil ||
+		st.GetStatus().GetState() != runtimeapi.ContainerState_CONTAINER_EXITED || st.GetStatus().GetReason() != "StartError" {
+		t.Errorf("status after the refused start: %v %v, want EXITED StartError", st.GetStatus(), err)
+	}
+	waitFor(t, 10*time.Second, "StopContainer told for the refused start", func() bool { return slices.Contains(plugin.Events(), "StopContainer nostart") })
 
 	// UpdateContainerResources passes through the plugin, which adds a
 	// CPU weight to the kubelet's memory limit.

@@ -404,52 +404,38 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// What the NRI plugins are told after the start (PostStartContainer,
+	// or StopContainer of a failed start) runs once c.mu is released.
+	after, err := r.startContainer(ctx, c)
+	if after != nil {
+		after()
+	}
+	return err
+}
+
+// startContainer is StartContainer under c.mu; it returns what to tell
+// the plugins afterwards.
+func (r *Runtime) startContainer(ctx context.Context, c *container) (after func(), _ error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.State != ContainerCreated {
-		return fmt.Errorf("container %s is %s, only a created container can be started: %w", c.ID, c.State, ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is %s, only a created container can be started: %w", c.ID, c.State, ErrFailedPrecondition)
 	}
 	p, err := r.lookupPod(c.PodID)
 	if err != nil {
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	p.mu.Lock()
 	p.refresh()
 	ready := p.State == PodReady
 	p.mu.Unlock()
 	if !ready {
-		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
+		return nil, fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
 	}
 	if err := r.checkTarget(c); err != nil {
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
-	pl := r.plugins()
-	active := pl.Active()
-	var podCopy Pod
-	if active {
-		p.mu.Lock()
-		podCopy = p.Pod
-		p.mu.Unlock()
-	}
-	// Runs after c.mu is released: the stop hook of a failed start, or
-	// PostStartContainer.
-	var after func()
-	defer func() {
-		if after != nil {
-			after()
-		}
-	}()
-	err = nil
-	if active {
-		cc := c.Container
-		if herr := pl.StartContainer(ctx, &podCopy, &cc); herr != nil {
-			err = pluginError("StartContainer", herr)
-		}
-	}
-	if err == nil {
-		err = r.runContainer(ctx, c, &p.Pod)
-	}
-	if err != nil {
+	if err := r.startHookAndRun(ctx, c, p); err != nil {
 		after = func() { r.notifyContainerStopped(c) }
 		c.State = ContainerExited
 		c.FinishedAt = time.Now().UnixNano()
@@ -462,19 +448,31 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 			r.log.Error("save container after failed start", "container", c.ID, "err", serr)
 		}
 		r.publishContainer(EventStopped, &c.Container)
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return after, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	if err := r.saveContainer(&c.Container); err != nil {
-		return fmt.Errorf("save container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("save container %s: %w", c.ID, err)
 	}
 	r.fail.Crash("start-container-after-save")
-	if active {
-		cc := c.Container
-		after = func() { pl.PostStartContainer(ctx, &podCopy, &cc) }
+	if pl := r.plugins(); pl.Active() {
+		pp, cc := podCopyLocked(p), c.Container
+		after = func() { pl.PostStartContainer(ctx, &pp, &cc) }
 	}
 	r.publishContainer(EventStarted, &c.Container)
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
-	return nil
+	return after, nil
+}
+
+// startHookAndRun tells the NRI plugins that c is about to start (one may
+// refuse it), then runs it. The caller holds c.mu.
+func (r *Runtime) startHookAndRun(ctx context.Context, c *container, p *pod) error {
+	if pl := r.plugins(); pl.Active() {
+		pp, cc := podCopyLocked(p), c.Container
+		if err := pl.StartContainer(ctx, &pp, &cc); err != nil {
+			return pluginError("StartContainer", err)
+		}
+	}
+	return r.runContainer(ctx, c, &p.Pod)
 }
 
 // StopContainer sends the container's stop signal (SIGTERM unless the
