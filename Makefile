@@ -34,7 +34,7 @@ vet:
 
 # Unit tests only: no root, no network, no kernel containers.
 unit:
-	$(GO) test -tags "$(TAGS)" -count=1 ./config/... ./cri/... ./cgroups/... ./oci/... ./sandbox/...
+	$(GO) test -tags "$(TAGS)" -count=1 ./config/... ./cri/... ./cgroups/... ./oci/... ./sandbox/... ./nri/...
 
 # Everything, as root: unit tests, then the integration tests against a
 # real daemon, registry, crictl and kernel containers.
@@ -69,7 +69,7 @@ test-powercut:
 # registry and a private peapod, runs critest and prints
 # "critest: N passed, N failed, N skipped"; it fails on any failed spec but
 # the offline-impossible digest pull, on any skip but the named ones
-# (AppArmor without AppArmor, NRI until #22), and when
+# (AppArmor without AppArmor), and when
 # fewer specs than expected ran or passed. Report: _output/critest/.
 CRITEST_TOOLS := bin/critest-tools
 CRI_TOOLS_VERSION := $(shell awk '$$1 == "sigs.k8s.io/cri-tools" {print $$2}' tools/critest/go.mod)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -69,6 +70,14 @@ type Config struct {
 	// CDISpecDirs are searched for CDI device specs; empty: CDI devices
 	// are refused.
 	CDISpecDirs []string `toml:"cdi_spec_dirs"`
+
+	// EnableNRI serves NRI (Node Resource Interface) plugins on NRISocket.
+	EnableNRI bool   `toml:"enable_nri"`
+	NRISocket string `toml:"nri_socket"`
+	// A connecting NRI plugin must register within the first; each hook
+	// call to a plugin must answer within the second.
+	NRIPluginRegistrationTimeout time.Duration `toml:"nri_plugin_registration_timeout"`
+	NRIPluginRequestTimeout      time.Duration `toml:"nri_plugin_request_timeout"`
 
 	// RuntimeHandlers are the runtime handler names (RuntimeClass handler)
 	// served besides the default one, each with what runs it.
@@ -369,6 +378,16 @@ func (c Config) problems() []problem {
 			add("runtime_handlers", "runtime_handlers.%q: a handler name is a DNS label (lower-case letters, digits and '-', at most 63)", name)
 		case h.Runtime != RuntimeEmbedded:
 			add("runtime_handlers", "runtime_handlers.%s.runtime %q: must be %q (the runtime built into peapod)", name, h.Runtime, RuntimeEmbedded)
+		}
+	}
+	if c.EnableNRI {
+		if !filepath.IsAbs(c.NRISocket) {
+			add("nri_socket", "nri_socket %q: must be an absolute path", c.NRISocket)
+		} else if len(c.NRISocket) > 107 {
+			add("nri_socket", "nri_socket %q: longer than a unix socket path may be (107 bytes)", c.NRISocket)
+		}
+		if c.NRIPluginRegistrationTimeout <= 0 || c.NRIPluginRequestTimeout <= 0 {
+			add("nri_plugin_request_timeout", "nri_plugin_registration_timeout and nri_plugin_request_timeout must be positive")
 		}
 	}
 	if c.PullProgressTimeout < 0 {

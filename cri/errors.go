@@ -40,7 +40,8 @@ func toStatus(err error) error {
 		code = codes.AlreadyExists
 	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery), errors.Is(err, image.ErrTooManyLayers):
 		code = codes.InvalidArgument
-	case errors.Is(err, sandbox.ErrFailedPrecondition), errors.Is(err, image.ErrInUse):
+	case errors.Is(err, sandbox.ErrFailedPrecondition), errors.Is(err, image.ErrInUse),
+		errors.Is(err, sandbox.ErrPluginRefused): // an NRI plugin's policy: the node, not the request
 		code = codes.FailedPrecondition
 	case errors.Is(err, sandbox.ErrUnimplemented):
 		code = codes.Unimplemented

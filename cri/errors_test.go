@@ -24,6 +24,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("name: %w", sandbox.ErrAlreadyExists), codes.AlreadyExists},
 		{fmt.Errorf("bad: %w", sandbox.ErrInvalidArgument), codes.InvalidArgument},
 		{fmt.Errorf("not running: %w", sandbox.ErrFailedPrecondition), codes.FailedPrecondition},
+		{fmt.Errorf("create container x: NRI CreateContainer: plugin said no: %w", sandbox.ErrPluginRefused), codes.FailedPrecondition},
 		{fmt.Errorf("exec: %w", sandbox.ErrDeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("pull a: %w", image.ErrUnauthorized), codes.Unauthenticated},
 		{fmt.Errorf("pull b: %w", image.ErrRegistryUnavailable), codes.Unavailable},

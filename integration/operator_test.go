@@ -34,7 +34,8 @@ registries_conf = %q
 bridge = %q
 pod_cidr = %q
 cni_conf_dir = %q
-%s`, d.Socket, d.Root, d.State, d.CgroupParent, d.RegistriesConf, d.Bridge, d.PodCIDR, d.CNIConfDir, extra)
+nri_socket = %q
+%s`, d.Socket, d.Root, d.State, d.CgroupParent, d.RegistriesConf, d.Bridge, d.PodCIDR, d.CNIConfDir, d.NRISocket, extra)
 }
 
 // startWithConfig starts d with only --config path, as a systemd unit does.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -34,6 +35,8 @@ type container struct {
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
 	quit     chan struct{} // closed by Close to stop a recovered-process watcher
+	// nriStopped: its NRI StopContainer hook ran (nri.go).
+	nriStopped nriOnce
 }
 
 func newContainer(c *Container) *container {
@@ -41,6 +44,7 @@ func newContainer(c *Container) *container {
 	if c.State == ContainerExited {
 		ctr.exited = make(chan struct{})
 		close(ctr.exited)
+		ctr.nriStopped.once.Do(func() {}) // stopped before: no NRI StopContainer again
 	}
 	return ctr
 }
@@ -59,6 +63,10 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := validateContainerRequest(cfg); err != nil {
 		return Container{}, err
 	}
+	// Until the container is listed, a plugin connecting now is not
+	// synchronized: it would miss the container otherwise.
+	unblock := r.plugins().BlockSync()
+	defer unblock()
 	p, podCopy, err := r.readyPod(podID)
 	if err != nil {
 		return Container{}, err
@@ -128,7 +136,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	if err := r.writeContainerSpec(c, img, &podCopy, volumes, targetPIDNS); err != nil {
+	if err := r.writeContainerSpec(ctx, c, img, &podCopy, volumes, targetPIDNS, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.fail.Crash("create-container-after-spec")
@@ -136,6 +144,13 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	ctr := newContainer(c)
+	defer func() {
+		// After ctr.mu is released: a slow plugin delays only the reply.
+		if retErr == nil && r.plugins().Active() {
+			pl, cc := r.plugins(), *c
+			pl.PostCreateContainer(ctx, &podCopy, &cc)
+		}
+	}()
 	ctr.mu.Lock() // its created event comes before any other
 	defer ctr.mu.Unlock()
 	if err := r.recordContainer(p, ctr); err != nil {
@@ -203,7 +218,7 @@ func (r *Runtime) makeContainerRootfs(ctx context.Context, c *Container, img Ima
 
 // writeContainerSpec builds the container's OCI spec, checks that
 // libcontainer accepts it, and writes it into the bundle.
-func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolumes map[int]string, targetPIDNS string) error {
+func (r *Runtime) writeContainerSpec(ctx context.Context, c *Container, img Image, p *Pod, imageVolumes map[int]string, targetPIDNS string, undo *[]func()) error {
 	spec, err := oci.Build(oci.Input{
 		TargetPIDNS:  targetPIDNS,
 		ID:           c.ID,
@@ -221,11 +236,38 @@ func (r *Runtime) writeContainerSpec(c *Container, img Image, p *Pod, imageVolum
 	if err := r.cdi.Inject(spec, c.Config); err != nil {
 		return err
 	}
+	if err := r.createContainerHook(ctx, c, p, spec, undo); err != nil {
+		return err
+	}
 	if _, err := runner.LibcontainerConfig(c.ID, spec); err != nil {
 		return fmt.Errorf("%v: %w", err, ErrInvalidArgument)
 	}
 	c.User = spec.Process.User
 	return runner.WriteSpec(c.Bundle, spec)
+}
+
+// createContainerHook lets the NRI plugins adjust the spec of a container
+// not yet listed; a plugin's failure, or an adjustment peapod refuses,
+// fails CreateContainer. Its undo tells them the container went.
+func (r *Runtime) createContainerHook(ctx context.Context, c *Container, p *Pod, spec *specs.Spec, undo *[]func()) error {
+	pl := r.plugins()
+	if !pl.Active() {
+		return nil
+	}
+	cc := *c
+	err := pl.CreateContainer(ctx, p, &cc, spec)
+	*undo = append(*undo, func() {
+		// Also after a failure: a plugin before the failing one may have
+		// allocated for the container.
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		pl.StopContainer(cctx, p, &cc)
+		pl.RemoveContainer(cctx, p, &cc)
+	})
+	if err != nil {
+		return pluginError("CreateContainer", err)
+	}
+	return nil
 }
 
 // targetPID is the init PID of the container whose PID namespace cfg asks
@@ -362,26 +404,39 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// What the NRI plugins are told after the start (PostStartContainer,
+	// or StopContainer of a failed start) runs once c.mu is released.
+	after, err := r.startContainer(ctx, c)
+	if after != nil {
+		after()
+	}
+	return err
+}
+
+// startContainer is StartContainer under c.mu; it returns what to tell
+// the plugins afterwards.
+func (r *Runtime) startContainer(ctx context.Context, c *container) (after func(), _ error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.State != ContainerCreated {
-		return fmt.Errorf("container %s is %s, only a created container can be started: %w", c.ID, c.State, ErrFailedPrecondition)
+		return nil, fmt.Errorf("container %s is %s, only a created container can be started: %w", c.ID, c.State, ErrFailedPrecondition)
 	}
 	p, err := r.lookupPod(c.PodID)
 	if err != nil {
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	p.mu.Lock()
 	p.refresh()
 	ready := p.State == PodReady
 	p.mu.Unlock()
 	if !ready {
-		return fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
+		return nil, fmt.Errorf("start container %s: pod %s is not ready: %w", c.ID, p.ID, ErrFailedPrecondition)
 	}
 	if err := r.checkTarget(c); err != nil {
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
-	if err := r.runContainer(ctx, c, &p.Pod); err != nil {
+	if err := r.startHookAndRun(ctx, c, p); err != nil {
+		after = func() { r.notifyContainerStopped(c) }
 		c.State = ContainerExited
 		c.FinishedAt = time.Now().UnixNano()
 		c.ExitCode = 128
@@ -393,15 +448,31 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 			r.log.Error("save container after failed start", "container", c.ID, "err", serr)
 		}
 		r.publishContainer(EventStopped, &c.Container)
-		return fmt.Errorf("start container %s: %w", c.ID, err)
+		return after, fmt.Errorf("start container %s: %w", c.ID, err)
 	}
 	if err := r.saveContainer(&c.Container); err != nil {
-		return fmt.Errorf("save container %s: %w", c.ID, err)
+		return nil, fmt.Errorf("save container %s: %w", c.ID, err)
 	}
 	r.fail.Crash("start-container-after-save")
+	if pl := r.plugins(); pl.Active() {
+		pp, cc := podCopyLocked(p), c.Container
+		after = func() { pl.PostStartContainer(ctx, &pp, &cc) }
+	}
 	r.publishContainer(EventStarted, &c.Container)
 	r.log.Info("container started", "container", c.ID, "pid", c.PID)
-	return nil
+	return after, nil
+}
+
+// startHookAndRun tells the NRI plugins that c is about to start (one may
+// refuse it), then runs it. The caller holds c.mu.
+func (r *Runtime) startHookAndRun(ctx context.Context, c *container, p *pod) error {
+	if pl := r.plugins(); pl.Active() {
+		pp, cc := podCopyLocked(p), c.Container
+		if err := pl.StartContainer(ctx, &pp, &cc); err != nil {
+			return pluginError("StartContainer", err)
+		}
+	}
+	return r.runContainer(ctx, c, &p.Pod)
 }
 
 // StopContainer sends the container's stop signal (SIGTERM unless the
@@ -427,6 +498,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 		r.signal(c, stopSig)
 		select {
 		case <-exited:
+			r.notifyContainerStopped(c)
 			return nil
 		case <-time.After(time.Duration(timeout) * time.Second):
 		case <-ctx.Done():
@@ -435,6 +507,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 	r.signal(c, unix.SIGKILL)
 	select {
 	case <-exited:
+		r.notifyContainerStopped(c)
 		return nil
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("container %s did not exit 30s after SIGKILL: %w", c.ID, ErrDeadlineExceeded)
@@ -472,6 +545,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if err := r.StopContainer(ctx, c.ID, 0); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.ID, err)
 	}
+	r.notifyContainerStopped(c) // one never started, or whose exit is being told
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopWatching()
@@ -502,6 +576,10 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	r.publishContainer(EventDeleted, &c.Container)
 	if pod != nil {
 		r.ctrNames.Release(names.Container(pod.Config, c.Config))
+	}
+	if pl := r.plugins(); pl.Active() && pod != nil {
+		pp, cc := podCopyLocked(pod), c.Container
+		pl.RemoveContainer(ctx, &pp, &cc)
 	}
 	r.log.Info("container removed", "container", c.ID)
 	return nil

@@ -29,6 +29,7 @@ type pod struct {
 	Pod
 	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
 	holderEventSent bool            // the holder's exit was published (holder.go)
+	nriStopped      nriOnce         // its NRI StopPodSandbox hook ran (nri.go)
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
@@ -78,6 +79,13 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 		return Pod{}, err
 	}
 	r.fail.Crash("run-pod-after-network")
+	// Until the pod is listed, a plugin connecting now is not synchronized:
+	// it would miss the pod otherwise (neither hook nor list).
+	unblock := r.plugins().BlockSync()
+	defer unblock()
+	if err := r.runPodHook(ctx, p, &undo); err != nil {
+		return Pod{}, err
+	}
 	p.State = PodReady
 	p.Creating = false
 	if err := r.savePod(&p.Pod); err != nil {
@@ -87,6 +95,50 @@ func (r *Runtime) runPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 	r.addReadyPod(p)
 	r.log.Info("pod ready", "pod", names.PodLog(cfg), "pod_id", id, "pause_pid", p.PausePID, "holder_pid", p.PIDHolder)
 	return p.Pod, nil
+}
+
+// runPodHook tells the NRI plugins of the pod before it is listed; one
+// that fails it fails RunPodSandbox. Its undo tells them the pod went.
+func (r *Runtime) runPodHook(ctx context.Context, p *pod, undo *[]func()) error {
+	pl := r.plugins()
+	if !pl.Active() {
+		return nil
+	}
+	pp := p.Pod
+	pp.State = PodReady
+	if err := pl.RunPod(ctx, &pp); err != nil {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		pl.RemovePod(cctx, &pp) // a plugin before the failing one may have allocated for it
+		return fmt.Errorf("run pod %s: %w", p.ID, pluginError("RunPodSandbox", err))
+	}
+	*undo = append(*undo, func() {
+		cctx, cancel := cleanupContext()
+		defer cancel()
+		pl.StopPod(cctx, &pp)
+		pl.RemovePod(cctx, &pp)
+	})
+	return nil
+}
+
+// notifyPodStopped runs the pod's StopPodSandbox hook once, after its
+// containers stopped and before its pause and network go; the pod stays
+// listed meanwhile. The caller holds no lock of the pod.
+func (r *Runtime) notifyPodStopped(p *pod) {
+	p.nriStopped.once.Do(func() {
+		pl := r.plugins()
+		if !pl.Active() {
+			return
+		}
+		p.mu.Lock()
+		pp := p.Pod
+		p.mu.Unlock()
+		ctx, cancel := cleanupContext()
+		defer cancel()
+		if err := pl.StopPod(ctx, &pp); err != nil {
+			r.log.Warn("NRI StopPodSandbox", "pod", pp.ID, "err", err)
+		}
+	})
 }
 
 // validatePodRequest refuses, before anything is reserved or made, a pod
@@ -289,6 +341,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 		}
 	}
 	r.fail.Crash("stop-pod-after-containers")
+	r.notifyPodStopped(p)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	// The network is released even when the pause died on its own (the
@@ -361,6 +414,12 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	delete(r.pods, p.ID)
 	r.mu.Unlock()
 	r.publishPod(EventDeleted, &p.Pod)
+	if pl := r.plugins(); pl.Active() {
+		pp := p.Pod
+		if err := pl.RemovePod(ctx, &pp); err != nil {
+			r.log.Warn("NRI RemovePodSandbox", "pod", p.ID, "err", err)
+		}
+	}
 	r.podNames.Release(names.Pod(p.Config))
 	r.log.Info("pod removed", "pod", p.ID)
 	return nil

@@ -28,9 +28,37 @@ func (r *Runtime) removePodCgroup(p *pod) {
 // starts. What the update leaves unset (zero) keeps its value. The new
 // values are what ContainerStatus reports afterwards.
 func (r *Runtime) UpdateContainerResources(ctx context.Context, id string, res *runtimeapi.LinuxContainerResources) error {
+	return r.updateContainerResources(ctx, id, res, true)
+}
+
+// updateContainerResources is UpdateContainerResources; askPlugins: the
+// NRI plugins may adjust the update first (not for the updates they ask
+// themselves).
+func (r *Runtime) updateContainerResources(ctx context.Context, id string, res *runtimeapi.LinuxContainerResources, askPlugins bool) (retErr error) {
 	c, err := r.lookupContainer(id)
 	if err != nil {
 		return err
+	}
+	pl := r.plugins()
+	var podCopy Pod
+	var ctrCopy Container
+	if askPlugins && pl.Active() {
+		c.mu.Lock()
+		ctrCopy = c.Container
+		c.mu.Unlock()
+		var ok bool
+		if podCopy, ok = r.podCopy(ctrCopy.PodID); ok && ctrCopy.State != ContainerExited {
+			adjusted, err := pl.UpdateContainer(ctx, &podCopy, &ctrCopy, res)
+			if err != nil {
+				return fmt.Errorf("update resources of container %s: %w", c.ID, pluginError("UpdateContainer", err))
+			}
+			res = adjusted
+			defer func() { // after c.mu is released
+				if retErr == nil {
+					pl.PostUpdateContainer(ctx, &podCopy, &ctrCopy)
+				}
+			}()
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -135,6 +135,7 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 			}
 		}
 		r.recordExit(c, ex, err)
+		r.notifyContainerStopped(c)
 	}()
 }
 

@@ -59,7 +59,8 @@ type Options struct {
 	CDISpecDirs  []string // CDI device specs (config cdi_spec_dirs); empty: CDI devices refused
 	Images       Images
 	Network      Network
-	Events       Events // receives pod and container events; nil: none
+	Events       Events  // receives pod and container events; nil: none
+	Plugins      Plugins // NRI plugins told of each lifecycle step (package nri); nil: none
 	Logger       *slog.Logger
 
 	// Handlers are the runtime handler names served besides the default
@@ -199,6 +200,9 @@ func (r *Runtime) recover() error {
 		recoverHolderStart(p)
 		pp := &pod{Pod: *p}
 		pp.refresh()
+		if pp.State != PodReady {
+			pp.nriStopped.once.Do(func() {}) // stopped before: no NRI StopPodSandbox again
+		}
 		r.pods[p.ID] = pp
 		r.watchHolder(pp)
 		if err := r.podNames.Reserve(names.Pod(p.Config), p.ID); err != nil {

@@ -131,6 +131,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"pod-cidr":        func(c *config.Config) *string { return &c.PodCIDR },
 	"cni-conf-dir":    func(c *config.Config) *string { return &c.CNIConfDir },
 	"stream-address":  func(c *config.Config) *string { return &c.StreamAddress },
+	"nri-socket":      func(c *config.Config) *string { return &c.NRISocket },
 
 	// image trust (image/trust.go)
 	"registries-conf-dir": func(c *config.Config) *string { return &c.RegistriesConfDir },
@@ -153,6 +154,7 @@ var flagUsage = map[string]string{
 	"pod-cidr":        "pod address range of the built-in network: IPv4, or IPv4,IPv6 for dual-stack",
 	"cni-conf-dir":    "CNI config dir (network cni or auto)",
 	"stream-address":  "listen address of the exec/attach/port-forward server (port 0: any free port)",
+	"nri-socket":      "unix socket NRI plugins connect to (with enable_nri)",
 
 	"registries-conf-dir": "directory of registries.conf drop-ins, e.g. shortnames.conf (empty: none)",
 	"registries-d":        "containers-registries.d(5) directory: where image signatures are read from (empty: none)",
@@ -312,6 +314,10 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		return fmt.Errorf("pod network: %w", err)
 	}
 
+	plugins, err := openNRI(cfg, log)
+	if err != nil {
+		return err
+	}
 	events := cri.NewEventBus(cri.DefaultEventQueue)
 	rt, err := sandbox.Open(sandbox.Options{
 		Root:         cfg.Root,
@@ -324,11 +330,14 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
 		Events:       metrics.Events{Next: events, M: m},
+		Plugins:      plugins.sandboxPlugins(),
 		Logger:       log,
 	})
 	if err != nil {
 		return err
 	}
+	plugins.start(rt, log)
+	defer plugins.stop()
 	defer func() {
 		if err := rt.Close(); err != nil && stopErr == nil {
 			stopErr = err

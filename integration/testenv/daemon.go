@@ -74,6 +74,7 @@ type Daemon struct {
 	Bridge         string
 	PodCIDR        string
 	CNIConfDir     string
+	NRISocket      string // its own: the node's /var/run/nri/nri.sock is never touched
 	LogPath        string
 	Args, Env      []string
 	Cmd            *exec.Cmd
@@ -148,6 +149,7 @@ func NewDaemon(t testing.TB, o DaemonOptions) *Daemon {
 		Bridge:         o.Bridge,
 		PodCIDR:        o.PodCIDR,
 		CNIConfDir:     filepath.Join(dir, "cni"),
+		NRISocket:      filepath.Join(dir, "nri.sock"),
 		LogPath:        o.LogPath,
 		Args:           o.Args,
 		Env:            o.Env,
@@ -199,7 +201,7 @@ func (d *Daemon) Flags() []string {
 	}
 	f = append(f, "--socket", d.Socket, "--root", d.Root, "--state", d.State,
 		"--cgroup-parent", d.CgroupParent, "--registries-conf", d.RegistriesConf,
-		"--bridge", d.Bridge, "--pod-cidr", d.PodCIDR, "--cni-conf-dir", d.CNIConfDir)
+		"--bridge", d.Bridge, "--pod-cidr", d.PodCIDR, "--cni-conf-dir", d.CNIConfDir, "--nri-socket", d.NRISocket)
 	if d.Opts.LogLevel != "" {
 		f = append(f, "--log-level", d.Opts.LogLevel)
 	}
