@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
@@ -29,6 +30,7 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
+	oom    *cgroups.OOMEvents // cgroup v1, systemd driver: the OOM eventfd while it runs
 	exec   *exec.Target // reused by every exec while the container runs; nil until the first
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
@@ -511,6 +513,8 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 // cgroup. It is safe to call more than once.
 func (r *Runtime) destroyLibcontainer(c *container) {
 	c.exec = nil
+	c.oom.Close()
+	c.oom = nil
 	lc := c.lc
 	if lc == nil {
 		var err error
