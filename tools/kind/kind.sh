@@ -84,7 +84,36 @@ fw_snapshot() {
 		$t-save >"$KIND_STATE/$t.before"
 	done
 	nft list tables >"$KIND_STATE/nft-tables.before" 2>/dev/null || true
+	# What podman makes on its first container and keeps: its cgroupfs
+	# parent and netavark's runtime directory.
+	: >"$KIND_STATE/podman-dirs.before"
+	local d
+	for d in $(podman_dirs); do
+		[ -e "$d" ] && echo "$d" >>"$KIND_STATE/podman-dirs.before"
+	done
 	touch "$KIND_STATE/fw-before"
+}
+
+# podman_dirs lists podman's cgroupfs parent in every hierarchy and
+# netavark's runtime directory.
+podman_dirs() {
+	find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name libpod_parent 2>/dev/null
+	echo /run/containers/networks
+}
+
+# podman_dirs_clean removes what podman_dirs lists that was not there before
+# up, once no podman container is left: the cgroups if empty.
+podman_dirs_clean() {
+	[ -e "$KIND_STATE/podman-dirs.before" ] && [ -z "$(podman ps -aq)" ] || return 0
+	local d
+	for d in $(podman_dirs); do
+		[ -e "$d" ] || continue
+		grep -qxF "$d" "$KIND_STATE/podman-dirs.before" && continue
+		case "$d" in
+		/sys/fs/cgroup/*) find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true ;;
+		*) rm -rf "$d" ;;
+		esac
+	done
 }
 
 # fw_new FAMILY prints, per table, the chains (":CHAIN") and rules ("-A ...")
@@ -180,6 +209,12 @@ fw_leftovers() {
 	iface=$(awk '{print $NF}' "$KIND_STATE/kind-network" 2>/dev/null || true)
 	[ -n "$iface" ] && ip link show "$iface" >/dev/null 2>&1 && echo "bridge $iface"
 	[ -e /run/containers/networks/aardvark-dns/kind ] && echo "aardvark-dns config of network kind"
+	if [ -e "$KIND_STATE/podman-dirs.before" ] && [ -z "$(podman ps -aq)" ]; then
+		local d
+		for d in $(podman_dirs); do
+			[ -e "$d" ] && ! grep -qxF "$d" "$KIND_STATE/podman-dirs.before" && echo "podman's $d"
+		done
+	fi
 	true
 }
 
@@ -209,6 +244,7 @@ down() {
 	fi
 	podman image exists "$IMAGE" && podman rmi "$IMAGE" >/dev/null
 	fw_clean
+	podman_dirs_clean
 	rm -f "$KUBECONFIG"
 	if [ -e "$KIND_STATE/made-lib-modules" ]; then
 		rmdir /lib/modules 2>/dev/null || log "/lib/modules is no longer empty: kept"
