@@ -44,6 +44,7 @@ need_packages() {
 up() {
 	need_packages
 	mkdir -p "$KIND_STATE"
+	fw_snapshot # before podman runs at all (node-image.sh imports with it)
 	# kind mounts /lib/modules into the node; an empty one will do.
 	if [ ! -e /lib/modules ]; then
 		mkdir /lib/modules
@@ -55,7 +56,6 @@ up() {
 		log "cluster $CLUSTER exists: make kind-down first"
 		exit 1
 	fi
-	fw_snapshot
 	log "creating cluster $CLUSTER"
 	"$KIND" create cluster --name "$CLUSTER" --image "$IMAGE" \
 		--config "$repo/contrib/kind/kind-config.yaml" --kubeconfig "$KUBECONFIG" --wait 5m
