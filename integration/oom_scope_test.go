@@ -46,7 +46,7 @@ func TestOOMKilledScopeGone(t *testing.T) {
 		restart      bool
 		code         int32
 	}{
-		{"at start", "exec " + hog, false, 137},            // before the watch is set
+		{"at start", "exec " + hog, false, 137},                 // before the watch is set
 		{"while running", "sleep 0.3; exec " + hog, false, 137}, // seen by the watch
 		{"after the restart", "sleep 0.3; " + hog + "; sleep 3; exit 3", true, 3},
 	} {

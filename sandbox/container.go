@@ -30,12 +30,15 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	oom    *cgroups.OOMEvents // cgroup v1, systemd driver: the OOM eventfd while it runs
 	exec   *exec.Target // reused by every exec while the container runs; nil until the first
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
 	quit     chan struct{} // closed by Close to stop a recovered-process watcher
+
+	// oom watches the cgroup for OOM kills while the container runs (cgroup
+	// v1, systemd driver: the scope may be gone before the exit is read).
+	oom *cgroups.OOMEvents
 }
 
 func newContainer(c *Container) *container {
