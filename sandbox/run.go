@@ -226,28 +226,29 @@ func (r *Runtime) noteOOM(c *container) {
 // cgroup's counter decides while the cgroup is there; once systemd removed
 // it, what the watch recorded (oomFile across a restart).
 func (r *Runtime) oomKilled(c *container) bool {
+	// seen: the watch's record, kept across a restart of the daemon.
+	seen := func() bool { _, err := os.Stat(oomFile(c)); return err == nil }
 	if c.oom != nil {
 		killed, gone := c.oom.Killed(2 * time.Second)
 		if killed || !gone {
 			return killed
 		}
-		_, err := os.Stat(oomFile(c)) // seen by the daemon before a restart
-		return err == nil
+		return seen()
 	}
 	lc := c.lc
 	if lc == nil {
 		var err error
 		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
-			return false
+			return seen()
 		}
 	}
 	st, err := lc.State()
 	if err != nil {
-		return false
+		return seen()
 	}
 	n, err := cgroups.OOMKills(st.CgroupPaths)
 	if err != nil {
-		if _, serr := os.Stat(oomFile(c)); serr == nil {
+		if seen() {
 			return true
 		}
 		r.log.Debug("read OOM kill counter", "container", c.ID, "err", err)
