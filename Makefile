@@ -274,8 +274,9 @@ clean:
 # import`). `make kind` waits until the node is Ready and prints the
 # kubeconfig path; `make e2e-kind` runs integration/kind against it
 # (last line "e2e-kind: N passed, N failed"); `make kind-down` removes the
-# cluster, its network and volumes, the node image and /lib/modules if
-# make kind made it, and fails if anything is left. Root.
+# cluster, its network and volumes, netavark's iptables rules for it, the
+# node image and /lib/modules if make kind made it, and fails if anything
+# is left. Root.
 KIND_CACHE ?= /var/cache/peapod-test
 KIND_K8S_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2; exit}' tools/kind/go.mod)
 .PHONY: kind kind-down e2e-kind

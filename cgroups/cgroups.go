@@ -96,6 +96,11 @@ func readCounter(file, key string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return parseCounter(data, file, key)
+}
+
+// parseCounter finds "key value" in a flat-keyed cgroup file's content.
+func parseCounter(data []byte, file, key string) (uint64, error) {
 	for _, line := range strings.Split(string(data), "\n") {
 		k, v, ok := strings.Cut(line, " ")
 		if ok && k == key {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/cgroups"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
@@ -37,6 +38,10 @@ type container struct {
 	quit     chan struct{} // closed by Close to stop a recovered-process watcher
 	// nriStopped: its NRI StopContainer hook ran (nri.go).
 	nriStopped nriOnce
+
+	// oom watches the cgroup for OOM kills while the container runs (cgroup
+	// v1, systemd driver: the scope may be gone before the exit is read).
+	oom *cgroups.OOMEvents
 }
 
 func newContainer(c *Container) *container {
@@ -589,6 +594,8 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 // cgroup. It is safe to call more than once.
 func (r *Runtime) destroyLibcontainer(c *container) {
 	c.exec = nil
+	c.oom.Close()
+	c.oom = nil
 	lc := c.lc
 	if lc == nil {
 		var err error

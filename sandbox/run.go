@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 
 	"github.com/peapod-cri/peapod/cgroups"
+	"github.com/peapod-cri/peapod/durable"
 )
 
 // runContainer starts the container through its pod's keeper: the keeper
@@ -59,6 +60,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		}
 	}
 	os.Remove(exitFile(c))
+	os.Remove(oomFile(c))
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
 	pid, err := k.Start(ctx, p.KeeperProtocol, keeper.StartRequest{
@@ -109,6 +111,11 @@ func moveSpecRoot(c *container, rootfs string) error {
 
 // exitFile is where the keeper records the container's exit.
 func exitFile(c *container) string { return filepath.Join(c.Bundle, "exit") }
+
+// oomFile records that the OOM eventfd fired while the container ran, for
+// an exit recorded after a restart of the daemon, when the cgroup may be
+// gone.
+func oomFile(c *container) string { return filepath.Join(c.Bundle, "oom") }
 
 // watchExit waits, through the keeper, for the container's exit and
 // records it. If the keeper is gone (its pod was killed), the exit file it
@@ -185,13 +192,19 @@ func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 
 // watchOOM has the OOM killer's acts in a container's systemd scope
 // watched while it runs: systemd removes the scope's cgroup when it empties,
-// before oomKilled could read it.
+// before oomKilled could read it. On v1, an eventfd on memory.oom_control
+// (the systemd driver with or without a live systemd: the watch is the
+// same); on v2, memory.events under a live systemd.
 func (r *Runtime) watchOOM(c *container) {
-	if r.opts.CgroupDriver != "systemd" || !cgroups.SystemdLive() {
+	if r.opts.CgroupDriver != "systemd" {
 		return
 	}
 	st, err := c.lc.State()
 	if err == nil {
+		c.oom.Close() // a recovered container's earlier watch, if any
+		c.oom, err = cgroups.WatchOOMEvents(st.CgroupPaths, func() { r.noteOOM(c) })
+	}
+	if err == nil && c.oom == nil && cgroups.SystemdLive() {
 		err = cgroups.WatchOOM(st.CgroupPaths)
 	}
 	if err != nil {
@@ -199,22 +212,46 @@ func (r *Runtime) watchOOM(c *container) {
 	}
 }
 
+// noteOOM records durably that the OOM killer acted in the container, so
+// that a daemon restarted before the exit still reports it after systemd
+// removed the cgroup. Called on the OOM watcher's goroutine.
+func (r *Runtime) noteOOM(c *container) {
+	r.log.Info("OOM killer acted in the container's cgroup", "container", c.ID)
+	if err := durable.WriteFile(oomFile(c), nil, 0o600); err != nil {
+		r.log.Warn("record the container's OOM kill", "container", c.ID, "err", err)
+	}
+}
+
 // oomKilled reports whether the OOM killer acted in the container's cgroup.
-// Any kill counts, not only of the init process, as kubelet expects.
+// Any kill counts, not only of the init process, as kubelet expects. The
+// cgroup's counter decides while the cgroup is there; once systemd removed
+// it, what the watch recorded (oomFile across a restart).
 func (r *Runtime) oomKilled(c *container) bool {
+	// seen: the watch's record, kept across a restart of the daemon.
+	seen := func() bool { _, err := os.Stat(oomFile(c)); return err == nil }
+	if c.oom != nil {
+		killed, gone := c.oom.Killed(2 * time.Second)
+		if killed || !gone {
+			return killed
+		}
+		return seen()
+	}
 	lc := c.lc
 	if lc == nil {
 		var err error
 		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
-			return false
+			return seen()
 		}
 	}
 	st, err := lc.State()
 	if err != nil {
-		return false
+		return seen()
 	}
 	n, err := cgroups.OOMKills(st.CgroupPaths)
 	if err != nil {
+		if seen() {
+			return true
+		}
 		r.log.Debug("read OOM kill counter", "container", c.ID, "err", err)
 		return false
 	}
