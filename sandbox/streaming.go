@@ -75,6 +75,9 @@ func (r *Runtime) execTarget(id string, cmd []string) (*exec.Target, error) {
 
 // execError makes a command the container cannot run an invalid argument.
 func execError(err error) error {
+	if errors.Is(err, exec.ErrTTYUnsupported) {
+		return fmt.Errorf("%w: %w", err, ErrUnimplemented)
+	}
 	if errors.Is(err, exec.ErrBadCommand) {
 		return fmt.Errorf("%w: %w", err, ErrInvalidArgument)
 	}
@@ -90,6 +93,10 @@ func (r *Runtime) execTargetOf(c *container) (*exec.Target, error) {
 	spec, err := runner.ReadSpec(c.Bundle)
 	if err != nil {
 		return nil, err
+	}
+	if rt := r.ociOfContainer(c); rt != nil {
+		c.exec = r.exec.LoadOCI(c.ID, spec, rt)
+		return c.exec, nil
 	}
 	t, err := r.exec.Load(c.ID, spec)
 	if err != nil {

@@ -61,6 +61,10 @@ func main() {
 		// Forked by a pod's keeper to start one container.
 		os.Exit(runner.Main(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == runner.ExternalCommand {
+		// The same, for a container of an external OCI runtime.
+		os.Exit(runner.ExternalMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == runner.SeccompCommand {
 		// Run by the daemon to read a container's seccomp program (fastexec.go).
 		os.Exit(runner.SeccompMain())
@@ -320,7 +324,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		CgroupDriver: cfg.CgroupDriver,
 		PidsLimit:    cfg.PidsLimit,
 		CDISpecDirs:  cfg.CDISpecDirs,
-		Handlers:     slices.Sorted(maps.Keys(cfg.RuntimeHandlers)),
+		Handlers:     runtimeHandlers(cfg.RuntimeHandlers),
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
 		Events:       metrics.Events{Next: events, M: m},
@@ -434,4 +438,17 @@ func runServer(srv *grpc.Server, lis net.Listener, hup <-chan os.Signal, reload 
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
+}
+
+// runtimeHandlers are the configured handlers, sorted by name.
+func runtimeHandlers(hs map[string]config.RuntimeHandler) []sandbox.Handler {
+	var out []sandbox.Handler
+	for _, name := range slices.Sorted(maps.Keys(hs)) {
+		h := sandbox.Handler{Name: name}
+		if hs[name].Runtime == config.RuntimeOCI {
+			h.OCIPath = hs[name].Path
+		}
+		out = append(out, h)
+	}
+	return out
 }
