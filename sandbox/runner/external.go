@@ -40,6 +40,9 @@ func ExternalArgs(rt ociruntime.Runtime, bundle, id, joins string) []string {
 	return []string{ExternalCommand, rt.Path, rt.Root, systemd, bundle, id, joins}
 }
 
+// ociVersionForRuntimes is the ociVersion external runtimes are given.
+const ociVersionForRuntimes = "1.0.2"
+
 // externalStartTimeout bounds create+start: the keeper kills the runner
 // at 60 s anyway, and a runtime left running would outlive it.
 const externalStartTimeout = 50 * time.Second
@@ -90,6 +93,11 @@ func startExternal(rt ociruntime.Runtime, bundle, id string, holder holderNamesp
 	if err := holder.rewrite(spec); err != nil {
 		return 0, err
 	}
+	// crun 1.8 refuses any ociVersion but 1.0.x ("unknown version
+	// specified"); no runtime gates a feature on the version, and older
+	// ones ignore the fields they do not know, so the oldest 1.x that
+	// every runtime takes is claimed.
+	spec.Version = ociVersionForRuntimes
 	dir := OCIBundle(bundle)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return 0, fmt.Errorf("create runtime bundle: %w", err)
