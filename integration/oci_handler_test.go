@@ -208,6 +208,21 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 		return exec.Command(bin, "--root", ociRoot, "state", exits).Run() != nil
 	})
 
+	// A terminal: the runtime hands the master to the runner over
+	// --console-socket, the runner to the keeper, which logs it.
+	termCfg := containerConfig("term", image, "sh", "-c", "test -t 1 && echo is-a-tty")
+	termCfg.Tty = true
+	term := startContainer(t, d, pod, podCfg, termCfg)
+	waitFor(t, 10*time.Second, "the terminal container to exit", func() bool {
+		return containerStatus(t, d, term).State == runtimeapi.ContainerState_CONTAINER_EXITED
+	})
+	if s := containerStatus(t, d, term); s.ExitCode != 0 {
+		t.Errorf("terminal container: exit %d (no terminal?), want 0", s.ExitCode)
+	}
+	if data, _ := os.ReadFile(filepath.Join(podCfg.LogDirectory, "term.log")); !strings.Contains(string(data), "is-a-tty") {
+		t.Errorf("terminal container's log: %q, want is-a-tty", data)
+	}
+
 	// Stop: the runtime's kill, then the keeper's record of the exit.
 	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
 		t.Fatalf("stop: %v", err)
@@ -215,7 +230,7 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	if s := containerStatus(t, d, id); s.State != runtimeapi.ContainerState_CONTAINER_EXITED || (s.ExitCode != 137 && s.ExitCode != 143) {
 		t.Errorf("stopped container: %v exit %d, want exited by SIGTERM or SIGKILL", s.State, s.ExitCode)
 	}
-	for _, ctr := range []string{id, exits} {
+	for _, ctr := range []string{id, exits, term} {
 		if _, err := d.RT.RemoveContainer(c, &runtimeapi.RemoveContainerRequest{ContainerId: ctr}); err != nil {
 			t.Errorf("remove %s: %v", ctr, err)
 		}
