@@ -33,6 +33,9 @@ type Config struct {
 	// SocketGroup owns the socket (name or GID); empty: root.
 	SocketGroup    string `toml:"socket_group"`
 	Root           string `toml:"root"`
+	// ContainerRoot holds the containers' writable layers apart from the
+	// images in Root (KEP-4191's split image filesystem); empty: in Root.
+	ContainerRoot string `toml:"container_root"`
 	State          string `toml:"state"`
 	LogLevel       string `toml:"log_level"`
 	LogFormat      string `toml:"log_format"`
@@ -366,6 +369,13 @@ func (c Config) problems() []problem {
 		}
 	default:
 		add("network", "network %q: must be builtin, cni or auto", c.Network)
+	}
+	if c.ContainerRoot != "" {
+		if !filepath.IsAbs(c.ContainerRoot) {
+			add("container_root", "container_root %q: must be an absolute path (empty: container layers stay in root)", c.ContainerRoot)
+		} else if filepath.Clean(c.ContainerRoot) == filepath.Clean(c.Root) {
+			add("container_root", "container_root %q: is root; leave it empty to keep container layers in root", c.ContainerRoot)
+		}
 	}
 	if c.PidsLimit < 0 {
 		add("pids_limit", "pids_limit %d: must not be negative (0 turns it off)", c.PidsLimit)

@@ -124,6 +124,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"socket":          func(c *config.Config) *string { return &c.Socket },
 	"socket-group":    func(c *config.Config) *string { return &c.SocketGroup },
 	"root":            func(c *config.Config) *string { return &c.Root },
+	"container-root":  func(c *config.Config) *string { return &c.ContainerRoot },
 	"state":           func(c *config.Config) *string { return &c.State },
 	"log-level":       func(c *config.Config) *string { return &c.LogLevel },
 	"log-format":      func(c *config.Config) *string { return &c.LogFormat },
@@ -146,6 +147,7 @@ var flagUsage = map[string]string{
 	"socket":          "CRI gRPC unix socket",
 	"socket-group":    "group (name or GID) owning the socket, mode 0660 (empty: root)",
 	"root":            "persistent state directory (metadata, images, container layers)",
+	"container-root":  "directory for containers' writable layers apart from the images in root (empty: in root)",
 	"state":           "runtime state directory (pod files, container state)",
 	"log-level":       "debug, info, warn or error",
 	"log-format":      "log format: text or json",
@@ -267,6 +269,11 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	if err := hostfs.EnsureDir(cfg.Root, hostfs.PrivateDirMode); err != nil {
 		return fmt.Errorf("root %s: %w", cfg.Root, err)
 	}
+	if cfg.ContainerRoot != "" {
+		if err := hostfs.EnsureDir(cfg.ContainerRoot, hostfs.PrivateDirMode); err != nil {
+			return fmt.Errorf("container_root %s: %w", cfg.ContainerRoot, err)
+		}
+	}
 	cleanStart, err := takeCleanStopMarker(cfg.Root)
 	if err != nil {
 		return err
@@ -283,6 +290,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	}()
 	images, err := image.Open(image.Config{
 		Root:                cfg.Root,
+		ContainerRoot:       cfg.ContainerRoot,
 		RunRoot:             cfg.State,
 		RegistriesConf:      cfg.RegistriesConf,
 		RegistriesConfDir:   cfg.RegistriesConfDir,
