@@ -31,11 +31,11 @@ var defaultsTOML string
 type Config struct {
 	Socket string `toml:"socket"`
 	// SocketGroup owns the socket (name or GID); empty: root.
-	SocketGroup    string `toml:"socket_group"`
-	Root           string `toml:"root"`
+	SocketGroup string `toml:"socket_group"`
+	Root        string `toml:"root"`
 	// ContainerRoot holds the containers' writable layers apart from the
 	// images in Root (KEP-4191's split image filesystem); empty: in Root.
-	ContainerRoot string `toml:"container_root"`
+	ContainerRoot  string `toml:"container_root"`
 	State          string `toml:"state"`
 	LogLevel       string `toml:"log_level"`
 	LogFormat      string `toml:"log_format"`

@@ -115,13 +115,13 @@ type Image struct {
 
 // Store is the image store. Its methods are safe for concurrent use.
 type Store struct {
-	store  storage.Store
-	root   string                              // where images live: the graph root, or the image store when split
+	store storage.Store
+	root  string // where images live: the graph root, or the image store when split
 	// containerRoot is where containers' writable layers live: root,
 	// or c/storage's graph root when the store is split.
 	containerRoot string
-	sysCtx atomic.Pointer[types.SystemContext] // replaced whole by SetSources
-	policy atomic.Pointer[pullPolicy]          // replaced whole by SetSources
+	sysCtx        atomic.Pointer[types.SystemContext] // replaced whole by SetSources
+	policy        atomic.Pointer[pullPolicy]          // replaced whole by SetSources
 
 	log             *slog.Logger
 	progressTimeout time.Duration
