@@ -275,3 +275,60 @@ func parentPID(t *testing.T, pid int) int {
 	pp, _ := strconv.Atoi(f[1])
 	return pp
 }
+
+// TestOCIRuntimeHandlerCrashMidStart crashes the daemon right after the
+// keeper started a container of an external runtime, before the start was
+// recorded: the restarted daemon kills it and deletes it through the
+// runtime, the retried start works, and once the pod is removed nothing is
+// left, in the runtime's state neither.
+func TestOCIRuntimeHandlerCrashMidStart(t *testing.T) {
+	const bin, handler = "/usr/bin/runc", "oci-crash"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s: %v (apt-get install runc)", bin, err)
+	}
+	d, image := readyDaemon(t)
+	d.Stop()
+	conf := filepath.Join(d.Dir, "peapod.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Args = append(d.Args, "--config", conf)
+	d.Env = []string{"PEAPOD_FAILPOINTS=start-container-after-start"}
+	d.Start()
+	c := ctx(t)
+	podCfg := podConfig("oci-crash", t.TempDir())
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: handler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, SandboxConfig: podCfg,
+		Config: containerConfig("work", image, "sleep", "3600")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err == nil {
+		t.Fatal("the daemon did not crash at start-container-after-start")
+	}
+	d.waitCrash()
+	d.Env = nil
+	d.Start()
+	c = ctx(t)
+	if s := containerStatus(t, d, cr.ContainerId); s.State != runtimeapi.ContainerState_CONTAINER_CREATED {
+		t.Fatalf("half-started container after the restart: %v, want created", s.State)
+	}
+	if _, err := d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
+		t.Fatalf("retried start: %v", err)
+	}
+	if s := containerStatus(t, d, cr.ContainerId); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("container after the retried start: %v", s.State)
+	}
+	d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId})
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop()
+	checkNothingLeft(t, d, "oci crash mid-start")
+	if entries, _ := os.ReadDir(filepath.Join(d.State, "oci", handler)); len(entries) != 0 {
+		t.Errorf("runtime state left: %v", entries)
+	}
+}
