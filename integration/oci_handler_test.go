@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -193,6 +195,31 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "still-here"}, Timeout: 10})
 	if err != nil || string(ex.Stdout) != "still-here\n" {
 		t.Errorf("exec after the restart: %v %q", err, ex.GetStdout())
+	}
+
+	// A terminal exec with stdin and a resize, through the runtime's own
+	// terminal copy: the size reaches the container's terminal.
+	resp, err := d.RT.Exec(c, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh", "-c", "read line; busybox stty size; echo got:$line term=$TERM"}, Stdin: true, Stdout: true, Tty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := fixedSize{make(chan remotecommand.TerminalSize, 1)}
+	sizes.sizes <- remotecommand.TerminalSize{Width: 123, Height: 45}
+	stdinR, stdinW := io.Pipe()
+	var ttyOut bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- executor(t, resp.Url).StreamWithContext(c, remotecommand.StreamOptions{Stdin: stdinR, Stdout: &ttyOut, Tty: true, TerminalSizeQueue: sizes})
+	}()
+	time.Sleep(500 * time.Millisecond) // let the resize land before the read returns
+	fmt.Fprintln(stdinW, "hello")
+	if err := <-done; err != nil {
+		t.Errorf("tty exec: %v", err)
+	}
+	close(sizes.sizes)
+	stdinW.Close()
+	if got := ttyOut.String(); !strings.Contains(got, "45 123") || !strings.Contains(got, "got:hello term=xterm") {
+		t.Errorf("tty exec output %q: want the size 45 123 and got:hello term=xterm", got)
 	}
 
 	// An exit code, recorded by the keeper.

@@ -75,9 +75,6 @@ func (r *Runtime) execTarget(id string, cmd []string) (*exec.Target, error) {
 
 // execError makes a command the container cannot run an invalid argument.
 func execError(err error) error {
-	if errors.Is(err, exec.ErrTTYUnsupported) {
-		return fmt.Errorf("%w: %w", err, ErrUnimplemented)
-	}
 	if errors.Is(err, exec.ErrBadCommand) {
 		return fmt.Errorf("%w: %w", err, ErrInvalidArgument)
 	}

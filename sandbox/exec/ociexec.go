@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	osexec "os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/ociruntime"
 )
 
@@ -29,16 +31,10 @@ func (e *Executor) LoadOCI(id string, spec *specs.Spec, rt *ociruntime.Runtime) 
 	return &Target{spec: spec, oci: rt, ociID: id}
 }
 
-// ErrTTYUnsupported: a terminal exec into an external runtime's container.
-var ErrTTYUnsupported = errors.New("an exec with a terminal is not supported for containers of an external OCI runtime")
-
 // ociExec runs cmd in t's container through the runtime's `exec`. The
 // daemon is the runtime's parent and the runtime the process's, which it
 // reaps and whose exit status it returns (128+signal for a signal).
 func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Streams) (int32, error) {
-	if s.TTY {
-		return 0, ErrTTYUnsupported
-	}
 	if t.spec.Process == nil {
 		return 0, fmt.Errorf("OCI spec has no process")
 	}
@@ -55,8 +51,11 @@ func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Strea
 	p := *t.spec.Process
 	p.Args = cmd
 	p.Env = slices.Clone(p.Env)
-	p.Terminal = false
+	p.Terminal = s.TTY
 	p.ConsoleSize = nil
+	if s.TTY {
+		p.Env = oci.WithTERM(p.Env)
+	}
 	data, err := json.Marshal(&p)
 	if err != nil {
 		return 0, fmt.Errorf("exec in %s: encode process: %w", t.ociID, err)
@@ -65,23 +64,45 @@ func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Strea
 	if err := os.WriteFile(procFile, data, 0o600); err != nil {
 		return 0, fmt.Errorf("exec in %s: %w", t.ociID, err)
 	}
-	rc := osexec.Command(t.oci.Path, append(t.oci.GlobalArgs(logFile), "exec", "--process", procFile, "--pid-file", pidFile, t.ociID)...)
-	// The same pipes as libcontainer's path: *os.File ends, so that the
-	// runtime hands them on and nothing waits for a client's stdin.
-	var pipes libcontainer.Process
-	stdio, err := execStdio(&pipes, s)
-	if err != nil {
-		return 0, err
+	args := append(t.oci.GlobalArgs(logFile), "exec", "--process", procFile, "--pid-file", pidFile)
+	if s.TTY {
+		args = append(args, "--tty")
 	}
-	defer stdio.close()
-	rc.Stdin, rc.Stdout, rc.Stderr = pipes.Stdin, pipes.Stdout, pipes.Stderr
-	if err := rc.Start(); err != nil {
-		return 0, fmt.Errorf("exec in %s: run %s: %w", t.ociID, t.oci.Path, err)
-	}
-	copied, err := stdio.started(s)
-	if err != nil {
-		killReap(rc.Process.Pid)
-		return 0, err
+	rc := osexec.Command(t.oci.Path, append(args, t.ociID)...)
+	var copied <-chan struct{}
+	if s.TTY {
+		// Without --console-socket the runtime copies between the
+		// container's terminal and its own, which must be a terminal:
+		// a pty of ours, whose size it passes on at each SIGWINCH.
+		term, err := newTerminal()
+		if err != nil {
+			return 0, fmt.Errorf("exec in %s: %w", t.ociID, err)
+		}
+		defer term.master.Close()
+		rc.Stdin, rc.Stdout, rc.Stderr = term.peer, term.peer, term.peer
+		err = rc.Start()
+		term.peer.Close()
+		if err != nil {
+			return 0, fmt.Errorf("exec in %s: run %s: %w", t.ociID, t.oci.Path, err)
+		}
+		copied = term.copy(s, rc.Process)
+	} else {
+		// The same pipes as libcontainer's path: *os.File ends, so that
+		// the runtime hands them on and nothing waits for a client's stdin.
+		var pipes libcontainer.Process
+		stdio, err := execStdio(&pipes, s)
+		if err != nil {
+			return 0, err
+		}
+		defer stdio.close()
+		rc.Stdin, rc.Stdout, rc.Stderr = pipes.Stdin, pipes.Stdout, pipes.Stderr
+		if err := rc.Start(); err != nil {
+			return 0, fmt.Errorf("exec in %s: run %s: %w", t.ociID, t.oci.Path, err)
+		}
+		if copied, err = stdio.started(s); err != nil {
+			killReap(rc.Process.Pid)
+			return 0, err
+		}
 	}
 	done := make(chan error, 1)
 	go func() { done <- rc.Wait() }()
@@ -140,4 +161,62 @@ func readPIDFile(path string) int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
 	return pid
+}
+
+// terminal is a pty pair: the runtime's stdio on the peer, the client's
+// streams on the master.
+type terminal struct{ master, peer *os.File }
+
+func newTerminal() (*terminal, error) {
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open a terminal: %w", err)
+	}
+	master := os.NewFile(uintptr(fd), "ptmx")
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		master.Close()
+		return nil, fmt.Errorf("unlock the terminal: %w", err)
+	}
+	// The peer by handle (TIOCGPTPEER), not by a /dev/pts path; never
+	// the daemon's controlling terminal (O_NOCTTY).
+	pfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		master.Close()
+		return nil, fmt.Errorf("open the terminal's peer: %w", errno)
+	}
+	return &terminal{master: master, peer: os.NewFile(uintptr(pfd), "pts")}, nil
+}
+
+// copy runs the client's streams over the master until the runtime's
+// side closes; resizes are set on the master and signalled to the runtime.
+func (t *terminal) copy(s Streams, runtime *os.Process) <-chan struct{} {
+	done := make(chan struct{})
+	if s.Resize != nil {
+		go func() {
+			for {
+				select {
+				case sz, ok := <-s.Resize:
+					if !ok {
+						return
+					}
+					unix.IoctlSetWinsize(int(t.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+					runtime.Signal(unix.SIGWINCH)
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	if s.Stdin != nil {
+		go io.Copy(t.master, s.Stdin)
+	}
+	go func() {
+		if s.Stdout != nil {
+			io.Copy(s.Stdout, t.master) // ends with EIO when the runtime exits
+		} else {
+			io.Copy(io.Discard, t.master)
+		}
+		close(done)
+	}()
+	return done
 }
