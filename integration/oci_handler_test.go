@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -357,5 +359,56 @@ func TestOCIRuntimeHandlerCrashMidStart(t *testing.T) {
 	checkNothingLeft(t, d, "oci crash mid-start")
 	if entries, _ := os.ReadDir(filepath.Join(d.State, "oci", handler)); len(entries) != 0 {
 		t.Errorf("runtime state left: %v", entries)
+	}
+}
+
+// TestOCIRuntimeHandlerFeatureChecks: a runtime whose `features` lists
+// no "rro" (crun 1.8 has no features command at all) gets no recursive
+// read-only mount; CreateContainer refuses it as InvalidArgument before
+// the runtime runs anything.
+func TestOCIRuntimeHandlerFeatureChecks(t *testing.T) {
+	const bin, handler = "/usr/bin/crun", "crun"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s: %v (apt-get install crun)", bin, err)
+	}
+	if exec.Command(bin, "features").Run() == nil {
+		t.Skipf("%s has a features command: its rro support is what it says", bin)
+	}
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	conf := filepath.Join(d.Dir, "peapod.toml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Args = append(d.Args, "--config", conf)
+	d.Start()
+	c := ctx(t)
+	st, err := d.RT.Status(c, &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.RuntimeHandlers {
+		if h.Name == handler && (h.Features.GetRecursiveReadOnlyMounts() || h.Features.GetUserNamespaces()) {
+			t.Errorf("handler %s claims %v without a features command", handler, h.Features)
+		}
+	}
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	podCfg := podConfig("rro", t.TempDir())
+	run, err := d.RT.RunPodSandbox(c, &runtimeapi.RunPodSandboxRequest{Config: podCfg, RuntimeHandler: handler})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := containerConfig("rro", image, "sleep", "60")
+	cfg.Mounts = []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: t.TempDir(), Readonly: true, RecursiveReadOnly: true,
+		Propagation: runtimeapi.MountPropagation_PROPAGATION_PRIVATE}}
+	_, err = d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cfg, SandboxConfig: podCfg})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "recursive read-only") {
+		t.Errorf("recursive read-only mount on %s: %v, want InvalidArgument naming it", handler, err)
+	}
+	d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: run.PodSandboxId})
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+		t.Errorf("remove pod: %v", err)
 	}
 }

@@ -69,6 +69,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := hostfs.CheckMounts(cfg.GetMounts()); err != nil {
 		return Container{}, err
 	}
+	if err := r.checkMountFeatures(cfg, podCopy.RuntimeHandler); err != nil {
+		return Container{}, err
+	}
 	imageVolumes, err := r.resolveImageVolumes(cfg)
 	if err != nil {
 		return Container{}, imageVolumeError(err)

@@ -120,3 +120,18 @@ func (r *Runtime) checkHandlerFeatures(cfg *runtimeapi.PodSandboxConfig, handler
 	}
 	return nil
 }
+
+// checkMountFeatures refuses a recursive read-only mount on a handler
+// whose runtime does not list "rro": it would be made read-only at the
+// top only, or refused late by the runtime (containerd refuses it too).
+func (r *Runtime) checkMountFeatures(cfg *runtimeapi.ContainerConfig, handler string) error {
+	if r.HandlerFeatures(handler).RecursiveReadOnlyMounts {
+		return nil
+	}
+	for _, m := range cfg.GetMounts() {
+		if m.GetRecursiveReadOnly() {
+			return fmt.Errorf("mount at %s: runtime handler %q does not support recursive read-only mounts: %w", m.GetContainerPath(), handler, ErrInvalidArgument)
+		}
+	}
+	return nil
+}
