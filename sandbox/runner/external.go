@@ -117,8 +117,11 @@ func startExternal(rt ociruntime.Runtime, bundle, id string, holder holderNamesp
 	os.Remove(pidFile)
 	ctx, cancel := context.WithTimeout(context.Background(), externalStartTimeout)
 	defer cancel()
-	// A container left by a start that failed half-way.
-	exec.CommandContext(ctx, rt.Path, append(rt.GlobalArgs(""), "delete", "--force", id)...).Run()
+	// A container left by a start that failed half-way (runc and crun
+	// both keep a directory per container under their root).
+	if _, err := os.Stat(filepath.Join(rt.Root, id)); err == nil {
+		exec.CommandContext(ctx, rt.Path, append(rt.GlobalArgs(""), "delete", "--force", id)...).Run()
+	}
 
 	createArgs := append(rt.GlobalArgs(logFile), "create", "--bundle", dir, "--pid-file", pidFile)
 	var console *consoleSocket
