@@ -108,6 +108,12 @@ func TestCheckRejects(t *testing.T) {
 		{"handler runtime", "[runtime_handlers.kata]\nruntime = \"kata\"\n", []string{`runtime_handlers.kata.runtime "kata": must be "embedded"`}},
 		{"handler name", "[runtime_handlers.Test_Handler]\nruntime = \"embedded\"\n", []string{`runtime_handlers."Test_Handler": a handler name is a DNS label`}},
 		{"handler runc", "[runtime_handlers.runc]\nruntime = \"embedded\"\n", []string{"runtime_handlers.runc: runc is the default handler's other name"}},
+		{"oci handler relative path", "[runtime_handlers.crun]\nruntime = \"oci\"\npath = \"bin/crun\"\n", []string{`runtime_handlers.crun.path "bin/crun": must be an absolute path`}},
+		{"oci handler no path", "[runtime_handlers.crun]\nruntime = \"oci\"\n", []string{`runtime_handlers.crun.path "": must be an absolute path`}},
+		{"oci handler missing binary", "[runtime_handlers.crun]\nruntime = \"oci\"\npath = \"/nonexistent/crun\"\n", []string{"no such file or directory"}},
+		{"oci handler not executable", "[runtime_handlers.crun]\nruntime = \"oci\"\npath = \"/etc/passwd\"\n", []string{`runtime_handlers.crun.path "/etc/passwd": not executable`}},
+		{"oci handler directory", "[runtime_handlers.crun]\nruntime = \"oci\"\npath = \"/usr/bin\"\n", []string{"not a regular file"}},
+		{"embedded handler with path", "[runtime_handlers.x]\nruntime = \"embedded\"\npath = \"/bin/sh\"\n", []string{`runtime_handlers.x.path: only an "oci" runtime has a path`}},
 		{"handler unknown key", "[runtime_handlers.x]\nruntime = \"embedded\"\nbinary = \"/bin/x\"\n", []string{"runtime_handlers", "binary"}},
 	} {
 		path := filepath.Join(t.TempDir(), "bad.toml")
@@ -126,6 +132,40 @@ func TestCheckRejects(t *testing.T) {
 		}
 		if !strings.HasPrefix(err.Error(), path) {
 			t.Errorf("%s: error %q does not start with the file name", tc.name, err)
+		}
+	}
+}
+
+// An OCI runtime binary must be root's alone: a binary others may write
+// would run their code as root.
+func TestOCIRuntimeBinary(t *testing.T) {
+	if err := checkRuntimeBinary("/bin/sh"); err != nil && os.Getuid() == 0 {
+		t.Errorf("/bin/sh refused: %v", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "runtime")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bin, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	want := "writable by group or others"
+	if os.Getuid() != 0 {
+		want = "not owned by root"
+	}
+	if err := checkRuntimeBinary(bin); err == nil || err.Error() != want {
+		t.Errorf("world-writable runtime: got %v, want %q", err, want)
+	}
+	if os.Getuid() == 0 {
+		if err := os.Chown(bin, 65534, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkRuntimeBinary(bin); err == nil || err.Error() != "not owned by root" {
+			t.Errorf("runtime owned by 65534: got %v", err)
 		}
 	}
 }

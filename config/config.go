@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -30,8 +31,11 @@ var defaultsTOML string
 type Config struct {
 	Socket string `toml:"socket"`
 	// SocketGroup owns the socket (name or GID); empty: root.
-	SocketGroup    string `toml:"socket_group"`
-	Root           string `toml:"root"`
+	SocketGroup string `toml:"socket_group"`
+	Root        string `toml:"root"`
+	// ContainerRoot holds the containers' writable layers apart from the
+	// images in Root (KEP-4191's split image filesystem); empty: in Root.
+	ContainerRoot  string `toml:"container_root"`
 	State          string `toml:"state"`
 	LogLevel       string `toml:"log_level"`
 	LogFormat      string `toml:"log_format"`
@@ -84,15 +88,22 @@ type Config struct {
 	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`
 }
 
-// RuntimeHandler is what runs the pods of one runtime handler.
+// RuntimeHandler is what runs the containers of one runtime handler.
 type RuntimeHandler struct {
-	// Runtime is "embedded": runc's libcontainer built into peapod, as
-	// for the default handler. Issue #22 adds external OCI runtimes.
+	// Runtime is "embedded" (runc's libcontainer built into peapod, as
+	// for the default handler) or "oci" (the OCI runtime binary at Path,
+	// e.g. crun or runc, driven through its command line).
 	Runtime string `toml:"runtime"`
+	// Path is the OCI runtime binary ("oci" only): absolute, executable
+	// and owned by root, as it runs as root with the pods' specs.
+	Path string `toml:"path"`
 }
 
-// RuntimeEmbedded is the runtime built into peapod.
-const RuntimeEmbedded = "embedded"
+// The runtimes a handler may name.
+const (
+	RuntimeEmbedded = "embedded"
+	RuntimeOCI      = "oci"
+)
 
 // handlerName is what Kubernetes accepts as a RuntimeClass handler: a
 // DNS-1123 label.
@@ -367,6 +378,13 @@ func (c Config) problems() []problem {
 	default:
 		add("network", "network %q: must be builtin, cni or auto", c.Network)
 	}
+	if c.ContainerRoot != "" {
+		if !filepath.IsAbs(c.ContainerRoot) {
+			add("container_root", "container_root %q: must be an absolute path (empty: container layers stay in root)", c.ContainerRoot)
+		} else if filepath.Clean(c.ContainerRoot) == filepath.Clean(c.Root) {
+			add("container_root", "container_root %q: is root; leave it empty to keep container layers in root", c.ContainerRoot)
+		}
+	}
 	if c.PidsLimit < 0 {
 		add("pids_limit", "pids_limit %d: must not be negative (0 turns it off)", c.PidsLimit)
 	}
@@ -376,8 +394,16 @@ func (c Config) problems() []problem {
 			add("runtime_handlers", "runtime_handlers.%s: runc is the default handler's other name; it needs no entry", name)
 		case !handlerName.MatchString(name):
 			add("runtime_handlers", "runtime_handlers.%q: a handler name is a DNS label (lower-case letters, digits and '-', at most 63)", name)
-		case h.Runtime != RuntimeEmbedded:
-			add("runtime_handlers", "runtime_handlers.%s.runtime %q: must be %q (the runtime built into peapod)", name, h.Runtime, RuntimeEmbedded)
+		case h.Runtime == RuntimeEmbedded:
+			if h.Path != "" {
+				add("runtime_handlers", "runtime_handlers.%s.path: only an %q runtime has a path", name, RuntimeOCI)
+			}
+		case h.Runtime == RuntimeOCI:
+			if err := checkRuntimeBinary(h.Path); err != nil {
+				add("runtime_handlers", "runtime_handlers.%s.path %q: %v", name, h.Path, err)
+			}
+		default:
+			add("runtime_handlers", "runtime_handlers.%s.runtime %q: must be %q (the runtime built into peapod) or %q (an OCI runtime binary at path)", name, h.Runtime, RuntimeEmbedded, RuntimeOCI)
 		}
 	}
 	if c.EnableNRI {
@@ -410,6 +436,31 @@ func (c Config) problems() []problem {
 		}
 	}
 	return ps
+}
+
+// checkRuntimeBinary refuses an OCI runtime binary that is not an
+// absolute path to a regular executable file owned by root: peapod runs
+// it as root, so whoever may write it may run anything as root.
+func checkRuntimeBinary(path string) error {
+	if !filepath.IsAbs(path) {
+		return errors.New("must be an absolute path")
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	switch {
+	case !st.Mode().IsRegular():
+		return errors.New("not a regular file")
+	case st.Mode()&0o111 == 0:
+		return errors.New("not executable")
+	case !ok || sys.Uid != 0:
+		return errors.New("not owned by root")
+	case st.Mode()&0o022 != 0:
+		return errors.New("writable by group or others")
+	}
+	return nil
 }
 
 // Values is c as a flat map keyed by config key, values as TOML would

@@ -12,7 +12,7 @@ build="gcc libc6-dev libseccomp-dev pkg-config make"
 case "${1:-}" in
 build) pkgs=$build ;;
 run) pkgs="$build nftables iproute2" ;;
-test) pkgs="$build nftables iproute2 git ca-certificates util-linux docker-registry iputils-ping containernetworking-plugins" ;;
+test) pkgs="$build nftables iproute2 git ca-certificates util-linux docker-registry iputils-ping containernetworking-plugins runc crun" ;;
 *) echo "usage: contrib/deps.sh build|run|test" >&2; exit 2 ;;
 esac
 pkgs=${PEAPOD_DEPS_PACKAGES:-$pkgs}

@@ -131,20 +131,37 @@ func (s *Service) refuseMountedImage(ctx context.Context, ref string) error {
 	return nil
 }
 
+// ImageFsInfo reports the image filesystem and the containers' writable
+// layers' filesystem: one entry for both, or, with container_root set, one
+// each (KEP-4191), so that the kubelet's eviction and image GC measure
+// each where it lives.
 func (s *Service) ImageFsInfo(ctx context.Context, req *runtimeapi.ImageFsInfoRequest) (*runtimeapi.ImageFsInfoResponse, error) {
-	mnt, used, inodes, err := s.images.FsInfo()
+	images, err := fsUsage(s.images.FsInfo)
 	if err != nil {
 		return nil, err
 	}
-	usage := &runtimeapi.FilesystemUsage{
+	containers := images
+	if s.images.Split() {
+		if containers, err = fsUsage(s.images.ContainerFsInfo); err != nil {
+			return nil, err
+		}
+	}
+	return &runtimeapi.ImageFsInfoResponse{
+		ImageFilesystems:     []*runtimeapi.FilesystemUsage{images},
+		ContainerFilesystems: []*runtimeapi.FilesystemUsage{containers},
+	}, nil
+}
+
+func fsUsage(measure func() (string, uint64, uint64, error)) (*runtimeapi.FilesystemUsage, error) {
+	mnt, used, inodes, err := measure()
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.FilesystemUsage{
 		Timestamp:  time.Now().UnixNano(),
 		FsId:       &runtimeapi.FilesystemIdentifier{Mountpoint: mnt},
 		UsedBytes:  &runtimeapi.UInt64Value{Value: used},
 		InodesUsed: &runtimeapi.UInt64Value{Value: inodes},
-	}
-	return &runtimeapi.ImageFsInfoResponse{
-		ImageFilesystems:     []*runtimeapi.FilesystemUsage{usage},
-		ContainerFilesystems: []*runtimeapi.FilesystemUsage{usage},
 	}, nil
 }
 

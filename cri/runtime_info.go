@@ -39,13 +39,14 @@ func (s *Service) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*r
 	}, nil
 }
 
-// runtimeHandlers reports every handler with its features: all run on the
-// embedded runtime, so all have the same.
+// runtimeHandlers reports every handler with its features: the embedded
+// runtime's, or what an external runtime's `features` lists.
 func (s *Service) runtimeHandlers() []*runtimeapi.RuntimeHandler {
-	features := &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: true, UserNamespaces: s.runtime.UserNamespaces()}
 	var hs []*runtimeapi.RuntimeHandler
 	for _, name := range s.runtime.Handlers() {
-		hs = append(hs, &runtimeapi.RuntimeHandler{Name: name, Features: features})
+		f := s.runtime.HandlerFeatures(name)
+		hs = append(hs, &runtimeapi.RuntimeHandler{Name: name, Features: &runtimeapi.RuntimeHandlerFeatures{
+			RecursiveReadOnlyMounts: f.RecursiveReadOnlyMounts, UserNamespaces: f.UserNamespaces}})
 	}
 	return hs
 }

@@ -29,6 +29,10 @@ type Images interface {
 	List(ctx context.Context) ([]*image.Image, error)
 	Remove(ctx context.Context, ref string) error
 	FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error)
+	// ContainerFsInfo is FsInfo for the containers' writable layers;
+	// Split says they are apart from the images (config container_root).
+	ContainerFsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error)
+	Split() bool
 }
 
 // Info is what Version, Status and RuntimeConfig report.

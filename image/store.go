@@ -48,6 +48,12 @@ type Config struct {
 	Root string
 	// RunRoot holds state lost on reboot (mount bookkeeping, locks).
 	RunRoot string
+	// ContainerRoot, when set and not Root, splits the store (KEP-4191):
+	// containers and their writable layers live in ContainerRoot/storage,
+	// images and their layers stay in Root/storage (c/storage's
+	// "imagestore", as CRI-O splits it), so that each may be a filesystem
+	// of its own.
+	ContainerRoot string
 	// RegistriesConf is a containers-registries.conf(5) v2 file; empty or
 	// absent means no mirrors, HTTPS only, short names go to docker.io.
 	RegistriesConf string
@@ -109,10 +115,13 @@ type Image struct {
 
 // Store is the image store. Its methods are safe for concurrent use.
 type Store struct {
-	store  storage.Store
-	root   string                              // storage graph root
-	sysCtx atomic.Pointer[types.SystemContext] // replaced whole by SetSources
-	policy atomic.Pointer[pullPolicy]          // replaced whole by SetSources
+	store storage.Store
+	root  string // where images live: the graph root, or the image store when split
+	// containerRoot is where containers' writable layers live: root,
+	// or c/storage's graph root when the store is split.
+	containerRoot string
+	sysCtx        atomic.Pointer[types.SystemContext] // replaced whole by SetSources
+	policy        atomic.Pointer[pullPolicy]          // replaced whole by SetSources
 
 	log             *slog.Logger
 	progressTimeout time.Duration
@@ -160,7 +169,14 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Root == "" || cfg.RunRoot == "" {
 		return nil, errors.New("image: Root and RunRoot are required")
 	}
-	graphRoot, runRoot := filepath.Join(cfg.Root, "storage"), filepath.Join(cfg.RunRoot, "storage")
+	imageRoot, runRoot := filepath.Join(cfg.Root, "storage"), filepath.Join(cfg.RunRoot, "storage")
+	// Unsplit, the graph root holds both. Split, c/storage's graph root
+	// holds the containers and the image store the images, which keep
+	// the layout (and so the data) of an unsplit store's root.
+	graphRoot, imageStore := imageRoot, ""
+	if split := cfg.ContainerRoot != "" && filepath.Clean(cfg.ContainerRoot) != filepath.Clean(cfg.Root); split {
+		graphRoot, imageStore = filepath.Join(cfg.ContainerRoot, "storage"), imageRoot
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -169,9 +185,17 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if imageStore != "" {
+		more, err := repairRecords(imageStore, runRoot, log)
+		if err != nil {
+			return nil, err
+		}
+		movedAside = append(movedAside, more...)
+	}
 	st, err := storage.GetStore(storagetypes.StoreOptions{
 		GraphRoot:       graphRoot,
 		RunRoot:         runRoot,
+		ImageStore:      imageStore,
 		GraphDriverName: "overlay",
 	})
 	if err != nil {
@@ -223,8 +247,11 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	removeStagingLeftovers(graphRoot, log)
+	if imageStore != "" {
+		removeStagingLeftovers(imageStore, log)
+	}
 	s := &Store{
-		store: st, root: graphRoot, cache: map[string]*configInfo{},
+		store: st, root: imageRoot, containerRoot: graphRoot, cache: map[string]*configInfo{},
 		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
 		flights: &flights{m: map[string]*flight{}}, movedAside: movedAside,
 	}
@@ -488,14 +515,29 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 // the bytes and inodes used under it (mounted container rootfs are not
 // counted twice: other filesystems are skipped).
 func (s *Store) FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error) {
+	return fsUsage(s.root)
+}
+
+// Split reports whether containers' writable layers live apart from the
+// images (Config.ContainerRoot).
+func (s *Store) Split() bool { return s.containerRoot != s.root }
+
+// ContainerFsInfo is FsInfo for the containers' writable layers: the
+// same as FsInfo unless the store is split.
+func (s *Store) ContainerFsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err error) {
+	return fsUsage(s.containerRoot)
+}
+
+// fsUsage is the bytes and inodes used below root on root's filesystem.
+func fsUsage(root string) (mountpoint string, usedBytes, inodesUsed uint64, err error) {
 	var rootDev uint64
 	var st syscall.Stat_t
-	if err := syscall.Stat(s.root, &st); err != nil {
+	if err := syscall.Stat(root, &st); err != nil {
 		return "", 0, 0, err
 	}
 	rootDev = st.Dev
 	seen := map[uint64]bool{}
-	err = filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // removed while walking
@@ -523,7 +565,7 @@ func (s *Store) FsInfo() (mountpoint string, usedBytes, inodesUsed uint64, err e
 	if err != nil {
 		return "", 0, 0, err
 	}
-	return s.root, usedBytes, inodesUsed, nil
+	return root, usedBytes, inodesUsed, nil
 }
 
 // ---------------------------------------------------------------- rootfs

@@ -8,8 +8,8 @@ import (
 )
 
 // RootfsUsage measures the writable layer of a container: the bytes and
-// inodes in its overlay upper directory. mountpoint is the image store's
-// root, as FsInfo reports it, so kubelet can match the two.
+// inodes in its overlay upper directory. mountpoint is the containers'
+// storage root, as ContainerFsInfo reports it, so kubelet can match the two.
 func (s *Store) RootfsUsage(ctx context.Context, containerID string) (mountpoint string, bytes, inodes uint64, err error) {
 	c, err := s.store.Container(containerID)
 	if err != nil {
@@ -24,5 +24,5 @@ func (s *Store) RootfsUsage(ctx context.Context, containerID string) (mountpoint
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("writable layer of container %s: %w", containerID, err)
 	}
-	return s.root, u.Bytes, u.Inodes, nil
+	return s.containerRoot, u.Bytes, u.Inodes, nil
 }

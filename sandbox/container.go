@@ -31,7 +31,10 @@ type container struct {
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
-	exec   *exec.Target // reused by every exec while the container runs; nil until the first
+	// ociCgroups are the cgroup directories of a running container of an
+	// external OCI runtime (nil otherwise), for stats and OOM kills.
+	ociCgroups map[string]string
+	exec       *exec.Target // reused by every exec while the container runs; nil until the first
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
@@ -77,6 +80,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, err
 	}
 	if err := hostfs.CheckMounts(cfg.GetMounts()); err != nil {
+		return Container{}, err
+	}
+	if err := r.checkMountFeatures(cfg, podCopy.RuntimeHandler); err != nil {
 		return Container{}, err
 	}
 	imageVolumes, err := r.resolveImageVolumes(cfg)
@@ -526,6 +532,16 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 	c.mu.Lock()
 	lc, pid, start := c.lc, c.PID, c.PIDStart
 	c.mu.Unlock()
+	if rt := r.ociOfContainer(c); rt != nil {
+		// --all for SIGKILL: every process of the container's cgroup.
+		err := rt.Kill(context.Background(), c.ID, int(sig), sig == unix.SIGKILL)
+		if err == nil || sig != unix.SIGKILL {
+			if err != nil {
+				r.log.Warn("signal container through its OCI runtime", "container", c.ID, "signal", sig, "err", err)
+			}
+			return
+		}
+	}
 	if lc != nil {
 		if err := lc.Signal(sig); err == nil || sig != unix.SIGKILL {
 			return
@@ -596,6 +612,14 @@ func (r *Runtime) destroyLibcontainer(c *container) {
 	c.exec = nil
 	c.oom.Close()
 	c.oom = nil
+	if rt := r.ociOfContainer(c); rt != nil {
+		// The runtime's state and the container's cgroup.
+		if err := rt.Delete(context.Background(), c.ID); err != nil {
+			r.log.Warn("delete container through its OCI runtime", "container", c.ID, "err", err)
+		}
+		c.ociCgroups = nil
+		return
+	}
 	lc := c.lc
 	if lc == nil {
 		var err error

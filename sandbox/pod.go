@@ -12,7 +12,6 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,19 +149,10 @@ func (r *Runtime) validatePodRequest(cfg *runtimeapi.PodSandboxConfig, handler s
 	if err := r.checkUsernsSupport(cfg); err != nil {
 		return err
 	}
-	if handler != "" && handler != "runc" && !slices.Contains(r.opts.Handlers, handler) {
+	if !r.knownHandler(handler) {
 		return fmt.Errorf("runtime handler %q: not configured (runtime_handlers lists the handlers besides the default): %w", handler, ErrNotFound)
 	}
-	return nil
-}
-
-// Handlers are the runtime handler names pods may ask for: "" (the
-// default) first, then the configured ones in order.
-func (r *Runtime) Handlers() []string {
-	if r == nil { // a Service without a runtime (unit tests of cri)
-		return []string{""}
-	}
-	return append([]string{""}, r.opts.Handlers...)
+	return r.checkHandlerFeatures(cfg, handler)
 }
 
 // newPod is the in-memory pod, not ready yet, with its directory and

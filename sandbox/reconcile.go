@@ -6,11 +6,15 @@ import (
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/names"
+	"github.com/peapod-cri/peapod/sandbox/ociruntime"
 	"github.com/peapod-cri/peapod/sandbox/orphans"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/store"
 	"os"
 	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // reconcileHalfDone runs at startup, after recover, and finishes or cleans
@@ -94,9 +98,34 @@ func (r *Runtime) resetHalfStarted(ctx context.Context, c *container) {
 		kc := r.keeperOf(&p.Pod)
 		k = &kc
 	}
+	if p := r.pods[c.PodID]; p != nil && r.ociOf(p.RuntimeHandler) != nil {
+		r.resetHalfStartedOCI(ctx, c, r.ociOf(p.RuntimeHandler), k)
+		return
+	}
 	if orphans.KillHalfStarted(ctx, r.orphanDirs(), c.ID, k, exitFile(c), r.log) {
 		r.log.Info("killed a container whose start a crash interrupted; it stays created", "container", c.ID)
 	}
+}
+
+// resetHalfStartedOCI is resetHalfStarted for a container of an external
+// OCI runtime: killed and deleted through the runtime, whose state says
+// whether the start got that far.
+func (r *Runtime) resetHalfStartedOCI(ctx context.Context, c *container, rt *ociruntime.Runtime, k *keeper.Client) {
+	if _, err := rt.State(ctx, c.ID); err != nil {
+		return // never created: nothing to undo
+	}
+	rt.Kill(ctx, c.ID, int(unix.SIGKILL), true)
+	if k != nil {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		k.Wait(wctx, c.ID, nil)
+		cancel()
+		k.Forget(ctx, c.ID)
+	}
+	if err := rt.Delete(ctx, c.ID); err != nil {
+		r.log.Warn("delete a half-started container through its OCI runtime", "container", c.ID, "err", err)
+	}
+	os.Remove(exitFile(c))
+	r.log.Info("killed a container whose start a crash interrupted; it stays created", "container", c.ID)
 }
 
 // removeOrphanBundles removes what containers whose CreateContainer a

@@ -73,7 +73,11 @@ func (r *Runtime) updateContainerResources(ctx context.Context, id string, res *
 	if err := cgroups.Check(spec.Linux.Resources); err != nil {
 		return fmt.Errorf("update resources of container %s: %v: %w", c.ID, err, ErrInvalidArgument)
 	}
-	if c.State == ContainerRunning {
+	if rt := r.ociOfContainer(c); rt != nil && c.State == ContainerRunning {
+		if err := rt.Update(ctx, c.ID, spec.Linux.Resources); err != nil {
+			return fmt.Errorf("update resources of container %s: %w", c.ID, err)
+		}
+	} else if c.State == ContainerRunning {
 		err := runner.SetLimits(libcontainerRoot(r.opts.State), c.ID, c.lc, spec)
 		if errors.Is(err, runner.ErrBadSpec) {
 			err = fmt.Errorf("%w: %w", err, ErrInvalidArgument)

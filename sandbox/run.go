@@ -71,7 +71,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		TTY:       c.Config.GetTty(),
 		Stdin:     c.Config.GetStdin(),
 		StdinOnce: c.Config.GetStdinOnce(),
-		Argv:      []string{runner.Exe(), runner.Command, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)},
+		Argv:      r.runnerArgv(c, p),
 	})
 	if err != nil {
 		return err
@@ -82,16 +82,50 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	if err != nil {
 		start = 0 // exited already: the keeper records it
 	}
-	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
-		c.lc = lc
-		r.watchOOM(c)
-	}
+	r.loadRuntimeHandle(c, p.RuntimeHandler)
 	c.PID = pid
 	c.PIDStart = start
 	c.State = ContainerRunning
 	c.StartedAt = startedAt
 	r.watchExit(c, k)
 	return nil
+}
+
+// runnerArgv is what the keeper executes to start c: the runner, which
+// creates it with libcontainer or, for a handler of an external OCI
+// runtime, through that runtime's create and start.
+func (r *Runtime) runnerArgv(c *container, p *Pod) []string {
+	if rt := r.ociOf(p.RuntimeHandler); rt != nil {
+		return append([]string{runner.Exe()}, runner.ExternalArgs(*rt, c.Bundle, c.ID, r.runnerJoins(p))...)
+	}
+	return []string{runner.Exe(), runner.Command, libcontainerRoot(r.opts.State), c.Bundle, c.ID, r.runnerJoins(p)}
+}
+
+// loadRuntimeHandle keeps what later calls need of a running container:
+// libcontainer's handle, or an external runtime's container's cgroups.
+func (r *Runtime) loadRuntimeHandle(c *container, podHandler string) {
+	if r.ociOf(podHandler) != nil {
+		c.ociCgroups = ociCgroupPaths(c)
+		return
+	}
+	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
+		c.lc = lc
+		r.watchOOM(c)
+	}
+}
+
+// ociCgroupPaths resolves the spec's cgroupsPath as the runtime did: the
+// runner joined the daemon's cgroups before it ran the runtime.
+func ociCgroupPaths(c *container) map[string]string {
+	spec, err := runner.ReadSpec(c.Bundle)
+	if err != nil || spec.Linux == nil || spec.Linux.CgroupsPath == "" {
+		return nil
+	}
+	paths, err := cgroups.Paths(spec.Linux.CgroupsPath)
+	if err != nil {
+		return nil
+	}
+	return paths
 }
 
 // moveSpecRoot points the container's spec at its root filesystem's new
@@ -236,6 +270,10 @@ func (r *Runtime) oomKilled(c *container) bool {
 		}
 		return seen()
 	}
+	if c.ociCgroups != nil {
+		n, err := cgroups.OOMKills(c.ociCgroups)
+		return err == nil && n > 0
+	}
 	lc := c.lc
 	if lc == nil {
 		var err error
@@ -273,10 +311,7 @@ func (r *Runtime) recoverContainer(c *container) {
 		r.markLost(c)
 		return
 	}
-	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
-		c.lc = lc
-		r.watchOOM(c)
-	}
+	r.loadRuntimeHandle(c, p.RuntimeHandler)
 	r.watchExit(c, r.keeperOf(&p.Pod))
 }
 

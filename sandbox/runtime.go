@@ -63,9 +63,9 @@ type Options struct {
 	Plugins      Plugins // NRI plugins told of each lifecycle step (package nri); nil: none
 	Logger       *slog.Logger
 
-	// Handlers are the runtime handler names served besides the default
-	// ("" or "runc"), all by the embedded runtime (config runtime_handlers).
-	Handlers []string
+	// Handlers are the runtime handlers served besides the default ("" or
+	// "runc"), each with its runtime (config runtime_handlers).
+	Handlers []Handler
 }
 
 // Runtime owns every pod and container of the node.
@@ -89,9 +89,10 @@ type Runtime struct {
 	removals   *removals.Queue           // root filesystems of removed containers being deleted
 	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
 
-	usernsWarn sync.Once      // logs once why Status does not offer user namespaces
-	exec       *exec.Executor // exec, attach and port-forward (package sandbox/exec)
-	pauseExe   keeper.Binary  // the sealed binary pauses run from
+	usernsWarn sync.Once           // logs once why Status does not offer user namespaces
+	handlers   map[string]*handler // by name: the configured handlers and their runtimes
+	exec       *exec.Executor      // exec, attach and port-forward (package sandbox/exec)
+	pauseExe   keeper.Binary       // the sealed binary pauses run from
 }
 
 // Open loads the persisted pods and containers and reconciles them with the
@@ -128,6 +129,7 @@ func Open(opts Options) (*Runtime, error) {
 		cdi:        oci.NewCDIRegistry(opts.CDISpecDirs),
 		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
+	r.openHandlers()
 	if _, held := r.fail[layerWalkFailpoint]; held {
 		r.statsCache.BeforeWalk = func(ctx context.Context) error { return r.fail.Hold(ctx, layerWalkFailpoint) }
 	}

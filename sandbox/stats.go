@@ -65,11 +65,15 @@ func (r *Runtime) containerStats(ctx context.Context, id string, detail bool) (C
 		return ContainerStats{}, err
 	}
 	c.mu.Lock()
-	ctr, lc := c.Container, c.lc
+	ctr, lc, ociPaths := c.Container, c.lc, c.ociCgroups
 	c.mu.Unlock()
 	st := ContainerStats{Container: ctr, Timestamp: time.Now().UnixNano()}
-	if ctr.State == ContainerRunning && lc != nil {
-		if paths := r.statsCache.CgroupPaths(ctr.ID, lc); paths != nil {
+	if ctr.State == ContainerRunning && (lc != nil || ociPaths != nil) {
+		paths := ociPaths
+		if lc != nil {
+			paths = r.statsCache.CgroupPaths(ctr.ID, lc)
+		}
+		if paths != nil {
 			if cs, err := cgroups.ReadStats(paths); err == nil {
 				st.Cgroup = &cs
 				st.NanoCores = r.samples.Rate(known{r, true}, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)

@@ -91,6 +91,10 @@ func (r *Runtime) execTargetOf(c *container) (*exec.Target, error) {
 	if err != nil {
 		return nil, err
 	}
+	if rt := r.ociOfContainer(c); rt != nil {
+		c.exec = r.exec.LoadOCI(c.ID, spec, rt)
+		return c.exec, nil
+	}
 	t, err := r.exec.Load(c.ID, spec)
 	if err != nil {
 		return nil, err

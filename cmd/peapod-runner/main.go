@@ -30,6 +30,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == runner.Command {
 		os.Exit(runner.Main(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == runner.ExternalCommand {
+		os.Exit(runner.ExternalMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == runner.SeccompCommand {
 		os.Exit(runner.SeccompMain())
 	}

@@ -65,7 +65,7 @@ func imageCommand(args []string, stdout io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, unix.SIGTERM)
 	defer stop()
-	store, err := image.Open(image.Config{Root: cfg.Root, RunRoot: cfg.State,
+	store, err := image.Open(image.Config{Root: cfg.Root, ContainerRoot: cfg.ContainerRoot, RunRoot: cfg.State,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return fmt.Errorf("open the image store: %w", err)

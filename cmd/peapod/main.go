@@ -61,6 +61,10 @@ func main() {
 		// Forked by a pod's keeper to start one container.
 		os.Exit(runner.Main(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == runner.ExternalCommand {
+		// The same, for a container of an external OCI runtime.
+		os.Exit(runner.ExternalMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == runner.SeccompCommand {
 		// Run by the daemon to read a container's seccomp program (fastexec.go).
 		os.Exit(runner.SeccompMain())
@@ -120,6 +124,7 @@ var flagNames = map[string]func(*config.Config) *string{
 	"socket":          func(c *config.Config) *string { return &c.Socket },
 	"socket-group":    func(c *config.Config) *string { return &c.SocketGroup },
 	"root":            func(c *config.Config) *string { return &c.Root },
+	"container-root":  func(c *config.Config) *string { return &c.ContainerRoot },
 	"state":           func(c *config.Config) *string { return &c.State },
 	"log-level":       func(c *config.Config) *string { return &c.LogLevel },
 	"log-format":      func(c *config.Config) *string { return &c.LogFormat },
@@ -143,6 +148,7 @@ var flagUsage = map[string]string{
 	"socket":          "CRI gRPC unix socket",
 	"socket-group":    "group (name or GID) owning the socket, mode 0660 (empty: root)",
 	"root":            "persistent state directory (metadata, images, container layers)",
+	"container-root":  "directory for containers' writable layers apart from the images in root (empty: in root)",
 	"state":           "runtime state directory (pod files, container state)",
 	"log-level":       "debug, info, warn or error",
 	"log-format":      "log format: text or json",
@@ -265,6 +271,11 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	if err := hostfs.EnsureDir(cfg.Root, hostfs.PrivateDirMode); err != nil {
 		return fmt.Errorf("root %s: %w", cfg.Root, err)
 	}
+	if cfg.ContainerRoot != "" {
+		if err := hostfs.EnsureDir(cfg.ContainerRoot, hostfs.PrivateDirMode); err != nil {
+			return fmt.Errorf("container_root %s: %w", cfg.ContainerRoot, err)
+		}
+	}
 	cleanStart, err := takeCleanStopMarker(cfg.Root)
 	if err != nil {
 		return err
@@ -281,6 +292,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	}()
 	images, err := image.Open(image.Config{
 		Root:                cfg.Root,
+		ContainerRoot:       cfg.ContainerRoot,
 		RunRoot:             cfg.State,
 		RegistriesConf:      cfg.RegistriesConf,
 		RegistriesConfDir:   cfg.RegistriesConfDir,
@@ -326,7 +338,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		CgroupDriver: cfg.CgroupDriver,
 		PidsLimit:    cfg.PidsLimit,
 		CDISpecDirs:  cfg.CDISpecDirs,
-		Handlers:     slices.Sorted(maps.Keys(cfg.RuntimeHandlers)),
+		Handlers:     runtimeHandlers(cfg.RuntimeHandlers),
 		Images:       images,
 		Network:      metrics.Network{Backend: podNetwork, M: m},
 		Events:       metrics.Events{Next: events, M: m},
@@ -443,4 +455,17 @@ func runServer(srv *grpc.Server, lis net.Listener, hup <-chan os.Signal, reload 
 			return fmt.Errorf("serve: %w", err)
 		}
 	}
+}
+
+// runtimeHandlers are the configured handlers, sorted by name.
+func runtimeHandlers(hs map[string]config.RuntimeHandler) []sandbox.Handler {
+	var out []sandbox.Handler
+	for _, name := range slices.Sorted(maps.Keys(hs)) {
+		h := sandbox.Handler{Name: name}
+		if hs[name].Runtime == config.RuntimeOCI {
+			h.OCIPath = hs[name].Path
+		}
+		out = append(out, h)
+	}
+	return out
 }

@@ -74,7 +74,7 @@ func purgeCommand(args []string, stdout io.Writer) error {
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
-	images, err := image.Open(image.Config{Root: cfg.Root, RunRoot: cfg.State, Logger: log})
+	images, err := image.Open(image.Config{Root: cfg.Root, ContainerRoot: cfg.ContainerRoot, RunRoot: cfg.State, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open the image store: %w", err)
 	}
@@ -130,6 +130,10 @@ func purgeCommand(args []string, stdout io.Writer) error {
 	}
 	for _, dir := range []string{cfg.State, cfg.Root} {
 		errs = append(errs, removeTree(say, dir))
+	}
+	if cfg.ContainerRoot != "" {
+		// Its storage only: the directory may be a mount point of its own.
+		errs = append(errs, removeTree(say, filepath.Join(cfg.ContainerRoot, "storage")))
 	}
 	if err := os.Remove(cfg.Socket); err == nil {
 		say("removed %s", cfg.Socket)

@@ -395,6 +395,16 @@ type daemon struct {
 	exited               chan struct{}
 }
 
+// testHandlerConfig is the test-handler runtime handler: the embedded
+// runtime, or the external OCI runtime binary E2E_NODE_TEST_HANDLER_OCI
+// names (e.g. /usr/bin/runc), so that the RuntimeClass specs run on it.
+func testHandlerConfig() string {
+	if bin := os.Getenv("E2E_NODE_TEST_HANDLER_OCI"); bin != "" {
+		return fmt.Sprintf("[runtime_handlers.test-handler]\nruntime = \"oci\"\npath = %q\n", bin)
+	}
+	return "[runtime_handlers.test-handler]\nruntime = \"embedded\"\n"
+}
+
 // startPeapod starts a peapod with its own socket, root, state, relative
 // cgroup parent, bridge and pod range (all inside this run's network
 // namespace), the test-handler runtime handler, and registries.conf
@@ -419,7 +429,7 @@ func startPeapod(t *testing.T, work, reg, reportDir string) *daemon {
 		"registries.conf": conf,
 		// The second handler node e2e specs ask for (containerd's node
 		// e2e configures runc and test-handler).
-		"peapod.toml": "[runtime_handlers.test-handler]\nruntime = \"embedded\"\n",
+		"peapod.toml": testHandlerConfig(),
 	}
 	for f, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o644); err != nil {

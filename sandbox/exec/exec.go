@@ -24,6 +24,9 @@ import (
 // setns init.
 func (e *Executor) Exec(ctx context.Context, t *Target, cmd []string, s Streams) (int32, error) {
 	h := t
+	if t.oci != nil {
+		return e.ociExec(ctx, t, cmd, s)
+	}
 	if code, err := e.fastExec(ctx, h, cmd, s); !errors.Is(err, errFallBack) {
 		return code, err
 	} else if err != errFallBack {

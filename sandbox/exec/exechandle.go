@@ -5,6 +5,8 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/peapod-cri/peapod/sandbox/ociruntime"
 )
 
 // Target is what every exec into one running container reuses instead
@@ -15,6 +17,10 @@ type Target struct {
 	lc   *libcontainer.Container
 	spec *specs.Spec
 	fast *fastPlan // for the C exec helper (fastexec.go); nil: libcontainer only
+
+	// An external OCI runtime's container (ociexec.go): lc and fast are nil.
+	oci   *ociruntime.Runtime
+	ociID string
 }
 
 // Load makes the Target of running container id, whose spec is spec.
