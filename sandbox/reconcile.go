@@ -177,6 +177,6 @@ func (r *Runtime) dropContainersOfLostPods() {
 			continue
 		}
 		c.stopWatching()
-		delete(r.containers, id)
+		r.dropContainerLocked(id, c.PodID)
 	}
 }
