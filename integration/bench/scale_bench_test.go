@@ -45,12 +45,16 @@ import (
 //     its CPU while a PLEG-like poll (ListPodSandbox + ListContainers +
 //     ListContainerStats every second) runs for SCALE_POLL_S (60) s.
 //
-// SCALE_RUNTIMES (peapod,containerd2) picks the runtimes; containerd 2.4.2
+// It runs only with PEAPOD_BENCH_SCALE=1 (make bench-scale), not in
+// bench-all. SCALE_RUNTIMES (peapod,containerd2) picks the runtimes; containerd 2.4.2
 // is SCALE_CONTAINERD2 (/var/cache/peapod-test/containerd-v2.4.2/containerd,
 // built by ../shared/critest/build-containerd2.sh), skipped when absent.
 func BenchmarkScale(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
+	}
+	if os.Getenv("PEAPOD_BENCH_SCALE") == "" {
+		b.Skip("an hour or more at full size: make bench-scale (PEAPOD_BENCH_SCALE=1)")
 	}
 	reg, image, pause := runtimeBenchRegistry(b)
 	fmt.Printf("scale bench: commit %s, load %s\n", gitCommit(), loadAvg())
