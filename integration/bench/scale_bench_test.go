@@ -458,9 +458,10 @@ func exitedScale(b *testing.B, sr *scaleRuntime, image string, n int) {
 	// runtime's share of the time (decoding 15 MB of maps costs the
 	// client as much whoever answers).
 	add := func(name string, m listMeasure, items int) {
-		method := "/runtime.v1.RuntimeService/" + strings.Fields(name)[0]
+		rpc := strings.TrimSuffix(strings.Fields(name)[0], ",")
+		method := "/runtime.v1.RuntimeService/" + rpc
 		var req proto.Message
-		switch strings.Fields(name)[0] {
+		switch rpc {
 		case "ListContainers":
 			req = &runtimeapi.ListContainersRequest{}
 			if strings.Contains(name, "one pod") {
