@@ -59,13 +59,18 @@ func BenchmarkScale(b *testing.B) {
 	reg, image, pause := runtimeBenchRegistry(b)
 	fmt.Printf("scale bench: commit %s, load %s\n", gitCommit(), loadAvg())
 	b.Run("exited", func(b *testing.B) {
+		// Both runtimes hold their containers at once and the list calls
+		// alternate between them sample by sample: a shared machine's
+		// load falls on both alike.
 		n := envInt("SCALE_EXITED", 20000)
+		var rts []*scaleRuntime
+		var onePod []string
 		for _, name := range scaleRuntimes() {
-			b.Run(name, func(b *testing.B) {
-				rt := startScaleRuntime(b, name, reg, image, pause, false)
-				exitedScale(b, rt, image, n)
-			})
+			rt := startScaleRuntime(b, name, reg, image, pause, false)
+			rts = append(rts, rt)
+			onePod = append(onePod, makeExited(b, rt, image, n))
 		}
+		measureLists(b, rts, onePod, n)
 	})
 	b.Run("pods", func(b *testing.B) {
 		n := envInt("SCALE_PODS", 500)
@@ -205,6 +210,7 @@ state = "@DIR@/state"
         [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
           SystemdCgroup = false
           BinaryName = "/usr/sbin/runc"
+          Root = "@DIR@/runc"
     [plugins."io.containerd.cri.v1.runtime".cni]
       bin_dirs = ["/usr/lib/cni"]
       conf_dir = "@DIR@/cni/net.d"
@@ -390,7 +396,9 @@ func kubeletContainer(pod *runtimeapi.PodSandboxConfig, name, image string, cmd 
 
 // ------------------------------------------------------------ exited
 
-func exitedScale(b *testing.B, sr *scaleRuntime, image string, n int) {
+// makeExited makes n exited containers of `true` in SCALE_EXITED_PODS
+// host-network pods, SCALE_WORKERS at a time, and returns one pod's ID.
+func makeExited(b *testing.B, sr *scaleRuntime, image string, n int) string {
 	ctx := context.Background()
 	podCount := min(envInt("SCALE_EXITED_PODS", 20), n)
 	pods := make([]string, podCount)
@@ -450,120 +458,132 @@ func exitedScale(b *testing.B, sr *scaleRuntime, image string, n int) {
 	cl, sl := percentiles(createLat), percentiles(startLat)
 	fmt.Printf("%s: %d exited containers in %d pods made in %v (CreateContainer p50 %.1f p99 %.1f ms, StartContainer p50 %.1f p99 %.1f ms)\n",
 		sr.name, n, podCount, time.Since(t0).Round(time.Second), ms(cl.p50), ms(cl.p99), ms(sl.p50), ms(sl.p99))
-	time.Sleep(2 * time.Second)
+	return pods[0]
+}
 
-	samples := envInt("SCALE_LIST_SAMPLES", 20)
-	var rows []string
-	// wire: the same call read to its last byte without decoding it, the
-	// runtime's share of the time (decoding 15 MB of maps costs the
-	// client as much whoever answers).
-	add := func(name string, m listMeasure, items int) {
-		rpc := strings.TrimSuffix(strings.Fields(name)[0], ",")
-		method := "/runtime.v1.RuntimeService/" + rpc
-		var req proto.Message
-		switch rpc {
-		case "ListContainers":
-			req = &runtimeapi.ListContainersRequest{}
-			if strings.Contains(name, "one pod") {
-				req = &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[0]}}
+// listCall is one list RPC as the bench calls it: typed (decoded, as the
+// kubelet does) and on the wire (read to its last byte, not decoded: the
+// runtime's share; decoding 15 MB of maps costs the client as much
+// whoever answers).
+type listCall struct {
+	name   string
+	method string
+	stream bool
+	req    func(onePod string) proto.Message
+	typed  func(ctx context.Context, rt runtimeapi.RuntimeServiceClient, req proto.Message) (items, bytes, maxMsg, msgs int, err error)
+}
+
+func unaryCall[Q proto.Message, R proto.Message](name, rpc string, req func(string) Q, call func(context.Context, Q, ...grpc.CallOption) (R, error), count func(R) int) listCall {
+	return listCall{name: name, method: "/runtime.v1.RuntimeService/" + rpc, req: func(p string) proto.Message { return req(p) },
+		typed: func(ctx context.Context, _ runtimeapi.RuntimeServiceClient, q proto.Message) (int, int, int, int, error) {
+			r, err := call(ctx, q.(Q))
+			if err != nil {
+				return 0, 0, 0, 0, err
 			}
-		case "ListPodSandbox":
-			req = &runtimeapi.ListPodSandboxRequest{}
-		case "ListContainerStats":
-			req = &runtimeapi.ListContainerStatsRequest{}
-		case "ListPodSandboxStats":
-			req = &runtimeapi.ListPodSandboxStatsRequest{}
-		case "StreamContainers":
-			req = &runtimeapi.StreamContainersRequest{}
-		case "StreamPodSandboxes":
-			req = &runtimeapi.StreamPodSandboxesRequest{}
-		case "StreamContainerStats":
-			req = &runtimeapi.StreamContainerStatsRequest{}
+			sz := proto.Size(r)
+			return count(r), sz, sz, 1, nil
+		}}
+}
+
+func streamCall[Q proto.Message, R any](name, rpc string, req func(string) Q, open func(context.Context, Q, ...grpc.CallOption) (grpc.ServerStreamingClient[R], error), count func(*R) int) listCall {
+	return listCall{name: name, method: "/runtime.v1.RuntimeService/" + rpc, stream: true, req: func(p string) proto.Message { return req(p) },
+		typed: func(ctx context.Context, _ runtimeapi.RuntimeServiceClient, q proto.Message) (items, bytes, maxMsg, msgs int, err error) {
+			s, err := open(ctx, q.(Q))
+			if err != nil {
+				return 0, 0, 0, 0, err
+			}
+			for {
+				r, err := s.Recv()
+				if err == io.EOF {
+					return items, bytes, maxMsg, msgs, nil
+				}
+				if err != nil {
+					return 0, 0, 0, 0, err
+				}
+				sz := proto.Size(any(r).(proto.Message))
+				bytes, maxMsg, msgs, items = bytes+sz, max(maxMsg, sz), msgs+1, items+count(r)
+			}
+		}}
+}
+
+// measureLists measures each list call on every runtime, alternating
+// between the runtimes sample by sample, and prints one table.
+func measureLists(b *testing.B, rts []*scaleRuntime, onePod []string, n int) {
+	ctx := context.Background()
+	samples := envInt("SCALE_LIST_SAMPLES", 20)
+	calls := func(rt runtimeapi.RuntimeServiceClient) []listCall {
+		all := func(string) *runtimeapi.ListContainersRequest { return &runtimeapi.ListContainersRequest{} }
+		return []listCall{
+			unaryCall("ListContainers", "ListContainers", all, rt.ListContainers, func(r *runtimeapi.ListContainersResponse) int { return len(r.Containers) }),
+			unaryCall("ListContainers, one pod", "ListContainers", func(p string) *runtimeapi.ListContainersRequest {
+				return &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p}}
+			}, rt.ListContainers, func(r *runtimeapi.ListContainersResponse) int { return len(r.Containers) }),
+			unaryCall("ListPodSandbox", "ListPodSandbox", func(string) *runtimeapi.ListPodSandboxRequest { return &runtimeapi.ListPodSandboxRequest{} },
+				rt.ListPodSandbox, func(r *runtimeapi.ListPodSandboxResponse) int { return len(r.Items) }),
+			unaryCall("ListContainerStats", "ListContainerStats", func(string) *runtimeapi.ListContainerStatsRequest { return &runtimeapi.ListContainerStatsRequest{} },
+				rt.ListContainerStats, func(r *runtimeapi.ListContainerStatsResponse) int { return len(r.Stats) }),
+			unaryCall("ListPodSandboxStats", "ListPodSandboxStats", func(string) *runtimeapi.ListPodSandboxStatsRequest { return &runtimeapi.ListPodSandboxStatsRequest{} },
+				rt.ListPodSandboxStats, func(r *runtimeapi.ListPodSandboxStatsResponse) int { return len(r.Stats) }),
+			streamCall("StreamContainers", "StreamContainers", func(string) *runtimeapi.StreamContainersRequest { return &runtimeapi.StreamContainersRequest{} },
+				rt.StreamContainers, func(r *runtimeapi.StreamContainersResponse) int { return len(r.Containers) }),
+			streamCall("StreamPodSandboxes", "StreamPodSandboxes", func(string) *runtimeapi.StreamPodSandboxesRequest { return &runtimeapi.StreamPodSandboxesRequest{} },
+				rt.StreamPodSandboxes, func(r *runtimeapi.StreamPodSandboxesResponse) int { return len(r.PodSandboxes) }),
+			streamCall("StreamContainerStats", "StreamContainerStats", func(string) *runtimeapi.StreamContainerStatsRequest { return &runtimeapi.StreamContainerStatsRequest{} },
+				rt.StreamContainerStats, func(r *runtimeapi.StreamContainerStatsResponse) int { return len(r.ContainerStats) }),
 		}
-		if m.err == nil {
-			m.wire, m.err = wireLatency(sr.conn, method, req, strings.HasPrefix(name, "Stream"), samples)
-		}
-		rows = append(rows, m.row(sr.name, name, items))
 	}
-	// Unary.
-	var items int
-	m := measureUnary(b, samples, func() (proto.Message, error) {
-		r, err := sr.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-		if r != nil {
-			items = len(r.Containers)
-		}
-		return r, err
-	})
-	if m.err == nil && items != n {
-		b.Errorf("%s ListContainers: %d items, want %d", sr.name, items, n)
+	time.Sleep(2 * time.Second)
+	byRT := make([][]listCall, len(rts))
+	for i, rt := range rts {
+		byRT[i] = calls(rt.rt)
 	}
-	add("ListContainers", m, items)
-	m = measureUnary(b, samples, func() (proto.Message, error) {
-		r, err := sr.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: pods[0]}})
-		if r != nil {
-			items = len(r.Containers)
-		}
-		return r, err
-	})
-	add("ListContainers, one pod", m, items)
-	m = measureUnary(b, samples, func() (proto.Message, error) {
-		r, err := sr.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
-		if r != nil {
-			items = len(r.Items)
-		}
-		return r, err
-	})
-	add("ListPodSandbox", m, items)
-	m = measureUnary(b, samples, func() (proto.Message, error) {
-		r, err := sr.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
-		if r != nil {
-			items = len(r.Stats)
-		}
-		return r, err
-	})
-	add("ListContainerStats", m, items)
-	m = measureUnary(b, samples, func() (proto.Message, error) {
-		r, err := sr.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
-		if r != nil {
-			items = len(r.Stats)
-		}
-		return r, err
-	})
-	add("ListPodSandboxStats", m, items)
-	// Streams.
-	m, items = measureStream(b, samples, func() (recvFunc, error) {
-		s, err := sr.rt.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{})
-		return func() (proto.Message, int, error) {
-			r, err := s.Recv()
-			return r, len(r.GetContainers()), err
-		}, err
-	})
-	if m.err == nil && items != n {
-		b.Errorf("%s StreamContainers: %d items, want %d", sr.name, items, n)
-	}
-	add("StreamContainers", m, items)
-	m, items = measureStream(b, samples, func() (recvFunc, error) {
-		s, err := sr.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{})
-		return func() (proto.Message, int, error) {
-			r, err := s.Recv()
-			return r, len(r.GetPodSandboxes()), err
-		}, err
-	})
-	add("StreamPodSandboxes", m, items)
-	m, items = measureStream(b, samples, func() (recvFunc, error) {
-		s, err := sr.rt.StreamContainerStats(ctx, &runtimeapi.StreamContainerStatsRequest{})
-		return func() (proto.Message, int, error) {
-			r, err := s.Recv()
-			return r, len(r.GetContainerStats()), err
-		}, err
-	})
-	add("StreamContainerStats", m, items)
-	fmt.Printf("\n%s, %d exited containers (same run; bytes = one reply, or the largest message and the total of a stream)\n", sr.name, n)
+	fmt.Printf("\n%d exited containers, samples alternating between the runtimes (bytes: the reply, or a stream's total and its largest message)\n", n)
 	fmt.Printf("%-26s %-12s %6s %9s %9s %9s %9s %10s %10s %5s %s\n", "call", "runtime", "items", "wire p50", "wire p99", "p50 ms", "p99 ms", "bytes", "max msg", "msgs", "note")
-	for _, r := range rows {
-		fmt.Println(r)
+	for c := range byRT[0] {
+		meas := make([]listMeasure, len(rts))
+		items := make([]int, len(rts))
+		typed := make([][]time.Duration, len(rts))
+		wire := make([][]time.Duration, len(rts))
+		for s := -1; s < samples; s++ { // -1: the warm-up
+			for k := range rts {
+				i := (k + max(s, 0)) % len(rts) // who goes first alternates
+				if meas[i].err != nil {
+					continue
+				}
+				call := byRT[i][c]
+				req := call.req(onePod[i])
+				t := time.Now()
+				it, bytes, maxMsg, msgs, err := call.typed(ctx, rts[i].rt, req)
+				d := time.Since(t)
+				if err != nil {
+					meas[i].err = err
+					continue
+				}
+				t = time.Now()
+				if err := wireCall(rts[i].conn, call.method, req, call.stream); err != nil {
+					meas[i].err = err
+					continue
+				}
+				w := time.Since(t)
+				if s >= 0 {
+					typed[i], wire[i] = append(typed[i], d), append(wire[i], w)
+				}
+				items[i], meas[i].bytes, meas[i].maxMsg, meas[i].msgs = it, bytes, maxMsg, msgs
+			}
+		}
+		for i, rt := range rts {
+			if meas[i].err == nil {
+				meas[i].lat, meas[i].wire = percentiles(typed[i]), percentiles(wire[i])
+				if name := byRT[i][c].name; (name == "ListContainers" || name == "StreamContainers") && items[i] != n {
+					b.Errorf("%s %s: %d items, want %d", rt.name, name, items[i], n)
+				}
+			}
+			fmt.Println(meas[i].row(rt.name, byRT[i][c].name, items[i]))
+		}
 	}
-	fmt.Printf("%s daemon RSS with %d exited containers: %d KiB\n", sr.name, n, statusKiB(sr.daemon, "VmRSS:"))
+	for _, rt := range rts {
+		fmt.Printf("%s daemon RSS with %d exited containers: %.1f MiB, %d threads\n", rt.name, n, float64(statusKiB(rt.daemon, "VmRSS:"))/1024, statusKiB(rt.daemon, "Threads:"))
+	}
 }
 
 type listMeasure struct {
@@ -583,75 +603,6 @@ func (m listMeasure) row(runtime, name string, items int) string {
 		note = "over the kubelet's 16 MiB"
 	}
 	return fmt.Sprintf("%-26s %-12s %6d %9.2f %9.2f %9.2f %9.2f %10d %10d %5d %s", name, runtime, items, ms(m.wire.p50), ms(m.wire.p99), ms(m.lat.p50), ms(m.lat.p99), m.bytes, m.maxMsg, m.msgs, note)
-}
-
-// measureUnary calls call samples times (after one warm-up) and records
-// the latency and the size of the reply.
-func measureUnary(b *testing.B, samples int, call func() (proto.Message, error)) listMeasure {
-	var m listMeasure
-	if _, err := call(); err != nil {
-		m.err = err
-		return m
-	}
-	d := make([]time.Duration, 0, samples)
-	for range samples {
-		t := time.Now()
-		r, err := call()
-		d = append(d, time.Since(t))
-		if err != nil {
-			m.err = err
-			return m
-		}
-		m.bytes = proto.Size(r)
-	}
-	m.lat, m.maxMsg, m.msgs = percentiles(d), m.bytes, 1
-	return m
-}
-
-type recvFunc func() (proto.Message, int, error)
-
-// measureStream opens the stream samples times (after one warm-up), reads
-// it to EOF, and records the latency to EOF, the total and the largest
-// message's bytes, and the items.
-func measureStream(b *testing.B, samples int, open func() (recvFunc, error)) (listMeasure, int) {
-	var m listMeasure
-	var items int
-	once := func() error {
-		recv, err := open()
-		if err != nil {
-			return err
-		}
-		m.bytes, m.maxMsg, m.msgs, items = 0, 0, 0, 0
-		for {
-			r, k, err := recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			sz := proto.Size(r)
-			m.bytes += sz
-			m.maxMsg = max(m.maxMsg, sz)
-			m.msgs++
-			items += k
-		}
-	}
-	if err := once(); err != nil {
-		m.err = err
-		return m, 0
-	}
-	d := make([]time.Duration, 0, samples)
-	for range samples {
-		t := time.Now()
-		if err := once(); err != nil {
-			m.err = err
-			return m, 0
-		}
-		d = append(d, time.Since(t))
-	}
-	m.lat = percentiles(d)
-	return m, items
 }
 
 // ------------------------------------------------------------ pods
@@ -762,43 +713,29 @@ func (rawCodec) Marshal(v any) ([]byte, error)      { return proto.Marshal(v.(pr
 func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*int) = len(data); return nil }
 func (rawCodec) Name() string                       { return "proto" }
 
-// wireLatency calls method samples times (after one warm-up), reading the
-// reply (every message of a stream) without decoding it.
-func wireLatency(conn *grpc.ClientConn, method string, req proto.Message, stream bool, samples int) (latency, error) {
+// wireCall calls method once, reading the reply (every message of a
+// stream) without decoding it.
+func wireCall(conn *grpc.ClientConn, method string, req proto.Message, stream bool) error {
 	ctx := context.Background()
-	once := func() error {
-		var n int
-		if !stream {
-			return conn.Invoke(ctx, method, req, &n, grpc.ForceCodec(rawCodec{}))
-		}
-		s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodec(rawCodec{}))
-		if err != nil {
+	var n int
+	if !stream {
+		return conn.Invoke(ctx, method, req, &n, grpc.ForceCodec(rawCodec{}))
+	}
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return err
+	}
+	if err := s.SendMsg(req); err != nil {
+		return err
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		if err := s.RecvMsg(&n); err == io.EOF {
+			return nil
+		} else if err != nil {
 			return err
 		}
-		if err := s.SendMsg(req); err != nil {
-			return err
-		}
-		if err := s.CloseSend(); err != nil {
-			return err
-		}
-		for {
-			if err := s.RecvMsg(&n); err == io.EOF {
-				return nil
-			} else if err != nil {
-				return err
-			}
-		}
 	}
-	if err := once(); err != nil {
-		return latency{}, err
-	}
-	d := make([]time.Duration, 0, samples)
-	for range samples {
-		t := time.Now()
-		if err := once(); err != nil {
-			return latency{}, err
-		}
-		d = append(d, time.Since(t))
-	}
-	return percentiles(d), nil
 }
