@@ -345,6 +345,26 @@ func (r *Runtime) Containers() []Container {
 	return out
 }
 
+// ContainersIn returns copies of the containers in state: the running
+// ones for the stats calls, without copying the node's exited ones.
+func (r *Runtime) ContainersIn(state ContainerState) []Container {
+	r.mu.RLock()
+	list := make([]*container, 0, len(r.containers))
+	for _, c := range r.containers {
+		list = append(list, c)
+	}
+	r.mu.RUnlock()
+	var out []Container
+	for _, c := range list {
+		c.mu.Lock()
+		if c.State == state {
+			out = append(out, c.Container)
+		}
+		c.mu.Unlock()
+	}
+	return out
+}
+
 // podContainers returns copies of the pod's containers.
 func (r *Runtime) podContainers(podID string) []Container {
 	r.mu.RLock()

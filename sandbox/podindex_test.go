@@ -73,3 +73,35 @@ func TestPodContainersIndex(t *testing.T) {
 }
 
 func sizeofContainer() uintptr { return unsafe.Sizeof(Container{}) }
+
+// TestContainersInCopiesOnlyThem: the stats calls' list of running
+// containers does not copy the node's 20,000 exited ones.
+func TestContainersInCopiesOnlyThem(t *testing.T) {
+	r := &Runtime{containers: map[string]*container{}, byPod: map[string]map[string]*container{}}
+	const exited, running = 20000, 50
+	for i := range exited + running {
+		st := ContainerExited
+		if i%(exited/running+1) == 0 && i/(exited/running+1) < running {
+			st = ContainerRunning
+		}
+		r.addContainerLocked(newContainer(&Container{ID: fmt.Sprintf("%064x", i), PodID: "p", State: st}))
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	got := r.ContainersIn(ContainerRunning)
+	runtime.ReadMemStats(&m1)
+	if len(got) != running {
+		t.Fatalf("%d running containers listed, want %d", len(got), running)
+	}
+	for _, c := range got {
+		if c.State != ContainerRunning {
+			t.Fatalf("container %s is %v", c.ID, c.State)
+		}
+	}
+	// The pointers to walk (8 bytes each) and the running ones' copies.
+	limit := uint64(exited+running)*8*2 + uint64(running)*uint64(sizeofContainer())*4
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > limit {
+		t.Errorf("listing %d running containers among %d allocated %d bytes (limit %d): the exited ones were copied", running, exited, alloc, limit)
+	}
+}
