@@ -12,7 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # (and Go) when run as root, else names the command to run, in one line.
 DEPS      := contrib/deps.sh
 
-.PHONY: all build run test unit integration vet bench bench-all fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
+.PHONY: all build run test unit integration vet bench bench-all bench-scale fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
 
 all: build
 
@@ -293,3 +293,15 @@ e2e-kind:
 		rc=$$?; grep -E -e '--- (PASS|FAIL|SKIP)' _output/e2e-kind.log; \
 		grep -q '^e2e-kind: ' _output/e2e-kind.log || { tail -30 _output/e2e-kind.log; rc=1; }; \
 		grep '^e2e-kind: ' _output/e2e-kind.log; exit $$rc
+
+# Node scale (integration/bench/scale_bench_test.go, issue 21): 20,000
+# exited containers (list latency and bytes, unary and Stream*) and 500
+# pods (memory, PLEG-like poll CPU, RunPodSandbox p99) on peapod and on
+# containerd 2.4.2 (SCALE_CONTAINERD2, built by
+# ../shared/critest/build-containerd2.sh). Smaller: SCALE_EXITED=2000
+# SCALE_PODS=50; one runtime: SCALE_RUNTIMES=peapod; one part:
+# SCALE_BENCH=exited (or pods). About 1.5-2 h at full size on 2 idle cores.
+SCALE_BENCH ?= .
+bench-scale:
+	PEAPOD_BENCH_SCALE=1 $(GO) test -tags "$(TAGS)" -run '^$$' -bench '^BenchmarkScale$$/$(SCALE_BENCH)' \
+		-benchtime 1x -timeout 240m ./integration/bench/

@@ -14,6 +14,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox"
+	"github.com/peapod-cri/peapod/sandbox/names"
 )
 
 func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
@@ -178,10 +179,42 @@ func containerState(s sandbox.ContainerState) runtimeapi.ContainerState {
 	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
 }
 
+// ListContainers answers with the kept encodings of the items
+// (listcache.go): the reply's Containers field is empty in this process.
 func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContainersRequest) (*runtimeapi.ListContainersResponse, error) {
-	f := req.GetFilter()
-	var items []*runtimeapi.Container
-	for _, c := range s.runtime.Containers() {
+	return rawList(&runtimeapi.ListContainersResponse{}, s.containerItems(req.GetFilter())), nil
+}
+
+// filteredContainers are the candidates of a filter: the one container an
+// ID names, the containers of the pod a pod ID names, else all of them
+// (an ambiguous prefix is matched against all).
+func (s *Service) filteredContainers(f *runtimeapi.ContainerFilter) []sandbox.Container {
+	switch {
+	case f.GetId() != "":
+		c, err := s.runtime.Container(f.GetId())
+		if err == nil {
+			return []sandbox.Container{c}
+		}
+		if errors.Is(err, names.ErrUnknown) {
+			return nil
+		}
+	case f.GetPodSandboxId() != "":
+		p, err := s.runtime.Pod(f.GetPodSandboxId())
+		if err == nil {
+			return s.runtime.PodContainers(p.ID)
+		}
+		if errors.Is(err, names.ErrUnknown) {
+			return nil
+		}
+	}
+	return s.runtime.Containers()
+}
+
+// containerItems are the encodings of the containers that match f.
+func (s *Service) containerItems(f *runtimeapi.ContainerFilter) [][]byte {
+	ctrs := s.filteredContainers(f)
+	items := make([][]byte, 0, len(ctrs))
+	for _, c := range ctrs {
 		if f != nil {
 			if f.Id != "" && !matchID(c.ID, f.Id) {
 				continue
@@ -196,20 +229,30 @@ func (s *Service) ListContainers(ctx context.Context, req *runtimeapi.ListContai
 				continue
 			}
 		}
-		items = append(items, &runtimeapi.Container{
-			Id:           c.ID,
-			PodSandboxId: c.PodID,
-			Metadata:     c.Config.GetMetadata(),
-			Image:        userImage(c.Config.GetImage()),
-			ImageRef:     c.Image.ID,
-			ImageId:      c.Image.ID,
-			State:        containerState(c.State),
-			CreatedAt:    c.CreatedAt,
-			Labels:       c.Config.GetLabels(),
-			Annotations:  c.Config.GetAnnotations(),
-		})
+		state := containerState(c.State)
+		items = append(items, s.ctrCache.get(c.ID, int32(state), func() proto.Message {
+			return &runtimeapi.Container{
+				Id:           c.ID,
+				PodSandboxId: c.PodID,
+				Metadata:     c.Config.GetMetadata(),
+				Image:        userImage(c.Config.GetImage()),
+				ImageRef:     c.Image.ID,
+				ImageId:      c.Image.ID,
+				State:        state,
+				CreatedAt:    c.CreatedAt,
+				Labels:       c.Config.GetLabels(),
+				Annotations:  c.Config.GetAnnotations(),
+			}
+		}))
 	}
-	return &runtimeapi.ListContainersResponse{Containers: items}, nil
+	if f == nil || proto.Equal(f, &runtimeapi.ContainerFilter{}) {
+		ids := make([]string, len(ctrs))
+		for i := range ctrs {
+			ids[i] = ctrs[i].ID
+		}
+		s.ctrCache.prune(ids)
+	}
+	return items
 }
 
 func (s *Service) ExecSync(ctx context.Context, req *runtimeapi.ExecSyncRequest) (*runtimeapi.ExecSyncResponse, error) {

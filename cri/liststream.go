@@ -2,6 +2,8 @@ package cri
 
 import (
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/cri/validate"
@@ -10,14 +12,43 @@ import (
 // The Stream* RPCs (cri-api 0.37, KEP-5825, kubelet feature gate
 // CRIListStreaming) are the List* RPCs with the answer split over several
 // messages, so that a node with many pods stays under the gRPC message
-// limit. Each one runs its List* counterpart (same filter, same
-// validation) and sends the items in chunks of streamChunk; the stream ends
-// (EOF) after the last one. An empty list sends no message.
-const streamChunk = 256
+// limit (the kubelet's is 16 MiB). Each one lists what its List* counterpart
+// does (same filter, same validation, the same kept encodings of
+// listcache.go for pods and containers) and sends the items in messages of at most
+// streamMsgBytes; the stream ends (EOF) after the last one. An empty list
+// sends no message.
+//
+// The bound is in bytes, not items: validation lets a pod or container
+// carry 256 KiB of labels and 256 KiB of annotations, so a count of items
+// bounds nothing (256 such containers are 128 MiB). One item is at most
+// about 520 KiB, so every message stays below streamMsgBytes plus one item.
+const streamMsgBytes = 2 << 20
 
-func sendChunks[T any](items []T, send func([]T) error) error {
+// sendChunks sends items in order, as few messages as streamMsgBytes allows.
+func sendChunks[T proto.Message](items []T, send func([]T) error) error {
+	return sendSized(items, func(m T) int {
+		// A repeated field's element: its bytes, its length, its tag.
+		sz := proto.Size(m)
+		return sz + protowire.SizeVarint(uint64(sz)) + 1
+	}, send)
+}
+
+// sendRaw is sendChunks for items kept encoded (listcache.go).
+func sendRaw(items [][]byte, send func([][]byte) error) error {
+	return sendSized(items, func(raw []byte) int { return len(raw) }, send)
+}
+
+func sendSized[T any](items []T, sizeOf func(T) int, send func([]T) error) error {
 	for len(items) > 0 {
-		n := min(len(items), streamChunk)
+		n, size := 0, 0
+		for n < len(items) {
+			sz := sizeOf(items[n])
+			if n > 0 && size+sz > streamMsgBytes {
+				break
+			}
+			size += sz
+			n++
+		}
 		if err := send(items[:n]); err != nil {
 			return err
 		}
@@ -40,12 +71,8 @@ func (s *Service) StreamPodSandboxes(req *runtimeapi.StreamPodSandboxesRequest, 
 	if err := listed(lr); err != nil {
 		return err
 	}
-	resp, err := s.ListPodSandbox(stream.Context(), lr)
-	if err != nil {
-		return err
-	}
-	return sendChunks(resp.GetItems(), func(c []*runtimeapi.PodSandbox) error {
-		return stream.Send(&runtimeapi.StreamPodSandboxesResponse{PodSandboxes: c})
+	return sendRaw(s.podItems(lr.GetFilter()), func(c [][]byte) error {
+		return stream.Send(rawList(&runtimeapi.StreamPodSandboxesResponse{}, c))
 	})
 }
 
@@ -54,12 +81,8 @@ func (s *Service) StreamContainers(req *runtimeapi.StreamContainersRequest, stre
 	if err := listed(lr); err != nil {
 		return err
 	}
-	resp, err := s.ListContainers(stream.Context(), lr)
-	if err != nil {
-		return err
-	}
-	return sendChunks(resp.GetContainers(), func(c []*runtimeapi.Container) error {
-		return stream.Send(&runtimeapi.StreamContainersResponse{Containers: c})
+	return sendRaw(s.containerItems(lr.GetFilter()), func(c [][]byte) error {
+		return stream.Send(rawList(&runtimeapi.StreamContainersResponse{}, c))
 	})
 }
 

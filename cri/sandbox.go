@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/sandbox"
@@ -82,10 +83,17 @@ func podState(s sandbox.PodState) runtimeapi.PodSandboxState {
 	return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 }
 
+// ListPodSandbox answers with the kept encodings of the items
+// (listcache.go): the reply's Items field is empty in this process.
 func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSandboxRequest) (*runtimeapi.ListPodSandboxResponse, error) {
-	f := req.GetFilter()
-	var items []*runtimeapi.PodSandbox
-	for _, p := range s.runtime.Pods() {
+	return rawList(&runtimeapi.ListPodSandboxResponse{}, s.podItems(req.GetFilter())), nil
+}
+
+// podItems are the encodings of the pods that match f.
+func (s *Service) podItems(f *runtimeapi.PodSandboxFilter) [][]byte {
+	pods := s.runtime.Pods()
+	items := make([][]byte, 0, len(pods))
+	for _, p := range pods {
 		if f != nil {
 			if f.Id != "" && !matchID(p.ID, f.Id) {
 				continue
@@ -97,15 +105,25 @@ func (s *Service) ListPodSandbox(ctx context.Context, req *runtimeapi.ListPodSan
 				continue
 			}
 		}
-		items = append(items, &runtimeapi.PodSandbox{
-			Id:             p.ID,
-			Metadata:       p.Config.GetMetadata(),
-			State:          podState(p.State),
-			CreatedAt:      p.CreatedAt,
-			Labels:         p.Config.GetLabels(),
-			Annotations:    p.Config.GetAnnotations(),
-			RuntimeHandler: p.RuntimeHandler,
-		})
+		state := podState(p.State)
+		items = append(items, s.podCache.get(p.ID, int32(state), func() proto.Message {
+			return &runtimeapi.PodSandbox{
+				Id:             p.ID,
+				Metadata:       p.Config.GetMetadata(),
+				State:          state,
+				CreatedAt:      p.CreatedAt,
+				Labels:         p.Config.GetLabels(),
+				Annotations:    p.Config.GetAnnotations(),
+				RuntimeHandler: p.RuntimeHandler,
+			}
+		}))
 	}
-	return &runtimeapi.ListPodSandboxResponse{Items: items}, nil
+	if f == nil || proto.Equal(f, &runtimeapi.PodSandboxFilter{}) {
+		ids := make([]string, len(pods))
+		for i := range pods {
+			ids[i] = pods[i].ID
+		}
+		s.podCache.prune(ids)
+	}
+	return items
 }

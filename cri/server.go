@@ -60,6 +60,8 @@ type Service struct {
 	info    Info
 	log     *slog.Logger
 	metrics *metrics.Metrics // nil: not recorded
+
+	ctrCache, podCache itemCache // list items' encodings (listcache.go)
 }
 
 // NewService wires the domain into the CRI services.

@@ -23,10 +23,7 @@ func (s *Service) ContainerStats(ctx context.Context, req *runtimeapi.ContainerS
 func (s *Service) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
 	f := req.GetFilter()
 	var out []*runtimeapi.ContainerStats
-	for _, c := range s.runtime.Containers() {
-		if c.State != sandbox.ContainerRunning {
-			continue
-		}
+	for _, c := range s.runtime.ContainersIn(sandbox.ContainerRunning) {
 		if f != nil && (f.Id != "" && !matchID(c.ID, f.Id) ||
 			f.PodSandboxId != "" && !matchID(c.PodID, f.PodSandboxId) ||
 			!matchLabels(c.Config.GetLabels(), f.LabelSelector)) {

@@ -351,7 +351,7 @@ func (r *Runtime) recordContainer(p *pod, ctr *container) error {
 	}
 	r.fail.Crash("create-container-after-save")
 	r.mu.Lock()
-	r.containers[ctr.ID] = ctr
+	r.addContainerLocked(ctr)
 	r.mu.Unlock()
 	return nil
 }
@@ -398,14 +398,69 @@ func (r *Runtime) Containers() []Container {
 	return out
 }
 
-func (r *Runtime) podContainers(podID string) []Container {
+// ContainersIn returns copies of the containers in state: the running
+// ones for the stats calls, without copying the node's exited ones.
+func (r *Runtime) ContainersIn(state ContainerState) []Container {
+	r.mu.RLock()
+	list := make([]*container, 0, len(r.containers))
+	for _, c := range r.containers {
+		list = append(list, c)
+	}
+	r.mu.RUnlock()
 	var out []Container
-	for _, c := range r.Containers() {
-		if c.PodID == podID {
-			out = append(out, c)
+	for _, c := range list {
+		c.mu.Lock()
+		if c.State == state {
+			out = append(out, c.Container)
 		}
+		c.mu.Unlock()
 	}
 	return out
+}
+
+// podContainers returns copies of the pod's containers.
+func (r *Runtime) podContainers(podID string) []Container {
+	r.mu.RLock()
+	list := make([]*container, 0, len(r.byPod[podID]))
+	for _, c := range r.byPod[podID] {
+		list = append(list, c)
+	}
+	r.mu.RUnlock()
+	out := make([]Container, 0, len(list))
+	for _, c := range list {
+		c.mu.Lock()
+		out = append(out, c.Container)
+		c.mu.Unlock()
+	}
+	return out
+}
+
+// PodContainers returns copies of the containers of the pod with exactly
+// this ID (none when there is no such pod).
+func (r *Runtime) PodContainers(podID string) []Container { return r.podContainers(podID) }
+
+// addContainerLocked adds c to the containers and their index by pod; r.mu
+// is held for writing. A container's ID and pod never change.
+func (r *Runtime) addContainerLocked(c *container) {
+	r.containers[c.ID] = c
+	m := r.byPod[c.PodID]
+	if m == nil {
+		m = map[string]*container{}
+		r.byPod[c.PodID] = m
+	}
+	m[c.ID] = c
+}
+
+// dropContainerLocked removes a container from both maps; r.mu is held
+// for writing.
+func (r *Runtime) dropContainerLocked(id, podID string) {
+	delete(r.containers, id)
+	if m := r.byPod[podID]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(r.byPod, podID)
+		}
+	}
 }
 
 // StartContainer runs the container's process. Its stdout and stderr go to
@@ -591,7 +646,7 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	r.mounted.Delete(c.ID)
 	r.removeLater(c.PodID, c.ID, c.Bundle)
 	r.mu.Lock()
-	delete(r.containers, c.ID)
+	r.dropContainerLocked(c.ID, c.PodID)
 	pod := r.pods[c.PodID]
 	r.mu.Unlock()
 	r.publishContainer(EventDeleted, &c.Container)

@@ -206,6 +206,6 @@ func (r *Runtime) dropContainersOfLostPods() {
 			continue
 		}
 		c.stopWatching()
-		delete(r.containers, id)
+		r.dropContainerLocked(id, c.PodID)
 	}
 }

@@ -77,8 +77,12 @@ type Runtime struct {
 	mu         sync.RWMutex
 	pods       map[string]*pod
 	containers map[string]*container
-	podNames   *names.Registry
-	ctrNames   *names.Registry
+	// byPod indexes containers by pod, so that what concerns one pod
+	// (its stats, stop, removal) does not walk every container of the
+	// node: 20,000 exited ones on a node whose GC lags (kubernetes#134750).
+	byPod    map[string]map[string]*container
+	podNames *names.Registry
+	ctrNames *names.Registry
 
 	samples    stats.CPURates            // for the CPU rate in stats
 	cdi        *oci.CDIRegistry          // resolves ContainerConfig.CDI_devices
@@ -120,6 +124,7 @@ func Open(opts Options) (*Runtime, error) {
 		store:      md,
 		pods:       map[string]*pod{},
 		containers: map[string]*container{},
+		byPod:      map[string]map[string]*container{},
 		podNames:   names.NewRegistry(),
 		ctrNames:   names.NewRegistry(),
 		podOps:     store.NewResults[Pod](ErrAlreadyExists),
@@ -220,7 +225,7 @@ func (r *Runtime) recover() error {
 	}
 	for _, c := range ctrs {
 		ctr := newContainer(c)
-		r.containers[c.ID] = ctr
+		r.addContainerLocked(ctr)
 		if p, ok := r.pods[c.PodID]; ok {
 			if err := r.ctrNames.Reserve(names.Container(p.Config, c.Config), c.ID); err != nil {
 				r.log.Warn("two container records have the same name; both are kept", "container", c.ID, "err", err)

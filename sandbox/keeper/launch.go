@@ -111,6 +111,7 @@ func Start(path string, ns Namespaces, socket string) (Started, error) {
 	readyW.Close()
 	exited := make(chan struct{})
 	go func() {
+		proc.AwaitChildExit(cmd.Process.Pid) // no thread held while the pod lives
 		cmd.Wait()
 		close(exited)
 	}()

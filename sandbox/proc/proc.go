@@ -63,6 +63,37 @@ func ParentPID(pid int) int {
 	return 0
 }
 
+// AwaitChildExit blocks until the child pid (not yet reaped: its PID
+// cannot be reused) has exited, on Go's poller through a pidfd. os/exec's
+// Wait blocks in waitid and holds an OS thread for as long as the child
+// lives: one thread per pod, 500 at 500 pods. The caller reaps it
+// afterwards (exec.Cmd.Wait, then immediate). It returns at once when no
+// pidfd can be had, and the caller's Wait blocks as before.
+func AwaitChildExit(pid int) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	awaitReadable(f)
+}
+
+// awaitReadable waits, without a thread, until the pidfd f is readable:
+// its process exited.
+func awaitReadable(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	// The callback returns false (wait for the poller) until then.
+	rc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err != nil || n > 0
+	})
+}
+
 // OnExit calls fn, from a goroutine of its own, once the process pid with
 // this start time exits; it reports false (and never calls fn) when the
 // process is gone already. A pidfd registered with Go's poller costs no
@@ -81,15 +112,7 @@ func OnExit(pid int, start uint64, fn func()) bool {
 	f := os.NewFile(uintptr(fd), "pidfd")
 	go func() {
 		defer f.Close()
-		if rc, err := f.SyscallConn(); err == nil {
-			// A pidfd is readable once the process exits; the callback
-			// returns false (wait for the poller) until then.
-			rc.Read(func(fd uintptr) bool {
-				pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-				n, err := unix.Poll(pfd, 0)
-				return err != nil || n > 0
-			})
-		}
+		awaitReadable(f)
 		fn()
 	}()
 	return true
