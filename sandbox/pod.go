@@ -225,9 +225,9 @@ func (p *pod) nsPath(kind string) string {
 // new namespaces and waits until it reports that hostname and sysctls are
 // set.
 func (r *Runtime) startPause(p *pod) error {
-	exe, err := os.Executable()
+	exe, err := keeper.Exe()
 	if err != nil {
-		return fmt.Errorf("find peapod binary: %w", err)
+		return err
 	}
 	path, err := r.pauseExe.Path(exe, filepath.Join(r.opts.State, "pause-seal"))
 	if err != nil {
