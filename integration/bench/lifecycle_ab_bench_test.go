@@ -31,7 +31,12 @@ import (
 //	  /tmp/bench.test -test.run '^$' -test.bench BenchmarkLifecycleAB -test.benchtime 1x
 //
 // PEAPOD_BENCH_AB_CNI=1 gives both daemons the CNI bridge plugin instead of
-// the built-in network.
+// the built-in network. PEAPOD_BENCH_AB_PODS=N then starts N pods on each
+// (in turns) and prints the per-pod memory measure-density.sh counts
+// (PEAPOD_BENCH_AB_HOLD=90s keeps them that long, to look at them).
+// PEAPOD_BENCH_AB_LOGS=DIR keeps the daemons' logs there, at debug level,
+// with the daemon's phase timings of StartContainer and StopPodSandbox
+// (daemon-0.log: this tree, daemon-1.log: the base).
 func BenchmarkLifecycleAB(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
@@ -138,7 +143,15 @@ func startPeapodBinary(b *testing.B, bin, reg, conflist, instance string) *teste
 	if conflist != "" {
 		network = "cni"
 	}
+	var logPath, logLevel string
+	if dir := os.Getenv("PEAPOD_BENCH_AB_LOGS"); dir != "" {
+		// Kept after the run, at debug level: the daemon's phase timings
+		// ("start container phases", "stop pod phases").
+		logPath, logLevel = filepath.Join(dir, "daemon-"+instance+".log"), "debug"
+	}
 	d := testenv.NewDaemon(b, testenv.DaemonOptions{
+		LogPath:      logPath,
+		LogLevel:     logLevel,
 		Binary:       bin,
 		Name:         "peapod-bench-ab",
 		CgroupParent: "/peapod-bench-" + suffix,
