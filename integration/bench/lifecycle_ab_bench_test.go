@@ -33,7 +33,9 @@ import (
 // PEAPOD_BENCH_AB_CNI=1 gives both daemons the CNI bridge plugin instead of
 // the built-in network. PEAPOD_BENCH_AB_PODS=N then starts N pods on each
 // (in turns) and prints the per-pod memory measure-density.sh counts
-// (PEAPOD_BENCH_AB_HOLD=90s keeps them that long, to look at them).
+// (PEAPOD_BENCH_AB_HOLD=90s keeps them that long, to look at them;
+// without PEAPOD_BENCH_AB_PODS it keeps the idle daemons, for
+// ../shared/critest/measure-density.sh, whose sockets it prints).
 // PEAPOD_BENCH_AB_LOGS=DIR keeps the daemons' logs there, at debug level,
 // with the daemon's phase timings of StartContainer and StopPodSandbox
 // (daemon-0.log: this tree, daemon-1.log: the base).
@@ -128,6 +130,12 @@ func BenchmarkLifecycleAB(b *testing.B) {
 		for _, f := range fleets {
 			f.remove()
 		}
+	} else if hold, _ := time.ParseDuration(os.Getenv("PEAPOD_BENCH_AB_HOLD")); hold > 0 {
+		// Idle daemons for ../shared/critest/measure-density.sh.
+		for _, s := range sides {
+			fmt.Printf("holding %s for %s: unix://%s, image %s\n", s.name, hold, s.d.Socket, image)
+		}
+		time.Sleep(hold)
 	}
 }
 
