@@ -18,10 +18,13 @@ all: build
 
 # bin/peapod-runner: the container runner alone (sandbox/runner), which
 # the daemon runs from beside its binary to start containers faster.
+# bin/peapod-pause: the pod's keeper alone, static (sandbox/pause), which
+# the daemon runs from beside its binary: half the memory per pod.
 build:
 	@$(DEPS) build
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -o $(BIN)-runner ./cmd/peapod-runner
+	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(BIN)-pause ./cmd/peapod-pause
 
 # Starts peapod in the foreground with its embedded defaults (as root).
 run:
@@ -96,6 +99,7 @@ DESTDIR    ?=
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/peapod
 	install -D -m 0755 $(BIN)-runner $(DESTDIR)$(BINDIR)/peapod-runner
+	install -D -m 0755 $(BIN)-pause $(DESTDIR)$(BINDIR)/peapod-pause
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml ]; then \
 		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml (the defaults: peapod config default)"; \
 	else \
@@ -120,7 +124,7 @@ install: build
 uninstall:
 	@if [ -S /run/peapod/peapod.sock ]; then echo "warning: peapod seems to run (/run/peapod/peapod.sock exists): stop it first (systemctl disable --now peapod)" >&2; fi
 	@echo "this keeps peapod's pods, state, bridge and config: peapod purge --config $(SYSCONFDIR)/peapod/peapod.toml (before uninstalling) removes them"
-	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(BINDIR)/peapod-runner $(DESTDIR)$(UNITDIR)/peapod.service
+	rm -f $(DESTDIR)$(BINDIR)/peapod $(DESTDIR)$(BINDIR)/peapod-runner $(DESTDIR)$(BINDIR)/peapod-pause $(DESTDIR)$(UNITDIR)/peapod.service
 
 # The performance suite (integration/bench/perf_bench_test.go, docs/performance.md):
 # peapod and containerd 1.6 side by side, one table with p50/p99 and ratios

@@ -267,9 +267,9 @@ func (p *pod) nsPath(kind string) string {
 // new namespaces and waits until it reports that hostname and sysctls are
 // set.
 func (r *Runtime) startPause(p *pod) error {
-	exe, err := os.Executable()
+	exe, err := keeper.Exe()
 	if err != nil {
-		return fmt.Errorf("find peapod binary: %w", err)
+		return err
 	}
 	path, err := r.pauseExe.Path(exe, filepath.Join(r.opts.State, "pause-seal"))
 	if err != nil {
@@ -315,6 +315,23 @@ func (r *Runtime) killPause(p *pod) {
 	}
 }
 
+// teardownPodNetwork releases the pod's network, even when the pause died
+// on its own (the netns is gone then, and its /proc path may name another
+// process's).
+func (r *Runtime) teardownPodNetwork(ctx context.Context, p *pod) error {
+	if oci.HostNetwork(p.Config) || r.opts.Network == nil {
+		return nil
+	}
+	np := p.networkPod()
+	if !proc.Alive(p.PausePID, p.PauseStart) {
+		np.NetNS = ""
+	}
+	if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
+		return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
+	}
+	return nil
+}
+
 // StopPod kills the pod's containers and its pause process. Stopping a pod
 // that is already stopped or does not exist is not an error.
 func (r *Runtime) StopPod(ctx context.Context, id string) error {
@@ -334,17 +351,11 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	r.notifyPodStopped(p)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// The network is released even when the pause died on its own (the
-	// netns is gone then, and its /proc path may name another process's).
-	if !oci.HostNetwork(p.Config) && r.opts.Network != nil {
-		np := p.networkPod()
-		if !proc.Alive(p.PausePID, p.PauseStart) {
-			np.NetNS = ""
-		}
-		if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
-			return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
-		}
+	t0 := time.Now()
+	if err := r.teardownPodNetwork(ctx, p); err != nil {
+		return err
 	}
+	tNet := time.Now()
 	r.fail.Crash("stop-pod-after-network")
 	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
 		hostfs.UnmountPodShm(p.Dir)
@@ -352,14 +363,18 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 		return nil
 	}
 	r.killPause(p)
+	tPause := time.Now()
 	r.fail.Crash("stop-pod-after-pause")
 	hostfs.UnmountPodShm(p.Dir)
 	r.removePodCgroup(p)
+	tCgroup := time.Now()
 	r.fail.Crash("stop-pod-after-cgroup")
 	p.State = PodNotReady
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
+	r.log.Debug("stop pod phases", "pod", p.ID, "network", tNet.Sub(t0), "pause", tPause.Sub(tNet),
+		"shm_cgroup", tCgroup.Sub(tPause), "save", time.Since(tCgroup))
 	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)
 	r.log.Info("pod stopped", "pod", names.PodLog(p.Config), "pod_id", p.ID)

@@ -26,6 +26,7 @@ import (
 // keeper holds its stdio, writes its log and records its exit, so none of
 // that depends on the daemon (docs/design.md).
 func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error {
+	tBegin := time.Now()
 	// The image store may have unmounted the root filesystem when the daemon
 	// last shut down. When this process mounted it (CreateContainer), it
 	// still is: mounting again would only cost the image store's lock, a
@@ -61,6 +62,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	}
 	os.Remove(exitFile(c))
 	os.Remove(oomFile(c))
+	t0 := time.Now()
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it
 	pid, err := k.Start(ctx, p.KeeperProtocol, keeper.StartRequest{
@@ -76,6 +78,7 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	if err != nil {
 		return err
 	}
+	tStart := time.Now()
 	r.fail.Crash("start-container-after-start")
 	r.sealRootfsBind(c, p)
 	start, err := proc.StartTime(pid)
@@ -88,6 +91,8 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	c.State = ContainerRunning
 	c.StartedAt = startedAt
 	r.watchExit(c, k)
+	r.log.Debug("start container phases", "container", c.ID, "before_keeper", t0.Sub(tBegin),
+		"keeper_start", tStart.Sub(t0), "after_keeper", time.Since(tStart))
 	return nil
 }
 

@@ -104,18 +104,25 @@ func MirrorRegistries(reg string, upstreams ...string) string {
 	return conf
 }
 
-// BuildPeapod builds peapod and peapod-runner (beside it, as make build
-// and make install put it: the daemon starts containers with it) into
-// dir, from the repository at repo, with the project's build tags.
+// BuildPeapod builds peapod, peapod-runner and peapod-pause (beside it,
+// as make build and make install put them: the daemon starts containers
+// and keepers with them) into dir, from the repository at repo, with the
+// project's build tags.
 func BuildPeapod(repo, dir string) error {
 	tags, err := os.ReadFile(filepath.Join(repo, "build-tags.txt"))
 	if err != nil {
 		return err
 	}
-	for _, cmd := range []string{"peapod", "peapod-runner"} {
+	for _, cmd := range []string{"peapod", "peapod-runner", "peapod-pause"} {
 		if prebuilt := os.Getenv("PEAPOD_BINARY"); prebuilt != "" {
 			// Built on the host for the emulated guest, where compiling is
-			// slow: the runner is taken from beside the daemon.
+			// slow: the runner is taken from beside the daemon, and the
+			// keeper's binary when it was built too (else keepers run from
+			// the daemon's binary).
+			src := filepath.Join(filepath.Dir(prebuilt), cmd)
+			if _, err := os.Stat(src); err != nil && cmd == "peapod-pause" {
+				continue
+			}
 			if out, err := exec.Command("cp", filepath.Join(filepath.Dir(prebuilt), cmd), filepath.Join(dir, cmd)).CombinedOutput(); err != nil {
 				return fmt.Errorf("copy %s: %v\n%s", cmd, err, out)
 			}

@@ -1,0 +1,132 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// keeperPrivateDirtyMaxKiB bounds a keeper's private memory: the static
+// peapod-pause keeper measured 60–80 KiB (Private_Dirty of smaps_rollup,
+// Debian 12's glibc), the keeper run from the dynamic peapod binary
+// 84–136 KiB.
+const keeperPrivateDirtyMaxKiB = 112
+
+// TestKeeperBinary: with peapod-pause installed beside the daemon (as make
+// build, make install and testenv.BuildPeapod place it), every pod's keeper
+// runs from it, statically linked (no dynamic loader, no libc.so, no
+// libseccomp mapped) and within keeperPrivateDirtyMaxKiB of private memory,
+// and still does its work: namespaces, the container's start (the runner),
+// its log and its exit. Without it, keepers run from the peapod binary as
+// before.
+func TestKeeperBinary(t *testing.T) {
+	regAddr, image := testImage(t)
+	dirtyKiB := map[bool]int{} // static → the keeper's Private_Dirty
+	for _, tc := range []struct {
+		name   string
+		static bool
+	}{{"peapod-pause beside the daemon", true}, {"peapod binary alone", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := daemonOptions(t, regAddr)
+			if !tc.static {
+				// The daemon and its runner, without peapod-pause.
+				dir := t.TempDir()
+				for _, f := range []string{"peapod", "peapod-runner"} {
+					if out, err := exec.Command("cp", filepath.Join(filepath.Dir(peapodBinary), f), dir).CombinedOutput(); err != nil {
+						t.Fatalf("copy %s: %v: %s", f, err, out)
+					}
+				}
+				opts.Binary = filepath.Join(dir, "peapod")
+			} else if _, err := os.Stat(filepath.Join(filepath.Dir(peapodBinary), "peapod-pause")); err != nil {
+				t.Fatalf("peapod-pause is not beside %s: %v", peapodBinary, err)
+			}
+			d := &daemon{testenv.NewDaemon(t, opts)}
+			d.Start()
+			c := ctx(t)
+			if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+				t.Fatal(err)
+			}
+			logDir := t.TempDir()
+			cfg := podConfig("keeperbin", logDir)
+			pod := runPod(t, d, cfg).PodSandboxId
+			ctr := startContainer(t, d, pod, cfg, containerConfig("echo", image, "sh", "-c", "echo keeper-wrote-this; exec sleep 3600"))
+			waitFor(t, 20*time.Second*timeoutScale, "the container's log line", func() bool {
+				data, _ := os.ReadFile(filepath.Join(logDir, "echo.log"))
+				return strings.Contains(string(data), "stdout F keeper-wrote-this")
+			})
+
+			keeper := pausePID(c, d, pod)
+			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", keeper))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dynamic := strings.Contains(string(maps), "/ld-linux") || strings.Contains(string(maps), "/libc.so")
+			if dynamic == tc.static {
+				t.Fatalf("keeper %d: dynamic libraries mapped = %v, want %v:\n%s", keeper, dynamic, !tc.static, maps)
+			}
+			dirty := rollupKiB(t, keeper, "Private_Dirty:")
+			t.Logf("keeper %d: Private_Dirty %d KiB", keeper, dirty)
+			dirtyKiB[tc.static] = dirty
+			if tc.static {
+				if strings.Contains(string(maps), "libseccomp") {
+					t.Errorf("the static keeper maps libseccomp:\n%s", maps)
+				}
+				if dirty > keeperPrivateDirtyMaxKiB {
+					t.Errorf("keeper %d: Private_Dirty %d KiB, want at most %d", keeper, dirty, keeperPrivateDirtyMaxKiB)
+				}
+			}
+
+			// The keeper records the exit.
+			if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: ctr, Timeout: 0}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.Status.ExitCode != 137 {
+				t.Fatalf("after StopContainer: state %v exit code %d, want EXITED 137", st.Status.State, st.Status.ExitCode)
+			}
+			if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	// Measured the same way in one run: the static keeper must cost
+	// clearly less (60–80 KiB against 84–136 KiB where measured).
+	if st, dyn := dirtyKiB[true], dirtyKiB[false]; st == 0 || dyn == 0 || st*100 > dyn*85 {
+		t.Errorf("keeper Private_Dirty: static %d KiB, from the peapod binary %d KiB: want the static one at most 85%%", st, dyn)
+	}
+}
+
+// rollupKiB is a field of /proc/PID/smaps_rollup, in KiB.
+func rollupKiB(t *testing.T, pid int, key string) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == key {
+			n, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("smaps_rollup %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/smaps_rollup", key, pid)
+	return 0
+}
