@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,9 +60,16 @@ func rawUDP(src, dst net.IP, dport int, payload []byte) []byte {
 	return pkt
 }
 
-// sendFromPod sends each packet out of the pod's eth0 to the MAC dstMAC
-// through a packet socket, from a thread in the pod's network namespace.
+// sendFromPod sends each IPv4 packet out of the pod's eth0 to the MAC
+// dstMAC through a packet socket, from a thread in the pod's network
+// namespace.
 func sendFromPod(t *testing.T, nsPath string, dstMAC net.HardwareAddr, pkts ...[]byte) {
+	t.Helper()
+	sendFrames(t, nsPath, unix.ETH_P_IP, dstMAC, pkts...)
+}
+
+// sendFrames sends each payload of ethertype out of the pod's eth0.
+func sendFrames(t *testing.T, nsPath string, ethertype uint16, dstMAC net.HardwareAddr, pkts ...[]byte) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
@@ -80,7 +89,7 @@ func sendFromPod(t *testing.T, nsPath string, dstMAC net.HardwareAddr, pkts ...[
 			errc <- err
 			return
 		}
-		proto := uint16(unix.ETH_P_IP<<8&0xff00 | unix.ETH_P_IP>>8) // network order
+		proto := ethertype<<8&0xff00 | ethertype>>8 // network order
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, int(proto))
 		if err != nil {
 			errc <- err
@@ -171,5 +180,103 @@ func TestEscapeNetLocalnet(t *testing.T) {
 	}
 	if from, ok := gotGW["from-loopback"]; ok {
 		t.Errorf("a pod's datagram with source 127.0.0.1 was delivered to a host service as from %s", from)
+	}
+}
+
+// podMAC is the MAC of eth0 in the network namespace at nsPath.
+func podMAC(t *testing.T, nsPath string) net.HardwareAddr {
+	t.Helper()
+	out, err := exec.Command("nsenter", "--net="+nsPath, "cat", "/sys/class/net/eth0/address").Output()
+	if err != nil {
+		t.Fatalf("MAC of the pod's eth0: %v", err)
+	}
+	mac, err := net.ParseMAC(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// arpReply is an ARP reply telling tpa at tha that spa is at sha.
+func arpReply(sha net.HardwareAddr, spa net.IP, tha net.HardwareAddr, tpa net.IP) []byte {
+	p := make([]byte, 28)
+	binary.BigEndian.PutUint16(p[0:], 1)      // Ethernet
+	binary.BigEndian.PutUint16(p[2:], 0x0800) // IPv4
+	p[4], p[5] = 6, 4
+	binary.BigEndian.PutUint16(p[6:], 2) // reply
+	copy(p[8:14], sha)
+	copy(p[14:18], spa.To4())
+	copy(p[18:24], tha)
+	copy(p[24:28], tpa.To4())
+	return p
+}
+
+// hostNeighbour is the MAC the host has for ip on dev, or "".
+func hostNeighbour(dev string, ip net.IP) string {
+	out, _ := exec.Command("ip", "neigh", "show", ip.String(), "dev", dev).Output()
+	f := strings.Fields(string(out))
+	for i := range f {
+		if f[i] == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+// TestEscapeNetSpoof: nothing checked what a pod sends on the bridge, as
+// with the CNI bridge plugin: a pod with NET_RAW could send as another pod
+// (its IP as source) and answer ARP for another pod's address, taking that
+// pod's traffic from the host (and, alike, the gateway's from other pods).
+// Now each veth may send only from its own pod's addresses.
+func TestEscapeNetSpoof(t *testing.T) {
+	d, image := readyDaemon(t)
+	podA, _, _ := streamPod(t, d, image, containerConfig("spoof-a", image, "sleep", "300"))
+	podB, _, _ := streamPod(t, d, image, containerConfig("spoof-b", image, "sleep", "300"))
+	nsA, ipA := podNetns(t, d, podA)
+	_, ipB := podNetns(t, d, podB)
+	br, err := net.InterfaceByName(d.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, _ := br.Addrs()
+	var gw net.IP
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			gw = n.IP.To4()
+		}
+	}
+	onGW, err := net.ListenUDP("udp4", &net.UDPAddr{IP: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onGW.Close()
+	gwPort := onGW.LocalAddr().(*net.UDPAddr).Port
+
+	sendFromPod(t, nsA, br.HardwareAddr,
+		rawUDP(ipA, gw, gwPort, []byte("control")),
+		rawUDP(ipB, gw, gwPort, []byte("as-b")),
+	)
+	got := received(onGW, 2*time.Second*timeoutScale)
+	if got["control"] != ipA.String() {
+		t.Fatalf("the control datagram from pod A did not arrive as from %s (got %v): the test's injection does not work", ipA, got)
+	}
+	if from, ok := got["as-b"]; ok {
+		t.Errorf("pod A sent as pod B: a datagram from %s arrived", from)
+	}
+
+	// The host learns B's MAC, then A claims B's address.
+	macA := podMAC(t, nsA)
+	if out, err := exec.Command("ping", "-c", "1", "-W", "5", ipB.String()).CombinedOutput(); err != nil {
+		t.Fatalf("ping pod B from the host: %v: %s", err, out)
+	}
+	before := hostNeighbour(d.Bridge, ipB)
+	if before == "" || before == macA.String() {
+		t.Fatalf("host's neighbour entry of pod B: %q (A is %s)", before, macA)
+	}
+	time.Sleep(1200 * time.Millisecond) // past the kernel's locktime (1 s)
+	sendFrames(t, nsA, unix.ETH_P_ARP, br.HardwareAddr, arpReply(macA, ipB, br.HardwareAddr, gw))
+	time.Sleep(500 * time.Millisecond)
+	if after := hostNeighbour(d.Bridge, ipB); after == macA.String() {
+		t.Errorf("pod A poisoned the host's ARP entry of pod B (%s): now %s, was %s", ipB, after, before)
 	}
 }
