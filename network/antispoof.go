@@ -11,6 +11,7 @@ import (
 // Sets of the anti-spoofing table: which address each pod's veth may send
 // from.
 const (
+	setVeths = "veths" // the pods' veths, the only ports checked
 	setPods4 = "pods4" // veth . IPv4 address
 	setPods6 = "pods6" // veth . IPv6 address (dual-stack)
 )
@@ -25,8 +26,10 @@ const (
 // pods' IPv6 router (CVE-2020-10749). The CNI bridge plugin that
 // containerd and CRI-O ship filters none of this by default.
 //
-// It matches veths by the "pp" prefix every pod's host end has; other
-// ports an admin adds to the bridge are left alone. Source MACs are not
+// A bridge-family hook sees the frames of every bridge of the host, so
+// only the veths of this daemon's pods (a set) are checked: other bridges,
+// other daemons' pods and ports an admin adds are left alone, and a table
+// left behind checks nothing that exists. Source MACs are not
 // checked: a pod can still claim another pod's MAC to the bridge's
 // forwarding table (a denial of service to that pod until it sends again).
 type antispoofTable struct {
@@ -50,12 +53,13 @@ func (t *antispoofTable) rebuild(ctx context.Context, allocs []*allocation) erro
 	tx.Add(&knftables.Table{Comment: comment})
 	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{Comment: comment})
+	tx.Add(&knftables.Set{Name: setVeths, Type: "ifname"})
 	tx.Add(&knftables.Set{Name: setPods4, Type: "ifname . ipv4_addr"})
 	tx.Add(&knftables.Set{Name: setPods6, Type: "ifname . ipv6_addr"})
 	tx.Add(&knftables.Chain{Name: "prerouting", Type: knftables.PtrTo(knftables.FilterType),
 		Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.BaseChainPriority("-300"))})
 	for _, r := range []string{
-		`iifname != "pp*" accept`,
+		`iifname != @` + setVeths + ` accept`,
 		`ether type arp iifname . arp saddr ip @` + setPods4 + ` accept`,
 		`ether type ip iifname . ip saddr @` + setPods4 + ` accept`,
 		`ether type ip6 icmpv6 type { nd-router-advert, nd-redirect } drop`,
@@ -77,7 +81,10 @@ func (t *antispoofTable) rebuild(ctx context.Context, allocs []*allocation) erro
 }
 
 func (t *antispoofTable) elements(al *allocation) []*knftables.Element {
-	out := []*knftables.Element{{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}}}
+	out := []*knftables.Element{
+		{Set: setVeths, Key: []string{strconv.Quote(al.Veth)}},
+		{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}},
+	}
 	if al.IP6 != "" {
 		out = append(out, &knftables.Element{Set: setPods6, Key: []string{strconv.Quote(al.Veth), al.IP6}})
 	}
