@@ -304,3 +304,51 @@ func TestEscapeNetSpoof(t *testing.T) {
 		t.Errorf("addresses still allowed after the pods were removed (err %v): %s", err, out)
 	}
 }
+
+// TestNetAntispoofScoped: a bridge-family hook sees the frames of every
+// bridge on the host, so the anti-spoofing table must leave alone what is
+// not one of its daemon's pods: here a veth named like a pod's ("pp…") on
+// a bridge of another owner, whose frames a rule on the name prefix
+// dropped (another daemon's pods, or every pod once a table was left
+// behind).
+func TestNetAntispoofScoped(t *testing.T) {
+	d, image := readyDaemon(t)
+	streamPod(t, d, image, containerConfig("scoped", image, "sleep", "300"))
+	if exec.Command("nft", "list", "table", "bridge", "peapod-"+d.Bridge).Run() != nil {
+		t.Fatalf("no table bridge peapod-%s", d.Bridge)
+	}
+	suffix := randomSuffix()[:6]
+	br, veth, ns := "ppx"+suffix, "pp"+suffix+"f", "peapod-scoped-"+suffix
+	guardBridge(t, br)
+	prefix := strings.TrimSuffix(freePodCIDR(t), "0/24")
+	gw, peer := net.ParseIP(prefix+"1").To4(), net.ParseIP(prefix+"2").To4()
+	t.Cleanup(func() {
+		exec.Command("ip", "link", "del", veth).Run()
+		exec.Command("ip", "link", "del", br).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	for _, args := range [][]string{
+		{"netns", "add", ns},
+		{"link", "add", br, "type", "bridge"},
+		{"addr", "add", gw.String() + "/24", "dev", br},
+		{"link", "set", br, "up"},
+		{"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"link", "set", veth, "master", br, "up"},
+		{"-n", ns, "addr", "add", peer.String() + "/24", "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ifc, err := net.InterfaceByName(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	controlArrives(t, "/run/netns/"+ns, ifc.HardwareAddr, peer, conn)
+}
