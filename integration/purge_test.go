@@ -80,8 +80,10 @@ func TestPurge(t *testing.T) {
 	if linkExists(d.Bridge) {
 		t.Errorf("bridge %s left", d.Bridge)
 	}
-	if exec.Command("nft", "list", "table", "ip", "peapod-"+d.Bridge).Run() == nil {
-		t.Errorf("nft table ip peapod-%s left", d.Bridge)
+	for _, family := range []string{"ip", "bridge"} {
+		if exec.Command("nft", "list", "table", family, "peapod-"+d.Bridge).Run() == nil {
+			t.Errorf("nft table %s peapod-%s left", family, d.Bridge)
+		}
 	}
 	for _, dir := range testenv.CgroupDirs(d.CgroupParent) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {

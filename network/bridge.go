@@ -47,6 +47,9 @@ type Bridge struct {
 	ipam *ipam
 	nat  *natTable // nil until the host side is set up
 	nat6 *natTable // dual-stack: the ip6 twin of nat
+	// spoof lets each pod's veth send only from the pod's addresses; set
+	// up with nat.
+	spoof *antispoofTable
 
 	// teardownOnly: opened to release pods of a backend that is not the
 	// pod network now (teardown.go); it sets nothing up on the host.
@@ -353,6 +356,18 @@ func (b *Bridge) ensureHost(ctx context.Context) error {
 		}
 		b.nat6 = nat6
 	}
+	if b.spoof == nil {
+		spoof, err := newAntispoofTable(b.cfg.Name)
+		if err != nil {
+			b.nat = nil
+			return err
+		}
+		b.spoof = spoof
+	}
+	if err := b.spoof.rebuild(ctx, b.ipam.allocations()); err != nil {
+		b.nat = nil
+		return err
+	}
 	return nil
 }
 
@@ -434,13 +449,19 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 		deleteLink(veth)
 		return Result{}, err
 	}
+	if err := b.spoof.add(ctx, al); err != nil {
+		deleteLink(veth)
+		return Result{}, err
+	}
 	if err := b.nat.addPorts(ctx, al); err != nil {
+		b.spoof.remove(ctx, al)
 		deleteLink(veth)
 		return Result{}, err
 	}
 	if b.nat6 != nil {
 		if err := b.nat6.addPorts(ctx, al); err != nil {
 			b.nat.removePorts(ctx, al)
+			b.spoof.remove(ctx, al)
 			deleteLink(veth)
 			return Result{}, err
 		}
@@ -614,6 +635,13 @@ func (b *Bridge) teardown(ctx context.Context, podID string) error {
 	if ok {
 		veth = al.Veth
 		b.unmapPorts(ctx, al)
+		if b.spoof != nil {
+			if err := b.spoof.remove(ctx, al); err != nil {
+				// A stale element only allows an address on a veth name
+				// derived from this pod's ID; the next rebuild drops it.
+				b.log.Warn("forget pod addresses", "pod", podID, "err", err)
+			}
+		}
 	}
 	if err := deleteLink(veth); err != nil {
 		return fmt.Errorf("tear down network of pod %s: %w", podID, err)
@@ -728,6 +756,11 @@ func (b *Bridge) Reconcile(ctx context.Context, live []string) error {
 			if err := nat.rebuild(ctx, b.ipam.allocations()); err != nil {
 				errs = append(errs, err)
 			}
+		}
+	}
+	if b.nat != nil && b.spoof != nil {
+		if err := b.spoof.rebuild(ctx, b.ipam.allocations()); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -72,6 +72,7 @@ func newTestBridge(t *testing.T) *testBridge {
 	newGuard(t, tb.name)
 	t.Cleanup(func() {
 		exec.Command("nft", "delete", "table", "ip", tableName(tb.name)).Run()
+		exec.Command("nft", "delete", "table", "bridge", tableName(tb.name)).Run()
 		if br, err := netlink.LinkByName(tb.name); err == nil {
 			links, _ := netlink.LinkList()
 			for _, l := range links {

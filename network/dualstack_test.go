@@ -60,6 +60,7 @@ func newDualStackBridge(t *testing.T) *testBridge {
 	t.Cleanup(func() {
 		exec.Command("nft", "delete", "table", "ip", tableName(tb.name)).Run()
 		exec.Command("nft", "delete", "table", "ip6", tableName(tb.name)).Run()
+		exec.Command("nft", "delete", "table", "bridge", tableName(tb.name)).Run()
 		if br, err := netlink.LinkByName(tb.name); err == nil {
 			links, _ := netlink.LinkList()
 			for _, l := range links {

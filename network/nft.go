@@ -84,6 +84,17 @@ func (t *natTable) rebuild(ctx context.Context, allocs []*allocation) error {
 	// 127.0.0.1:hostPort from the host: the pod must answer a real address.
 	if !t.v6 {
 		tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip saddr 127.0.0.0/8 oifname " + br + " masquerade"})
+		// route_localnet on the bridge (for the rule above) also stops the
+		// kernel dropping what a pod sends to or from 127.0.0.0/8: with
+		// NET_RAW a pod would reach the node's loopback-only services, or
+		// pass as local to them (CVE-2020-8558). Nothing legitimate
+		// arrives so: the replies of 127.0.0.1:hostPort come addressed to
+		// the bridge and are un-NATed after this hook (raw, before
+		// conntrack).
+		tx.Add(&knftables.Chain{Name: "localnet", Type: knftables.PtrTo(knftables.FilterType),
+			Hook: knftables.PtrTo(knftables.PreroutingHook), Priority: knftables.PtrTo(knftables.RawPriority)})
+		tx.Add(&knftables.Rule{Chain: "localnet", Rule: "iifname " + br + " ip daddr 127.0.0.0/8 drop"})
+		tx.Add(&knftables.Rule{Chain: "localnet", Rule: "iifname " + br + " ip saddr 127.0.0.0/8 drop"})
 	}
 	// Hairpin: a pod reaching a host port that leads back into the pod CIDR
 	// must see the reply come back through the host to be un-NATed.

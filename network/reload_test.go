@@ -28,6 +28,7 @@ func TestReloadableTearsDownThroughRecordedBackend(t *testing.T) {
 	newGuard(t, bridge)
 	t.Cleanup(func() {
 		exec.Command("nft", "delete", "table", "ip", tableName(bridge)).Run()
+		exec.Command("nft", "delete", "table", "bridge", tableName(bridge)).Run()
 		exec.Command("ip", "link", "del", bridge).Run()
 	})
 	cfg := Config{Mode: ModeBuiltin, Bridge: bridge, PodCIDR: cidr, Root: root, CNIConfDir: cniDir}

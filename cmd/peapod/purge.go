@@ -122,7 +122,7 @@ func purgeCommand(args []string, stdout io.Writer) error {
 	if link, err := exec.Command("ip", "-d", "link", "show", cfg.Bridge).Output(); err == nil && strings.Contains(string(link), "bridge ") {
 		errs = append(errs, runCommand(say, "ip", "link", "del", cfg.Bridge))
 	}
-	for _, family := range []string{"ip", "ip6"} {
+	for _, family := range []string{"ip", "ip6", "bridge"} {
 		table := "peapod-" + cfg.Bridge
 		if exec.Command("nft", "list", "table", family, table).Run() == nil {
 			errs = append(errs, runCommand(say, "nft", "delete", "table", family, table))

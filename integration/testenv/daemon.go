@@ -372,7 +372,7 @@ func (d *Daemon) Destroy() {
 		report("veths left on %s: %s", d.Bridge, out)
 	}
 	exec.Command("ip", "link", "del", d.Bridge).Run()
-	for _, family := range []string{"ip", "ip6", "inet"} {
+	for _, family := range []string{"ip", "ip6", "inet", "bridge"} {
 		exec.Command("nft", "delete", "table", family, "peapod-"+d.Bridge).Run()
 	}
 	os.RemoveAll(d.Dir)
