@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -60,14 +61,18 @@ var critestOps = []string{
 	"image_listing ListImages", "pod+container from scratch",
 }
 
+// critestSizes are the samples of one critest --benchmark run.
+type critestSizes struct{ pods, containers, images int }
+
 // runCritestBenchmark runs `critest --benchmark` against the CRI socket
-// sock and returns the samples of each operation, named as critest's JSON
+// sock with the sizes sz and returns the samples of each operation, named as critest's JSON
 // names them ("pod CreatePod", "container StartContainer", ...), plus
 // critest's pod + container from scratch ("pod+container from scratch").
-func runCritestBenchmark(b *testing.B, critest, sock string, imgs critestImages) map[string][]time.Duration {
+func runCritestBenchmark(b *testing.B, critest, sock string, imgs critestImages, sz critestSizes) map[string][]time.Duration {
 	dir := b.TempDir()
 	reg := strings.SplitN(imgs.container, "/", 2)[0]
-	params := strings.ReplaceAll(critestParams, "@REGISTRY@", reg)
+	params := strings.NewReplacer("@REGISTRY@", reg, "@PODS@", strconv.Itoa(sz.pods),
+		"@CONTAINERS@", strconv.Itoa(sz.containers), "@IMAGES@", strconv.Itoa(sz.images)).Replace(critestParams)
 	if err := os.WriteFile(filepath.Join(dir, "params.yaml"), []byte(params), 0o644); err != nil {
 		b.Fatal(err)
 	}

@@ -278,6 +278,7 @@ type peapodEndpoint struct {
 	img  runtimeapi.ImageServiceClient
 	sock string
 	dir  string // root, state, logs
+	pid  int    // the daemon's
 }
 
 // startPeapodEndpoint is startPeapodDaemonCNI returning the socket too.
@@ -327,5 +328,5 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		QuietCleanup: true,
 	})
 	d.Start()
-	return peapodEndpoint{rt: d.RT, img: d.Img, sock: d.Socket, dir: d.Dir}
+	return peapodEndpoint{rt: d.RT, img: d.Img, sock: d.Socket, dir: d.Dir, pid: d.Cmd.Process.Pid}
 }
