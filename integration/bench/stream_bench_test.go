@@ -308,9 +308,10 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		third = (third+1+int(instance[0]-'0'))%200 + 20
 	}
 	// The built-in network unless the bench gave a CNI config.
-	network := "builtin"
+	network, config := "builtin", ""
 	if conflist != "" {
-		network = "cni"
+		// The anchors' plugins, whatever /opt/cni/bin holds.
+		network, config = "cni", "cni_bin_dirs = [\"/usr/lib/cni\"]\n"
 	}
 	d := testenv.NewDaemon(b, testenv.DaemonOptions{
 		Binary: filepath.Join(binDir, "peapod"),
@@ -323,6 +324,7 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		Network:      network,
 		Registries:   testenv.MirrorRegistries(reg),
 		CNIConflist:  conflist,
+		Config:       config,
 		Env:          env, // added to the bench's own (PEAPOD_PPROF, ...)
 		KillWithTest: true,
 		QuietCleanup: true,
