@@ -240,9 +240,11 @@ func benchPod(name, logDir string) *runtimeapi.PodSandboxConfig {
 func sleepContainer(image string) *runtimeapi.ContainerConfig {
 	return &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "sleep"},
-		Image:    &runtimeapi.ImageSpec{Image: image},
-		Command:  []string{"sleep", "3600"},
-		LogPath:  "sleep/0.log",
+		// UserSpecifiedImage as the kubelet sets it: CRI-O refuses a
+		// container without it (it checks the signature policy by it).
+		Image:   &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: image},
+		Command: []string{"sleep", "3600"},
+		LogPath: "sleep/0.log",
 	}
 }
 
