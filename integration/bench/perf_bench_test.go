@@ -245,6 +245,11 @@ func sleepContainer(image string) *runtimeapi.ContainerConfig {
 		Image:   &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: image},
 		Command: []string{"sleep", "3600"},
 		LogPath: "sleep/0.log",
+		// The pod's namespace options again, as the kubelet gives them
+		// (CRI-O reads the PID mode from here).
+		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+			NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+		}},
 	}
 }
 
