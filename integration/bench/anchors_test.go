@@ -146,6 +146,10 @@ func startCRIO(b *testing.B, reg, sandboxImage, conflist string) crioEndpoint {
 		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"))
 	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
+		if b.Failed() {
+			log, _ := os.ReadFile(filepath.Join(dir, "crio.log"))
+			b.Logf("tail of crio.log:\n%s", tail(log, 3000))
+		}
 		stopByPID(cmd, exited, 20*time.Second) // tini forwards SIGTERM to crio
 		killLeftovers(dir, sock)
 		unmountUnder(dir)

@@ -244,7 +244,7 @@ func sleepContainer(image string) *runtimeapi.ContainerConfig {
 		// container without it (it checks the signature policy by it).
 		Image:   &runtimeapi.ImageSpec{Image: image, UserSpecifiedImage: image},
 		Command: []string{"sleep", "3600"},
-		LogPath: "sleep/0.log",
+		LogPath: "sleep.log", // as measure-density.sh (the kubelet makes sleep/ first for sleep/0.log)
 		// The pod's namespace options again, as the kubelet gives them
 		// (CRI-O reads the PID mode from here).
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
