@@ -142,15 +142,44 @@ func unmountUnder(dir string) {
 }
 
 // runtimeBenchRegistry starts a registry holding the runtime benches'
-// busybox image and the pause image containerd needs (busybox sleeping),
-// and returns the registry and both references.
+// busybox image and the pause image the anchors run (benchPause), and
+// returns the registry and both references.
 func runtimeBenchRegistry(b *testing.B) (reg, image, pause string) {
 	reg = testenv.StartRegistry(b)
 	rootfs := testenv.BusyboxRootfs(b)
 	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
-	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+	pauseDir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(pauseDir, "rootfs"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pauseDir, "pause.c"), []byte(benchPause), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-static", "-O2", "-o", filepath.Join(pauseDir, "rootfs", "pause"), filepath.Join(pauseDir, "pause.c")).CombinedOutput(); err != nil {
+		b.Fatalf("build the pause: %v\n%s", err, out)
+	}
+	testenv.PushImage(b, reg, "bench/pause:1", filepath.Join(pauseDir, "rootfs"), testenv.ImageConfig{Entrypoint: []string{"/pause"}})
 	return reg, reg + "/bench/busybox:1", reg + "/bench/pause:1"
 }
+
+// benchPause is the anchors' pause, as upstream's: it sleeps, reaps, and
+// exits on SIGTERM or SIGINT. A pause that ignores SIGTERM (PID 1 of its
+// namespace with no handler, as a plain `sleep`) makes CRI-O wait out its
+// stop timeout in StopPodSandbox, where containerd sends SIGKILL.
+const benchPause = `#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void term(int s) { (void)s; _exit(0); }
+static void chld(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+	struct sigaction t = {.sa_handler = term}, c = {.sa_handler = chld, .sa_flags = SA_NOCLDSTOP | SA_RESTART};
+	sigaction(SIGTERM, &t, 0);
+	sigaction(SIGINT, &t, 0);
+	sigaction(SIGCHLD, &c, 0);
+	for (;;)
+		pause();
+}
+`
 
 // startDaemon starts cmd in its own process group with its output in
 // logf; the channel closes when it has exited and been reaped.
