@@ -147,8 +147,10 @@ func startCRIO(b *testing.B, reg, sandboxImage, conflist string) crioEndpoint {
 	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
 		if b.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "crio.log"))
-			b.Logf("tail of crio.log:\n%s", tail(log, 3000))
+			// Kept for a look after the run: the directory goes below.
+			keep := filepath.Join(os.TempDir(), fmt.Sprintf("crio-bench-%d.log", os.Getpid()))
+			exec.Command("cp", filepath.Join(dir, "crio.log"), keep).Run()
+			b.Logf("crio's log: %s", keep)
 		}
 		stopByPID(cmd, exited, 20*time.Second) // tini forwards SIGTERM to crio
 		killLeftovers(dir, sock)
