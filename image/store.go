@@ -603,7 +603,9 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	// of a container created just before it, and then the node restarts
 	// every pod anyway. The daemon's own metadata stays synced
 	// (sandbox/store/metadata.go), and RemoveRootfs accepts an unknown container.
-	opts := &storage.ContainerOptions{Volatile: true}
+	// PEAPOD_DURABLE_ROOTFS=1 syncs them as other c/storage users do (make
+	// bench runs so, to do the anchors' work; docs/performance.md).
+	opts := &storage.ContainerOptions{Volatile: !durableRootfs}
 	if len(uids) > 0 || len(gids) > 0 {
 		opts.IDMappingOptions = storagetypes.IDMappingOptions{
 			UIDMap: storageIDMap(uids), GIDMap: storageIDMap(gids),
@@ -620,6 +622,9 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	}
 	return mp, nil
 }
+
+// durableRootfs turns volatile container records off (PEAPOD_DURABLE_ROOTFS=1).
+var durableRootfs = os.Getenv("PEAPOD_DURABLE_ROOTFS") == "1"
 
 func storageIDMap(list []specs.LinuxIDMapping) []idtools.IDMap {
 	out := make([]idtools.IDMap, 0, len(list))

@@ -334,3 +334,41 @@ func TestOpenWithoutRegistriesConf(t *testing.T) {
 		t.Errorf("Status of an absent short name: %v, want ErrNotFound", err)
 	}
 }
+
+// By default a container's records go to c/storage's volatile files,
+// written without fsync; PEAPOD_DURABLE_ROOTFS=1 (make bench) puts them
+// in containers.json and layers.json, which c/storage syncs.
+func TestDurableRootfsRecords(t *testing.T) {
+	ctx := context.Background()
+	addr := testenv.StartRegistry(t)
+	testenv.PushImage(t, addr, "library/busybox:latest", testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
+	s, dir := openTestStore(t, addr)
+	if _, err := s.Pull(ctx, "busybox", nil); err != nil {
+		t.Fatal(err)
+	}
+	// The records as c/storage writes them, under the graph root, or for
+	// volatile ones possibly under the run root.
+	records := func(name string) string {
+		var all []byte
+		for _, d := range []string{"root/storage", "run/storage"} {
+			data, _ := os.ReadFile(filepath.Join(dir, d, "overlay-containers", name))
+			all = append(all, data...)
+		}
+		return string(all)
+	}
+	defer func() { durableRootfs = false }()
+	for _, durable := range []bool{false, true} {
+		durableRootfs = durable
+		id := fmt.Sprintf("durable-%v", durable)
+		if _, err := s.CreateRootfs(ctx, id, "busybox"); err != nil {
+			t.Fatal(err)
+		}
+		stable, volatile := strings.Contains(records("containers.json"), id), strings.Contains(records("volatile-containers.json"), id)
+		if stable != durable || volatile == durable {
+			t.Errorf("durable=%v: record in containers.json %v, in volatile-containers.json %v", durable, stable, volatile)
+		}
+		if err := s.RemoveRootfs(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func (s *Store) MountImageVolume(ctx context.Context, owner string, n int, image
 	if err != nil {
 		return "", err
 	}
-	opts := &storage.ContainerOptions{Volatile: true}
+	opts := &storage.ContainerOptions{Volatile: !durableRootfs} // as the container's own (store.go)
 	if len(uids) > 0 || len(gids) > 0 {
 		opts.IDMappingOptions = storagetypes.IDMappingOptions{UIDMap: storageIDMap(uids), GIDMap: storageIDMap(gids)}
 	}

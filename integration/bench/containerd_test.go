@@ -24,6 +24,7 @@ type containerdEndpoint struct {
 	rt   runtimeapi.RuntimeServiceClient
 	sock string // named in the command line of its shims
 	dir  string // root of its config, hosts.d, state
+	pid  int    // the daemon's
 }
 
 // startContainerd starts Debian's containerd (installed with apt-get if
@@ -37,7 +38,15 @@ func startContainerd(b *testing.B, reg, sandboxImage string) containerdEndpoint 
 // startContainerdCNI is startContainerd with conflist (if not "") as its
 // only CNI config and Debian's plugins in /usr/lib/cni as its bin_dir.
 func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) containerdEndpoint {
-	if _, err := os.Stat(containerdBin); err != nil {
+	return startContainerdWith(b, containerdBin, containerdConfig, reg, sandboxImage, conflist)
+}
+
+// startContainerdWith is startContainerdCNI for the containerd binary bin
+// with the config template tmpl (containerd.toml.tmpl for 1.x,
+// containerd2.toml.tmpl for 2.x). The directory of bin leads the daemon's
+// PATH, so that it runs the shim built with it.
+func startContainerdWith(b *testing.B, bin, tmpl, reg, sandboxImage, conflist string) containerdEndpoint {
+	if _, err := os.Stat(bin); err != nil && bin == "/usr/bin/containerd" {
 		if out, err := exec.Command("apt-get", "install", "-y", "--no-install-recommends", "containerd").CombinedOutput(); err != nil {
 			b.Skipf("containerd not installed and apt-get failed: %v\n%s", err, out)
 		}
@@ -70,7 +79,7 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 		}
 	}
 	confPath := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(confPath, render(containerdConfig), 0o644); err != nil {
+	if err := os.WriteFile(confPath, render(tmpl), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
@@ -78,23 +87,28 @@ func startContainerdCNI(b *testing.B, reg, sandboxImage, conflist string) contai
 		b.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(containerdBin, "--config", confPath)
+	cmd := exec.Command(bin, "--config", confPath)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
 	exited := startDaemon(b, cmd, logf)
 	b.Cleanup(func() {
 		stopByPID(cmd, exited, 10*time.Second)
+		killLeftovers(dir, sock)
 		unmountUnder(dir)
 		os.RemoveAll(dir)
 	})
 	conn := dial(b, sock)
 	client := runtimeapi.NewImageServiceClient(conn)
 	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	// Registered after the connection's close, so it runs before it:
+	// pods a failed bench left are removed while the daemon still runs.
+	b.Cleanup(func() { removeAllPods(rt) })
 	deadline := time.Now().Add(scaled(20 * time.Second))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_, err := rt.Version(ctx, &runtimeapi.VersionRequest{})
 		cancel()
 		if err == nil {
-			return containerdEndpoint{img: client, rt: rt, sock: sock, dir: dir}
+			return containerdEndpoint{img: client, rt: rt, sock: sock, dir: dir, pid: cmd.Process.Pid}
 		}
 		select {
 		case <-exited:
@@ -128,15 +142,44 @@ func unmountUnder(dir string) {
 }
 
 // runtimeBenchRegistry starts a registry holding the runtime benches'
-// busybox image and the pause image containerd needs (busybox sleeping),
-// and returns the registry and both references.
+// busybox image and the pause image the anchors run (benchPause), and
+// returns the registry and both references.
 func runtimeBenchRegistry(b *testing.B) (reg, image, pause string) {
 	reg = testenv.StartRegistry(b)
 	rootfs := testenv.BusyboxRootfs(b)
 	testenv.PushImage(b, reg, "bench/busybox:1", rootfs, testenv.ImageConfig{Cmd: []string{"sh"}})
-	testenv.PushImage(b, reg, "bench/pause:1", rootfs, testenv.ImageConfig{Entrypoint: []string{"sleep", "2147483647"}})
+	pauseDir := b.TempDir()
+	if err := os.MkdirAll(filepath.Join(pauseDir, "rootfs"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pauseDir, "pause.c"), []byte(benchPause), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-static", "-O2", "-o", filepath.Join(pauseDir, "rootfs", "pause"), filepath.Join(pauseDir, "pause.c")).CombinedOutput(); err != nil {
+		b.Fatalf("build the pause: %v\n%s", err, out)
+	}
+	testenv.PushImage(b, reg, "bench/pause:1", filepath.Join(pauseDir, "rootfs"), testenv.ImageConfig{Entrypoint: []string{"/pause"}})
 	return reg, reg + "/bench/busybox:1", reg + "/bench/pause:1"
 }
+
+// benchPause is the anchors' pause, as upstream's: it sleeps, reaps, and
+// exits on SIGTERM or SIGINT. A pause that ignores SIGTERM (PID 1 of its
+// namespace with no handler, as a plain `sleep`) makes CRI-O wait out its
+// stop timeout in StopPodSandbox, where containerd sends SIGKILL.
+const benchPause = `#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void term(int s) { (void)s; _exit(0); }
+static void chld(int s) { (void)s; while (waitpid(-1, 0, WNOHANG) > 0) {} }
+int main(void) {
+	struct sigaction t = {.sa_handler = term}, c = {.sa_handler = chld, .sa_flags = SA_NOCLDSTOP | SA_RESTART};
+	sigaction(SIGTERM, &t, 0);
+	sigaction(SIGINT, &t, 0);
+	sigaction(SIGCHLD, &c, 0);
+	for (;;)
+		pause();
+}
+`
 
 // startDaemon starts cmd in its own process group with its output in
 // logf; the channel closes when it has exited and been reaped.

@@ -107,7 +107,8 @@ type density struct {
 type fleet struct {
 	rt         runtimeapi.RuntimeServiceClient
 	daemon     int
-	marker     string // a string in the command line of the runtime's per-pod processes ("" = none)
+	marker     string   // a string in the command line of the runtime's per-pod processes ("" = none)
+	marks      []string // more such strings (an anchor's socket and private directory)
 	before     map[string]bool
 	pods, ctrs []string
 	d          density
@@ -218,7 +219,7 @@ func (f *fleet) containerPIDs(b *testing.B) map[int]bool {
 // (keepers; shims and pause), without the containers' own processes.
 func (f *fleet) runtimeProcesses(containers map[int]bool) []process {
 	procs := allProcesses()
-	ids := append([]string(nil), f.pods...)
+	ids := append(append(append([]string(nil), f.pods...), f.ctrs...), f.marks...)
 	if f.marker != "" {
 		ids = append(ids, f.marker)
 	}

@@ -181,6 +181,7 @@ func BenchmarkPodNetworkSetup(b *testing.B) {
 		b.Cleanup(func() {
 			exec.Command("nft", "delete", "table", "ip", "peapod-"+br).Run()
 			exec.Command("nft", "delete", "table", "inet", "peapod-"+br).Run()
+			exec.Command("nft", "delete", "table", "bridge", "peapod-"+br).Run() // anti-spoofing
 		})
 		be, err := network.NewBridge(context.Background(), network.BridgeConfig{Name: br, PodCIDR: benchSubnet(b, pid+5), StateDir: b.TempDir()})
 		if err != nil {

@@ -1,10 +1,9 @@
-// Package bench compares peapod's image pulls with Debian's containerd 1.6
-// on the same machine, registry and image, in the same run (`make bench`).
-//
-// peapod's image service runs in the test process (image store behind the
-// cri package's gRPC ImageService on a unix socket); containerd runs as a
-// private daemon with the config in containerd.toml.tmpl. Both are driven
-// through the CRI ImageService over their sockets, as the kubelet would.
+// Package bench compares peapod with the anchors (containerd 1.6 and 2.4,
+// CRI-O) on the same machine, registry and images, in the same run: `make
+// bench` (BenchmarkPerformance) and the older benches of `make bench-all`.
+// Every runtime is a daemon driven through CRI over its socket, as the
+// kubelet would; image pulls too (BenchmarkImagePull: the peapod daemon
+// and containerd 1.6 with the config in containerd.toml.tmpl).
 package bench
 
 import (
@@ -12,10 +11,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +23,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/peapod-cri/peapod/cri"
-	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
@@ -79,7 +73,8 @@ func BenchmarkImagePull(b *testing.B) {
 	testenv.Push(b, ref, img, "", "")
 
 	rts := []runtimeUnderTest{
-		{"peapod", startPeapod(b, reg)},
+		// Through the daemon's CRI PullImage, as containerd's.
+		{"peapod", startPeapodEndpoint(b, reg, "").img},
 		{"containerd", startContainerd(b, reg, "").img},
 	}
 	scenarios := []struct {
@@ -150,47 +145,6 @@ func remove(b *testing.B, ctx context.Context, rt runtimeUnderTest, ref string) 
 	if err != nil || st.Image != nil {
 		b.Fatalf("%s: image %s still there after RemoveImage: %v", rt.name, ref, err)
 	}
-}
-
-// ---------------------------------------------------------------- peapod
-
-// startPeapod serves peapod's image store through the cri package's
-// ImageService on a unix socket in a temp dir, with a registries.conf that
-// marks the local registry insecure (plain HTTP).
-func startPeapod(b *testing.B, reg string) runtimeapi.ImageServiceClient {
-	dir, err := os.MkdirTemp("", "peapod-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	conf := filepath.Join(dir, "registries.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[[registry]]\nlocation = %q\ninsecure = true\n", reg), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	store, err := image.Open(image.Config{
-		Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: conf,
-		PullProgressTimeout: 5 * time.Minute,
-		Logger:              slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := store.Close(); err != nil {
-			b.Errorf("close image store: %v", err)
-		}
-	})
-	svc := cri.NewService(nil, store, nil, nil, cri.Info{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	sock := filepath.Join(dir, "peapod.sock")
-	lis, err := cri.Listen(sock, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := svc.NewGRPCServer()
-	served := make(chan struct{})
-	go func() { defer close(served); srv.Serve(lis) }()
-	b.Cleanup(func() { srv.Stop(); <-served })
-	return runtimeapi.NewImageServiceClient(dial(b, sock))
 }
 
 func dial(b *testing.B, sock string) *grpc.ClientConn {

@@ -174,10 +174,10 @@ func startScalePeapod(b *testing.B, reg string) *scaleRuntime {
 	return &scaleRuntime{name: "peapod", conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn), daemon: d.Cmd.Process.Pid}
 }
 
-// containerd2Config is containerd 2.x's config (version 3) for the scale
+// scaleContainerdConfig is containerd 2.x's config (version 3) for the scale
 // bench: ../shared/critest/containerd/config-v2.toml.tmpl's settings,
 // with the bench's registry and pause image.
-const containerd2Config = `version = 3
+const scaleContainerdConfig = `version = 3
 root = "@DIR@/root"
 state = "@DIR@/state"
 [grpc]
@@ -255,7 +255,7 @@ func startScaleContainerd2(b *testing.B, reg, pause string, podNet bool) *scaleR
 			b.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), render(containerd2Config), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), render(scaleContainerdConfig), 0o644); err != nil {
 		b.Fatal(err)
 	}
 	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
@@ -272,7 +272,7 @@ func startScaleContainerd2(b *testing.B, reg, pause string, podNet bool) *scaleR
 	sr := &scaleRuntime{name: "containerd2", conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn),
 		daemon: cmd.Process.Pid, marker: sock, cgroupPar: cgParent}
 	b.Cleanup(func() {
-		removeAllPods(sr.rt)
+		scaleRemoveAllPods(sr.rt)
 		stopByPID(cmd, exited, 20*time.Second)
 		for _, p := range allProcesses() { // shims of pods it could not remove
 			if strings.Contains(p.cmdline, sock) {
@@ -304,8 +304,8 @@ func startScaleContainerd2(b *testing.B, reg, pause string, podNet bool) *scaleR
 	}
 }
 
-// removeAllPods stops and removes every pod, 8 at a time.
-func removeAllPods(rt runtimeapi.RuntimeServiceClient) {
+// scaleRemoveAllPods stops and removes every pod, 8 at a time.
+func scaleRemoveAllPods(rt runtimeapi.RuntimeServiceClient) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	resp, err := rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
@@ -615,7 +615,7 @@ func podsScale(b *testing.B, sr *scaleRuntime, image string, n int) {
 	f.d.pods = n
 	f.d.daemonRss0 = float64(statusKiB(sr.daemon, "VmRSS:"))
 	cpu0 := f.cpu()
-	b.Cleanup(func() { removeAllPods(sr.rt) })
+	b.Cleanup(func() { scaleRemoveAllPods(sr.rt) })
 	var runPod []time.Duration // RunPodSandbox of the last fifth
 	t0 := time.Now()
 	for i := range n {

@@ -278,6 +278,7 @@ type peapodEndpoint struct {
 	img  runtimeapi.ImageServiceClient
 	sock string
 	dir  string // root, state, logs
+	pid  int    // the daemon's
 }
 
 // startPeapodEndpoint is startPeapodDaemonCNI returning the socket too.
@@ -307,9 +308,10 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		third = (third+1+int(instance[0]-'0'))%200 + 20
 	}
 	// The built-in network unless the bench gave a CNI config.
-	network := "builtin"
+	network, config := "builtin", ""
 	if conflist != "" {
-		network = "cni"
+		// The anchors' plugins, whatever /opt/cni/bin holds.
+		network, config = "cni", "cni_bin_dirs = [\"/usr/lib/cni\"]\n"
 	}
 	d := testenv.NewDaemon(b, testenv.DaemonOptions{
 		Binary: filepath.Join(binDir, "peapod"),
@@ -322,10 +324,11 @@ func startPeapodEndpointEnv(b *testing.B, reg, conflist, instance string, env []
 		Network:      network,
 		Registries:   testenv.MirrorRegistries(reg),
 		CNIConflist:  conflist,
+		Config:       config,
 		Env:          env, // added to the bench's own (PEAPOD_PPROF, ...)
 		KillWithTest: true,
 		QuietCleanup: true,
 	})
 	d.Start()
-	return peapodEndpoint{rt: d.RT, img: d.Img, sock: d.Socket, dir: d.Dir}
+	return peapodEndpoint{rt: d.RT, img: d.Img, sock: d.Socket, dir: d.Dir, pid: d.Cmd.Process.Pid}
 }
