@@ -89,8 +89,9 @@ func TestExecPathsAgree(t *testing.T) {
 			Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"SYS_ADMIN"}},
 		}},
 		// Where the kernel has AppArmor (the qemu guest of make
-		// test-cgroupv2-full) the exec runs under the init's profile on
-		// both paths; elsewhere the profile is skipped on both.
+		// test-cgroupv2-full) every unprivileged case runs under
+		// peapod-default, this one by name; the exec must run under the
+		// init's profile on both paths.
 		{name: "apparmor", fast: true, sec: &runtimeapi.LinuxContainerSecurityContext{
 			Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
 		}},
@@ -98,6 +99,9 @@ func TestExecPathsAgree(t *testing.T) {
 	ids := regexp.MustCompile(`[0-9a-f]{64}`)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "apparmor" && !appArmorEnabled() {
+				t.Skip("no AppArmor in this kernel: the profile is skipped on both paths, as in the cases above")
+			}
 			out := map[string]string{}
 			for path, d := range daemons {
 				cfg := containerConfig("xp-"+tc.name, image, "sh", "-c", "echo $$ > /dev/shm/init.pid; exec sleep 1000")
