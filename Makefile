@@ -165,11 +165,13 @@ e2e-kubelet: $(KUBELET)
 e2e-kubelet-skew:
 	$(MAKE) --no-print-directory e2e-kubelet KUBELET_MODULE=tools/kubelet-1.34
 
-# The whole critest and kubelet e2e (kubelet 1.37, cgroupDriver systemd,
-# no failCgroupV1 override) inside the cgroup v2 guest with systemd as PID
-# 1 and peapod on the systemd driver (integration/cgroupv2-full.sh): UML
-# with the CNI network where it boots, else qemu TCG. Heavy (not in CI):
-# see docs/conformance.md for its wall times.
+# make test-cgroupv2 (with AppArmor on under qemu), then the whole critest
+# and kubelet e2e (kubelet 1.37, cgroupDriver systemd, no failCgroupV1
+# override) inside the cgroup v2 guest with systemd as PID 1 and peapod on
+# the systemd driver (integration/cgroupv2-full.sh): UML with the CNI
+# network where it boots, else qemu TCG (CGV2_VM_BACKEND=tcg: AppArmor).
+# CGV2_FULL_SUITES picks phases. Heavy (not in CI): see docs/conformance.md
+# for its wall times.
 test-cgroupv2-full: $(CRITEST_TOOLS)/critest $(KUBELET)
 	GO=$(GO) CRITEST_TOOLS=$(CRITEST_TOOLS) KUBELET=$(KUBELET) integration/cgroupv2-full.sh
 

@@ -44,7 +44,8 @@ $GO test -tags "$TAGS" -count=1 -run '^TestBusyboxRootfsRuns$' ./integration/tes
 # A guest image of our own, with the registry and nft the tests need and
 # systemd + dbus to boot as PID 1 for the systemd driver's tests. The kit's
 # cache key does not cover extra packages: the list keys the directory.
-export CGV2_VM_EXTRA_PACKAGES=docker-registry,nftables,systemd,systemd-sysv,dbus
+# (make test-cgroupv2-full passes its own, larger list: with apparmor.)
+export CGV2_VM_EXTRA_PACKAGES=${CGV2_VM_EXTRA_PACKAGES:-docker-registry,nftables,systemd,systemd-sysv,dbus}
 export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "$CGV2_VM_EXTRA_PACKAGES" | md5sum | cut -c1-8)}
 
 # The UML backend ("auto" here) boots in seconds where it works; it dies at
@@ -59,6 +60,19 @@ if [ -z "$backend" ]; then
   fi
 fi
 echo "test-cgroupv2: this host is cgroup v1: running the tests in $VM_RUN --backend $backend"
+# The qemu guest's kernel has AppArmor. With apparmor_parser in the image
+# (make test-cgroupv2-full's) it is used, so that the tests run under
+# peapod's profiles as on an AppArmor host (TestExecPathsAgree then checks
+# that execs run under the init's profile); without it (this target's
+# image) it is hidden, as on the (AppArmor-less) build hosts.
+APPARMOR_SETUP='if grep -q Y /sys/module/apparmor/parameters/enabled 2>/dev/null; then
+      if command -v apparmor_parser >/dev/null; then
+        mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security
+        echo "guest: AppArmor enabled, $(apparmor_parser --version | head -1)"
+      else
+        echo N >/run/apparmor-off && mount --bind /run/apparmor-off /sys/module/apparmor/parameters/enabled
+      fi
+    fi'
 # An emulated guest can freeze (seen once under qemu TCG: no output, the
 # Go test timeout never fired). vm-run.sh then exits 124 (timeout) or 125
 # (guest gone without an exit code): the whole run is tried once more, and
@@ -69,9 +83,7 @@ run_guest() {
   bash -c "set -e; uname -r; cat /sys/fs/cgroup/cgroup.controllers
     # The guest kernel has AppArmor but its image no apparmor_parser to load
     # profiles with; hide it, as on the (AppArmor-less) build hosts.
-    if [ -e /sys/module/apparmor/parameters/enabled ]; then
-      echo N >/run/apparmor-off && mount --bind /run/apparmor-off /sys/module/apparmor/parameters/enabled
-    fi
+    $APPARMOR_SETUP
     # The daemon runs from the guest's tmpfs: executables on the 9p share
     # are slow to page in, and the daemon execs itself for every container.
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
@@ -88,9 +100,7 @@ run_guest_systemd() {
 "$VM_RUN" --backend "$backend" --mem 3G --timeout "${CGV2_TIMEOUT:-1500}" \
   --share /var/cache/peapod-test --env PEAPOD_TEST_TIMEOUT_SCALE=10 --env PEAPOD_REQUIRE_SYSTEMD=1 -- \
   bash -c "set -e
-    if [ -e /sys/module/apparmor/parameters/enabled ]; then
-      echo N >/run/apparmor-off && mount --bind /run/apparmor-off /sys/module/apparmor/parameters/enabled
-    fi
+    $APPARMOR_SETUP
     mkdir -p /tmp/peapod-bin && cp $out/peapod* $out/integration.test /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
     cd integration && exec ./guest-systemd.sh /tmp/peapod-bin/integration.test -test.count=1 -test.timeout=30m -test.v -test.run '$SYSTEMD_TESTS'"
 }

@@ -32,6 +32,7 @@ echo "session leader: $([ "$4" = "$$" ] && echo yes || echo no) ppid-is-0: $([ "
 echo "cwd: $(pwd)"
 echo "umask: $(umask)"
 echo "oom_score_adj: $(cat /proc/$$/oom_score_adj)"
+echo "apparmor: $(cat /proc/$$/attr/current 2>/dev/null || echo none) init's: $(cat /proc/$init/attr/current 2>/dev/null || echo none)"
 for fd in 0 1 2; do echo "fd $fd: $(stat -L -c '%u %F' /proc/$$/fd/$fd)"; done
 cat /proc/$$/limits
 echo ---
@@ -87,10 +88,20 @@ func TestExecPathsAgree(t *testing.T) {
 			Seccomp:      &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
 			Capabilities: &runtimeapi.Capability{AddCapabilities: []string{"SYS_ADMIN"}},
 		}},
+		// Where the kernel has AppArmor (the qemu guest of make
+		// test-cgroupv2-full) every unprivileged case runs under
+		// peapod-default, this one by name; the exec must run under the
+		// init's profile on both paths.
+		{name: "apparmor", fast: true, sec: &runtimeapi.LinuxContainerSecurityContext{
+			Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
+		}},
 	}
 	ids := regexp.MustCompile(`[0-9a-f]{64}`)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "apparmor" && !appArmorEnabled() {
+				t.Skip("no AppArmor in this kernel: the profile is skipped on both paths, as in the cases above")
+			}
 			out := map[string]string{}
 			for path, d := range daemons {
 				cfg := containerConfig("xp-"+tc.name, image, "sh", "-c", "echo $$ > /dev/shm/init.pid; exec sleep 1000")
@@ -134,6 +145,9 @@ func TestExecPathsAgree(t *testing.T) {
 				t.Errorf("the exec paths disagree:\n--- fast\n%s\n--- libcontainer\n%s", out["fast"], out["libcontainer"])
 			} else {
 				t.Logf("both paths:\n%s", out["fast"])
+			}
+			if appArmorEnabled() && tc.name == "apparmor" && !strings.Contains(out["fast"], "apparmor: peapod-default (enforce) init's: peapod-default (enforce)") {
+				t.Errorf("fast path: the exec is not under the init's AppArmor profile peapod-default:\n%s", grepLines(out["fast"], "apparmor"))
 			}
 			for _, want := range []string{"cgroups: init's", "session leader: yes"} {
 				if !strings.Contains(out["fast"], want) {
@@ -298,4 +312,14 @@ func grepLines(s, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// appArmorEnabled says whether the kernel enforces AppArmor here, as
+// libcontainer checks it.
+func appArmorEnabled() bool {
+	if _, err := os.Stat("/sys/kernel/security/apparmor"); err != nil {
+		return false
+	}
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return err == nil && strings.HasPrefix(string(b), "Y")
 }

@@ -361,13 +361,25 @@ func checkProbes(t *testing.T, e *kubeletEnv) {
 	probe := func(h corev1.ProbeHandler) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, TimeoutSeconds: 1, FailureThreshold: 1}
 	}
+	// Probes that must pass get 5 s, as the node e2e suite's "should *not*
+	// be restarted" probes (test/e2e/common/node/container_probe.go:
+	// "default 1s can be pretty aggressive in CI environments with low
+	// resources"): a 1 s exec, one failure allowed, restarted execprobe
+	// in the emulated cgroup v2 guest, where an exec through the kubelet
+	// takes about a second under load (logged below). The probes that must
+	// fail keep 1 s.
+	passing := func(h corev1.ProbeHandler) *corev1.Probe {
+		p := probe(h)
+		p.TimeoutSeconds = 5
+		return p
+	}
 	web := sh("web", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www")
-	web.ReadinessProbe = probe(httpGet("/ready", 8080))
-	web.LivenessProbe = probe(tcp(8080))
+	web.ReadinessProbe = passing(httpGet("/ready", 8080))
+	web.LivenessProbe = passing(tcp(8080))
 	web.LivenessProbe.InitialDelaySeconds, web.LivenessProbe.FailureThreshold = 1, 3
 	execOK := sh("execprobe", "exec sleep 3600")
-	execOK.ReadinessProbe = probe(execProbe("test", "-e", "/tmp/ready"))
-	execOK.LivenessProbe = probe(execProbe("true"))
+	execOK.ReadinessProbe = passing(execProbe("test", "-e", "/tmp/ready"))
+	execOK.LivenessProbe = passing(execProbe("true"))
 	badExec := sh("badexec", "exec sleep 3600")
 	badExec.LivenessProbe = probe(execProbe("false"))
 	badTCP := sh("badtcp", "exec sleep 3600")
@@ -376,7 +388,7 @@ func checkProbes(t *testing.T, e *kubeletEnv) {
 	badHTTP.LivenessProbe = probe(httpGet("/missing", 8080)) // web's httpd answers 404
 	badHTTP.LivenessProbe.InitialDelaySeconds = 2
 	tcpReady := sh("tcpready", "exec sleep 3600")
-	tcpReady.ReadinessProbe = probe(tcp(8080)) // web's httpd
+	tcpReady.ReadinessProbe = passing(tcp(8080)) // web's httpd
 	neverReady := sh("neverready", "exec sleep 3600")
 	neverReady.ReadinessProbe = probe(tcp(9998)) // failing readiness never restarts
 	e.k.apply(t, newPod("probes", web, execOK, badExec, badTCP, badHTTP, tcpReady, neverReady))
@@ -392,7 +404,15 @@ func checkProbes(t *testing.T, e *kubeletEnv) {
 			t.Fatalf("%v: %v %s", c, err, out)
 		}
 	}
-	e.k.waitPod(t, "probes", 30*time.Second, "web and execprobe ready", func(p *corev1.Pod) bool {
+	// What one exec costs here, for the probes' timeouts above.
+	for i := 0; i < 3; i++ {
+		t0 := time.Now()
+		if out, err := e.k.run("probes", "execprobe", "true"); err != nil {
+			t.Errorf("exec true: %v %s", err, out)
+		}
+		t.Logf("exec true through the kubelet: %v", time.Since(t0).Round(time.Millisecond))
+	}
+	e.k.waitPod(t, "probes", 30*time.Second*timeoutScale, "web and execprobe ready", func(p *corev1.Pod) bool {
 		return cstatus(p, "web").Ready && cstatus(p, "execprobe").Ready
 	})
 	got = e.k.waitPod(t, "probes", podTimeout, "failing liveness probes to restart their containers", func(p *corev1.Pod) bool {

@@ -239,8 +239,10 @@ func startPeapod(t *testing.T, bin, reg, reportDir string) *testenv.Daemon {
 		// User-namespaced containers reach their files below the state
 		// dir as a mapped user: peapod offers user namespaces only when
 		// every dir on the way is searchable by others.
-		DirMode:      0o711,
-		ReadyTimeout: 30 * time.Second,
+		DirMode: 0o711,
+		// Stretched in the emulated guest: there, under a busy host, the
+		// daemon once took over 30 s to answer (its log still empty).
+		ReadyTimeout: 30 * time.Second * testenv.TimeoutScale(),
 		// critest's NRI plugin-synchronization specs hold a plugin's
 		// Synchronize open for 2 s on purpose; NRI's default request
 		// timeout (2 s, as containerd's and CRI-O's) would disconnect
@@ -248,7 +250,9 @@ func startPeapod(t *testing.T, bin, reg, reportDir string) *testenv.Daemon {
 		Config: "nri_plugin_request_timeout = \"10s\"\n",
 	}.WithNodeEnv())
 	os.Remove(d.LogPath) // the report dir may hold the last run's
+	t0 := time.Now()
 	d.Start()
+	t.Logf("peapod answered in %s", time.Since(t0).Round(time.Millisecond))
 	v, err := d.RT.Version(context.Background(), &runtimeapi.VersionRequest{})
 	if err != nil {
 		t.Fatal(err)

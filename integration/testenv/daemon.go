@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -251,6 +252,16 @@ func (d *Daemon) StartArgs(args ...string) {
 	d.RT = runtimeapi.NewRuntimeServiceClient(d.Conn)
 	d.Img = runtimeapi.NewImageServiceClient(d.Conn)
 	d.waitReady()
+}
+
+// TimeoutScale is PEAPOD_TEST_TIMEOUT_SCALE (1 unless set): the emulated
+// cgroup v2 guest of make test-cgroupv2(-full) stretches waits with it.
+func TimeoutScale() time.Duration {
+	n, err := strconv.Atoi(os.Getenv("PEAPOD_TEST_TIMEOUT_SCALE"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return time.Duration(n)
 }
 
 // waitReady polls Version until it answers, the daemon exits or

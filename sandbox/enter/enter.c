@@ -21,6 +21,7 @@
 //   uid=N gid=N group=N * setgroups=0|1
 //   capb= cape= capp= capi= capa=   capability sets (hex bit masks)
 //   nnp=0|1          no_new_privs
+//   apparmor=NAME    AppArmor profile the command is executed under
 //   bpf=FLAGS        a seccomp program on fd 6, loaded with these flags
 //   cwd=DIR  arg=S *  env=S *
 //
@@ -60,6 +61,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -83,6 +85,10 @@
 #define REPORT_FD 4
 #define PID_FD 5
 #define BPF_FD 6
+
+#ifndef PROC_SUPER_MAGIC
+#define PROC_SUPER_MAGIC 0x9fa0
+#endif
 
 #define MAX_CONFIG (4 << 20)
 #define MAX_LIST 65536
@@ -111,6 +117,7 @@ struct config {
 	int setgroups;
 	uint64_t capb, cape, capp, capi, capa;
 	int nnp;
+	const char *apparmor;
 	int has_bpf;
 	unsigned bpf_flags;
 	struct sock_filter *bpf;
@@ -268,6 +275,8 @@ static void parse(struct config *c, char *buf, size_t len)
 			c->capa = num(v, 16, k);
 		else if (!strcmp(k, "nnp"))
 			c->nnp = num(v, 10, k);
+		else if (!strcmp(k, "apparmor"))
+			c->apparmor = v;
 		else if (!strcmp(k, "bpf")) {
 			c->has_bpf = 1;
 			c->bpf_flags = num(v, 10, k);
@@ -631,6 +640,40 @@ static int is_dev_null(struct stat *st)
 	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(1, 3);
 }
 
+// proc_fd is the host's procfs, opened before the helper joins the
+// container's mount namespace: the exec process writes its own AppArmor
+// attribute through it, not through a /proc the container mounted.
+static int proc_fd = -1;
+
+static void open_host_proc(void)
+{
+	struct statfs fs;
+	proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (proc_fd < 0)
+		fail("open /proc: %s", errstr(errno));
+	if (fstatfs(proc_fd, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)
+		fail("/proc is not procfs");
+}
+
+// apply_apparmor is libcontainer's apparmor.ApplyProfile
+// (aa_change_onexec): the profile takes effect at the execve. Newer kernels
+// have the attribute under attr/apparmor/, older ones only attr/exec.
+static void apply_apparmor(const char *profile)
+{
+	int fd = openat(proc_fd, "thread-self/attr/apparmor/exec", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		fd = openat(proc_fd, "thread-self/attr/exec", O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail("apparmor failed to apply profile: open exec attribute: %s", errstr(errno));
+	char buf[4096];
+	int n = snprintf(buf, sizeof(buf), "exec %s", profile);
+	if (n < 0 || n >= (int)sizeof(buf))
+		fail("apparmor failed to apply profile: name too long");
+	if (write(fd, buf, n) != n)
+		fail("apparmor failed to apply profile: %s", errstr(errno));
+	close(fd);
+}
+
 // exec_process is the exec process, in the container's namespaces and
 // cgroups: what runc's nsexec stage 2 and setns init do, then execve.
 static void exec_process(struct config *c, int last, int cgns)
@@ -724,6 +767,10 @@ static void exec_process(struct config *c, int last, int cgns)
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
 		fail("unable to clear keep caps: %s", errstr(errno));
 	apply_caps(c, last);
+	// After finalizeNamespace and before the seccomp filter, as runc's
+	// setns init applies it.
+	if (c->apparmor)
+		apply_apparmor(c->apparmor);
 
 	char *name = look_path(c->args[0], path);
 	// Nothing of the helper's reaches the command; the report pipe closes
@@ -760,6 +807,8 @@ static int enter_main(void)
 		write_file("/proc/self/oom_score_adj", c.oom);
 	// Cgroups first, in the host's mount namespace.
 	join_cgroups(&c);
+	if (c.apparmor)
+		open_host_proc();
 	int cg = -1, cgns = 0;
 	if (c.cgroup2) {
 		cg = open(c.cgroup2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

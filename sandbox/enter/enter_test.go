@@ -158,3 +158,17 @@ func ownCaps(t *testing.T) string {
 	t.Fatal("no CapPrm in /proc/self/status")
 	return ""
 }
+
+// TestEnterAppArmor: an exec asked to run under an AppArmor profile that
+// cannot be applied (none loaded by that name, or no AppArmor in the
+// kernel) fails as libcontainer's does; it never runs unconfined.
+func TestEnterAppArmor(t *testing.T) {
+	rep, _, ws := run(t, "uid=0", "gid=0", "apparmor=peapod-test-no-such-profile", "arg=/bin/true")
+	if !strings.Contains(rep, "error apparmor failed to apply profile") {
+		t.Errorf("report %q, want an error applying the profile", rep)
+	}
+	if strings.HasPrefix(rep, "pid ") && ws.ExitStatus() == 0 {
+		t.Errorf("the command ran")
+	}
+	t.Logf("report: %s", strings.TrimSpace(rep))
+}

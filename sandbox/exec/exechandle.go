@@ -29,7 +29,7 @@ func (e *Executor) Load(id string, spec *specs.Spec) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load container %s: %w", id, err)
 	}
-	fast, why := planFastExec(lc)
+	fast, why := planFastExec(lc, spec)
 	if fast == nil {
 		e.log.Debug("execs go through libcontainer", "container", id, "reason", why)
 	}

@@ -43,8 +43,10 @@ type fastPlan struct {
 var fastExecOff = os.Getenv("PEAPOD_EXEC_PATH") == "libcontainer"
 
 // planFastExec returns the container's plan, or the reason why its execs
-// must go through libcontainer: what the helper does not implement.
-func planFastExec(lc *libcontainer.Container) (*fastPlan, string) {
+// must go through libcontainer: what the helper does not implement. spec is
+// the container's OCI spec: its process's AppArmor profile is the execs'
+// (runc 1.5's specconv no longer puts it into the container's config).
+func planFastExec(lc *libcontainer.Container, spec *specs.Spec) (*fastPlan, string) {
 	if fastExecOff {
 		return nil, "PEAPOD_EXEC_PATH=libcontainer"
 	}
@@ -58,8 +60,8 @@ func planFastExec(lc *libcontainer.Container) (*fastPlan, string) {
 		return nil, "rootless"
 	case cfg.Namespaces.Contains(configs.NEWUSER) || len(cfg.UIDMappings) > 0:
 		return nil, "user namespace"
-	case cfg.AppArmorProfile != "" || cfg.ProcessLabel != "":
-		return nil, "AppArmor or SELinux label"
+	case cfg.ProcessLabel != "":
+		return nil, "SELinux label"
 	case cfg.Scheduler != nil || cfg.IOPriority != nil || cfg.Personality != nil || cfg.MemoryPolicy != nil || cfg.ExecCPUAffinity != nil:
 		return nil, "scheduler, I/O priority, personality, memory policy or CPU affinity"
 	case cfg.IntelRdt != nil || st.IntelRdtPath != "":
@@ -77,6 +79,16 @@ func planFastExec(lc *libcontainer.Container) (*fastPlan, string) {
 	}
 	add("id", lc.ID())
 	add("keyring", boolDigit(!cfg.NoNewKeyring))
+	// The profile libcontainer's exec path applies (runner.InitProcess):
+	// an exec the helper started without it ran unconfined beside a
+	// confined init.
+	profile := cfg.AppArmorProfile
+	if spec != nil && spec.Process != nil && spec.Process.ApparmorProfile != "" {
+		profile = spec.Process.ApparmorProfile
+	}
+	if profile != "" {
+		add("apparmor", profile)
+	}
 	ns := 0
 	for _, n := range cfg.Namespaces {
 		flag, ok := cloneFlag[n.Type]
