@@ -578,7 +578,9 @@ func checkShareProcessNamespace(t *testing.T, e *kubeletEnv) {
 func checkExec(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, newPod("exec", sh("c", "exec sleep 3600")))
 	e.k.waitPod(t, "exec", podTimeout, "c running", func(p *corev1.Pod) bool { return running(p, "c") })
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Scaled: in the loaded TCG guest one exec through the kubelet takes
+	// 1-2 s and the SPDY exec ran past a fixed 30 s (2026-12-07).
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second*timeoutScale)
 	defer cancel()
 	out, errOut, err := e.k.exec(c, "exec", "c", "sh", "-c", "echo out $((6*7)); echo err >&2; exit 3")
 	var exit interface{ ExitStatus() int }
