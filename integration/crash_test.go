@@ -335,10 +335,12 @@ func TestCrashAtFailpoints(t *testing.T) {
 // pods is left.
 func checkNothingLeft(t *testing.T, d *daemon, what string) {
 	t.Helper()
-	if procs := processesOf(peapodBinary); len(procs) > 0 {
-		t.Errorf("%s: processes of the peapod binary left: %v", what, procs)
-		for _, pid := range procs {
-			syscall.Kill(pid, syscall.SIGKILL)
+	for _, bin := range ourBinaries() {
+		if procs := processesOf(bin); len(procs) > 0 {
+			t.Errorf("%s: processes of %s left: %v", what, bin, procs)
+			for _, pid := range procs {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	}
 	for _, m := range mountsUnder(d.Dir) {

@@ -494,7 +494,31 @@ func TestNetworkCycles(t *testing.T) {
 // test run built.
 func isOurPause(pid string) bool {
 	cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
-	return runsBinary(pid, peapodBinary) && strings.Contains(string(cmdline), "pod-pause")
+	if !strings.Contains(string(cmdline), "pod-pause") {
+		return false
+	}
+	for _, bin := range ourBinaries() {
+		if runsBinary(pid, bin) {
+			return true
+		}
+	}
+	return false
+}
+
+// ourBinaries are the binaries this test's daemon runs processes of: the
+// daemon's own (runners, exec helpers, keepers without peapod-pause) and
+// peapod-pause beside it (the static keeper, when built).
+func ourBinaries() []string {
+	bins := []string{peapodBinary}
+	if pause := filepath.Join(filepath.Dir(peapodBinary), "peapod-pause"); fileExists(pause) {
+		bins = append(bins, pause)
+	}
+	return bins
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // runsBinary says whether /proc/<pid> runs the binary at path: directly,
