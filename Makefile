@@ -12,7 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # (and Go) when run as root, else names the command to run, in one line.
 DEPS      := contrib/deps.sh
 
-.PHONY: all build run test unit integration vet bench bench-all bench-scale fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
+.PHONY: all build run test unit integration vet bench bench-all bench-scale fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew e2e-kubelet-features kubelet e2e-node e2e-node-ci e2e-node-tools
 
 all: build
 
@@ -164,6 +164,14 @@ e2e-kubelet: $(KUBELET)
 
 e2e-kubelet-skew:
 	$(MAKE) --no-print-directory e2e-kubelet KUBELET_MODULE=tools/kubelet-1.34
+
+# Issue #22's features through the stock kubelet and crictl (not in CI,
+# not part of e2e-kubelet): an image volume read by a static pod, what a
+# standalone kubelet does with runtimeClassName, a pod on the external runc
+# handler and a container with CDI_devices through crictl. Last line:
+# "kubelet features: N passed, N failed".
+e2e-kubelet-features: $(KUBELET)
+	PEAPOD_KUBELET=$(KUBELET) $(GO) test -tags "$(TAGS)" -count=1 -timeout 10m -v -parallel 8 -run '^TestKubeletFeatures$$' ./integration/
 
 # make test-cgroupv2 (with AppArmor on under qemu), then the whole critest
 # and kubelet e2e (kubelet 1.37, cgroupDriver systemd, no failCgroupV1

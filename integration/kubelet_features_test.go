@@ -1,0 +1,352 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// TestKubeletFeatures checks the runtime features Kubernetes 1.36/1.37
+// asks of a node (issue #22) through the stock kubelet where a standalone
+// kubelet can ask for them, and through crictl where it cannot:
+//
+//   - image volumes (KEP-4639, GA and locked on since 1.36: no feature
+//     gate to set): a static pod mounts an image and reads its files, whole
+//     and by subPath;
+//   - runtimeClassName: a standalone kubelet has no API server to read the
+//     RuntimeClass from, so it sends no handler at all (it makes its
+//     RuntimeClass manager only with a client, pkg/kubelet/kubelet.go);
+//     the check pins that down, and crictl --runtime runs a pod on the
+//     external runc handler ("oci" runtime) instead;
+//   - CDI devices: the kubelet asks for them only through DRA (an API
+//     server's ResourceClaims) or a device plugin, so crictl creates a
+//     container whose config carries CDI_devices, resolved in a spec dir the
+//     test writes.
+//
+// Not part of `make e2e-kubelet` (what CI runs): `make e2e-kubelet-features`
+// builds the kubelet (cached) and runs this with PEAPOD_KUBELET set.
+func TestKubeletFeatures(t *testing.T) {
+	bin := os.Getenv("PEAPOD_KUBELET")
+	if bin == "" {
+		t.Skip("PEAPOD_KUBELET is not set: run `make e2e-kubelet-features`")
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Fatalf("the external handler needs Debian's runc: %v", err)
+	}
+	if runc, err = filepath.EvalSymlinks(runc); err != nil {
+		t.Fatal(err)
+	}
+	setup := time.Now()
+	reg := testenv.StartRegistry(t)
+	testenv.PushImage(t, reg, "e2e-kubelet/busybox:1", testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
+	pushVolumeData(t, reg)
+	pulls := startPullCounter(t, reg)
+
+	// Both nodes have the same configuration: the CDI spec of
+	// vendor.test/dev=null and the external runc handler.
+	specs := t.TempDir()
+	cdiDir := filepath.Join(specs, "cdi")
+	writeNullCDISpec(t, cdiDir, filepath.Join(specs, "cdi-shared"))
+	config := fmt.Sprintf("cdi_spec_dirs = [%q]\n[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", cdiDir, externalHandler, runc)
+	newFeatureDaemon := func() *daemon {
+		o := daemonOptions(t, pulls.addr)
+		o.Config = config
+		d := &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
+		d.Start()
+		return d
+	}
+
+	// The kubelet's node.
+	cgRoot := makeCgroupRoot(t)
+	var podLogs string
+	hostPaths(t, func() string { return podLogs })
+	node := newFeatureDaemon()
+	e := &kubeletEnv{pulls: pulls, cgroupRoot: cgRoot, rt: node.RT, img: node.Img, stateDirs: []string{node.Root, node.State}}
+	e.k = startKubelet(t, bin, node.Socket, cgRoot)
+	podLogs = e.k.podLogs
+
+	// crictl's node: a peapod of its own, since a kubelet kills the pods it
+	// finds in its runtime that are not its own (HandlePodCleanups).
+	cli := &crictlNode{d: newFeatureDaemon(), bin: buildCrictl(t), dir: t.TempDir(), runc: runc}
+	cli.configure(t)
+	setupTime := time.Since(setup)
+
+	checks := []struct {
+		name string
+		run  func(*testing.T)
+	}{
+		{"kubelet: image volume, whole and subPath", func(t *testing.T) { checkImageVolume(t, e) }},
+		{"kubelet: runtimeClassName standalone", func(t *testing.T) { checkRuntimeClassStandalone(t, e) }},
+		{"crictl: pod on the external runc handler", cli.checkExternalHandler},
+		{"crictl: container with CDI_devices", cli.checkCDIDevices},
+	}
+	var mu sync.Mutex
+	var results []checkResult
+	t.Run("checks", func(t *testing.T) {
+		for i, c := range checks {
+			t.Run(c.name, func(t *testing.T) {
+				t.Parallel()
+				begin := time.Now()
+				defer func() {
+					mu.Lock()
+					results = append(results, checkResult{i, c.name, !t.Failed(), time.Since(begin)})
+					mu.Unlock()
+				}()
+				c.run(t)
+			})
+		}
+	})
+	sort.Slice(results, func(i, j int) bool { return results[i].order < results[j].order })
+	failed := 0
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nkubelet features (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
+	fmt.Fprintf(&b, "%-48s %-6s %8s\n", "check", "result", "time")
+	for _, r := range results {
+		res := "PASS"
+		if !r.ok {
+			res, failed = "FAIL", failed+1
+		}
+		fmt.Fprintf(&b, "%-48s %-6s %7.1fs\n", r.name, res, r.took.Seconds())
+	}
+	fmt.Fprintf(&b, "kubelet features: %d passed, %d failed, total %.1fs\n", len(results)-failed, failed, time.Since(setup).Seconds())
+	fmt.Print(b.String())
+	if passed := len(results) - failed; passed != len(checks) {
+		t.Errorf("kubelet features: %d of %d checks passed", passed, len(checks))
+	}
+}
+
+// externalHandler is the runtime handler both nodes map to Debian's runc
+// binary. (crun, the issue's example, refuses this host's hybrid cgroup
+// layout: TestOCIRuntimeHandler.)
+const externalHandler = "runc-ext"
+
+// volumeData is the image the image-volume check mounts: data only, no
+// shell (the container's image runs the reads).
+var volumeData = image("volume-data")
+
+func pushVolumeData(t *testing.T, reg string) {
+	t.Helper()
+	root := t.TempDir()
+	for rel, content := range map[string]string{
+		"data/marker":     "from-the-volume-image\n",
+		"data/sub/nested": "in-the-sub-path\n",
+	} {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.PushImage(t, reg, "e2e-kubelet/volume-data:1", root, testenv.ImageConfig{})
+}
+
+// checkImageVolume: the kubelet pulls the volume's image and asks for it in
+// Mount.image (and Mount.image_sub_path for a subPath); the container
+// reads the image's files, and cannot write to them.
+func checkImageVolume(t *testing.T, e *kubeletEnv) {
+	whole := mount(sh("whole", "cat /vol/data/marker; exec sleep 3600"), "data", "/vol")
+	sub := sh("sub", "cat /sub/nested; exec sleep 3600")
+	sub.VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/sub", SubPath: "data/sub"}}
+	p := newPod("imagevolume", whole, sub)
+	p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+		Image: &corev1.ImageVolumeSource{Reference: volumeData, PullPolicy: corev1.PullIfNotPresent},
+	}}}
+	e.k.apply(t, p)
+	e.k.waitPod(t, "imagevolume", podTimeout, "whole and sub running", func(p *corev1.Pod) bool { return running(p, "whole", "sub") })
+	if out := waitLog(t, e.k, "imagevolume", "whole", "from-the-volume-image"); out != "from-the-volume-image\n" {
+		t.Errorf("whole: log %q, want the image's /data/marker", out)
+	}
+	if out := waitLog(t, e.k, "imagevolume", "sub", "in-the-sub-path"); out != "in-the-sub-path\n" {
+		t.Errorf("sub: log %q, want the image's /data/sub/nested", out)
+	}
+	if out, err := e.k.run("imagevolume", "sub", "ls", "/sub"); err != nil || out != "nested\n" {
+		t.Errorf("sub: /sub holds %q (%v), want only the sub-path's file", out, err)
+	}
+	// Read-only: the write fails, the shell says so.
+	if out, err := e.k.run("imagevolume", "whole", "sh", "-c", "touch${IFS}/vol/data/new||echo${IFS}refused"); err != nil || !strings.Contains(out, "refused") {
+		t.Errorf("whole: write into the image volume: %q %v, want it refused", out, err)
+	}
+	// What the kubelet asked of the runtime: the image by reference.
+	sbs := sandboxesOf(t, e.rt, "imagevolume")
+	if len(sbs) != 1 {
+		t.Fatalf("the runtime has %d sandboxes for imagevolume, want 1", len(sbs))
+	}
+	for _, c := range containersOf(t, e.rt, sbs[0].Id) {
+		st, err := e.rt.ContainerStatus(ctx(t), &runtimeapi.ContainerStatusRequest{ContainerId: c.Id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var image *runtimeapi.ImageSpec
+		for _, m := range st.Status.Mounts {
+			if m.Image != nil {
+				image = m.Image
+			}
+		}
+		if image == nil || !strings.Contains(image.UserSpecifiedImage+image.Image, "volume-data") {
+			t.Errorf("%s: mounts %v, want one of the volume-data image", c.Metadata.Name, st.Status.Mounts)
+		}
+	}
+	if n := e.pulls.manifests("e2e-kubelet/volume-data"); n < 1 {
+		t.Errorf("the volume image was never pulled from the registry")
+	}
+}
+
+// checkRuntimeClassStandalone pins down what a standalone kubelet does with
+// runtimeClassName: it cannot resolve the RuntimeClass (no API server),
+// sends the default handler "" and runs the pod there. Were a kubelet to
+// resolve it some day, this fails and the crictl check below can move here.
+func checkRuntimeClassStandalone(t *testing.T, e *kubeletEnv) {
+	class := externalHandler
+	p := newPod("runtimeclass", sh("c", "exec sleep 3600"))
+	p.Spec.RuntimeClassName = &class
+	e.k.apply(t, p)
+	e.k.waitPod(t, "runtimeclass", podTimeout, "c running", func(p *corev1.Pod) bool { return running(p, "c") })
+	sbs := sandboxesOf(t, e.rt, "runtimeclass")
+	if len(sbs) != 1 {
+		t.Fatalf("the runtime has %d sandboxes for runtimeclass, want 1", len(sbs))
+	}
+	if h := sbs[0].RuntimeHandler; h != "" {
+		t.Errorf("sandbox handler %q: the standalone kubelet resolved runtimeClassName %q (it could not before)", h, class)
+	}
+}
+
+// crictlNode is a peapod driven by the stock crictl, as an operator does.
+type crictlNode struct {
+	d    *daemon
+	bin  string
+	dir  string
+	runc string
+	cfg  string
+}
+
+func (n *crictlNode) configure(t *testing.T) {
+	n.cfg = n.write(t, "crictl.yaml", fmt.Sprintf("runtime-endpoint: unix://%[1]s\nimage-endpoint: unix://%[1]s\ntimeout: 60\n", n.d.Socket))
+	if out, err := n.crictl("pull", busybox); err != nil {
+		t.Fatalf("crictl pull: %v\n%s", err, out)
+	}
+}
+
+func (n *crictlNode) write(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(n.dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// crictl runs crictl with args and returns its stdout, or its stderr
+// with the error.
+func (n *crictlNode) crictl(args ...string) (string, error) {
+	cmd := exec.Command(n.bin, append([]string{"--config", n.cfg}, args...)...)
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return strings.TrimSpace(string(out) + string(ee.Stderr)), err
+	}
+	return strings.TrimSpace(string(out)), err
+}
+
+func (n *crictlNode) must(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := n.crictl(args...)
+	if err != nil {
+		t.Fatalf("crictl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runPod runs a pod (with handler, if not "") and removes it in cleanup.
+func (n *crictlNode) runPod(t *testing.T, name, handler string) (pod, podJSON string) {
+	t.Helper()
+	podJSON = n.write(t, name+"-pod.json", fmt.Sprintf(`{"metadata":{"name":%q,"namespace":"it","uid":%q},"log_directory":%q,"linux":{}}`,
+		name, name+"-uid", filepath.Join(n.dir, name+"-logs")))
+	args := []string{"runp"}
+	if handler != "" {
+		args = append(args, "--runtime", handler)
+	}
+	pod = n.must(t, append(args, podJSON)...)
+	t.Cleanup(func() { n.crictl("rmp", "-f", pod) })
+	return pod, podJSON
+}
+
+func (n *crictlNode) startContainer(t *testing.T, pod, podJSON string, ctr map[string]any) string {
+	t.Helper()
+	ctr["image"] = map[string]string{"image": busybox}
+	data, err := json.Marshal(ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := ctr["metadata"].(map[string]string)["name"]
+	id := n.must(t, "create", pod, n.write(t, name+"-ctr.json", string(data)), podJSON)
+	n.must(t, "start", id)
+	return id
+}
+
+// checkExternalHandler: crictl runp --runtime runs the pod on the external
+// runc handler: the sandbox reports it, runc's own state (under the
+// handler's root in peapod's state) has the container running, exec and
+// logs work through peapod; an unknown handler is refused as NotFound.
+func (n *crictlNode) checkExternalHandler(t *testing.T) {
+	pod, podJSON := n.runPod(t, "handler", externalHandler)
+	if h := n.must(t, "inspectp", "-o", "go-template", "--template", "{{.status.runtimeHandler}}", pod); h != externalHandler {
+		t.Errorf("crictl inspectp: handler %q, want %q", h, externalHandler)
+	}
+	id := n.startContainer(t, pod, podJSON, map[string]any{
+		"metadata": map[string]string{"name": "onrunc"},
+		"command":  []string{"sh", "-c", "echo on-the-external-runtime; exec sleep 3600"},
+		"log_path": "onrunc.log",
+	})
+	var rs struct{ Status string }
+	out, err := exec.Command(n.runc, "--root", filepath.Join(n.d.State, "oci", externalHandler), "state", id).Output()
+	if err != nil || json.Unmarshal(out, &rs) != nil || rs.Status != "running" {
+		t.Errorf("runc state %s: %s %v; want it running under runc's own root", id, out, err)
+	}
+	if out := n.must(t, "exec", "-s", id, "sh", "-c", "echo $((6*7))"); out != "42" {
+		t.Errorf("crictl exec: %q, want 42", out)
+	}
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
+	for out := ""; !strings.Contains(out, "on-the-external-runtime"); out, _ = n.crictl("logs", id) {
+		if time.Now().After(deadline) {
+			t.Fatalf("crictl logs %s: %q, want the container's line", id, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := n.crictl("runp", "--runtime", "no-such-handler", podJSON); err == nil || !strings.Contains(out, "NotFound") {
+		t.Errorf("crictl runp --runtime no-such-handler: %v %q, want NotFound", err, out)
+	}
+}
+
+// checkCDIDevices: a container config carrying CDI_devices gets what the
+// spec defines (the device node, env and read-only mount of
+// vendor.test/dev=null); a device no spec defines is InvalidArgument.
+func (n *crictlNode) checkCDIDevices(t *testing.T) {
+	pod, podJSON := n.runPod(t, "cdi", "")
+	id := n.startContainer(t, pod, podJSON, map[string]any{
+		"metadata":    map[string]string{"name": "withdevice"},
+		"command":     []string{"sleep", "3600"},
+		"CDI_devices": []map[string]string{{"name": "vendor.test/dev=null"}},
+	})
+	// crictl exec -s prints stdout and fails on a non-zero exit.
+	if out := n.must(t, "exec", "-s", id, "sh", "-c", nullCDIProbe); out+"\n" != nullCDIWant {
+		t.Errorf("in the container: %q, want %q", out, nullCDIWant)
+	}
+	bad := n.write(t, "unknown-ctr.json", fmt.Sprintf(`{"metadata":{"name":"unknown"},"image":{"image":%q},"command":["true"],"CDI_devices":[{"name":"vendor.test/dev=gpu0"}]}`, busybox))
+	if out, err := n.crictl("create", pod, bad, podJSON); err == nil || !strings.Contains(out, "InvalidArgument") || !strings.Contains(out, "vendor.test/dev=gpu0") {
+		t.Errorf("crictl create with an undefined CDI device: %v %q, want InvalidArgument naming it", err, out)
+	}
+}
