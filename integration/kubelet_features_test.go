@@ -68,11 +68,11 @@ func TestKubeletFeatures(t *testing.T) {
 	d := &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
 	d.Start()
 	cgRoot := makeCgroupRoot(t)
-	newKubelet := func(t *testing.T) *kubeletEnv {
+	newKubelet := func(t *testing.T, args ...string) *kubeletEnv {
 		var podLogs string
 		hostPaths(t, func() string { return podLogs })
 		e := &kubeletEnv{pulls: pulls, cgroupRoot: cgRoot, rt: d.RT, img: d.Img, stateDirs: []string{d.Root, d.State}}
-		e.k = startKubelet(t, bin, d.Socket, cgRoot)
+		e.k = startKubelet(t, bin, d.Socket, cgRoot, args...)
 		podLogs = e.k.podLogs
 		return e
 	}
@@ -87,6 +87,21 @@ func TestKubeletFeatures(t *testing.T) {
 		e := newKubelet(t)
 		r.parallel(t, featureCheck{"kubelet: runtimeClassName standalone crashes", func(t *testing.T) { checkRuntimeClassStandalone(t, e) }})
 	})
+	t.Run("kubelet-apiserver", func(t *testing.T) {
+		// A real API server holding the RuntimeClass (and the namespace
+		// of the static pods' mirror pods).
+		cp := startControlPlane(t)
+		for path, obj := range map[string]string{
+			"/api/v1/namespaces":                  fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, e2eNamespace),
+			"/apis/node.k8s.io/v1/runtimeclasses": fmt.Sprintf(`{"apiVersion":"node.k8s.io/v1","kind":"RuntimeClass","metadata":{"name":%q},"handler":%q}`, externalHandler, externalHandler),
+		} {
+			if _, err := cp.request("POST", path, []byte(obj)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e := newKubelet(t, "--kubeconfig", cp.kubeconfig)
+		r.parallel(t, featureCheck{"kubelet+apiserver: runtimeClassName on runc", func(t *testing.T) { checkRuntimeClass(t, e, d, runc) }})
+	})
 	t.Run("crictl", func(t *testing.T) {
 		cli := &crictlNode{d: d, bin: buildCrictl(t), dir: t.TempDir(), runc: runc}
 		cli.configure(t)
@@ -95,7 +110,7 @@ func TestKubeletFeatures(t *testing.T) {
 			featureCheck{"crictl: container with CDI_devices", cli.checkCDIDevices},
 		)
 	})
-	const checks = 4
+	const checks = 5
 	failed := 0
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nkubelet features (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
@@ -247,6 +262,36 @@ func checkRuntimeClassStandalone(t *testing.T, e *kubeletEnv) {
 	}
 	if sbs := sandboxesOf(t, e.rt, "runtimeclass"); len(sbs) != 0 {
 		t.Errorf("the runtime has %d sandboxes for runtimeclass, want none (the kubelet died before RunPodSandbox)", len(sbs))
+	}
+}
+
+// checkRuntimeClass: with an API server to read the RuntimeClass from,
+// the kubelet runs a static pod naming it on its handler, the external
+// runc: the sandbox carries the handler, runc's own state (under the
+// handler's root in peapod's state) has the container running, and exec
+// and logs go through the kubelet as on the default handler.
+func checkRuntimeClass(t *testing.T, e *kubeletEnv, d *daemon, runc string) {
+	class := externalHandler
+	p := newPod("runtimeclass-api", sh("c", "echo on-runc; exec sleep 3600"))
+	p.Spec.RuntimeClassName = &class
+	e.k.apply(t, p)
+	e.k.waitPod(t, "runtimeclass-api", podTimeout, "c running", func(p *corev1.Pod) bool { return running(p, "c") })
+	sbs := sandboxesOf(t, e.rt, "runtimeclass-api")
+	if len(sbs) != 1 || sbs[0].RuntimeHandler != externalHandler {
+		t.Fatalf("sandboxes of runtimeclass-api: %v, want one on handler %q", sbs, externalHandler)
+	}
+	ctrs := containersOf(t, e.rt, sbs[0].Id)
+	if len(ctrs) != 1 {
+		t.Fatalf("containers of runtimeclass-api: %v, want one", ctrs)
+	}
+	var rs struct{ Status string }
+	out, err := exec.Command(runc, "--root", filepath.Join(d.State, "oci", externalHandler), "state", ctrs[0].Id).Output()
+	if err != nil || json.Unmarshal(out, &rs) != nil || rs.Status != "running" {
+		t.Errorf("runc state %s: %s %v; want it running under runc's own root", ctrs[0].Id, out, err)
+	}
+	waitLog(t, e.k, "runtimeclass-api", "c", "on-runc")
+	if out, err := e.k.run("runtimeclass-api", "c", "echo", "exec-ok"); err != nil || out != "exec-ok\n" {
+		t.Errorf("exec through the kubelet: %q %v", out, err)
 	}
 }
 
