@@ -63,11 +63,13 @@ func TestKubeletFeatures(t *testing.T) {
 	specs := t.TempDir()
 	cdiDir := filepath.Join(specs, "cdi")
 	writeNullCDISpec(t, cdiDir, filepath.Join(specs, "cdi-shared"))
+	// Made before the daemon, so removed after it (cleanups run last
+	// first): the daemon's teardown ends what the kubelets left.
+	cgRoot := makeCgroupRoot(t)
 	o := daemonOptions(t, pulls.addr)
 	o.Config = fmt.Sprintf("cdi_spec_dirs = [%q]\n[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", cdiDir, externalHandler, runc)
 	d := &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
 	d.Start()
-	cgRoot := makeCgroupRoot(t)
 	newKubelet := func(t *testing.T, args ...string) *kubeletEnv {
 		var podLogs string
 		hostPaths(t, func() string { return podLogs })
