@@ -24,8 +24,9 @@ import (
 // controlPlane is a real etcd and kube-apiserver on loopback, the smallest
 // API server a kubelet can read RuntimeClasses from: one token with
 // system:masters, AlwaysAllow, everything under a temp dir. The binaries
-// are the release's own, built by tools/kind/build-bins.sh into
-// testenv.CacheDir (PEAPOD_KUBE_APISERVER and PEAPOD_ETCD override them).
+// are those tools/kind/build-bins.sh builds into testenv.CacheDir: make
+// e2e-kubelet-features passes their paths in PEAPOD_KUBE_APISERVER and
+// PEAPOD_ETCD; unset, the versions the kind tools pin today.
 type controlPlane struct {
 	dir        string
 	server     string // https://127.0.0.1:<port>

@@ -18,28 +18,31 @@ import (
 )
 
 // TestKubeletFeatures checks the runtime features Kubernetes 1.36/1.37
-// asks of a node (issue #22) through the stock kubelet where a standalone
-// kubelet can ask for them, and through crictl where it cannot:
+// asks of a node (issue #22) through the stock kubelet, and through crictl
+// where no kubelet path exists here:
 //
 //   - image volumes (KEP-4639, GA and locked on since 1.36: no feature
 //     gate to set): a static pod mounts an image and reads its files, whole
 //     and by subPath;
-//   - runtimeClassName: a standalone kubelet has no API server to read the
-//     RuntimeClass from, and a static pod naming one crashes it (a nil
+//   - runtimeClassName: a standalone kubelet has no RuntimeClass manager,
+//     and a static pod naming a class crashes it (a nil
 //     *runtimeclass.Manager in a non-nil interface, kuberuntime/util
-//     NamespacesForPod; kubernetes/kubernetes#125561); the check pins that
-//     down on a kubelet of its own, and crictl --runtime runs a pod on the
-//     external runc handler instead;
-//   - CDI devices: the kubelet asks for them only through DRA (an API
-//     server's ResourceClaims) or a device plugin, so crictl creates a
-//     container whose config carries CDI_devices, resolved in a spec dir the
-//     test writes.
+//     NamespacesForPod; kubernetes/kubernetes#125561): one check pins that
+//     down on a kubelet of its own; another gives a kubelet a real API
+//     server (etcd + kube-apiserver on loopback, controlplane_test.go)
+//     holding the RuntimeClass, and the static pod runs on the external
+//     runc handler; crictl --runtime runs a pod there too;
+//   - CDI devices: the kubelet asks for them only through DRA (a
+//     scheduler-allocated ResourceClaim, which static pods cannot use) or a
+//     device plugin, so crictl creates a container whose config carries
+//     CDI_devices, resolved in a spec dir the test writes.
 //
-// The phases run one after the other on one peapod: the kubelet's checks,
-// the kubelet that crashes, then crictl's (a running kubelet kills the pods
-// it finds in its runtime that are not its own). Not part of `make
-// e2e-kubelet` (what CI runs): `make e2e-kubelet-features` builds the
-// kubelet (cached) and runs this with PEAPOD_KUBELET set.
+// The phases run one after the other on one peapod, each kubelet gone
+// before the next starts (they share the device-plugin socket path), and
+// crictl's last (a running kubelet kills the pods it finds in its runtime
+// that are not its own). Not part of `make e2e-kubelet` (what CI runs):
+// `make e2e-kubelet-features` builds the binaries (cached) and runs this
+// with PEAPOD_KUBELET set.
 func TestKubeletFeatures(t *testing.T) {
 	bin := os.Getenv("PEAPOD_KUBELET")
 	if bin == "" {
