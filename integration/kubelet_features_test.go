@@ -12,6 +12,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/integration/testenv"
@@ -105,7 +106,10 @@ func TestKubeletFeatures(t *testing.T) {
 			}
 		}
 		e := newKubelet(t, "--kubeconfig", cp.kubeconfig)
-		r.parallel(t, featureCheck{"kubelet+apiserver: runtimeClassName on runc", func(t *testing.T) { checkRuntimeClass(t, e, d, runc) }})
+		r.parallel(t,
+			featureCheck{"kubelet+apiserver: runtimeClassName on runc", func(t *testing.T) { checkRuntimeClass(t, e, d, runc) }},
+			featureCheck{"kubelet+apiserver: CDI device of a device plugin", func(t *testing.T) { checkDevicePluginCDI(t, e, cp) }},
+		)
 	})
 	t.Run("crictl", func(t *testing.T) {
 		cli := &crictlNode{d: d, bin: buildCrictl(t), dir: t.TempDir(), runc: runc}
@@ -115,7 +119,7 @@ func TestKubeletFeatures(t *testing.T) {
 			featureCheck{"crictl: container with CDI_devices", cli.checkCDIDevices},
 		)
 	})
-	const checks = 5
+	const checks = 6
 	failed := 0
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nkubelet features (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
@@ -297,6 +301,31 @@ func checkRuntimeClass(t *testing.T, e *kubeletEnv, d *daemon, runc string) {
 	waitLog(t, e.k, "runtimeclass-api", "c", "on-runc")
 	if out, err := e.k.run("runtimeclass-api", "c", "echo", "exec-ok"); err != nil || out != "exec-ok\n" {
 		t.Errorf("exec through the kubelet: %q %v", out, err)
+	}
+}
+
+// checkDevicePluginCDI: a device plugin (deviceplugin_test.go) whose
+// allocation is the CDI device vendor.test/dev=null; a static pod asking
+// for its resource gets, through the kubelet's CDI_devices, what the spec
+// defines. The API server's node shows when the kubelet counts the device
+// (a standalone kubelet shows no node status to wait on, and admits
+// nothing it does not count yet).
+func checkDevicePluginCDI(t *testing.T, e *kubeletEnv, cp *controlPlane) {
+	const res = "vendor.test/null"
+	serveDevicePlugin(t, &cdiDevicePlugin{resource: res, cdiName: "vendor.test/dev=null"})
+	var node struct {
+		Status struct{ Allocatable map[string]string }
+	}
+	waitFor(t, 60*time.Second, "the node's allocatable "+res, func() bool {
+		body, err := cp.request("GET", "/api/v1/nodes/"+kubeletNode, nil)
+		return err == nil && json.Unmarshal(body, &node) == nil && node.Status.Allocatable[res] == "1"
+	})
+	c := sh("c", "exec 2>/dev/null; "+nullCDIProbe+"; exec sleep 3600")
+	c.Resources.Limits = corev1.ResourceList{res: resource.MustParse("1")}
+	e.k.apply(t, newPod("cdi-device", c))
+	e.k.waitPod(t, "cdi-device", podTimeout, "c running", func(p *corev1.Pod) bool { return running(p, "c") })
+	if out := waitLog(t, e.k, "cdi-device", "c", "read-only"); out != nullCDIWant {
+		t.Errorf("in the container: %q, want %q", out, nullCDIWant)
 	}
 }
 

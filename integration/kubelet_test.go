@@ -514,7 +514,10 @@ func hostPaths(t *testing.T, podLogsOf func() string) {
 	}
 	t.Cleanup(func() {
 		if absent[devicePluginDir] {
+			// And the device manager's record of allocations, written
+			// once a device plugin (kubelet_features_test.go) allocated.
 			os.Remove(filepath.Join(devicePluginDir, "kubelet.sock"))
+			os.Remove(filepath.Join(devicePluginDir, "kubelet_internal_checkpoint"))
 		}
 		if logs := podLogsOf(); logs != "" {
 			entries, _ := os.ReadDir(containerLogsDir)
