@@ -170,8 +170,9 @@ e2e-kubelet-skew:
 # pod with runtimeClassName on the external runc handler, the RuntimeClass
 # read from a real etcd + kube-apiserver on loopback (a standalone kubelet
 # crashes on runtimeClassName: kubernetes/kubernetes#125561, pinned by a
-# check); a pod on that handler and a container with CDI_devices through
-# crictl. The API server and etcd are the kind tools' (built once by
+# check); a static pod given a CDI device by the test's device plugin; a
+# pod on the runc handler and a container with CDI_devices through crictl.
+# The API server and etcd are the kind tools' (built once by
 # tools/kind/build-bins.sh, cached). Last line:
 # "kubelet features: N passed, N failed".
 KIND_K8S_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" && $$2 ~ /^v/ {print $$2; exit}' tools/kind/go.mod)

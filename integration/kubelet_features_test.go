@@ -33,10 +33,13 @@ import (
 //     server (etcd + kube-apiserver on loopback, controlplane_test.go)
 //     holding the RuntimeClass, and the static pod runs on the external
 //     runc handler; crictl --runtime runs a pod there too;
-//   - CDI devices: the kubelet asks for them only through DRA (a
+//   - CDI devices (a spec the test writes: /dev/null as /dev/cdi-null, an
+//     env var, a read-only mount): the kubelet asks for them through DRA (a
 //     scheduler-allocated ResourceClaim, which static pods cannot use) or a
-//     device plugin, so crictl creates a container whose config carries
-//     CDI_devices, resolved in a spec dir the test writes.
+//     device plugin's allocation: a device plugin of the test's
+//     (deviceplugin_test.go) hands the kubelet the CDI device for a static
+//     pod's resource limit; crictl also creates a container whose config
+//     carries CDI_devices.
 //
 // The phases run one after the other on one peapod, each kubelet gone
 // before the next starts (they share the device-plugin socket path), and
