@@ -12,7 +12,7 @@ export PATH := $(PATH):/usr/local/go/bin
 # (and Go) when run as root, else names the command to run, in one line.
 DEPS      := contrib/deps.sh
 
-.PHONY: all build run test unit integration vet bench bench-all bench-scale fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew kubelet e2e-node e2e-node-ci e2e-node-tools
+.PHONY: all build run test unit integration vet bench bench-all bench-scale fuzz clean test-cgroupv2 test-cgroupv2-full test-powercut critest install uninstall e2e-kubelet e2e-kubelet-skew e2e-kubelet-features kubelet e2e-node e2e-node-ci e2e-node-tools
 
 all: build
 
@@ -164,6 +164,25 @@ e2e-kubelet: $(KUBELET)
 
 e2e-kubelet-skew:
 	$(MAKE) --no-print-directory e2e-kubelet KUBELET_MODULE=tools/kubelet-1.34
+
+# Issue #22's features through the stock kubelet and crictl (not in CI,
+# not part of e2e-kubelet): an image volume read by a static pod; a static
+# pod with runtimeClassName on the external runc handler, the RuntimeClass
+# read from a real etcd + kube-apiserver on loopback (a standalone kubelet
+# crashes on runtimeClassName: kubernetes/kubernetes#125561, pinned by a
+# check); a static pod given a CDI device by the test's device plugin; a
+# pod on the runc handler and a container with CDI_devices through crictl.
+# The API server and etcd are the kind tools' (built once by
+# tools/kind/build-bins.sh, cached). Last line:
+# "kubelet features: N passed, N failed".
+KIND_K8S_VERSION := $(shell awk '$$1 == "k8s.io/kubernetes" && $$2 ~ /^v/ {print $$2; exit}' tools/kind/go.mod)
+KIND_ETCD_VERSION := $(shell awk '$$1 == "go.etcd.io/etcd/server/v3" && $$2 ~ /^v/ {print $$2; exit}' tools/kind/etcd/go.mod)
+e2e-kubelet-features: $(KUBELET)
+	KIND_CACHE=$(KUBELET_CACHE) GO=$(GO) tools/kind/build-bins.sh kube-apiserver etcd >/dev/null
+	PEAPOD_KUBELET=$(KUBELET) \
+	PEAPOD_KUBE_APISERVER=$(KUBELET_CACHE)/kubernetes-$(KIND_K8S_VERSION)/kube-apiserver \
+	PEAPOD_ETCD=$(KUBELET_CACHE)/etcd-$(KIND_ETCD_VERSION)/etcd \
+	$(GO) test -tags "$(TAGS)" -count=1 -timeout 10m -v -parallel 8 -run '^TestKubeletFeatures$$' ./integration/
 
 # make test-cgroupv2 (with AppArmor on under qemu), then the whole critest
 # and kubelet e2e (kubelet 1.37, cgroupDriver systemd, no failCgroupV1

@@ -21,33 +21,7 @@ func TestCDIDevices(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
 	cdiDir := filepath.Join(d.Dir, "cdi")
-	shared := filepath.Join(d.Dir, "cdi-shared")
-	for _, dir := range []string{cdiDir, shared} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(shared, "note"), []byte("from the CDI spec\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	spec := fmt.Sprintf(`cdiVersion: "0.6.0"
-kind: vendor.test/dev
-devices:
-  - name: "null"
-    containerEdits:
-      deviceNodes:
-        - path: /dev/cdi-null
-          hostPath: /dev/null
-      env:
-        - CDI_NULL=present
-      mounts:
-        - hostPath: %s
-          containerPath: /cdi-shared
-          options: [ro, rbind]
-`, shared)
-	if err := os.WriteFile(filepath.Join(cdiDir, "vendor.yaml"), []byte(spec), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeNullCDISpec(t, cdiDir, filepath.Join(d.Dir, "cdi-shared"))
 	conf := filepath.Join(d.Dir, "peapod.toml")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("cdi_spec_dirs = [%q]\n", cdiDir)), 0o644); err != nil {
 		t.Fatal(err)
@@ -65,14 +39,12 @@ devices:
 	byAnnotation.Annotations = map[string]string{"cdi.k8s.io/test": "vendor.test/dev=null"}
 	for _, cfg := range []*runtimeapi.ContainerConfig{byField, byAnnotation} {
 		id := startContainer(t, d, pod, podCfg, cfg)
-		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 20, Cmd: []string{"sh", "-c",
-			`stat -c '%t:%T %F' /dev/cdi-null && echo $CDI_NULL && cat /cdi-shared/note && echo x > /dev/cdi-null && echo written && (echo y > /cdi-shared/other || echo read-only)`}})
+		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: id, Timeout: 20, Cmd: []string{"sh", "-c", nullCDIProbe}})
 		if err != nil {
 			t.Fatalf("%s: exec: %v", cfg.Metadata.Name, err)
 		}
-		want := "1:3 character special file\npresent\nfrom the CDI spec\nwritten\nread-only\n"
-		if got := string(r.Stdout); r.ExitCode != 0 || got != want {
-			t.Errorf("%s: exit %d, output %q (stderr %q), want %q", cfg.Metadata.Name, r.ExitCode, got, r.Stderr, want)
+		if got := string(r.Stdout); r.ExitCode != 0 || got != nullCDIWant {
+			t.Errorf("%s: exit %d, output %q (stderr %q), want %q", cfg.Metadata.Name, r.ExitCode, got, r.Stderr, nullCDIWant)
 		}
 	}
 
@@ -98,3 +70,43 @@ devices:
 		t.Errorf("mounts after the refused create: %v (before the containers: %v)", got, mounts)
 	}
 }
+
+// writeNullCDISpec writes into cdiDir the CDI spec of vendor.test/dev=null:
+// the host's /dev/null as /dev/cdi-null, CDI_NULL=present in the
+// environment and sharedDir (made here, holding a note) mounted read-only
+// at /cdi-shared. nullCDIProbe, run in a container given the device,
+// prints nullCDIWant.
+func writeNullCDISpec(t *testing.T, cdiDir, sharedDir string) {
+	t.Helper()
+	for _, dir := range []string{cdiDir, sharedDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(sharedDir, "note"), []byte("from the CDI spec\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := fmt.Sprintf(`cdiVersion: "0.6.0"
+kind: vendor.test/dev
+devices:
+  - name: "null"
+    containerEdits:
+      deviceNodes:
+        - path: /dev/cdi-null
+          hostPath: /dev/null
+      env:
+        - CDI_NULL=present
+      mounts:
+        - hostPath: %s
+          containerPath: /cdi-shared
+          options: [ro, rbind]
+`, sharedDir)
+	if err := os.WriteFile(filepath.Join(cdiDir, "vendor.yaml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const (
+	nullCDIProbe = `stat -c '%t:%T %F' /dev/cdi-null && echo $CDI_NULL && cat /cdi-shared/note && echo x > /dev/cdi-null && echo written && (echo y > /cdi-shared/other || echo read-only)`
+	nullCDIWant  = "1:3 character special file\npresent\nfrom the CDI spec\nwritten\nread-only\n"
+)

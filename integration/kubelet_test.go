@@ -103,9 +103,10 @@ volumePluginDir: %[7]s
 `
 
 // startKubelet starts a kubelet on the peapod at socket and waits for its
-// API. Cleanup removes every manifest, waits for the pods to be torn down,
+// API; extraArgs are added to its flags (--kubeconfig for an API server).
+// Cleanup removes every manifest, waits for the pods to be torn down,
 // stops the kubelet and removes what it left.
-func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
+func startKubelet(t *testing.T, bin, socket, cgroupRoot string, extraArgs ...string) *kubelet {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "peapod-kubelet-")
 	if err != nil {
@@ -146,8 +147,9 @@ func startKubelet(t *testing.T, bin, socket, cgroupRoot string) *kubelet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.cmd = exec.Command(bin, "--config", conf, "--root-dir", k.rootDir,
-		"--cert-dir", filepath.Join(dir, "pki"), "--hostname-override", kubeletNode, "--v", "1")
+	args := []string{"--config", conf, "--root-dir", k.rootDir,
+		"--cert-dir", filepath.Join(dir, "pki"), "--hostname-override", kubeletNode, "--v", "1"}
+	k.cmd = exec.Command(bin, append(args, extraArgs...)...)
 	k.cmd.Stdout, k.cmd.Stderr = logf, logf
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := k.cmd.Start(); err != nil {
@@ -190,11 +192,16 @@ func (k *kubelet) destroy() {
 		os.Remove(filepath.Join(k.manifests, e.Name()))
 	}
 	deadline := time.Now().Add(60 * time.Second)
+wait:
 	for time.Now().Before(deadline) {
 		if pods, err := k.pods(); err == nil && len(pods) == 0 {
 			break
 		}
-		time.Sleep(200 * time.Millisecond)
+		select {
+		case <-k.exited:
+			break wait // a kubelet that died (kubelet_features_test.go) tears nothing down
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	k.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -507,7 +514,10 @@ func hostPaths(t *testing.T, podLogsOf func() string) {
 	}
 	t.Cleanup(func() {
 		if absent[devicePluginDir] {
+			// And the device manager's record of allocations, written
+			// once a device plugin (kubelet_features_test.go) allocated.
 			os.Remove(filepath.Join(devicePluginDir, "kubelet.sock"))
+			os.Remove(filepath.Join(devicePluginDir, "kubelet_internal_checkpoint"))
 		}
 		if logs := podLogsOf(); logs != "" {
 			entries, _ := os.ReadDir(containerLogsDir)
