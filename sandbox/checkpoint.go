@@ -86,22 +86,6 @@ func dumpableState(root, id string, pid int, work string) (*libcontainer.Contain
 	if cfg["namespaces"], err = json.Marshal(nss); err != nil {
 		return nil, err
 	}
-	// CRIU's options beyond libcontainer's: its default network lock runs
-	// iptables-restore, which a node on nftables (peapod's own network)
-	// may not have; libcontainer passes the file named by this label.
-	conf := filepath.Join(work, "criu.conf")
-	if err := os.WriteFile(conf, []byte("network-lock nftables\n"), 0o600); err != nil {
-		return nil, err
-	}
-	var labels []string
-	if raw, ok := cfg["labels"]; ok {
-		if err := json.Unmarshal(raw, &labels); err != nil {
-			return nil, fmt.Errorf("parse its labels: %w", err)
-		}
-	}
-	if cfg["labels"], err = json.Marshal(append(labels, "org.criu.config="+conf)); err != nil {
-		return nil, err
-	}
 	if state["config"], err = json.Marshal(cfg); err != nil {
 		return nil, err
 	}
