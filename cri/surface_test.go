@@ -34,7 +34,7 @@ var rpcSurface = map[string]bool{ // true: implemented by *Service
 	"StreamPodSandboxes": true, "StreamContainers": true, "StreamContainerStats": true,
 	"StreamPodSandboxStats": true, "StreamPodSandboxMetrics": true, "StreamImages": true,
 	"ListImages": true, "ImageStatus": true, "PullImage": true, "RemoveImage": true, "ImageFsInfo": true,
-	// CheckpointContainer checks CRIU (cri/checkpoint.go); the pod-level
+	// CheckpointContainer dumps with CRIU (cri/checkpoint.go); the pod-level
 	// checkpoint/restore RPCs answer Unimplemented, naming the RPC.
 	"CheckpointContainer": true, "CheckpointPod": false, "RestorePod": false,
 }
