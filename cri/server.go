@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/cri/validate"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
@@ -59,7 +60,8 @@ type Service struct {
 	events  *EventBus // nil: GetContainerEvents is unavailable
 	info    Info
 	log     *slog.Logger
-	metrics *metrics.Metrics // nil: not recorded
+	metrics *metrics.Metrics   // nil: not recorded
+	criu    checkpoint.Checker // zero: criu from $PATH
 
 	ctrCache, podCache itemCache // list items' encodings (listcache.go)
 }

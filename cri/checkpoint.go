@@ -1,0 +1,95 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/checkpoint"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+// CheckpointContainer (the kubelet's /checkpoint API, KEP-2008) dumps a
+// running container with CRIU into the archive CRI-O and containerd write
+// (package checkpoint), leaving it running. The request and the container
+// are checked first, so a caller learns about its own mistakes before the
+// node's; then whether CRIU can run here at all (FailedPrecondition naming
+// the failing check: a node condition, not a missing RPC).
+func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.CheckpointContainerRequest) (*runtimeapi.CheckpointContainerResponse, error) {
+	if req.GetContainerId() == "" {
+		return nil, invalid("CheckpointContainer: container_id is empty")
+	}
+	location := req.GetLocation()
+	if location == "" || !filepath.IsAbs(location) {
+		return nil, invalid(fmt.Sprintf("CheckpointContainer: location %q is not an absolute path", location))
+	}
+	c, err := s.runtime.Container(req.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if c.State != sandbox.ContainerRunning {
+		return nil, status.Errorf(codes.FailedPrecondition, "CheckpointContainer: container %s is %s, not running", c.ID, c.State)
+	}
+	if err := s.criu.Check(ctx); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "CheckpointContainer: %v", err)
+	}
+
+	// CRIU's images and log beside the archive (same filesystem, no copy
+	// of the memory pages across devices), removed once archived.
+	work, err := os.MkdirTemp(filepath.Dir(location), ".peapod-checkpoint-")
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "CheckpointContainer: location %s: %v", location, err)
+	}
+	defer os.RemoveAll(work)
+	images := filepath.Join(work, checkpoint.ImagesDirectory)
+	dumped, err := s.runtime.CheckpointContainer(ctx, c.ID, images, work)
+	if err != nil {
+		if log, rerr := os.ReadFile(filepath.Join(work, "dump.log")); rerr == nil {
+			s.log.Warn("criu dump failed", "container", c.ID, "log", tailLines(string(log), 30))
+		}
+		return nil, err
+	}
+	spec, err := os.ReadFile(filepath.Join(dumped.Bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint container %s: read its spec: %w", c.ID, err)
+	}
+	upper, err := checkpoint.UpperDir(dumped.Rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
+	}
+	err = checkpoint.WriteArchive(location, checkpoint.Contents{
+		Config: checkpoint.Config{
+			ID:              dumped.ID,
+			Name:            dumped.Config.GetMetadata().GetName(),
+			RootfsImage:     dumped.Config.GetImage().GetImage(),
+			RootfsImageRef:  dumped.Image.ID,
+			RootfsImageName: dumped.Image.Ref,
+			OCIRuntime:      "peapod",
+			CreatedTime:     time.Unix(0, dumped.CreatedAt),
+			CheckpointedAt:  time.Now(),
+		},
+		Spec:   spec,
+		Images: images,
+		Upper:  upper,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
+	}
+	return &runtimeapi.CheckpointContainerResponse{}, nil
+}
+
+// tailLines is the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
