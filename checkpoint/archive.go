@@ -8,8 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -94,7 +98,7 @@ func WriteArchive(location string, c Contents) (err error) {
 	if err := addFile(tw, RootfsDiffFile, diff); err != nil {
 		return err
 	}
-	if err := addTree(tw, c.Images, ImagesDirectory); err != nil {
+	if err := addTree(tw, c.Images, ImagesDirectory, nil); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -143,63 +147,153 @@ func addFile(tw *tar.Writer, name, path string) error {
 	return nil
 }
 
+// maxDepth bounds how deep addTree descends: it holds a descriptor per
+// level, and the tree may be the container's (its writable layer).
+const maxDepth = 1024
+
 // addTree adds dir's entries under prefix, keeping their modes, owners and
-// link targets (a rootfs diff needs all three); sockets and the like are
-// skipped, as CRI-O's archiver does.
-func addTree(tw *tar.Writer, dir, prefix string) error {
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+// link targets (a rootfs diff needs all three); sockets, FIFOs and device
+// nodes are skipped, as CRI-O's archiver does. A whiteout (overlayfs's 0:0
+// character device) is not archived but passed to whiteout, when set, with
+// its path below dir.
+//
+// The tree may be a running container's writable layer, which it can
+// change while it is read: every entry is opened by handle, one name at a
+// time from its parent's descriptor and never following a symlink
+// (O_PATH|O_NOFOLLOW), checked with fstat, and only a regular file is
+// then opened for reading, through that handle. A directory or file the
+// container swaps for a symlink is archived as that symlink or not at all;
+// nothing outside dir is read and no FIFO or device node is opened.
+func addTree(tw *tar.Writer, dir, prefix string, whiteout func(string)) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("checkpoint archive: open %s: %w", dir, err)
+	}
+	d := os.NewFile(uintptr(fd), dir)
+	defer d.Close()
+	if prefix != "" {
+		fi, err := d.Stat()
 		if err != nil {
 			return fmt.Errorf("checkpoint archive: %w", err)
 		}
-		rel, err := filepath.Rel(dir, path)
-		if err != nil {
+		if err := writeHeader(tw, fi, prefix, ""); err != nil {
 			return err
 		}
-		name := filepath.ToSlash(filepath.Join(prefix, rel))
-		if rel == "." {
-			if prefix == "" {
-				return nil
-			}
-			name = prefix
+	}
+	return addDir(tw, d, prefix, "", 1, whiteout)
+}
+
+// addDir adds the entries of the open directory d; name is d's name in
+// the archive, rel its path below the tree's root.
+func addDir(tw *tar.Writer, d *os.File, name, rel string, depth int, whiteout func(string)) error {
+	if depth > maxDepth {
+		return fmt.Errorf("checkpoint archive: %s is more than %d directories deep", rel, maxDepth)
+	}
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("checkpoint archive: read %s: %w", d.Name(), err)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if err := addEntry(tw, d, path.Join(name, n), path.Join(rel, n), n, depth, whiteout); err != nil {
+			return err
 		}
-		fi, err := d.Info()
+	}
+	return nil
+}
+
+func addEntry(tw *tar.Writer, parent *os.File, name, rel, base string, depth int, whiteout func(string)) error {
+	fd, err := unix.Openat(int(parent.Fd()), base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // removed since the directory was read
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoint archive: open %s: %w", rel, err)
+	}
+	h := os.NewFile(uintptr(fd), rel)
+	defer h.Close()
+	fi, err := h.Stat()
+	if err != nil {
+		return fmt.Errorf("checkpoint archive: %s: %w", rel, err)
+	}
+	switch mode := fi.Mode(); {
+	case mode.IsDir():
+		// "." from the handle is the same directory, whatever the
+		// name points to by now.
+		dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("checkpoint archive: %w", err)
+			return fmt.Errorf("checkpoint archive: open %s: %w", rel, err)
 		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(path); err != nil {
-				return fmt.Errorf("checkpoint archive: %w", err)
-			}
+		d := os.NewFile(uintptr(dfd), rel)
+		defer d.Close()
+		if err := writeHeader(tw, fi, name, ""); err != nil {
+			return err
 		}
-		if !fi.Mode().IsRegular() && !fi.IsDir() && link == "" {
-			return nil
+		return addDir(tw, d, name, rel, depth+1, whiteout)
+	case mode&fs.ModeSymlink != 0:
+		link, err := readlinkHandle(fd)
+		if err != nil {
+			return fmt.Errorf("checkpoint archive: %s: %w", rel, err)
 		}
-		hdr, err := tar.FileInfoHeader(fi, link)
+		return writeHeader(tw, fi, name, link)
+	case mode.IsRegular():
+		// Reopened through the handle: the inode fstat saw, which is
+		// a regular file.
+		f, err := os.Open("/proc/self/fd/" + strconv.Itoa(fd))
+		if err != nil {
+			return fmt.Errorf("checkpoint archive: open %s: %w", rel, err)
+		}
+		defer f.Close()
+		if err := writeHeader(tw, fi, name, ""); err != nil {
+			return err
+		}
+		// The header's size is fstat's; a file the container grows or
+		// truncates meanwhile fails its own checkpoint.
+		n, err := io.Copy(tw, io.LimitReader(f, fi.Size()))
+		if err == nil && n < fi.Size() {
+			err = fmt.Errorf("truncated while archived (%d of %d bytes)", n, fi.Size())
+		}
 		if err != nil {
 			return fmt.Errorf("checkpoint archive %s: %w", name, err)
-		}
-		hdr.Name = name
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		hdr.Uname, hdr.Gname = "", ""
-		if err := tw.WriteHeader(hdr); err != nil {
-			return fmt.Errorf("checkpoint archive %s: %w", name, err)
-		}
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(path)
-			if err != nil {
-				return fmt.Errorf("checkpoint archive: %w", err)
-			}
-			_, err = io.Copy(tw, f)
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("checkpoint archive %s: %w", name, err)
-			}
 		}
 		return nil
-	})
+	case mode&fs.ModeCharDevice != 0 && whiteout != nil:
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Rdev == 0 {
+			whiteout("/" + rel)
+		}
+	}
+	return nil
+}
+
+func writeHeader(tw *tar.Writer, fi fs.FileInfo, name, link string) error {
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return fmt.Errorf("checkpoint archive %s: %w", name, err)
+	}
+	hdr.Name = name
+	if fi.IsDir() {
+		hdr.Name += "/"
+	}
+	hdr.Uname, hdr.Gname = "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("checkpoint archive %s: %w", name, err)
+	}
+	return nil
+}
+
+// readlinkHandle reads the target of the symlink opened O_PATH|O_NOFOLLOW
+// as fd (readlinkat with an empty name).
+func readlinkHandle(fd int) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
 }
 
 // rootfsDiff writes the upper directory's files, but not its whiteouts,
@@ -220,24 +314,8 @@ func rootfsDiff(upper, tmpDir string) (path string, deleted []string, err error)
 	deleted = []string{}
 	tw := tar.NewWriter(f)
 	if upper != "" {
-		err = filepath.WalkDir(upper, func(p string, d fs.DirEntry, werr error) error {
-			if werr != nil {
-				return werr
-			}
-			if d.Type()&fs.ModeCharDevice != 0 {
-				var st unix.Stat_t
-				if err := unix.Lstat(p, &st); err == nil && st.Rdev == 0 {
-					rel, _ := filepath.Rel(upper, p)
-					deleted = append(deleted, "/"+filepath.ToSlash(rel))
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err = addTree(tw, upper, "", func(p string) { deleted = append(deleted, p) }); err != nil {
 			return "", nil, fmt.Errorf("rootfs diff of %s: %w", upper, err)
-		}
-		if err = addTree(tw, upper, ""); err != nil {
-			return "", nil, err
 		}
 	}
 	if err = tw.Close(); err != nil {
