@@ -72,7 +72,11 @@ func WriteArchive(location string, c Contents) (err error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return fmt.Errorf("checkpoint archive: %w", err)
 	}
-	diff, deleted, err := rootfsDiff(c.Upper, filepath.Dir(location))
+	sp, err := spaceAt(filepath.Dir(location))
+	if err != nil {
+		return err
+	}
+	diff, deleted, err := rootfsDiff(c.Upper, filepath.Dir(location), sp)
 	if err != nil {
 		return err
 	}
@@ -87,6 +91,9 @@ func WriteArchive(location string, c Contents) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := sp.take(int64(len(del)+len(cfg)+len(c.Spec)), 1); err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name string
 		data []byte
@@ -98,7 +105,7 @@ func WriteArchive(location string, c Contents) (err error) {
 	if err := addFile(tw, RootfsDiffFile, diff); err != nil {
 		return err
 	}
-	if err := addTree(tw, c.Images, ImagesDirectory, nil); err != nil {
+	if err := (&treeWriter{tw: tw, space: sp, copies: 1}).add(c.Images, ImagesDirectory); err != nil {
 		return err
 	}
 	if err := tw.Close(); err != nil {
@@ -147,11 +154,60 @@ func addFile(tw *tar.Writer, name, path string) error {
 	return nil
 }
 
-// maxDepth bounds how deep addTree descends: it holds a descriptor per
+// ErrNoSpace: the archive would leave the filesystem of its location
+// with less than a tenth of it free.
+var ErrNoSpace = errors.New("not enough free space for the checkpoint archive")
+
+// space is what an archive may still write on its filesystem: what is
+// available less a tenth of the filesystem, the kubelet's default hard
+// eviction threshold for nodefs (nodefs.available<10%), so that a
+// checkpoint never pushes the node into evicting pods. The writable layer
+// is the container's, and its apparent size is not what it costs on disk:
+// a sparse file of a terabyte holds no block until it is archived.
+type space struct {
+	left     int64
+	reserved int64
+	dir      string
+}
+
+func spaceAt(dir string) (*space, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil, fmt.Errorf("checkpoint archive: free space of %s: %w", dir, err)
+	}
+	bsize := int64(st.Bsize)
+	reserved := int64(st.Blocks) * bsize / 10
+	return &space{left: int64(st.Bavail)*bsize - reserved, reserved: reserved, dir: dir}, nil
+}
+
+// take charges n bytes written copies times; nil space is unbounded.
+func (s *space) take(n, copies int64) error {
+	if s == nil {
+		return nil
+	}
+	// tar pads every file to its 512-byte block.
+	s.left -= (n + tarBlock - 1) / tarBlock * tarBlock * copies
+	if s.left < 0 {
+		return fmt.Errorf("%w: %s would keep less than %d MiB (a tenth of its filesystem) free", ErrNoSpace, s.dir, s.reserved>>20)
+	}
+	return nil
+}
+
+const tarBlock = 512
+
+// treeWriter writes a directory tree into a tar.
+type treeWriter struct {
+	tw       *tar.Writer
+	whiteout func(path string) // given each whiteout, not archived; nil: none expected
+	space    *space
+	copies   int64 // how often each byte is written: 2 for the diff (its temporary tar, then the archive)
+}
+
+// maxDepth bounds how deep a treeWriter descends: it holds a descriptor per
 // level, and the tree may be the container's (its writable layer).
 const maxDepth = 1024
 
-// addTree adds dir's entries under prefix, keeping their modes, owners and
+// add adds dir's entries under prefix, keeping their modes, owners and
 // link targets (a rootfs diff needs all three); sockets, FIFOs and device
 // nodes are skipped, as CRI-O's archiver does. A whiteout (overlayfs's 0:0
 // character device) is not archived but passed to whiteout, when set, with
@@ -164,7 +220,7 @@ const maxDepth = 1024
 // then opened for reading, through that handle. A directory or file the
 // container swaps for a symlink is archived as that symlink or not at all;
 // nothing outside dir is read and no FIFO or device node is opened.
-func addTree(tw *tar.Writer, dir, prefix string, whiteout func(string)) error {
+func (w *treeWriter) add(dir, prefix string) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("checkpoint archive: open %s: %w", dir, err)
@@ -176,16 +232,16 @@ func addTree(tw *tar.Writer, dir, prefix string, whiteout func(string)) error {
 		if err != nil {
 			return fmt.Errorf("checkpoint archive: %w", err)
 		}
-		if err := writeHeader(tw, fi, prefix, ""); err != nil {
+		if err := w.header(fi, prefix, ""); err != nil {
 			return err
 		}
 	}
-	return addDir(tw, d, prefix, "", 1, whiteout)
+	return w.addDir(d, prefix, "", 1)
 }
 
 // addDir adds the entries of the open directory d; name is d's name in
 // the archive, rel its path below the tree's root.
-func addDir(tw *tar.Writer, d *os.File, name, rel string, depth int, whiteout func(string)) error {
+func (w *treeWriter) addDir(d *os.File, name, rel string, depth int) error {
 	if depth > maxDepth {
 		return fmt.Errorf("checkpoint archive: %s is more than %d directories deep", rel, maxDepth)
 	}
@@ -195,14 +251,14 @@ func addDir(tw *tar.Writer, d *os.File, name, rel string, depth int, whiteout fu
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		if err := addEntry(tw, d, path.Join(name, n), path.Join(rel, n), n, depth, whiteout); err != nil {
+		if err := w.addEntry(d, path.Join(name, n), path.Join(rel, n), n, depth); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func addEntry(tw *tar.Writer, parent *os.File, name, rel, base string, depth int, whiteout func(string)) error {
+func (w *treeWriter) addEntry(parent *os.File, name, rel, base string, depth int) error {
 	fd, err := unix.Openat(int(parent.Fd()), base, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil // removed since the directory was read
@@ -226,16 +282,16 @@ func addEntry(tw *tar.Writer, parent *os.File, name, rel, base string, depth int
 		}
 		d := os.NewFile(uintptr(dfd), rel)
 		defer d.Close()
-		if err := writeHeader(tw, fi, name, ""); err != nil {
+		if err := w.header(fi, name, ""); err != nil {
 			return err
 		}
-		return addDir(tw, d, name, rel, depth+1, whiteout)
+		return w.addDir(d, name, rel, depth+1)
 	case mode&fs.ModeSymlink != 0:
 		link, err := readlinkHandle(fd)
 		if err != nil {
 			return fmt.Errorf("checkpoint archive: %s: %w", rel, err)
 		}
-		return writeHeader(tw, fi, name, link)
+		return w.header(fi, name, link)
 	case mode.IsRegular():
 		// Reopened through the handle: the inode fstat saw, which is
 		// a regular file.
@@ -244,12 +300,17 @@ func addEntry(tw *tar.Writer, parent *os.File, name, rel, base string, depth int
 			return fmt.Errorf("checkpoint archive: open %s: %w", rel, err)
 		}
 		defer f.Close()
-		if err := writeHeader(tw, fi, name, ""); err != nil {
+		// Charged at the size fstat reports, not the blocks the file
+		// holds: a sparse file is written out whole.
+		if err := w.space.take(fi.Size(), w.copies); err != nil {
+			return fmt.Errorf("%s (%d bytes): %w", rel, fi.Size(), err)
+		}
+		if err := w.header(fi, name, ""); err != nil {
 			return err
 		}
 		// The header's size is fstat's; a file the container grows or
 		// truncates meanwhile fails its own checkpoint.
-		n, err := io.Copy(tw, io.LimitReader(f, fi.Size()))
+		n, err := io.Copy(w.tw, io.LimitReader(f, fi.Size()))
 		if err == nil && n < fi.Size() {
 			err = fmt.Errorf("truncated while archived (%d of %d bytes)", n, fi.Size())
 		}
@@ -257,15 +318,18 @@ func addEntry(tw *tar.Writer, parent *os.File, name, rel, base string, depth int
 			return fmt.Errorf("checkpoint archive %s: %w", name, err)
 		}
 		return nil
-	case mode&fs.ModeCharDevice != 0 && whiteout != nil:
+	case mode&fs.ModeCharDevice != 0 && w.whiteout != nil:
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Rdev == 0 {
-			whiteout("/" + rel)
+			w.whiteout("/" + rel)
 		}
 	}
 	return nil
 }
 
-func writeHeader(tw *tar.Writer, fi fs.FileInfo, name, link string) error {
+func (w *treeWriter) header(fi fs.FileInfo, name, link string) error {
+	if err := w.space.take(tarBlock, w.copies); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	hdr, err := tar.FileInfoHeader(fi, link)
 	if err != nil {
 		return fmt.Errorf("checkpoint archive %s: %w", name, err)
@@ -275,7 +339,7 @@ func writeHeader(tw *tar.Writer, fi fs.FileInfo, name, link string) error {
 		hdr.Name += "/"
 	}
 	hdr.Uname, hdr.Gname = "", ""
-	if err := tw.WriteHeader(hdr); err != nil {
+	if err := w.tw.WriteHeader(hdr); err != nil {
 		return fmt.Errorf("checkpoint archive %s: %w", name, err)
 	}
 	return nil
@@ -300,7 +364,7 @@ func readlinkHandle(fd int) (string, error) {
 // into a temporary tar in tmpDir, and returns it with the whiteouts' paths
 // (overlayfs marks a removed file with a 0:0 character device). "" upper:
 // an empty diff.
-func rootfsDiff(upper, tmpDir string) (path string, deleted []string, err error) {
+func rootfsDiff(upper, tmpDir string, sp *space) (path string, deleted []string, err error) {
 	f, err := os.CreateTemp(tmpDir, ".rootfs-diff-")
 	if err != nil {
 		return "", nil, fmt.Errorf("rootfs diff: %w", err)
@@ -314,7 +378,9 @@ func rootfsDiff(upper, tmpDir string) (path string, deleted []string, err error)
 	deleted = []string{}
 	tw := tar.NewWriter(f)
 	if upper != "" {
-		if err = addTree(tw, upper, "", func(p string) { deleted = append(deleted, p) }); err != nil {
+		// Written twice: the temporary tar, then its copy in the archive.
+		w := &treeWriter{tw: tw, space: sp, copies: 2, whiteout: func(p string) { deleted = append(deleted, p) }}
+		if err = w.add(upper, ""); err != nil {
 			return "", nil, fmt.Errorf("rootfs diff of %s: %w", upper, err)
 		}
 	}

@@ -140,3 +140,72 @@ func TestWriteArchiveUpperFIFOSwap(t *testing.T) {
 	}
 	t.Logf("%d archives, none hung", runs)
 }
+
+// A sparse file costs the container no disk block (nor ephemeral-storage:
+// the kubelet counts blocks), but an archive writes it out whole, twice
+// (the diff's temporary tar, then the archive): a terabyte "file" filled
+// the node's disk at the checkpoint. The archive is refused before it
+// would leave less than a tenth of its filesystem free, and what fits
+// still archives.
+func TestWriteArchiveUpperSparseFile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounts a tmpfs: needs root")
+	}
+	// The location on a 64 MiB tmpfs of its own: the old code filled it,
+	// and must not fill a disk the machine shares.
+	locDir := t.TempDir()
+	if err := unix.Mount("tmpfs", locDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=64m,mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(locDir, unix.MNT_DETACH) })
+	upper := t.TempDir()
+	f, err := os.Create(filepath.Join(upper, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(1 << 30); err != nil { // 1 GiB of holes, no block
+		t.Fatal(err)
+	}
+	f.Close()
+
+	var peak atomic.Int64 // percent of the tmpfs used, sampled
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			var st unix.Statfs_t
+			if unix.Statfs(locDir, &st) == nil {
+				if used := int64(100 - st.Bavail*100/st.Blocks); used > peak.Load() {
+					peak.Store(used)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	location := filepath.Join(locDir, "c.tar")
+	err = WriteArchive(location, Contents{Spec: []byte("{}"), Images: t.TempDir(), Upper: upper})
+	close(stop)
+	<-sampled
+	if !errors.Is(err, ErrNoSpace) {
+		t.Errorf("archive of a 1 GiB sparse file on a 64 MiB filesystem: %v, want ErrNoSpace before writing", err)
+	}
+	if p := peak.Load(); p > 10 {
+		t.Errorf("the archive filled its filesystem to %d%% before failing", p)
+	}
+	if left, _ := os.ReadDir(locDir); len(left) > 0 {
+		t.Errorf("a refused archive left %v", left)
+	}
+
+	// 8 MiB of holes fit (written twice, 16 of 64 MiB).
+	if err := os.Truncate(filepath.Join(upper, "sparse"), 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteArchive(location, Contents{Spec: []byte("{}"), Images: t.TempDir(), Upper: upper}); err != nil {
+		t.Errorf("archive of an 8 MiB sparse file on a 64 MiB filesystem: %v", err)
+	}
+}
