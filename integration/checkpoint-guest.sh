@@ -50,4 +50,4 @@ export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "
     export PATH=$kit/bin:\$PATH
     criu check 2>/dev/null
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
-    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '^TestCheckpointContainerReason\$'"
+    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '^(TestCheckpointContainerReason|TestEscapeCheckpointUpperSwap)\$'"
