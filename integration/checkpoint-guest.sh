@@ -19,6 +19,8 @@ VM_RUN=${VM_RUN:-../shared/vm/vm-run.sh}
 criu=$(command -v criu) || { echo "checkpoint-guest: criu not installed on the host (apt-get install criu)" >&2; exit 1; }
 xtables=$(readlink -f "$(command -v iptables-restore)")
 
+# CKPT_TESTS adds tests to the same boot (the guest is slow to start).
+tests=${CKPT_TESTS:-'^(TestCheckpointContainerReason|TestEscapeCheckpointUpperSwap)$'}
 out=bin/checkpoint-guest
 kit=$(mktemp -d /tmp/peapod-criu-kit.XXXXXX)
 trap 'rm -rf "$out" "$kit"' EXIT
@@ -50,4 +52,4 @@ export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "
     export PATH=$kit/bin:\$PATH
     criu check 2>/dev/null
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
-    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '^(TestCheckpointContainerReason|TestEscapeCheckpointUpperSwap)\$'"
+    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '$tests'"
