@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,15 @@ func TestEscapeCheckpointUpperSwap(t *testing.T) {
 	const secret = "HOSTSECRET-checkpoint"
 	if err := os.WriteFile(filepath.Join(host, "zz-secret"), []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// The names the container's directory holds, as an attacker picks
+	// the names of the directory it aims at (passwd, shadow in /etc): a
+	// walk that has listed the container's directory then finds each of
+	// them through the symlink.
+	for i := 0; i < 2000; i++ {
+		if err := os.WriteFile(filepath.Join(host, "f"+strconv.Itoa(i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	podCfg := podConfig("ckpt-swap", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
