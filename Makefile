@@ -37,7 +37,7 @@ vet:
 
 # Unit tests only: no root, no network, no kernel containers.
 unit:
-	$(GO) test -tags "$(TAGS)" -count=1 ./config/... ./cri/... ./cgroups/... ./oci/... ./sandbox/... ./nri/...
+	$(GO) test -tags "$(TAGS)" -count=1 ./config/... ./cri/... ./cgroups/... ./oci/... ./sandbox/... ./nri/... ./checkpoint/...
 
 # Everything, as root: unit tests, then the integration tests against a
 # real daemon, registry, crictl and kernel containers.

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	crierrors "k8s.io/cri-api/pkg/errors"
 
+	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/sandbox/names"
@@ -51,7 +52,7 @@ func toStatus(err error) error {
 		code = codes.Unavailable
 	case errors.Is(err, image.ErrCorrupt):
 		code = codes.DataLoss
-	case errors.Is(err, image.ErrNoSpace):
+	case errors.Is(err, image.ErrNoSpace), errors.Is(err, checkpoint.ErrNoSpace):
 		code = codes.ResourceExhausted
 	case errors.Is(err, sandbox.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, image.ErrPullStalled):

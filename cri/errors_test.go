@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
 )
@@ -31,6 +32,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("pull c: %w", image.ErrCorrupt), codes.DataLoss},
 		{fmt.Errorf("pull d: %w", image.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("pull d: %w", image.ErrTooManyLayers), codes.InvalidArgument},
+		{fmt.Errorf("checkpoint container x: %w", checkpoint.ErrNoSpace), codes.ResourceExhausted},
 		{fmt.Errorf("pull e: %w", image.ErrPullStalled), codes.DeadlineExceeded},
 		{fmt.Errorf("pause: %w", os.ErrDeadlineExceeded), codes.DeadlineExceeded},
 		{fmt.Errorf("remove pod: %w", sandbox.ErrInternal), codes.Internal},

@@ -19,6 +19,8 @@ VM_RUN=${VM_RUN:-../shared/vm/vm-run.sh}
 criu=$(command -v criu) || { echo "checkpoint-guest: criu not installed on the host (apt-get install criu)" >&2; exit 1; }
 xtables=$(readlink -f "$(command -v iptables-restore)")
 
+# CKPT_TESTS adds tests to the same boot (the guest is slow to start).
+tests=${CKPT_TESTS:-'^(TestCheckpointContainerReason|TestEscapeCheckpointUpperSwap)$'}
 out=bin/checkpoint-guest
 kit=$(mktemp -d /tmp/peapod-criu-kit.XXXXXX)
 trap 'rm -rf "$out" "$kit"' EXIT
@@ -28,6 +30,10 @@ CGO_ENABLED=1 $GO build -tags "$TAGS" -o "$out/peapod-runner" ./cmd/peapod-runne
 $GO test -c -tags "$TAGS" -o "$out/integration.test" ./integration/
 $GO test -tags "$TAGS" -count=1 -run '^TestBusyboxRootfsRuns$' ./integration/testenv/ >/dev/null
 
+# TestEscapeCheckpointUpperSwap's atomic-exchange helper: the guest has no gcc.
+awk '/^const exchangeSource = `/{f=1; sub(/^const exchangeSource = `/, ""); print; next} f && /^`$/{exit} f' \
+  integration/escape_checkpoint_test.go >"$kit/exchange.c"
+gcc -static -O2 -o "$kit/exchange" "$kit/exchange.c"
 cp "$criu" "$kit/criu"
 cp "$xtables" "$kit/xtables"
 cp -r /usr/lib/x86_64-linux-gnu/xtables "$kit/xtables-modules"
@@ -41,7 +47,7 @@ chmod +x "$kit"/bin/*
 export CGV2_VM_EXTRA_PACKAGES=${CGV2_VM_EXTRA_PACKAGES:-docker-registry,nftables,systemd,systemd-sysv,dbus}
 export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "$CGV2_VM_EXTRA_PACKAGES" | md5sum | cut -c1-8)}
 "$VM_RUN" --backend tcg --mem 3G --timeout "${CKPT_TIMEOUT:-900}" \
-  --share /var/cache/peapod-test --share "$kit" --env PEAPOD_TEST_TIMEOUT_SCALE=3 -- \
+  --share /var/cache/peapod-test --share "$kit" --env PEAPOD_TEST_TIMEOUT_SCALE=3 --env PEAPOD_TEST_EXCHANGE="$kit/exchange" -- \
   bash -c "set -e; uname -r
     # AppArmor hidden, as integration/cgroupv2.sh does without apparmor_parser.
     if grep -q Y /sys/module/apparmor/parameters/enabled 2>/dev/null; then
@@ -50,4 +56,4 @@ export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "
     export PATH=$kit/bin:\$PATH
     criu check 2>/dev/null
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
-    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '^TestCheckpointContainerReason\$'"
+    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '$tests'"
