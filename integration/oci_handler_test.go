@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 // ociRuntimes are the external OCI runtime binaries the handler tests
@@ -47,13 +49,8 @@ func TestOCIRuntimeHandler(t *testing.T) {
 
 func testOCIRuntimeHandler(t *testing.T, bin string) {
 	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
 	const handler = "oci-test"
-	conf := filepath.Join(d.Dir, "peapod.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.Args = append(d.Args, "--config", conf)
+	d := newHandlerDaemon(t, regAddr, handler, bin)
 	d.Start()
 	c := ctx(t)
 
@@ -278,6 +275,16 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	}
 }
 
+// newHandlerDaemon prepares a daemon with handler mapped to the OCI runtime
+// binary bin, configured as the node the environment names: in the cgroup
+// v2 guest (integration/oci-handlers-v2.sh, where crun runs) the systemd
+// driver and, on UML, the CNI network; on the host the daemon's defaults.
+func newHandlerDaemon(t *testing.T, regAddr, handler, bin string) *daemon {
+	o := daemonOptions(t, regAddr)
+	o.Config = fmt.Sprintf("[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin)
+	return &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
+}
+
 // nsPID is pid as its own PID namespace numbers it (NSpid's last field).
 func nsPID(t *testing.T, pid int) int {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -375,12 +382,7 @@ func TestOCIRuntimeHandlerFeatureChecks(t *testing.T) {
 		t.Skipf("%s has a features command: its rro support is what it says", bin)
 	}
 	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	conf := filepath.Join(d.Dir, "peapod.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.Args = append(d.Args, "--config", conf)
+	d := newHandlerDaemon(t, regAddr, handler, bin)
 	d.Start()
 	c := ctx(t)
 	st, err := d.RT.Status(c, &runtimeapi.StatusRequest{})
