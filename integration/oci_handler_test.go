@@ -164,7 +164,8 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	// Stats read the container's cgroup.
 	cs, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 	if err != nil || cs.Stats.GetMemory().GetWorkingSetBytes() == nil || cs.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
-		t.Errorf("ContainerStats: %v, %v", cs, err)
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		t.Errorf("ContainerStats: %v, %v; want CPU and memory of the init's cgroup (/proc/%d/cgroup: %s)", cs, err, pid, cg)
 	}
 	// An update goes through the runtime's update into the cgroup.
 	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
