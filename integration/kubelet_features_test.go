@@ -381,7 +381,7 @@ func checkDevicePluginCDI(t *testing.T, e *kubeletEnv, cp *controlPlane) {
 
 // crictlNode is a peapod driven by the stock crictl, as an operator does.
 type crictlNode struct {
-	d    *daemon
+	d   *daemon
 	bin string
 	dir string
 	ext externalRuntime

@@ -142,18 +142,21 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 		return strings.Contains(string(data), " stdout F hello-oci\n")
 	})
 
+	// Stretched in the emulated guest: runc's exec (a Go binary, then its
+	// init) takes seconds there where crun's takes a fraction.
+	execTimeout := 10 * int64(timeoutScale)
 	// Exec goes through the runtime, confined as the container.
-	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Timeout: 10})
+	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Timeout: execTimeout})
 	if err != nil || string(ex.Stdout) != "out\n" || string(ex.Stderr) != "err\n" || ex.ExitCode != 3 {
 		t.Errorf("ExecSync: %v stdout %q stderr %q exit %d; want out, err, 3", err, ex.GetStdout(), ex.GetStderr(), ex.GetExitCode())
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/no/such/command"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/no/such/command"}, Timeout: execTimeout})
 	if err != nil || ex.ExitCode != 127 {
 		t.Errorf("ExecSync of a missing command: %v exit %d, want 127", err, ex.GetExitCode())
 	}
 	// The init's confinement, then the exec'd shell's: the same.
 	confinement := "for f in " + strconv.Itoa(nsPID(t, pid)) + " $$; do grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs|Uid):' /proc/$f/status | tr -s '\t ' ' '; cat /proc/$f/cgroup; echo --; done"
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", confinement}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", confinement}, Timeout: execTimeout})
 	if err != nil || ex.ExitCode != 0 {
 		t.Fatalf("read confinement: %v %s", err, ex.GetStderr())
 	}
@@ -172,7 +175,7 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20}}); err != nil {
 		t.Errorf("UpdateContainerResources: %v", err)
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"}, Timeout: execTimeout})
 	if err != nil || strings.TrimSpace(string(ex.Stdout)) != strconv.Itoa(96<<20) {
 		t.Errorf("memory limit after update: %v %q, want %d", err, ex.GetStdout(), 96<<20)
 	}
@@ -192,7 +195,7 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	if got := containerPID(t, d, id); got != pid {
 		t.Errorf("container PID after the restart %d, want %d", got, pid)
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "still-here"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "still-here"}, Timeout: execTimeout})
 	if err != nil || string(ex.Stdout) != "still-here\n" {
 		t.Errorf("exec after the restart: %v %q", err, ex.GetStdout())
 	}
