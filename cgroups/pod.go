@@ -191,8 +191,19 @@ func RemovePod(podPath string) error {
 }
 
 // Paths returns the absolute directories of a cgroupfs path: one per v1
-// controller, or the unified one under the key "".
+// controller, or the unified one under the key "". An OCI cgroupsPath in
+// the systemd form (what an external runtime is given under the systemd
+// driver) is first turned into its scope's cgroupfs path: read as a
+// cgroupfs path it named a directory that does not exist, and the
+// container had no stats and no OOM record.
 func Paths(cgroupPath string) (map[string]string, error) {
+	if IsSystemdCgroupsPath(cgroupPath) {
+		p, err := SystemdScopePath(cgroupPath)
+		if err != nil {
+			return nil, err
+		}
+		cgroupPath = p
+	}
 	m, err := podManager(cgroupPath, nil)
 	if err != nil {
 		return nil, err

@@ -138,6 +138,27 @@ func IsSystemdCgroupsPath(p string) bool {
 	return !strings.Contains(p, "/") && strings.Count(p, ":") == 2
 }
 
+// SystemdScopePath is the cgroupfs path systemd gives the unit of an OCI
+// cgroupsPath "slice:prefix:name", as runc and crun create it: the scope
+// prefix-name.scope (or name itself when it is a slice) below the slice's
+// expansion. crun puts the init one level lower (its "container"
+// sub-cgroup); the scope's files count it.
+func SystemdScopePath(p string) (string, error) {
+	f := strings.Split(p, ":")
+	if len(f) != 3 || f[0] == "" || f[2] == "" {
+		return "", fmt.Errorf("systemd cgroupsPath %q: want slice:prefix:name", p)
+	}
+	dir, err := SlicePath(f[0])
+	if err != nil {
+		return "", err
+	}
+	unit := f[1] + "-" + f[2] + ".scope"
+	if strings.HasSuffix(f[2], ".slice") {
+		unit = f[2]
+	}
+	return path.Join(dir, unit), nil
+}
+
 // pauseUnitPath is the cgroupfs path of the pod's pause scope under a live
 // systemd. Unit names are global (one peapod-pause.scope per pod would
 // clash), so the scope is named after the pod's ID, as containerd does.

@@ -1,6 +1,10 @@
 package cgroups
 
-import "testing"
+import (
+	"path"
+	"strings"
+	"testing"
+)
 
 // The units the systemd driver asks systemd for, from the cgroupfs paths
 // the rest of peapod works with.
@@ -46,6 +50,39 @@ func TestUnitOf(t *testing.T) {
 	} {
 		if got := IsSystemdCgroupsPath(p); got != want {
 			t.Errorf("IsSystemdCgroupsPath(%s) = %v, want %v", p, got, want)
+		}
+	}
+}
+
+// TestSystemdScopePath: the cgroupsPath an external runtime is given under
+// the systemd driver leads back to the scope below the pod's slice, where
+// stats and OOM kills are read (it was read as a cgroupfs path, "/slice:
+// prefix:name", and the container had no stats: seen with crun in the
+// cgroup v2 guest).
+func TestSystemdScopePath(t *testing.T) {
+	pod := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podu1.slice/kubepods-burstable-podu1-peapod_pod_abc.slice"
+	for _, tc := range []struct{ in, want string }{
+		{path.Base(pod) + ":" + ScopePrefix + ":c1", pod + "/" + ScopePrefix + "-c1.scope"},
+		{"peapodit1.slice:cri-peapod:c2", "/peapodit1.slice/cri-peapod-c2.scope"},
+		{"system.slice::x.slice", "/system.slice/x.slice"},
+	} {
+		got, err := SystemdScopePath(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("SystemdScopePath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+		paths, err := Paths(tc.in)
+		if err != nil {
+			t.Errorf("Paths(%q): %v", tc.in, err)
+		}
+		for _, p := range paths {
+			if !strings.HasSuffix(p, tc.want) {
+				t.Errorf("Paths(%q) has %q, want it to end in %q", tc.in, p, tc.want)
+			}
+		}
+	}
+	for _, bad := range []string{":cri-peapod:c1", "a.slice:p:", "a:b"} {
+		if _, err := SystemdScopePath(bad); err == nil {
+			t.Errorf("SystemdScopePath(%q) accepted", bad)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -46,18 +47,20 @@ import (
 // crictl's last (a running kubelet kills the pods it finds in its runtime
 // that are not its own). Not part of `make e2e-kubelet` (what CI runs):
 // `make e2e-kubelet-features` builds the binaries (cached) and runs this
-// with PEAPOD_KUBELET set.
+// with PEAPOD_KUBELET set. PEAPOD_EXTERNAL_RUNTIME names another runtime
+// binary for the external handler, PEAPOD_KUBELET_FEATURES_FOCUS (a
+// regexp of check names) runs only some checks:
+// integration/oci-handlers-v2.sh runs the runtimeClassName one on crun in
+// the cgroup v2 guest.
 func TestKubeletFeatures(t *testing.T) {
 	bin := os.Getenv("PEAPOD_KUBELET")
 	if bin == "" {
 		t.Skip("PEAPOD_KUBELET is not set: run `make e2e-kubelet-features`")
 	}
-	runc, err := exec.LookPath("runc")
+	ext := externalRuntimeOf(t)
+	focus, err := regexp.Compile(os.Getenv("PEAPOD_KUBELET_FEATURES_FOCUS"))
 	if err != nil {
-		t.Fatalf("the external handler needs Debian's runc: %v", err)
-	}
-	if runc, err = filepath.EvalSymlinks(runc); err != nil {
-		t.Fatal(err)
+		t.Fatalf("PEAPOD_KUBELET_FEATURES_FOCUS: %v", err)
 	}
 	setup := time.Now()
 	reg := testenv.StartRegistry(t)
@@ -65,7 +68,7 @@ func TestKubeletFeatures(t *testing.T) {
 	pushVolumeData(t, reg)
 	pulls := startPullCounter(t, reg)
 
-	// The node: the CDI spec of vendor.test/dev=null and the external runc
+	// The node: the CDI spec of vendor.test/dev=null and the external
 	// handler configured.
 	specs := t.TempDir()
 	cdiDir := filepath.Join(specs, "cdi")
@@ -74,7 +77,7 @@ func TestKubeletFeatures(t *testing.T) {
 	// first): the daemon's teardown ends what the kubelets left.
 	cgRoot := makeCgroupRoot(t)
 	o := daemonOptions(t, pulls.addr)
-	o.Config = fmt.Sprintf("cdi_spec_dirs = [%q]\n[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", cdiDir, externalHandler, runc)
+	o.Config = fmt.Sprintf("cdi_spec_dirs = [%q]\n[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", cdiDir, ext.handler, ext.path)
 	d := &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
 	d.Start()
 	newKubelet := func(t *testing.T, args ...string) *kubeletEnv {
@@ -87,45 +90,44 @@ func TestKubeletFeatures(t *testing.T) {
 	}
 	setupTime := time.Since(setup)
 
-	r := &checkRecorder{}
-	t.Run("kubelet", func(t *testing.T) {
-		e := newKubelet(t)
-		r.parallel(t, featureCheck{"kubelet: image volume, whole and subPath", func(t *testing.T) { checkImageVolume(t, e) }})
-	})
-	t.Run("kubelet-runtimeclass", func(t *testing.T) {
-		e := newKubelet(t)
-		r.parallel(t, featureCheck{"kubelet: runtimeClassName standalone crashes", func(t *testing.T) { checkRuntimeClassStandalone(t, e) }})
-	})
-	t.Run("kubelet-apiserver", func(t *testing.T) {
+	r := &checkRecorder{focus: focus}
+	var e *kubeletEnv
+	r.phase(t, "kubelet", func(t *testing.T) { e = newKubelet(t) },
+		featureCheck{"kubelet: image volume, whole and subPath", func(t *testing.T) { checkImageVolume(t, e) }})
+	r.phase(t, "kubelet-runtimeclass", func(t *testing.T) { e = newKubelet(t) },
+		featureCheck{"kubelet: runtimeClassName standalone crashes", func(t *testing.T) { checkRuntimeClassStandalone(t, e, ext) }})
+	var cp *controlPlane
+	r.phase(t, "kubelet-apiserver", func(t *testing.T) {
 		// A real API server holding the RuntimeClass (and the namespace
 		// of the static pods' mirror pods).
-		cp := startControlPlane(t)
+		cp = startControlPlane(t)
 		for path, obj := range map[string]string{
 			"/api/v1/namespaces":                  fmt.Sprintf(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":%q}}`, e2eNamespace),
-			"/apis/node.k8s.io/v1/runtimeclasses": fmt.Sprintf(`{"apiVersion":"node.k8s.io/v1","kind":"RuntimeClass","metadata":{"name":%q},"handler":%q}`, externalHandler, externalHandler),
+			"/apis/node.k8s.io/v1/runtimeclasses": fmt.Sprintf(`{"apiVersion":"node.k8s.io/v1","kind":"RuntimeClass","metadata":{"name":%q},"handler":%q}`, ext.handler, ext.handler),
 		} {
 			if _, err := cp.request("POST", path, []byte(obj)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		e := newKubelet(t, "--kubeconfig", cp.kubeconfig)
-		r.parallel(t,
-			featureCheck{"kubelet+apiserver: runtimeClassName on runc", func(t *testing.T) { checkRuntimeClass(t, e, d, runc) }},
-			featureCheck{"kubelet+apiserver: CDI device of a device plugin", func(t *testing.T) { checkDevicePluginCDI(t, e, cp) }},
-		)
-	})
-	t.Run("crictl", func(t *testing.T) {
-		cli := &crictlNode{d: d, bin: buildCrictl(t), dir: t.TempDir(), runc: runc}
+		e = newKubelet(t, "--kubeconfig", cp.kubeconfig)
+	},
+		featureCheck{"kubelet+apiserver: runtimeClassName on " + ext.name(), func(t *testing.T) { checkRuntimeClass(t, e, d, ext) }},
+		featureCheck{"kubelet+apiserver: CDI device of a device plugin", func(t *testing.T) { checkDevicePluginCDI(t, e, cp) }},
+	)
+	cli := &crictlNode{d: d, dir: t.TempDir(), ext: ext}
+	r.phase(t, "crictl", func(t *testing.T) {
+		cli.bin = buildCrictl(t)
 		cli.configure(t)
-		r.parallel(t,
-			featureCheck{"crictl: pod on the external runc handler", cli.checkExternalHandler},
-			featureCheck{"crictl: container with CDI_devices", cli.checkCDIDevices},
-		)
-	})
-	const checks = 6
+	},
+		featureCheck{"crictl: pod on the external " + ext.name() + " handler", cli.checkExternalHandler},
+		featureCheck{"crictl: container with CDI_devices", cli.checkCDIDevices},
+	)
+	if r.want == 0 {
+		t.Fatalf("PEAPOD_KUBELET_FEATURES_FOCUS=%q names none of the checks", focus)
+	}
 	failed := 0
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nkubelet features (kubelet %s on peapod; setup %.1fs)\n", kubeletVersion(bin), setupTime.Seconds())
+	fmt.Fprintf(&b, "\nkubelet features (kubelet %s on peapod, external handler %s = %s; setup %.1fs)\n", kubeletVersion(bin), ext.handler, ext.path, setupTime.Seconds())
 	fmt.Fprintf(&b, "%-48s %-6s %8s\n", "check", "result", "time")
 	for _, r := range r.results {
 		res := "PASS"
@@ -137,8 +139,8 @@ func TestKubeletFeatures(t *testing.T) {
 	fmt.Fprintf(&b, "kubelet features: %d passed, %d failed, total %.1fs\n", len(r.results)-failed, failed, time.Since(setup).Seconds())
 	fmt.Print(b.String())
 	// A check that never reported (its phase's setup failed) is no pass.
-	if passed := len(r.results) - failed; passed != checks {
-		t.Errorf("kubelet features: %d of %d checks passed", passed, checks)
+	if passed := len(r.results) - failed; passed != r.want {
+		t.Errorf("kubelet features: %d of %d checks passed", passed, r.want)
 	}
 }
 
@@ -148,9 +150,32 @@ type featureCheck struct {
 }
 
 // checkRecorder runs checks and keeps their results in the order run.
+// With a focus (PEAPOD_KUBELET_FEATURES_FOCUS), only the checks whose name
+// it matches run, and a phase none of whose checks do is not set up.
 type checkRecorder struct {
+	focus   *regexp.Regexp
+	want    int // the checks that ran or were meant to
 	mu      sync.Mutex
 	results []checkResult
+}
+
+// phase sets up a phase (a kubelet, an API server) and runs its focused
+// checks in parallel; a setup that fails leaves them unreported (no pass).
+func (r *checkRecorder) phase(t *testing.T, name string, setup func(*testing.T), checks ...featureCheck) {
+	var focused []featureCheck
+	for _, c := range checks {
+		if r.focus.MatchString(c.name) {
+			focused = append(focused, c)
+		}
+	}
+	if len(focused) == 0 {
+		return
+	}
+	r.want += len(focused)
+	t.Run(name, func(t *testing.T) {
+		setup(t)
+		r.parallel(t, focused...)
+	})
 }
 
 // parallel runs checks in parallel and returns when all are done.
@@ -171,10 +196,31 @@ func (r *checkRecorder) parallel(t *testing.T, checks ...featureCheck) {
 	})
 }
 
-// externalHandler is the runtime handler both nodes map to Debian's runc
-// binary. (crun, the issue's example, refuses this host's hybrid cgroup
-// layout: TestOCIRuntimeHandler.)
-const externalHandler = "runc-ext"
+// externalRuntime is the OCI runtime binary the external handler (both
+// nodes') maps to, and the handler's name: Debian's runc on this host;
+// PEAPOD_EXTERNAL_RUNTIME names another, as integration/oci-handlers-v2.sh
+// does with crun in the cgroup v2 guest (crun 1.8 refuses this host's
+// hybrid cgroup layout: TestOCIRuntimeHandler).
+type externalRuntime struct{ path, handler string }
+
+// name is the runtime's binary name ("runc", "crun").
+func (x externalRuntime) name() string { return filepath.Base(x.path) }
+
+func externalRuntimeOf(t *testing.T) externalRuntime {
+	t.Helper()
+	path := os.Getenv("PEAPOD_EXTERNAL_RUNTIME")
+	if path == "" {
+		var err error
+		if path, err = exec.LookPath("runc"); err != nil {
+			t.Fatalf("the external handler needs Debian's runc: %v", err)
+		}
+	}
+	path, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		t.Fatalf("external runtime: %v", err)
+	}
+	return externalRuntime{path: path, handler: filepath.Base(path) + "-ext"}
+}
 
 // volumeData is the image the image-volume check mounts: data only, no
 // shell (the container's image runs the reads).
@@ -256,8 +302,8 @@ func checkImageVolume(t *testing.T, e *kubeletEnv) {
 // pointer: the kubelet panics before it asks the runtime for a sandbox
 // (kubernetes/kubernetes#125561). When a kubelet fixes that, this fails
 // and the runtime handler check can move here from crictl.
-func checkRuntimeClassStandalone(t *testing.T, e *kubeletEnv) {
-	class := externalHandler
+func checkRuntimeClassStandalone(t *testing.T, e *kubeletEnv, ext externalRuntime) {
+	class := ext.handler
 	p := newPod("runtimeclass", sh("c", "exec sleep 3600"))
 	p.Spec.RuntimeClassName = &class
 	e.k.apply(t, p)
@@ -279,29 +325,30 @@ func checkRuntimeClassStandalone(t *testing.T, e *kubeletEnv) {
 
 // checkRuntimeClass: with an API server to read the RuntimeClass from,
 // the kubelet runs a static pod naming it on its handler, the external
-// runc: the sandbox carries the handler, runc's own state (under the
-// handler's root in peapod's state) has the container running, and exec
-// and logs go through the kubelet as on the default handler.
-func checkRuntimeClass(t *testing.T, e *kubeletEnv, d *daemon, runc string) {
-	class := externalHandler
-	p := newPod("runtimeclass-api", sh("c", "echo on-runc; exec sleep 3600"))
+// runtime (runc, crun): the sandbox carries the handler, the runtime's own
+// state (under the handler's root in peapod's state) has the container
+// running, and exec and logs go through the kubelet as on the default
+// handler.
+func checkRuntimeClass(t *testing.T, e *kubeletEnv, d *daemon, ext externalRuntime) {
+	class := ext.handler
+	p := newPod("runtimeclass-api", sh("c", "echo on-"+ext.name()+"; exec sleep 3600"))
 	p.Spec.RuntimeClassName = &class
 	e.k.apply(t, p)
 	e.k.waitPod(t, "runtimeclass-api", podTimeout, "c running", func(p *corev1.Pod) bool { return running(p, "c") })
 	sbs := sandboxesOf(t, e.rt, "runtimeclass-api")
-	if len(sbs) != 1 || sbs[0].RuntimeHandler != externalHandler {
-		t.Fatalf("sandboxes of runtimeclass-api: %v, want one on handler %q", sbs, externalHandler)
+	if len(sbs) != 1 || sbs[0].RuntimeHandler != ext.handler {
+		t.Fatalf("sandboxes of runtimeclass-api: %v, want one on handler %q", sbs, ext.handler)
 	}
 	ctrs := containersOf(t, e.rt, sbs[0].Id)
 	if len(ctrs) != 1 {
 		t.Fatalf("containers of runtimeclass-api: %v, want one", ctrs)
 	}
 	var rs struct{ Status string }
-	out, err := exec.Command(runc, "--root", filepath.Join(d.State, "oci", externalHandler), "state", ctrs[0].Id).Output()
+	out, err := exec.Command(ext.path, "--root", filepath.Join(d.State, "oci", ext.handler), "state", ctrs[0].Id).Output()
 	if err != nil || json.Unmarshal(out, &rs) != nil || rs.Status != "running" {
-		t.Errorf("runc state %s: %s %v; want it running under runc's own root", ctrs[0].Id, out, err)
+		t.Errorf("%s state %s: %s %v; want it running under %s's own root", ext.name(), ctrs[0].Id, out, err, ext.name())
 	}
-	waitLog(t, e.k, "runtimeclass-api", "c", "on-runc")
+	waitLog(t, e.k, "runtimeclass-api", "c", "on-"+ext.name())
 	if out, err := e.k.run("runtimeclass-api", "c", "echo", "exec-ok"); err != nil || out != "exec-ok\n" {
 		t.Errorf("exec through the kubelet: %q %v", out, err)
 	}
@@ -334,11 +381,11 @@ func checkDevicePluginCDI(t *testing.T, e *kubeletEnv, cp *controlPlane) {
 
 // crictlNode is a peapod driven by the stock crictl, as an operator does.
 type crictlNode struct {
-	d    *daemon
-	bin  string
-	dir  string
-	runc string
-	cfg  string
+	d   *daemon
+	bin string
+	dir string
+	ext externalRuntime
+	cfg string
 }
 
 func (n *crictlNode) configure(t *testing.T) {
@@ -409,9 +456,9 @@ func (n *crictlNode) startContainer(t *testing.T, pod, podJSON string, ctr map[s
 // handler's root in peapod's state) has the container running, exec and
 // logs work through peapod; an unknown handler is refused as NotFound.
 func (n *crictlNode) checkExternalHandler(t *testing.T) {
-	pod, podJSON := n.runPod(t, "handler", externalHandler)
-	if h := n.must(t, "inspectp", "-o", "go-template", "--template", "{{.status.runtimeHandler}}", pod); h != externalHandler {
-		t.Errorf("crictl inspectp: handler %q, want %q", h, externalHandler)
+	pod, podJSON := n.runPod(t, "handler", n.ext.handler)
+	if h := n.must(t, "inspectp", "-o", "go-template", "--template", "{{.status.runtimeHandler}}", pod); h != n.ext.handler {
+		t.Errorf("crictl inspectp: handler %q, want %q", h, n.ext.handler)
 	}
 	id := n.startContainer(t, pod, podJSON, map[string]any{
 		"metadata": map[string]string{"name": "onrunc"},
@@ -419,9 +466,9 @@ func (n *crictlNode) checkExternalHandler(t *testing.T) {
 		"log_path": "onrunc.log",
 	})
 	var rs struct{ Status string }
-	out, err := exec.Command(n.runc, "--root", filepath.Join(n.d.State, "oci", externalHandler), "state", id).Output()
+	out, err := exec.Command(n.ext.path, "--root", filepath.Join(n.d.State, "oci", n.ext.handler), "state", id).Output()
 	if err != nil || json.Unmarshal(out, &rs) != nil || rs.Status != "running" {
-		t.Errorf("runc state %s: %s %v; want it running under runc's own root", id, out, err)
+		t.Errorf("%s state %s: %s %v; want it running under %s's own root", n.ext.name(), id, out, err, n.ext.name())
 	}
 	if out := n.must(t, "exec", "-s", id, "sh", "-c", "echo $((6*7))"); out != "42" {
 		t.Errorf("crictl exec: %q, want 42", out)

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
 // ociRuntimes are the external OCI runtime binaries the handler tests
@@ -47,13 +49,8 @@ func TestOCIRuntimeHandler(t *testing.T) {
 
 func testOCIRuntimeHandler(t *testing.T, bin string) {
 	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
 	const handler = "oci-test"
-	conf := filepath.Join(d.Dir, "peapod.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.Args = append(d.Args, "--config", conf)
+	d := newHandlerDaemon(t, regAddr, handler, bin)
 	d.Start()
 	c := ctx(t)
 
@@ -145,18 +142,21 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 		return strings.Contains(string(data), " stdout F hello-oci\n")
 	})
 
+	// Stretched in the emulated guest: runc's exec (a Go binary, then its
+	// init) takes seconds there where crun's takes a fraction.
+	execTimeout := 10 * int64(timeoutScale)
 	// Exec goes through the runtime, confined as the container.
-	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Timeout: 10})
+	ex, err := d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}, Timeout: execTimeout})
 	if err != nil || string(ex.Stdout) != "out\n" || string(ex.Stderr) != "err\n" || ex.ExitCode != 3 {
 		t.Errorf("ExecSync: %v stdout %q stderr %q exit %d; want out, err, 3", err, ex.GetStdout(), ex.GetStderr(), ex.GetExitCode())
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/no/such/command"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"/no/such/command"}, Timeout: execTimeout})
 	if err != nil || ex.ExitCode != 127 {
 		t.Errorf("ExecSync of a missing command: %v exit %d, want 127", err, ex.GetExitCode())
 	}
 	// The init's confinement, then the exec'd shell's: the same.
 	confinement := "for f in " + strconv.Itoa(nsPID(t, pid)) + " $$; do grep -E '^(CapEff|CapBnd|Seccomp|NoNewPrivs|Uid):' /proc/$f/status | tr -s '\t ' ' '; cat /proc/$f/cgroup; echo --; done"
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", confinement}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", confinement}, Timeout: execTimeout})
 	if err != nil || ex.ExitCode != 0 {
 		t.Fatalf("read confinement: %v %s", err, ex.GetStderr())
 	}
@@ -167,14 +167,15 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	// Stats read the container's cgroup.
 	cs, err := d.RT.ContainerStats(c, &runtimeapi.ContainerStatsRequest{ContainerId: id})
 	if err != nil || cs.Stats.GetMemory().GetWorkingSetBytes() == nil || cs.Stats.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0 {
-		t.Errorf("ContainerStats: %v, %v", cs, err)
+		cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		t.Errorf("ContainerStats: %v, %v; want CPU and memory of the init's cgroup (/proc/%d/cgroup: %s)", cs, err, pid, cg)
 	}
 	// An update goes through the runtime's update into the cgroup.
 	if _, err := d.RT.UpdateContainerResources(c, &runtimeapi.UpdateContainerResourcesRequest{ContainerId: id,
 		Linux: &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 96 << 20}}); err != nil {
 		t.Errorf("UpdateContainerResources: %v", err)
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"}, Timeout: execTimeout})
 	if err != nil || strings.TrimSpace(string(ex.Stdout)) != strconv.Itoa(96<<20) {
 		t.Errorf("memory limit after update: %v %q, want %d", err, ex.GetStdout(), 96<<20)
 	}
@@ -194,7 +195,7 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	if got := containerPID(t, d, id); got != pid {
 		t.Errorf("container PID after the restart %d, want %d", got, pid)
 	}
-	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "still-here"}, Timeout: 10})
+	ex, err = d.RT.ExecSync(c, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"echo", "still-here"}, Timeout: execTimeout})
 	if err != nil || string(ex.Stdout) != "still-here\n" {
 		t.Errorf("exec after the restart: %v %q", err, ex.GetStdout())
 	}
@@ -276,6 +277,16 @@ func testOCIRuntimeHandler(t *testing.T, bin string) {
 	if entries, _ := os.ReadDir(ociRoot); len(entries) != 0 {
 		t.Errorf("%s left state behind: %v", ociRoot, entries)
 	}
+}
+
+// newHandlerDaemon prepares a daemon with handler mapped to the OCI runtime
+// binary bin, configured as the node the environment names: in the cgroup
+// v2 guest (integration/oci-handlers-v2.sh, where crun runs) the systemd
+// driver and, on UML, the CNI network; on the host the daemon's defaults.
+func newHandlerDaemon(t *testing.T, regAddr, handler, bin string) *daemon {
+	o := daemonOptions(t, regAddr)
+	o.Config = fmt.Sprintf("[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin)
+	return &daemon{testenv.NewDaemon(t, o.WithNodeEnv())}
 }
 
 // nsPID is pid as its own PID namespace numbers it (NSpid's last field).
@@ -375,12 +386,7 @@ func TestOCIRuntimeHandlerFeatureChecks(t *testing.T) {
 		t.Skipf("%s has a features command: its rro support is what it says", bin)
 	}
 	regAddr, image := testImage(t)
-	d := newDaemon(t, regAddr)
-	conf := filepath.Join(d.Dir, "peapod.toml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[runtime_handlers.%s]\nruntime = \"oci\"\npath = %q\n", handler, bin), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d.Args = append(d.Args, "--config", conf)
+	d := newHandlerDaemon(t, regAddr, handler, bin)
 	d.Start()
 	c := ctx(t)
 	st, err := d.RT.Status(c, &runtimeapi.StatusRequest{})

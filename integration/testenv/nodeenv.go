@@ -42,18 +42,22 @@ func NodeCNIBin() string { return os.Getenv(envCNIBin) }
 // (above): the peapod.toml lines and, under the systemd driver, a slice of
 // the daemon's own as its cgroup parent (unless the caller chose one).
 func (o DaemonOptions) WithNodeEnv() DaemonOptions {
+	// Top-level keys, so they go before o.Config's: after a [table] header
+	// TOML would read them as that table's.
+	var node string
 	if NodeCgroupDriver() == "systemd" {
-		o.Config += "cgroup_driver = \"systemd\"\n"
+		node += "cgroup_driver = \"systemd\"\n"
 		if o.CgroupParent == "" {
 			// A top-level slice: a name without dashes expands to /<name>.
 			o.CgroupParent = strings.ReplaceAll(o.Name, "-", "") + RandomSuffix() + ".slice"
 		}
 	}
 	if bin := NodeCNIBin(); bin != "" {
-		o.Config += fmt.Sprintf("network = \"cni\"\ncni_bin_dirs = [%q]\n", bin)
+		node += fmt.Sprintf("network = \"cni\"\ncni_bin_dirs = [%q]\n", bin)
 		o.Network = ""
 		o.cni = true
 	}
+	o.Config = node + o.Config
 	return o
 }
 

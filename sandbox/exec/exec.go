@@ -94,13 +94,16 @@ func (e *Executor) Exec(ctx context.Context, t *Target, cmd []string, s Streams)
 	}
 }
 
-// startFailureCode maps libcontainer's failure to execute the command to
-// the exit code a shell gives; 0 for other failures. libcontainer reports
-// it as text from the container's init, so the text is all there is.
+// startFailureCode maps a runtime's failure to execute the command to the
+// exit code a shell gives; 0 for other failures. libcontainer reports it
+// as text from the container's init, an external runtime in its log, so
+// the text is all there is: libcontainer's and runc's words, and crun's
+// ("executable file `X` not found in $PATH: No such file or directory").
 func startFailureCode(err error) int32 {
-	msg := err.Error()
+	msg := strings.ToLower(err.Error())
 	switch {
-	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"):
+	case strings.Contains(msg, "executable file not found"), strings.Contains(msg, "no such file or directory"),
+		strings.Contains(msg, "not found in $path"):
 		return 127
 	case strings.Contains(msg, "permission denied"):
 		return 126
