@@ -80,11 +80,20 @@ func (t *antispoofTable) rebuild(ctx context.Context, allocs []*allocation) erro
 	return nil
 }
 
+// elements are the pod's entries: its veth (checked) and the addresses it
+// may send from. A draining pod's veth stays checked with no address, so
+// that until it is gone it can send nothing, not even an ARP reply of a
+// dying namespace for an address about to be handed out again.
 func (t *antispoofTable) elements(al *allocation) []*knftables.Element {
-	out := []*knftables.Element{
-		{Set: setVeths, Key: []string{strconv.Quote(al.Veth)}},
-		{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}},
+	out := []*knftables.Element{{Set: setVeths, Key: []string{strconv.Quote(al.Veth)}}}
+	if !al.draining {
+		out = append(out, t.addressElements(al)...)
 	}
+	return out
+}
+
+func (t *antispoofTable) addressElements(al *allocation) []*knftables.Element {
+	out := []*knftables.Element{{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}}}
 	if al.IP6 != "" {
 		out = append(out, &knftables.Element{Set: setPods6, Key: []string{strconv.Quote(al.Veth), al.IP6}})
 	}
@@ -103,7 +112,20 @@ func (t *antispoofTable) add(ctx context.Context, al *allocation) error {
 	return nil
 }
 
-// remove forgets the pod's addresses; its veth is gone or going.
+// forgetAddresses stops the pod's veth sending from the pod's addresses
+// (the pod stopped; its veth is still checked until remove).
+func (t *antispoofTable) forgetAddresses(ctx context.Context, al *allocation) error {
+	tx := t.nft.NewTransaction()
+	for _, e := range t.addressElements(al) {
+		tx.Delete(e)
+	}
+	if err := t.nft.Run(ctx, tx); err != nil {
+		return fmt.Errorf("forget the addresses of pod %s: %w", al.Pod, err)
+	}
+	return nil
+}
+
+// remove forgets the pod's veth and addresses; its veth is gone or going.
 func (t *antispoofTable) remove(ctx context.Context, al *allocation) error {
 	tx := t.nft.NewTransaction()
 	for _, e := range t.elements(al) {

@@ -157,6 +157,9 @@ func (t *natTable) deleteTable(ctx context.Context) error {
 // dual-stack bridge, one on a given host IP in that IP's table only.
 func (t *natTable) portElements(al *allocation) []*knftables.Element {
 	var out []*knftables.Element
+	if al.draining {
+		return nil // unmapped when the pod stopped
+	}
 	podIP := al.IP
 	if t.v6 {
 		podIP = al.IP6
