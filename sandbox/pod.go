@@ -336,6 +336,11 @@ func (r *Runtime) detachPodNetwork(ctx context.Context, p *pod) (func(context.Co
 	return finish, nil
 }
 
+// netTeardownFailpoint holds the network teardowns that run after
+// StopPodSandbox returned (store/failpoint.go's "name=hold:PATH"), so that
+// tests see the pod stopped with its veth and address still held.
+const netTeardownFailpoint = "stop-pod-network-teardown"
+
 // startNetTeardown finishes the pod's network teardown after the stop
 // returns: deleting the veth is most of a stop's time (the kernel's device
 // unregistration) and nothing waits for it but the pod's address, which
@@ -346,6 +351,9 @@ func (r *Runtime) startNetTeardown(p *pod, finish func(context.Context) error) {
 	}
 	id := p.ID
 	r.netTeardowns.start(id, func(ctx context.Context) error {
+		if err := r.fail.Hold(ctx, netTeardownFailpoint); err != nil {
+			return err
+		}
 		err := finish(ctx)
 		if err != nil {
 			r.log.Warn("finish the network teardown of a stopped pod; RemovePodSandbox retries it", "pod", id, "err", err)
