@@ -3,8 +3,11 @@ package network
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 )
 
@@ -113,13 +116,33 @@ func (t *antispoofTable) add(ctx context.Context, al *allocation) error {
 }
 
 // forgetAddresses stops the pod's veth sending from the pod's addresses
-// (the pod stopped; its veth is still checked until remove).
+// (the pod stopped; its veth is still checked until remove). It talks
+// netlink in-process rather than through an nft process: StopPodSandbox
+// waits for it, and on a loaded node starting nft took longer than the
+// rest of the stop (its exec and library loading, ~100 ms at load 10 on 2
+// cores, against ~1 ms for the netlink batch).
 func (t *antispoofTable) forgetAddresses(ctx context.Context, al *allocation) error {
-	tx := t.nft.NewTransaction()
-	for _, e := range t.addressElements(al) {
-		tx.Delete(e)
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("forget the addresses of pod %s: %w", al.Pod, err)
 	}
-	if err := t.nft.Run(ctx, tx); err != nil {
+	table := &nftables.Table{Name: t.name, Family: nftables.TableFamilyBridge}
+	del := func(set string, ip net.IP) error {
+		// The key of an "ifname . address" element: the name NUL-padded
+		// to IFNAMSIZ, then the address (both multiples of 4 bytes, so
+		// no padding between them).
+		key := make([]byte, unix.IFNAMSIZ, unix.IFNAMSIZ+len(ip))
+		copy(key, al.Veth)
+		return c.SetDeleteElements(&nftables.Set{Table: table, Name: set}, []nftables.SetElement{{Key: append(key, ip...)}})
+	}
+	err = del(setPods4, net.ParseIP(al.IP).To4())
+	if ip6 := net.ParseIP(al.IP6); err == nil && al.IP6 != "" && ip6 != nil {
+		err = del(setPods6, ip6.To16())
+	}
+	if err == nil {
+		err = c.Flush()
+	}
+	if err != nil {
 		return fmt.Errorf("forget the addresses of pod %s: %w", al.Pod, err)
 	}
 	return nil

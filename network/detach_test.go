@@ -133,3 +133,34 @@ func TestBridgeDetachThenRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestBridgeDetachDualStack: DetachPod's netlink deletion of the
+// anti-spoof elements (forgetAddresses) removes the IPv6 one too, and
+// finish the rest.
+func TestBridgeDetachDualStack(t *testing.T) {
+	tb := newDualStackBridge(t)
+	ctx := context.Background()
+	a := Pod{ID: "pod-a-" + randHex(8), NetNS: newNetNS(t)}
+	ip4, ip6 := dualIPs(t)(tb.SetupPod(ctx, a))
+	t.Cleanup(func() { tb.TeardownPod(ctx, a) })
+	list := func() string {
+		out, _ := exec.Command("nft", "list", "table", "bridge", tableName(tb.name)).CombinedOutput()
+		return string(out)
+	}
+	if s := list(); !strings.Contains(s, ip4.String()) || !strings.Contains(s, ip6.String()) {
+		t.Fatalf("anti-spoof table lacks the pod's addresses before DetachPod:\n%s", s)
+	}
+	finish, err := tb.DetachPod(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := list(); strings.Contains(s, ip4.String()) || strings.Contains(s, ip6.String()) || !strings.Contains(s, vethName(a.ID)) {
+		t.Errorf("after DetachPod, want the veth checked without addresses:\n%s", s)
+	}
+	if err := finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := list(); strings.Contains(s, vethName(a.ID)) {
+		t.Errorf("veth element left after finish:\n%s", s)
+	}
+}
