@@ -29,6 +29,11 @@ type pod struct {
 	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
 	holderEventSent bool            // the holder's exit was published (holder.go)
 	nriStopped      nriOnce         // its NRI StopPodSandbox hook ran (nri.go)
+	// netDetached: a stop detached the pod's network, so a later stop
+	// (the kubelet repeats them; RemovePodSandbox stops first) does not run
+	// CNI DEL again. In memory only: at a start, the network of every pod
+	// that is not Ready is released (reconcileNetwork).
+	netDetached bool
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
@@ -382,9 +387,12 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t0 := time.Now()
-	finishNet, err := r.detachPodNetwork(ctx, p)
-	if err != nil {
-		return err
+	var finishNet func(context.Context) error
+	if !p.netDetached {
+		if finishNet, err = r.detachPodNetwork(ctx, p); err != nil {
+			return err
+		}
+		p.netDetached = true
 	}
 	tNet := time.Now()
 	r.fail.Crash("stop-pod-after-network")
@@ -428,8 +436,11 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 		return err
 	}
 	// The network teardown StopPod left running: a removed pod holds no
-	// veth or address. One that failed was retried by StopPod's detach.
+	// veth or address. One that failed is retried by the next call's stop.
 	if err := r.netTeardowns.wait(ctx, p.ID); err != nil {
+		p.mu.Lock()
+		p.netDetached = false
+		p.mu.Unlock()
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
 	for _, c := range r.podContainers(p.ID) {
