@@ -164,3 +164,35 @@ func TestBridgeDetachDualStack(t *testing.T) {
 		t.Errorf("veth element left after finish:\n%s", s)
 	}
 }
+
+// TestNATRemovePortsNetlink: the netlink deletion of host-port elements
+// (removePorts) finds them by the keys it encodes, for any-address and
+// host-IP mappings of each protocol, without falling back to a rebuild.
+func TestNATRemovePortsNetlink(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	p1, p2 := freePort(t), freePort(t)
+	a := Pod{ID: "pod-a-" + randHex(8), NetNS: newNetNS(t), Ports: []PortMapping{
+		{Protocol: "tcp", ContainerPort: 80, HostPort: p1},
+		{Protocol: "udp", ContainerPort: 53, HostPort: p1},
+		{Protocol: "sctp", ContainerPort: 90, HostPort: p2, HostIP: "127.0.0.1"},
+	}}
+	podIP(t)(tb.SetupPod(ctx, a))
+	t.Cleanup(func() { tb.TeardownPod(ctx, a) })
+	list := func() string {
+		out, _ := exec.Command("nft", "list", "table", "ip", tableName(tb.name)).CombinedOutput()
+		return string(out)
+	}
+	if s := list(); !strings.Contains(s, strconv.Itoa(int(p1))) || !strings.Contains(s, strconv.Itoa(int(p2))) {
+		t.Fatalf("ports not mapped:\n%s", s)
+	}
+	tb.mu.Lock()
+	err := tb.nat.removePorts(ctx, tb.ipam.byPod[a.ID])
+	tb.mu.Unlock()
+	if err != nil {
+		t.Fatalf("removePorts: %v", err)
+	}
+	if s := list(); strings.Contains(s, strconv.Itoa(int(p1))) || strings.Contains(s, strconv.Itoa(int(p2))) {
+		t.Errorf("ports left after removePorts:\n%s", s)
+	}
+}
