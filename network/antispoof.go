@@ -3,8 +3,11 @@ package network
 import (
 	"context"
 	"fmt"
+	"net"
 	"strconv"
 
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 )
 
@@ -80,11 +83,20 @@ func (t *antispoofTable) rebuild(ctx context.Context, allocs []*allocation) erro
 	return nil
 }
 
+// elements are the pod's entries: its veth (checked) and the addresses it
+// may send from. A draining pod's veth stays checked with no address, so
+// that until it is gone it can send nothing, not even an ARP reply of a
+// dying namespace for an address about to be handed out again.
 func (t *antispoofTable) elements(al *allocation) []*knftables.Element {
-	out := []*knftables.Element{
-		{Set: setVeths, Key: []string{strconv.Quote(al.Veth)}},
-		{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}},
+	out := []*knftables.Element{{Set: setVeths, Key: []string{strconv.Quote(al.Veth)}}}
+	if !al.draining {
+		out = append(out, t.addressElements(al)...)
 	}
+	return out
+}
+
+func (t *antispoofTable) addressElements(al *allocation) []*knftables.Element {
+	out := []*knftables.Element{{Set: setPods4, Key: []string{strconv.Quote(al.Veth), al.IP}}}
 	if al.IP6 != "" {
 		out = append(out, &knftables.Element{Set: setPods6, Key: []string{strconv.Quote(al.Veth), al.IP6}})
 	}
@@ -103,14 +115,62 @@ func (t *antispoofTable) add(ctx context.Context, al *allocation) error {
 	return nil
 }
 
-// remove forgets the pod's addresses; its veth is gone or going.
-func (t *antispoofTable) remove(ctx context.Context, al *allocation) error {
-	tx := t.nft.NewTransaction()
-	for _, e := range t.elements(al) {
-		tx.Delete(e)
-	}
-	if err := t.nft.Run(ctx, tx); err != nil {
+// forgetAddresses stops the pod's veth sending from the pod's addresses
+// (the pod stopped; its veth is still checked until remove).
+func (t *antispoofTable) forgetAddresses(ctx context.Context, al *allocation) error {
+	if err := t.deleteElements(al, true, false); err != nil {
 		return fmt.Errorf("forget the addresses of pod %s: %w", al.Pod, err)
 	}
 	return nil
+}
+
+// remove forgets the pod's veth and addresses; its veth is gone or going.
+func (t *antispoofTable) remove(ctx context.Context, al *allocation) error {
+	// A draining pod's addresses are gone already.
+	if err := t.deleteElements(al, !al.draining, true); err != nil {
+		return fmt.Errorf("forget the addresses of pod %s: %w", al.Pod, err)
+	}
+	return nil
+}
+
+// deleteElements deletes the pod's address elements and its veth's, as
+// asked, in one netlink
+// batch: in-process rather than through an nft process, as StopPodSandbox
+// and RemovePodSandbox wait for it and on a loaded node starting nft took
+// longer than the rest of the stop (its exec and library loading, ~100 ms
+// at load 10 on 2 cores, against ~1 ms for the batch).
+func (t *antispoofTable) deleteElements(al *allocation, addresses, veth bool) error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	table := &nftables.Table{Name: t.name, Family: nftables.TableFamilyBridge}
+	// Keys of "ifname" and "ifname . address" elements: the name
+	// NUL-padded to IFNAMSIZ, then the address (both multiples of 4 bytes,
+	// so nothing pads between them).
+	key := func(ip net.IP) []byte {
+		k := make([]byte, unix.IFNAMSIZ, unix.IFNAMSIZ+len(ip))
+		copy(k, al.Veth)
+		return append(k, ip...)
+	}
+	type element struct {
+		set string
+		key []byte
+	}
+	var els []element
+	if addresses {
+		els = append(els, element{setPods4, key(net.ParseIP(al.IP).To4())})
+		if ip6 := net.ParseIP(al.IP6); al.IP6 != "" && ip6 != nil {
+			els = append(els, element{setPods6, key(ip6.To16())})
+		}
+	}
+	if veth {
+		els = append(els, element{setVeths, key(nil)})
+	}
+	for _, e := range els {
+		if err := c.SetDeleteElements(&nftables.Set{Table: table, Name: e.set}, []nftables.SetElement{{Key: e.key}}); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
 }

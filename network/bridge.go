@@ -584,6 +584,9 @@ func (b *Bridge) portConflict(pod string, ports []PortMapping) error {
 			}
 		}
 		for _, al := range b.ipam.byPod {
+			if al.draining {
+				continue // its ports were unmapped when it stopped
+			}
 			for _, q := range al.Ports {
 				if al.Pod != pod && portsClash(p, q) {
 					return fmt.Errorf("host port %s %s:%d is already mapped to pod %s", p.Protocol, orAny(p.HostIP), p.HostPort, al.Pod)
@@ -627,6 +630,62 @@ func (b *Bridge) TeardownPod(ctx context.Context, pod Pod) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.teardown(ctx, pod.ID)
+}
+
+// DetachPod is the part of the teardown a stopped pod must not outlive:
+// its host ports are unmapped and its veth may no longer send from the
+// pod's addresses. What is left, deleting the veth (the kernel's device
+// unregistration, RCU grace periods: most of the teardown's time) and then
+// freeing the address, is the returned finish, which the caller runs once
+// the pod's processes are dead, after its stop returned. Until finish
+// returns the address stays taken, so no new pod gets it while a veth (or
+// a dying namespace behind it) still holds it; a crash before then is
+// finished by Reconcile at the next start, which releases stopped pods.
+// finish is nil when nothing is left; called again, DetachPod returns the
+// pending finish again.
+func (b *Bridge) DetachPod(ctx context.Context, pod Pod) (finish func(context.Context) error, err error) {
+	if b.teardownOnly {
+		return nil, b.TeardownPod(ctx, pod)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	al, ok := b.ipam.byPod[pod.ID]
+	if !ok {
+		// No address: at most a veth of a setup cut short, found by name.
+		if err := deleteLink(vethName(pod.ID)); err != nil {
+			return nil, fmt.Errorf("tear down network of pod %s: %w", pod.ID, err)
+		}
+		return nil, nil
+	}
+	if !al.draining {
+		b.unmapPorts(ctx, al)
+		al.draining = true
+		if b.spoof != nil {
+			if err := b.spoof.forgetAddresses(ctx, al); err != nil {
+				b.log.Warn("forget pod addresses; rebuilding the table", "pod", pod.ID, "err", err)
+				if err := b.spoof.rebuild(ctx, b.ipam.allocations()); err != nil {
+					al.draining = false // the next stop tries again
+					return nil, fmt.Errorf("tear down network of pod %s: %w", pod.ID, err)
+				}
+			}
+		}
+	}
+	return func(ctx context.Context) error { return b.finishDetach(ctx, al) }, nil
+}
+
+// finishDetach deletes a draining pod's veth, then frees its address. The
+// deletion runs without b.mu: it takes tens of ms of the kernel's time,
+// and other pods' setups need not wait for it.
+func (b *Bridge) finishDetach(ctx context.Context, al *allocation) error {
+	if err := deleteLink(al.Veth); err != nil {
+		return fmt.Errorf("tear down network of pod %s: %w", al.Pod, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ipam.byPod[al.Pod] != al {
+		return nil // released meanwhile (TeardownPod)
+	}
+	return b.teardown(ctx, al.Pod)
 }
 
 func (b *Bridge) teardown(ctx context.Context, podID string) error {

@@ -289,6 +289,15 @@ func (c *CNI) TeardownPod(ctx context.Context, pod Pod) error {
 	return nil
 }
 
+// DetachPod runs DEL before the stop returns, as containerd and CRI-O do:
+// DEL is the plugins' one teardown call, the IPAM plugin frees the address
+// inside it, and a plugin cannot be told to keep it until the interface is
+// gone. Run later, an address freed while the dying namespace still held
+// it could be handed to a new pod.
+func (c *CNI) DetachPod(ctx context.Context, pod Pod) (func(context.Context) error, error) {
+	return nil, c.TeardownPod(ctx, pod)
+}
+
 // Reconcile runs DEL for every cached attachment of a pod not in live, and
 // removes the host-local allocations a power cut emptied.
 func (c *CNI) Reconcile(ctx context.Context, live []string) error {

@@ -24,6 +24,11 @@ type allocation struct {
 	IP6   string        `json:"ip6,omitempty"` // dual-stack: the v6 address with the same host part
 	Veth  string        `json:"veth"`
 	Ports []PortMapping `json:"ports,omitempty"`
+	// draining: the pod stopped (Bridge.DetachPod). Its host ports and its
+	// addresses' anti-spoof elements are gone; its veth is being deleted
+	// and the address stays taken until it is. Not recorded: a restart
+	// releases every stopped pod's allocation (Reconcile).
+	draining bool
 }
 
 // ipam hands out the addresses of one IPv4 subnet. The caller serialises

@@ -65,6 +65,13 @@ type Backend interface {
 	// TeardownPod releases what SetupPod took. It is idempotent, and works
 	// when pod.NetNS is "" (the pod's namespace is gone).
 	TeardownPod(ctx context.Context, pod Pod) error
+	// DetachPod is TeardownPod for a pod that stops: what must be done
+	// before the stop returns is done when it returns, and finish (nil if
+	// nothing is left) does the rest, to be run once the pod's processes
+	// are dead. Until finish returns, nothing the pod held is handed out
+	// again; a daemon that dies before it does finishes it at the next
+	// start (Reconcile, with the stopped pod not live).
+	DetachPod(ctx context.Context, pod Pod) (finish func(context.Context) error, err error)
 	// Reconcile releases what pods not in live still hold (after a crash).
 	Reconcile(ctx context.Context, live []string) error
 	// Ready says why pods cannot get a network now, or nil.
@@ -130,6 +137,11 @@ func (Loopback) SetupPod(ctx context.Context, pod Pod) (Result, error) {
 
 // TeardownPod has nothing to release: the namespace goes with the pause.
 func (Loopback) TeardownPod(ctx context.Context, pod Pod) error { return nil }
+
+// DetachPod has nothing to release.
+func (Loopback) DetachPod(ctx context.Context, pod Pod) (func(context.Context) error, error) {
+	return nil, nil
+}
 
 // Reconcile has nothing to release.
 func (Loopback) Reconcile(ctx context.Context, live []string) error { return nil }

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strconv"
 
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/knftables"
 )
 
@@ -127,21 +129,62 @@ func (t *natTable) addPorts(ctx context.Context, al *allocation) error {
 	return nil
 }
 
-// removePorts unmaps the pod's host ports.
+// removePorts unmaps the pod's host ports, through one netlink batch
+// in-process rather than an nft process: StopPodSandbox waits for it (see
+// antispoofTable.deleteElements).
 func (t *natTable) removePorts(ctx context.Context, al *allocation) error {
 	els := t.portElements(al)
 	if len(els) == 0 {
 		return nil
 	}
-	tx := t.nft.NewTransaction()
-	for _, e := range els {
-		e.Value = nil
-		tx.Delete(e)
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
 	}
-	if err := t.nft.Run(ctx, tx); err != nil {
+	family := nftables.TableFamilyIPv4
+	if t.v6 {
+		family = nftables.TableFamilyIPv6
+	}
+	table := &nftables.Table{Name: t.name, Family: family}
+	for _, e := range els {
+		key, err := concatKey(e.Key)
+		if err == nil {
+			err = c.SetDeleteElements(&nftables.Set{Table: table, Name: e.Map, IsMap: true}, []nftables.SetElement{{Key: key}})
+		}
+		if err != nil {
+			return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
+		}
+	}
+	if err := c.Flush(); err != nil {
 		return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
 	}
 	return nil
+}
+
+// concatKey encodes the key of a host-port map element as the kernel
+// holds it: each field (address, inet_proto, inet_service) in network
+// order, padded with zeros to a multiple of 4 bytes.
+func concatKey(fields []string) ([]byte, error) {
+	var out []byte
+	for _, f := range fields {
+		var b []byte
+		if ip := net.ParseIP(f); ip != nil {
+			if b = ip.To4(); b == nil {
+				b = ip.To16()
+			}
+		} else if proto, ok := map[string]byte{"tcp": unix.IPPROTO_TCP, "udp": unix.IPPROTO_UDP, "sctp": unix.IPPROTO_SCTP}[f]; ok {
+			b = []byte{proto}
+		} else if port, err := strconv.ParseUint(f, 10, 16); err == nil {
+			b = []byte{byte(port >> 8), byte(port)}
+		} else {
+			return nil, fmt.Errorf("map key field %q", f)
+		}
+		out = append(out, b...)
+		for len(out)%4 != 0 {
+			out = append(out, 0)
+		}
+	}
+	return out, nil
 }
 
 // deleteTable removes the table (tests; the daemon keeps it for live pods).
@@ -157,6 +200,9 @@ func (t *natTable) deleteTable(ctx context.Context) error {
 // dual-stack bridge, one on a given host IP in that IP's table only.
 func (t *natTable) portElements(al *allocation) []*knftables.Element {
 	var out []*knftables.Element
+	if al.draining {
+		return nil // unmapped when the pod stopped
+	}
 	podIP := al.IP
 	if t.v6 {
 		podIP = al.IP6

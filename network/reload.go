@@ -206,6 +206,19 @@ func (r *Reloadable) TeardownPod(ctx context.Context, pod Pod) error {
 	return errors.Join(errs...)
 }
 
+// DetachPod detaches the pod through the backend that set it up. A pod
+// recorded before backends were is torn down at once (TeardownPod).
+func (r *Reloadable) DetachPod(ctx context.Context, pod Pod) (func(context.Context) error, error) {
+	if pod.Backend == "" {
+		return nil, r.TeardownPod(ctx, pod)
+	}
+	b, err := r.teardownBackend(pod.Backend)
+	if err != nil || b == nil {
+		return nil, err // nil: never ran on this node, holds nothing
+	}
+	return b.DetachPod(ctx, pod)
+}
+
 func otherKind(kind string) string {
 	if kind == BackendCNI {
 		return BackendBuiltin

@@ -93,6 +93,11 @@ func (c *cniCache) TeardownPod(ctx context.Context, pod Pod) error {
 	return errors.Join(errs...)
 }
 
+// DetachPod is TeardownPod: CNI DEL is synchronous (see CNI.DetachPod).
+func (c *cniCache) DetachPod(ctx context.Context, pod Pod) (func(context.Context) error, error) {
+	return nil, c.TeardownPod(ctx, pod)
+}
+
 func (c *cniCache) del(ctx context.Context, a *libcni.NetworkAttachment, netns string) error {
 	list, err := libcni.ConfListFromBytes(a.Config)
 	if err != nil {

@@ -29,6 +29,11 @@ type pod struct {
 	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
 	holderEventSent bool            // the holder's exit was published (holder.go)
 	nriStopped      nriOnce         // its NRI StopPodSandbox hook ran (nri.go)
+	// netDetached: a stop detached the pod's network, so a later stop
+	// (the kubelet repeats them; RemovePodSandbox stops first) does not run
+	// CNI DEL again. In memory only: at a start, the network of every pod
+	// that is not Ready is released (reconcileNetwork).
+	netDetached bool
 }
 
 // runPod creates the pod's namespaces with a pause process and records the
@@ -315,21 +320,51 @@ func (r *Runtime) killPause(p *pod) {
 	}
 }
 
-// teardownPodNetwork releases the pod's network, even when the pause died
-// on its own (the netns is gone then, and its /proc path may name another
-// process's).
-func (r *Runtime) teardownPodNetwork(ctx context.Context, p *pod) error {
+// detachPodNetwork releases what of the pod's network a stopped pod must
+// not keep (host ports, its addresses' anti-spoof elements; with CNI, all
+// of it: DEL) even when the pause died on its own (the netns is gone
+// then, and its /proc path may name another process's). It returns the
+// rest of the teardown, nil if none, for startNetTeardown once the pod's
+// processes are dead.
+func (r *Runtime) detachPodNetwork(ctx context.Context, p *pod) (func(context.Context) error, error) {
 	if oci.HostNetwork(p.Config) || r.opts.Network == nil {
-		return nil
+		return nil, nil
 	}
 	np := p.networkPod()
 	if !proc.Alive(p.PausePID, p.PauseStart) {
 		np.NetNS = ""
 	}
-	if err := r.opts.Network.TeardownPod(ctx, np); err != nil {
-		return fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
+	finish, err := r.opts.Network.DetachPod(ctx, np)
+	if err != nil {
+		return nil, fmt.Errorf("tear down network of pod %s: %w", p.ID, err)
 	}
-	return nil
+	return finish, nil
+}
+
+// netTeardownFailpoint holds the network teardowns that run after
+// StopPodSandbox returned (store/failpoint.go's "name=hold:PATH"), so that
+// tests see the pod stopped with its veth and address still held.
+const netTeardownFailpoint = "stop-pod-network-teardown"
+
+// startNetTeardown finishes the pod's network teardown after the stop
+// returns: deleting the veth is most of a stop's time (the kernel's device
+// unregistration) and nothing waits for it but the pod's address, which
+// stays taken until then.
+func (r *Runtime) startNetTeardown(p *pod, finish func(context.Context) error) {
+	if finish == nil {
+		return
+	}
+	id := p.ID
+	r.netTeardowns.start(id, func(ctx context.Context) error {
+		if err := r.fail.Hold(ctx, netTeardownFailpoint); err != nil {
+			return err
+		}
+		err := finish(ctx)
+		if err != nil {
+			r.log.Warn("finish the network teardown of a stopped pod; RemovePodSandbox retries it", "pod", id, "err", err)
+		}
+		return err
+	})
 }
 
 // StopPod kills the pod's containers and its pause process. Stopping a pod
@@ -352,18 +387,24 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t0 := time.Now()
-	if err := r.teardownPodNetwork(ctx, p); err != nil {
-		return err
+	var finishNet func(context.Context) error
+	if !p.netDetached {
+		if finishNet, err = r.detachPodNetwork(ctx, p); err != nil {
+			return err
+		}
+		p.netDetached = true
 	}
 	tNet := time.Now()
 	r.fail.Crash("stop-pod-after-network")
 	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
+		r.startNetTeardown(p, finishNet)
 		hostfs.UnmountPodShm(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
 	r.killPause(p)
 	tPause := time.Now()
+	r.startNetTeardown(p, finishNet) // the netns's last process is gone
 	r.fail.Crash("stop-pod-after-pause")
 	hostfs.UnmountPodShm(p.Dir)
 	r.removePodCgroup(p)
@@ -393,6 +434,14 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	}
 	if err := r.StopPod(ctx, p.ID); err != nil {
 		return err
+	}
+	// The network teardown StopPod left running: a removed pod holds no
+	// veth or address. One that failed is retried by the next call's stop.
+	if err := r.netTeardowns.wait(ctx, p.ID); err != nil {
+		p.mu.Lock()
+		p.netDetached = false
+		p.mu.Unlock()
+		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
 	for _, c := range r.podContainers(p.ID) {
 		if err := r.RemoveContainer(ctx, c.ID); err != nil {

@@ -47,6 +47,9 @@ type Images interface {
 type Network interface {
 	SetupPod(ctx context.Context, pod network.Pod) (network.Result, error)
 	TeardownPod(ctx context.Context, pod network.Pod) error
+	// DetachPod: StopPodSandbox's teardown, the rest after it returns
+	// (network.Backend).
+	DetachPod(ctx context.Context, pod network.Pod) (finish func(context.Context) error, err error)
 }
 
 // Options configure a Runtime.
@@ -84,14 +87,15 @@ type Runtime struct {
 	podNames *names.Registry
 	ctrNames *names.Registry
 
-	samples    stats.CPURates            // for the CPU rate in stats
-	cdi        *oci.CDIRegistry          // resolves ContainerConfig.CDI_devices
-	statsCache stats.Cache               // cgroup dirs and layer usage between stats calls
-	podOps     *store.Results[Pod]       // RunPod calls that may outlive their caller
-	ctrOps     *store.Results[Container] // CreateContainer calls, likewise
-	fail       store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
-	removals   *removals.Queue           // root filesystems of removed containers being deleted
-	mounted    sync.Map                  // container IDs whose root filesystem this process mounted
+	samples      stats.CPURates            // for the CPU rate in stats
+	cdi          *oci.CDIRegistry          // resolves ContainerConfig.CDI_devices
+	statsCache   stats.Cache               // cgroup dirs and layer usage between stats calls
+	podOps       *store.Results[Pod]       // RunPod calls that may outlive their caller
+	ctrOps       *store.Results[Container] // CreateContainer calls, likewise
+	fail         store.Failpoints          // crash points for recovery tests (store/failpoint.go); nil in production
+	removals     *removals.Queue           // root filesystems of removed containers being deleted
+	netTeardowns *netTeardowns             // stopped pods' veths being deleted (netteardown.go)
+	mounted      sync.Map                  // container IDs whose root filesystem this process mounted
 
 	usernsWarn sync.Once           // logs once why Status does not offer user namespaces
 	handlers   map[string]*handler // by name: the configured handlers and their runtimes
@@ -119,20 +123,21 @@ func Open(opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{
-		opts:       opts,
-		log:        opts.Logger,
-		store:      md,
-		pods:       map[string]*pod{},
-		containers: map[string]*container{},
-		byPod:      map[string]map[string]*container{},
-		podNames:   names.NewRegistry(),
-		ctrNames:   names.NewRegistry(),
-		podOps:     store.NewResults[Pod](ErrAlreadyExists),
-		ctrOps:     store.NewResults[Container](ErrAlreadyExists),
-		fail:       store.FailpointsFromEnv(),
-		removals:   removals.New(),
-		cdi:        oci.NewCDIRegistry(opts.CDISpecDirs),
-		exec:       exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
+		opts:         opts,
+		log:          opts.Logger,
+		store:        md,
+		pods:         map[string]*pod{},
+		containers:   map[string]*container{},
+		byPod:        map[string]map[string]*container{},
+		podNames:     names.NewRegistry(),
+		ctrNames:     names.NewRegistry(),
+		podOps:       store.NewResults[Pod](ErrAlreadyExists),
+		ctrOps:       store.NewResults[Container](ErrAlreadyExists),
+		fail:         store.FailpointsFromEnv(),
+		removals:     removals.New(),
+		netTeardowns: newNetTeardowns(),
+		cdi:          oci.NewCDIRegistry(opts.CDISpecDirs),
+		exec:         exec.New(libcontainerRoot(opts.State), filepath.Join(opts.State, "exec-seal"), opts.Logger),
 	}
 	r.openHandlers()
 	if _, held := r.fail[layerWalkFailpoint]; held {
@@ -181,6 +186,9 @@ func (r *Runtime) Close() error {
 	cancel()
 	ctx, cancel = context.WithTimeout(context.Background(), closeRemovalsTimeout)
 	r.removals.Wait(ctx, "")
+	if !r.netTeardowns.waitAll(ctx) {
+		r.log.Warn("network teardowns of stopped pods still running at shutdown; the next start finishes them")
+	}
 	cancel()
 	r.mu.Lock()
 	for _, c := range r.containers {
