@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The checkpoint test where CRIU can work: this host's kernel (6.13+, with
+# The checkpoint and restore tests where CRIU can work: this host's kernel (6.13+, with
 # the [vvar_vclock] mapping) stops Debian's criu 3.17.1 in its kernel probe,
 # so TestCheckpointContainerReason only sees the refusal here. In the qemu
-# guest of ../shared/vm (Debian's 6.1 kernel) `criu check` passes and the
-# test dumps a running container and checks the archive.
+# guest of ../shared/vm (Debian's 6.1 kernel) `criu check` passes:
+# TestCheckpointContainerReason dumps a running container and checks the
+# archive, TestRestoreFromCheckpoint restores one from its archive.
+# CKPT_RUN picks the tests (a -test.run pattern; default both).
+# CKPT_KUBELET=PATH (a kubelet binary, e.g. the one make e2e-kubelet caches
+# in /var/cache/peapod-test/kubelet-v1.37.2; that directory is shared into
+# the guest, so the binary must lie below it) adds TestKubeletCheckpoint:
+# the kubelet's /checkpoint API, then a restore of its archive.
 #
 # The guest image has neither criu nor iptables-restore (CRIU's network
 # lock): the host's binaries and their libraries are shared in and run
@@ -19,6 +25,12 @@ VM_RUN=${VM_RUN:-../shared/vm/vm-run.sh}
 criu=$(command -v criu) || { echo "checkpoint-guest: criu not installed on the host (apt-get install criu)" >&2; exit 1; }
 xtables=$(readlink -f "$(command -v iptables-restore)")
 
+kubelet_env=
+if [ -n "${CKPT_KUBELET:-}" ]; then
+  CKPT_RUN=${CKPT_RUN:-^(TestCheckpointContainerReason|TestRestoreFromCheckpoint|TestKubeletCheckpoint)\$}
+  kubelet_env="PEAPOD_KUBELET=$CKPT_KUBELET"
+fi
+CKPT_RUN=${CKPT_RUN:-^(TestCheckpointContainerReason|TestRestoreFromCheckpoint)\$}
 out=bin/checkpoint-guest
 kit=$(mktemp -d /tmp/peapod-criu-kit.XXXXXX)
 trap 'rm -rf "$out" "$kit"' EXIT
@@ -50,4 +62,4 @@ export CGV2_VM_CACHE=${CGV2_VM_CACHE:-/var/cache/peapod-cgv2-vm/pk-$(printf %s "
     export PATH=$kit/bin:\$PATH
     criu check 2>/dev/null
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
-    cd integration && ../$out/integration.test -test.count=1 -test.timeout=10m -test.v -test.run '^TestCheckpointContainerReason\$'"
+    cd integration && $kubelet_env ../$out/integration.test -test.count=1 -test.timeout=20m -test.v -test.run '$CKPT_RUN'"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
 )
@@ -46,8 +47,31 @@ func restore(lc *libcontainer.Container, bundle string, proc *libcontainer.Proce
 		FileLocks:       true,
 	})
 	if err != nil {
-		return fmt.Errorf("restore with criu (log: %s): %w", filepath.Join(work, "restore.log"), err)
+		log := filepath.Join(work, "restore.log")
+		return fmt.Errorf("restore with criu (log: %s%s): %w", log, criuErrors(log), err)
 	}
 	os.RemoveAll(images)
 	return nil
+}
+
+// criuErrors is ", errors: ..." with the last of CRIU's "Error" lines in
+// log, for the caller who cannot read the node's files; "" without any.
+func criuErrors(log string) string {
+	b, err := os.ReadFile(log)
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Error") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
+	}
+	if len(errs) == 0 {
+		return ""
+	}
+	if len(errs) > 3 {
+		errs = errs[len(errs)-3:]
+	}
+	return ", errors: " + strings.Join(errs, "; ")
 }
