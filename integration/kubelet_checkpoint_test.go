@@ -23,7 +23,7 @@ import (
 // on its authenticated port (anonymous with AlwaysAllow in the test's
 // kubelet config) makes peapod write the archive into the kubelet's
 // checkpoints directory, with the entries checkpointctl reads; the archive
-// then restores through CRI, in a pod of the test's own, and counts on.
+// then restores through CRI, in the same pod, and counts on.
 // Needs PEAPOD_KUBELET and a node where CRIU works:
 // integration/checkpoint-guest.sh runs it in the qemu guest with
 // CKPT_KUBELET set.
@@ -57,11 +57,11 @@ func TestKubeletCheckpoint(t *testing.T) {
 		n, _ := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
 		return n
 	}
-	var counter string
+	var counter, sandbox string
 	for _, sb := range sandboxesOf(t, d.RT, "ckpt") {
 		for _, ctr := range containersOf(t, d.RT, sb.Id) {
 			if ctr.State == runtimeapi.ContainerState_CONTAINER_RUNNING && ctr.Metadata.Name == "counter" {
-				counter = ctr.Id
+				counter, sandbox = ctr.Id, sb.Id
 			}
 		}
 	}
@@ -95,12 +95,13 @@ func TestKubeletCheckpoint(t *testing.T) {
 	t.Logf("POST /checkpoint took %s: %s", took, archive)
 	checkArchive(t, archive)
 
-	// Restore through CRI into a pod of the test's own.
-	podCfg := podConfig("restored", t.TempDir())
-	pod := runPod(t, d, podCfg).PodSandboxId
-	cfg := containerConfig("counter", archive)
+	// Restore through CRI into the same pod, beside the original (which the
+	// dump left running): a pod of the test's own would be stopped by the
+	// kubelet as one it does not know, while a container its pod spec does
+	// not name is left alone.
+	cfg := containerConfig("counter-restored", archive)
 	cfg.Command = nil
-	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: cfg, SandboxConfig: podCfg})
+	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: sandbox, Config: cfg})
 	if err != nil {
 		t.Fatalf("CreateContainer from the kubelet's archive: %v", err)
 	}
