@@ -3,6 +3,9 @@ package cri
 import (
 	"context"
 	"errors"
+	"os"
+	"path"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -43,7 +46,10 @@ func (s *Service) restoreContainer(ctx context.Context, req *runtimeapi.CreateCo
 	if err != nil {
 		return nil, err
 	}
-	cfg := restoredConfig(req.GetConfig(), a, imgRef)
+	cfg, err := restoredConfig(req.GetConfig(), a, imgRef)
+	if err != nil {
+		return nil, err
+	}
 	c, err := s.runtime.RestoreContainer(ctx, req.GetPodSandboxId(), cfg, sandbox.Image{
 		ID:         img.ID,
 		User:       img.User,
@@ -94,8 +100,13 @@ func (s *Service) checkpointImage(ctx context.Context, a *checkpoint.Archive) (*
 // and image: CRIU restores the processes the checkpoint holds, and the
 // spec must describe them. Name, labels, annotations, mounts, log path
 // and resources stay the caller's, as the kubelet sets them for the pod
-// it restores into.
-func restoredConfig(req *runtimeapi.ContainerConfig, a *checkpoint.Archive, imgRef string) *runtimeapi.ContainerConfig {
+// it restores into. The dumped container's bind mounts the caller does
+// not give are kept, from their old sources, as CRI-O keeps them: CRIU
+// restores every mount it dumped and finds no mapping for a missing one
+// (the kubelet's /etc/hosts and /dev/termination-log, its volumes); the
+// pod files peapod itself binds (hostname, resolv.conf, /dev/shm) are the
+// new pod's.
+func restoredConfig(req *runtimeapi.ContainerConfig, a *checkpoint.Archive, imgRef string) (*runtimeapi.ContainerConfig, error) {
 	cfg := proto.Clone(req).(*runtimeapi.ContainerConfig)
 	p := a.Spec.Process
 	cfg.Image = &runtimeapi.ImageSpec{Image: imgRef, UserSpecifiedImage: imgRef}
@@ -107,5 +118,31 @@ func restoredConfig(req *runtimeapi.ContainerConfig, a *checkpoint.Archive, imgR
 		cfg.Envs = append(cfg.Envs, &runtimeapi.KeyValue{Key: k, Value: []byte(v)})
 	}
 	cfg.Tty, cfg.Stdin, cfg.StdinOnce = false, req.GetStdin(), req.GetStdinOnce()
-	return cfg
+
+	taken := map[string]bool{"/etc/hostname": true, "/etc/resolv.conf": true, "/dev/shm": true}
+	for _, m := range cfg.GetMounts() {
+		taken[path.Clean(m.GetContainerPath())] = true
+	}
+	for _, m := range a.Spec.Mounts {
+		if !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") && m.Type != "bind" {
+			continue // proc, sysfs, tmpfs, mqueue, cgroup: made anew
+		}
+		dst := path.Clean(m.Destination)
+		if taken[dst] {
+			continue
+		}
+		if _, err := os.Stat(m.Source); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "CreateContainer: checkpoint %s: its container had %s mounted from %s, which is gone (%v): give a mount for %s in the container config", a.Path, dst, m.Source, err, dst)
+		}
+		mnt := &runtimeapi.Mount{ContainerPath: dst, HostPath: m.Source, Readonly: slices.Contains(m.Options, "ro")}
+		switch {
+		case slices.Contains(m.Options, "rshared"):
+			mnt.Propagation = runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
+		case slices.Contains(m.Options, "rslave"):
+			mnt.Propagation = runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+		}
+		cfg.Mounts = append(cfg.Mounts, mnt)
+		taken[dst] = true
+	}
+	return cfg, nil
 }
