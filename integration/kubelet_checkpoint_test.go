@@ -58,10 +58,11 @@ func TestKubeletCheckpoint(t *testing.T) {
 		return n
 	}
 	var counter, sandbox string
+	var labels, annotations map[string]string
 	for _, sb := range sandboxesOf(t, d.RT, "ckpt") {
 		for _, ctr := range containersOf(t, d.RT, sb.Id) {
 			if ctr.State == runtimeapi.ContainerState_CONTAINER_RUNNING && ctr.Metadata.Name == "counter" {
-				counter, sandbox = ctr.Id, sb.Id
+				counter, sandbox, labels, annotations = ctr.Id, sb.Id, ctr.Labels, ctr.Annotations
 			}
 		}
 	}
@@ -96,11 +97,17 @@ func TestKubeletCheckpoint(t *testing.T) {
 	checkArchive(t, archive)
 
 	// Restore through CRI into the same pod, beside the original (which the
-	// dump left running): a pod of the test's own would be stopped by the
-	// kubelet as one it does not know, while a container its pod spec does
-	// not name is left alone.
+	// dump left running), with the kubelet's labels of its pod: the kubelet
+	// stops a running pod or container it cannot place (a pod of the
+	// test's own, a container without io.kubernetes.pod.uid), while a
+	// container of a pod it knows that its spec does not name is left alone.
 	cfg := containerConfig("counter-restored", archive)
 	cfg.Command = nil
+	cfg.Labels, cfg.Annotations = map[string]string{}, annotations
+	for k, v := range labels {
+		cfg.Labels[k] = v
+	}
+	cfg.Labels["io.kubernetes.container.name"] = "counter-restored"
 	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: sandbox, Config: cfg})
 	if err != nil {
 		t.Fatalf("CreateContainer from the kubelet's archive: %v", err)
