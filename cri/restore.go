@@ -3,7 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
-	"os"
+	"fmt"
 	"path"
 	"slices"
 	"strings"
@@ -100,12 +100,16 @@ func (s *Service) checkpointImage(ctx context.Context, a *checkpoint.Archive) (*
 // and image: CRIU restores the processes the checkpoint holds, and the
 // spec must describe them. Name, labels, annotations, mounts, log path
 // and resources stay the caller's, as the kubelet sets them for the pod
-// it restores into. The dumped container's bind mounts the caller does
-// not give are kept, from their old sources, as CRI-O keeps them: CRIU
-// restores every mount it dumped and finds no mapping for a missing one
-// (the kubelet's /etc/hosts and /dev/termination-log, its volumes); the
-// pod files peapod itself binds (hostname, resolv.conf, /dev/shm) are the
-// new pod's.
+// it restores into.
+//
+// CRIU restores every mount it dumped, and finds no mapping for a bind
+// mount the new spec lacks ("mnt: No mapping for ..."). CRI-O fills the
+// gaps from the archive's spec; peapod does not take host paths from an
+// archive (a hostile one could bind the host's / into the container), so
+// each dumped bind mount but the pod files peapod binds itself (hostname,
+// resolv.conf, /dev/shm) must be given by the caller, as the kubelet gives
+// a pod's volumes, /etc/hosts and termination log: a missing one is
+// InvalidArgument naming it and its old source.
 func restoredConfig(req *runtimeapi.ContainerConfig, a *checkpoint.Archive, imgRef string) (*runtimeapi.ContainerConfig, error) {
 	cfg := proto.Clone(req).(*runtimeapi.ContainerConfig)
 	p := a.Spec.Process
@@ -119,30 +123,23 @@ func restoredConfig(req *runtimeapi.ContainerConfig, a *checkpoint.Archive, imgR
 	}
 	cfg.Tty, cfg.Stdin, cfg.StdinOnce = false, req.GetStdin(), req.GetStdinOnce()
 
-	taken := map[string]bool{"/etc/hostname": true, "/etc/resolv.conf": true, "/dev/shm": true}
+	given := map[string]bool{"/etc/hostname": true, "/etc/resolv.conf": true, "/dev/shm": true}
 	for _, m := range cfg.GetMounts() {
-		taken[path.Clean(m.GetContainerPath())] = true
+		given[path.Clean(m.GetContainerPath())] = true
 	}
+	var missing []string
 	for _, m := range a.Spec.Mounts {
 		if !slices.Contains(m.Options, "bind") && !slices.Contains(m.Options, "rbind") && m.Type != "bind" {
 			continue // proc, sysfs, tmpfs, mqueue, cgroup: made anew
 		}
-		dst := path.Clean(m.Destination)
-		if taken[dst] {
-			continue
+		if dst := path.Clean(m.Destination); !given[dst] {
+			missing = append(missing, fmt.Sprintf("%s (from %s)", dst, m.Source))
+			given[dst] = true
 		}
-		if _, err := os.Stat(m.Source); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "CreateContainer: checkpoint %s: its container had %s mounted from %s, which is gone (%v): give a mount for %s in the container config", a.Path, dst, m.Source, err, dst)
-		}
-		mnt := &runtimeapi.Mount{ContainerPath: dst, HostPath: m.Source, Readonly: slices.Contains(m.Options, "ro")}
-		switch {
-		case slices.Contains(m.Options, "rshared"):
-			mnt.Propagation = runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
-		case slices.Contains(m.Options, "rslave"):
-			mnt.Propagation = runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
-		}
-		cfg.Mounts = append(cfg.Mounts, mnt)
-		taken[dst] = true
+	}
+	if len(missing) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "CreateContainer: checkpoint %s: its container had bind mounts the container config does not give: %s; CRIU restores every dumped mount, so give a mount for each (host paths are not taken from an archive)",
+			a.Path, strings.Join(missing, ", "))
 	}
 	return cfg, nil
 }

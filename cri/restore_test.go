@@ -1,8 +1,6 @@
 package cri
 
 import (
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,33 +11,27 @@ import (
 )
 
 // TestRestoredConfig: the new container runs the dumped process on the
-// checkpoint's image, keeps the caller's name, labels and mounts, and
-// gets the dumped container's bind mounts the caller did not give (CRIU
-// needs every dumped mount back), except the pod files peapod binds
-// itself; a dumped bind whose source is gone is InvalidArgument naming it.
+// checkpoint's image and keeps the caller's name, labels and mounts; every
+// dumped bind mount but peapod's own pod files must be among the caller's
+// mounts (CRIU needs each back, and host paths are not taken from the
+// archive): a missing one is InvalidArgument naming it and its source.
 func TestRestoredConfig(t *testing.T) {
-	dir := t.TempDir()
-	hosts := filepath.Join(dir, "etc-hosts")
-	termLog := filepath.Join(dir, "termination-log")
-	for _, f := range []string{hosts, termLog} {
-		os.WriteFile(f, nil, 0o644)
-	}
 	a := &checkpoint.Archive{Path: "/ckpt.tar", Spec: &specs.Spec{
 		Process: &specs.Process{Args: []string{"sh", "-c", "count"}, Env: []string{"A=1", "B=x=y"}, Cwd: "/work"},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
-			{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "ro"}},
-			{Destination: "/dev/termination-log", Type: "bind", Source: termLog, Options: []string{"rbind", "rw"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/old/pod/etc-hosts", Options: []string{"rbind", "ro"}},
 			{Destination: "/etc/resolv.conf", Type: "bind", Source: "/old/pod/resolv.conf", Options: []string{"rbind"}},
-			{Destination: "/data", Type: "bind", Source: "/old/volume", Options: []string{"rbind", "rslave"}},
+			{Destination: "/data", Source: "/", Options: []string{"rbind", "rw"}},
 		},
 	}}
+	given := []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/new/volume"}, {ContainerPath: "/etc/hosts/", HostPath: "/new/pod/etc-hosts"}}
 	req := &runtimeapi.ContainerConfig{
 		Metadata: &runtimeapi.ContainerMetadata{Name: "restored"},
 		Image:    &runtimeapi.ImageSpec{Image: "/ckpt.tar"},
 		Command:  []string{"ignored"},
 		Labels:   map[string]string{"l": "v"},
-		Mounts:   []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: dir}},
+		Mounts:   given,
 	}
 	cfg, err := restoredConfig(req, a, "busybox:1")
 	if err != nil {
@@ -51,23 +43,17 @@ func TestRestoredConfig(t *testing.T) {
 	if len(cfg.Envs) != 2 || cfg.Envs[1].Key != "B" || string(cfg.Envs[1].Value) != "x=y" {
 		t.Errorf("envs %v", cfg.Envs)
 	}
-	if cfg.Metadata.Name != "restored" || cfg.Labels["l"] != "v" {
-		t.Errorf("caller's name and labels lost: %v %v", cfg.Metadata, cfg.Labels)
+	if cfg.Metadata.Name != "restored" || cfg.Labels["l"] != "v" || len(cfg.Mounts) != 2 || cfg.Mounts[0].HostPath != "/new/volume" {
+		t.Errorf("caller's name, labels or mounts lost: %v %v %v", cfg.Metadata, cfg.Labels, cfg.Mounts)
 	}
-	got := map[string]*runtimeapi.Mount{}
-	for _, m := range cfg.Mounts {
-		got[m.ContainerPath] = m
-	}
-	if len(cfg.Mounts) != 3 || got["/data"].HostPath != dir || got["/etc/hosts"].HostPath != hosts || !got["/etc/hosts"].Readonly ||
-		got["/dev/termination-log"].HostPath != termLog || got["/etc/resolv.conf"] != nil {
-		t.Errorf("mounts %v: want the caller's /data, the dumped /etc/hosts (ro) and /dev/termination-log, not resolv.conf", cfg.Mounts)
-	}
-	if req.Mounts[0].HostPath != dir || len(req.Mounts) != 1 || req.Command[0] != "ignored" {
+	if req.Command[0] != "ignored" {
 		t.Errorf("the request was changed: %v", req)
 	}
 
-	req.Mounts = nil // the dumped /data's source is gone
-	if _, err := restoredConfig(req, a, "busybox:1"); err == nil || !strings.Contains(err.Error(), "/old/volume") || !strings.Contains(err.Error(), "InvalidArgument") {
-		t.Errorf("a dumped mount whose source is gone: %v", err)
+	// The archive's bind of the host's / is not taken.
+	req.Mounts = given[1:]
+	_, err = restoredConfig(req, a, "busybox:1")
+	if err == nil || !strings.Contains(err.Error(), "InvalidArgument") || !strings.Contains(err.Error(), "/data (from /)") || strings.Contains(err.Error(), "/etc/hosts") {
+		t.Errorf("a dumped bind mount the caller does not give: %v, want InvalidArgument naming /data (from /) only", err)
 	}
 }

@@ -108,6 +108,14 @@ func TestKubeletCheckpoint(t *testing.T) {
 		cfg.Labels[k] = v
 	}
 	cfg.Labels["io.kubernetes.container.name"] = "counter-restored"
+	// The mounts the kubelet gave the original (its /etc/hosts and
+	// termination log): CRIU restores each, and peapod takes no host
+	// path from the archive.
+	st, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: counter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Mounts = st.Status.Mounts
 	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: sandbox, Config: cfg})
 	if err != nil {
 		t.Fatalf("CreateContainer from the kubelet's archive: %v", err)
