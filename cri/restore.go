@@ -23,7 +23,8 @@ import (
 // on the image it was dumped on, with the dumped process, the archive's
 // file changes in its writable layer and its CRIU images in its bundle;
 // StartContainer restores it. The archive is checked first (InvalidArgument
-// naming the problem), then whether CRIU works here (FailedPrecondition
+// naming the problem), the image it needs (NotFound) and the mounts it
+// needs (InvalidArgument), then whether CRIU works here (FailedPrecondition
 // with `criu check`'s reason), before anything is created.
 //
 // containerd 2.x's other form, a checkpoint stored as an OCI image with
@@ -39,9 +40,6 @@ func (s *Service) restoreContainer(ctx context.Context, req *runtimeapi.CreateCo
 	if a.Spec.Process.Terminal {
 		return nil, status.Errorf(codes.InvalidArgument, "CreateContainer: checkpoint %s was taken of a container with a terminal, which peapod cannot restore", path)
 	}
-	if err := s.criu.Check(ctx); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "CreateContainer: restore from checkpoint %s: %v", path, err)
-	}
 	img, imgRef, err := s.checkpointImage(ctx, a)
 	if err != nil {
 		return nil, err
@@ -49,6 +47,9 @@ func (s *Service) restoreContainer(ctx context.Context, req *runtimeapi.CreateCo
 	cfg, err := restoredConfig(req.GetConfig(), a, imgRef)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.criu.Check(ctx); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "CreateContainer: restore from checkpoint %s: %v", path, err)
 	}
 	c, err := s.runtime.RestoreContainer(ctx, req.GetPodSandboxId(), cfg, sandbox.Image{
 		ID:         img.ID,

@@ -152,7 +152,8 @@ func logTicks(t *testing.T, path string) []int {
 // TestRestoreRefusesBadArchives: CreateContainer from an archive that is
 // missing, not an archive, or hostile (names leaving it, links, devices, a
 // rootfs diff aiming outside the container) is InvalidArgument naming the
-// problem, before CRIU is asked; a well-formed archive then meets the
+// problem, before CRIU is asked, as is one whose spec binds a host path
+// the caller does not give; a well-formed archive then meets the
 // node's CRIU (FailedPrecondition here, where it cannot work) or the
 // image check. Nothing is created for any of them.
 func TestRestoreRefusesBadArchives(t *testing.T) {
@@ -216,6 +217,7 @@ func TestRestoreRefusesBadArchives(t *testing.T) {
 		{"diff hard link out", write("difflink.tar", wellFormed(tarOf(ent{hdr: tar.Header{Name: "x", Typeflag: tar.TypeLink, Linkname: "../../../../etc/shadow"}}))...), "outside the container's root"},
 		{"diff device", write("diffdev.tar", wellFormed(tarOf(ent{hdr: tar.Header{Name: "dev/kmem", Typeflag: tar.TypeBlock, Devmajor: 8}}))...), "device node"},
 		{"no CRIU images", write("noimages.tar", wellFormed(tarOf())[:4]...), "no CRIU images"},
+		{"spec.dump binding the host's /", write("hostroot.tar", append(wellFormed(tarOf())[:1], append([]ent{file("spec.dump", `{"ociVersion":"1.2.0","process":{"args":["sh"],"cwd":"/"},"mounts":[{"destination":"/hostroot","type":"bind","source":"/","options":["rbind","rw"]}]}`)}, wellFormed(tarOf())[2:]...)...)...), "/hostroot (from /)"},
 		{"deleted.files naming the root", write("delroot.tar", append(wellFormed(tarOf())[:2], append([]ent{file("deleted.files", `["/"]`)}, wellFormed(tarOf())[3:]...)...)...), "not a file in the container"},
 	} {
 		cfg := containerConfig("restored", tc.path)
