@@ -11,6 +11,7 @@ import (
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -28,6 +29,9 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 	ref := cfg.GetImage().GetImage()
 	if ref == "" {
 		return nil, invalid("container config names no image")
+	}
+	if checkpoint.IsArchivePath(ref) {
+		return s.restoreContainer(ctx, req)
 	}
 	img, err := s.images.Status(ctx, ref)
 	if err != nil {

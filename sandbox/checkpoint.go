@@ -10,6 +10,10 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/checkpoint"
+	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
 // CheckpointContainer dumps the running container's processes with CRIU
@@ -104,4 +108,44 @@ func dumpableState(root, id string, pid int, work string) (*libcontainer.Contain
 		return nil, fmt.Errorf("load its libcontainer state: %w", err)
 	}
 	return lc, nil
+}
+
+// RestoreContainer creates a container in a ready pod from a checkpoint
+// archive that passed checkpoint.Open: on img (the image it was dumped
+// on), with cfg (the caller's config, whose process the caller took from
+// the archive's spec). StartContainer then restores the dumped processes
+// with CRIU instead of starting cfg's (sandbox/runner). Not deduplicated
+// as CreateContainer's retries are: a retry creates a second container.
+func (r *Runtime) RestoreContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image, from *checkpoint.Archive) (Container, error) {
+	if from == nil {
+		return Container{}, fmt.Errorf("restore container: no checkpoint archive: %w", ErrInvalidArgument)
+	}
+	p, err := r.lookupPod(podID)
+	if err != nil {
+		return Container{}, fmt.Errorf("restore container: %w", err)
+	}
+	p.mu.Lock()
+	h := p.RuntimeHandler
+	p.mu.Unlock()
+	if r.ociOf(h) != nil {
+		return Container{}, fmt.Errorf("restore container: pod %s runs on the external OCI runtime handler %q, which peapod does not restore: %w", podID, h, ErrUnimplemented)
+	}
+	return r.createContainer(ctx, podID, cfg, img, from)
+}
+
+// restoreFiles applies the archive's rootfs diff and deletions onto the
+// container's freshly mounted writable layer, then extracts its CRIU
+// images into the bundle (private to root: they hold process memory).
+func restoreFiles(from *checkpoint.Archive, c *Container) error {
+	if err := from.ApplyRootfs(c.Rootfs); err != nil {
+		return fmt.Errorf("apply its root filesystem changes: %w", err)
+	}
+	images := filepath.Join(c.Bundle, runner.RestoreImagesDir)
+	if err := os.Mkdir(images, 0o700); err != nil {
+		return fmt.Errorf("CRIU images directory: %w", err)
+	}
+	if err := from.ExtractImages(images); err != nil {
+		return fmt.Errorf("extract its CRIU images: %w", err)
+	}
+	return nil
 }

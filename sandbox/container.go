@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
@@ -66,8 +67,11 @@ func (c *container) stopWatching() {
 }
 
 // createContainer prepares a container in a ready pod: its root filesystem
-// on the image and its OCI bundle. Nothing runs until StartContainer.
-func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (_ Container, retErr error) {
+// on the image and its OCI bundle. Nothing runs until StartContainer. From
+// a checkpoint archive (from non-nil), the archive's rootfs diff is
+// applied onto the new writable layer and its CRIU images put in the
+// bundle, where the runner finds them and restores instead of starting.
+func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image, from *checkpoint.Archive) (_ Container, retErr error) {
 	if err := validateContainerRequest(cfg); err != nil {
 		return Container{}, err
 	}
@@ -131,6 +135,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	r.fail.Crash("create-container-after-bundle")
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if from != nil {
+		if err := restoreFiles(from, c); err != nil {
+			return Container{}, fmt.Errorf("create container %s from checkpoint %s: %w", name, from.Path, err)
+		}
 	}
 	undo = append(undo, func() {
 		cctx, cancel := cleanupContext()

@@ -38,7 +38,7 @@ func (r *Runtime) RunPod(ctx context.Context, cfg *runtimeapi.PodSandboxConfig, 
 func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image) (Container, error) {
 	p, err := r.lookupPod(podID)
 	if err != nil || cfg == nil {
-		return r.createContainer(ctx, podID, cfg, img) // fails, saying why
+		return r.createContainer(ctx, podID, cfg, img, nil) // fails, saying why
 	}
 	p.mu.Lock()
 	podID, podCfg := p.ID, p.Config
@@ -49,7 +49,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, podID string, cfg *runtim
 	}
 	name := names.Container(podCfg, cfg)
 	c, joined, err := r.ctrOps.Do(ctx, name, podID+"\x00"+img.ID+"\x00"+string(req), func(ctx context.Context) (Container, error) {
-		return r.createContainer(ctx, podID, cfg, img)
+		return r.createContainer(ctx, podID, cfg, img, nil)
 	})
 	switch {
 	case ctx.Err() != nil && err != nil:

@@ -262,7 +262,12 @@ func validateContainerConfig(cfg *runtimeapi.ContainerConfig) error {
 	if cfg.GetImage() == nil || cfg.GetImage().GetImage() == "" {
 		return fmt.Errorf("container %q names no image", cfg.GetMetadata().GetName())
 	}
-	if err := validateImageSpec(cfg.GetImage()); err != nil {
+	if ref := cfg.GetImage().GetImage(); strings.HasPrefix(ref, "/") {
+		// A checkpoint archive to restore from, as CRI-O takes one.
+		if err := validateAbsPath("checkpoint archive", ref); err != nil {
+			return err
+		}
+	} else if err := validateImageSpec(cfg.GetImage()); err != nil {
 		return err
 	}
 	if err := firstErr(validateMap("container label", cfg.GetLabels()), validateMap("container annotation", cfg.GetAnnotations())); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -245,7 +246,11 @@ func (d *Daemon) StartArgs(args ...string) {
 	if err := d.Cmd.Start(); err != nil {
 		d.T.Fatalf("start %s: %v", d.Opts.Binary, err)
 	}
-	d.Conn, err = grpc.NewClient("unix://"+d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Reconnect backoff capped at 1 s: with gRPC's default (up to 120 s,
+	// growing 1.6x) a daemon that takes 30 s to listen, as in the emulated
+	// guest, was only dialled again after waitReady's deadline.
+	d.Conn, err = grpc.NewClient("unix://"+d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second}}))
 	if err != nil {
 		d.T.Fatal(err)
 	}

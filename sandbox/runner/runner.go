@@ -120,6 +120,20 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 	} else {
 		proc.Stdin, proc.Stdout, proc.Stderr = os.Stdin, os.Stdout, os.Stderr
 	}
+	if restoring, err := hasRestoreImages(bundle); err != nil {
+		lc.Destroy()
+		return 0, err
+	} else if restoring {
+		if consoleParent != nil {
+			lc.Destroy()
+			return 0, fmt.Errorf("restore: a container with a terminal cannot be restored")
+		}
+		if err := restore(lc, bundle, proc); err != nil {
+			lc.Destroy()
+			return 0, err
+		}
+		return proc.Pid()
+	}
 	if err := lc.Run(proc); err != nil {
 		lc.Destroy()
 		return 0, fmt.Errorf("run container process: %w", err)
