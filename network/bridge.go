@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -424,8 +425,10 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 	if err != nil {
 		return Result{}, err
 	}
+	tBegin := time.Now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	tLocked := time.Now()
 	br, err := b.bridgeLink(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("pod network not ready: %w", err)
@@ -437,6 +440,7 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 		return Result{}, err
 	}
 	veth := vethName(pod.ID)
+	t0 := time.Now()
 	al, err := b.ipam.allocate(pod.ID, veth, ports)
 	if err != nil {
 		return Result{}, err
@@ -446,14 +450,18 @@ func (b *Bridge) SetupPod(ctx context.Context, pod Pod) (res Result, err error) 
 			b.ipam.release(pod.ID)
 		}
 	}()
+	tAlloc := time.Now()
 	if err := b.attach(pod.NetNS, br, veth, al); err != nil {
 		deleteLink(veth)
 		return Result{}, err
 	}
+	tAttach := time.Now()
 	if err := b.addElements(al); err != nil {
 		deleteLink(veth)
 		return Result{}, err
 	}
+	b.log.Debug("setup pod network phases", "pod", pod.ID, "lock", tLocked.Sub(tBegin), "bridge", t0.Sub(tLocked), "record", tAlloc.Sub(t0),
+		"veth", tAttach.Sub(tAlloc), "nft_elements", time.Since(tAttach))
 	return resultOf(al), nil
 }
 
