@@ -125,3 +125,44 @@ func TestBridgeSetupElementsAllOrNone(t *testing.T) {
 		t.Error("the failed setup kept the address")
 	}
 }
+
+// TestBridgeSetupRecordFails: the address record is written while the
+// veth is made; when the record cannot be written, SetupPod fails and
+// leaves no veth, no element and no address taken; the next setup
+// succeeds.
+func TestBridgeSetupRecordFails(t *testing.T) {
+	tb := newTestBridge(t)
+	ctx := context.Background()
+	tb.mu.Lock()
+	dir, next := tb.ipam.dir, tb.ipam.next
+	tb.ipam.dir = filepath.Join(t.TempDir(), "missing")
+	tb.mu.Unlock()
+	ns := newNetNS(t)
+	a := Pod{ID: "pod-a-" + randHex(8), NetNS: ns, Ports: []PortMapping{{Protocol: "tcp", ContainerPort: 80, HostPort: freePort(t)}}}
+	if _, err := tb.SetupPod(ctx, a); err == nil || !strings.Contains(err.Error(), "record IP of pod") {
+		tb.TeardownPod(ctx, a)
+		t.Fatalf("SetupPod with its record unwritable: %v", err)
+	}
+	veth := vethName(a.ID)
+	if _, err := netlink.LinkByName(veth); err == nil {
+		t.Errorf("the failed setup left veth %s", veth)
+	}
+	if out := inNS(t, ns, "ip", "-o", "link"); strings.Contains(out, "eth0") {
+		t.Errorf("the failed setup left eth0 in the pod: %s", out)
+	}
+	if spoof, _ := exec.Command("nft", "list", "table", "bridge", tableName(tb.name)).CombinedOutput(); strings.Contains(string(spoof), veth) {
+		t.Errorf("the failed setup left anti-spoof elements:\n%s", spoof)
+	}
+	tb.mu.Lock()
+	_, held := tb.ipam.byPod[a.ID]
+	_, ipTaken := tb.ipam.byIP[next]
+	tb.ipam.dir = dir
+	tb.mu.Unlock()
+	if held || ipTaken {
+		t.Errorf("the failed setup kept the address %s (pod %v, address %v)", u32ToIP4(next), held, ipTaken)
+	}
+	podIP(t)(tb.SetupPod(ctx, a))
+	if err := tb.TeardownPod(ctx, a); err != nil {
+		t.Error(err)
+	}
+}
