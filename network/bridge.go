@@ -522,6 +522,7 @@ func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, al *allo
 	la := netlink.NewLinkAttrs()
 	la.Name = veth
 	la.MasterIndex = br.Attrs().Index
+	la.Flags = net.FlagUp // the host end is created up: one netlink round trip less
 	v := &netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns))}
 	if err := netlink.LinkAdd(v); err != nil {
 		return fmt.Errorf("create veth %s: %w", veth, err)
@@ -530,9 +531,6 @@ func (b *Bridge) attach(netnsPath string, br netlink.Link, veth string, al *allo
 	// being bridged and must go back out the port it came in on.
 	if err := netlink.LinkSetHairpin(v, true); err != nil {
 		return fmt.Errorf("hairpin on veth %s: %w", veth, err)
-	}
-	if err := netlink.LinkSetUp(v); err != nil {
-		return fmt.Errorf("bring up veth %s: %w", veth, err)
 	}
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
