@@ -170,6 +170,23 @@ func (a *ipam) allocate(pod, veth string, ports []PortMapping) (*allocation, err
 	if al, ok := a.byPod[pod]; ok {
 		return al, nil
 	}
+	al, err := a.reserve(pod, veth, ports)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.write(al); err != nil {
+		a.release(pod)
+		return nil, err
+	}
+	return al, nil
+}
+
+// reserve takes the next free address for the pod in memory only; the
+// caller records it with write, or gives it back with release.
+func (a *ipam) reserve(pod, veth string, ports []PortMapping) (*allocation, error) {
+	if al, ok := a.byPod[pod]; ok {
+		return al, nil
+	}
 	for n, v := uint32(0), a.next; n <= a.last-a.first; n, v = n+1, v+1 {
 		if v > a.last {
 			v = a.first
@@ -180,9 +197,6 @@ func (a *ipam) allocate(pod, veth string, ports []PortMapping) (*allocation, err
 		al := &allocation{Pod: pod, IP: u32ToIP4(v).String(), Veth: veth, Ports: ports}
 		if a.subnet6 != nil {
 			al.IP6 = ip6At(a.subnet6, v-ip4ToU32(a.subnet.IP)).String()
-		}
-		if err := a.write(al); err != nil {
-			return nil, err
 		}
 		a.byPod[pod] = al
 		a.byIP[v] = pod

@@ -113,56 +113,60 @@ func (t *natTable) rebuild(ctx context.Context, allocs []*allocation) error {
 	return nil
 }
 
-// addPorts maps the pod's host ports.
-func (t *natTable) addPorts(ctx context.Context, al *allocation) error {
-	els := t.portElements(al)
-	if len(els) == 0 {
-		return nil
-	}
-	tx := t.nft.NewTransaction()
-	for _, e := range els {
-		tx.Add(e)
-	}
-	if err := t.nft.Run(ctx, tx); err != nil {
-		return fmt.Errorf("map host ports of pod %s: %w", al.Pod, err)
-	}
-	return nil
-}
-
 // removePorts unmaps the pod's host ports, through one netlink batch
 // in-process rather than an nft process: StopPodSandbox waits for it (see
 // antispoofTable.deleteElements).
 func (t *natTable) removePorts(ctx context.Context, al *allocation) error {
-	els := t.portElements(al)
-	if len(els) == 0 {
+	if len(t.portElements(al)) == 0 {
 		return nil
 	}
 	c, err := nftables.New()
+	if err == nil {
+		err = t.queuePorts(c, al, false)
+	}
+	if err == nil {
+		err = c.Flush()
+	}
 	if err != nil {
 		return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
 	}
+	return nil
+}
+
+// queuePorts queues on c the addition (add) or deletion of the pod's
+// host-port map elements; c.Flush sends them with whatever else c holds
+// in one transaction.
+func (t *natTable) queuePorts(c *nftables.Conn, al *allocation, add bool) error {
 	family := nftables.TableFamilyIPv4
 	if t.v6 {
 		family = nftables.TableFamilyIPv6
 	}
 	table := &nftables.Table{Name: t.name, Family: family}
-	for _, e := range els {
+	for _, e := range t.portElements(al) {
 		key, err := concatKey(e.Key)
-		if err == nil {
-			err = c.SetDeleteElements(&nftables.Set{Table: table, Name: e.Map, IsMap: true}, []nftables.SetElement{{Key: key}})
-		}
 		if err != nil {
-			return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
+			return err
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("unmap host ports of pod %s: %w", al.Pod, err)
+		set := &nftables.Set{Table: table, Name: e.Map, IsMap: true}
+		if !add {
+			if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: key}}); err != nil {
+				return err
+			}
+			continue
+		}
+		val, err := concatKey(e.Value)
+		if err != nil {
+			return err
+		}
+		if err := c.SetAddElements(set, []nftables.SetElement{{Key: key, Val: val}}); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// concatKey encodes the key of a host-port map element as the kernel
-// holds it: each field (address, inet_proto, inet_service) in network
+// concatKey encodes the key (or value) of a host-port map element as the
+// kernel holds it: each field (address, inet_proto, inet_service) in network
 // order, padded with zeros to a multiple of 4 bytes.
 func concatKey(fields []string) ([]byte, error) {
 	var out []byte
