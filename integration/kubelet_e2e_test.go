@@ -519,7 +519,11 @@ func checkPullAlways(t *testing.T, e *kubeletEnv) {
 	// Two restarts: under load the first start may be seen after the
 	// kubelet already pulled for the first restart (the restart count goes
 	// up only when the new container is made), never after the second.
-	e.k.waitPod(t, "pull-always", podTimeout, "two restarts", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") >= 2 })
+	// Not "running" as well: in a slow guest the 2 s runs fell between
+	// the status polls while the back-off grew (restartCount 7, never seen
+	// running, in the UML guest on 2026-12-07); the count alone says the
+	// pulls happened.
+	e.k.waitPod(t, "pull-always", podTimeout, "two restarts", func(p *corev1.Pod) bool { return restarts(p, "c") >= 2 })
 	again := e.pulls.manifests("e2e-kubelet/pull-always")
 	if first < 1 || again <= first {
 		t.Errorf("registry manifest requests: %d at the first start, %d after a restart; want a pull per start", first, again)
@@ -530,7 +534,7 @@ func checkPullIfNotPresent(t *testing.T, e *kubeletEnv) {
 	e.k.apply(t, pullPod("pull-ifnotpresent", image("pull-ifnotpresent"), corev1.PullIfNotPresent))
 	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "first start", firstStart)
 	first := e.pulls.manifests("e2e-kubelet/pull-ifnotpresent")
-	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "a restart", func(p *corev1.Pod) bool { return running(p, "c") && restarts(p, "c") >= 1 })
+	e.k.waitPod(t, "pull-ifnotpresent", podTimeout, "a restart", func(p *corev1.Pod) bool { return restarts(p, "c") >= 1 })
 	again := e.pulls.manifests("e2e-kubelet/pull-ifnotpresent")
 	if first < 1 || again != first {
 		t.Errorf("registry manifest requests: %d at the first start, %d after a restart; want one pull", first, again)
