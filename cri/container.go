@@ -40,7 +40,17 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		}
 		return nil, err
 	}
-	c, err := s.runtime.CreateContainer(ctx, req.GetPodSandboxId(), cfg, sandbox.Image{
+	c, err := s.runtime.CreateContainer(ctx, req.GetPodSandboxId(), cfg, containerImage(img))
+	if err != nil {
+		return nil, err
+	}
+	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
+}
+
+// containerImage is what a container takes from its image, for both a
+// plain create and a restore.
+func containerImage(img *image.Image) sandbox.Image {
+	return sandbox.Image{
 		ID:         img.ID,
 		User:       img.User,
 		WorkingDir: img.WorkingDir,
@@ -49,11 +59,7 @@ func (s *Service) CreateContainer(ctx context.Context, req *runtimeapi.CreateCon
 		Env:        img.Env,
 		StopSignal: img.StopSignal,
 		Volumes:    img.Volumes,
-	})
-	if err != nil {
-		return nil, err
 	}
-	return &runtimeapi.CreateContainerResponse{ContainerId: c.ID}, nil
 }
 
 func (s *Service) StartContainer(ctx context.Context, req *runtimeapi.StartContainerRequest) (*runtimeapi.StartContainerResponse, error) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/peapod-cri/peapod/checkpoint"
 	"github.com/peapod-cri/peapod/image"
-	"github.com/peapod-cri/peapod/sandbox"
 )
 
 // restoreContainer is CreateContainer whose image names a checkpoint
@@ -51,16 +50,7 @@ func (s *Service) restoreContainer(ctx context.Context, req *runtimeapi.CreateCo
 	if err := s.criu.Check(ctx); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "CreateContainer: restore from checkpoint %s: %v", path, err)
 	}
-	c, err := s.runtime.RestoreContainer(ctx, req.GetPodSandboxId(), cfg, sandbox.Image{
-		ID:         img.ID,
-		User:       img.User,
-		WorkingDir: img.WorkingDir,
-		Entrypoint: img.Entrypoint,
-		Cmd:        img.Cmd,
-		Env:        img.Env,
-		StopSignal: img.StopSignal,
-		Volumes:    img.Volumes,
-	}, a)
+	c, err := s.runtime.RestoreContainer(ctx, req.GetPodSandboxId(), cfg, containerImage(img), a)
 	if err != nil {
 		return nil, err
 	}

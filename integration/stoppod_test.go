@@ -210,6 +210,10 @@ func holdTeardowns(t *testing.T, d *daemon) (release func()) {
 	d.Env = append(d.Env, "PEAPOD_FAILPOINTS=stop-pod-network-teardown=hold:"+file)
 	_, subnet, _ := net.ParseCIDR(d.PodCIDR)
 	d.PodCIDR = subnet.IP.String() + "/28"
+	// Registered after the daemon's own cleanup, so it runs first: a test
+	// that fails while teardowns are held must not leave the daemon's
+	// removal of its pods waiting on them (it left 9 pods' cgroups once).
+	t.Cleanup(func() { os.WriteFile(file, nil, 0o644) })
 	return func() {
 		if err := os.WriteFile(file, nil, 0o644); err != nil {
 			t.Fatal(err)
