@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -59,21 +60,11 @@ type Archive struct {
 // present. Nothing is written. Errors wrap ErrInvalidArchive, except a
 // failure to read the file.
 func Open(p string, limits Limits) (*Archive, error) {
-	f, err := os.Open(p)
+	f, err := openRegular(p)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w %s: no such file", ErrInvalidArchive, p)
-		}
-		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w %s: not a regular file", ErrInvalidArchive, p)
-	}
 	a := &Archive{Path: p, limits: limits}
 	var cfg, spec, deleted []byte
 	seen := map[string]bool{}
@@ -132,10 +123,52 @@ func Open(p string, limits Limits) (*Archive, error) {
 	return a, nil
 }
 
+// openRegular opens the archive at p for reading, refusing anything but a
+// regular file. O_NONBLOCK: a FIFO at the path (or swapped in before the
+// second read) would otherwise block the open, and the CRI call, forever.
+func openRegular(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w %s: no such file", ErrInvalidArchive, p)
+		}
+		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%w %s: not a regular file", ErrInvalidArchive, p)
+	}
+	return f, nil
+}
+
 // walk calls fn for each entry of the tar in r, with its checked name
 // ("./" and a trailing "/" dropped). Only regular files and directories
 // pass; the sizes and the count are bounded by limits.
 func walk(r io.Reader, limits Limits, fn func(name string, hdr *tar.Header, r io.Reader) error) error {
+	return walkTar(r, limits, "", func(hdr *tar.Header) error {
+		switch hdr.Typeflag {
+		case tar.TypeReg, tar.TypeDir:
+			return nil
+		}
+		return fmt.Errorf("entry %q is a %s; a checkpoint archive holds only files and directories", hdr.Name, typeName(hdr.Typeflag))
+	}, fn)
+}
+
+// walkTar is the loop of walk and diffEntries: each entry's name checked,
+// its type by checkType, the count and sizes bounded by limits; the
+// errors of the loop (not fn's) name where, when it is not empty.
+func walkTar(r io.Reader, limits Limits, where string, checkType func(*tar.Header) error, fn func(name string, hdr *tar.Header, r io.Reader) error) error {
+	at := func(err error) error {
+		if where == "" {
+			return err
+		}
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	tr := tar.NewReader(r)
 	var total int64
 	for n := 0; ; n++ {
@@ -144,22 +177,20 @@ func walk(r io.Reader, limits Limits, fn func(name string, hdr *tar.Header, r io
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read tar: %w", err)
+			return at(fmt.Errorf("read tar: %w", err))
 		}
 		if n >= limits.Entries {
-			return fmt.Errorf("more than %d entries", limits.Entries)
+			return at(fmt.Errorf("more than %d entries", limits.Entries))
 		}
 		name, err := cleanName(hdr.Name)
 		if err != nil {
-			return err
+			return at(err)
 		}
-		switch hdr.Typeflag {
-		case tar.TypeReg, tar.TypeDir:
-		default:
-			return fmt.Errorf("entry %q is a %s; a checkpoint archive holds only files and directories", hdr.Name, typeName(hdr.Typeflag))
+		if err := checkType(hdr); err != nil {
+			return at(err)
 		}
 		if hdr.Size < 0 || hdr.Size > limits.Bytes-total {
-			return fmt.Errorf("entry %q: contents exceed the %d-byte limit", hdr.Name, limits.Bytes)
+			return at(fmt.Errorf("entry %q: contents exceed the %d-byte limit", hdr.Name, limits.Bytes))
 		}
 		total += hdr.Size
 		if name == "" {
@@ -226,50 +257,25 @@ func checkDiff(r io.Reader, limits Limits) error {
 // diffEntries walks the rootfs diff, where symlinks and hard links may
 // appear (the container's own files).
 func diffEntries(r io.Reader, limits Limits, fn func(name string, hdr *tar.Header, r io.Reader) error) error {
-	tr := tar.NewReader(r)
-	var total int64
-	for n := 0; ; n++ {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%s: read tar: %w", RootfsDiffFile, err)
-		}
-		if n >= limits.Entries {
-			return fmt.Errorf("%s: more than %d entries", RootfsDiffFile, limits.Entries)
-		}
-		name, err := cleanName(hdr.Name)
-		if err != nil {
-			return fmt.Errorf("%s: %w", RootfsDiffFile, err)
-		}
+	return walkTar(r, limits, RootfsDiffFile, func(hdr *tar.Header) error {
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink:
+			return nil
 		case tar.TypeLink:
 			if _, err := cleanName(hdr.Linkname); err != nil || hdr.Linkname == "" {
-				return fmt.Errorf("%s: hard link %q points at %q, outside the container's root", RootfsDiffFile, hdr.Name, hdr.Linkname)
+				return fmt.Errorf("hard link %q points at %q, outside the container's root", hdr.Name, hdr.Linkname)
 			}
-		default:
-			return fmt.Errorf("%s: entry %q is a %s, which a restore does not create", RootfsDiffFile, hdr.Name, typeName(hdr.Typeflag))
+			return nil
 		}
-		if hdr.Size < 0 || hdr.Size > limits.Bytes-total {
-			return fmt.Errorf("%s: entry %q: contents exceed the %d-byte limit", RootfsDiffFile, hdr.Name, limits.Bytes)
-		}
-		total += hdr.Size
-		if name == "" {
-			continue
-		}
-		if err := fn(name, hdr, tr); err != nil {
-			return err
-		}
-	}
+		return fmt.Errorf("entry %q is a %s, which a restore does not create", hdr.Name, typeName(hdr.Typeflag))
+	}, fn)
 }
 
 // reopen walks the archive again for the entries fn wants.
 func (a *Archive) reopen(fn func(name string, hdr *tar.Header, r io.Reader) error) error {
-	f, err := os.Open(a.Path)
+	f, err := openRegular(a.Path)
 	if err != nil {
-		return fmt.Errorf("open checkpoint archive %s: %w", a.Path, err)
+		return err
 	}
 	defer f.Close()
 	err = walk(f, a.limits, func(name string, hdr *tar.Header, r io.Reader) error {

@@ -267,3 +267,29 @@ func TestWriteArchiveOpens(t *testing.T) {
 		t.Fatalf("Open of WriteArchive's archive: %v", err)
 	}
 }
+
+// TestOpenRefusesFIFO: an archive path that is a FIFO (no writer) is
+// refused at once; opened blocking, the open waited for a writer forever.
+func TestOpenRefusesFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "checkpoint.tar")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Open(p, DefaultLimits)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("Open(FIFO) = %v, want ErrInvalidArchive: not a regular file", err)
+		}
+	case <-time.After(10 * time.Second):
+		// Unblock the stuck open so the test binary can end.
+		if w, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("Open of a FIFO still blocked after 10 s")
+	}
+}
