@@ -4,7 +4,6 @@
 package cgroups
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -71,17 +70,25 @@ func Mode() string {
 func OOMKills(paths map[string]string) (uint64, error) {
 	if dir, ok := paths[""]; ok && ocgroups.IsCgroup2UnifiedMode() {
 		n, err := readCounter(path.Join(dir, "memory.events"), "oom_kill")
-		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(path.Base(dir), ScopePrefix+"-") && SystemdLive() {
-			// systemd removes a scope's cgroup as soon as it is empty,
-			// often before the exit is seen here: what the watch saw
-			// (oomwatch.go), else systemd's verdict on the unit.
-			seen, _ := oomSeen(dir)
-			if sliceOOMKilled(dir) || seen {
-				return 1, nil
-			}
-			return scopeOOMKills(path.Base(dir))
+		if !isSystemdScope(dir) {
+			return n, err
 		}
-		return n, err
+		// Every exit of a scope is accounted in its pod slice and ends
+		// its watch, whatever decides.
+		sliceKilled := sliceOOMKilled(dir)
+		seen, _ := oomSeen(dir)
+		if err == nil {
+			return n, nil
+		}
+		// systemd removes a scope's cgroup as soon as it is empty, often
+		// before the exit is seen here: while it does, the read fails
+		// with ENODEV, after with ENOENT. Then what the watch saw
+		// (oomwatch.go), the pod slice's count, or systemd's verdict on
+		// the unit.
+		if sliceKilled || seen {
+			return 1, nil
+		}
+		return scopeOOMKills(path.Base(dir))
 	}
 	dir, ok := paths["memory"]
 	if !ok {

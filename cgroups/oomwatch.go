@@ -27,6 +27,7 @@ type oomWatcher struct {
 	wds     map[int]string  // watch descriptor → cgroup directory
 	watched map[string]bool // cgroup directories watched, until asked
 	seen    map[string]bool // cgroup directory → the OOM killer acted there
+	onOOM   map[string]func()
 }
 
 var (
@@ -37,13 +38,16 @@ var (
 
 // WatchOOM starts watching the memory.events of a container whose cgroup
 // systemd manages (paths: libcontainer's State.CgroupPaths), so that
-// OOMKills can still answer after systemd removed the cgroup. Other
+// OOMKills can still answer after systemd removed the cgroup; onOOM runs
+// once, on the watcher's goroutine, when it sees the OOM killer act, so
+// that the caller can keep the record across a daemon restart. Other
 // cgroups stay until peapod removes them and need no watch.
-func WatchOOM(paths map[string]string) error {
+func WatchOOM(paths map[string]string, onOOM func()) error {
 	dir, ok := paths[""]
-	if !ok || !strings.HasPrefix(path.Base(dir), ScopePrefix+"-") || !SystemdLive() {
+	if !ok || !isSystemdScope(dir) {
 		return nil
 	}
+	noteSliceBaseline(path.Dir(dir))
 	oomOnce.Do(func() {
 		w, err := newOOMWatcher()
 		oomW.Store(w)
@@ -52,7 +56,13 @@ func WatchOOM(paths map[string]string) error {
 	if oomErr != nil {
 		return oomErr
 	}
-	return oomW.Load().add(dir)
+	return oomW.Load().add(dir, onOOM)
+}
+
+// isSystemdScope reports whether dir is the cgroup of a container scope
+// that a live systemd manages (and removes when it empties).
+func isSystemdScope(dir string) bool {
+	return strings.HasPrefix(path.Base(dir), ScopePrefix+"-") && SystemdLive()
 }
 
 func newOOMWatcher() (*oomWatcher, error) {
@@ -60,34 +70,48 @@ func newOOMWatcher() (*oomWatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inotify for memory.events: %w", err)
 	}
-	w := &oomWatcher{fd: fd, wds: map[int]string{}, watched: map[string]bool{}, seen: map[string]bool{}}
+	w := &oomWatcher{fd: fd, wds: map[int]string{}, watched: map[string]bool{}, seen: map[string]bool{}, onOOM: map[string]func(){}}
 	go w.loop()
 	return w, nil
 }
 
-func (w *oomWatcher) add(dir string) error {
+func (w *oomWatcher) add(dir string, onOOM func()) error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	wd, err := unix.InotifyAddWatch(w.fd, path.Join(dir, "memory.events"), unix.IN_MODIFY)
 	if err != nil {
+		w.mu.Unlock()
 		return fmt.Errorf("watch %s/memory.events: %w", dir, err)
 	}
 	w.wds[wd] = dir
 	w.watched[dir] = true
-	w.check(dir) // an OOM before the watch
+	if onOOM != nil {
+		w.onOOM[dir] = onOOM
+	}
+	noted := w.check(dir) // an OOM before the watch
+	w.mu.Unlock()
+	if noted != nil {
+		noted()
+	}
 	return nil
 }
 
-// check records an OOM in dir. "oom" counts too: the kernel raises it,
-// and notifies, just before it kills, and the notification of the kill
-// itself may never come (above).
-func (w *oomWatcher) check(dir string) {
+// check records an OOM in dir and returns the caller's callback the first
+// time it does. "oom" counts too: the kernel raises it, and notifies, just
+// before it kills, and the notification of the kill itself may never come
+// (above). Called with w.mu held.
+func (w *oomWatcher) check(dir string) func() {
+	if w.seen[dir] {
+		return nil
+	}
 	for _, key := range []string{"oom_kill", "oom"} {
 		if n, err := readCounter(path.Join(dir, "memory.events"), key); err == nil && n > 0 {
 			w.seen[dir] = true
-			return
+			f := w.onOOM[dir]
+			delete(w.onOOM, dir)
+			return f
 		}
 	}
+	return nil
 }
 
 func (w *oomWatcher) loop() {
@@ -100,6 +124,7 @@ func (w *oomWatcher) loop() {
 		if err != nil || n <= 0 {
 			return
 		}
+		var noted []func()
 		w.mu.Lock()
 		for off := 0; off+unix.SizeofInotifyEvent <= n; {
 			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
@@ -112,9 +137,14 @@ func (w *oomWatcher) loop() {
 				delete(w.wds, int(ev.Wd))
 				continue
 			}
-			w.check(dir)
+			if f := w.check(dir); f != nil {
+				noted = append(noted, f)
+			}
 		}
 		w.mu.Unlock()
+		for _, f := range noted {
+			f()
+		}
 	}
 }
 
@@ -136,24 +166,28 @@ func oomSeen(dir string) (seen, watched bool) {
 	}
 	delete(w.seen, dir)
 	delete(w.watched, dir)
+	delete(w.onOOM, dir)
 	return seen, watched
 }
 
 // sliceOOM remembers, per pod slice, the slice's oom_kill count already
-// accounted to the exits of its containers.
-var sliceOOM struct {
+// accounted to the exits of its containers: 0 for a slice this daemon
+// process made, else the count when the first of its containers was
+// watched (a slice from before a restart, whose old kills are not new).
+var sliceOOM = struct {
 	sync.Mutex
 	counted map[string]uint64
-}
+}{counted: map[string]uint64{}}
 
 // sliceOOMKilled reports whether the OOM killer acted in the slice that held
 // the removed scope dir since the last exit of one of the slice's
 // containers was accounted. An OOM kill within milliseconds of the start
-// comes before the watch is set and its scope is gone before the exit is
-// seen; the pod slice stays, and its memory.events counts its children's
-// kills (cgroup v2 propagates them up unless memory_localevents). Two
-// containers of one pod killed at the same moment may both be reported.
-// Every exit of a scope updates the count, so a kill is accounted once.
+// comes before the watch is set, and the watch's own read races systemd's
+// removal of the scope; the pod slice stays, and its memory.events counts
+// its children's kills (cgroup v2 propagates them up unless
+// memory_localevents). Two containers of one pod killed at the same moment
+// may both be reported. Every exit of a scope updates the count, so a kill
+// is accounted once.
 func sliceOOMKilled(scopeDir string) bool {
 	slice := path.Dir(scopeDir)
 	n, err := readCounter(path.Join(slice, "memory.events"), "oom_kill")
@@ -162,36 +196,36 @@ func sliceOOMKilled(scopeDir string) bool {
 	}
 	sliceOOM.Lock()
 	defer sliceOOM.Unlock()
-	if sliceOOM.counted == nil {
-		sliceOOM.counted = map[string]uint64{}
-	}
 	last, known := sliceOOM.counted[slice]
 	sliceOOM.counted[slice] = n
-	// A slice first seen after a daemon restart: its old kills are not
-	// this exit's.
-	return known && n > last || !known && n > 0 && startedHere(slice)
+	return known && n > last
 }
 
-// startedHere reports whether slice was made by this daemon process, so
-// that its whole oom_kill count is new.
-func startedHere(slice string) bool {
-	slicesMade.Lock()
-	defer slicesMade.Unlock()
-	return slicesMade.dirs[slice]
-}
-
-// slicesMade are the pod slices this daemon process created.
-var slicesMade struct {
-	sync.Mutex
-	dirs map[string]bool
-}
-
-// NoteSliceMade records a pod slice created by this daemon process.
-func NoteSliceMade(dir string) {
-	slicesMade.Lock()
-	defer slicesMade.Unlock()
-	if slicesMade.dirs == nil {
-		slicesMade.dirs = map[string]bool{}
+// noteSliceBaseline starts accounting a slice this daemon process did not
+// make, at its current count, if it is not accounted yet.
+func noteSliceBaseline(slice string) {
+	n, err := readCounter(path.Join(slice, "memory.events"), "oom_kill")
+	if err != nil {
+		return
 	}
-	slicesMade.dirs[dir] = true
+	sliceOOM.Lock()
+	defer sliceOOM.Unlock()
+	if _, known := sliceOOM.counted[slice]; !known {
+		sliceOOM.counted[slice] = n
+	}
+}
+
+// NoteSliceMade records a pod slice created by this daemon process: every
+// kill counted in it is new.
+func NoteSliceMade(dir string) {
+	sliceOOM.Lock()
+	defer sliceOOM.Unlock()
+	sliceOOM.counted[dir] = 0
+}
+
+// forgetSlice drops the accounting of a removed pod slice.
+func forgetSlice(dir string) {
+	sliceOOM.Lock()
+	defer sliceOOM.Unlock()
+	delete(sliceOOM.counted, dir)
 }

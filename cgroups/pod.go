@@ -187,6 +187,9 @@ func RemovePod(podPath string) error {
 	if err := pod.Destroy(); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove pod cgroup %s: %w", podPath, err)
 	}
+	if dir := pod.Path(""); dir != "" {
+		forgetSlice(dir)
+	}
 	return nil
 }
 

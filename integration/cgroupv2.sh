@@ -102,9 +102,10 @@ run_guest_systemd() {
   bash -c "set -e
     $APPARMOR_SETUP
     mkdir -p /tmp/peapod-bin && cp $out/peapod* $out/integration.test /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
-    cd integration && exec ./guest-systemd.sh /tmp/peapod-bin/integration.test -test.count=1 -test.timeout=30m -test.v -test.run '$SYSTEMD_TESTS'"
+    cd integration && exec ./guest-systemd.sh /tmp/peapod-bin/integration.test -test.count=${CGV2_SYSTEMD_COUNT:-1} -test.timeout=30m -test.v -test.run '$SYSTEMD_TESTS'"
 }
-# CGV2_SKIP_RESOURCES=1 / CGV2_SKIP_SYSTEMD=1 leave out one of the two.
+# CGV2_SKIP_RESOURCES=1 / CGV2_SKIP_SYSTEMD=1 leave out one of the two;
+# CGV2_SYSTEMD_COUNT=N runs the systemd tests N times (a race hunt).
 # Runs fn; a guest that hung or died (vm-run exit 124/125) is tried once
 # more, the tests' own failures (any other code) never.
 with_retry() {

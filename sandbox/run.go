@@ -233,7 +233,8 @@ func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 // watched while it runs: systemd removes the scope's cgroup when it empties,
 // before oomKilled could read it. On v1, an eventfd on memory.oom_control
 // (the systemd driver with or without a live systemd: the watch is the
-// same); on v2, memory.events under a live systemd.
+// same); on v2, memory.events under a live systemd. Either records what it
+// saw in oomFile.
 func (r *Runtime) watchOOM(c *container) {
 	if r.opts.CgroupDriver != "systemd" {
 		return
@@ -244,7 +245,7 @@ func (r *Runtime) watchOOM(c *container) {
 		c.oom, err = cgroups.WatchOOMEvents(st.CgroupPaths, func() { r.noteOOM(c) })
 	}
 	if err == nil && c.oom == nil && cgroups.SystemdLive() {
-		err = cgroups.WatchOOM(st.CgroupPaths)
+		err = cgroups.WatchOOM(st.CgroupPaths, func() { r.noteOOM(c) })
 	}
 	if err != nil {
 		r.log.Warn("watch the container's cgroup for OOM kills", "container", c.ID, "err", err)
@@ -291,14 +292,13 @@ func (r *Runtime) oomKilled(c *container) bool {
 		return seen()
 	}
 	n, err := cgroups.OOMKills(st.CgroupPaths)
-	if err != nil {
-		if seen() {
-			return true
-		}
-		r.log.Debug("read OOM kill counter", "container", c.ID, "err", err)
-		return false
+	if n > 0 || seen() {
+		return true
 	}
-	return n > 0
+	if err != nil {
+		r.log.Warn("read OOM kill counter", "container", c.ID, "err", err)
+	}
+	return false
 }
 
 // recoverContainer reconnects a container that was running when the daemon
