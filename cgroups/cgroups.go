@@ -73,28 +73,33 @@ func OOMKills(paths map[string]string) (uint64, error) {
 		if !isSystemdScope(dir) {
 			return n, err
 		}
-		// Every exit of a scope is accounted in its pod slice and ends
-		// its watch, whatever decides.
-		sliceKilled := sliceOOMKilled(dir)
-		seen, _ := oomSeen(dir)
-		if err == nil {
-			return n, nil
-		}
-		// systemd removes a scope's cgroup as soon as it is empty, often
-		// before the exit is seen here: while it does, the read fails
-		// with ENODEV, after with ENOENT. Then what the watch saw
-		// (oomwatch.go), the pod slice's count, or systemd's verdict on
-		// the unit.
-		if sliceKilled || seen {
-			return 1, nil
-		}
-		return scopeOOMKills(path.Base(dir))
+		return exitedScopeOOMKills(dir, n, err)
 	}
 	dir, ok := paths["memory"]
 	if !ok {
 		return 0, fmt.Errorf("no memory cgroup in %v", paths)
 	}
 	return readCounter(path.Join(dir, "memory.oom_control"), "oom_kill")
+}
+
+// exitedScopeOOMKills decides the OOM kills of an exited container in a
+// scope systemd manages, given the read of its own counter (n, err). Every
+// exit of a scope is accounted in its pod slice and ends its watch,
+// whatever decides.
+func exitedScopeOOMKills(dir string, n uint64, err error) (uint64, error) {
+	sliceKilled := sliceOOMKilled(dir)
+	seen, _ := oomSeen(dir)
+	if err == nil {
+		return n, nil
+	}
+	// systemd removes a scope's cgroup as soon as it is empty, often before
+	// the exit is seen here: while it does, the read fails with ENODEV,
+	// after with ENOENT. Then what the watch saw (oomwatch.go), the pod
+	// slice's count, or systemd's verdict on the unit.
+	if sliceKilled || seen {
+		return 1, nil
+	}
+	return scopeOOMKills(path.Base(dir))
 }
 
 // readCounter finds "key value" in a flat-keyed cgroup file.

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSliceOOMKilled: a kill counted in the pod slice after its scope is
@@ -55,5 +57,38 @@ func TestSliceOOMKilled(t *testing.T) {
 	forgetSlice(foreign)
 	if sliceOOMKilled(filepath.Join(foreign, "cri-peapod-g.scope")) {
 		t.Error("a removed slice's accounting outlived it")
+	}
+}
+
+// TestExitedScopeOOMKillsMidRemoval: a scope's counter read that meets
+// systemd's removal half-way fails with ENODEV, not ENOENT; the kill must
+// still be found in the pod slice (it was reported "Error" once in CI).
+func TestExitedScopeOOMKillsMidRemoval(t *testing.T) {
+	slice := t.TempDir()
+	NoteSliceMade(slice)
+	write := func(n int) {
+		data := []byte("low 0\nhigh 0\nmax 3\noom 1\noom_kill " + strconv.Itoa(n) + "\n")
+		if err := os.WriteFile(filepath.Join(slice, "memory.events"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1)
+	for _, readErr := range []error{unix.ENODEV, os.ErrNotExist} {
+		scope := filepath.Join(slice, "cri-peapod-"+readErr.Error()[:3]+".scope")
+		n, err := exitedScopeOOMKills(scope, 0, &os.PathError{Op: "open", Path: scope + "/memory.events", Err: readErr})
+		if err != nil || n != 1 {
+			t.Errorf("read failed with %v and the slice counted a new kill: %d kills, %v; want 1", readErr, n, err)
+		}
+		write(2) // the next exit's kill
+	}
+	// The counter readable: it decides, and the slice's count is accounted
+	// so that a later exit does not claim this kill.
+	write(3)
+	scope := filepath.Join(slice, "cri-peapod-readable.scope")
+	if n, err := exitedScopeOOMKills(scope, 1, nil); err != nil || n != 1 {
+		t.Errorf("readable counter 1: %d, %v", n, err)
+	}
+	if sliceOOMKilled(filepath.Join(slice, "cri-peapod-later.scope")) {
+		t.Error("a kill already reported by its scope's own counter was reported again for a later exit")
 	}
 }
