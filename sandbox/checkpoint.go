@@ -149,3 +149,18 @@ func restoreFiles(from *checkpoint.Archive, c *Container) error {
 	}
 	return nil
 }
+
+// checkRestorePrivileges refuses at create, with the reason, CRIU images
+// that would restore more privilege than the container's spec gives; the
+// runner checks again against the spec it starts with.
+func checkRestorePrivileges(c *Container) error {
+	spec, err := runner.ReadSpec(c.Bundle)
+	if err != nil {
+		return err
+	}
+	lim, err := checkpoint.HostCeilings()
+	if err != nil {
+		return err
+	}
+	return checkpoint.CheckPrivileges(filepath.Join(c.Bundle, runner.RestoreImagesDir), spec, lim)
+}
