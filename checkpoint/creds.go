@@ -29,6 +29,10 @@ type Ceilings struct {
 	// MinOOMScoreAdj is the restoring process's own oom_score_adj: peapod
 	// never gives a container less (it lacks CAP_SYS_RESOURCE's say on it).
 	MinOOMScoreAdj int
+	// Exists tells whether a path of the spec's masked and read-only
+	// lists exists on this node (the restored /proc and /sys show this
+	// kernel's files): each that does must be covered as the spec says.
+	Exists func(path string) bool
 }
 
 // coreImageMax bounds a core-<tid>.img read into memory: one thread's
@@ -74,7 +78,7 @@ func CheckPrivileges(imagesDir string, spec *specs.Spec, lim Ceilings) error {
 	if cores == 0 {
 		return fmt.Errorf("%w: no core images", ErrInvalidArchive)
 	}
-	return nil
+	return checkMounts(imagesDir, entries, spec, lim.Exists)
 }
 
 func checkCore(p string, spec *specs.Spec, lim Ceilings) error {
@@ -211,7 +215,10 @@ func HostCeilings() (Ceilings, error) {
 	if _, err := fmt.Sscan(string(b), &oom); err != nil {
 		return Ceilings{}, fmt.Errorf("parse oom_score_adj %q: %w", b, err)
 	}
-	return Ceilings{MinOOMScoreAdj: oom, Hard: func(res int) uint64 {
+	return Ceilings{MinOOMScoreAdj: oom, Exists: func(p string) bool {
+		_, err := os.Lstat(p)
+		return err == nil
+	}, Hard: func(res int) uint64 {
 		var rl unix.Rlimit
 		if unix.Getrlimit(res, &rl) != nil {
 			return 0

@@ -9,6 +9,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/magic"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -65,11 +66,152 @@ func restoreSpec() *specs.Spec {
 			NoNewPrivileges: true,
 			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Permitted: caps, Effective: caps},
 		},
-		Linux: &specs.Linux{Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}},
+		Root: &specs.Root{Path: "rootfs"},
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+			{Destination: "/data", Type: "bind", Source: "/var/lib/kubelet/pods/x/volumes/secret", Options: []string{"rbind", "ro"}},
+		},
+		Linux: &specs.Linux{
+			Seccomp:       &specs.LinuxSeccomp{DefaultAction: specs.ActErrno},
+			ReadonlyPaths: []string{"/proc/sys", "/proc/sysrq-trigger"},
+			MaskedPaths:   []string{"/proc/kcore", "/sys/firmware", "/proc/not-on-this-kernel"},
+		},
 	}
 }
 
-var testCeilings = Ceilings{MinOOMScoreAdj: -999, Hard: func(int) uint64 { return ^uint64(0) }}
+var testCeilings = Ceilings{MinOOMScoreAdj: -999, Hard: func(int) uint64 { return ^uint64(0) },
+	Exists: func(p string) bool { return p != "/proc/not-on-this-kernel" }}
+
+// mount is a CRIU mount entry.
+func mount(id uint32, fstype mnt.Fstype, dst, root string, flags uint32) *mnt.MntEntry {
+	return &mnt.MntEntry{
+		Fstype: proto.Uint32(uint32(fstype)), MntId: proto.Uint32(id), RootDev: proto.Uint32(1), ParentMntId: proto.Uint32(1),
+		Flags: proto.Uint32(flags), Root: proto.String(root), Mountpoint: proto.String(dst), Source: proto.String("none"), Options: proto.String(""),
+	}
+}
+
+// dumpedMounts is the mount table runc gives restoreSpec's container.
+func dumpedMounts() []*mnt.MntEntry {
+	return []*mnt.MntEntry{
+		mount(1, mnt.Fstype_OVERLAYFS, "/", "/", 0),
+		mount(2, mnt.Fstype_PROC, "/proc", "/", unix.MS_NOSUID|unix.MS_NOEXEC|unix.MS_NODEV),
+		mount(3, mnt.Fstype_TMPFS, "/dev", "/", unix.MS_NOSUID),
+		mount(4, mnt.Fstype_SYSFS, "/sys", "/", unix.MS_RDONLY|unix.MS_NOSUID),
+		mount(5, mnt.Fstype_TMPFS, "/sys/fs/cgroup", "/", unix.MS_RDONLY),
+		mount(6, mnt.Fstype_CGROUP, "/sys/fs/cgroup/memory", "/kubepods/pod1/c1", unix.MS_RDONLY),
+		{Fstype: proto.Uint32(uint32(mnt.Fstype_AUTO)), MntId: proto.Uint32(7), RootDev: proto.Uint32(9), ParentMntId: proto.Uint32(1),
+			Flags: proto.Uint32(unix.MS_RDONLY), Root: proto.String("/"), Mountpoint: proto.String("/data"), Source: proto.String("/dev/sda1"),
+			Options: proto.String(""), ExtKey: proto.String("/data")},
+		mount(8, mnt.Fstype_PROC, "/proc/sys", "/sys", unix.MS_RDONLY),
+		mount(9, mnt.Fstype_PROC, "/proc/sysrq-trigger", "/sysrq-trigger", unix.MS_RDONLY),
+		mount(10, mnt.Fstype_TMPFS, "/proc/kcore", "/null", 0),
+		mount(11, mnt.Fstype_TMPFS, "/sys/firmware", "/", unix.MS_RDONLY),
+	}
+}
+
+func writeMounts(t *testing.T, dir string, ms []*mnt.MntEntry) {
+	t.Helper()
+	m := magic.LoadMagic().ByName
+	b := binary.LittleEndian.AppendUint32(nil, uint32(m["IMG_COMMON"]))
+	b = binary.LittleEndian.AppendUint32(b, uint32(m["MNTS"]))
+	for _, e := range ms {
+		body, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+		b = append(b, body...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mountpoints-13.img"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCheckPrivilegesRefusesForgedMounts: CRIU remakes the container's
+// mount namespace from the archive's mountpoints image; a table written
+// by hand must not be weaker than the spec's.
+func TestCheckPrivilegesRefusesForgedMounts(t *testing.T) {
+	without := func(dst string) func([]*mnt.MntEntry) []*mnt.MntEntry {
+		return func(ms []*mnt.MntEntry) []*mnt.MntEntry {
+			var out []*mnt.MntEntry
+			for _, m := range ms {
+				if m.GetMountpoint() != dst {
+					out = append(out, m)
+				}
+			}
+			return out
+		}
+	}
+	writable := func(dst string) func([]*mnt.MntEntry) []*mnt.MntEntry {
+		return func(ms []*mnt.MntEntry) []*mnt.MntEntry {
+			for _, m := range ms {
+				if m.GetMountpoint() == dst {
+					m.Flags = proto.Uint32(m.GetFlags() &^ unix.MS_RDONLY)
+				}
+			}
+			return ms
+		}
+	}
+	add := func(e *mnt.MntEntry) func([]*mnt.MntEntry) []*mnt.MntEntry {
+		return func(ms []*mnt.MntEntry) []*mnt.MntEntry { return append(ms, e) }
+	}
+	cases := []struct {
+		name   string
+		forge  func([]*mnt.MntEntry) []*mnt.MntEntry
+		spec   func(*specs.Spec)
+		wantOK bool
+	}{
+		{name: "as dumped", forge: func(ms []*mnt.MntEntry) []*mnt.MntEntry { return ms }, wantOK: true},
+		{name: "dot-prefixed mount points", forge: func(ms []*mnt.MntEntry) []*mnt.MntEntry {
+			for _, m := range ms {
+				m.Mountpoint = proto.String("." + m.GetMountpoint())
+			}
+			return ms
+		}, wantOK: true},
+		{name: "/proc/sys writable", forge: writable("/proc/sys")},
+		{name: "/proc/sys not remounted", forge: without("/proc/sys")},
+		{name: "/proc/kcore unmasked", forge: without("/proc/kcore")},
+		{name: "/sys writable", forge: writable("/sys")},
+		{name: "cgroup hierarchy writable", forge: writable("/sys/fs/cgroup/memory")},
+		{name: "read-only volume writable", forge: writable("/data")},
+		{name: "root writable under readOnlyRootFilesystem", forge: writable("/"), spec: func(s *specs.Spec) { s.Root.Readonly = true }},
+		{name: "a second proc at /host-proc", forge: add(mount(20, mnt.Fstype_PROC, "/host-proc", "/", 0))},
+		{name: "debugfs", forge: add(mount(20, mnt.Fstype_DEBUGFS, "/sys/kernel/debug", "/", 0))},
+		{name: "the host's devtmpfs", forge: add(mount(20, mnt.Fstype_DEVTMPFS, "/hostdev", "/", 0))},
+		{name: "a block device's filesystem", forge: add(mount(20, mnt.Fstype_AUTO, "/hostroot", "/", 0))},
+		{name: "binfmt_misc", forge: add(mount(20, mnt.Fstype_BINFMT_MISC, "/proc/sys/fs/binfmt_misc", "/", 0))},
+		{name: "no mount image", forge: func([]*mnt.MntEntry) []*mnt.MntEntry { return nil }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "core-1.img"), coreImage(t, dumpedCore()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if ms := tc.forge(dumpedMounts()); ms != nil {
+				writeMounts(t, dir, ms)
+			}
+			spec := restoreSpec()
+			if tc.spec != nil {
+				tc.spec(spec)
+			}
+			err := CheckPrivileges(dir, spec, testCeilings)
+			if tc.wantOK {
+				if err != nil {
+					t.Fatalf("CheckPrivileges = %v, want nil", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrPrivileges) && !errors.Is(err, ErrInvalidArchive) {
+				t.Fatalf("CheckPrivileges = %v, want a refusal", err)
+			}
+			t.Logf("refused: %v", err)
+		})
+	}
+}
 
 // TestCheckPrivilegesRefusesForgedCredentials: CRIU restores a thread's
 // credentials, seccomp mode, scheduling, oom_score_adj and rlimits from
@@ -123,6 +265,7 @@ func TestCheckPrivilegesRefusesForgedCredentials(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "core-1.img"), coreImage(t, core), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			writeMounts(t, dir, dumpedMounts())
 			if tc.extra != "" {
 				os.WriteFile(filepath.Join(dir, tc.extra), nil, 0o600)
 			}
@@ -154,13 +297,16 @@ func TestCheckPrivilegesMalformedCores(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
+			writeMounts(t, dir, dumpedMounts())
 			os.WriteFile(filepath.Join(dir, "core-7.img"), content, 0o600)
 			if err := CheckPrivileges(dir, restoreSpec(), testCeilings); !errors.Is(err, ErrInvalidArchive) {
 				t.Fatalf("CheckPrivileges = %v, want ErrInvalidArchive", err)
 			}
 		})
 	}
-	if err := CheckPrivileges(t.TempDir(), restoreSpec(), testCeilings); !errors.Is(err, ErrInvalidArchive) {
+	noCore := t.TempDir()
+	writeMounts(t, noCore, dumpedMounts())
+	if err := CheckPrivileges(noCore, restoreSpec(), testCeilings); !errors.Is(err, ErrInvalidArchive) {
 		t.Fatalf("no core image: %v, want ErrInvalidArchive", err)
 	}
 }
