@@ -41,13 +41,17 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 		return nil, status.Errorf(codes.FailedPrecondition, "CheckpointContainer: %v", err)
 	}
 
-	// CRIU's images and log beside the archive (same filesystem, no copy
-	// of the memory pages across devices), removed once archived.
-	work, err := os.MkdirTemp(filepath.Dir(location), ".peapod-checkpoint-")
+	// CRIU's images and log, the rootfs diff and the archive's temporary
+	// copy beside the archive (same filesystem, no copy of the memory
+	// pages across devices), removed once archived; locked while this
+	// runs, so that what a crash leaves is swept by the next checkpoint
+	// there (checkpoint.WorkDir).
+	wd, err := checkpoint.NewWorkDir(filepath.Dir(location))
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "CheckpointContainer: location %s: %v", location, err)
 	}
-	defer os.RemoveAll(work)
+	defer wd.Remove()
+	work := wd.Path
 	images := filepath.Join(work, checkpoint.ImagesDirectory)
 	dumped, err := s.runtime.CheckpointContainer(ctx, c.ID, images, work)
 	if err != nil {
@@ -75,9 +79,10 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 			CreatedTime:     time.Unix(0, dumped.CreatedAt),
 			CheckpointedAt:  time.Now(),
 		},
-		Spec:   spec,
-		Images: images,
-		Upper:  upper,
+		Spec:    spec,
+		Images:  images,
+		Upper:   upper,
+		TempDir: work,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
@@ -92,4 +97,18 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// KubeletCheckpointDir is where the kubelet's checkpoint API has
+// checkpoints written (<kubelet root-dir>/checkpoints, by default).
+const KubeletCheckpointDir = "/var/lib/kubelet/checkpoints"
+
+// SweepCheckpointLeftovers removes, at the daemon's start, the work
+// directories checkpoints into the kubelet's directory left when a daemon
+// died mid-checkpoint (CRIU's images hold the container's memory). Those
+// of other locations go at the next checkpoint there.
+func (s *Service) SweepCheckpointLeftovers() {
+	if n := checkpoint.SweepWorkDirs(KubeletCheckpointDir); n > 0 {
+		s.log.Info("removed what interrupted checkpoints left", "dir", KubeletCheckpointDir, "count", n)
+	}
 }
