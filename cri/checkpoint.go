@@ -53,7 +53,9 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 	defer wd.Remove()
 	work := wd.Path
 	images := filepath.Join(work, checkpoint.ImagesDirectory)
-	dumped, err := s.runtime.CheckpointContainer(ctx, c.ID, images, work)
+	dumpCtx, cancel := dumpContext(ctx, req.GetTimeout())
+	defer cancel()
+	dumped, err := s.runtime.CheckpointContainer(dumpCtx, c.ID, images, work)
 	if err != nil {
 		if log, rerr := os.ReadFile(filepath.Join(work, "dump.log")); rerr == nil {
 			s.log.Warn("criu dump failed", "container", c.ID, "log", tailLines(string(log), 30))
@@ -88,6 +90,22 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 		return nil, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
 	}
 	return &runtimeapi.CheckpointContainerResponse{}, nil
+}
+
+// defaultDumpTimeout bounds a dump whose caller set no deadline: CRIU
+// can be made to wait for ever by the container, holding its lock.
+const defaultDumpTimeout = 10 * time.Minute
+
+// dumpContext is ctx bounded by the request's timeout (seconds; 0: none)
+// and, when neither gives a deadline, by defaultDumpTimeout.
+func dumpContext(ctx context.Context, timeout int64) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeout(ctx, time.Duration(timeout)*time.Second)
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultDumpTimeout)
 }
 
 // tailLines is the last n lines of s.
