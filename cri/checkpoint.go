@@ -30,6 +30,9 @@ func (s *Service) CheckpointContainer(ctx context.Context, req *runtimeapi.Check
 	if location == "" || !filepath.IsAbs(location) {
 		return nil, invalid(fmt.Sprintf("CheckpointContainer: location %q is not an absolute path", location))
 	}
+	if err := s.criuEnabled("CheckpointContainer"); err != nil {
+		return nil, err
+	}
 	c, err := s.runtime.Container(req.GetContainerId())
 	if err != nil {
 		return nil, err
@@ -115,6 +118,17 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// DisableCRIU turns checkpoint and restore off (enable_criu_support =
+// false).
+func (s *Service) DisableCRIU() { s.criuOff = true }
+
+func (s *Service) criuEnabled(call string) error {
+	if s.criuOff {
+		return status.Errorf(codes.FailedPrecondition, "%s: checkpoint/restore is disabled on this node (enable_criu_support = false)", call)
+	}
+	return nil
 }
 
 // KubeletCheckpointDir is where the kubelet's checkpoint API has

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -148,4 +149,34 @@ func TestEscapeCheckpointDumpHang(t *testing.T) {
 		t.Fatalf("StopContainer after the cut dump: %v after %v (the container's lock still held?)", err, time.Since(start))
 	}
 	t.Logf("StopContainer after the cut dump: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// TestCRIUSupportDisabled: with enable_criu_support = false a restore is
+// refused before its archive is even opened (the device node stays
+// unopened), and CheckpointContainer before CRIU is asked.
+func TestCRIUSupportDisabled(t *testing.T) {
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	conf := filepath.Join(d.Dir, "peapod.toml")
+	if err := os.WriteFile(conf, []byte("enable_criu_support = false\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Args = append(d.Args, "--config", conf)
+	d.Start()
+	pullAll(t, d, image)
+	c := ctx(t)
+	podCfg := podConfig("criu-off", t.TempDir())
+	pod := runPod(t, d, podCfg).PodSandboxId
+	id := startContainer(t, d, pod, podCfg, containerConfig("sleeper", image, "sleep", "600"))
+	archive := filepath.Join(t.TempDir(), "ckpt.tar")
+	os.WriteFile(archive, []byte("not read"), 0o600)
+	_, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod,
+		Config: containerConfig("restored", archive, "sh"), SandboxConfig: podCfg})
+	if grpcCode(err) != "FailedPrecondition" || !strings.Contains(err.Error(), "enable_criu_support") {
+		t.Errorf("restore with CRIU support off = %v, want FailedPrecondition naming enable_criu_support", err)
+	}
+	_, err = d.RT.CheckpointContainer(c, &runtimeapi.CheckpointContainerRequest{ContainerId: id, Location: filepath.Join(t.TempDir(), "c.tar")})
+	if grpcCode(err) != "FailedPrecondition" || !strings.Contains(err.Error(), "enable_criu_support") {
+		t.Errorf("checkpoint with CRIU support off = %v, want FailedPrecondition naming enable_criu_support", err)
+	}
 }

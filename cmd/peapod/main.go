@@ -378,6 +378,9 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 		}}, log)
 	svc.UseMetrics(m)
 	svc.SweepCheckpointLeftovers()
+	if !cfg.EnableCRIUSupport {
+		svc.DisableCRIU()
+	}
 	if cfg.MetricsAddress != "" {
 		ms, err := m.Serve(cfg.MetricsAddress, log)
 		if err != nil {
