@@ -64,7 +64,14 @@ func checkMounts(imagesDir string, entries []os.DirEntry, spec *specs.Spec, exis
 			}
 			continue
 		}
-		if sm, ok := specAt[dst]; ok && slices.Contains(sm.Options, "ro") && !readOnly(m) {
+		sm, ok := specAt[dst]
+		if above, found := specMountAbove(specAt, dst); !ok && found && (above.Type == "cgroup" || above.Type == "cgroup2") {
+			// libcontainer dumps a cgroup v1 hierarchy's mount as an
+			// external bind of the container's own cgroup: writable, the
+			// container would set its own limits.
+			sm, ok = above, true
+		}
+		if ok && slices.Contains(sm.Options, "ro") && !readOnly(m) {
 			return fmt.Errorf("%w: %s is restored writable, the container mounts it read-only", ErrPrivileges, dst)
 		}
 		if m.GetExtMount() || m.GetExtKey() != "" {
