@@ -49,7 +49,7 @@ func (r *Runtime) CheckpointContainer(ctx context.Context, id, images, work stri
 	if err != nil {
 		return Container{}, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
 	}
-	err = dumpWithDeadline(ctx, lc, &libcontainer.CriuOpts{
+	err = dumpWithDeadline(ctx, lc, filepath.Join(work, "libcontainer"), &libcontainer.CriuOpts{
 		ImagesDirectory: images,
 		WorkDirectory:   work,
 		LeaveRunning:    true,
@@ -76,7 +76,8 @@ const criuGrace = 10 * time.Second
 // container thawed if CRIU had frozen it, and the container stays running
 // (CRIU leaves it running on a failed dump, its tasks detached when its
 // ptrace ends with it).
-func dumpWithDeadline(ctx context.Context, lc *libcontainer.Container, opts *libcontainer.CriuOpts) error {
+// stateRoot is the libcontainer root lc was loaded from.
+func dumpWithDeadline(ctx context.Context, lc *libcontainer.Container, stateRoot string, opts *libcontainer.CriuOpts) error {
 	select {
 	case dumpSlot <- struct{}{}:
 	case <-ctx.Done():
@@ -92,12 +93,18 @@ func dumpWithDeadline(ctx context.Context, lc *libcontainer.Container, opts *lib
 	}
 	killed := killCRIUChildren()
 	var err error
+	thaw := lc
 	select {
 	case err = <-done:
 	case <-time.After(criuGrace):
 		err = errors.New("criu did not return after it was killed")
+		// lc's lock is still the stuck Checkpoint's: thaw through a
+		// fresh handle on the same state.
+		if thaw, _ = libcontainer.Load(stateRoot, lc.ID()); thaw == nil {
+			return fmt.Errorf("%w: the dump did not finish in time and criu did not stop (%d killed): %w", ErrDeadlineExceeded, killed, ctx.Err())
+		}
 	}
-	if rerr := lc.Resume(); rerr != nil && !errors.Is(rerr, libcontainer.ErrNotPaused) {
+	if rerr := thaw.Resume(); rerr != nil && !errors.Is(rerr, libcontainer.ErrNotPaused) {
 		err = errors.Join(err, fmt.Errorf("thaw the container after the cut dump: %w", rerr))
 	}
 	return fmt.Errorf("%w: the dump did not finish in time; criu was stopped (%d killed) and the container left running (%v): %w", ErrDeadlineExceeded, killed, err, ctx.Err())
