@@ -75,8 +75,8 @@ const criuGrace = 10 * time.Second
 // dump holds the container's lock: at ctx's end criu is killed, the
 // container thawed if CRIU had frozen it, and the container stays running
 // (CRIU leaves it running on a failed dump, its tasks detached when its
-// ptrace ends with it).
-// stateRoot is the libcontainer root lc was loaded from.
+// ptrace ends with it). stateRoot is the libcontainer root lc was loaded
+// from.
 func dumpWithDeadline(ctx context.Context, lc *libcontainer.Container, stateRoot string, opts *libcontainer.CriuOpts) error {
 	select {
 	case dumpSlot <- struct{}{}:
