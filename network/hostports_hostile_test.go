@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -64,7 +65,7 @@ func TestBridgeHostilePortMappings(t *testing.T) {
 		{Protocol: "udp", ContainerPort: 80, HostPort: first + 1, HostIP: "127.0.0.1"},
 	}}
 	_, err := tb.SetupPod(ctx, b)
-	if err == nil || !strings.Contains(err.Error(), "already mapped to pod "+a.ID) {
+	if !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "already mapped to pod "+a.ID) {
 		t.Fatalf("SetupPod of a pod claiming a taken host port = %v, want refused naming %s", err, a.ID)
 	}
 	if err := tb.TeardownPod(ctx, b); err != nil {
@@ -81,7 +82,7 @@ func TestBridgeHostilePortMappings(t *testing.T) {
 		{Protocol: "tcp", ContainerPort: 80, HostPort: 41000},
 		{Protocol: "tcp", ContainerPort: 81, HostPort: 41000, HostIP: "0.0.0.0"},
 	}}
-	if _, err := tb.SetupPod(ctx, dup); err == nil || !strings.Contains(err.Error(), "mapped twice") {
+	if _, err := tb.SetupPod(ctx, dup); !errors.Is(err, ErrPortConflict) || !strings.Contains(err.Error(), "mapped twice") {
 		t.Errorf("SetupPod of a pod mapping a host port twice = %v, want refused", err)
 	}
 	tb.TeardownPod(ctx, dup)
