@@ -9,7 +9,10 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/magic"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -162,6 +165,7 @@ func TestCheckPrivilegesRefusesForgedMounts(t *testing.T) {
 		name   string
 		forge  func([]*mnt.MntEntry) []*mnt.MntEntry
 		spec   func(*specs.Spec)
+		files  []string // regular files in files.img
 		wantOK bool
 	}{
 		{name: "as dumped", forge: func(ms []*mnt.MntEntry) []*mnt.MntEntry { return ms }, wantOK: true},
@@ -187,6 +191,8 @@ func TestCheckPrivilegesRefusesForgedMounts(t *testing.T) {
 		{name: "a block device's filesystem", forge: add(mount(20, mnt.Fstype_AUTO, "/hostroot", "/", 0))},
 		{name: "binfmt_misc", forge: add(mount(20, mnt.Fstype_BINFMT_MISC, "/proc/sys/fs/binfmt_misc", "/", 0))},
 		{name: "no mount image", forge: func([]*mnt.MntEntry) []*mnt.MntEntry { return nil }},
+		{name: "a file reopened above the root", forge: func(ms []*mnt.MntEntry) []*mnt.MntEntry { return ms }, files: []string{"/tmp/count", "/../../../etc/shadow"}},
+		{name: "files with dots in names", forge: func(ms []*mnt.MntEntry) []*mnt.MntEntry { return ms }, files: []string{"/tmp/a..b", "/..hidden/x", "/dev/null"}, wantOK: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,6 +202,9 @@ func TestCheckPrivilegesRefusesForgedMounts(t *testing.T) {
 			}
 			if ms := tc.forge(dumpedMounts()); ms != nil {
 				writeMounts(t, dir, ms)
+			}
+			if tc.files != nil {
+				writeFiles(t, dir, tc.files)
 			}
 			spec := restoreSpec()
 			if tc.spec != nil {
@@ -311,5 +320,27 @@ func TestCheckPrivilegesMalformedCores(t *testing.T) {
 	writeMounts(t, noCore, dumpedMounts())
 	if err := CheckPrivileges(noCore, restoreSpec(), testCeilings); !errors.Is(err, ErrInvalidArchive) {
 		t.Fatalf("no core image: %v, want ErrInvalidArchive", err)
+	}
+}
+
+// writeFiles writes files.img with a regular-file entry for each name.
+func writeFiles(t *testing.T, dir string, names []string) {
+	t.Helper()
+	m := magic.LoadMagic().ByName
+	b := binary.LittleEndian.AppendUint32(nil, uint32(m["IMG_COMMON"]))
+	b = binary.LittleEndian.AppendUint32(b, uint32(m["FILES"]))
+	for i, n := range names {
+		e := &fdinfo.FileEntry{Type: fdinfo.FdTypes_REG.Enum(), Id: proto.Uint32(uint32(i + 1)), Reg: &regfile.RegFileEntry{
+			Id: proto.Uint32(uint32(i + 1)), Flags: proto.Uint32(0), Pos: proto.Uint64(0), Name: proto.String(n), MntId: proto.Int32(1),
+			Fown: &fown.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0), PidType: proto.Uint32(0), Pid: proto.Uint32(0)}}}
+		body, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(body)))
+		b = append(b, body...)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "files.img"), b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

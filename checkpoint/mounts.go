@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"github.com/checkpoint-restore/go-criu/v8/magic"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -46,6 +48,9 @@ func checkMounts(imagesDir string, entries []os.DirEntry, spec *specs.Spec, exis
 	}
 	if len(mounts) == 0 {
 		return fmt.Errorf("%w: no mount images (mountpoints-*.img)", ErrInvalidArchive)
+	}
+	if err := checkFilePaths(imagesDir, entries); err != nil {
+		return err
 	}
 	specAt := map[string]specs.Mount{}
 	for _, m := range spec.Mounts {
@@ -143,36 +148,94 @@ func fstypeName(m *mnt.MntEntry) string {
 // readMounts decodes a CRIU mountpoints image: the common and MNTS
 // magics, then size-prefixed MntEntry records.
 func readMounts(p string) ([]*mnt.MntEntry, error) {
+	recs, err := readImage(p, "MNTS", mountsImageMax)
+	if err != nil {
+		return nil, err
+	}
+	var out []*mnt.MntEntry
+	for _, rec := range recs {
+		e := new(mnt.MntEntry)
+		if err := proto.Unmarshal(rec, e); err != nil {
+			return nil, fmt.Errorf("%w: mountpoints image: %v", ErrInvalidArchive, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// checkFilePaths refuses regular-file entries of files.img whose path has
+// a ".." component: CRIU reopens each by that path below the mount it
+// names, as root, and a canonical path (what a dump reads from
+// /proc/PID/fd) never climbs; one written by hand could aim above the
+// container's root if it were resolved from outside the restored tasks.
+func checkFilePaths(imagesDir string, entries []os.DirEntry) error {
+	for _, e := range entries {
+		var kind string
+		switch e.Name() {
+		case "files.img":
+			kind = "FILES"
+		case "reg-files.img": // CRIU's older layout
+			kind = "REG_FILES"
+		default:
+			continue
+		}
+		recs, err := readImage(filepath.Join(imagesDir, e.Name()), kind, filesImageMax)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		for _, rec := range recs {
+			reg := new(regfile.RegFileEntry)
+			if kind == "FILES" {
+				f := new(fdinfo.FileEntry)
+				err = proto.Unmarshal(rec, f)
+				reg = f.GetReg()
+			} else {
+				err = proto.Unmarshal(rec, reg)
+			}
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", ErrInvalidArchive, e.Name(), err)
+			}
+			if name := reg.GetName(); slices.Contains(strings.Split(name, "/"), "..") {
+				return fmt.Errorf("%w: %s: file %q climbs with \"..\"", ErrPrivileges, e.Name(), name)
+			}
+		}
+	}
+	return nil
+}
+
+// filesImageMax bounds files.img read into memory (a few hundred bytes a
+// descriptor).
+const filesImageMax = 64 << 20
+
+// readImage returns the size-prefixed records of a CRIU image whose magic
+// is want, at most max bytes.
+func readImage(p, want string, max int) ([][]byte, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, mountsImageMax+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > mountsImageMax {
-		return nil, fmt.Errorf("%w: more than %d bytes", ErrInvalidArchive, mountsImageMax)
+	if len(b) > max {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrInvalidArchive, max)
 	}
 	m := magic.LoadMagic().ByName
-	if len(b) < 8 || uint64(binary.LittleEndian.Uint32(b)) != m["IMG_COMMON"] || uint64(binary.LittleEndian.Uint32(b[4:])) != m["MNTS"] {
-		return nil, fmt.Errorf("%w: not a CRIU mountpoints image", ErrInvalidArchive)
+	if len(b) < 8 || uint64(binary.LittleEndian.Uint32(b)) != m["IMG_COMMON"] || uint64(binary.LittleEndian.Uint32(b[4:])) != m[want] {
+		return nil, fmt.Errorf("%w: not a CRIU %s image", ErrInvalidArchive, want)
 	}
-	var out []*mnt.MntEntry
+	var out [][]byte
 	for b = b[8:]; len(b) > 0; {
 		if len(b) < 4 {
-			return nil, fmt.Errorf("%w: truncated mountpoints image", ErrInvalidArchive)
+			return nil, fmt.Errorf("%w: truncated %s image", ErrInvalidArchive, want)
 		}
 		n := binary.LittleEndian.Uint32(b)
 		if uint64(n) > uint64(len(b)-4) {
-			return nil, fmt.Errorf("%w: truncated mountpoints image", ErrInvalidArchive)
+			return nil, fmt.Errorf("%w: truncated %s image", ErrInvalidArchive, want)
 		}
-		e := new(mnt.MntEntry)
-		if err := proto.Unmarshal(b[4:4+n], e); err != nil {
-			return nil, fmt.Errorf("%w: mountpoints image: %v", ErrInvalidArchive, err)
-		}
-		out = append(out, e)
+		out = append(out, b[4:4+n])
 		b = b[4+n:]
 	}
 	return out, nil
