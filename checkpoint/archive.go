@@ -53,13 +53,20 @@ type Contents struct {
 	// Upper is the overlay upper directory of the container's rootfs:
 	// its files make rootfs-diff.tar, its whiteouts deleted.files.
 	Upper string
+	// TempDir holds the temporary files (the archive before its rename,
+	// the rootfs diff), on location's filesystem; "": beside location.
+	TempDir string
 }
 
 // WriteArchive writes the uncompressed tar the kubelet asked for at
 // location, readable by root only (it holds the processes' memory), whole
 // or not at all: a temporary file beside it, synced, then renamed.
 func WriteArchive(location string, c Contents) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(location), "."+filepath.Base(location)+".tmp-")
+	tmpDir := c.TempDir
+	if tmpDir == "" {
+		tmpDir = filepath.Dir(location)
+	}
+	tmp, err := os.CreateTemp(tmpDir, "."+filepath.Base(location)+".tmp-")
 	if err != nil {
 		return fmt.Errorf("create checkpoint archive: %w", err)
 	}
@@ -76,7 +83,7 @@ func WriteArchive(location string, c Contents) (err error) {
 	if err != nil {
 		return err
 	}
-	diff, deleted, err := rootfsDiff(c.Upper, filepath.Dir(location), sp)
+	diff, deleted, err := rootfsDiff(c.Upper, tmpDir, sp)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // ErrInvalidArchive: the file named for a restore is not a checkpoint
@@ -51,6 +52,7 @@ type Archive struct {
 	Deleted []string // deleted.files: paths the container removed
 	limits  Limits
 	hasDiff bool
+	stat    unix.Stat_t // the file checked, which later reads must find
 }
 
 // Open reads the archive at p (CRI-O's layout, as WriteArchive makes it)
@@ -60,12 +62,12 @@ type Archive struct {
 // present. Nothing is written. Errors wrap ErrInvalidArchive, except a
 // failure to read the file.
 func Open(p string, limits Limits) (*Archive, error) {
-	f, err := openRegular(p)
+	f, st, err := openRegular(p, nil)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	a := &Archive{Path: p, limits: limits}
+	a := &Archive{Path: p, limits: limits, stat: *st}
 	var cfg, spec, deleted []byte
 	seen := map[string]bool{}
 	err = walk(f, limits, func(name string, hdr *tar.Header, r io.Reader) error {
@@ -124,26 +126,54 @@ func Open(p string, limits Limits) (*Archive, error) {
 }
 
 // openRegular opens the archive at p for reading, refusing anything but a
-// regular file. O_NONBLOCK: a FIFO at the path (or swapped in before the
-// second read) would otherwise block the open, and the CRI call, forever.
-func openRegular(p string) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+// regular file of a disk filesystem before it is opened for reading: the
+// path is resolved as O_PATH (no open of a device's driver, which can act
+// on open — a watchdog arms, a tape rewinds — nor a FIFO's wait), checked
+// with fstat and fstatfs, and only then reopened through that handle. The
+// files of /proc, /sys and the other kernel filesystems are regular too,
+// and not archives. want, when set, is the file Open checked: a second
+// read must read the same one, not whatever was renamed there since.
+func openRegular(p string, want *unix.Stat_t) (*os.File, *unix.Stat_t, error) {
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w %s: no such file", ErrInvalidArchive, p)
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil, fmt.Errorf("%w %s: no such file", ErrInvalidArchive, p)
 		}
-		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+		return nil, nil, fmt.Errorf("open checkpoint archive %s: %w", p, &os.PathError{Op: "open", Path: p, Err: err})
 	}
-	fi, err := f.Stat()
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, nil, fmt.Errorf("%w %s: not a regular file", ErrInvalidArchive, p)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+	}
+	if kernelFS[int64(fs.Type)] {
+		return nil, nil, fmt.Errorf("%w %s: a file of a kernel filesystem (type %#x), not an archive", ErrInvalidArchive, p, fs.Type)
+	}
+	if want != nil && (st.Dev != want.Dev || st.Ino != want.Ino || st.Size != want.Size || st.Mtim != want.Mtim) {
+		return nil, nil, fmt.Errorf("%w %s: the file changed since it was checked", ErrInvalidArchive, p)
+	}
+	// O_NONBLOCK still: the handle is a regular file, but cheap insurance.
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", fd), os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
+		return nil, nil, fmt.Errorf("open checkpoint archive %s: %w", p, err)
 	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%w %s: not a regular file", ErrInvalidArchive, p)
-	}
-	return f, nil
+	return f, &st, nil
+}
+
+// kernelFS are the filesystems whose regular files are the kernel's
+// interfaces (reading some has effects, some never end), never archives.
+var kernelFS = map[int64]bool{
+	unix.PROC_SUPER_MAGIC: true, unix.SYSFS_MAGIC: true, unix.DEBUGFS_MAGIC: true, unix.TRACEFS_MAGIC: true,
+	unix.SECURITYFS_MAGIC: true, unix.CGROUP_SUPER_MAGIC: true, unix.CGROUP2_SUPER_MAGIC: true,
+	unix.BPF_FS_MAGIC: true, 0x62656570 /* configfs */ : true, unix.EFIVARFS_MAGIC: true, unix.PSTOREFS_MAGIC: true,
+	unix.SELINUX_MAGIC: true, unix.SMACK_MAGIC: true, unix.DEVPTS_SUPER_MAGIC: true, unix.NSFS_MAGIC: true,
 }
 
 // walk calls fn for each entry of the tar in r, with its checked name
@@ -273,7 +303,7 @@ func diffEntries(r io.Reader, limits Limits, fn func(name string, hdr *tar.Heade
 
 // reopen walks the archive again for the entries fn wants.
 func (a *Archive) reopen(fn func(name string, hdr *tar.Header, r io.Reader) error) error {
-	f, err := openRegular(a.Path)
+	f, _, err := openRegular(a.Path, &a.stat)
 	if err != nil {
 		return err
 	}

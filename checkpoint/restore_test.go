@@ -293,3 +293,66 @@ func TestOpenRefusesFIFO(t *testing.T) {
 		t.Fatal("Open of a FIFO still blocked after 10 s")
 	}
 }
+
+// TestOpenNeverOpensDevice: the archive path names a device node (a pod
+// author's image string was a path like /dev/watchdog, whose open arms
+// the watchdog): it must be refused without its driver ever being
+// opened. inotify reports every open of the node, O_PATH ones excepted.
+func TestOpenNeverOpensDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mknod needs root")
+	}
+	p := filepath.Join(t.TempDir(), "watchdog")
+	if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 3))); err != nil { // /dev/null's numbers
+		t.Fatal(err)
+	}
+	in, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(in)
+	if _, err := unix.InotifyAddWatch(in, p, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(p, DefaultLimits); !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("Open(device) = %v, want ErrInvalidArchive: not a regular file", err)
+	}
+	buf := make([]byte, 4096)
+	if n, _ := unix.Read(in, buf); n > 0 {
+		t.Fatalf("Open opened the device node on the host (inotify IN_OPEN)")
+	}
+}
+
+// TestOpenRefusesKernelFiles: /proc and /sys files are regular files to
+// stat, not archives, and some have effects when read.
+func TestOpenRefusesKernelFiles(t *testing.T) {
+	for _, p := range []string{"/proc/self/status", "/proc/self/environ", "/sys/kernel/mm/transparent_hugepage/enabled"} {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if _, err := Open(p, DefaultLimits); !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), "kernel filesystem") {
+			t.Errorf("Open(%s) = %v, want ErrInvalidArchive: a file of a kernel filesystem", p, err)
+		}
+	}
+	if _, err := Open(t.TempDir(), DefaultLimits); !errors.Is(err, ErrInvalidArchive) {
+		t.Errorf("Open(directory) = %v, want ErrInvalidArchive", err)
+	}
+}
+
+// TestArchiveSwappedAfterOpen: the file checked by Open is replaced (a
+// rename over it) before the restore reads it again: the second read must
+// refuse, not extract a file nobody checked.
+func TestArchiveSwappedAfterOpen(t *testing.T) {
+	p := writeArchive(t, good(t, tarOf(t, file("tmp/a", "a")), `[]`)...)
+	a, err := Open(p, DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := writeArchive(t, good(t, tarOf(t, file("tmp/b", "bb")), `[]`)...)
+	if err := os.Rename(other, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ExtractImages(t.TempDir()); !errors.Is(err, ErrInvalidArchive) || !strings.Contains(err.Error(), "changed") {
+		t.Fatalf("ExtractImages after a swap = %v, want ErrInvalidArchive: changed", err)
+	}
+}

@@ -83,6 +83,11 @@ type Config struct {
 	NRIPluginRegistrationTimeout time.Duration `toml:"nri_plugin_registration_timeout"`
 	NRIPluginRequestTimeout      time.Duration `toml:"nri_plugin_request_timeout"`
 
+	// EnableCRIUSupport allows CheckpointContainer and the restore of a
+	// checkpoint archive (CreateContainer with an absolute path as its
+	// image); off, both answer FailedPrecondition before anything is read.
+	EnableCRIUSupport bool `toml:"enable_criu_support"`
+
 	// RuntimeHandlers are the runtime handler names (RuntimeClass handler)
 	// served besides the default one, each with what runs it.
 	RuntimeHandlers map[string]RuntimeHandler `toml:"runtime_handlers"`

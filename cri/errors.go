@@ -40,7 +40,7 @@ func toStatus(err error) error {
 	case errors.Is(err, sandbox.ErrAlreadyExists), errors.Is(err, names.ErrInUse):
 		code = codes.AlreadyExists
 	case errors.Is(err, sandbox.ErrInvalidArgument), errors.Is(err, names.ErrBadQuery), errors.Is(err, image.ErrTooManyLayers),
-		errors.Is(err, checkpoint.ErrInvalidArchive):
+		errors.Is(err, checkpoint.ErrInvalidArchive), errors.Is(err, checkpoint.ErrPrivileges):
 		code = codes.InvalidArgument
 	case errors.Is(err, sandbox.ErrFailedPrecondition), errors.Is(err, image.ErrInUse),
 		errors.Is(err, sandbox.ErrPluginRefused): // an NRI plugin's policy: the node, not the request

@@ -31,6 +31,9 @@ import (
 // pull-time image type peapod's image store does not keep; an archive on
 // the node is what the kubelet's /checkpoint API writes.
 func (s *Service) restoreContainer(ctx context.Context, req *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
+	if err := s.criuEnabled("CreateContainer from a checkpoint archive"); err != nil {
+		return nil, err
+	}
 	path := req.GetConfig().GetImage().GetImage()
 	a, err := checkpoint.Open(path, checkpoint.DefaultLimits)
 	if err != nil {

@@ -62,6 +62,8 @@ type Service struct {
 	log     *slog.Logger
 	metrics *metrics.Metrics   // nil: not recorded
 	criu    checkpoint.Checker // zero: criu from $PATH
+	// criuOff: checkpoint/restore is disabled by the node's config.
+	criuOff bool
 
 	ctrCache, podCache itemCache // list items' encodings (listcache.go)
 }

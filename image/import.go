@@ -22,6 +22,7 @@ import (
 	"go.podman.io/image/v5/signature"
 	istorage "go.podman.io/image/v5/storage"
 	"go.podman.io/image/v5/types"
+	"golang.org/x/sys/unix"
 )
 
 // ErrBadArchive is returned when the file to import is neither an OCI
@@ -66,7 +67,7 @@ func (s *Store) Import(ctx context.Context, file, name string) (imgs []*Image, e
 		return nil, fmt.Errorf("import %s: %w", file, err)
 	}
 	defer os.RemoveAll(dir)
-	if err := extractTar(file, dir); err != nil {
+	if err := extractTar(ctx, file, dir); err != nil {
 		return nil, fmt.Errorf("import %s: %w", file, err)
 	}
 	return s.importLayout(ctx, &sys, dir, name)
@@ -131,9 +132,23 @@ func walkTar(file string, fn func(*tar.Header, io.Reader) (bool, error)) error {
 
 // extractTar unpacks an OCI layout tar into dir. Only directories and
 // regular files are taken, and only below dir: a layout has nothing else,
-// and a crafted archive must not write outside.
-func extractTar(file, dir string) error {
+// and a crafted archive must not write outside. A gzip-compressed tar may
+// expand to any size (a few MiB of zeros name terabytes): each file's
+// size is charged before it is written against dir's free space less a
+// tenth of its filesystem (the kubelet's default nodefs eviction
+// threshold), as a checkpoint's archive is; beyond, ErrNoSpace. ctx stops
+// it between reads.
+func extractTar(ctx context.Context, file, dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	reserved := int64(st.Blocks) * int64(st.Bsize) / 10
+	left := int64(st.Bavail)*int64(st.Bsize) - reserved
 	return walkTar(file, func(h *tar.Header, r io.Reader) (bool, error) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
 		name := path.Clean(h.Name)
 		if name == "." {
 			return true, nil
@@ -146,6 +161,9 @@ func extractTar(file, dir string) error {
 		case tar.TypeDir:
 			return true, os.MkdirAll(target, 0o700)
 		case tar.TypeReg:
+			if left -= h.Size; h.Size < 0 || left < 0 {
+				return false, fmt.Errorf("%w: unpacking the archive into %s would leave less than %d MiB (a tenth of its filesystem) free (entry %q: %d bytes)", ErrNoSpace, dir, reserved>>20, h.Name, h.Size)
+			}
 			if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 				return false, err
 			}
@@ -153,7 +171,7 @@ func extractTar(file, dir string) error {
 			if err != nil {
 				return false, err
 			}
-			_, err = io.Copy(out, r)
+			_, err = io.Copy(out, ctxReader{ctx, io.LimitReader(r, h.Size)})
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
@@ -162,6 +180,19 @@ func extractTar(file, dir string) error {
 			return true, nil // links and devices have no place in a layout
 		}
 	})
+}
+
+// ctxReader ends a copy once ctx is done (Ctrl-C of `peapod image import`).
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // importLayout copies each manifest of the OCI layout in dir.

@@ -610,7 +610,7 @@ func (b *Bridge) portConflict(pod string, ports []PortMapping) error {
 	for i, p := range ports {
 		for _, q := range ports[:i] {
 			if portsClash(p, q) {
-				return fmt.Errorf("host port %s/%d is mapped twice in the pod's config", p.Protocol, p.HostPort)
+				return fmt.Errorf("%w: host port %s/%d is mapped twice in the pod's config", ErrPortConflict, p.Protocol, p.HostPort)
 			}
 		}
 		for _, al := range b.ipam.byPod {
@@ -619,7 +619,7 @@ func (b *Bridge) portConflict(pod string, ports []PortMapping) error {
 			}
 			for _, q := range al.Ports {
 				if al.Pod != pod && portsClash(p, q) {
-					return fmt.Errorf("host port %s %s:%d is already mapped to pod %s", p.Protocol, orAny(p.HostIP), p.HostPort, al.Pod)
+					return fmt.Errorf("%w: host port %s %s:%d is already mapped to pod %s", ErrPortConflict, p.Protocol, orAny(p.HostIP), p.HostPort, al.Pod)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +15,10 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
+
+// ErrPortConflict: a host port the pod asks for is mapped already, to
+// another pod or twice in its own config; the message names which.
+var ErrPortConflict = errors.New("host port already mapped")
 
 // Pod is what the network needs to know of a pod.
 type Pod struct {

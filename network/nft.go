@@ -135,30 +135,45 @@ func (t *natTable) removePorts(ctx context.Context, al *allocation) error {
 
 // queuePorts queues on c the addition (add) or deletion of the pod's
 // host-port map elements; c.Flush sends them with whatever else c holds
-// in one transaction.
+// in one transaction. The elements of a map go in one message: the kernel
+// acknowledges each message, and a pod's 1,024 host ports in a message
+// each overflowed the socket's receive buffer with acknowledgements
+// (ENOBUFS) after the kernel had committed the batch, so a setup taken
+// for failed left its mappings behind, pointing at an address given to
+// the next pod.
 func (t *natTable) queuePorts(c *nftables.Conn, al *allocation, add bool) error {
 	family := nftables.TableFamilyIPv4
 	if t.v6 {
 		family = nftables.TableFamilyIPv6
 	}
 	table := &nftables.Table{Name: t.name, Family: family}
+	byMap := map[string][]nftables.SetElement{}
+	var maps []string
 	for _, e := range t.portElements(al) {
 		key, err := concatKey(e.Key)
 		if err != nil {
 			return err
 		}
-		set := &nftables.Set{Table: table, Name: e.Map, IsMap: true}
-		if !add {
-			if err := c.SetDeleteElements(set, []nftables.SetElement{{Key: key}}); err != nil {
+		el := nftables.SetElement{Key: key}
+		if add {
+			if el.Val, err = concatKey(e.Value); err != nil {
 				return err
 			}
-			continue
 		}
-		val, err := concatKey(e.Value)
+		if byMap[e.Map] == nil {
+			maps = append(maps, e.Map)
+		}
+		byMap[e.Map] = append(byMap[e.Map], el)
+	}
+	for _, m := range maps {
+		set := &nftables.Set{Table: table, Name: m, IsMap: true}
+		var err error
+		if add {
+			err = c.SetAddElements(set, byMap[m])
+		} else {
+			err = c.SetDeleteElements(set, byMap[m])
+		}
 		if err != nil {
-			return err
-		}
-		if err := c.SetAddElements(set, []nftables.SetElement{{Key: key, Val: val}}); err != nil {
 			return err
 		}
 	}

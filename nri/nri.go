@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -88,7 +89,7 @@ func New(opts Options) (*Server, error) {
 		adaptation.SetPluginRequestTimeout(opts.RequestTimeout)
 	}
 	a, err := adaptation.New(opts.RuntimeName, opts.RuntimeVersion, s.synchronize, s.updateContainers,
-		adaptation.WithSocketPath(opts.Socket),
+		adaptation.WithSocketPath(s.privateSocket()),
 		// Plugins connect to the socket; peapod launches none itself
 		// (containerd's /opt/nri/plugins): what runs as root on the node
 		// is the administrator's to start.
@@ -114,18 +115,40 @@ func (s *Server) Start(rt Runtime) error {
 		c.Close()
 		return fmt.Errorf("nri socket %s: %w", s.opts.Socket, ErrSocketInUse)
 	}
+	// The library makes the socket with the process's umask (0755 with
+	// the usual 0022, 0777 with 0): it listens in a private directory,
+	// 0700, and the socket, made 0600, is renamed into place, so that it
+	// is never reachable at its path with the umask's mode.
+	priv := filepath.Dir(s.privateSocket())
+	if err := os.MkdirAll(filepath.Dir(s.opts.Socket), 0o700); err != nil {
+		return fmt.Errorf("nri socket %s: %w", s.opts.Socket, err)
+	}
+	os.RemoveAll(priv) // a crash's
+	if err := os.Mkdir(priv, 0o700); err != nil {
+		return fmt.Errorf("nri socket %s: %w", s.opts.Socket, err)
+	}
+	defer os.RemoveAll(priv)
 	if err := s.a.Start(); err != nil {
 		return fmt.Errorf("nri: %w", err)
 	}
 	s.started = true
-	// The library makes the socket with the process's umask.
-	if err := os.Chmod(s.opts.Socket, 0o600); err != nil {
+	err := os.Chmod(s.privateSocket(), 0o600)
+	if err == nil {
+		err = os.Rename(s.privateSocket(), s.opts.Socket)
+	}
+	if err != nil {
 		s.Stop()
 		return fmt.Errorf("nri socket %s: %w", s.opts.Socket, err)
 	}
 	s.sock, _ = os.Lstat(s.opts.Socket)
 	s.log.Info("serving NRI", "socket", s.opts.Socket)
 	return nil
+}
+
+// privateSocket is where the library listens before the socket is
+// renamed to its configured path: a 0700 directory beside it.
+func (s *Server) privateSocket() string {
+	return filepath.Join(filepath.Dir(s.opts.Socket), ".peapod-nri-"+filepath.Base(s.opts.Socket), "nri.sock")
 }
 
 // Stop disconnects the plugins and removes the socket.

@@ -3,16 +3,22 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/peapod-cri/peapod/checkpoint"
+	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 )
 
@@ -43,7 +49,7 @@ func (r *Runtime) CheckpointContainer(ctx context.Context, id, images, work stri
 	if err != nil {
 		return Container{}, fmt.Errorf("checkpoint container %s: %w", c.ID, err)
 	}
-	err = lc.Checkpoint(&libcontainer.CriuOpts{
+	err = dumpWithDeadline(ctx, lc, filepath.Join(work, "libcontainer"), &libcontainer.CriuOpts{
 		ImagesDirectory: images,
 		WorkDirectory:   work,
 		LeaveRunning:    true,
@@ -54,6 +60,87 @@ func (r *Runtime) CheckpointContainer(ctx context.Context, id, images, work stri
 		return Container{}, fmt.Errorf("checkpoint container %s with criu (log: %s): %w", c.ID, filepath.Join(work, "dump.log"), err)
 	}
 	return c.Container, nil
+}
+
+// dumpSlot makes a dump the only one of this process at a time, so that
+// the criu a deadline kills is told apart as the daemon's one `criu swrk`
+// child (libcontainer starts it and gives no handle on it).
+var dumpSlot = make(chan struct{}, 1)
+
+// criuGrace is how long a killed criu's dump may take to return.
+const criuGrace = 10 * time.Second
+
+// dumpWithDeadline runs the dump until ctx ends. A container can make
+// CRIU wait for ever (a task it cannot seize, a stopped tracee), and the
+// dump holds the container's lock: at ctx's end criu is killed, the
+// container thawed if CRIU had frozen it, and the container stays running
+// (CRIU leaves it running on a failed dump, its tasks detached when its
+// ptrace ends with it). stateRoot is the libcontainer root lc was loaded
+// from.
+func dumpWithDeadline(ctx context.Context, lc *libcontainer.Container, stateRoot string, opts *libcontainer.CriuOpts) error {
+	select {
+	case dumpSlot <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for another container's dump: %w", ErrDeadlineExceeded, ctx.Err())
+	}
+	defer func() { <-dumpSlot }()
+	done := make(chan error, 1)
+	go func() { done <- lc.Checkpoint(opts) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	killed := killCRIUChildren()
+	var err error
+	thaw := lc
+	select {
+	case err = <-done:
+	case <-time.After(criuGrace):
+		err = errors.New("criu did not return after it was killed")
+		// lc's lock is still the stuck Checkpoint's: thaw through a
+		// fresh handle on the same state.
+		if thaw, _ = libcontainer.Load(stateRoot, lc.ID()); thaw == nil {
+			return fmt.Errorf("%w: the dump did not finish in time and criu did not stop (%d killed): %w", ErrDeadlineExceeded, killed, ctx.Err())
+		}
+	}
+	if rerr := thaw.Resume(); rerr != nil && !errors.Is(rerr, libcontainer.ErrNotPaused) {
+		err = errors.Join(err, fmt.Errorf("thaw the container after the cut dump: %w", rerr))
+	}
+	return fmt.Errorf("%w: the dump did not finish in time; criu was stopped (%d killed) and the container left running (%v): %w", ErrDeadlineExceeded, killed, err, ctx.Err())
+}
+
+// killCRIUChildren SIGKILLs this process's `criu swrk` children, each
+// through a pidfd taken while it is still our unreaped child (its PID
+// cannot be another's then), and returns how many.
+func killCRIUChildren() int {
+	self := os.Getpid()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || proc.ParentPID(pid) != self {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue
+		}
+		// Checked after the pidfd is taken: the descriptor names this
+		// process whatever happens to the PID from now on.
+		cmd, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		argv := strings.Split(string(cmd), "\x00")
+		if proc.ParentPID(pid) == self && len(argv) > 1 && filepath.Base(argv[0]) == "criu" && argv[1] == "swrk" {
+			if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+				n++
+			}
+		}
+		unix.Close(fd)
+	}
+	return n
 }
 
 // dumpableState loads the container's libcontainer state from a copy in
@@ -148,4 +235,19 @@ func restoreFiles(from *checkpoint.Archive, c *Container) error {
 		return fmt.Errorf("extract its CRIU images: %w", err)
 	}
 	return nil
+}
+
+// checkRestorePrivileges refuses at create, with the reason, CRIU images
+// that would restore more privilege than the container's spec gives; the
+// runner checks again against the spec it starts with.
+func checkRestorePrivileges(c *Container) error {
+	spec, err := runner.ReadSpec(c.Bundle)
+	if err != nil {
+		return err
+	}
+	lim, err := checkpoint.HostCeilings()
+	if err != nil {
+		return err
+	}
+	return checkpoint.CheckPrivileges(filepath.Join(c.Bundle, runner.RestoreImagesDir), spec, lim)
 }

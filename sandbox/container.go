@@ -159,6 +159,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := r.writeContainerSpec(ctx, c, img, &podCopy, volumes, targetPIDNS, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
+	if from != nil {
+		if err := checkRestorePrivileges(c); err != nil {
+			return Container{}, fmt.Errorf("create container %s from checkpoint %s: %w", name, from.Path, err)
+		}
+	}
 	r.fail.Crash("create-container-after-spec")
 	if err := r.fail.Hold(ctx, "create-container-after-spec"); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)

@@ -218,6 +218,10 @@ func (r *Runtime) setupPodNetwork(ctx context.Context, p *pod, undo *[]func()) e
 		return nil
 	}
 	res, err := r.opts.Network.SetupPod(ctx, p.networkPod())
+	if errors.Is(err, network.ErrPortConflict) {
+		// The node's state, not the request: another pod holds the port.
+		err = fmt.Errorf("%w: %w", ErrFailedPrecondition, err)
+	}
 	if err != nil {
 		return fmt.Errorf("set up network of pod %s: %w", p.ID, err)
 	}

@@ -377,6 +377,10 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 			return map[string]any{"config": now.Values(), "runtime": runtimeInfo(in, podNetwork, streams.Addr())}
 		}}, log)
 	svc.UseMetrics(m)
+	svc.SweepCheckpointLeftovers()
+	if !cfg.EnableCRIUSupport {
+		svc.DisableCRIU()
+	}
 	if cfg.MetricsAddress != "" {
 		ms, err := m.Serve(cfg.MetricsAddress, log)
 		if err != nil {

@@ -8,6 +8,9 @@ import (
 	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/peapod-cri/peapod/checkpoint"
 )
 
 // RestoreImagesDir is the bundle's directory of CRIU images when the
@@ -37,10 +40,20 @@ func hasRestoreImages(bundle string) (bool, error) {
 // subreaper, which holds its stdio (the pipes CRIU re-attaches in place of
 // the dumped ones, named in descriptors.json) and records its exit.
 // The images are removed once restored: they hold the processes' memory.
-func restore(lc *libcontainer.Container, bundle string, proc *libcontainer.Process) error {
+// The images are checked against spec first (checkpoint.CheckPrivileges):
+// CRIU restores credentials, seccomp mode and limits from them, not from
+// the spec, and the spec may have changed since the create checked them.
+func restore(lc *libcontainer.Container, bundle string, proc *libcontainer.Process, spec *specs.Spec) error {
 	images := filepath.Join(bundle, RestoreImagesDir)
 	work := filepath.Join(bundle, restoreWorkDir)
-	err := lc.Restore(proc, &libcontainer.CriuOpts{
+	lim, err := checkpoint.HostCeilings()
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := checkpoint.CheckPrivileges(images, spec, lim); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	err = lc.Restore(proc, &libcontainer.CriuOpts{
 		ImagesDirectory: images,
 		WorkDirectory:   work,
 		TcpEstablished:  true, // as it was dumped (sandbox.CheckpointContainer)

@@ -128,7 +128,7 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 			lc.Destroy()
 			return 0, fmt.Errorf("restore: a container with a terminal cannot be restored")
 		}
-		if err := restore(lc, bundle, proc); err != nil {
+		if err := restore(lc, bundle, proc, spec); err != nil {
 			lc.Destroy()
 			return 0, err
 		}
