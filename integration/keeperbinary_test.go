@@ -21,33 +21,33 @@ import (
 // 84–136 KiB.
 const keeperPrivateDirtyMaxKiB = 112
 
-// TestKeeperBinary: with peapod-pause installed beside the daemon (as make
-// build, make install and testenv.BuildPeapod place it), every pod's keeper
-// runs from it, statically linked (no dynamic loader, no libc.so, no
-// libseccomp mapped) and within keeperPrivateDirtyMaxKiB of private memory,
-// and still does its work: namespaces, the container's start (the runner),
-// its log and its exit. Without it, keepers run from the peapod binary as
-// before.
+// TestKeeperBinary: the keeper embedded in peapod (as make build, make
+// install and testenv.BuildPeapod make it) is the static peapod-pause:
+// every pod's keeper runs from it, statically linked (no dynamic loader,
+// no libc.so, no libseccomp mapped) and within keeperPrivateDirtyMaxKiB of
+// private memory, and still does its work: namespaces, the container's
+// start (the runner), its log and its exit. Without it (peapod built
+// without its helpers, nothing beside it), keepers run from the peapod
+// binary as before.
 func TestKeeperBinary(t *testing.T) {
 	regAddr, image := testImage(t)
 	dirtyKiB := map[bool]int{} // static → the keeper's Private_Dirty
 	for _, tc := range []struct {
 		name   string
 		static bool
-	}{{"peapod-pause beside the daemon", true}, {"peapod binary alone", false}} {
+	}{{"the keeper embedded in peapod", true}, {"peapod binary alone", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := daemonOptions(t, regAddr)
 			if !tc.static {
-				// The daemon and its runner, without peapod-pause.
+				// The daemon without embedded helpers and its runner,
+				// without peapod-pause.
 				dir := t.TempDir()
 				for _, f := range []string{"peapod", "peapod-runner"} {
-					if out, err := exec.Command("cp", filepath.Join(filepath.Dir(peapodBinary), f), dir).CombinedOutput(); err != nil {
+					if out, err := exec.Command("cp", filepath.Join(separateBinaries(t), f), dir).CombinedOutput(); err != nil {
 						t.Fatalf("copy %s: %v: %s", f, err, out)
 					}
 				}
 				opts.Binary = filepath.Join(dir, "peapod")
-			} else if _, err := os.Stat(filepath.Join(filepath.Dir(peapodBinary), "peapod-pause")); err != nil {
-				t.Fatalf("peapod-pause is not beside %s: %v", peapodBinary, err)
 			}
 			d := &daemon{testenv.NewDaemon(t, opts)}
 			d.Start()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/peapod-cri/peapod/sandbox/helperbin"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -218,6 +219,10 @@ type execHelper struct {
 func (e *Executor) helper() *os.File {
 	h := &e.execHelper
 	h.once.Do(func() {
+		if f := helperbin.File(helperbin.Runner); f != nil {
+			h.file = f // the embedded runner's memfd: sealed already
+			return
+		}
 		exe := runner.Exe()
 		if exe == "/proc/self/exe" {
 			return
