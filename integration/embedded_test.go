@@ -113,6 +113,78 @@ func TestEmbeddedHelpers(t *testing.T) {
 	checkNothingLeft(t, d, "after the pod's removal")
 }
 
+// TestEmbeddedHelpersUpgrade: a node upgraded from the three binaries
+// (peapod, and peapod-runner and peapod-pause beside it) to peapod alone,
+// and back. The new daemon recovers the pod whose keeper runs from the old
+// peapod-pause file, and that keeper starts a container with the runner of
+// the daemon that asks it (its memfd); after the downgrade the keeper of
+// the memfd starts one with the runner beside the old binary.
+func TestEmbeddedHelpersUpgrade(t *testing.T) {
+	regAddr, image := testImage(t)
+	opts := daemonOptions(t, regAddr)
+	opts.Binary = filepath.Join(separateBinaries(t), "peapod")
+	opts.Env = []string{"PEAPOD_FAILPOINTS=" + runner.HoldStartFailpoint}
+	d := &daemon{testenv.NewDaemon(t, opts)}
+	d.Start()
+	if h := testenv.HelperFiles(d.Cmd.Process.Pid); len(h) != 0 {
+		t.Fatalf("the daemon built without its helpers holds memfds of %v", h)
+	}
+	c := ctx(t)
+	if _, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	logDir := t.TempDir()
+	podCfg := podConfig("upgrade", logDir)
+	pod := runPod(t, d, podCfg).PodSandboxId
+	oldKeeper := pausePID(c, d, pod)
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", oldKeeper)); exe != "/peapod-pause" {
+		t.Fatalf("keeper of the three binaries runs %s, want the sealed /peapod-pause", exe)
+	}
+
+	// Upgrade.
+	d.Stop()
+	d.Opts.Binary = peapodBinary
+	d.Start()
+	h := helperSet(t, d, "after the upgrade")
+	if k := pausePID(c, d, pod); k != oldKeeper {
+		t.Fatalf("after the upgrade the keeper is %d, was %d", k, oldKeeper)
+	}
+	ctr := startHeld(t, d, pod, podCfg, containerConfig("upgraded", image, "sh", "-c", "echo upgraded-wrote-this; exec sleep 3600"), h)
+	waitFor(t, 20*time.Second, "the container's log line", func() bool {
+		data, _ := os.ReadFile(filepath.Join(logDir, "upgraded.log"))
+		return strings.Contains(string(data), "stdout F upgraded-wrote-this")
+	})
+	if out := execOut(t, d, ctr, "echo", "exec-ok"); out != "exec-ok\n" {
+		t.Fatalf("exec printed %q", out)
+	}
+	log2 := t.TempDir()
+	pod2Cfg := podConfig("upgrade-new", log2)
+	pod2 := runPod(t, d, pod2Cfg).PodSandboxId
+	newKeeper := pausePID(c, d, pod2)
+	if h.runs(newKeeper) != "peapod-pause" {
+		t.Fatalf("the upgraded daemon's new keeper %d does not run from its memfd", newKeeper)
+	}
+
+	// Downgrade: the keeper of the memfd runs the runner beside the old binary.
+	d.Stop()
+	d.Opts.Binary = filepath.Join(separateBinaries(t), "peapod")
+	d.Start()
+	downCfg := containerConfig("downgraded", image, "sh", "-c", "echo downgraded-wrote-this; exec sleep 3600")
+	startContainer(t, d, pod2, pod2Cfg, downCfg)
+	waitFor(t, 20*time.Second, "the downgraded container's log line", func() bool {
+		data, _ := os.ReadFile(filepath.Join(log2, "downgraded.log"))
+		return strings.Contains(string(data), "stdout F downgraded-wrote-this")
+	})
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod2}); err != nil {
+		t.Fatal(err)
+	}
+	d.Stop()
+	checkNothingLeft(t, d, "after the pods' removal")
+}
+
 // helpers is the memfds of one daemon start, by helper name.
 type helpers struct {
 	d   *daemon
