@@ -44,9 +44,3 @@ func Memfd(name string, src io.Reader, size int64) (*os.File, error) {
 	}
 	return f, nil
 }
-
-// IsSealedMemfd reports whether f is a memfd with the seals of Memfd.
-func IsSealedMemfd(f *os.File) bool {
-	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
-	return err == nil && seals&memfdSeals == memfdSeals
-}
