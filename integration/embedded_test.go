@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,6 +71,7 @@ func TestEmbeddedHelpers(t *testing.T) {
 	if out := execOut(t, d, ctr, "echo", "exec-ok"); out != "exec-ok\n" {
 		t.Fatalf("exec printed %q", out)
 	}
+	checkHelperExec(t, d, ctr, 1)
 
 	// Restart: the old daemon's memfds go with it, its keeper keeps its own.
 	d.Stop()
@@ -94,6 +96,7 @@ func TestEmbeddedHelpers(t *testing.T) {
 	if out := execOut(t, d, ctr, "echo", "exec-after-restart"); out != "exec-after-restart\n" {
 		t.Fatalf("exec after the restart printed %q", out)
 	}
+	checkHelperExec(t, d, ctr, 2)
 	// The old keeper runs the new daemon's runner.
 	ctr2 := startHeld(t, d, pod, podCfg, containerConfig("second", image, "sh", "-c", "echo second-wrote-this; exec sleep 3600"), second)
 	waitFor(t, 20*time.Second, "the second container's log line", func() bool {
@@ -183,6 +186,19 @@ func TestEmbeddedHelpersUpgrade(t *testing.T) {
 	}
 	d.Stop()
 	checkNothingLeft(t, d, "after the pods' removal")
+}
+
+// checkHelperExec checks that the daemon (at debug level) logged n execs
+// in container ctr started by the exec helper, the embedded runner's C,
+// and none that fell back to libcontainer.
+func checkHelperExec(t *testing.T, d *daemon, ctr string, n int) {
+	t.Helper()
+	log, _ := os.ReadFile(d.LogPath)
+	helper := regexp.MustCompile(`msg="exec through the helper" container=` + ctr)
+	fellBack := regexp.MustCompile(`msg="exec(s go)? through libcontainer" container=` + ctr + `.*`)
+	if got := len(helper.FindAll(log, -1)); got != n || fellBack.Match(log) {
+		t.Fatalf("execs through the helper: %d, want %d; through libcontainer: %q", got, n, fellBack.FindAll(log, -1))
+	}
 }
 
 // helpers is the memfds of one daemon start, by helper name.

@@ -385,7 +385,10 @@ func startHelper(helper *os.File, plan *fastPlan, cfg []byte, stdio [3]*os.File,
 		run.files = append(run.files, bpfR, bpfW)
 		procFiles = append(procFiles, bpfR)
 	}
-	run.proc, err = os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
+	// The daemon's fd, named through its PID: the child resolves the path
+	// after it has moved procFiles onto its fds 0-N, which may include the
+	// helper's own number (/proc/self/fd/N then names another file).
+	run.proc, err = os.StartProcess("/proc/"+strconv.Itoa(os.Getpid())+"/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
 		&os.ProcAttr{Env: []string{}, Files: procFiles})
 	if err != nil {
 		return nil, fmt.Errorf("start exec helper: %v: %w", err, errFallBack)

@@ -223,7 +223,7 @@ func Exe() (string, error) {
 type Binary struct {
 	once sync.Once
 	file *os.File // the sealed handle, kept open (and from the finalizer)
-	path string   // "/proc/self/fd/N" of file, or the plain path
+	path string   // "/proc/<daemon>/fd/N" of file, or the plain path
 }
 
 // Path is what Start executes: the sealed handle of exe, made in sealDir
@@ -232,9 +232,11 @@ type Binary struct {
 func (b *Binary) Path(exe, sealDir string) (path string, err error) {
 	b.once.Do(func() {
 		b.path = exe
-		if f := helperbin.File(helperbin.Pause); f != nil && exe == helperbin.Path(helperbin.Pause) {
-			// The embedded keeper: its memfd is sealed already.
-			b.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+		if exe == helperbin.Path(helperbin.Pause) {
+			// The embedded keeper: its memfd is sealed already, and named
+			// through the daemon's PID, not /proc/self/fd/N, which the
+			// child resolves after it has moved its ExtraFiles onto fds
+			// 3 and up.
 			return
 		}
 		f, serr := seal.Binary(exe, filepath.Clean(sealDir))
@@ -244,7 +246,7 @@ func (b *Binary) Path(exe, sealDir string) (path string, err error) {
 		}
 		// Never closed: every later pause is executed through it.
 		b.file = f
-		b.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+		b.path = "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(int(f.Fd()))
 	})
 	return b.path, err
 }
