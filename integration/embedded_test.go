@@ -26,9 +26,10 @@ import (
 // from the helpers it embeds, sealed into memfds at start: the keeper is
 // the static one, the runner the small one, neither is the daemon's
 // binary, and neither memfd can be written. The container works (its log,
-// exec). After a restart the new daemon makes new memfds, finds and
-// recovers the pod whose keeper still runs from the old one, and starts
-// a container in it with the new runner; nothing is left at the end.
+// exec through the exec helper). After a restart the new daemon adopts the
+// keeper's memfd from the running keeper (new pods share its pages),
+// makes a new runner memfd, recovers the pod and starts a container in it
+// with the new runner; nothing is left at the end.
 func TestEmbeddedHelpers(t *testing.T) {
 	regAddr, image := testImage(t)
 	dir := t.TempDir()
@@ -77,10 +78,13 @@ func TestEmbeddedHelpers(t *testing.T) {
 	d.Stop()
 	d.Start()
 	second := helperSet(t, d, "second start")
-	for name, id := range second.ids {
-		if first.ids[name] == id {
-			t.Fatalf("the restarted daemon reuses the memfd of %s: %v", name, id)
-		}
+	// The keeper's memfd is adopted from the running keeper (one copy for
+	// old and new pods); the runner's, which nothing ran from, is new.
+	if second.ids["peapod-pause"] != first.ids["peapod-pause"] {
+		t.Errorf("the restarted daemon made a new keeper memfd %v instead of adopting its keeper's %v", second.ids["peapod-pause"], first.ids["peapod-pause"])
+	}
+	if second.ids["peapod-runner"] == first.ids["peapod-runner"] {
+		t.Errorf("the restarted daemon holds the old daemon's runner memfd %v", first.ids["peapod-runner"])
 	}
 	st, err := d.RT.PodSandboxStatus(c, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: pod})
 	if err != nil || st.Status.State != runtimeapi.PodSandboxState_SANDBOX_READY {
@@ -97,6 +101,14 @@ func TestEmbeddedHelpers(t *testing.T) {
 		t.Fatalf("exec after the restart printed %q", out)
 	}
 	checkHelperExec(t, d, ctr, 2)
+	// A new pod's keeper shares the old keeper's pages.
+	pod2 := runPod(t, d, podConfig("embedded-after", t.TempDir())).PodSandboxId
+	if k2 := pausePID(c, d, pod2); first.runs(k2) != "peapod-pause" {
+		t.Errorf("the new pod's keeper %d does not run from the memfd of the old keeper", k2)
+	}
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod2}); err != nil {
+		t.Fatal(err)
+	}
 	// The old keeper runs the new daemon's runner.
 	ctr2 := startHeld(t, d, pod, podCfg, containerConfig("second", image, "sh", "-c", "echo second-wrote-this; exec sleep 3600"), second)
 	waitFor(t, 20*time.Second, "the second container's log line", func() bool {

@@ -9,11 +9,15 @@
 package helperbin
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/peapod-cri/peapod/sandbox/seal"
 )
@@ -32,12 +36,17 @@ var (
 )
 
 // Load seals data, the embedded copy of helper name, into a memfd that the
-// daemon keeps open for its lifetime. Once per helper: a second call keeps
-// the first memfd, which keepers already run from.
+// daemon keeps open for its lifetime, or adopts the one the keepers of the
+// daemon before a restart run from (adopt). Once per helper: a second call
+// keeps the first memfd, which keepers already run from.
 func Load(name, data string) error {
 	mu.Lock()
 	defer mu.Unlock()
 	if files[name] != nil {
+		return nil
+	}
+	if f := adopt(name, data); f != nil {
+		files[name] = f
 		return nil
 	}
 	f, err := seal.Memfd(name, strings.NewReader(data), int64(len(data)))
@@ -46,6 +55,55 @@ func Load(name, data string) error {
 	}
 	files[name] = f
 	return nil
+}
+
+// adopt returns the memfd of helper name that a running process executes
+// (a keeper of the daemon before a restart) when it holds exactly data and
+// is sealed against writes: new keepers then share its pages with the old
+// ones, and each restart does not leave one more copy in memory for as
+// long as old pods live. Sealed and equal, it is as good as a new one
+// whoever made it. nil when there is none.
+func adopt(name, data string) *os.File {
+	want := "/memfd:" + name + " (deleted)"
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	seen := map[[2]uint64]bool{} // each memfd is read once, however many keepers run it
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		exe := "/proc/" + p.Name() + "/exe"
+		if link, err := os.Readlink(exe); err != nil || link != want {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(exe, &st) != nil || seen[[2]uint64{st.Dev, st.Ino}] {
+			continue
+		}
+		seen[[2]uint64{st.Dev, st.Ino}] = true
+		f, err := os.Open(exe)
+		if err != nil {
+			continue
+		}
+		if seal.IsSealed(f) && sameContent(f, data) {
+			return f
+		}
+		f.Close()
+	}
+	return nil
+}
+
+// sameContent reports whether f holds exactly data.
+func sameContent(f *os.File, data string) bool {
+	st, err := f.Stat()
+	if err != nil || st.Size() != int64(len(data)) {
+		return false
+	}
+	buf := make([]byte, len(data))
+	n, err := f.ReadAt(buf, 0)
+	return n == len(data) && (err == nil || errors.Is(err, io.EOF)) && string(buf) == data
 }
 
 // File is the sealed memfd of helper name, nil when it is not embedded.

@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestLoad: an embedded helper runs from its Path (/proc/<pid>/fd/N, which
@@ -30,5 +32,54 @@ func TestLoad(t *testing.T) {
 	}
 	if Path(Pause) != "" {
 		t.Errorf("Pause has a path without a Load: %s", Path(Pause))
+	}
+}
+
+// TestAdopt: a restarted daemon takes the memfd its keepers run from (the
+// same contents, sealed) instead of making another copy, and makes its own
+// when the running one holds other contents.
+func TestAdopt(t *testing.T) {
+	data, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Skip("no /bin/sleep:", err)
+	}
+	const name = "peapod-test-adopt"
+	if err := Load(name, string(data)); err != nil {
+		t.Fatal(err)
+	}
+	old := File(name)
+	// A "keeper" of the daemon before the restart.
+	cmd := exec.Command(Path(name), "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	var before unix.Stat_t
+	if err := unix.Fstat(int(old.Fd()), &before); err != nil {
+		t.Fatal(err)
+	}
+	// The restart: the old daemon's memfd is gone but for the keeper.
+	mu.Lock()
+	delete(files, name)
+	mu.Unlock()
+	old.Close()
+
+	if f := adopt(name, string(data[:len(data)-1])+"x"); f != nil {
+		f.Close()
+		t.Fatal("adopted a memfd of other contents")
+	}
+	if err := Load(name, string(data)); err != nil {
+		t.Fatal(err)
+	}
+	var after unix.Stat_t
+	if err := unix.Fstat(int(File(name).Fd()), &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.Ino != before.Ino || after.Dev != before.Dev {
+		t.Errorf("the restarted daemon made a new memfd (inode %d) instead of the keeper's (%d)", after.Ino, before.Ino)
+	}
+	if out, err := exec.Command(Path(name), "0").CombinedOutput(); err != nil {
+		t.Errorf("run the adopted memfd: %v: %s", err, out)
 	}
 }

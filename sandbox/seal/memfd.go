@@ -44,3 +44,10 @@ func Memfd(name string, src io.Reader, size int64) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// IsSealed reports whether f is a memfd with the seals of Memfd: its
+// contents can no longer change.
+func IsSealed(f *os.File) bool {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	return err == nil && seals&memfdSeals == memfdSeals
+}
