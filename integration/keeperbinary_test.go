@@ -78,11 +78,11 @@ func TestKeeperBinary(t *testing.T) {
 			}
 			// A second pod: its keeper shares the first's binary pages.
 			sibling := runPod(t, d, podConfig("keeperbin-sibling", t.TempDir())).PodSandboxId
-			dirty := keeperPrivateDirtyKiB(t, keeper)
+			dirty, raw := keeperPrivateDirtyKiB(t, keeper), rollupKiB(t, keeper, "Private_Dirty:")
 			if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sibling}); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("keeper %d: Private_Dirty %d KiB (%d with the memfd's pages)", keeper, dirty, rollupKiB(t, keeper, "Private_Dirty:"))
+			t.Logf("keeper %d: Private_Dirty %d KiB (%d with the memfd's pages)", keeper, dirty, raw)
 			dirtyKiB[tc.static] = dirty
 			if tc.static {
 				if strings.Contains(string(maps), "libseccomp") {
