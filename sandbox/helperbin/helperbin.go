@@ -61,8 +61,9 @@ func Load(name, data string) error {
 // (a keeper of the daemon before a restart) when it holds exactly data and
 // is sealed against writes: new keepers then share its pages with the old
 // ones, and each restart does not leave one more copy in memory for as
-// long as old pods live. Sealed and equal, it is as good as a new one
-// whoever made it. nil when there is none.
+// long as old pods live. Sealed (contents and exec bits), executable and
+// equal, it is as good as a new one whoever made it. nil when there is
+// none (or the kernel lacks F_SEAL_EXEC, before 6.3).
 func adopt(name, data string) *os.File {
 	want := "/memfd:" + name + " (deleted)"
 	procs, err := os.ReadDir("/proc")
@@ -87,7 +88,9 @@ func adopt(name, data string) *os.File {
 		if err != nil {
 			continue
 		}
-		if seal.IsSealed(f) && sameContent(f, data) {
+		// Sealed, exec bits included, and executable: a process of a
+		// container could have made it, but then cannot change it.
+		if seal.IsSealed(f) && st.Mode&0o111 != 0 && sameContent(f, data) {
 			return f
 		}
 		f.Close()

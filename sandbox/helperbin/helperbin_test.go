@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/peapod-cri/peapod/sandbox/seal"
 )
 
 // TestLoad: an embedded helper runs from its Path (/proc/<pid>/fd/N, which
@@ -68,6 +70,23 @@ func TestAdopt(t *testing.T) {
 	if f := adopt(name, string(data[:len(data)-1])+"x"); f != nil {
 		f.Close()
 		t.Fatal("adopted a memfd of other contents")
+	}
+	// The same contents, but its exec bits not sealed: its maker could
+	// make it unexecutable after the adoption.
+	fd, err := unix.MemfdCreate(name, unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC|unix.MFD_EXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose := os.NewFile(uintptr(fd), name)
+	defer loose.Close()
+	if _, err := loose.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(loose.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SEAL|unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE); err != nil {
+		t.Fatal(err)
+	}
+	if seal.IsSealed(loose) {
+		t.Fatal("a memfd without F_SEAL_EXEC counts as sealed")
 	}
 	if err := Load(name, string(data)); err != nil {
 		t.Fatal(err)

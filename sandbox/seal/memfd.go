@@ -45,9 +45,10 @@ func Memfd(name string, src io.Reader, size int64) (*os.File, error) {
 	return f, nil
 }
 
-// IsSealed reports whether f is a memfd with the seals of Memfd: its
-// contents can no longer change.
+// IsSealed reports whether f is a memfd with the seals of Memfd, F_SEAL_EXEC
+// included: neither its contents nor its exec bits can change any more
+// (false on kernels before 6.3, which lack F_SEAL_EXEC).
 func IsSealed(f *os.File) bool {
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
-	return err == nil && seals&memfdSeals == memfdSeals
+	return err == nil && seals&(memfdSeals|fSealExec) == memfdSeals|fSealExec
 }
