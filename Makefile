@@ -16,15 +16,21 @@ DEPS      := contrib/deps.sh
 
 all: build
 
-# bin/peapod-runner: the container runner alone (sandbox/runner), which
-# the daemon runs from beside its binary to start containers faster.
-# bin/peapod-pause: the pod's keeper alone, static (sandbox/pause), which
-# the daemon runs from beside its binary: half the memory per pod.
+# bin/peapod is the whole runtime: it embeds (tag peapod_embed) the
+# container runner alone (cmd/peapod-runner, which starts containers
+# faster than the daemon's binary) and the pod's keeper alone, static
+# (cmd/peapod-pause: half the memory per pod), built first into
+# $(HELPERS) (git-ignored). The daemon seals each into a memfd at start
+# (sandbox/helperbin). A plain go build ./cmd/peapod embeds nothing and
+# runs helpers found beside it, else itself in their roles.
+HELPERS := cmd/peapod/helpers
 build:
 	@$(DEPS) build
-	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
-	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -o $(BIN)-runner ./cmd/peapod-runner
-	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(BIN)-pause ./cmd/peapod-pause
+	@mkdir -p $(HELPERS)
+	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(HELPERS)/peapod-runner ./cmd/peapod-runner
+	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(HELPERS)/peapod-pause ./cmd/peapod-pause
+	CGO_ENABLED=1 $(GO) build -tags "$(TAGS) peapod_embed" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
+	@rm -f $(BIN)-runner $(BIN)-pause # an older build's: bin/peapod no longer runs them
 
 # Starts peapod in the foreground with its embedded defaults (as root).
 run:
@@ -98,8 +104,7 @@ DESTDIR    ?=
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/peapod
-	install -D -m 0755 $(BIN)-runner $(DESTDIR)$(BINDIR)/peapod-runner
-	install -D -m 0755 $(BIN)-pause $(DESTDIR)$(BINDIR)/peapod-pause
+	rm -f $(DESTDIR)$(BINDIR)/peapod-runner $(DESTDIR)$(BINDIR)/peapod-pause # an older install's: now embedded in peapod
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml ]; then \
 		echo "kept existing $(DESTDIR)$(SYSCONFDIR)/peapod/peapod.toml (the defaults: peapod config default)"; \
 	else \
@@ -314,7 +319,7 @@ fuzz:
 	$(GO) test -tags "$(TAGS)" -run '^$$' -fuzz '^FuzzValidateRequest$$' -fuzztime $(FUZZTIME) ./cri/validate/
 
 clean:
-	rm -rf bin
+	rm -rf bin $(HELPERS)
 
 # A kind cluster named "peapod" whose node runs peapod (README, "kind"), on
 # Debian's podman, built offline: tools/kind/build-bins.sh builds kubeadm,

@@ -359,6 +359,17 @@ func checkNothingLeft(t *testing.T, d *daemon, what string) {
 			}
 		}
 	}
+	// Processes of the helpers it embeds (sealed memfds, of any of its
+	// starts): keepers, runners, exec helpers.
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			if name, ok := d.RunsHelper(pid); ok {
+				t.Errorf("%s: process %d of the embedded %s left", what, pid, name)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 	for _, m := range mountsUnder(d.Dir) {
 		if !strings.HasSuffix(m, "/overlay") { // the image store's own mount of its driver dir
 			t.Errorf("%s: mount left: %s", what, m)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,8 +16,32 @@ import (
 	"github.com/peapod-cri/peapod/integration/testenv"
 )
 
-// peapodBinary is built once by TestMain.
+// peapodBinary is built once by TestMain (testenv.BuildPeapod: its
+// helpers embedded, as make build makes it).
 var peapodBinary string
+
+var separate struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// separateBinaries is a directory holding peapod built without embedded
+// helpers and peapod-runner and peapod-pause beside it (the layout before
+// embedding), built on first use beside peapodBinary.
+func separateBinaries(t *testing.T) string {
+	t.Helper()
+	separate.once.Do(func() {
+		separate.dir = filepath.Join(filepath.Dir(peapodBinary), "separate")
+		if separate.err = os.MkdirAll(separate.dir, 0o755); separate.err == nil {
+			separate.err = testenv.BuildPeapodSeparate("..", separate.dir)
+		}
+	})
+	if separate.err != nil {
+		t.Fatalf("build the separate binaries: %v", separate.err)
+	}
+	return separate.dir
+}
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {

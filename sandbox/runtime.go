@@ -8,6 +8,7 @@ import (
 	"context"
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/exec"
+	"github.com/peapod-cri/peapod/sandbox/helperbin"
 	"github.com/peapod-cri/peapod/sandbox/hostfs"
 	"github.com/peapod-cri/peapod/sandbox/keeper"
 	"github.com/peapod-cri/peapod/sandbox/names"
@@ -113,7 +114,9 @@ func Open(opts Options) (*Runtime, error) {
 	if err := makeStateDirs(opts.Root, opts.State); err != nil {
 		return nil, err
 	}
-	if exe := seal.SelfExe(); exe != "" && seal.Overlaps(exe, libcontainerRoot(opts.State)) {
+	// The embedded runner runs from a sealed memfd, which libcontainer
+	// executes as the container init as it is: nothing to copy.
+	if exe := seal.SelfExe(); exe != "" && helperbin.File(helperbin.Runner) == nil && seal.Overlaps(exe, libcontainerRoot(opts.State)) {
 		opts.Logger.Warn("the state directory is inside the peapod binary's directory: "+
 			"every exec and container start will copy the whole binary (tens of ms each); "+
 			"install the binary in a directory of its own", "binary", exe, "state", opts.State)

@@ -30,7 +30,7 @@ import (
 
 // DaemonOptions are what differs between the daemons the tests start.
 type DaemonOptions struct {
-	Binary string // the peapod binary (peapod-runner beside it)
+	Binary string // the peapod binary (BuildPeapod: with its helpers embedded)
 	// Name prefixes the temp directory and, unless CgroupParent is set, the
 	// relative cgroup parent (nested below the test's own cgroup).
 	Name         string
@@ -83,6 +83,17 @@ type Daemon struct {
 	Conn           *grpc.ClientConn
 	RT             runtimeapi.RuntimeServiceClient
 	Img            runtimeapi.ImageServiceClient
+	// Helpers are the memfds of the helpers the daemon embeds, of every
+	// start (a restarted daemon makes new ones; keepers of the old ones
+	// live on): what RunsHelper matches.
+	Helpers []HelperFile
+}
+
+// HelperFile names an embedded helper's memfd (sandbox/helperbin) of one
+// daemon start: its name ("peapod-pause") and inode.
+type HelperFile struct {
+	Name     string
+	Dev, Ino uint64
 }
 
 // RandomSuffix is 8 hex digits that set one test's names apart.
@@ -106,35 +117,101 @@ func MirrorRegistries(reg string, upstreams ...string) string {
 	return conf
 }
 
-// BuildPeapod builds peapod, peapod-runner and peapod-pause (beside it,
-// as make build and make install put them: the daemon starts containers
-// and keepers with them) into dir, from the repository at repo, with the
-// project's build tags.
+// BuildPeapod builds peapod into dir from the repository at repo, as make
+// build does: the runner and the static keeper built first and embedded
+// (tag peapod_embed), nothing beside it. The helpers are built into a
+// temporary directory and handed to go:embed through go build -overlay, so
+// that the source tree is not written. With PEAPOD_BINARY (built on the
+// host for the emulated guest) it copies that binary instead, with the
+// helpers beside it that the guest scripts build.
 func BuildPeapod(repo, dir string) error {
-	tags, err := os.ReadFile(filepath.Join(repo, "build-tags.txt"))
+	if prebuilt := os.Getenv("PEAPOD_BINARY"); prebuilt != "" {
+		return copyPrebuilt(prebuilt, dir)
+	}
+	tags, err := readTags(repo)
+	if err != nil {
+		return err
+	}
+	helpers, err := os.MkdirTemp("", "peapod-helpers-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(helpers)
+	if err := goBuild(repo, tags, []string{"-ldflags", "-s -w"}, filepath.Join(helpers, "peapod-runner"), "./cmd/peapod-runner"); err != nil {
+		return err
+	}
+	if err := goBuild(repo, tags, []string{"-ldflags", "-s -w"}, filepath.Join(helpers, "peapod-pause"), "./cmd/peapod-pause"); err != nil {
+		return err
+	}
+	absRepo, err := filepath.Abs(repo)
+	if err != nil {
+		return err
+	}
+	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {
+		filepath.Join(absRepo, "cmd/peapod/helpers/peapod-runner"): filepath.Join(helpers, "peapod-runner"),
+		filepath.Join(absRepo, "cmd/peapod/helpers/peapod-pause"):  filepath.Join(helpers, "peapod-pause"),
+	}})
+	if err != nil {
+		return err
+	}
+	overlayPath := filepath.Join(helpers, "overlay.json")
+	if err := os.WriteFile(overlayPath, overlay, 0o644); err != nil {
+		return err
+	}
+	return goBuild(repo, tags+" peapod_embed", []string{"-overlay", overlayPath}, filepath.Join(dir, "peapod"), "./cmd/peapod")
+}
+
+// BuildPeapodSeparate builds the three binaries as make build shipped them
+// before peapod embedded its helpers: peapod without them, and
+// peapod-runner and peapod-pause beside it, where the daemon finds them
+// (the A/B comparisons of TestEmbeddedHelpers and TestKeeperBinary).
+func BuildPeapodSeparate(repo, dir string) error {
+	if prebuilt := os.Getenv("PEAPOD_BINARY"); prebuilt != "" {
+		return copyPrebuilt(prebuilt, dir)
+	}
+	tags, err := readTags(repo)
 	if err != nil {
 		return err
 	}
 	for _, cmd := range []string{"peapod", "peapod-runner", "peapod-pause"} {
-		if prebuilt := os.Getenv("PEAPOD_BINARY"); prebuilt != "" {
-			// Built on the host for the emulated guest, where compiling is
-			// slow: the runner is taken from beside the daemon, and the
-			// keeper's binary when it was built too (else keepers run from
-			// the daemon's binary).
-			src := filepath.Join(filepath.Dir(prebuilt), cmd)
-			if _, err := os.Stat(src); err != nil && cmd == "peapod-pause" {
-				continue
-			}
-			if out, err := exec.Command("cp", filepath.Join(filepath.Dir(prebuilt), cmd), filepath.Join(dir, cmd)).CombinedOutput(); err != nil {
-				return fmt.Errorf("copy %s: %v\n%s", cmd, err, out)
-			}
+		var flags []string
+		if cmd == "peapod-pause" {
+			flags = []string{"-ldflags", "-s -w"}
+		}
+		if err := goBuild(repo, tags, flags, filepath.Join(dir, cmd), "./cmd/"+cmd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyPrebuilt copies prebuilt and the helpers beside it (when built) into
+// dir.
+func copyPrebuilt(prebuilt, dir string) error {
+	for _, cmd := range []string{"peapod", "peapod-runner", "peapod-pause"} {
+		src := filepath.Join(filepath.Dir(prebuilt), cmd)
+		if _, err := os.Stat(src); err != nil && cmd != "peapod" {
 			continue
 		}
-		build := exec.Command("go", "build", "-tags", strings.TrimSpace(string(tags)), "-o", filepath.Join(dir, cmd), "./cmd/"+cmd)
-		build.Dir = repo
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", cmd, err, out)
+		if out, err := exec.Command("cp", src, filepath.Join(dir, cmd)).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %v\n%s", cmd, err, out)
 		}
+	}
+	return nil
+}
+
+func readTags(repo string) (string, error) {
+	tags, err := os.ReadFile(filepath.Join(repo, "build-tags.txt"))
+	return strings.TrimSpace(string(tags)), err
+}
+
+// goBuild runs go build of pkg in repo with tags and flags into out.
+func goBuild(repo, tags string, flags []string, out, pkg string) error {
+	args := append([]string{"build", "-tags", tags}, flags...)
+	build := exec.Command("go", append(args, "-o", out, pkg)...)
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 	}
 	return nil
 }
@@ -257,6 +334,42 @@ func (d *Daemon) StartArgs(args ...string) {
 	d.RT = runtimeapi.NewRuntimeServiceClient(d.Conn)
 	d.Img = runtimeapi.NewImageServiceClient(d.Conn)
 	d.waitReady()
+	d.Helpers = append(d.Helpers, HelperFiles(d.Cmd.Process.Pid)...)
+}
+
+// HelperFiles lists the memfds of embedded helpers that process pid holds
+// open (a daemon, once it answers).
+func HelperFiles(pid int) []HelperFile {
+	dir := fmt.Sprintf("/proc/%d/fd/", pid)
+	entries, _ := os.ReadDir(dir)
+	var out []HelperFile
+	for _, e := range entries {
+		link, err := os.Readlink(dir + e.Name())
+		name, ok := strings.CutPrefix(link, "/memfd:")
+		if err != nil || !ok || !strings.HasPrefix(name, "peapod-") {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(dir+e.Name(), &st) == nil {
+			out = append(out, HelperFile{Name: strings.TrimSuffix(name, " (deleted)"), Dev: st.Dev, Ino: st.Ino})
+		}
+	}
+	return out
+}
+
+// RunsHelper reports whether process pid runs from one of the daemon's
+// embedded helpers (any of its starts), and which.
+func (d *Daemon) RunsHelper(pid int) (string, bool) {
+	var st syscall.Stat_t
+	if syscall.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st) != nil {
+		return "", false
+	}
+	for _, h := range d.Helpers {
+		if h.Dev == st.Dev && h.Ino == st.Ino {
+			return h.Name, true
+		}
+	}
+	return "", false
 }
 
 // TimeoutScale is PEAPOD_TEST_TIMEOUT_SCALE (1 unless set): the emulated

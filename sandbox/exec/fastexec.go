@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/peapod-cri/peapod/sandbox/helperbin"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -218,6 +219,10 @@ type execHelper struct {
 func (e *Executor) helper() *os.File {
 	h := &e.execHelper
 	h.once.Do(func() {
+		if f := helperbin.File(helperbin.Runner); f != nil {
+			h.file = f // the embedded runner's memfd: sealed already
+			return
+		}
 		exe := runner.Exe()
 		if exe == "/proc/self/exe" {
 			return
@@ -380,7 +385,10 @@ func startHelper(helper *os.File, plan *fastPlan, cfg []byte, stdio [3]*os.File,
 		run.files = append(run.files, bpfR, bpfW)
 		procFiles = append(procFiles, bpfR)
 	}
-	run.proc, err = os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
+	// The daemon's fd, named through its PID: the child resolves the path
+	// after it has moved procFiles onto its fds 0-N, which may include the
+	// helper's own number (/proc/self/fd/N then names another file).
+	run.proc, err = os.StartProcess("/proc/"+strconv.Itoa(os.Getpid())+"/fd/"+strconv.Itoa(int(helper.Fd())), []string{"peapod", enter.Command},
 		&os.ProcAttr{Env: []string{}, Files: procFiles})
 	if err != nil {
 		return nil, fmt.Errorf("start exec helper: %v: %w", err, errFallBack)

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/peapod-cri/peapod/sandbox/helperbin"
 	"github.com/peapod-cri/peapod/sandbox/pause"
 	"github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/seal"
@@ -192,12 +193,16 @@ func Kill(pid int, start uint64, exited <-chan struct{}) bool {
 // PauseBinary is the name of the keeper's own binary (cmd/peapod-pause):
 // the keeper alone, linked statically, which the daemon runs when it is
 // installed beside the daemon's binary.
-const PauseBinary = "peapod-pause"
+const PauseBinary = helperbin.Pause
 
-// Exe is the binary keepers run from: peapod-pause beside the daemon's
-// binary, else the daemon's own (both hold the keeper's C; the small
-// static one costs about half the memory per pod).
+// Exe is the binary keepers run from: the static keeper the peapod binary
+// embeds (the daemon's sealed memfd of it), else peapod-pause beside the
+// daemon's binary, else the daemon's own (all hold the keeper's C; the
+// small static one costs about half the memory per pod).
 func Exe() (string, error) {
+	if p := helperbin.Path(helperbin.Pause); p != "" {
+		return p, nil
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find peapod binary: %w", err)
@@ -218,7 +223,7 @@ func Exe() (string, error) {
 type Binary struct {
 	once sync.Once
 	file *os.File // the sealed handle, kept open (and from the finalizer)
-	path string   // "/proc/self/fd/N" of file, or the plain path
+	path string   // "/proc/<daemon>/fd/N" of file, or the plain path
 }
 
 // Path is what Start executes: the sealed handle of exe, made in sealDir
@@ -227,6 +232,13 @@ type Binary struct {
 func (b *Binary) Path(exe, sealDir string) (path string, err error) {
 	b.once.Do(func() {
 		b.path = exe
+		if exe == helperbin.Path(helperbin.Pause) {
+			// The embedded keeper: its memfd is sealed already, and named
+			// through the daemon's PID, not /proc/self/fd/N, which the
+			// child resolves after it has moved its ExtraFiles onto fds
+			// 3 and up.
+			return
+		}
 		f, serr := seal.Binary(exe, filepath.Clean(sealDir))
 		if serr != nil {
 			err = fmt.Errorf("seal %s: %w", exe, serr)
@@ -234,7 +246,7 @@ func (b *Binary) Path(exe, sealDir string) (path string, err error) {
 		}
 		// Never closed: every later pause is executed through it.
 		b.file = f
-		b.path = "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+		b.path = "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(int(f.Fd()))
 	})
 	return b.path, err
 }

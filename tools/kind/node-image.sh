@@ -29,7 +29,7 @@ k8sbin=$KIND_CACHE/kubernetes-$K8S_VERSION
 log() { echo "node-image: $*" >&2; }
 
 "$here/build-bins.sh"
-for f in "$repo/bin/peapod" "$repo/bin/peapod-runner" "$repo/bin/peapod-pause"; do
+for f in "$repo/bin/peapod"; do # it embeds the runner and the keeper
 	[ -x "$f" ] || { log "$f missing: make build first"; exit 1; }
 done
 
@@ -124,7 +124,7 @@ echo "$K8S_VERSION" >"$root/kind/version"
 for b in kubeadm kubectl; do install -m 0755 "$k8sbin/$b" "$root/usr/bin/$b"; done
 install -m 0755 "$KIND_CACHE/kubelet-$K8S_VERSION" "$root/usr/bin/kubelet"
 install -m 0755 "$KIND_CACHE/crictl-v1.36.0" "$root/usr/local/bin/crictl" 2>/dev/null || true
-install -m 0755 "$repo/bin/peapod" "$repo/bin/peapod-runner" "$repo/bin/peapod-pause" "$root/usr/local/bin/"
+install -m 0755 "$repo/bin/peapod" "$root/usr/local/bin/"
 install -D -m 0644 "$repo/contrib/kind/peapod.toml" "$root/etc/peapod/peapod.toml"
 install -m 0644 "$repo/contrib/kind/peapod.service" "$root/etc/systemd/system/peapod.service"
 install -m 0644 "$repo/contrib/kind/20-peapod.conf" "$root/etc/systemd/system/kubelet.service.d/20-peapod.conf"
