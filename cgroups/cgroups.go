@@ -88,7 +88,7 @@ func OOMKills(paths map[string]string) (uint64, error) {
 // whatever decides.
 func exitedScopeOOMKills(dir string, n uint64, err error) (uint64, error) {
 	sliceKilled := sliceOOMKilled(dir)
-	seen, _ := oomSeen(dir)
+	seen := oomSeen(dir)
 	if err == nil {
 		return n, nil
 	}

@@ -22,12 +22,11 @@ import (
 // while the container runs, and remembers an OOM it saw there.
 
 type oomWatcher struct {
-	mu      sync.Mutex
-	fd      int
-	wds     map[int]string  // watch descriptor → cgroup directory
-	watched map[string]bool // cgroup directories watched, until asked
-	seen    map[string]bool // cgroup directory → the OOM killer acted there
-	onOOM   map[string]func()
+	mu    sync.Mutex
+	fd    int
+	wds   map[int]string  // watch descriptor → cgroup directory
+	seen  map[string]bool // cgroup directory → the OOM killer acted there
+	onOOM map[string]func()
 }
 
 var (
@@ -70,7 +69,7 @@ func newOOMWatcher() (*oomWatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inotify for memory.events: %w", err)
 	}
-	w := &oomWatcher{fd: fd, wds: map[int]string{}, watched: map[string]bool{}, seen: map[string]bool{}, onOOM: map[string]func(){}}
+	w := &oomWatcher{fd: fd, wds: map[int]string{}, seen: map[string]bool{}, onOOM: map[string]func(){}}
 	go w.loop()
 	return w, nil
 }
@@ -83,7 +82,6 @@ func (w *oomWatcher) add(dir string, onOOM func()) error {
 		return fmt.Errorf("watch %s/memory.events: %w", dir, err)
 	}
 	w.wds[wd] = dir
-	w.watched[dir] = true
 	if onOOM != nil {
 		w.onOOM[dir] = onOOM
 	}
@@ -148,16 +146,16 @@ func (w *oomWatcher) loop() {
 	}
 }
 
-// oomSeen reports whether the watch on dir saw the OOM killer act, and
-// whether dir was watched at all; it forgets dir.
-func oomSeen(dir string) (seen, watched bool) {
+// oomSeen reports whether the watch on dir saw the OOM killer act; it
+// forgets dir.
+func oomSeen(dir string) (seen bool) {
 	w := oomW.Load()
 	if w == nil {
-		return false, false
+		return false
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	seen, watched = w.seen[dir], w.watched[dir]
+	seen = w.seen[dir]
 	for wd, d := range w.wds {
 		if d == dir {
 			unix.InotifyRmWatch(w.fd, uint32(wd))
@@ -165,9 +163,8 @@ func oomSeen(dir string) (seen, watched bool) {
 		}
 	}
 	delete(w.seen, dir)
-	delete(w.watched, dir)
 	delete(w.onOOM, dir)
-	return seen, watched
+	return seen
 }
 
 // sliceOOM remembers, per pod slice, the slice's oom_kill count already
@@ -204,13 +201,12 @@ func sliceOOMKilled(scopeDir string) bool {
 // noteSliceBaseline starts accounting a slice this daemon process did not
 // make, at its current count, if it is not accounted yet.
 func noteSliceBaseline(slice string) {
-	n, err := readCounter(path.Join(slice, "memory.events"), "oom_kill")
-	if err != nil {
-		return
-	}
 	sliceOOM.Lock()
 	defer sliceOOM.Unlock()
-	if _, known := sliceOOM.counted[slice]; !known {
+	if _, known := sliceOOM.counted[slice]; known {
+		return // the common case: no read on every container start
+	}
+	if n, err := readCounter(path.Join(slice, "memory.events"), "oom_kill"); err == nil {
 		sliceOOM.counted[slice] = n
 	}
 }
