@@ -1,7 +1,9 @@
 package sandbox
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -205,5 +207,36 @@ func TestLivenessRefreshReadsNoProc(t *testing.T) {
 	p.keeperGone.Store(true)
 	if st, why := refreshed(p); st != PodNotReady || why != "" {
 		t.Errorf("stopped pod after its keeper's exit: %s %q, want NotReady without a reason", st, why)
+	}
+}
+
+// BenchmarkPods is ListPodSandbox's read of 500 ready pods (keeper and
+// holder each) from memory; BenchmarkPodsProcReads adds the two /proc
+// reads per pod that refresh did before liveness came from exits.
+func BenchmarkPods(b *testing.B)          { benchmarkPods(b, false) }
+func BenchmarkPodsProcReads(b *testing.B) { benchmarkPods(b, true) }
+
+func benchmarkPods(b *testing.B, procReads bool) {
+	self := os.Getpid()
+	start, err := proc.StartTime(self)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &Runtime{pods: map[string]*pod{}}
+	for i := range 500 {
+		id := fmt.Sprintf("%064x", i)
+		r.pods[id] = &pod{Pod: Pod{ID: id, Config: sharedPIDConfig, State: PodReady,
+			PausePID: self, PauseStart: start, PIDHolder: self, HolderStart: start}}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		pods := r.Pods()
+		if procReads {
+			for _, p := range pods {
+				if !proc.Alive(p.PausePID, p.PauseStart) || !proc.Alive(p.PIDHolder, p.HolderStart) {
+					b.Fatal("not alive")
+				}
+			}
+		}
 	}
 }
