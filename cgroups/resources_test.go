@@ -296,6 +296,25 @@ func TestReadStats(t *testing.T) {
 	if _, err := ReadStats(map[string]string{"": filepath.Join(v2, "gone")}); err == nil {
 		t.Error("stats of a missing cgroup: no error")
 	}
+
+	// A container's stats: the same without the process count.
+	for name, paths := range map[string]map[string]string{
+		"v2": {"": v2},
+		"v1": {"cpuacct": filepath.Join(v1, "cpuacct"), "memory": filepath.Join(v1, "memory"), "pids": filepath.Join(v1, "pids")},
+	} {
+		all, err1 := ReadStats(paths)
+		ctr, err2 := ReadContainerStats(paths)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s: %v, %v", name, err1, err2)
+		}
+		if all.Pids == 0 || ctr.Pids != 0 {
+			t.Errorf("%s: process count %d of ReadStats, %d of ReadContainerStats; want it in the first only", name, all.Pids, ctr.Pids)
+		}
+		all.Pids = 0
+		if ctr != all {
+			t.Errorf("%s: ReadContainerStats %+v, want ReadStats's %+v", name, ctr, all)
+		}
+	}
 }
 
 func write(t *testing.T, dir, file, content string) {

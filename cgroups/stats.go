@@ -33,14 +33,21 @@ const unlimited = 1 << 62
 // ReadStats reads the stats of the cgroup whose directories are given: one
 // per v1 controller, or the unified directory under the key "". Controllers
 // that are missing leave their numbers at zero.
-func ReadStats(paths map[string]string) (Stats, error) {
+func ReadStats(paths map[string]string) (Stats, error) { return readStats(paths, true) }
+
+// ReadContainerStats is ReadStats without the process count (Pids stays
+// 0), which a CRI ContainerStats does not carry: one file fewer per
+// running container on every ListContainerStats of the kubelet's poll.
+func ReadContainerStats(paths map[string]string) (Stats, error) { return readStats(paths, false) }
+
+func readStats(paths map[string]string, pids bool) (Stats, error) {
 	if dir, ok := paths[""]; ok && len(paths) == 1 {
-		return readV2(dir)
+		return readV2(dir, pids)
 	}
-	return readV1(paths)
+	return readV1(paths, pids)
 }
 
-func readV2(dir string) (Stats, error) {
+func readV2(dir string, pids bool) (Stats, error) {
 	var s Stats
 	cpu, err := readFlat(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
@@ -58,12 +65,14 @@ func readV2(dir string) (Stats, error) {
 			s.MemoryLimit = l
 		}
 	}
-	s.Pids, _ = readUint(filepath.Join(dir, "pids.current"))
+	if pids {
+		s.Pids, _ = readUint(filepath.Join(dir, "pids.current"))
+	}
 	readV2Only(dir, &s)
 	return s, nil
 }
 
-func readV1(paths map[string]string) (Stats, error) {
+func readV1(paths map[string]string, pids bool) (Stats, error) {
 	var s Stats
 	var errs []error
 	if dir, ok := paths["cpuacct"]; ok {
@@ -84,7 +93,7 @@ func readV1(paths map[string]string) (Stats, error) {
 			s.MemoryLimit = l
 		}
 	}
-	if dir, ok := paths["pids"]; ok {
+	if dir, ok := paths["pids"]; ok && pids {
 		s.Pids, _ = readUint(filepath.Join(dir, "pids.current"))
 	}
 	return s, errors.Join(errs...)

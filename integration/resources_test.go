@@ -474,7 +474,7 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ws uint64
+	var ws, procs uint64
 	for _, pm := range resp.PodMetrics {
 		if pm.PodSandboxId != pod {
 			continue
@@ -484,6 +484,9 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 			for _, m := range cm.Metrics {
 				if cm.ContainerId == memID && m.Name == "container_memory_working_set_bytes" {
 					ws = m.Value.GetValue()
+				}
+				if cm.ContainerId == memID && m.Name == "container_processes" {
+					procs = m.Value.GetValue()
 				}
 			}
 			all = append(all, cm.Metrics...)
@@ -496,6 +499,10 @@ func checkPodMetrics(t *testing.T, d *daemon, pod, memID string) {
 	}
 	if ws < 32<<20 { // it holds 40 MiB, give or take the kernel's reclaim
 		t.Errorf("ListPodSandboxMetrics: mem container working set %d, want about 40 MiB", ws)
+	}
+	// Read for the metrics though ListContainerStats skips it.
+	if procs == 0 {
+		t.Error("ListPodSandboxMetrics: mem container has no container_processes")
 	}
 }
 

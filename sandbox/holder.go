@@ -25,14 +25,21 @@ func (p *pod) holderGoneReason() string {
 	return "the pod's user namespace holder exited"
 }
 
-// watchHolder publishes a pod event when the holder of a ready pod exits,
-// as the kubelet's evented PLEG needs; status calls notice it anyway
-// (refresh). The caller holds p.mu (or has the pod to itself).
+// watchHolder notes when the holder of a ready pod exits (refresh reads
+// it) and publishes a pod event then, as the kubelet's evented PLEG needs.
+// A holder gone before the watch makes the pod NotReady without an event,
+// as before the watch was the only way to notice. The caller holds p.mu
+// (or has the pod to itself).
 func (r *Runtime) watchHolder(p *pod) {
 	if p.PIDHolder <= 0 || p.State != PodReady {
 		return
 	}
-	proc.OnExit(p.PIDHolder, p.HolderStart, func() { r.holderExited(p) })
+	if !proc.OnExit(p.PIDHolder, p.HolderStart, func() {
+		p.holderGone.Store(true)
+		r.holderExited(p)
+	}) {
+		p.holderGone.Store(true)
+	}
 }
 
 // holderExited marks the pod NotReady and publishes its stopped event,

@@ -76,6 +76,7 @@ func TestRecoverHolderStart(t *testing.T) {
 	if p.HolderStart != 0 {
 		t.Errorf("an unrelated process %d taken for the holder", other.Process.Pid)
 	}
+	testRuntime(nil).watchPod(p) // start time 0 names no process: gone already
 	p.refresh()
 	if p.State != PodNotReady || !strings.Contains(p.NotReadyReason, "PID namespace holder exited") {
 		t.Errorf("pod state %s (%q), want NotReady for its holder", p.State, p.NotReadyReason)

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -27,6 +28,8 @@ type pod struct {
 	mu sync.Mutex // serialises lifecycle operations on this pod
 	Pod
 	pauseExited     <-chan struct{} // closed when the pause we started has been reaped
+	keeperGone      atomic.Bool     // a recovered pod's keeper exited (liveness.go)
+	holderGone      atomic.Bool     // the holder exited (liveness.go)
 	holderEventSent bool            // the holder's exit was published (holder.go)
 	nriStopped      nriOnce         // its NRI StopPodSandbox hook ran (nri.go)
 	// netDetached: a stop detached the pod's network, so a later stop
@@ -238,7 +241,7 @@ func (r *Runtime) setupPodNetwork(ctx context.Context, p *pod, undo *[]func()) e
 }
 
 // addReadyPod makes the recorded, ready pod known, publishes its events
-// and watches its holder.
+// and watches its keeper and holder.
 func (r *Runtime) addReadyPod(p *pod) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -247,7 +250,7 @@ func (r *Runtime) addReadyPod(p *pod) {
 	r.mu.Unlock()
 	r.publishPod(EventCreated, &p.Pod)
 	r.publishPod(EventStarted, &p.Pod)
-	r.watchHolder(p)
+	r.watchPod(p)
 }
 
 func (p *pod) netnsPath() string { return p.nsPath("net") }
@@ -503,18 +506,6 @@ func (r *Runtime) Pod(id string) (Pod, error) {
 	defer p.mu.Unlock()
 	p.refresh()
 	return p.Pod, nil
-}
-
-// refresh notices a pause process or namespace holder that died on its own.
-func (p *pod) refresh() {
-	if p.State != PodReady {
-		return
-	}
-	if !proc.Alive(p.PausePID, p.PauseStart) {
-		p.State, p.NotReadyReason = PodNotReady, "the pod's pause process exited"
-	} else if p.PIDHolder > 0 && !proc.Alive(p.PIDHolder, p.HolderStart) {
-		p.State, p.NotReadyReason = PodNotReady, p.holderGoneReason()
-	}
 }
 
 // Pods returns copies of all pods.

@@ -217,12 +217,14 @@ func (r *Runtime) recover() error {
 		}
 		recoverHolderStart(p)
 		pp := &pod{Pod: *p}
+		pp.mu.Lock() // a watch's callback may run already
+		r.watchPod(pp)
 		pp.refresh()
 		if pp.State != PodReady {
 			pp.nriStopped.once.Do(func() {}) // stopped before: no NRI StopPodSandbox again
 		}
+		pp.mu.Unlock()
 		r.pods[p.ID] = pp
-		r.watchHolder(pp)
 		if err := r.podNames.Reserve(names.Pod(p.Config), p.ID); err != nil {
 			r.log.Warn("two pod records have the same name; both are kept", "pod", p.ID, "err", err)
 		}

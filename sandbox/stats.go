@@ -74,7 +74,11 @@ func (r *Runtime) containerStats(ctx context.Context, id string, detail bool) (C
 			paths = r.statsCache.CgroupPaths(ctr.ID, lc)
 		}
 		if paths != nil {
-			if cs, err := cgroups.ReadStats(paths); err == nil {
+			read := cgroups.ReadContainerStats
+			if detail {
+				read = cgroups.ReadStats // the metrics' container_processes
+			}
+			if cs, err := read(paths); err == nil {
 				st.Cgroup = &cs
 				st.NanoCores = r.samples.Rate(known{r, true}, ctr.ID, st.Timestamp, cs.CPUUsageNanos, ctr.StartedAt)
 				if detail {
