@@ -3,7 +3,6 @@ package helperbin
 import (
 	"os"
 	"os/exec"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -101,45 +100,5 @@ func TestAdopt(t *testing.T) {
 	}
 	if out, err := exec.Command(Path(name), "0").CombinedOutput(); err != nil {
 		t.Errorf("run the adopted memfd: %v: %s", err, out)
-	}
-}
-
-// TestReleaseRefusesAnonymous: Release drops pages of read-only file
-// mappings only; a string built at run time (the heap, anonymous and
-// writable) is left as it is, and reads the same after.
-func TestReleaseRefusesAnonymous(t *testing.T) {
-	data := strings.Repeat("peapod", 4096)
-	if err := Release(data); err == nil {
-		t.Fatal("Release of a heap string succeeded")
-	}
-	if data != strings.Repeat("peapod", 4096) {
-		t.Fatal("Release changed a heap string")
-	}
-}
-
-func TestParseMapping(t *testing.T) {
-	for _, tc := range []struct {
-		line string
-		want mapping
-		bad  bool
-	}{
-		{line: "00400000-02c5f000 r--p 00000000 fe:01 1234 /usr/local/bin/peapod",
-			want: mapping{start: 0x400000, end: 0x2c5f000, offset: 0, inode: 1234, path: "/usr/local/bin/peapod"}},
-		{line: "7f00-8f00 rw-p 00001000 00:00 0",
-			want: mapping{start: 0x7f00, end: 0x8f00, writable: true, offset: 0x1000}},
-		{line: "1000-2000 r--p 0 fe:01 7 /opt/a b (deleted)",
-			want: mapping{start: 0x1000, end: 0x2000, inode: 7, path: "/opt/a b (deleted)"}},
-		{line: "1000-2000 r--p", bad: true},
-		{line: "xyz-2000 r--p 0 fe:01 7", bad: true},
-	} {
-		got, err := parseMapping(tc.line)
-		if tc.bad != (err != nil) {
-			t.Errorf("%q: error %v, want bad=%v", tc.line, err, tc.bad)
-			continue
-		}
-		got.line, tc.want.line = "", ""
-		if !tc.bad && got != tc.want {
-			t.Errorf("%q: %+v, want %+v", tc.line, got, tc.want)
-		}
 	}
 }
