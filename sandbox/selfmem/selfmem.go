@@ -23,10 +23,7 @@ import (
 // read-only file mapping loses nothing by it (a later read faults them in
 // from the file again). POSIX_FADV_DONTNEED then lets the page cache drop
 // them too, unless another process maps them. Only whole pages inside
-// data are dropped, never a neighbour's. The whole mapping is marked
-// MADV_RANDOM first: a fault on a page of it that is not in the page cache
-// then reads that page alone, not its neighbours, which are the dropped
-// pages (without it, a fifth of them came back at 500 pods).
+// data are dropped, never a neighbour's.
 func DropString(data string) error {
 	if len(data) == 0 {
 		return nil
@@ -46,9 +43,6 @@ func DropString(data string) error {
 	lo, hi := (start+page-1)&^(page-1), end&^(page-1)
 	if hi <= lo {
 		return nil
-	}
-	if _, _, errno := unix.Syscall(unix.SYS_MADVISE, m.start, m.end-m.start, unix.MADV_RANDOM); errno != 0 {
-		return fmt.Errorf("madvise %s: %w", m.line, errno)
 	}
 	return drop(m, lo, hi-lo)
 }
