@@ -39,7 +39,11 @@ type container struct {
 	// logError says why the keeper's log writes fail, while they do (nil
 	// when they work); ContainerStatus shows it as the message.
 	logError atomic.Pointer[string]
-	quit     chan struct{} // closed by Close to stop a recovered-process watcher
+	// watch lives until stopWatching (Close, a shutdown) ends the exit
+	// watcher: the watcher waits on it directly, without a goroutine per
+	// container to turn a channel into a cancellation.
+	watch     context.Context
+	stopWatch context.CancelFunc
 	// nriStopped: its NRI StopContainer hook ran (nri.go).
 	nriStopped nriOnce
 
@@ -49,7 +53,8 @@ type container struct {
 }
 
 func newContainer(c *Container) *container {
-	ctr := &container{Container: *c, quit: make(chan struct{})}
+	ctr := &container{Container: *c}
+	ctr.watch, ctr.stopWatch = context.WithCancel(context.Background())
 	if c.State == ContainerExited {
 		ctr.exited = make(chan struct{})
 		close(ctr.exited)
@@ -58,13 +63,7 @@ func newContainer(c *Container) *container {
 	return ctr
 }
 
-func (c *container) stopWatching() {
-	select {
-	case <-c.quit:
-	default:
-		close(c.quit)
-	}
-}
+func (c *container) stopWatching() { c.stopWatch() }
 
 // createContainer prepares a container in a ready pod: its root filesystem
 // on the image and its OCI bundle. Nothing runs until StartContainer. From

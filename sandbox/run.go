@@ -162,16 +162,7 @@ func oomFile(c *container) string { return filepath.Join(c.Bundle, "oom") }
 func (r *Runtime) watchExit(c *container, k keeper.Client) {
 	c.exited = make(chan struct{})
 	go func() {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-c.quit:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		ex, err := k.Wait(ctx, c.ID, func(st keeper.LogState) { r.noteLogState(c, st) })
+		ex, err := k.Wait(c.watch, c.ID, func(st keeper.LogState) { r.noteLogState(c, st) })
 		if errors.Is(err, context.Canceled) {
 			return // the daemon is shutting down; the keeper keeps the exit
 		}

@@ -265,6 +265,7 @@ func serve(cfg config.Config, log *slog.Logger, reload *reloader) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	tuneGC(log)
 	loadHelpers(log)
 	m := metrics.New(nil) // the pod and container counts are added once the runtime is open
 	startPprof(log)

@@ -98,15 +98,26 @@ func adopt(name, data string) *os.File {
 	return nil
 }
 
-// sameContent reports whether f holds exactly data.
+// sameContent reports whether f holds exactly data. It compares a chunk
+// at a time: a buffer of the whole helper (11 MB) would grow the heap,
+// and the heap goal after it, for one comparison at start.
 func sameContent(f *os.File, data string) bool {
 	st, err := f.Stat()
 	if err != nil || st.Size() != int64(len(data)) {
 		return false
 	}
-	buf := make([]byte, len(data))
-	n, err := f.ReadAt(buf, 0)
-	return n == len(data) && (err == nil || errors.Is(err, io.EOF)) && string(buf) == data
+	buf := make([]byte, 64<<10)
+	for off := 0; off < len(data); {
+		n, err := f.ReadAt(buf[:min(len(buf), len(data)-off)], int64(off))
+		if n == 0 || string(buf[:n]) != data[off:off+n] {
+			return false
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false
+		}
+		off += n
+	}
+	return true
 }
 
 // File is the sealed memfd of helper name, nil when it is not embedded.

@@ -181,7 +181,9 @@ func (k Client) Wait(ctx context.Context, id string, onLog func(LogState)) (Exit
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
-	r := bufio.NewReader(conn)
+	// Held for the container's whole life, one per running container: a
+	// small buffer (the lines are short) instead of bufio's 4 KiB.
+	r := bufio.NewReaderSize(conn, 128)
 	for {
 		line, err := readLine(r)
 		if err != nil {

@@ -1,0 +1,122 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// TestGCDefaults: a real daemon runs its garbage collector with peapod's
+// default (cmd/peapod/gc.go: GOGC 50, no memory limit) and
+// leaves it to the operator when GOGC or GOMEMLIMIT is set, as its own
+// metrics (go_gc_gogc_percent, go_gc_gomemlimit_bytes) report it.
+func TestGCDefaults(t *testing.T) {
+	regAddr, _ := testImage(t)
+	d := &daemon{testenv.NewDaemon(t, daemonOptions(t, regAddr))}
+	for _, tc := range []struct {
+		env           []string
+		gogc, limitMB float64
+	}{
+		{nil, 50, math.MaxInt64 / (1 << 20)},
+		{[]string{"GOGC=200"}, 200, math.MaxInt64 / (1 << 20)},
+		{[]string{"GOMEMLIMIT=1GiB"}, 100, 1024},
+	} {
+		addr := freeTCPAddr(t)
+		d.Env = tc.env
+		d.Args = []string{"--metrics-address", addr}
+		d.Start()
+		fams := scrape(t, addr)
+		d.Stop()
+		gogc, limit := gaugeValue(t, fams, "go_gc_gogc_percent"), gaugeValue(t, fams, "go_gc_gomemlimit_bytes")/(1<<20)
+		if gogc != tc.gogc || math.Abs(limit-tc.limitMB) > 1e-6*tc.limitMB {
+			t.Errorf("environment %q: GOGC %v, GOMEMLIMIT %v MiB; want %v, %v MiB", tc.env, gogc, limit, tc.gogc, tc.limitMB)
+		}
+	}
+}
+
+// gaugeValue is the value of gauge name, which must be there.
+func gaugeValue(t *testing.T, fams map[string]*dto.MetricFamily, name string) float64 {
+	t.Helper()
+	if f := fams[name]; f != nil && len(f.Metric) == 1 && f.Metric[0].Gauge != nil {
+		return f.Metric[0].Gauge.GetValue()
+	}
+	t.Fatalf("no gauge %s among the daemon's metrics", name)
+	return 0
+}
+
+// TestGoroutinesPerPod: a running container costs the daemon one
+// goroutine for its exit (waiting on its keeper), not two: the watcher
+// waits on the container's own context instead of a second goroutine per
+// container that turned its stop channel into a cancellation. Each
+// goroutine's stack is kilobytes of the daemon's memory per pod (at 500
+// pods, 1,516 goroutines held 6.7 MB of stacks). Counted in the daemon's
+// goroutine profile, by the stacks that run the watcher.
+func TestGoroutinesPerPod(t *testing.T) {
+	const pods = 4
+	regAddr, image := testImage(t)
+	d := newDaemon(t, regAddr)
+	addr := freeTCPAddr(t)
+	d.Env = []string{"PEAPOD_PPROF=" + addr}
+	d.Start()
+	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods {
+		cfg := podConfig(fmt.Sprintf("goroutines-%d", i), t.TempDir())
+		pod := runPod(t, d, cfg).PodSandboxId
+		startContainer(t, d, pod, cfg, containerConfig("sleep", image, "sleep", "3600"))
+	}
+	const watcher = "sandbox.(*Runtime).watchExit"
+	// The watchers start with the containers; a few samples, in case one
+	// was caught starting.
+	var n int
+	profile := ""
+	for range 5 {
+		profile = goroutineProfile(t, addr)
+		if n = countGoroutines(profile, watcher); n == pods {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d goroutines run %s for %d running containers", n, watcher, pods)
+	if n != pods {
+		t.Fatalf("%d goroutines run %s for %d running containers, want %d:\n%s", n, watcher, pods, pods, profile)
+	}
+}
+
+func goroutineProfile(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// countGoroutines counts the goroutines of a debug=1 goroutine profile
+// ("N @ pc...", then its frames) whose stack has a frame containing fn.
+func countGoroutines(profile, fn string) int {
+	total := 0
+	_, profile, _ = strings.Cut(profile, "\n") // "goroutine profile: total N"
+	for _, group := range strings.Split(profile, "\n\n") {
+		var n int
+		if _, err := fmt.Sscanf(group, "%d @", &n); err == nil && strings.Contains(group, fn) {
+			total += n
+		}
+	}
+	return total
+}
