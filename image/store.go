@@ -653,6 +653,21 @@ func (s *Store) RemoveRootfs(ctx context.Context, containerID string) error {
 	return nil
 }
 
+// UnmountRootfs unmounts the container's layer and keeps it: an exited
+// container's files stay for RemoveContainer, but its mount goes, as
+// containerd and CRI-O unmount an exited container's. A node keeps the
+// kubelet's exited containers for a long time, and every mount is a line
+// of the mount table that each runc, runner and container init reads.
+// Not mounted, or no longer there, is not an error.
+func (s *Store) UnmountRootfs(ctx context.Context, containerID string) error {
+	_, err := s.store.Unmount(containerID, true)
+	if err != nil && !errors.Is(err, storagetypes.ErrLayerNotMounted) && !errors.Is(err, storagetypes.ErrContainerUnknown) &&
+		!errors.Is(err, storagetypes.ErrLayerUnknown) && !errors.Is(err, storagetypes.ErrNotAContainer) {
+		return fmt.Errorf("unmount rootfs of container %s: %w", containerID, err)
+	}
+	return nil
+}
+
 // removeStagingLeftovers removes the layers a fast pull was unpacking when
 // the daemon died: no pull runs while the store opens, and storage itself
 // prunes its staging directory only at a clean shutdown.

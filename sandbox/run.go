@@ -173,7 +173,43 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 		}
 		r.recordExit(c, ex, err)
 		r.notifyContainerStopped(c)
+		r.releaseRootfs(c)
 	}()
+}
+
+// releaseRootfs unmounts an exited container's root filesystem (and the
+// host's bind of a user-namespaced one), after its exit is recorded and
+// answered: nothing reads an exited container's files but
+// RemoveContainer, which removes them mounted or not. The mount would
+// otherwise stay until then, and the kubelet keeps exited containers
+// for long: thousands of mounts on a busy node, each a line of the mount
+// table that every container start reads (twice, in runc's code).
+func (r *Runtime) releaseRootfs(c *container) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.State != ContainerExited {
+		return
+	}
+	r.mounted.Delete(c.ID)
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	if err := hostfs.UnbindRootfs(r.opts.State, c.ID); err != nil {
+		r.log.Warn("unbind an exited container's root filesystem", "container", c.ID, "err", err)
+		return
+	}
+	if err := r.opts.Images.UnmountRootfs(ctx, c.ID); err != nil {
+		r.log.Warn("unmount an exited container's root filesystem", "container", c.ID, "err", err)
+	}
+}
+
+// releaseExitedRootfs releases the root filesystems of exited containers
+// that are still mounted (recover).
+func (r *Runtime) releaseExitedRootfs(list []*container) {
+	for _, c := range list {
+		if c.Rootfs != "" && hostfs.IsMountPoint(c.Rootfs) {
+			r.releaseRootfs(c)
+		}
+	}
 }
 
 // noteLogState records what the keeper reports about the container's log
@@ -301,7 +337,7 @@ func (r *Runtime) recoverContainer(c *container) {
 	if ex, err := keeper.ReadExitFile(exitFile(c)); err == nil {
 		c.exited = make(chan struct{})
 		r.recordExit(c, ex, nil)
-		return
+		return // recover releases its root filesystem with the other exited
 	}
 	if p == nil || !proc.Alive(p.PausePID, p.PauseStart) {
 		r.markLost(c)

@@ -35,6 +35,9 @@ type Images interface {
 	// namespace with these mappings.
 	CreateRootfsMapped(ctx context.Context, containerID, imageID string, uids, gids []specs.LinuxIDMapping) (string, error)
 	RemoveRootfs(ctx context.Context, containerID string) error
+	// UnmountRootfs unmounts an exited container's root filesystem and
+	// keeps its files for RemoveRootfs.
+	UnmountRootfs(ctx context.Context, containerID string) error
 	// ImageID returns the ID of the stored image ref names.
 	ImageID(ref string) (string, error)
 	// MountImageVolume mounts image imageID (mapped, with mappings) as
@@ -247,11 +250,18 @@ func (r *Runtime) recover() error {
 	}
 	// Before the containers reconnect to their keepers.
 	r.restoreKeeperSockets()
+	var exited []*container
 	for _, c := range r.containers {
 		if c.State == ContainerRunning {
 			r.recoverContainer(c)
 		}
+		if c.State == ContainerExited {
+			exited = append(exited, c)
+		}
 	}
+	// Exited while this daemon was down (or by an older peapod, which
+	// kept them mounted): in the background, a node may hold thousands.
+	go r.releaseExitedRootfs(exited)
 	return nil
 }
 
