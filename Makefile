@@ -353,7 +353,8 @@ e2e-kind:
 
 # Node scale (integration/bench/scale_bench_test.go, issue 21): 20,000
 # exited containers (list latency and bytes, unary and Stream*) and 500
-# pods (memory, PLEG-like poll CPU, RunPodSandbox p99) on peapod and on
+# pods (memory, PLEG-like poll CPU, RunPodSandbox p99; peapod on its own
+# bridge and, as peapod-cni, on containerd's CNI conflist) on peapod and on
 # containerd 2.4.2 (SCALE_CONTAINERD2, built by
 # ../shared/critest/build-containerd2.sh). Smaller: SCALE_EXITED=2000
 # SCALE_PODS=50; one runtime: SCALE_RUNTIMES=peapod; one part:
