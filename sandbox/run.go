@@ -177,6 +177,11 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 	}()
 }
 
+// releaseRootfsFailpoint holds releaseRootfs before it unmounts (a slow
+// containers/storage lock), for tests that the calls after StopContainer
+// do not wait for it.
+const releaseRootfsFailpoint = "release-rootfs"
+
 // releaseRootfs unmounts an exited container's root filesystem (and the
 // host's bind of a user-namespaced one), after its exit is recorded and
 // answered: nothing reads an exited container's files but
@@ -184,15 +189,28 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 // otherwise stay until then, and the kubelet keeps exited containers
 // for long: thousands of mounts on a busy node, each a line of the mount
 // table that every container start reads (twice, in runc's code).
+// It holds c.rootfsMu, not c.mu: the kubelet's StopPodSandbox follows
+// StopContainer's reply at once and takes c.mu, and waited for this
+// unmount (StopPodSandbox 1.6 ms slower, docs/performance.md).
 func (r *Runtime) releaseRootfs(c *container) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.State != ContainerExited {
+	exited := c.State == ContainerExited // final: an exited container does not start again
+	c.mu.Unlock()
+	if !exited {
+		return
+	}
+	c.rootfsMu.Lock()
+	defer c.rootfsMu.Unlock()
+	if c.rootfsRemoved {
 		return
 	}
 	r.mounted.Delete(c.ID)
 	ctx, cancel := cleanupContext()
 	defer cancel()
+	if err := r.fail.Hold(ctx, releaseRootfsFailpoint); err != nil {
+		r.log.Warn("unmount an exited container's root filesystem", "container", c.ID, "err", err)
+		return
+	}
 	if err := hostfs.UnbindRootfs(r.opts.State, c.ID); err != nil {
 		r.log.Warn("unbind an exited container's root filesystem", "container", c.ID, "err", err)
 		return
