@@ -118,11 +118,11 @@ func TestStopPodWhileRootfsRelease(t *testing.T) {
 	// The held unmount gives up after 30 s (cleanupContext): well before.
 	quick, cancel := context.WithTimeout(ctx(t), 10*time.Second)
 	defer cancel()
-	if _, err := d.RT.ContainerStatus(quick, &runtimeapi.ContainerStatusRequest{ContainerId: ctr}); err != nil {
-		t.Fatalf("ContainerStatus while the exit's unmount is held: %v", err)
-	}
 	if _, err := d.RT.StopPodSandbox(quick, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("StopPodSandbox while the exit's unmount is held: %v", err)
+	}
+	if _, err := d.RT.ContainerStatus(quick, &runtimeapi.ContainerStatusRequest{ContainerId: ctr}); err != nil {
+		t.Fatalf("ContainerStatus while the exit's unmount is held: %v", err)
 	}
 
 	removed, c := make(chan error, 1), ctx(t)
