@@ -85,6 +85,8 @@ func TestExitedContainerUnmounted(t *testing.T) {
 // unmount held the container's lock, StopPodSandbox +1.6 ms). The unmount
 // is held here (failpoint release-rootfs); once let go it still happens,
 // and a RemovePodSandbox issued meanwhile waits for it and leaves no mount.
+// A pod removed within the second after the exit is unmounted by the
+// removal alone.
 func TestStopPodWhileRootfsRelease(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
@@ -110,8 +112,13 @@ func TestStopPodWhileRootfsRelease(t *testing.T) {
 	if _, err := d.RT.StopContainer(ctx(t), &runtimeapi.StopContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatalf("StopContainer: %v", err)
 	}
-	// The unmount is held, not done: otherwise this test proves nothing.
-	time.Sleep(200 * time.Millisecond)
+	// The unmount (a second after the exit) is held, not done: otherwise
+	// this test proves nothing.
+	holding := func() int {
+		log, _ := os.ReadFile(d.LogPath)
+		return strings.Count(string(log), "failpoint release-rootfs: holding")
+	}
+	waitFor(t, 20*time.Second, "the exit's unmount to reach the failpoint", func() bool { return holding() == 1 })
 	if n := rootfsMounts(); n != 1 {
 		t.Fatalf("%d root filesystems mounted while the exit's unmount is held, want 1", n)
 	}
@@ -145,5 +152,27 @@ func TestStopPodWhileRootfsRelease(t *testing.T) {
 	waitFor(t, 10*time.Second, "no root filesystem mounted after RemovePodSandbox", func() bool { return rootfsMounts() == 0 })
 	if l, err := d.RT.ListContainers(ctx(t), &runtimeapi.ListContainersRequest{}); err != nil || len(l.Containers) != 0 {
 		t.Errorf("ListContainers after RemovePodSandbox: %v, %d containers, want none", err, len(l.GetContainers()))
+	}
+
+	// The kubelet's order when a pod is deleted at once: the removal within
+	// the second after the exit unmounts, the exit's own unmount never runs.
+	pod = runPod(t, d, podCfg).PodSandboxId
+	ctr = startContainer(t, d, pod, podCfg, containerConfig("sleeps", image, "sleep", "1000"))
+	c = ctx(t)
+	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: ctr}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if _, err := d.RT.RemovePodSandbox(c, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	if n := rootfsMounts(); n != 0 {
+		t.Errorf("%d root filesystems mounted after RemovePodSandbox, want 0", n)
+	}
+	time.Sleep(2 * time.Second)
+	if n := holding(); n != 1 {
+		t.Errorf("the exit's unmount of a removed container ran (%d holds), want it skipped", n)
 	}
 }

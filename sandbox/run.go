@@ -173,9 +173,24 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 		}
 		r.recordExit(c, ex, err)
 		r.notifyContainerStopped(c)
-		r.releaseRootfs(c)
+		// Not at once: the kubelet's StopPodSandbox (and often
+		// RemovePodSandbox) follows StopContainer's reply at once, and an
+		// unmount beside it slowed it down (docs/performance.md). A removal
+		// or shutdown in the meantime ends the wait: the removal unmounts,
+		// the next start releases what is still mounted.
+		t := time.NewTimer(releaseRootfsDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.releaseRootfs(c)
+		case <-c.watch.Done():
+		}
 	}()
 }
+
+// releaseRootfsDelay is how long after its exit an exited container's
+// root filesystem is unmounted.
+const releaseRootfsDelay = time.Second
 
 // releaseRootfsFailpoint holds releaseRootfs before it unmounts (a slow
 // containers/storage lock), for tests that the calls after StopContainer
