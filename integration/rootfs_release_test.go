@@ -162,6 +162,7 @@ func TestStopPodWhileRootfsRelease(t *testing.T) {
 	if _, err := d.RT.StopContainer(c, &runtimeapi.StopContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatalf("StopContainer: %v", err)
 	}
+	exited := time.Now()
 	if _, err := d.RT.StopPodSandbox(c, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatalf("StopPodSandbox: %v", err)
 	}
@@ -170,6 +171,11 @@ func TestStopPodWhileRootfsRelease(t *testing.T) {
 	}
 	if n := rootfsMounts(); n != 0 {
 		t.Errorf("%d root filesystems mounted after RemovePodSandbox, want 0", n)
+	}
+	if took := time.Since(exited); took > 800*time.Millisecond {
+		// A machine too loaded to remove within the unmount's second.
+		t.Logf("stop and removal took %v, not within the second after the exit: the unmount may have run first; not checked", took)
+		return
 	}
 	time.Sleep(2 * time.Second)
 	if n := holding(); n != 1 {
