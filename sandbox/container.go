@@ -30,6 +30,16 @@ type container struct {
 	mu sync.Mutex // serialises lifecycle operations on this container
 	Container
 
+	// rootfsMu serialises the unmount of an exited container's root
+	// filesystem (releaseRootfs) with RemoveContainer, without holding mu:
+	// the unmount waits for containers/storage's lock, and StopContainer,
+	// StopPodSandbox and the status calls, which take mu, must not wait
+	// for it. Taken after mu, never before.
+	rootfsMu sync.Mutex
+	// rootfsRemoved: RemoveContainer handed the root filesystem to its
+	// removal; releaseRootfs leaves it alone. Under rootfsMu.
+	rootfsRemoved bool
+
 	exited chan struct{} // closed once the exit is recorded; nil before start
 	lc     *libcontainer.Container
 	// ociCgroups are the cgroup directories of a running container of an
@@ -655,7 +665,11 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	if err := r.store.Delete(store.Containers, c.ID); err != nil {
 		return internal(fmt.Errorf("remove container %s metadata: %w", c.ID, err))
 	}
-	// Root filesystem and bundle go after the reply (removals.go).
+	// Root filesystem and bundle go after the reply (removals.go), once an
+	// unmount that the exit started is done.
+	c.rootfsMu.Lock()
+	c.rootfsRemoved = true
+	c.rootfsMu.Unlock()
 	r.mounted.Delete(c.ID)
 	r.removeLater(c.PodID, c.ID, c.Bundle)
 	r.mu.Lock()

@@ -384,6 +384,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	tStart := time.Now()
 	for _, c := range r.podContainers(p.ID) {
 		if err := r.StopContainer(ctx, c.ID, 0); err != nil {
 			return fmt.Errorf("stop pod %s: %w", p.ID, err)
@@ -421,7 +422,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	if err := r.savePod(&p.Pod); err != nil {
 		return fmt.Errorf("save pod %s: %w", p.ID, err)
 	}
-	r.log.Debug("stop pod phases", "pod", p.ID, "network", tNet.Sub(t0), "pause", tPause.Sub(tNet),
+	r.log.Debug("stop pod phases", "pod", p.ID, "containers", t0.Sub(tStart), "network", tNet.Sub(t0), "pause", tPause.Sub(tNet),
 		"shm_cgroup", tCgroup.Sub(tPause), "save", time.Since(tCgroup))
 	r.fail.Crash("stop-pod-after-save")
 	r.publishPod(EventStopped, &p.Pod)

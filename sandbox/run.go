@@ -173,9 +173,29 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 		}
 		r.recordExit(c, ex, err)
 		r.notifyContainerStopped(c)
-		r.releaseRootfs(c)
+		// Not at once: the kubelet's StopPodSandbox (and often
+		// RemovePodSandbox) follows StopContainer's reply at once, and an
+		// unmount beside it slowed it down (docs/performance.md). A removal
+		// or shutdown in the meantime ends the wait: the removal unmounts,
+		// the next start releases what is still mounted.
+		t := time.NewTimer(releaseRootfsDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.releaseRootfs(c)
+		case <-c.watch.Done():
+		}
 	}()
 }
+
+// releaseRootfsDelay is how long after its exit an exited container's
+// root filesystem is unmounted.
+const releaseRootfsDelay = time.Second
+
+// releaseRootfsFailpoint holds releaseRootfs before it unmounts (a slow
+// containers/storage lock), for tests that the calls after StopContainer
+// do not wait for it.
+const releaseRootfsFailpoint = "release-rootfs"
 
 // releaseRootfs unmounts an exited container's root filesystem (and the
 // host's bind of a user-namespaced one), after its exit is recorded and
@@ -184,15 +204,28 @@ func (r *Runtime) watchExit(c *container, k keeper.Client) {
 // otherwise stay until then, and the kubelet keeps exited containers
 // for long: thousands of mounts on a busy node, each a line of the mount
 // table that every container start reads (twice, in runc's code).
+// It holds c.rootfsMu, not c.mu: the kubelet's StopPodSandbox follows
+// StopContainer's reply at once and takes c.mu, and waited for this
+// unmount (StopPodSandbox 1.6 ms slower, docs/performance.md).
 func (r *Runtime) releaseRootfs(c *container) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.State != ContainerExited {
+	exited := c.State == ContainerExited // final: an exited container does not start again
+	c.mu.Unlock()
+	if !exited {
+		return
+	}
+	c.rootfsMu.Lock()
+	defer c.rootfsMu.Unlock()
+	if c.rootfsRemoved {
 		return
 	}
 	r.mounted.Delete(c.ID)
 	ctx, cancel := cleanupContext()
 	defer cancel()
+	if err := r.fail.Hold(ctx, releaseRootfsFailpoint); err != nil {
+		r.log.Warn("unmount an exited container's root filesystem", "container", c.ID, "err", err)
+		return
+	}
 	if err := hostfs.UnbindRootfs(r.opts.State, c.ID); err != nil {
 		r.log.Warn("unbind an exited container's root filesystem", "container", c.ID, "err", err)
 		return
