@@ -89,7 +89,13 @@ func resizeLoop(ctx context.Context, terminal *os.File, sizes <-chan TerminalSiz
 			if !ok {
 				return
 			}
-			unix.IoctlSetWinsize(int(terminal.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+			// Not terminal.Fd(), which would make the descriptor blocking
+			// again (for the keeper too, which shares it).
+			if rc, err := terminal.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+				})
+			}
 		case <-ctx.Done():
 			return
 		}

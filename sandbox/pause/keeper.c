@@ -900,8 +900,9 @@ static const char *start_make_stdio(struct container *c, int want_stdin, struct 
 		c->out[1].fd = p[0], fds->err_w = p[1];
 		if (set_nonblock(c->out[0].fd) < 0 || set_nonblock(c->out[1].fd) < 0)
 			return "set non-blocking";
-		// The stdin write end stays blocking: the daemon gets a copy
-		// (the same open file) through `stdin`.
+		// The stdin write end is the daemon's to write: it gets a copy
+		// (the same open file) through `stdin` and makes it non-blocking
+		// (sandbox/keeper/client.go).
 		if (want_stdin) {
 			if (pipe2(p, O_CLOEXEC) < 0)
 				return "pipe";
