@@ -119,3 +119,67 @@ func TestStreamingAttachTTY(t *testing.T) {
 	stdinW.Close()
 	<-done
 }
+
+// TestEscapeExecThreads: exec sessions whose process lives on. Each held
+// daemon OS threads for the process's life: the wait for its exit (a
+// blocking waitid in os.Process.Wait, both exec paths), and with a TTY
+// (libcontainer's path, whose terminal master came blocking) one reading
+// the terminal and one writing a stdin the process does not read, the
+// session's end notwithstanding. A user allowed to exec into their own
+// pod could pile up threads until Go's limit of 10,000 kills the daemon.
+func TestEscapeExecThreads(t *testing.T) {
+	const sessions = 60
+	d, image := readyDaemon(t)
+	_, ctr, _ := streamPod(t, d, image, containerConfig("exec-threads", image, "sleep", "1000"))
+	for _, tty := range []bool{false, true} {
+		name := "pipes"
+		if tty {
+			name = "tty"
+		}
+		t.Run(name, func(t *testing.T) {
+			pid := d.Cmd.Process.Pid
+			before := threadsOf(t, pid)
+			sctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan struct{}, sessions)
+			payload := bytes.Repeat([]byte("x"), 128<<10)
+			for i := 0; i < sessions; i++ {
+				resp, err := d.RT.Exec(ctx(t), &runtimeapi.ExecRequest{ContainerId: ctr, Cmd: []string{"sleep", "1000"}, Stdin: true, Stdout: true, Stderr: !tty, Tty: tty})
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts := remotecommand.StreamOptions{Stdin: bytes.NewReader(payload), Stdout: io.Discard, Tty: tty}
+				if !tty {
+					opts.Stderr = io.Discard
+				}
+				go func() {
+					executor(t, resp.Url).StreamWithContext(sctx, opts)
+					done <- struct{}{}
+				}()
+			}
+			peak := before
+			deadline := time.Now().Add(10 * time.Second * timeoutScale)
+			for time.Now().Before(deadline) {
+				peak = max(peak, threadsOf(t, pid))
+				time.Sleep(200 * time.Millisecond)
+			}
+			cancel()
+			for i := 0; i < sessions; i++ {
+				select {
+				case <-done:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("exec session %d did not end when its client went away", i)
+				}
+			}
+			time.Sleep(2 * time.Second)
+			after := threadsOf(t, pid)
+			t.Logf("daemon threads: %d before %d exec sessions (%s), at most %d during, %d after they ended", before, sessions, name, peak, after)
+			if peak-before > 30 {
+				t.Errorf("the daemon grew by %d threads for %d exec sessions (%s): each holds threads", peak-before, sessions, name)
+			}
+			if after-before > 20 {
+				t.Errorf("%d daemon threads stayed after the exec sessions (%s) ended", after-before, name)
+			}
+		})
+	}
+}
