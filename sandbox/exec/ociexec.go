@@ -105,7 +105,10 @@ func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Strea
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- rc.Wait() }()
+	go func() {
+		awaitExit(rc.Process.Pid) // the runtime lives as long as the exec
+		done <- rc.Wait()
+	}()
 	select {
 	case err := <-done:
 		select {
