@@ -210,6 +210,10 @@ func containerEnv(image []string, kvs []*runtimeapi.KeyValue) []string {
 	return env
 }
 
+// maxImageID is the largest uid or gid an image's /etc/passwd or
+// /etc/group may give (moby/sys/user's bound for numeric ones).
+const maxImageID = 1<<31 - 1
+
 // containerUser resolves the user to run as from the security context or,
 // failing that, the image's USER, against the container's /etc/passwd and
 // /etc/group.
@@ -247,6 +251,15 @@ func containerUser(rootfs string, sec *runtimeapi.LinuxContainerSecurityContext,
 	eu, err := user.GetExecUser(spec, &user.ExecUser{Home: "/"}, nilIfNone(passwd), nilIfNone(group))
 	if err != nil {
 		return specs.User{}, fmt.Errorf("resolve user %q in the image: %v: %w", spec, err, ErrInvalidArgument)
+	}
+	// The library range-checks ids given as numbers, not those it reads
+	// from the image's files: a uid of 2^32 there would become 0, root,
+	// below the uint32 the spec holds, for an image whose /etc/passwd
+	// says otherwise to anyone who reads it.
+	for _, id := range append([]int{eu.Uid, eu.Gid}, eu.Sgids...) {
+		if id < 0 || id > maxImageID {
+			return specs.User{}, fmt.Errorf("resolve user %q in the image: id %d is outside 0-%d: %w", spec, id, maxImageID, ErrInvalidArgument)
+		}
 	}
 	// Groups as containerd sets them: the primary group first, then the
 	// pod's supplemental groups, then (policy Merge) the user's groups from

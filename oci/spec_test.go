@@ -70,8 +70,11 @@ func sorted(s []string) []string {
 func TestContainerUser(t *testing.T) {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
-	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nwww-data:x:33:\nextra:x:50:www-data\n"), 0o644)
+	// wrap and wrapgid: ids of 2^32, which a uint32 truncates to root's 0;
+	// moby/sys/user range-checks numeric arguments only, not file entries.
+	os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0::/root:/bin/sh\nwww-data:x:33:33::/var/www:/bin/sh\n"+
+		"wrap:x:4294967296:33::/:/bin/sh\nwrapgid:x:34:4294967296::/:/bin/sh\nwrapgroups:x:35:35::/:/bin/sh\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\nwww-data:x:33:\nextra:x:50:www-data\nsneaky:x:4294967296:wrapgroups\n"), 0o644)
 	uid := func(v int64) *runtimeapi.Int64Value { return &runtimeapi.Int64Value{Value: v} }
 	for _, tc := range []struct {
 		name       string
@@ -90,6 +93,10 @@ func TestContainerUser(t *testing.T) {
 		{"strict policy drops image groups", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "www-data", SupplementalGroups: []int64{99},
 			SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict}, "", 33, 33, []uint32{33, 99}, true},
 		{"unknown name", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "ghost"}, "", 0, 0, nil, false},
+		{"passwd uid past 2^31", nil, "wrap", 0, 0, nil, false},
+		{"passwd gid past 2^31", nil, "wrapgid", 0, 0, nil, false},
+		{"run as a name whose uid is past 2^31", &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "wrap"}, "", 0, 0, nil, false},
+		{"image group gid past 2^31", nil, "wrapgroups", 0, 0, nil, false},
 	} {
 		u, err := containerUser(root, tc.sec, tc.image)
 		if (err == nil) != tc.ok {

@@ -89,9 +89,45 @@ func resizeLoop(ctx context.Context, terminal *os.File, sizes <-chan TerminalSiz
 			if !ok {
 				return
 			}
-			unix.IoctlSetWinsize(int(terminal.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+			setWinsize(terminal, sz)
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// setWinsize sets a terminal's size. Not through terminal.Fd(), which
+// makes the descriptor blocking again (for the keeper too, which shares a
+// container's terminal).
+func setWinsize(terminal *os.File, sz TerminalSize) {
+	if rc, err := terminal.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+		})
+	}
+}
+
+// pollable returns f's descriptor as a non-blocking File, whose reads and
+// writes wait in Go's poller rather than each holding an OS thread: a
+// terminal master received from libcontainer comes blocking, and a process
+// that never reads its terminal would otherwise pin the thread writing to
+// it for as long as it lives. f is closed.
+func pollable(f *os.File) (*os.File, error) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), derr)
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("make %s non-blocking: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }

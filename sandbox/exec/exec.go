@@ -73,6 +73,9 @@ func (e *Executor) Exec(ctx context.Context, t *Target, cmd []string, s Streams)
 	}
 	done := make(chan result, 1)
 	go func() {
+		if pid, err := proc.Pid(); err == nil {
+			awaitExit(pid)
+		}
 		ps, err := proc.Wait()
 		done <- result{ps, err}
 	}()
@@ -186,6 +189,9 @@ func (e *execIO) started(s Streams) (<-chan struct{}, error) {
 	copied := make(chan struct{})
 	if e.console != nil {
 		master, err := utils.RecvFile(e.console)
+		if err == nil {
+			master, err = pollable(master)
+		}
 		if err != nil {
 			close(copied)
 			return copied, fmt.Errorf("receive exec terminal: %w", err)

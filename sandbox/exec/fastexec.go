@@ -512,6 +512,7 @@ func waitExecProcess(ctx context.Context, pid int, copied <-chan struct{}) (int3
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
+		awaitExit(pid)
 		ps, _ := p.Wait()
 		done <- ps
 	}()

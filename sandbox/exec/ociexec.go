@@ -105,7 +105,10 @@ func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Strea
 		}
 	}
 	done := make(chan error, 1)
-	go func() { done <- rc.Wait() }()
+	go func() {
+		awaitExit(rc.Process.Pid) // the runtime lives as long as the exec
+		done <- rc.Wait()
+	}()
 	select {
 	case err := <-done:
 		select {
@@ -168,7 +171,9 @@ func readPIDFile(path string) int {
 type terminal struct{ master, peer *os.File }
 
 func newTerminal() (*terminal, error) {
-	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	// Non-blocking: the session's copies wait in Go's poller, not each in
+	// an OS thread, however long the process leaves its terminal unread.
+	fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open a terminal: %w", err)
 	}
@@ -199,7 +204,7 @@ func (t *terminal) copy(s Streams, runtime *os.Process) <-chan struct{} {
 					if !ok {
 						return
 					}
-					unix.IoctlSetWinsize(int(t.master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: sz.Height, Col: sz.Width})
+					setWinsize(t.master, sz)
 					runtime.Signal(unix.SIGWINCH)
 				case <-done:
 					return

@@ -308,5 +308,15 @@ func (k Client) Stdin(ctx context.Context, id string) (*os.File, error) {
 	if err != nil || len(fds) != 1 {
 		return nil, fmt.Errorf("keeper sent no descriptor: %v", err)
 	}
+	// The keeper's descriptor is blocking. Non-blocking, the daemon's
+	// writes wait in Go's poller rather than each holding an OS thread in
+	// write(2) while the container does not read, and closing the file
+	// at a session's end ends its pending write. The keeper never writes
+	// stdin and reads the terminal once per readiness, so the shared
+	// flag changes nothing for it.
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("make the container's stdin non-blocking: %w", err)
+	}
 	return os.NewFile(uintptr(fds[0]), "stdin-"+id), nil
 }

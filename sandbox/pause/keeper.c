@@ -389,7 +389,7 @@ static void attach_send(struct container *c, int kind, const char *data, size_t 
 }
 
 // stream_read does one read of a ready output (one per readiness, so that a
-// blocking terminal master never blocks the keeper).
+// terminal master left blocking never blocks the keeper).
 static void stream_read(struct stream *s) {
 	ssize_t n = read(s->fd, rbuf, sizeof rbuf);
 	if (n > 0) {
@@ -684,6 +684,9 @@ static void start_decide(struct start *s) {
 			snprintf(msg, sizeof msg, "receive terminal from runner: %s", strerror(errno));
 			goto fail;
 		}
+		// Non-blocking, as the daemon makes its copy for stdin anyway: a
+		// read after readiness must never wait for the container.
+		(void)set_nonblock(m);
 		c->out[0].fd = c->stdin_fd = m;
 		if (ep_add(m, &c->out[0].w, EPOLLIN) < 0) {
 			snprintf(msg, sizeof msg, "epoll: %s", strerror(errno));
@@ -900,8 +903,9 @@ static const char *start_make_stdio(struct container *c, int want_stdin, struct 
 		c->out[1].fd = p[0], fds->err_w = p[1];
 		if (set_nonblock(c->out[0].fd) < 0 || set_nonblock(c->out[1].fd) < 0)
 			return "set non-blocking";
-		// The stdin write end stays blocking: the daemon gets a copy
-		// (the same open file) through `stdin`.
+		// The stdin write end is the daemon's to write: it gets a copy
+		// (the same open file) through `stdin` and makes it non-blocking
+		// (sandbox/keeper/client.go).
 		if (want_stdin) {
 			if (pipe2(p, O_CLOEXEC) < 0)
 				return "pipe";
