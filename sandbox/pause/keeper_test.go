@@ -22,9 +22,15 @@ import (
 	"unsafe"
 )
 
+// keeperBin is the keeper these tests run: the binary that ships, built
+// by cmd/peapod-pause/build.sh in TestMain (musl; PEAPOD_KEEPER_LIBC=glibc
+// for glibc), or PEAPOD_BIN. TestConstructorKeeper runs the same C from
+// this test binary's constructor, the daemon's fallback.
+var keeperBin string
+
 // TestMain lets the test binary double as a runner ("test-runner MODE
-// SCRIPT") and as a client that gets killed ("test-client SOCK CMD ID").
-// The keeper itself is the C constructor ("pod-pause").
+// SCRIPT") and as a client that gets killed ("test-client SOCK CMD ID"),
+// and builds the keeper (keeperBin).
 func TestMain(m *testing.M) {
 	if len(os.Args) > 2 && os.Args[1] == "test-runner" {
 		os.Exit(testRunner(os.Args[2], os.Args[3]))
@@ -37,6 +43,23 @@ func TestMain(m *testing.M) {
 		c.Write([]byte(os.Args[3] + "\x00" + os.Args[4] + "\x00\x00"))
 		io.Copy(io.Discard, c) // until killed
 		os.Exit(0)
+	}
+	keeperBin = os.Getenv("PEAPOD_BIN")
+	if keeperBin == "" {
+		dir, err := os.MkdirTemp("", "peapod-pause-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		keeperBin = filepath.Join(dir, "peapod-pause")
+		if out, err := exec.Command("../../cmd/peapod-pause/build.sh", keeperBin).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the keeper: %v\n%s", err, out)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -143,13 +166,9 @@ func startKeeper(t *testing.T, args ...string) *keeper {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	// PEAPOD_BIN=path/to/peapod runs the real binary as the keeper, e.g. to
+	// PEAPOD_BIN=path/to/peapod runs that binary as the keeper, e.g. to
 	// measure its memory (TestKeeperMemory).
-	bin := os.Args[0]
-	if b := os.Getenv("PEAPOD_BIN"); b != "" {
-		bin = b
-	}
-	k.cmd = exec.Command(bin, append(append([]string{Command}, args...), "-S", k.sock)...)
+	k.cmd = exec.Command(keeperBin, append(append([]string{Command}, args...), "-S", k.sock)...)
 	k.cmd.ExtraFiles = []*os.File{w}
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Cloneflags: syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC}
 	if err := k.cmd.Start(); err != nil {

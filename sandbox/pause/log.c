@@ -412,3 +412,47 @@ int write_exit_file(const struct container *c) {
 	free(tmp);
 	return rc;
 }
+
+// errno_text is strerror with glibc's texts where musl's differ, so that
+// the keeper's replies and reports read the same whichever libc it links
+// (and as Go's syscall.Errno spells them, but for the capital).
+const char *errno_text(int err) {
+#ifndef __GLIBC__
+	switch (err) {
+	case EIO: return "Input/output error";
+	case ECHILD: return "No child processes";
+	case ENOMEM: return "Cannot allocate memory";
+	case EBUSY: return "Device or resource busy";
+	case EXDEV: return "Invalid cross-device link";
+	case EMFILE: return "Too many open files";
+	case ENOTTY: return "Inappropriate ioctl for device";
+	case ESPIPE: return "Illegal seek";
+	case EDOM: return "Numerical argument out of domain";
+	case ERANGE: return "Numerical result out of range";
+	case EDEADLK: return "Resource deadlock avoided";
+	case ENAMETOOLONG: return "File name too long";
+	case ELOOP: return "Too many levels of symbolic links";
+	case ETIME: return "Timer expired";
+	case EOVERFLOW: return "Value too large for defined data type";
+	case EILSEQ: return "Invalid or incomplete multibyte or wide character";
+	case ENOTSOCK: return "Socket operation on non-socket";
+	case EMSGSIZE: return "Message too long";
+	case EOPNOTSUPP: return "Operation not supported";
+	case EADDRINUSE: return "Address already in use";
+	case EADDRNOTAVAIL: return "Cannot assign requested address";
+	case ENETUNREACH: return "Network is unreachable";
+	case ENETRESET: return "Network dropped connection on reset";
+	case ECONNABORTED: return "Software caused connection abort";
+	case EISCONN: return "Transport endpoint is already connected";
+	case ENOTCONN: return "Transport endpoint is not connected";
+	case ESHUTDOWN: return "Cannot send after transport endpoint shutdown";
+	case ETIMEDOUT: return "Connection timed out";
+	case EHOSTUNREACH: return "No route to host";
+	case EINPROGRESS: return "Operation now in progress";
+	case EUCLEAN: return "Structure needs cleaning";
+	case EDQUOT: return "Disk quota exceeded";
+	case EOWNERDEAD: return "Owner died";
+	}
+#endif
+	return strerror(err);
+}
