@@ -10,15 +10,21 @@
 #
 # Without musl-gcc (Debian: musl-tools) it falls back to gcc -static, glibc,
 # with a warning; PEAPOD_KEEPER_LIBC=glibc forces that (for A/B). It prints
-# "peapod-pause: LIBC" on stdout. Hardening: -fstack-protector-strong (musl
-# sets the canary from AT_RANDOM); -D_FORTIFY_SOURCE is glibc's only and a
-# static non-PIE binary has no RELRO or ASLR of its own code to gain from
-# -z relro/-pie, as the glibc keeper built by go build had neither.
+# "peapod-pause: LIBC" on stdout.
+#
+# Hardening: -fstack-protector-strong (musl sets the canary from AT_RANDOM;
+# a smashed canary crashes at once, no handler runs) and
+# -fstack-clash-protection (a probe per page of a large frame). Not used:
+# -D_FORTIFY_SOURCE (glibc's only; musl has no __*_chk functions) and
+# static-pie (Debian's musl-gcc specs link no rcrt1.o; the glibc keeper
+# that go build made was a non-PIE static binary too, so no ASLR of the
+# binary's own code is lost). The stack, heap and mmap areas are randomised
+# either way.
 set -eu
 out=${1:?usage: build.sh OUT}
 here=$(cd "$(dirname "$0")" && pwd)
 src="$here/main.c $here/../../sandbox/pause/pause.c $here/../../sandbox/pause/keeper.c $here/../../sandbox/pause/log.c"
-cflags="-static -Os -Wall -Werror -fstack-protector-strong -ffunction-sections -fdata-sections -Wl,--gc-sections -s"
+cflags="-static -Os -Wall -Werror -fstack-protector-strong -fstack-clash-protection -ffunction-sections -fdata-sections -Wl,--gc-sections -s"
 
 libc=${PEAPOD_KEEPER_LIBC:-musl}
 case $libc in
