@@ -402,8 +402,14 @@ func readLog(t *testing.T, path string) []logLine {
 		if len(f) != 4 || !tsRe.MatchString(f[0]) || (f[1] != "stdout" && f[1] != "stderr") || (f[2] != "F" && f[2] != "P") {
 			t.Fatalf("bad CRI log line %q", l)
 		}
-		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil {
+		ts, err := time.Parse(time.RFC3339Nano, f[0])
+		if err != nil {
 			t.Fatalf("bad timestamp in %q: %v", l, err)
+		}
+		// The keeper formats the date of the second it last saw: it must
+		// still be the clock's (log.c log_header).
+		if d := time.Since(ts); d < 0 || d > 5*time.Minute {
+			t.Fatalf("timestamp of %q is %v from now", l, d)
 		}
 		out = append(out, logLine{f[1], f[2], f[3]})
 	}
