@@ -18,8 +18,9 @@ all: build
 
 # bin/peapod is the whole runtime: it embeds (tag peapod_embed) the
 # container runner alone (cmd/peapod-runner, which starts containers
-# faster than the daemon's binary) and the pod's keeper alone, static
-# (cmd/peapod-pause: half the memory per pod), built first into
+# faster than the daemon's binary) and the pod's keeper alone, C linked
+# statically against musl (cmd/peapod-pause/build.sh: a fifth of the
+# memory per pod of a keeper run from the daemon's binary), built first into
 # $(HELPERS) (git-ignored). The daemon seals each into a memfd at start
 # (sandbox/helperbin). A plain go build ./cmd/peapod embeds nothing and
 # runs helpers found beside it, else itself in their roles.
@@ -28,7 +29,7 @@ build:
 	@$(DEPS) build
 	@mkdir -p $(HELPERS)
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(HELPERS)/peapod-runner ./cmd/peapod-runner
-	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(HELPERS)/peapod-pause ./cmd/peapod-pause
+	cmd/peapod-pause/build.sh $(HELPERS)/peapod-pause
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS) peapod_embed" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
 	@rm -f $(BIN)-runner $(BIN)-pause # an older build's: bin/peapod no longer runs them
 

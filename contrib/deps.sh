@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-build="gcc libc6-dev libseccomp-dev pkg-config make"
+build="gcc libc6-dev musl-tools libseccomp-dev pkg-config make"
 case "${1:-}" in
 build) pkgs=$build ;;
 run) pkgs="$build nftables iproute2" ;;

@@ -19,8 +19,9 @@ import (
 )
 
 // TestEmbeddedHelpersReleased: once a real daemon has sealed its embedded
-// helpers into memfds, their copies in its binary (~13 MB of read-only
-// data, read once at start) are neither in its page tables (pagemap's
+// helpers into memfds, their copies in its binary (~10 MB of read-only
+// data, read once at start; checked for the runner, the musl keeper being
+// too small to tell from fault-around) are neither in its page tables (pagemap's
 // present bit, so not in its RSS) nor in the page cache (mincore of the
 // binary's file). Where the helpers lie comes from the binary's symbols
 // main.embeddedRunner and main.embeddedPause, whose string headers are
@@ -68,7 +69,8 @@ func TestEmbeddedHelpersReleased(t *testing.T) {
 			}
 		}
 		start, size := binary.LittleEndian.Uint64(header[:8]), binary.LittleEndian.Uint64(header[8:])
-		if size < 1<<20 {
+		// The runner is ~10 MB, the musl keeper ~90 KiB.
+		if size < 16<<10 {
 			t.Fatalf("%s: %d bytes at %#x, want a helper (symbol found: %v)", name, size, start, start != 0)
 		}
 		m := maps.holding(t, start, start+size)
@@ -82,6 +84,12 @@ func TestEmbeddedHelpersReleased(t *testing.T) {
 		// page the daemon faults next to the range, a few dozen pages at
 		// most (seen: up to 22), against thousands before the fix.
 		const slack = 64
+		if pages <= 4*slack {
+			// The musl keeper's 22 pages: one fault-around window
+			// (64 KiB) next to it can map most of them, and releasing
+			// them or not weighs nothing against the runner's 2,500.
+			continue
+		}
 		if present > slack {
 			t.Errorf("%s: %d of its %d pages are still resident in the daemon", name, present, pages)
 		}

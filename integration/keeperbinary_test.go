@@ -16,16 +16,18 @@ import (
 )
 
 // keeperPrivateDirtyMaxKiB bounds a keeper's private memory: the static
-// peapod-pause keeper measured 60–80 KiB (Private_Dirty of smaps_rollup,
-// Debian 12's glibc), the keeper run from the dynamic peapod binary
-// 84–136 KiB. The embedded keeper's text lies in a memfd (shmem), whose
-// pages count as Private_Dirty while one process maps them, though every
-// keeper maps them (TestEmbeddedKeeperMemory): keeperPrivateDirtyKiB
-// leaves them out, and a second keeper shares the pages both touch.
-const keeperPrivateDirtyMaxKiB = 112
+// musl peapod-pause keeper measured 36 KiB (Private_Dirty of smaps_rollup),
+// the same C linked statically with glibc 60–80 KiB (the keeper before
+// session 11; PEAPOD_KEEPER_LIBC=glibc builds it, and fails here), the
+// keeper run from the dynamic peapod binary 76–136 KiB. The embedded
+// keeper's text lies in a memfd (shmem), whose pages count as
+// Private_Dirty while one process maps them, though every keeper maps
+// them (TestEmbeddedKeeperMemory): keeperPrivateDirtyKiB leaves them out,
+// and a second keeper shares the pages both touch.
+const keeperPrivateDirtyMaxKiB = 52
 
 // TestKeeperBinary: the keeper embedded in peapod (as make build, make
-// install and testenv.BuildPeapod make it) is the static peapod-pause:
+// install and testenv.BuildPeapod make it) is the static musl peapod-pause:
 // every pod's keeper runs from it, statically linked (no dynamic loader,
 // no libc.so, no libseccomp mapped) and within keeperPrivateDirtyMaxKiB of
 // private memory, and still does its work: namespaces, the container's

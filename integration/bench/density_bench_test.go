@@ -96,6 +96,7 @@ func verdict(ok bool) string {
 type density struct {
 	pods                   int
 	perPodPss, perPodRss   float64 // KiB
+	perPodPssAnon          float64 // KiB: Pss_Anon, the part no binary's pages share
 	processes              int
 	daemonRss0, daemonRssN float64 // KiB
 	start, start50         time.Duration
@@ -284,9 +285,11 @@ func (f *fleet) measure(b *testing.B) density {
 		}
 		d.perPodPss += float64(rollupKiB(pr.pid, "Pss:"))
 		d.perPodRss += float64(rollupKiB(pr.pid, "Rss:"))
+		d.perPodPssAnon += float64(rollupKiB(pr.pid, "Pss_Anon:"))
 		d.processes++
 	}
 	d.perPodPss /= float64(len(f.pods))
+	d.perPodPssAnon /= float64(len(f.pods))
 	d.perPodRss /= float64(len(f.pods))
 	d.daemonRssN = float64(statusKiB(f.daemon, "VmRSS:"))
 	return d

@@ -121,7 +121,7 @@ func BenchmarkLifecycleAB(b *testing.B) {
 		fleets := startFleets(b, targets, image, pods, false)
 		for i, f := range fleets {
 			d := f.measure(b)
-			fmt.Printf("%-36s %-22s %8.1f KiB PSS, %8.1f KiB RSS, %d processes\n", fmt.Sprintf("per-pod memory, %d pods", pods), sides[i].name, d.perPodPss, d.perPodRss, d.processes)
+			fmt.Printf("%-36s %-22s %8.1f KiB PSS (%5.1f Pss_Anon), %8.1f KiB RSS, %d processes\n", fmt.Sprintf("per-pod memory, %d pods", pods), sides[i].name, d.perPodPss, d.perPodPssAnon, d.perPodRss, d.processes)
 		}
 		if hold, _ := time.ParseDuration(os.Getenv("PEAPOD_BENCH_AB_HOLD")); hold > 0 {
 			fmt.Printf("holding the pods for %s\n", hold)

@@ -140,7 +140,7 @@ func BuildPeapod(repo, dir string) error {
 	if err := goBuild(repo, tags, []string{"-ldflags", "-s -w"}, filepath.Join(helpers, "peapod-runner"), "./cmd/peapod-runner"); err != nil {
 		return err
 	}
-	if err := goBuild(repo, tags, []string{"-ldflags", "-s -w"}, filepath.Join(helpers, "peapod-pause"), "./cmd/peapod-pause"); err != nil {
+	if err := BuildKeeper(repo, filepath.Join(helpers, "peapod-pause")); err != nil {
 		return err
 	}
 	absRepo, err := filepath.Abs(repo)
@@ -173,14 +173,28 @@ func BuildPeapodSeparate(repo, dir string) error {
 	if err != nil {
 		return err
 	}
-	for _, cmd := range []string{"peapod", "peapod-runner", "peapod-pause"} {
-		var flags []string
-		if cmd == "peapod-pause" {
-			flags = []string{"-ldflags", "-s -w"}
-		}
-		if err := goBuild(repo, tags, flags, filepath.Join(dir, cmd), "./cmd/"+cmd); err != nil {
+	for _, cmd := range []string{"peapod", "peapod-runner"} {
+		if err := goBuild(repo, tags, nil, filepath.Join(dir, cmd), "./cmd/"+cmd); err != nil {
 			return err
 		}
+	}
+	return BuildKeeper(repo, filepath.Join(dir, "peapod-pause"))
+}
+
+// BuildKeeper builds the pod's keeper, peapod-pause, into out as make build
+// does: cmd/peapod-pause/build.sh (static, musl; glibc with
+// PEAPOD_KEEPER_LIBC=glibc, or without musl-gcc, with a warning).
+func BuildKeeper(repo, out string) error {
+	absRepo, err := filepath.Abs(repo)
+	if err != nil {
+		return err
+	}
+	if out, err = filepath.Abs(out); err != nil {
+		return err
+	}
+	build := exec.Command(filepath.Join(absRepo, "cmd/peapod-pause/build.sh"), out)
+	if msg, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the keeper (cmd/peapod-pause/build.sh): %v\n%s", err, msg)
 	}
 	return nil
 }

@@ -1,6 +1,6 @@
 // Package helperbin holds the helper binaries the peapod binary carries
 // (make build embeds them): the container runner (cmd/peapod-runner) and
-// the static keeper (cmd/peapod-pause). The daemon seals each into a memfd
+// the static musl keeper (cmd/peapod-pause, C). The daemon seals each into a memfd
 // once at start; every keeper, runner, container init and exec helper then
 // runs from those pages, which nothing can write, and which all keepers
 // share as they would share a file's page cache. Without embedded copies

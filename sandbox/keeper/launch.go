@@ -191,14 +191,14 @@ func Kill(pid int, start uint64, exited <-chan struct{}) bool {
 }
 
 // PauseBinary is the name of the keeper's own binary (cmd/peapod-pause):
-// the keeper alone, linked statically, which the daemon runs when it is
-// installed beside the daemon's binary.
+// the keeper's C alone, linked statically against musl, which the daemon
+// runs when it is installed beside the daemon's binary.
 const PauseBinary = helperbin.Pause
 
 // Exe is the binary keepers run from: the static keeper the peapod binary
 // embeds (the daemon's sealed memfd of it), else peapod-pause beside the
 // daemon's binary, else the daemon's own (all hold the keeper's C; the
-// small static one costs about half the memory per pod).
+// small static musl one costs about a fifth of the memory per pod).
 func Exe() (string, error) {
 	if p := helperbin.Path(helperbin.Pause); p != "" {
 		return p, nil

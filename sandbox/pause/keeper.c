@@ -321,7 +321,7 @@ static void finalize(struct container *c) {
 // cannot take the line now misses it, and is kept: the exit still counts.
 static void send_log_state(struct client *cl, const struct container *c) {
 	if (c->log_errno != 0)
-		(void)reply(cl, "log-error %lu %s\n", c->log_drops, strerror(c->log_errno));
+		(void)reply(cl, "log-error %lu %s\n", c->log_drops, errno_text(c->log_errno));
 	else
 		(void)reply(cl, "log-ok %lu\n", c->log_drops);
 }
@@ -494,7 +494,7 @@ static void close_from(int lo) {
 
 static void child_fail(int res_fd, const char *what) {
 	char buf[256];
-	int n = snprintf(buf, sizeof buf, "error %s: %s\n", what, strerror(errno));
+	int n = snprintf(buf, sizeof buf, "error %s: %s\n", what, errno_text(errno));
 	if (n > 0)
 		(void)write_all(res_fd, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 	_exit(127);
@@ -681,7 +681,7 @@ static void start_decide(struct start *s) {
 	if (c->tty) {
 		int m = recv_master(s->tty_sock);
 		if (m < 0) {
-			snprintf(msg, sizeof msg, "receive terminal from runner: %s", strerror(errno));
+			snprintf(msg, sizeof msg, "receive terminal from runner: %s", errno_text(errno));
 			goto fail;
 		}
 		// Non-blocking, as the daemon makes its copy for stdin anyway: a
@@ -689,7 +689,7 @@ static void start_decide(struct start *s) {
 		(void)set_nonblock(m);
 		c->out[0].fd = c->stdin_fd = m;
 		if (ep_add(m, &c->out[0].w, EPOLLIN) < 0) {
-			snprintf(msg, sizeof msg, "epoll: %s", strerror(errno));
+			snprintf(msg, sizeof msg, "epoll: %s", errno_text(errno));
 			goto fail;
 		}
 	}
@@ -701,7 +701,7 @@ static void start_decide(struct start *s) {
 	siginfo_t si;
 	memset(&si, 0, sizeof si);
 	if (!have_early && waitid(P_PID, (id_t)cpid, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
-		snprintf(msg, sizeof msg, "container process %ld is not a child of the keeper: %s", cpid, strerror(errno));
+		snprintf(msg, sizeof msg, "container process %ld is not a child of the keeper: %s", cpid, errno_text(errno));
 		goto fail;
 	}
 	s->c = NULL;
@@ -868,13 +868,13 @@ static struct container *start_container_new(struct client *cl, char **f, int nf
 		return NULL;
 	}
 	if (c->log_path != NULL && log_open_dir(c, f[7]) < 0) {
-		(void)reply(cl, "error open log directory %s: %s%s\n", f[7], strerror(errno),
+		(void)reply(cl, "error open log directory %s: %s%s\n", f[7], errno_text(errno),
 			    errno == ELOOP ? " (the pod's log directory must be a directory, not a symlink: it is opened without following symlinks)" : "");
 		container_free(c);
 		return NULL;
 	}
 	if (log_reopen(c) < 0) {
-		(void)reply(cl, "error open log %s in %s: %s%s\n", c->log_path, f[7], strerror(errno), log_path_hint(errno));
+		(void)reply(cl, "error open log %s in %s: %s%s\n", c->log_path, f[7], errno_text(errno), log_path_hint(errno));
 		container_free(c);
 		return NULL;
 	}
@@ -1012,7 +1012,7 @@ static void cmd_start(struct client *cl, char **f, int nf) {
 	return;
 
 fail:
-	(void)reply(cl, "error %s: %s\n", failed, strerror(errno));
+	(void)reply(cl, "error %s: %s\n", failed, errno_text(errno));
 	client_close(cl);
 	close_fd(&fds.in_r);
 	close_fd(&fds.out_w);
@@ -1128,7 +1128,7 @@ static void dispatch(struct client *cl, char **f, int nf) {
 		if (c->finalized)
 			(void)reply(cl, "error container has exited\n");
 		else if (log_reopen(c) < 0)
-			(void)reply(cl, "error reopen %s: %s%s\n", c->log_path, strerror(errno), log_path_hint(errno));
+			(void)reply(cl, "error reopen %s: %s%s\n", c->log_path, errno_text(errno), log_path_hint(errno));
 		else
 			(void)reply(cl, "ok\n");
 		client_close(cl);

@@ -64,6 +64,7 @@ int log_open_dir(struct container *c, const char *dir);
 int log_reopen(struct container *c);
 const char *log_path_hint(int err);
 int write_exit_file(const struct container *c);
+const char *errno_text(int err);
 
 // keeper.c
 void log_state_changed(struct container *c);
@@ -74,6 +75,9 @@ void keeper_run(int listen_fd, const char *sock_path, int sig_fd, pid_t holder, 
 
 // pause.c
 int make_listener(const char *path);
+// The keeper's entry for argv "BINARY pod-pause ARGS..." (PEAPOD_PAUSE_COMMAND).
+#define PEAPOD_PAUSE_COMMAND "pod-pause"
+void peapod_pause_main(int argc, char **argv, char **envp) __attribute__((noreturn));
 
 // The runner's descriptors: 0-2 stdio, 3 result, 4 terminal socket, and the
 // holder's namespaces, which the runner's containers join by these handles

@@ -65,7 +65,7 @@ static void report(int fd, const char *msg) {
 
 static void __attribute__((noreturn)) fail(int fd, const char *what, const char *arg) {
 	char buf[512];
-	snprintf(buf, sizeof buf, "%s%s%s: %s\n", what, arg[0] ? " " : "", arg, strerror(errno));
+	snprintf(buf, sizeof buf, "%s%s%s: %s\n", what, arg[0] ? " " : "", arg, errno_text(errno));
 	report(fd, buf);
 	_exit(1);
 }
@@ -337,7 +337,7 @@ static void holder_report(int fd, const char *what) {
 	if (what == NULL)
 		snprintf(buf, sizeof buf, "ok\n");
 	else
-		snprintf(buf, sizeof buf, "holder: %s: %s\n", what, strerror(errno));
+		snprintf(buf, sizeof buf, "holder: %s: %s\n", what, errno_text(errno));
 	report(fd, buf);
 }
 
@@ -465,7 +465,7 @@ static int confine_holder(struct holder *h, char *buf, size_t size) {
 	char go = 'g';
 	size_t got = 0;
 	if (write(h->ctl, &go, 1) != 1) {
-		snprintf(buf, size, "holder: send go: %s", strerror(errno));
+		snprintf(buf, size, "holder: send go: %s", errno_text(errno));
 		return -1;
 	}
 	while (got + 1 < size) {
@@ -728,10 +728,10 @@ static pid_t make_namespaces(int ready, int argc, char **argv, const struct paus
 	return h.pid;
 }
 
-void peapod_pause_constructor(int argc, char **argv, char **envp) {
-	if (argc < 2 || strcmp(argv[1], "pod-pause") != 0)
-		return;
-
+// peapod_pause_main is the keeper's one entry, for argv[1] == "pod-pause":
+// from the constructor of a Go binary (pause.go) and from the C main of
+// the keeper's own binary (cmd/peapod-pause/main.c).
+void peapod_pause_main(int argc, char **argv, char **envp) {
 	int ready = 3;
 	if (fcntl(ready, F_GETFD) < 0)
 		ready = -1;

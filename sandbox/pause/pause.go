@@ -1,11 +1,14 @@
 // Package pause is peapod's built-in pause process: the per-pod process that
 // owns the pod's namespaces. It needs no pause image.
 //
-// It is written in C and runs from an ELF constructor, before the Go runtime
-// starts, when peapod is executed as "peapod pod-pause ...". The Go runtime
-// therefore never initialises in the pause process: it costs a few pages of
-// stack and libc data instead of a Go heap, which matters because one runs
-// per pod. Import this package for its side effect in the peapod binary.
+// It is written in C. The keeper that ships is its own static musl binary,
+// cmd/peapod-pause (main.c calls peapod_pause_main; built by
+// cmd/peapod-pause/build.sh and embedded in peapod): with no Go runtime, no
+// glibc and nothing else linked, it costs a few pages per pod. The same C
+// also runs from an ELF constructor, before the Go runtime starts, when a
+// Go binary importing this package is executed as "BINARY pod-pause ...":
+// the daemon's fallback when it has no keeper binary, and the tests'.
+// Import this package for that side effect.
 //
 // The pause process is also the pod's keeper (keeper.c): the child subreaper
 // of the pod's containers, the holder of their stdio, the writer of their
@@ -18,9 +21,11 @@ package pause
 
 /*
 #cgo CFLAGS: -Wall -O2
-extern void peapod_pause_constructor(int argc, char **argv, char **envp);
+#include "keeper.h"
+#include <string.h>
 void __attribute__((constructor)) peapod_pause_init(int argc, char **argv, char **envp) {
-	peapod_pause_constructor(argc, argv, envp);
+	if (argc >= 2 && strcmp(argv[1], PEAPOD_PAUSE_COMMAND) == 0)
+		peapod_pause_main(argc, argv, envp); // does not return
 }
 */
 import "C"

@@ -1,9 +1,12 @@
 package pause
 
 import (
+	"debug/elf"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -11,17 +14,22 @@ import (
 	"time"
 )
 
-// startPause runs this test binary as the pause process (the constructor
-// takes over before the Go runtime when argv[1] is "pod-pause") and returns
+// startPause runs the keeper (keeperBin) as the pause process and returns
 // what it reports on fd 3.
 func startPause(t *testing.T, flags uintptr, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	return startPauseOf(t, keeperBin, flags, args...)
+}
+
+// startPauseOf runs bin as the pause process.
+func startPauseOf(t *testing.T, bin string, flags uintptr, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	cmd := exec.Command(os.Args[0], append([]string{Command}, args...)...)
+	cmd := exec.Command(bin, append([]string{Command}, args...)...)
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
 	if err := cmd.Start(); err != nil {
@@ -111,3 +119,73 @@ func TestPauseSetsNamespacedSysctl(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestConstructorKeeper runs the keeper from this test binary's ELF
+// constructor (pause.go), as the daemon does when it has no keeper binary:
+// the same entry as the shipped binary's main, with a PID holder.
+func TestConstructorKeeper(t *testing.T) {
+	needRoot(t)
+	cmd, msg := startPauseOf(t, os.Args[0], syscall.CLONE_NEWUTS, "-h", "ctor-host", "-P")
+	if f := strings.Fields(msg); len(f) != 2 || f[0] != "ok" || f[1] == "0" {
+		t.Fatalf("pause reported %q, want ok and the holder's pid", msg)
+	}
+	out, err := exec.Command("nsenter", "--uts=/proc/"+itoa(cmd.Process.Pid)+"/ns/uts", "hostname").Output()
+	if err != nil || strings.TrimSpace(string(out)) != "ctor-host" {
+		t.Fatalf("hostname in pause's namespace = %q, %v", out, err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := waitTimeout(cmd, 5*time.Second); err != nil {
+		t.Fatalf("pause exit after SIGTERM: %v", err)
+	}
+}
+
+// TestKeeperBuild: cmd/peapod-pause/build.sh makes a static binary (no
+// program interpreter, no dynamic section) linked against musl, or glibc
+// when PEAPOD_KEEPER_LIBC=glibc asks for it, that refuses to run by hand.
+func TestKeeperBuild(t *testing.T) {
+	if os.Getenv("PEAPOD_BIN") != "" {
+		t.Skip("PEAPOD_BIN: not the keeper build.sh made")
+	}
+	f, err := elf.Open(keeperBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			t.Errorf("%s has a %v program header: not static", keeperBin, p.Type)
+		}
+	}
+	if s := f.Section(".dynamic"); s != nil {
+		t.Errorf("%s has a .dynamic section", keeperBin)
+	}
+	if f.Section(".symtab") != nil {
+		t.Errorf("%s is not stripped", keeperBin)
+	}
+	data, err := os.ReadFile(keeperBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "musl"
+	if os.Getenv("PEAPOD_KEEPER_LIBC") == "glibc" {
+		want = "glibc"
+	}
+	if m := regexp.MustCompile(`peapod-keeper-libc=([a-z]+)`).FindSubmatch(data); m == nil || string(m[1]) != want {
+		t.Errorf("%s: libc marker %q, want peapod-keeper-libc=%s (is musl-gcc installed? Debian: musl-tools)", keeperBin, m, want)
+	}
+	out, err := exec.Command(keeperBin).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "started by the peapod daemon") {
+		t.Errorf("%s without pod-pause: %v, %q; want exit 2 and a word on who starts it", keeperBin, err, out)
+	}
+}
+
+func waitTimeout(cmd *exec.Cmd, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("not exited within %v", d)
+	}
+}

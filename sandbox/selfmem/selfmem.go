@@ -17,7 +17,7 @@ import (
 
 // DropString drops the pages of data, a string in the daemon's read-only
 // data that is not read again (an embedded helper, once sealed into its
-// memfd, ~13 MB read at start that would otherwise stay resident,
+// memfd, ~10.5 MB read at start that would otherwise stay resident,
 // file-backed RSS, for the daemon's whole life).
 // MADV_DONTNEED takes them out of the daemon's page tables; a private,
 // read-only file mapping loses nothing by it (a later read faults them in
