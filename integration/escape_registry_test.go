@@ -1,0 +1,287 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/integration/testenv"
+)
+
+// stallingRegistry is a registry on loopback that serves one image and,
+// for one of its layers, sends half the blob and then nothing more for
+// as long as the client keeps the connection: a hostile or broken
+// registry the daemon cannot tell from a slow one.
+type stallingRegistry struct {
+	addr      string
+	manifest  []byte
+	mediaType string
+	blobs     map[string][]byte // digest → content
+	stall     string            // the digest of the layer that stalls
+
+	mu       sync.Mutex
+	served   map[string]bool // blobs sent whole
+	stalled  chan struct{}   // closed when the stalling layer's first half is out
+	released chan struct{}   // closed when its request ends (the client went)
+}
+
+func startStallingRegistry(t *testing.T, img v1.Image, stall v1.Layer) *stallingRegistry {
+	t.Helper()
+	r := &stallingRegistry{blobs: map[string][]byte{}, served: map[string]bool{},
+		stalled: make(chan struct{}), released: make(chan struct{})}
+	var err error
+	if r.manifest, err = img.RawManifest(); err != nil {
+		t.Fatal(err)
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mediaType = string(mt)
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.blobs[cfgName.String()] = cfg
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.blobs[d.String()] = b
+	}
+	sd, err := stall.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stall = sd.String()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	srv := &http.Server{Handler: r}
+	go srv.Serve(ln) //nolint:errcheck
+	t.Cleanup(func() { srv.Close() })
+	return r
+}
+
+func (r *stallingRegistry) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	p := req.URL.Path
+	switch {
+	case p == "/v2/" || p == "/v2":
+		w.WriteHeader(http.StatusOK)
+	case strings.Contains(p, "/manifests/"):
+		w.Header().Set("Content-Type", r.mediaType)
+		w.Header().Set("Docker-Content-Digest", v1.Hash{Algorithm: "sha256", Hex: sha256Hex(r.manifest)}.String())
+		w.Header().Set("Content-Length", itoa(len(r.manifest)))
+		if req.Method != http.MethodHead {
+			w.Write(r.manifest) //nolint:errcheck
+		}
+	case strings.Contains(p, "/blobs/"):
+		d := p[strings.LastIndex(p, "/")+1:]
+		b, ok := r.blobs[d]
+		if !ok {
+			http.NotFound(w, req)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", itoa(len(b)))
+		if req.Method == http.MethodHead {
+			return
+		}
+		if d != r.stall {
+			w.Write(b) //nolint:errcheck
+			r.mu.Lock()
+			r.served[d] = true
+			r.mu.Unlock()
+			return
+		}
+		w.Write(b[:len(b)/2]) //nolint:errcheck
+		w.(http.Flusher).Flush()
+		r.mu.Lock()
+		select {
+		case <-r.stalled:
+		default:
+			close(r.stalled)
+		}
+		r.mu.Unlock()
+		<-req.Context().Done() // the client closed the connection
+		r.mu.Lock()
+		select {
+		case <-r.released:
+		default:
+			close(r.released)
+		}
+		r.mu.Unlock()
+	default:
+		http.NotFound(w, req)
+	}
+}
+
+// TestEscapeRegistryStalledPullCancelled: a registry sends half of a
+// layer and then holds the connection open without a byte more (the
+// busybox layer beside it comes whole and is committed). The kubelet's
+// PullImage has no deadline; when its caller goes away the pull must end
+// at once (not at pull_progress_timeout, 5 minutes), close the
+// registry's connection, and leave nothing behind: no half-unpacked
+// staging directory, no layer of the image that was never recorded, no
+// image.
+func TestEscapeRegistryStalledPullCancelled(t *testing.T) {
+	base, err := testenv.BuildImage(testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	junk := make([]byte, 8<<20) // incompressible: half the blob is half the bytes
+	if _, err := rand.Read(junk); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "junk"), junk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stall, err := testenv.LayerFromDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, stall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := startStallingRegistry(t, img, stall)
+	baseLayers, err := base.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseDigest, err := baseLayers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d := newDaemon(t, reg.addr)
+	d.Start()
+	pullCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pulled := make(chan error, 1)
+	go func() {
+		_, err := d.Img.PullImage(pullCtx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.k8s.io/e2e-test-images/busybox:stall"}})
+		pulled <- err
+	}()
+	select {
+	case <-reg.stalled:
+	case err := <-pulled:
+		t.Fatalf("the pull ended before the layer stalled: %v", err)
+	case <-time.After(60 * time.Second * timeoutScale):
+		t.Fatal("the stalling layer was never fetched")
+	}
+	// Let the whole busybox layer arrive and be committed.
+	deadline := time.Now().Add(30 * time.Second * timeoutScale)
+	for {
+		reg.mu.Lock()
+		done := reg.served[baseDigest.String()]
+		reg.mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	layersBefore := storedLayers(t, d.Root)
+	t.Logf("layers stored while the pull stalls: %d", layersBefore)
+
+	cancel()
+	gone := time.Now()
+	select {
+	case err := <-pulled:
+		t.Logf("PullImage returned %s after the cancel: %v", time.Since(gone).Round(time.Millisecond), err)
+		if err == nil {
+			t.Fatal("the stalled pull succeeded")
+		}
+	case <-time.After(10 * time.Second * timeoutScale):
+		t.Fatal("PullImage did not return 10 s after its caller went")
+	}
+	select {
+	case <-reg.released:
+		t.Logf("the registry's connection closed %s after the cancel", time.Since(gone).Round(time.Millisecond))
+	case <-time.After(10 * time.Second * timeoutScale):
+		t.Fatal("the daemon still holds the stalled connection 10 s after its only caller went")
+	}
+
+	// The pull's cleanup runs as it returns; give it a moment.
+	var staged []string
+	var layers int
+	for end := time.Now().Add(10 * time.Second * timeoutScale); ; time.Sleep(200 * time.Millisecond) {
+		staged = stagingLeft(t, d.Root)
+		layers = storedLayers(t, d.Root)
+		if (len(staged) == 0 && layers == 0) || time.Now().After(end) {
+			break
+		}
+	}
+	if len(staged) > 0 {
+		t.Errorf("half-unpacked layers left in staging: %v", staged)
+	}
+	if layers != 0 {
+		t.Errorf("%d layers left in the store by a pull that was cancelled (%d while it stalled)", layers, layersBefore)
+	}
+	l, err := d.Img.ListImages(ctx(t), &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Images) != 0 {
+		t.Errorf("images stored after the cancelled pull: %v", l.Images)
+	}
+}
+
+// stagingLeft lists what is in the overlay driver's staging directories.
+func stagingLeft(t *testing.T, root string) []string {
+	t.Helper()
+	var left []string
+	for _, dir := range []string{filepath.Join(root, "storage", "overlay", "staging")} {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			left = append(left, filepath.Join(dir, e.Name()))
+		}
+	}
+	return left
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
