@@ -285,3 +285,86 @@ func sha256Hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// TestEscapeRegistryRedirectReadback: a registry answers the manifest of
+// a tag (which nothing verifies against a digest) with a redirect to a
+// host-local service the pod's author cannot reach (a cloud metadata
+// endpoint, the kubelet's read-only port): the redirect gives the author
+// the whole URL, where an image name gives only /v2/<name>/manifests/<tag>.
+// The daemon follows redirects, as containerd and CRI-O do; what the
+// kubelet shows the author is the pull's error (in the pod's events).
+// A 2xx answer must never come back. Of an error answer containers/image
+// quotes the first 50 bytes (CRI-O's behaviour too) and a message in the
+// registry's error JSON in full: what lies past byte 50 must not come
+// back.
+func TestEscapeRegistryRedirectReadback(t *testing.T) {
+	const secret = "AKIASECRETREADBACK0123"
+	pad := strings.Repeat("p", 64) // past the 50 bytes quoted of an error body
+	type answer struct {
+		code   int
+		ct     string
+		body   string
+		echoed bool // the secret may come back (a registry's own error message)
+	}
+	answers := map[string]answer{
+		"json200":     {200, "application/json", `{"Code":"Success","AccessKeyId":"` + secret + `","SecretAccessKey":"x"}`, false},
+		"text200":     {200, "text/plain", secret + "\n", false},
+		"manifest200": {200, "application/vnd.oci.image.manifest.v1+json", `{"schemaVersion":2,"mediaType":"` + secret + `","config":{"mediaType":"` + secret + `","digest":"sha256:` + strings.Repeat("0", 64) + `","size":1},"layers":[]}`, false},
+		"text404":     {404, "text/plain", pad + secret + "\n", false},
+		"html403":     {403, "text/html", "<html><body>" + pad + secret + "</body></html>", false},
+		"json500":     {500, "application/json", `{"message":"` + pad + secret + `"}`, false},
+		"json401":     {401, "application/json", `{"errors":[{"code":"UNAUTHORIZED","message":"` + secret + `"}]}`, true},
+		"short404":    {404, "text/plain", secret, true}, // within the 50 bytes
+	}
+	private, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	privSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		a, ok := answers[strings.TrimPrefix(req.URL.Path, "/")]
+		if !ok {
+			http.NotFound(w, req)
+			return
+		}
+		w.Header().Set("Content-Type", a.ct)
+		w.WriteHeader(a.code)
+		io.WriteString(w, a.body) //nolint:errcheck
+	})}
+	go privSrv.Serve(private) //nolint:errcheck
+	t.Cleanup(func() { privSrv.Close() })
+
+	hostile, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		p := req.URL.Path
+		if p == "/v2/" {
+			return
+		}
+		if i := strings.Index(p, "/manifests/"); i >= 0 {
+			http.Redirect(w, req, "http://"+private.Addr().String()+"/"+p[i+len("/manifests/"):], http.StatusTemporaryRedirect)
+			return
+		}
+		http.NotFound(w, req)
+	})}
+	go hostSrv.Serve(hostile) //nolint:errcheck
+	t.Cleanup(func() { hostSrv.Close() })
+
+	d := newDaemon(t, hostile.Addr().String())
+	d.Start()
+	for tag := range answers {
+		c, cancel := context.WithTimeout(context.Background(), 60*time.Second*timeoutScale)
+		_, err := d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.k8s.io/e2e-test-images/busybox:" + tag}})
+		cancel()
+		if err == nil {
+			t.Errorf("%s: pulled", tag)
+			continue
+		}
+		t.Logf("%s: %v", tag, err)
+		if strings.Contains(err.Error(), secret) && !answers[tag].echoed {
+			t.Errorf("%s: the redirected service's answer is in the pull's error: %v", tag, err)
+		}
+	}
+}
