@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -366,5 +367,103 @@ func TestEscapeRegistryRedirectReadback(t *testing.T) {
 		if strings.Contains(err.Error(), secret) && !answers[tag].echoed {
 			t.Errorf("%s: the redirected service's answer is in the pull's error: %v", tag, err)
 		}
+	}
+}
+
+// TestEscapeRegistryUnsizedLayer: a manifest whose layer descriptor gives
+// no size (0, or -1 as "unknown") or 2^62 bytes, and a registry that then
+// sends bytes for that layer without end, as fast as it can: bytes that do
+// not unpack, or a small valid tar followed by them. A blob is read at
+// most its declared size + 1, so nothing bounded the read: the pull went
+// on reading what it would never unpack (to tell a corrupt blob from a bad
+// tar, or the tar's trailing padding) for as long as the registry sent,
+// never cut by pull_progress_timeout (bytes arrive) and never ended for
+// the kubelet, whose PullImage has no deadline. The pull must be refused.
+func TestEscapeRegistryUnsizedLayer(t *testing.T) {
+	base, err := testenv.BuildImage(testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := base.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgDigest := "sha256:" + sha256Hex(cfg)
+	layerDigest := "sha256:" + strings.Repeat("ab", 32) // never matched: the bytes never end
+	tiny, err := testenv.LayerFromDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := tiny.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarHead, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	for _, tc := range []struct {
+		name string
+		size int
+		head []byte
+	}{{"size0", 0, nil}, {"size-1", -1, nil}, {"huge", 1 << 62, nil}, {"huge-after-tar", 1 << 62, tarHead}} {
+		size := tc.size
+		t.Run(tc.name, func(t *testing.T) {
+			man := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+				`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + cfgDigest + `","size":` + itoa(len(cfg)) + `},` +
+				`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"` + layerDigest + `","size":` + itoa(size) + `}]}`)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent.Store(0)
+			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+				p := req.URL.Path
+				switch {
+				case p == "/v2/":
+				case strings.Contains(p, "/manifests/"):
+					w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+					w.Header().Set("Docker-Content-Digest", "sha256:"+sha256Hex(man))
+					w.Write(man) //nolint:errcheck
+				case strings.HasSuffix(p, "/blobs/"+cfgDigest):
+					w.Write(cfg) //nolint:errcheck
+				case strings.HasSuffix(p, "/blobs/"+layerDigest):
+					junk := make([]byte, 1<<20)
+					for i := range junk {
+						junk[i] = 'x' // not gzip, not a tar header
+					}
+					w.Write(tc.head) //nolint:errcheck
+					for req.Context().Err() == nil {
+						n, err := w.Write(junk)
+						sent.Add(int64(n))
+						if err != nil {
+							return
+						}
+					}
+				default:
+					http.NotFound(w, req)
+				}
+			})}
+			go srv.Serve(ln) //nolint:errcheck
+			defer srv.Close()
+
+			d := newDaemon(t, ln.Addr().String())
+			d.Start()
+			c, cancel := context.WithTimeout(context.Background(), 20*time.Second*timeoutScale)
+			defer cancel()
+			start := time.Now()
+			_, err = d.Img.PullImage(c, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.k8s.io/e2e-test-images/busybox:unsized"}})
+			took := time.Since(start).Round(time.Millisecond)
+			t.Logf("after %s, %d MiB sent: %v", took, sent.Load()>>20, err)
+			if err == nil {
+				t.Fatal("an endless layer was pulled")
+			}
+			if c.Err() != nil {
+				t.Fatalf("the pull read %d MiB of an endless layer until its caller gave up (%s)", sent.Load()>>20, took)
+			}
+		})
 	}
 }
