@@ -56,6 +56,14 @@ const maxConfigBytes = 8 << 20
 // exceeded"), so a deeper image could be stored but never run.
 const maxImageLayers = 500
 
+// maxLayerTrailer bounds what is read of a layer blob past the end of its
+// tar (the tar's and the compressor's padding, a few KiB), and past a
+// failed unpack (only to tell a blob that is not what the manifest says):
+// neither is unpacked, so without a bound a registry could keep a pull
+// reading for ever, faster than pull_progress_timeout can see, when the
+// declared size does not stop it.
+const maxLayerTrailer = 1 << 20
+
 type fastPull struct {
 	s     *Store
 	src   types.ImageSource
@@ -179,6 +187,12 @@ func (p *fastPull) resolveManifest(ctx context.Context, sys *types.SystemContext
 		return errFallback // an artifact, not an image
 	}
 	for _, l := range m.LayerInfos() {
+		// Both formats require the size, and it bounds what is read of the
+		// blob: without it (0, or -1 for unknown) a registry could send
+		// for ever.
+		if l.Size <= 0 {
+			return fmt.Errorf("layer %s: the manifest gives no size (%d): %w", l.Digest, l.Size, ErrCorrupt)
+		}
 		if len(l.URLs) > 0 || strings.Contains(l.MediaType, "encrypted") || l.EmptyLayer {
 			return errFallback
 		}
@@ -364,8 +378,9 @@ func (p *fastPull) stageLayer(ctx context.Context, info types.BlobInfo, diffID d
 			return nil, context.Cause(ctx)
 		}
 		// A stream that does not decompress or unpack is most often a blob
-		// that is not what the manifest says: read it to the end to tell.
-		if _, rerr := io.Copy(io.Discard, limited); rerr == nil {
+		// that is not what the manifest says: read it to the end to tell,
+		// if the end is near.
+		if n, rerr := io.Copy(io.Discard, io.LimitReader(limited, maxLayerTrailer+1)); rerr == nil && n <= maxLayerTrailer {
 			if got := digest.NewDigest(info.Digest.Algorithm(), blobHash); got != info.Digest {
 				return nil, fmt.Errorf("layer %s: content digest %s does not match: %w (%v)", info.Digest, got, ErrCorrupt, err)
 			}
@@ -377,8 +392,11 @@ func (p *fastPull) stageLayer(ctx context.Context, info types.BlobInfo, diffID d
 			p.s.store.CleanupStagedLayer(out) //nolint:errcheck
 		}
 	}()
-	if _, err := io.Copy(io.Discard, limited); err != nil { // what the decompressor left
+	// What the decompressor left: padding, else the blob is not a layer.
+	if n, err := io.Copy(io.Discard, io.LimitReader(limited, maxLayerTrailer+1)); err != nil {
 		return nil, fmt.Errorf("fetch layer %s: %w", info.Digest, err)
+	} else if n > maxLayerTrailer {
+		return nil, fmt.Errorf("layer %s: more than %d bytes after the end of its tar: %w", info.Digest, maxLayerTrailer, ErrCorrupt)
 	}
 	if info.Size > 0 && blob.n != info.Size {
 		return nil, fmt.Errorf("layer %s: %d bytes received, the manifest says %d: %w", info.Digest, blob.n, info.Size, ErrCorrupt)

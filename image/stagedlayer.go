@@ -25,7 +25,7 @@ import (
 // driver passes (overlay whiteouts and opaque directories), as the driver's
 // own ApplyDiff writes them, but in this process.
 type tarDiffer struct {
-	r io.Reader // the uncompressed layer; read to EOF on success
+	r io.Reader // the uncompressed layer; read to EOF on success (at most maxLayerTrailer past the tar's end)
 }
 
 // rootUnset is the mode the staging root has while the tar unpacks: a tar
@@ -52,8 +52,13 @@ func (d *tarDiffer) ApplyDiff(dest string, opts *archive.TarOptions, _ *graphdri
 	err = archive.Unpack(d.r, dest, opts)
 	if err == nil {
 		// What follows the tar's end (zero blocks, padding) is part of
-		// the digested stream.
-		_, err = io.Copy(io.Discard, d.r)
+		// the digested stream; more than padding is not a layer, and is
+		// not read on (a registry could send it for ever).
+		var n int64
+		n, err = io.Copy(io.Discard, io.LimitReader(d.r, maxLayerTrailer+1))
+		if err == nil && n > maxLayerTrailer {
+			err = fmt.Errorf("more than %d bytes after the end of the tar: %w", maxLayerTrailer, ErrCorrupt)
+		}
 	}
 	if err != nil {
 		return out, fmt.Errorf("unpack layer: %w", err)
