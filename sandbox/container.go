@@ -41,7 +41,11 @@ type container struct {
 	rootfsRemoved bool
 
 	exited chan struct{} // closed once the exit is recorded; nil before start
-	lc     *libcontainer.Container
+	// inLibcontainer: it was started through libcontainer, whose state
+	// (under libcontainerRoot) the rare calls that need it load then
+	// (loadLibcontainer): a loaded handle keeps the container's whole
+	// config, seccomp profile included, ~10 KiB of heap per container.
+	inLibcontainer bool
 	// ociCgroups are the cgroup directories of a running container of an
 	// external OCI runtime (nil otherwise), for stats and OOM kills.
 	ociCgroups map[string]string
@@ -608,7 +612,7 @@ func (r *Runtime) StopContainer(ctx context.Context, id string, timeout int64) e
 // nothing else would end them.
 func (r *Runtime) signal(c *container, sig unix.Signal) {
 	c.mu.Lock()
-	lc, pid, start := c.lc, c.PID, c.PIDStart
+	inLC, pid, start := c.inLibcontainer, c.PID, c.PIDStart
 	c.mu.Unlock()
 	if rt := r.ociOfContainer(c); rt != nil {
 		// --all for SIGKILL: every process of the container's cgroup.
@@ -620,9 +624,11 @@ func (r *Runtime) signal(c *container, sig unix.Signal) {
 			return
 		}
 	}
-	if lc != nil {
-		if err := lc.Signal(sig); err == nil || sig != unix.SIGKILL {
-			return
+	if inLC {
+		if lc, err := r.loadLibcontainer(c); err == nil {
+			if err := lc.Signal(sig); err == nil || sig != unix.SIGKILL {
+				return
+			}
 		}
 	}
 	if proc.Alive(pid, start) {
@@ -702,18 +708,20 @@ func (r *Runtime) destroyLibcontainer(c *container) {
 		c.ociCgroups = nil
 		return
 	}
-	lc := c.lc
-	if lc == nil {
-		var err error
-		lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID)
-		if err != nil {
-			return
-		}
+	c.inLibcontainer = false
+	lc, err := r.loadLibcontainer(c)
+	if err != nil {
+		return
 	}
 	if err := lc.Destroy(); err != nil {
 		r.log.Warn("destroy container state", "container", c.ID, "err", err)
 	}
-	c.lc = nil
+}
+
+// loadLibcontainer loads libcontainer's handle of c from its state, for
+// the call at hand only (see inLibcontainer).
+func (r *Runtime) loadLibcontainer(c *container) (*libcontainer.Container, error) {
+	return libcontainer.Load(libcontainerRoot(r.opts.State), c.ID)
 }
 
 func exitReason(code int32) string {

@@ -78,7 +78,7 @@ func (r *Runtime) updateContainerResources(ctx context.Context, id string, res *
 			return fmt.Errorf("update resources of container %s: %w", c.ID, err)
 		}
 	} else if c.State == ContainerRunning {
-		err := runner.SetLimits(libcontainerRoot(r.opts.State), c.ID, c.lc, spec)
+		err := runner.SetLimits(libcontainerRoot(r.opts.State), c.ID, nil, spec)
 		if errors.Is(err, runner.ErrBadSpec) {
 			err = fmt.Errorf("%w: %w", err, ErrInvalidArgument)
 		}

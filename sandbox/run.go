@@ -113,9 +113,9 @@ func (r *Runtime) loadRuntimeHandle(c *container, podHandler string) {
 		c.ociCgroups = ociCgroupPaths(c)
 		return
 	}
-	if lc, err := libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err == nil {
-		c.lc = lc
-		r.watchOOM(c)
+	if lc, err := r.loadLibcontainer(c); err == nil {
+		c.inLibcontainer = true
+		r.watchOOM(c, lc)
 	}
 }
 
@@ -295,11 +295,11 @@ func (r *Runtime) recordExit(c *container, ex keeper.Exit, werr error) {
 // (the systemd driver with or without a live systemd: the watch is the
 // same); on v2, memory.events under a live systemd. Either records what it
 // saw in oomFile.
-func (r *Runtime) watchOOM(c *container) {
+func (r *Runtime) watchOOM(c *container, lc *libcontainer.Container) {
 	if r.opts.CgroupDriver != "systemd" {
 		return
 	}
-	st, err := c.lc.State()
+	st, err := lc.State()
 	if err == nil {
 		c.oom.Close() // a recovered container's earlier watch, if any
 		c.oom, err = cgroups.WatchOOMEvents(st.CgroupPaths, func() { r.noteOOM(c) })
@@ -340,12 +340,9 @@ func (r *Runtime) oomKilled(c *container) bool {
 		n, err := cgroups.OOMKills(c.ociCgroups)
 		return err == nil && n > 0
 	}
-	lc := c.lc
-	if lc == nil {
-		var err error
-		if lc, err = libcontainer.Load(libcontainerRoot(r.opts.State), c.ID); err != nil {
-			return seen()
-		}
+	lc, err := r.loadLibcontainer(c)
+	if err != nil {
+		return seen()
 	}
 	st, err := lc.State()
 	if err != nil {

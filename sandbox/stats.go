@@ -65,13 +65,23 @@ func (r *Runtime) containerStats(ctx context.Context, id string, detail bool) (C
 		return ContainerStats{}, err
 	}
 	c.mu.Lock()
-	ctr, lc, ociPaths := c.Container, c.lc, c.ociCgroups
+	ctr, inLC, ociPaths := c.Container, c.inLibcontainer, c.ociCgroups
 	c.mu.Unlock()
 	st := ContainerStats{Container: ctr, Timestamp: time.Now().UnixNano()}
-	if ctr.State == ContainerRunning && (lc != nil || ociPaths != nil) {
+	if ctr.State == ContainerRunning && (inLC || ociPaths != nil) {
 		paths := ociPaths
-		if lc != nil {
-			paths = r.statsCache.CgroupPaths(ctr.ID, lc)
+		if inLC {
+			paths = r.statsCache.CgroupPaths(ctr.ID, func() (map[string]string, error) {
+				lc, err := r.loadLibcontainer(c)
+				if err != nil {
+					return nil, err
+				}
+				state, err := lc.State()
+				if err != nil {
+					return nil, err
+				}
+				return state.CgroupPaths, nil
+			})
 		}
 		if paths != nil {
 			read := cgroups.ReadContainerStats

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,6 +113,7 @@ type scaleRuntime struct {
 	daemon    int    // PID
 	marker    string // in the command line of its per-pod processes ("" = none)
 	cgroupPar string // the pods' cgroup parent ("" = the daemon's own)
+	pprof     string // the daemon's PEAPOD_PPROF address ("" = none)
 }
 
 // scaleDial is a client that accepts replies of any size, so that the
@@ -184,13 +187,20 @@ func startScalePeapod(b *testing.B, reg string, cni bool) *scaleRuntime {
 		QuietCleanup: true,
 		ReadyTimeout: 60 * time.Second,
 	})
+	pprofAddr := ""
+	if os.Getenv("SCALE_PROFILE_DIR") != "" {
+		pprofAddr = scaleFreeAddr(b)
+		// Every 4 KiB allocated sampled (the default, 512 KiB, leaves a
+		// few samples per pod's bytes): the retained heap by call site.
+		d.Env = append(d.Env, "PEAPOD_PPROF="+pprofAddr, "GODEBUG=memprofilerate=4096")
+	}
 	d.Start()
 	conn := scaleDial(b, d.Socket)
 	name := "peapod"
 	if cni {
 		name = "peapod-cni"
 	}
-	return &scaleRuntime{name: name, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn), daemon: d.Cmd.Process.Pid}
+	return &scaleRuntime{name: name, conn: conn, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn), daemon: d.Cmd.Process.Pid, pprof: pprofAddr}
 }
 
 // scaleContainerdConfig is containerd 2.x's config (version 3) for the scale
@@ -666,6 +676,7 @@ func podsScale(b *testing.B, sr *scaleRuntime, image string, n int) {
 	f.d.start = time.Since(t0)
 	f.d.cpuSeconds = f.cpu() - cpu0
 	d := f.measure(b)
+	sr.saveProfiles(b, n)
 	totalMiB := (d.daemonRssN + d.perPodPss*float64(n)) / 1024
 
 	window := time.Duration(envInt("SCALE_POLL_S", 60)) * time.Second
@@ -762,5 +773,46 @@ func wireCall(conn *grpc.ClientConn, method string, req proto.Message, stream bo
 		} else if err != nil {
 			return err
 		}
+	}
+}
+
+// scaleFreeAddr is a free loopback TCP address.
+func scaleFreeAddr(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// saveProfiles writes the daemon's heap (after a GC: what it retains) and
+// goroutine profiles at n pods into SCALE_PROFILE_DIR, for
+// `go tool pprof -sample_index=inuse_space`; runs at two SCALE_PODS give
+// the per-pod slope.
+func (sr *scaleRuntime) saveProfiles(b *testing.B, n int) {
+	dir := os.Getenv("SCALE_PROFILE_DIR")
+	if sr.pprof == "" || dir == "" {
+		return
+	}
+	for _, p := range []struct{ path, file string }{
+		{"heap?gc=1", "heap"},
+		{"heap?debug=1", "heap.txt"}, // ends with runtime.MemStats: heap, stacks, idle spans
+		{"goroutine?debug=1", "goroutine.txt"},
+	} {
+		resp, err := http.Get("http://" + sr.pprof + "/debug/pprof/" + p.path)
+		if err != nil {
+			b.Fatalf("profile %s: %v", p.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			b.Fatalf("profile %s: %v", p.path, err)
+		}
+		out := filepath.Join(dir, fmt.Sprintf("%s-%d-%s", sr.name, n, p.file))
+		if err := os.WriteFile(out, body, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		fmt.Printf("  wrote %s\n", out)
 	}
 }

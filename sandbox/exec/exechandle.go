@@ -11,7 +11,8 @@ import (
 
 // Target is what every exec into one running container reuses instead
 // of loading it again: a libcontainer handle of its own (so that an exec's
-// start does not wait for a Signal or Stats on c.lc, nor they for it), the C helper's plan and
+// start does not wait for a Signal or an update on another handle, nor
+// they for it), the C helper's plan and
 // the container's OCI spec, the exec's process template.
 type Target struct {
 	lc   *libcontainer.Container

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/opencontainers/runc/libcontainer"
 )
 
 // Known tells the IDs the runtime still knows from those that are gone.
@@ -91,23 +89,23 @@ func (s *Cache) entry(id string) *statsEntry {
 	return e
 }
 
-// cgroupPaths are the container's cgroup directories, from libcontainer's
-// state the first time.
-func (s *Cache) CgroupPaths(id string, lc *libcontainer.Container) map[string]string {
+// CgroupPaths are the container's cgroup directories, from load (its
+// libcontainer state) the first time.
+func (s *Cache) CgroupPaths(id string, load func() (map[string]string, error)) map[string]string {
 	s.mu.Lock()
 	paths := s.entry(id).paths
 	s.mu.Unlock()
 	if paths != nil {
 		return paths
 	}
-	state, err := lc.State()
+	paths, err := load()
 	if err != nil {
 		return nil
 	}
 	s.mu.Lock()
-	s.entry(id).paths = state.CgroupPaths
+	s.entry(id).paths = paths
 	s.mu.Unlock()
-	return state.CgroupPaths
+	return paths
 }
 
 func (s *Cache) ForgetPaths(id string) {
