@@ -34,11 +34,16 @@ func (r *Runtime) watchHolder(p *pod) {
 	if p.PIDHolder <= 0 || p.State != PodReady {
 		return
 	}
-	if !proc.OnExit(p.PIDHolder, p.HolderStart, func() {
+	gone, err := proc.OnExit(p.PIDHolder, p.HolderStart, func() {
 		p.holderGone.Store(true)
 		r.holderExited(p)
-	}) {
+	})
+	switch {
+	case gone:
 		p.holderGone.Store(true)
+		r.log.Warn("pod is not ready: its namespace holder is gone", "pod", p.ID, "holder_pid", p.PIDHolder)
+	case err != nil:
+		r.log.Warn("cannot watch the pod's namespace holder for its exit", "pod", p.ID, "holder_pid", p.PIDHolder, "err", err)
 	}
 }
 

@@ -19,18 +19,21 @@ const pauseGoneReason = "the pod's pause process exited"
 // watchPod watches the keeper and holder of a ready pod; the caller holds
 // p.mu (or has the pod to itself).
 func (r *Runtime) watchPod(p *pod) {
-	p.watchKeeper()
+	r.watchKeeper(p)
 	r.watchHolder(p)
 }
 
 // watchKeeper watches the keeper of a ready pod recovered after a
 // restart; the reaper of one this daemon started closes pauseExited.
-func (p *pod) watchKeeper() {
+func (r *Runtime) watchKeeper(p *pod) {
 	if p.State != PodReady || p.pauseExited != nil {
 		return
 	}
-	if !proc.OnExit(p.PausePID, p.PauseStart, func() { p.keeperGone.Store(true) }) {
+	gone, err := proc.OnExit(p.PausePID, p.PauseStart, func() { p.keeperGone.Store(true) })
+	if gone {
 		p.keeperGone.Store(true)
+	} else if err != nil {
+		r.log.Warn("cannot watch the pod's keeper for its exit", "pod", p.ID, "pid", p.PausePID, "err", err)
 	}
 }
 

@@ -5,6 +5,7 @@ package proc
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"golang.org/x/sys/unix"
 	"os"
@@ -95,19 +96,24 @@ func awaitReadable(f *os.File) {
 }
 
 // OnExit calls fn, from a goroutine of its own, once the process pid with
-// this start time exits; it reports false (and never calls fn) when the
-// process is gone already. A pidfd registered with Go's poller costs no
-// thread while it waits.
-func OnExit(pid int, start uint64, fn func()) bool {
+// this start time exits. It reports gone (and never calls fn) when the
+// process is gone already, and an error (gone false, fn never called) when
+// it could not watch a process that may still run: a failed pidfd_open is
+// not an exit. A pidfd registered with Go's poller costs no thread while
+// it waits.
+func OnExit(pid int, start uint64, fn func()) (gone bool, err error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return false
+		if errors.Is(err, unix.ESRCH) || !Alive(pid, start) {
+			return true, nil
+		}
+		return false, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	// The pidfd names whatever process has the PID now: it is the one
 	// meant only if the start time still matches after the open.
 	if !Alive(pid, start) {
 		unix.Close(fd)
-		return false
+		return true, nil
 	}
 	f := os.NewFile(uintptr(fd), "pidfd")
 	go func() {
@@ -115,5 +121,5 @@ func OnExit(pid int, start uint64, fn func()) bool {
 		awaitReadable(f)
 		fn()
 	}()
-	return true
+	return false, nil
 }
