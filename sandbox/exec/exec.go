@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/peapod-cri/peapod/oci"
+	pidproc "github.com/peapod-cri/peapod/sandbox/proc"
 	"github.com/peapod-cri/peapod/sandbox/runner"
 	"io"
 	"os"
@@ -74,7 +75,7 @@ func (e *Executor) Exec(ctx context.Context, t *Target, cmd []string, s Streams)
 	done := make(chan result, 1)
 	go func() {
 		if pid, err := proc.Pid(); err == nil {
-			awaitExit(pid)
+			pidproc.AwaitChildExit(pid)
 		}
 		ps, err := proc.Wait()
 		done <- result{ps, err}

@@ -512,7 +512,7 @@ func waitExecProcess(ctx context.Context, pid int, copied <-chan struct{}) (int3
 	}
 	done := make(chan *os.ProcessState, 1)
 	go func() {
-		awaitExit(pid)
+		proc.AwaitChildExit(pid)
 		ps, _ := p.Wait()
 		done <- ps
 	}()

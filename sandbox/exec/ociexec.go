@@ -21,6 +21,7 @@ import (
 
 	"github.com/peapod-cri/peapod/oci"
 	"github.com/peapod-cri/peapod/sandbox/ociruntime"
+	"github.com/peapod-cri/peapod/sandbox/proc"
 )
 
 // LoadOCI makes the Target of running container id of the external OCI
@@ -106,7 +107,7 @@ func (e *Executor) ociExec(ctx context.Context, t *Target, cmd []string, s Strea
 	}
 	done := make(chan error, 1)
 	go func() {
-		awaitExit(rc.Process.Pid) // the runtime lives as long as the exec
+		proc.AwaitChildExit(rc.Process.Pid) // the runtime lives as long as the exec
 		done <- rc.Wait()
 	}()
 	select {
