@@ -88,7 +88,7 @@ run_guest() {
     mkdir -p /tmp/peapod-bin && cp $out/peapod* /tmp/peapod-bin/ && export PEAPOD_BINARY=/tmp/peapod-bin/peapod
     (cd sandbox/enter && ../../$out/enter.test -test.count=1 -test.v)
     cd cgroups && ../$out/cgroups.test -test.count=1 -test.v
-    cd ../integration && ../$out/integration.test -test.count=1 -test.timeout=45m -test.v -test.run '$TESTS'"
+    cd ../integration && ../$out/integration.test -test.count=${CGV2_COUNT:-1} -test.timeout=45m -test.v -test.run '$TESTS'"
 }
 # The systemd driver under a real systemd: a second boot of the same image
 # in which integration/guest-systemd.sh starts systemd as PID 1 (of a PID

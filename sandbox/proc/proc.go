@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // StartTime reads the start time (clock ticks since boot) of pid, so
@@ -80,19 +81,44 @@ func AwaitChildExit(pid int) {
 	awaitReadable(f)
 }
 
-// awaitReadable waits, without a thread, until the pidfd f is readable:
-// its process exited.
+// awaitReadable waits until the pidfd f is readable: its process exited.
+// On Go's poller it holds no thread; a pidfd the poller did not take is
+// waited for in a blocking poll, which holds one.
 func awaitReadable(f *os.File) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return
+		return // closed: there is nothing to wait for
 	}
 	// The callback returns false (wait for the poller) until then.
-	rc.Read(func(fd uintptr) bool {
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 0)
-		return err != nil || n > 0
+	if rc.Read(func(fd uintptr) bool { return pidfdReadable(fd, 0) }) == nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		for !pidfdReadable(fd, -1) {
+		}
 	})
+}
+
+// pidfdReadable polls the pidfd fd once, for up to timeout ms (-1: until
+// it is readable). A signal that arrives meanwhile (the Go scheduler's
+// SIGURG, the SIGCHLD of any child's exit) fails poll with EINTR even with
+// a zero timeout: that is no exit, and the poll is repeated. Only a
+// descriptor poll cannot take (EBADF, EINVAL) ends the wait unseen.
+func pidfdReadable(fd uintptr, timeout int) bool {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, timeout)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.ENOMEM:
+			time.Sleep(10 * time.Millisecond)
+			continue
+		case err != nil:
+			return true
+		}
+		return n > 0
+	}
 }
 
 // OnExit calls fn, from a goroutine of its own, once the process pid with
