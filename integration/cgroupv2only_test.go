@@ -113,6 +113,7 @@ func v2OOMGroup(t *testing.T, d *daemon, image string) {
 	})
 	time.Sleep(time.Second * timeoutScale / 5)
 	events, _ := os.ReadFile(cgroupFile(t, "memory", rel, "memory.events"))
+	t.Logf("without memory.oom.group, memory.events: %q", events)
 	if s := containerStatus(t, d, single); s.State != runtimeapi.ContainerState_CONTAINER_RUNNING {
 		t.Errorf("without memory.oom.group the container is %v (exit %d, %q), want running: only the hog is killed; memory.events:\n%s", s.State, s.ExitCode, s.Reason, events)
 	}
