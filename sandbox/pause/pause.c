@@ -381,8 +381,15 @@ static void __attribute__((noreturn)) holder_main(int alive, int keeper_end, int
 	}
 	// The credential change cleared PDEATHSIG: set it again, then make
 	// sure the keeper did not die in between.
+	// A signal during the poll (EINTR) is not the keeper's death: ask again.
 	struct pollfd pf = {.fd = alive, .events = POLLIN};
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&pf, 1, 0) != 0)
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		_exit(1);
+	int dead;
+	do
+		dead = poll(&pf, 1, 0);
+	while (dead < 0 && errno == EINTR);
+	if (dead != 0)
 		_exit(1);
 	// Hold no fd but ctl: not the alive pipe, not the keeper's.
 	if (ctl > 0 && syscall(SYS_close_range, 0U, (unsigned)ctl - 1, 0) < 0)
