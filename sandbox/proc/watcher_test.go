@@ -123,3 +123,33 @@ func watcherState() string {
 	}
 	return "not found"
 }
+
+// TestBlockedExitCallbackStallsNoOther: a callback that blocks (the
+// holder's takes its pod's mutex, which a StopPodSandbox holds while it
+// waits for the keeper's reap, itself a callback) does not hold up the
+// other watches: here the reap of a second child, the stop's wait.
+func TestBlockedExitCallbackStallsNoOther(t *testing.T) {
+	holder, keeper := exec.Command("sleep", "60"), exec.Command("sleep", "60")
+	for _, c := range []*exec.Cmd{holder, keeper} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podMu := make(chan struct{}) // held until the keeper is reaped
+	reaped := make(chan struct{})
+	if err := OnChildExit(holder.Process.Pid, func() { <-podMu; holder.Wait() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := OnChildExit(keeper.Process.Pid, func() { keeper.Wait(); close(reaped) }); err != nil {
+		t.Fatal(err)
+	}
+	holder.Process.Kill()
+	time.Sleep(100 * time.Millisecond) // the holder's exit is dispatched first
+	keeper.Process.Kill()
+	select {
+	case <-reaped:
+	case <-time.After(5 * time.Second):
+		t.Error("a blocked exit callback held up another process's reap")
+	}
+	close(podMu)
+}
