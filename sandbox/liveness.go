@@ -8,10 +8,13 @@ import (
 // one, its namespace holder. ListPodSandbox and every status call ask
 // (refresh), hundreds of times a second on a busy node, so the answer
 // comes from memory: each exit is noticed once, when it happens, by the
-// keeper's reaper (pauseExited) or a pidfd watch (proc.OnExit, one parked
-// goroutine each, no thread), and refresh only reads the flags. A watch
-// that comes too late (the process is gone already) sets its flag at
-// once.
+// keeper's reaper (pauseExited) or a pidfd watch (proc.OnExit), both
+// pidfds in sandbox/proc's one exit watcher (one epoll, one goroutine for
+// all pods; a watch costs no goroutine and no thread), and refresh only
+// reads the flags. A watch that comes too late (the process is gone
+// already) sets its flag at once. The watches' callbacks run on a
+// goroutine of their own (holderExited takes p.mu), so one pod's held
+// mutex stalls no other pod's watch.
 
 // pauseGoneReason is why a pod whose keeper exited is not ready.
 const pauseGoneReason = "the pod's pause process exited"

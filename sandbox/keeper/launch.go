@@ -110,12 +110,17 @@ func Start(path string, ns Namespaces, socket string) (Started, error) {
 		return Started{}, fmt.Errorf("start pause: %w", err)
 	}
 	readyW.Close()
+	// The reaper: the exit watcher calls it once the pause exited, so a
+	// living pod costs no goroutine and no thread; without a watch (no
+	// pidfd), a goroutine blocks in Wait, holding a thread.
 	exited := make(chan struct{})
-	go func() {
-		proc.AwaitChildExit(cmd.Process.Pid) // no thread held while the pod lives
-		cmd.Wait()
+	reap := func() {
+		cmd.Wait() // reaps it; the status is not recorded (the reason names the pause)
 		close(exited)
-	}()
+	}
+	if proc.OnChildExit(cmd.Process.Pid, reap) != nil {
+		go reap()
+	}
 	st, err := awaitReady(readyR, cmd.Process.Pid)
 	if err != nil {
 		cmd.Process.Kill()

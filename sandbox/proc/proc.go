@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // StartTime reads the start time (clock ticks since boot) of pid, so
@@ -66,67 +65,47 @@ func ParentPID(pid int) int {
 }
 
 // AwaitChildExit blocks until the child pid (not yet reaped: its PID
-// cannot be reused) has exited, on Go's poller through a pidfd. os/exec's
+// cannot be reused) has exited, on the exit watcher's pidfd epoll. os/exec's
 // Wait blocks in waitid and holds an OS thread for as long as the child
 // lives: one thread per pod, 500 at 500 pods. The caller reaps it
 // afterwards (exec.Cmd.Wait, then immediate). It returns at once when no
 // pidfd can be had, and the caller's Wait blocks as before.
 func AwaitChildExit(pid int) {
+	exited := make(chan struct{})
+	if OnChildExit(pid, func() { close(exited) }) == nil {
+		<-exited
+	}
+}
+
+// OnChildExit calls fn, from a goroutine of its own, once the child pid
+// (not yet reaped, so its PID names it) has exited; the caller reaps it
+// there. All watches share one goroutine and epoll (exitWatcher): a
+// watch costs an fd and a map entry, no goroutine and no thread. On error
+// (no pidfd, no room in the epoll) fn is never called.
+func OnChildExit(pid int, fn func()) error {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return
+		return fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
-	f := os.NewFile(uintptr(fd), "pidfd")
-	defer f.Close()
-	awaitReadable(f)
+	return watchPidfd(fd, fn)
 }
 
-// awaitReadable waits until the pidfd f is readable: its process exited.
-// On Go's poller it holds no thread; a pidfd the poller did not take is
-// waited for in a blocking poll, which holds one.
-func awaitReadable(f *os.File) {
-	rc, err := f.SyscallConn()
+// watchPidfd hands the pidfd to the exit watcher, which closes it.
+func watchPidfd(fd int, fn func()) error {
+	w, err := theWatcher()
 	if err != nil {
-		return // closed: there is nothing to wait for
+		unix.Close(fd)
+		return err
 	}
-	// The callback returns false (wait for the poller) until then.
-	if rc.Read(func(fd uintptr) bool { return pidfdReadable(fd, 0) }) == nil {
-		return
-	}
-	rc.Control(func(fd uintptr) {
-		for !pidfdReadable(fd, -1) {
-		}
-	})
-}
-
-// pidfdReadable polls the pidfd fd once, for up to timeout ms (-1: until
-// it is readable). A signal that arrives meanwhile (the Go scheduler's
-// SIGURG, the SIGCHLD of any child's exit) fails poll with EINTR even with
-// a zero timeout: that is no exit, and the poll is repeated. Only a
-// descriptor poll cannot take (EBADF, EINVAL) ends the wait unseen.
-func pidfdReadable(fd uintptr, timeout int) bool {
-	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	for {
-		n, err := unix.Poll(pfd, timeout)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.ENOMEM:
-			time.Sleep(10 * time.Millisecond)
-			continue
-		case err != nil:
-			return true
-		}
-		return n > 0
-	}
+	return w.add(fd, fn)
 }
 
 // OnExit calls fn, from a goroutine of its own, once the process pid with
 // this start time exits. It reports gone (and never calls fn) when the
 // process is gone already, and an error (gone false, fn never called) when
 // it could not watch a process that may still run: a failed pidfd_open is
-// not an exit. A pidfd registered with Go's poller costs no thread while
-// it waits.
+// not an exit. The watch is an fd in the exit watcher's epoll: no
+// goroutine, no thread while it waits.
 func OnExit(pid int, start uint64, fn func()) (gone bool, err error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
@@ -141,11 +120,8 @@ func OnExit(pid int, start uint64, fn func()) (gone bool, err error) {
 		unix.Close(fd)
 		return true, nil
 	}
-	f := os.NewFile(uintptr(fd), "pidfd")
-	go func() {
-		defer f.Close()
-		awaitReadable(f)
-		fn()
-	}()
+	if err := watchPidfd(fd, fn); err != nil {
+		return false, fmt.Errorf("watch process %d: %w", pid, err)
+	}
 	return false, nil
 }
