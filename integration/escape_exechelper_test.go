@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/integration/testenv"
@@ -182,6 +183,7 @@ static void field(int pid, const char *file, const char *key) {
 	fclose(f);
 }
 static int kept = -1; // the first caught peapod binary, for a reopen at the end
+static const char *leaked = "-"; // "race SECS DIR": a host directory to look for
 static void inspect(int pid) {
 	char p[64], l[512];
 	snprintf(p, sizeof p, "/proc/%d/exe", pid);
@@ -210,6 +212,7 @@ static void inspect(int pid) {
 		int fd = open(fp, O_RDONLY | O_DIRECTORY);
 		struct statfs fs = {0};
 		if (fd >= 0) fstatfs(fd, &fs);
+		if (!strcmp(l, leaked)) printf("LEAKEDFD %d %s -> %s\n", pid, e->d_name, l);
 		printf("  fd %s -> %s%s", e->d_name, l, fd >= 0 ? " (directory" : "");
 		if (fd >= 0) {
 			printf(", fs 0x%lx)", (long)fs.f_type);
@@ -238,6 +241,7 @@ int main(int argc, char **argv) {
 		return 0;
 	}
 	int secs = argc > 1 ? atoi(argv[1]) : 10;
+	if (argc > 2) leaked = argv[2];
 	time_t end = time(NULL) + secs;
 	int caught = 0, tries = 0;
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -315,16 +319,27 @@ func hostPayloadImage(t *testing.T, regAddr string) string {
 	return "registry.k8s.io/e2e-test-images/hostpayload:it"
 }
 
-func hostPayloadDaemon(t *testing.T) (*daemon, string) {
+// hostPayloadDaemon starts a daemon with the image pulled. The daemon is
+// started holding a descriptor of a host directory without close-on-exec
+// (returned), as a daemon whose parent leaked one would (here the test's
+// shell leaks its own too): nothing the daemon starts in a container may
+// keep it.
+func hostPayloadDaemon(t *testing.T) (*daemon, string, string) {
 	t.Helper()
 	regAddr := testenv.StartRegistry(t)
 	image := hostPayloadImage(t, regAddr)
 	d := newDaemon(t, regAddr)
+	leaked := t.TempDir()
+	fd, err := unix.Open(leaked, unix.O_RDONLY|unix.O_DIRECTORY, 0) // inherited
+	if err != nil {
+		t.Fatal(err)
+	}
 	d.Start()
+	unix.Close(fd)
 	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
-	return d, image
+	return d, image, leaked
 }
 
 // payloadResult waits for the container's /tmp/rt7-result (read from the
@@ -365,7 +380,7 @@ func checkPayload(t *testing.T, what, report string) {
 // the same memfd), and tries to write it, at once and after no process
 // runs it any more.
 func TestEscapeExecHostBinary(t *testing.T) {
-	d, image := hostPayloadDaemon(t)
+	d, image, _ := hostPayloadDaemon(t)
 	podCfg := podConfig("hostbin", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
 	ctr := startContainer(t, d, pod, podCfg, containerConfig("evil", image)) // the image's command: /bin/evil init
@@ -409,7 +424,7 @@ func TestEscapeExecHostBinary(t *testing.T) {
 // by name, in the container). Every process that runs must have its
 // working directory and descriptors inside the container.
 func TestEscapeExecWorkdirFD(t *testing.T) {
-	d, image := hostPayloadDaemon(t)
+	d, image, _ := hostPayloadDaemon(t)
 	podCfg := podConfig("workdirfd", t.TempDir())
 	pod := runPod(t, d, podCfg).PodSandboxId
 	var dirs []string
@@ -491,7 +506,7 @@ func TestEscapeExecWorkdirFD(t *testing.T) {
 // docs/security.md states, as for runc's setns init); what must hold is
 // that peapod's binary stays unwritable however early it is caught.
 func TestEscapeExecPtraceRace(t *testing.T) {
-	d, image := hostPayloadDaemon(t)
+	d, image, leaked := hostPayloadDaemon(t)
 	podCfg := podConfig("ptrace", t.TempDir())
 	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}}
 	pod := runPod(t, d, podCfg).PodSandboxId
@@ -515,7 +530,7 @@ func TestEscapeExecPtraceRace(t *testing.T) {
 			n++
 		}
 	}()
-	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "10"}, Timeout: 50})
+	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "10", leaked}, Timeout: 50})
 	close(stop)
 	n := <-execs
 	if err != nil {
@@ -530,6 +545,9 @@ func TestEscapeExecPtraceRace(t *testing.T) {
 		if strings.HasPrefix(line, "EXEWRITE") {
 			t.Errorf("peapod's binary writable through a caught exec process: %s", line)
 		}
+		if strings.HasPrefix(line, "LEAKEDFD") {
+			t.Errorf("an exec process holds the host directory the daemon inherited: %s", line)
+		}
 	}
 	// The execs still work.
 	if r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "0"}, Timeout: 60}); err != nil || r.ExitCode != 0 {
@@ -543,7 +561,7 @@ func TestEscapeExecPtraceRace(t *testing.T) {
 // own. Here /proc becomes a tmpfs whose self/setgroups is a FIFO: an exec
 // must neither wait on it nor take its word.
 func TestEscapeExecProcRedirect(t *testing.T) {
-	d, image := hostPayloadDaemon(t)
+	d, image, _ := hostPayloadDaemon(t)
 	podCfg := podConfig("procredirect", t.TempDir())
 	podCfg.Linux.SecurityContext = &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER}}
 	pod := runPod(t, d, podCfg).PodSandboxId
