@@ -504,7 +504,10 @@ func TestEscapeExecWorkdirFD(t *testing.T) {
 // process is the container's from its birth. Such a container can take
 // that process over before it drops its capabilities (the residual
 // docs/security.md states, as for runc's setns init); what must hold is
-// that peapod's binary stays unwritable however early it is caught.
+// that peapod's binary stays unwritable however early it is caught, and
+// that no process holds a descriptor the daemon inherited. Containers of
+// the pod are started meanwhile: their runc init (from the keeper's
+// runner) is caught the same way.
 func TestEscapeExecPtraceRace(t *testing.T) {
 	d, image, leaked := hostPayloadDaemon(t)
 	podCfg := podConfig("ptrace", t.TempDir())
@@ -530,9 +533,30 @@ func TestEscapeExecPtraceRace(t *testing.T) {
 			n++
 		}
 	}()
+	// And containers of the pod starting meanwhile: runc's init, started
+	// by the keeper's runner, joins the pod's PID namespace too.
+	starts := make(chan error, 1)
+	go func() {
+		for i := 0; i < 3; i++ {
+			c := containerConfig("start"+strconv.Itoa(i), image)
+			c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: podCfg.Linux.SecurityContext.NamespaceOptions}}
+			cr, err := d.RT.CreateContainer(ctx(t), &runtimeapi.CreateContainerRequest{PodSandboxId: pod, Config: c, SandboxConfig: podCfg})
+			if err == nil {
+				_, err = d.RT.StartContainer(ctx(t), &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId})
+			}
+			if err != nil {
+				starts <- err
+				return
+			}
+		}
+		starts <- nil
+	}()
 	r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Cmd: []string{"/bin/race", "10", leaked}, Timeout: 50})
 	close(stop)
 	n := <-execs
+	if err := <-starts; err != nil {
+		t.Errorf("a container start during the race: %v", err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
