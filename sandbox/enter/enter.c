@@ -43,6 +43,7 @@
 // "no such file or directory" to 127, "permission denied" to 126).
 
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -117,6 +118,7 @@ struct config {
 	int setgroups;
 	uint64_t capb, cape, capp, capi, capa;
 	int nnp;
+	int setgroups_denied; // the user namespace's /proc/PID/setgroups says "deny"
 	const char *apparmor;
 	int has_bpf;
 	unsigned bpf_flags;
@@ -344,6 +346,20 @@ static int last_cap(void)
 	if (n <= 0)
 		fail("read cap_last_cap");
 	return atoi(buf);
+}
+
+// setgroups_denied is runc's check of /proc/self/setgroups ("deny" in a
+// user namespace whose setgroups(2) was denied), on the helper's own file.
+static int setgroups_denied(void)
+{
+	char sg[16] = {0};
+	int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n = read(fd, sg, sizeof(sg) - 1);
+		(void)n;
+		close(fd);
+	}
+	return strncmp(sg, "deny", 4) == 0;
 }
 
 // How much of the container's /etc/passwd the HOME lookup reads. A line
@@ -737,17 +753,8 @@ static void exec_process(struct config *c, int last, int cgns)
 		if (fchown(fd, c->uid, -1) < 0 && errno != EPERM && errno != EROFS)
 			fail("chown fd %d: %s", fd, errstr(errno));
 	}
-	if (c->setgroups) {
-		char sg[16] = {0};
-		int fd = open("/proc/self/setgroups", O_RDONLY | O_CLOEXEC);
-		if (fd >= 0) {
-			ssize_t n = read(fd, sg, sizeof(sg) - 1);
-			(void)n;
-			close(fd);
-		}
-		if (strncmp(sg, "deny", 4) != 0 && setgroups(c->ngroups, c->groups) < 0)
-			fail("setgroups: %s", errstr(errno));
-	}
+	if (c->setgroups && !c->setgroups_denied && setgroups(c->ngroups, c->groups) < 0)
+		fail("setgroups: %s", errstr(errno));
 	if (setgid(c->gid) < 0)
 		fail("setgid %u: %s", c->gid, errstr(errno));
 	if (setuid(c->uid) < 0)
@@ -787,6 +794,30 @@ static void exec_process(struct config *c, int last, int cgns)
 	fail("exec %s: %s", name, errstr(errno)); // runc's linux.Exec words it so
 }
 
+// close_strays closes every descriptor above the pidfd (the seccomp
+// program's is closed by now): the daemon passed no other, so any other
+// was inherited by the daemon without close-on-exec from whatever started
+// it. The exec process would hold it in the container, its cwd could be
+// led through /proc/self/fd/N to it, and a process of the container with
+// CAP_SYS_PTRACE could take it, until the command's execve closed it.
+static void close_strays(void)
+{
+	if (syscall(SYS_close_range, PID_FD + 1, ~0U, 0) == 0)
+		return;
+	// Before 5.9: what /proc/self/fd lists (the host's /proc here).
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		fail("close inherited descriptors: %s", errstr(errno));
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (e->d_name[0] >= '0' && e->d_name[0] <= '9') {
+			int fd = atoi(e->d_name);
+			if (fd > PID_FD && fd != dirfd(d))
+				close(fd);
+		}
+	closedir(d);
+}
+
 static int enter_main(void)
 {
 	// Non-dumpable from the start, as runc's nsexec: nothing in the
@@ -801,10 +832,17 @@ static int enter_main(void)
 	char *buf = read_all(CONFIG_FD, &len);
 	close(CONFIG_FD);
 	parse(&c, buf, len);
+	close_strays();
 	int last = last_cap();
 
 	if (c.oom)
 		write_file("/proc/self/oom_score_adj", c.oom);
+	// Whether setgroups(2) is allowed, read here, from the host's /proc:
+	// the exec process is in this user namespace (the helper joins no
+	// other), and it must read nothing below the container's /proc, which
+	// a container with CAP_SYS_ADMIN may replace (a FIFO there held every
+	// exec until its timeout).
+	c.setgroups_denied = setgroups_denied();
 	// Cgroups first, in the host's mount namespace.
 	join_cgroups(&c);
 	if (c.apparmor)
