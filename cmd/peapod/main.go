@@ -212,6 +212,9 @@ func run(args []string) error {
 		return nil
 	}
 
+	if err := closeInheritedOnExec(); err != nil {
+		return err
+	}
 	cfg, err := config.Load(*configPath)
 	if err != nil {
 		return err
