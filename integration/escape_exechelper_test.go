@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/integration/testenv"
@@ -329,13 +328,7 @@ func hostPayloadDaemon(t *testing.T) (*daemon, string, string) {
 	regAddr := testenv.StartRegistry(t)
 	image := hostPayloadImage(t, regAddr)
 	d := newDaemon(t, regAddr)
-	leaked := t.TempDir()
-	fd, err := unix.Open(leaked, unix.O_RDONLY|unix.O_DIRECTORY, 0) // inherited
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Start()
-	unix.Close(fd)
+	leaked := startHoldingInheritedDir(t, d)
 	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}

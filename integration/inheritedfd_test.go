@@ -19,13 +19,7 @@ import (
 func TestInheritedDescriptorStaysInDaemon(t *testing.T) {
 	regAddr, image := testImage(t)
 	d := newDaemon(t, regAddr)
-	leaked := t.TempDir()
-	fd, err := unix.Open(leaked, unix.O_RDONLY|unix.O_DIRECTORY, 0) // no O_CLOEXEC: inherited
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Start()
-	unix.Close(fd)
+	leaked := startHoldingInheritedDir(t, d)
 	if _, err := d.Img.PullImage(ctx(t), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: image}}); err != nil {
 		t.Fatal(err)
 	}
@@ -63,4 +57,19 @@ func TestInheritedDescriptorStaysInDaemon(t *testing.T) {
 	if holders != 1 {
 		t.Errorf("the daemon holds the inherited directory %d times, want 1 (the check would prove nothing)", holders)
 	}
+}
+
+// startHoldingInheritedDir starts d holding a descriptor of a new host
+// directory without close-on-exec, as a daemon whose parent leaked one
+// would, and returns the directory.
+func startHoldingInheritedDir(t *testing.T, d *daemon) string {
+	t.Helper()
+	leaked := t.TempDir()
+	fd, err := unix.Open(leaked, unix.O_RDONLY|unix.O_DIRECTORY, 0) // no O_CLOEXEC: inherited
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Start()
+	unix.Close(fd)
+	return leaked
 }
