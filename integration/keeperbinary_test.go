@@ -70,6 +70,10 @@ func TestKeeperBinary(t *testing.T) {
 			})
 
 			keeper := pausePID(c, d, pod)
+			// ps and top show the keeper by name, not by the memfd's fd.
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", keeper)); strings.TrimSpace(string(comm)) != "peapod-pause" {
+				t.Errorf("keeper %d is named %q, want peapod-pause", keeper, strings.TrimSpace(string(comm)))
+			}
 			maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", keeper))
 			if err != nil {
 				t.Fatal(err)

@@ -739,6 +739,9 @@ static pid_t make_namespaces(int ready, int argc, char **argv, const struct paus
 // from the constructor of a Go binary (pause.go) and from the C main of
 // the keeper's own binary (cmd/peapod-pause/main.c).
 void peapod_pause_main(int argc, char **argv, char **envp) {
+	// Named for ps and top: run from the daemon's sealed memfd through
+	// /proc/self/fd/N, the kernel would name it "N".
+	(void)prctl(PR_SET_NAME, "peapod-pause", 0, 0, 0);
 	int ready = 3;
 	if (fcntl(ready, F_GETFD) < 0)
 		ready = -1;
