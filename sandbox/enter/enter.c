@@ -43,7 +43,6 @@
 // "no such file or directory" to 127, "permission denied" to 126).
 
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -794,30 +793,6 @@ static void exec_process(struct config *c, int last, int cgns)
 	fail("exec %s: %s", name, errstr(errno)); // runc's linux.Exec words it so
 }
 
-// close_strays closes every descriptor above the pidfd (the seccomp
-// program's is closed by now): the daemon passed no other, so any other
-// was inherited by the daemon without close-on-exec from whatever started
-// it. The exec process would hold it in the container, its cwd could be
-// led through /proc/self/fd/N to it, and a process of the container with
-// CAP_SYS_PTRACE could take it, until the command's execve closed it.
-static void close_strays(void)
-{
-	if (syscall(SYS_close_range, PID_FD + 1, ~0U, 0) == 0)
-		return;
-	// Before 5.9: what /proc/self/fd lists (the host's /proc here).
-	DIR *d = opendir("/proc/self/fd");
-	if (!d)
-		fail("close inherited descriptors: %s", errstr(errno));
-	struct dirent *e;
-	while ((e = readdir(d)))
-		if (e->d_name[0] >= '0' && e->d_name[0] <= '9') {
-			int fd = atoi(e->d_name);
-			if (fd > PID_FD && fd != dirfd(d))
-				close(fd);
-		}
-	closedir(d);
-}
-
 static int enter_main(void)
 {
 	// Non-dumpable from the start, as runc's nsexec: nothing in the
@@ -832,7 +807,6 @@ static int enter_main(void)
 	char *buf = read_all(CONFIG_FD, &len);
 	close(CONFIG_FD);
 	parse(&c, buf, len);
-	close_strays();
 	int last = last_cap();
 
 	if (c.oom)
