@@ -17,8 +17,8 @@ DEPS      := contrib/deps.sh
 all: build
 
 # bin/peapod is the whole runtime: it embeds (tag peapod_embed) the
-# container runner alone (cmd/peapod-runner, which starts containers
-# faster than the daemon's binary) and the pod's keeper alone, C linked
+# container runner alone (cmd/peapod-runner, static: it starts containers
+# faster than the daemon's binary; cmd/peapod-runner/build.sh) and the pod's keeper alone, C linked
 # statically against musl (cmd/peapod-pause/build.sh: a fifth of the
 # memory per pod of a keeper run from the daemon's binary), built first into
 # $(HELPERS) (git-ignored). The daemon seals each into a memfd at start
@@ -28,7 +28,7 @@ HELPERS := cmd/peapod/helpers
 build:
 	@$(DEPS) build
 	@mkdir -p $(HELPERS)
-	CGO_ENABLED=1 $(GO) build -tags "$(TAGS)" -ldflags "-s -w" -o $(HELPERS)/peapod-runner ./cmd/peapod-runner
+	GO="$(GO)" cmd/peapod-runner/build.sh $(HELPERS)/peapod-runner
 	cmd/peapod-pause/build.sh $(HELPERS)/peapod-pause
 	CGO_ENABLED=1 $(GO) build -tags "$(TAGS) peapod_embed" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/peapod
 	@rm -f $(BIN)-runner $(BIN)-pause # an older build's: bin/peapod no longer runs them

@@ -248,3 +248,41 @@ func TestRestoreRefusesBadArchives(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreImagesCheckedAtStart: CRIU images that would restore more
+// privilege than the spec gives are refused by StartContainer itself, before
+// anything runs, whether or not CRIU works on the node. The daemon checks
+// them right before it asks the keeper for the start (the runner, which
+// restores them, no longer links the checker). Forged here by writing an
+// old-layout credentials image into a created container's bundle, as a
+// spec changed after the create's check would make them.
+func TestRestoreImagesCheckedAtStart(t *testing.T) {
+	d, image := readyDaemon(t)
+	c := ctx(t)
+	podCfg := podConfig("restore-start", t.TempDir())
+	pod := runPod(t, d, podCfg).PodSandboxId
+	created, err := d.RT.CreateContainer(c, &runtimeapi.CreateContainerRequest{PodSandboxId: pod,
+		Config: containerConfig("forged", image, "sleep", "3600"), SandboxConfig: podCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ContainerId
+	images := filepath.Join(d.State, "containers", id, "checkpoint")
+	if err := os.Mkdir(images, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(images, "creds-1.img"), []byte("forged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.RT.StartContainer(c, &runtimeapi.StartContainerRequest{ContainerId: id})
+	if err == nil || !strings.Contains(err.Error(), "credentials outside the core images are not restored") {
+		t.Fatalf("StartContainer with forged CRIU images = %v, want the images refused", err)
+	}
+	st, err := d.RT.ContainerStatus(c, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := st.Status; s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.Reason != "StartError" {
+		t.Fatalf("refused start left the container %v reason %q", s.State, s.Reason)
+	}
+}

@@ -237,9 +237,10 @@ func restoreFiles(from *checkpoint.Archive, c *Container) error {
 	return nil
 }
 
-// checkRestorePrivileges refuses at create, with the reason, CRIU images
-// that would restore more privilege than the container's spec gives; the
-// runner checks again against the spec it starts with.
+// checkRestorePrivileges refuses, with the reason, CRIU images that would
+// restore more privilege than the container's spec gives: at create, and
+// again right before the start (runContainer), against the spec the runner
+// then reads.
 func checkRestorePrivileges(c *Container) error {
 	spec, err := runner.ReadSpec(c.Bundle)
 	if err != nil {

@@ -62,6 +62,14 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 	}
 	os.Remove(exitFile(c))
 	os.Remove(oomFile(c))
+	if restoring, err := runner.HasRestoreImages(c.Bundle); err != nil {
+		return err
+	} else if restoring {
+		// The runner restores from the images without checking them.
+		if err := checkRestorePrivileges(&c.Container); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
 	t0 := time.Now()
 	k := r.keeperOf(p)
 	startedAt := time.Now().UnixNano() // before: a quick exit is stamped after it

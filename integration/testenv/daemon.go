@@ -137,7 +137,7 @@ func BuildPeapod(repo, dir string) error {
 		return err
 	}
 	defer os.RemoveAll(helpers)
-	if err := goBuild(repo, tags, []string{"-ldflags", "-s -w"}, filepath.Join(helpers, "peapod-runner"), "./cmd/peapod-runner"); err != nil {
+	if err := BuildRunner(repo, filepath.Join(helpers, "peapod-runner")); err != nil {
 		return err
 	}
 	if err := BuildKeeper(repo, filepath.Join(helpers, "peapod-pause")); err != nil {
@@ -179,6 +179,23 @@ func BuildPeapodSeparate(repo, dir string) error {
 		}
 	}
 	return BuildKeeper(repo, filepath.Join(dir, "peapod-pause"))
+}
+
+// BuildRunner builds the container runner, peapod-runner, into out as make
+// build does: cmd/peapod-runner/build.sh (static).
+func BuildRunner(repo, out string) error {
+	absRepo, err := filepath.Abs(repo)
+	if err != nil {
+		return err
+	}
+	if out, err = filepath.Abs(out); err != nil {
+		return err
+	}
+	build := exec.Command(filepath.Join(absRepo, "cmd/peapod-runner/build.sh"), out)
+	if msg, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the runner (cmd/peapod-runner/build.sh): %v\n%s", err, msg)
+	}
+	return nil
 }
 
 // BuildKeeper builds the pod's keeper, peapod-pause, into out as make build

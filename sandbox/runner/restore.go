@@ -8,9 +8,6 @@ import (
 	"strings"
 
 	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
-	"github.com/peapod-cri/peapod/checkpoint"
 )
 
 // RestoreImagesDir is the bundle's directory of CRIU images when the
@@ -21,7 +18,9 @@ const RestoreImagesDir = "checkpoint"
 // restoreWorkDir holds CRIU's restore.log, kept for a failed restore.
 const restoreWorkDir = "restore-work"
 
-func hasRestoreImages(bundle string) (bool, error) {
+// HasRestoreImages tells whether the container of bundle restores from
+// CRIU images.
+func HasRestoreImages(bundle string) (bool, error) {
 	fi, err := os.Lstat(filepath.Join(bundle, RestoreImagesDir))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
@@ -40,20 +39,16 @@ func hasRestoreImages(bundle string) (bool, error) {
 // subreaper, which holds its stdio (the pipes CRIU re-attaches in place of
 // the dumped ones, named in descriptors.json) and records its exit.
 // The images are removed once restored: they hold the processes' memory.
-// The images are checked against spec first (checkpoint.CheckPrivileges):
-// CRIU restores credentials, seccomp mode and limits from them, not from
-// the spec, and the spec may have changed since the create checked them.
-func restore(lc *libcontainer.Container, bundle string, proc *libcontainer.Process, spec *specs.Spec) error {
+// The daemon checks them against the spec right before it asks the keeper
+// for this start (sandbox.checkRestorePrivileges): CRIU restores
+// credentials, seccomp mode and limits from them, not from the spec. Not
+// here: the checker links CRIU's image decoders and protobuf, whose package
+// initialisation would cost every container start ~2 ms twice (this binary
+// is also the container's init); the bundle is written by the daemon alone.
+func restore(lc *libcontainer.Container, bundle string, proc *libcontainer.Process) error {
 	images := filepath.Join(bundle, RestoreImagesDir)
 	work := filepath.Join(bundle, restoreWorkDir)
-	lim, err := checkpoint.HostCeilings()
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := checkpoint.CheckPrivileges(images, spec, lim); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	err = lc.Restore(proc, &libcontainer.CriuOpts{
+	err := lc.Restore(proc, &libcontainer.CriuOpts{
 		ImagesDirectory: images,
 		WorkDirectory:   work,
 		TcpEstablished:  true, // as it was dumped (sandbox.CheckpointContainer)

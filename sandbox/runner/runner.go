@@ -120,7 +120,7 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 	} else {
 		proc.Stdin, proc.Stdout, proc.Stderr = os.Stdin, os.Stdout, os.Stderr
 	}
-	if restoring, err := hasRestoreImages(bundle); err != nil {
+	if restoring, err := HasRestoreImages(bundle); err != nil {
 		lc.Destroy()
 		return 0, err
 	} else if restoring {
@@ -128,7 +128,7 @@ func run(root, bundle, id string, holder holderNamespaces) (int, error) {
 			lc.Destroy()
 			return 0, fmt.Errorf("restore: a container with a terminal cannot be restored")
 		}
-		if err := restore(lc, bundle, proc, spec); err != nil {
+		if err := restore(lc, bundle, proc); err != nil {
 			lc.Destroy()
 			return 0, err
 		}
