@@ -85,6 +85,7 @@ func (c *container) stopWatching() { c.stopWatch() }
 // applied onto the new writable layer and its CRIU images put in the
 // bundle, where the runner finds them and restores instead of starting.
 func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtimeapi.ContainerConfig, img Image, from *checkpoint.Archive) (_ Container, retErr error) {
+	tBegin := time.Now()
 	if err := validateContainerRequest(cfg); err != nil {
 		return Container{}, err
 	}
@@ -146,9 +147,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	}
 	undo = append(undo, func() { hostfs.UnpinTargetPIDNS(c.Bundle); os.RemoveAll(c.Bundle) })
 	r.fail.Crash("create-container-after-bundle")
+	tRootfs := time.Now()
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
+	tSpec := time.Now()
 	if from != nil {
 		if err := restoreFiles(from, c); err != nil {
 			return Container{}, fmt.Errorf("create container %s from checkpoint %s: %w", name, from.Path, err)
@@ -169,9 +172,11 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
+	tVolumes := time.Now()
 	if err := r.writeContainerSpec(ctx, c, img, &podCopy, volumes, targetPIDNS, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
+	tRecord := time.Now()
 	if from != nil {
 		if err := checkRestorePrivileges(c); err != nil {
 			return Container{}, fmt.Errorf("create container %s from checkpoint %s: %w", name, from.Path, err)
@@ -195,6 +200,9 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
 	r.publishContainer(EventCreated, &ctr.Container)
+	tEnd := time.Now()
+	r.log.Debug("create container phases", "container", id, "before_rootfs", tRootfs.Sub(tBegin),
+		"rootfs", tSpec.Sub(tRootfs), "volumes", tVolumes.Sub(tSpec), "spec", tRecord.Sub(tVolumes), "record", tEnd.Sub(tRecord))
 	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
 	return *c, nil
 }
