@@ -22,8 +22,8 @@ const kubeletMaxMsg = 16 << 20
 // without end, on both streams, must neither grow the daemon past a
 // bound nor lose the answer: a probe that prints more than the kubelet
 // accepts gets its output cut, not an error; a probe that never ends is
-// killed at its timeout, its process gone; concurrent floods cost the
-// daemon what the cut allows, no more.
+// killed at its timeout, or when its caller leaves, its processes gone;
+// concurrent floods cost the daemon what the cut allows, no more.
 func TestEscapeExecSyncFlood(t *testing.T) {
 	d, image := readyDaemon(t)
 	podCfg := podConfig("execflood", t.TempDir())
@@ -68,6 +68,20 @@ func TestEscapeExecSyncFlood(t *testing.T) {
 	}
 	t.Logf("endless flood: %v after %v", status.Code(err), took.Round(time.Millisecond))
 	waitFor(t, 10*time.Second, "the flooding exec's processes to be gone", func() bool {
+		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Timeout: 10, Cmd: []string{"ps", "-o", "args"}})
+		return err == nil && !strings.Contains(string(r.Stdout), "/dev/zero")
+	})
+
+	// Without a timeout the call lasts as long as its caller: a caller that
+	// gives up (crictl exec --sync, Ctrl-C) ends the flood too.
+	cctx, ccancel := context.WithTimeout(context.Background(), 3*time.Second)
+	_, err = d.RT.ExecSync(cctx, &runtimeapi.ExecSyncRequest{ContainerId: ctr,
+		Cmd: []string{"sh", "-c", "cat /dev/zero /dev/full >&2 & exec cat /dev/zero /dev/null"}}, recv)
+	ccancel()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("endless ExecSync without a timeout, its caller gone after 3 s: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the abandoned exec's processes to be gone", func() bool {
 		r, err := d.RT.ExecSync(ctx(t), &runtimeapi.ExecSyncRequest{ContainerId: ctr, Timeout: 10, Cmd: []string{"ps", "-o", "args"}})
 		return err == nil && !strings.Contains(string(r.Stdout), "/dev/zero")
 	})
