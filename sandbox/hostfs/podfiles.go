@@ -39,22 +39,30 @@ func WritePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 	return nil
 }
 
-// podFilesMountOptions size the tmpfs that holds a pod's directory, its
-// hostname and resolv.conf. Containers bind those files writable (as
-// containerd and CRI-O do, and images expect), so whatever a container
-// writes there lands in the daemon's state directory (a tmpfs, /run, on
-// most nodes): outside everything the kubelet measures, and, on tmpfs,
-// host memory that outlives the container. A tmpfs of its own bounds it:
-// 256 KiB, far above a resolv.conf the validation lets through, and a few
-// inodes (the root, the two files, the shm mount point); a bigger write
-// gets ENOSPC in the container. The mode is the pod directory's.
-const podFilesMountOptions = "mode=0700,size=256k,nr_inodes=16"
+// The pod's directory is a tmpfs of its own, holding its hostname and
+// resolv.conf. Containers bind those files writable (as containerd and
+// CRI-O do, and images expect), so whatever a container writes there would
+// land in the daemon's state directory (a tmpfs, /run, on most nodes):
+// outside everything the kubelet measures, and, on tmpfs, host memory that
+// outlives the container. The tmpfs bounds it: what the files hold at the
+// start plus podFilesRoom, and a few inodes (the root, the two files, the
+// shm mount point); a bigger write gets ENOSPC in the container. The mode
+// is the pod directory's.
+const podFilesRoom = 256 << 10
 
-// mountPodDir makes the pod's directory a small tmpfs of its own.
-func mountPodDir(dir string) error {
+// mountPodDir makes the pod's directory a small tmpfs of its own, sized
+// for the files WritePodFiles writes there.
+func mountPodDir(dir string, cfg *runtimeapi.PodSandboxConfig) error {
+	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return err
+	}
+	pages := func(n int) int { return (n + 4095) / 4096 * 4096 }
+	size := pages(len(resolv)) + pages(len(oci.Hostname(cfg))+1) + podFilesRoom
 	// Not noexec: each file's bind into a container copies the mount's
 	// flags, and a user-namespaced container could not drop a locked one.
-	if err := unix.Mount("podfiles", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, podFilesMountOptions); err != nil {
+	opts := fmt.Sprintf("mode=0700,size=%d,nr_inodes=16", size)
+	if err := unix.Mount("podfiles", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return fmt.Errorf("mount pod files tmpfs: %w", err)
 	}
 	return nil
@@ -76,7 +84,7 @@ func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), er
 	if err := EnsureDir(dir, PrivateDirMode); err != nil {
 		return nil, fmt.Errorf("pod dir: %w", err)
 	}
-	if err := mountPodDir(dir); err != nil {
+	if err := mountPodDir(dir, cfg); err != nil {
 		os.Remove(dir)
 		return nil, err
 	}
