@@ -85,8 +85,8 @@ func RemoveBundles(ctx context.Context, d Dirs, known func(id string) bool, remo
 }
 
 // RemovePodFiles removes the directories of pods that known does not name
-// (with their mounts: the directory's tmpfs and /dev/shm) and the keeper sockets not in liveSockets
-// (base names).
+// (with their mounts: the directory's tmpfs and /dev/shm) and the keeper
+// sockets not in liveSockets (base names).
 func RemovePodFiles(d Dirs, known func(id string) bool, liveSockets map[string]bool) {
 	entries, _ := os.ReadDir(d.Pods)
 	for _, e := range entries {
