@@ -406,7 +406,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	r.fail.Crash("stop-pod-after-network")
 	if p.State == PodNotReady && !proc.Alive(p.PausePID, p.PauseStart) {
 		r.startNetTeardown(p, finishNet)
-		hostfs.UnmountPodShm(p.Dir)
+		hostfs.UnmountPodFiles(p.Dir)
 		r.removePodCgroup(p) // left by a crash mid-stop
 		return nil
 	}
@@ -414,7 +414,7 @@ func (r *Runtime) StopPod(ctx context.Context, id string) error {
 	tPause := time.Now()
 	r.startNetTeardown(p, finishNet) // the netns's last process is gone
 	r.fail.Crash("stop-pod-after-pause")
-	hostfs.UnmountPodShm(p.Dir)
+	hostfs.UnmountPodFiles(p.Dir)
 	r.removePodCgroup(p)
 	tCgroup := time.Now()
 	r.fail.Crash("stop-pod-after-cgroup")
@@ -459,6 +459,7 @@ func (r *Runtime) RemovePod(ctx context.Context, id string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r.removePodCgroup(p)
+	hostfs.UnmountPodFiles(p.Dir) // unmounted at the stop; not if that failed midway
 	if err := os.RemoveAll(p.Dir); err != nil {
 		return internal(fmt.Errorf("remove pod %s files: %w", p.ID, err))
 	}

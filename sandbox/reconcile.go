@@ -77,7 +77,7 @@ func (r *Runtime) removeHalfCreatedPod(ctx context.Context, p *pod) {
 			r.log.Warn("release the network of a half-created pod", "pod", p.ID, "err", err)
 		}
 	}
-	hostfs.UnmountPodShm(p.Dir)
+	hostfs.UnmountPodFiles(p.Dir)
 	os.RemoveAll(p.Dir)
 	r.removePodCgroup(p)
 	os.Remove(keeperSocket(r.opts.State, p.ID))
@@ -187,7 +187,7 @@ func (r *Runtime) releaseStoppedPods() {
 		if p.State == PodReady || running[p.ID] || proc.Alive(p.PausePID, p.PauseStart) {
 			continue
 		}
-		hostfs.UnmountPodShm(p.Dir)
+		hostfs.UnmountPodFiles(p.Dir)
 		r.removePodCgroup(p)
 	}
 }

@@ -1,7 +1,6 @@
 package exec
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -240,38 +239,14 @@ func (e *execIO) close() {
 	}
 }
 
-// maxSyncOutput bounds what ExecSync buffers per stream, as a probe that
-// prints without end must not exhaust the daemon's memory.
-const maxSyncOutput = 16 << 20
-
-// ExecSync is Exec with the output collected: the first 16 MiB of each
-// stream are kept, the rest dropped.
+// ExecSync is Exec with the output collected: both streams together
+// within maxSyncOutput (syncoutput.go), the rest dropped.
 func (e *Executor) ExecSync(ctx context.Context, t *Target, cmd []string) (stdout, stderr []byte, code int32, err error) {
-	outBuf, errBuf := &cappedBuffer{max: maxSyncOutput}, &cappedBuffer{max: maxSyncOutput}
-	code, err = e.Exec(ctx, t, cmd, Streams{Stdout: nopCloser{outBuf}, Stderr: nopCloser{errBuf}})
+	out := newSyncOutput()
+	code, err = e.Exec(ctx, t, cmd, Streams{Stdout: out.stream(0), Stderr: out.stream(1)})
+	stdout, stderr = out.take()
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	return outBuf.Bytes(), errBuf.Bytes(), code, nil
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
-
-// cappedBuffer keeps the first max bytes written and drops the rest.
-type cappedBuffer struct {
-	bytes.Buffer
-	max int
-}
-
-func (b *cappedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
-	}
-	return len(p), nil
+	return stdout, stderr, code, nil
 }

@@ -39,20 +39,57 @@ func WritePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 	return nil
 }
 
-// UnmountPodShm unmounts the pod's /dev/shm tmpfs; not mounted is fine.
-func UnmountPodShm(dir string) {
-	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+// The pod's directory is a tmpfs of its own, holding its hostname and
+// resolv.conf. Containers bind those files writable (as containerd and
+// CRI-O do, and images expect), so whatever a container writes there would
+// land in the daemon's state directory (a tmpfs, /run, on most nodes):
+// outside everything the kubelet measures, and, on tmpfs, host memory that
+// outlives the container. The tmpfs bounds it: what the files hold at the
+// start plus podFilesRoom, and a few inodes (the root, the two files, the
+// shm mount point); a bigger write gets ENOSPC in the container. The mode
+// is the pod directory's.
+const podFilesRoom = 256 << 10
+
+// mountPodDir makes the pod's directory a small tmpfs of its own, sized
+// for the files WritePodFiles writes there.
+func mountPodDir(dir string, cfg *runtimeapi.PodSandboxConfig) error {
+	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
+	if err != nil {
+		return err
+	}
+	pages := func(n int) int { return (n + 4095) / 4096 * 4096 }
+	size := pages(len(resolv)) + pages(len(oci.Hostname(cfg))+1) + podFilesRoom
+	// Not noexec: each file's bind into a container copies the mount's
+	// flags, and a user-namespaced container could not drop a locked one.
+	opts := fmt.Sprintf("mode=0700,size=%d,nr_inodes=16", size)
+	if err := unix.Mount("podfiles", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return fmt.Errorf("mount pod files tmpfs: %w", err)
+	}
+	return nil
 }
 
-// MakePodFiles makes the pod's directory and the files its containers
-// mount (WritePodFiles; owned by the pod's user namespace's root if it has
-// one). The undo it returns removes them.
+// UnmountPodFiles unmounts the pod's /dev/shm tmpfs, then the tmpfs of the
+// pod's directory (its hostname and resolv.conf go with it); not mounted is
+// fine (a pod started by an older peapod has its files on the state
+// directory itself).
+func UnmountPodFiles(dir string) {
+	_ = unix.Unmount(filepath.Join(dir, "shm"), unix.MNT_DETACH)
+	_ = unix.Unmount(dir, unix.MNT_DETACH)
+}
+
+// MakePodFiles makes the pod's directory, a small tmpfs (mountPodDir), and
+// the files its containers mount (WritePodFiles; owned by the pod's user
+// namespace's root if it has one). The undo it returns removes them.
 func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), err error) {
 	if err := EnsureDir(dir, PrivateDirMode); err != nil {
 		return nil, fmt.Errorf("pod dir: %w", err)
 	}
+	if err := mountPodDir(dir, cfg); err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
 	undo = func() {
-		UnmountPodShm(dir)
+		UnmountPodFiles(dir)
 		os.RemoveAll(dir)
 	}
 	if err := WritePodFiles(dir, cfg); err != nil {

@@ -85,13 +85,13 @@ func RemoveBundles(ctx context.Context, d Dirs, known func(id string) bool, remo
 }
 
 // RemovePodFiles removes the directories of pods that known does not name
-// (with their /dev/shm mount) and the keeper sockets not in liveSockets
-// (base names).
+// (with their mounts: the directory's tmpfs and /dev/shm) and the keeper
+// sockets not in liveSockets (base names).
 func RemovePodFiles(d Dirs, known func(id string) bool, liveSockets map[string]bool) {
 	entries, _ := os.ReadDir(d.Pods)
 	for _, e := range entries {
 		if !known(e.Name()) {
-			hostfs.UnmountPodShm(filepath.Join(d.Pods, e.Name()))
+			hostfs.UnmountPodFiles(filepath.Join(d.Pods, e.Name()))
 			os.RemoveAll(filepath.Join(d.Pods, e.Name()))
 		}
 	}
