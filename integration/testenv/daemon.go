@@ -184,24 +184,19 @@ func BuildPeapodSeparate(repo, dir string) error {
 // BuildRunner builds the container runner, peapod-runner, into out as make
 // build does: cmd/peapod-runner/build.sh (static).
 func BuildRunner(repo, out string) error {
-	absRepo, err := filepath.Abs(repo)
-	if err != nil {
-		return err
-	}
-	if out, err = filepath.Abs(out); err != nil {
-		return err
-	}
-	build := exec.Command(filepath.Join(absRepo, "cmd/peapod-runner/build.sh"), out)
-	if msg, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the runner (cmd/peapod-runner/build.sh): %v\n%s", err, msg)
-	}
-	return nil
+	return runBuildScript(repo, "cmd/peapod-runner/build.sh", out)
 }
 
 // BuildKeeper builds the pod's keeper, peapod-pause, into out as make build
 // does: cmd/peapod-pause/build.sh (static, musl; glibc with
 // PEAPOD_KEEPER_LIBC=glibc, or without musl-gcc, with a warning).
 func BuildKeeper(repo, out string) error {
+	return runBuildScript(repo, "cmd/peapod-pause/build.sh", out)
+}
+
+// runBuildScript runs a helper's build script of repo (script, relative to
+// it) with the absolute output path out.
+func runBuildScript(repo, script, out string) error {
 	absRepo, err := filepath.Abs(repo)
 	if err != nil {
 		return err
@@ -209,9 +204,9 @@ func BuildKeeper(repo, out string) error {
 	if out, err = filepath.Abs(out); err != nil {
 		return err
 	}
-	build := exec.Command(filepath.Join(absRepo, "cmd/peapod-pause/build.sh"), out)
+	build := exec.Command(filepath.Join(absRepo, script), out)
 	if msg, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build the keeper (cmd/peapod-pause/build.sh): %v\n%s", err, msg)
+		return fmt.Errorf("build with %s: %v\n%s", script, err, msg)
 	}
 	return nil
 }
