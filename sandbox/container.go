@@ -151,7 +151,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err := r.makeContainerRootfs(ctx, c, img, &podCopy, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	tSpec := time.Now()
+	tVolumes := time.Now() // the restored files, the image volumes, the target PID namespace
 	if from != nil {
 		if err := restoreFiles(from, c); err != nil {
 			return Container{}, fmt.Errorf("create container %s from checkpoint %s: %w", name, from.Path, err)
@@ -172,7 +172,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	if err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
-	tVolumes := time.Now()
+	tSpec := time.Now()
 	if err := r.writeContainerSpec(ctx, c, img, &podCopy, volumes, targetPIDNS, &undo); err != nil {
 		return Container{}, fmt.Errorf("create container %s: %w", name, err)
 	}
@@ -202,7 +202,7 @@ func (r *Runtime) createContainer(ctx context.Context, podID string, cfg *runtim
 	r.publishContainer(EventCreated, &ctr.Container)
 	tEnd := time.Now()
 	r.log.Debug("create container phases", "container", id, "before_rootfs", tRootfs.Sub(tBegin),
-		"rootfs", tSpec.Sub(tRootfs), "volumes", tVolumes.Sub(tSpec), "spec", tRecord.Sub(tVolumes), "record", tEnd.Sub(tRecord))
+		"rootfs", tVolumes.Sub(tRootfs), "volumes", tSpec.Sub(tVolumes), "spec", tRecord.Sub(tSpec), "record", tEnd.Sub(tRecord))
 	r.log.Info("container created", "container", id, "name", name, "pod", podCopy.ID)
 	return *c, nil
 }

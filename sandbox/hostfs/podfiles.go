@@ -11,18 +11,28 @@ import (
 	"github.com/peapod-cri/peapod/oci"
 )
 
-// WritePodFiles writes the files every container of the pod mounts:
-// hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
-// the pod's own.
-func WritePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
-	if err := os.WriteFile(filepath.Join(dir, "hostname"), []byte(oci.Hostname(cfg)+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write hostname: %w", err)
-	}
+// podFiles are the contents of the files every container of the pod
+// mounts.
+type podFiles struct {
+	hostname, resolvConf []byte
+}
+
+func podFilesOf(cfg *runtimeapi.PodSandboxConfig) (podFiles, error) {
 	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
 	if err != nil {
-		return err
+		return podFiles{}, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), resolv, 0o644); err != nil {
+	return podFiles{hostname: []byte(oci.Hostname(cfg) + "\n"), resolvConf: resolv}, nil
+}
+
+// writePodFiles writes the files every container of the pod mounts:
+// hostname, resolv.conf, and a tmpfs for /dev/shm when the IPC namespace is
+// the pod's own.
+func writePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig, f podFiles) error {
+	if err := os.WriteFile(filepath.Join(dir, "hostname"), f.hostname, 0o644); err != nil {
+		return fmt.Errorf("write hostname: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), f.resolvConf, 0o644); err != nil {
 		return fmt.Errorf("write resolv.conf: %w", err)
 	}
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetIpc() != runtimeapi.NamespaceMode_NODE {
@@ -51,14 +61,10 @@ func WritePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) error {
 const podFilesRoom = 256 << 10
 
 // mountPodDir makes the pod's directory a small tmpfs of its own, sized
-// for the files WritePodFiles writes there.
-func mountPodDir(dir string, cfg *runtimeapi.PodSandboxConfig) error {
-	resolv, err := oci.ResolvConf(cfg.GetDnsConfig())
-	if err != nil {
-		return err
-	}
+// for the files f that writePodFiles writes there.
+func mountPodDir(dir string, f podFiles) error {
 	pages := func(n int) int { return (n + 4095) / 4096 * 4096 }
-	size := pages(len(resolv)) + pages(len(oci.Hostname(cfg))+1) + podFilesRoom
+	size := pages(len(f.resolvConf)) + pages(len(f.hostname)) + podFilesRoom
 	// Not noexec: each file's bind into a container copies the mount's
 	// flags, and a user-namespaced container could not drop a locked one.
 	opts := fmt.Sprintf("mode=0700,size=%d,nr_inodes=16", size)
@@ -78,13 +84,17 @@ func UnmountPodFiles(dir string) {
 }
 
 // MakePodFiles makes the pod's directory, a small tmpfs (mountPodDir), and
-// the files its containers mount (WritePodFiles; owned by the pod's user
+// the files its containers mount (writePodFiles; owned by the pod's user
 // namespace's root if it has one). The undo it returns removes them.
 func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), err error) {
+	files, err := podFilesOf(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := EnsureDir(dir, PrivateDirMode); err != nil {
 		return nil, fmt.Errorf("pod dir: %w", err)
 	}
-	if err := mountPodDir(dir, cfg); err != nil {
+	if err := mountPodDir(dir, files); err != nil {
 		os.Remove(dir)
 		return nil, err
 	}
@@ -92,7 +102,7 @@ func MakePodFiles(dir string, cfg *runtimeapi.PodSandboxConfig) (undo func(), er
 		UnmountPodFiles(dir)
 		os.RemoveAll(dir)
 	}
-	if err := WritePodFiles(dir, cfg); err != nil {
+	if err := writePodFiles(dir, cfg, files); err != nil {
 		undo()
 		return nil, err
 	}
