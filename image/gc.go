@@ -10,7 +10,7 @@ import (
 // Collected is what CollectGarbage removed.
 type Collected struct {
 	Images     []string // images whose layers are not all recorded (records only: pulled again)
-	Containers []string // storage containers (each with its layer) no record named, or whose layers are not all recorded
+	Containers []string // writable layers and storage containers (each with its layer) no record named, or whose layers are not all recorded
 	Layers     []string // layers no image and no container uses
 }
 
@@ -32,6 +32,8 @@ type Collected struct {
 // first: RootfsRecorded). It must run before the daemon serves: a pull or
 // create in flight would have layers not yet recorded.
 func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, error) {
+	s.rw.use.Lock()
+	defer s.rw.use.Unlock()
 	var out Collected
 	var errs []error
 	parents, err := s.layerParents()
@@ -46,6 +48,28 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 		return out, errors.Join(append(errs, fmt.Errorf("image: list storage containers: %w", err))...)
 	}
 	usedLayers := map[string]bool{}
+	// Writable layers the driver made (rwlayer.go): kept with their
+	// container, their parents used.
+	keptRW := map[string]bool{}
+	if d, err := s.driver(); err != nil {
+		errs = append(errs, err)
+	} else {
+		for id, rec := range s.rw.snapshot() {
+			if keep(id) && s.rwRecorded(parents, id, rec) {
+				keptRW[id] = true
+				if rec.Parent != "" {
+					usedLayers[rec.Parent] = true
+				}
+				continue
+			}
+			if err := s.removeRWLocked(d, id); err != nil {
+				errs = append(errs, err)
+				keptRW[id] = true // its directory stays until it can go
+				continue
+			}
+			out.Containers = append(out.Containers, id)
+		}
+	}
 	for _, c := range containers {
 		// An image volume is kept with the container that mounts it (volume.go).
 		owner := volumeOwner(&c)
@@ -119,9 +143,9 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 			break
 		}
 	}
-	// Driver directories and layer data no record names (c/storage's own
-	// collection: it never touches what a record names).
-	if err := s.store.GarbageCollect(); err != nil {
+	// Driver directories and layer data no record names, as c/storage's
+	// own collection, which would take the kept writable layers too.
+	if err := s.collectStorageDirs(keptRW); err != nil {
 		errs = append(errs, fmt.Errorf("storage garbage collection: %w", err))
 	}
 	return out, errors.Join(errs...)

@@ -326,6 +326,8 @@ func (s *Store) endPull(failed bool) {
 func (s *Store) removeOrphanLayers() error {
 	s.removeMu.Lock()
 	defer s.removeMu.Unlock()
+	s.rw.use.Lock() // the writable layers' parents are in use
+	defer s.rw.use.Unlock()
 	layers, err := s.store.Layers()
 	if err != nil {
 		return err
@@ -362,6 +364,9 @@ func (s *Store) removeOrphanLayers() error {
 	}
 	for _, c := range containers {
 		mark(c.LayerID)
+	}
+	for _, rec := range s.rw.snapshot() {
+		mark(rec.Parent)
 	}
 	children := map[string]int{}
 	for _, l := range layers {

@@ -134,6 +134,10 @@ func (s *Store) RootfsRecorded(containerIDs []string) (map[string]bool, error) {
 	}
 	out := make(map[string]bool, len(containerIDs))
 	for _, id := range containerIDs {
+		if rec, ok := s.rw.get(id); ok {
+			out[id] = s.rwRecorded(parents, id, rec)
+			continue
+		}
 		c, err := s.store.Container(id)
 		switch {
 		case errors.Is(err, storagetypes.ErrContainerUnknown):

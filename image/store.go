@@ -155,6 +155,8 @@ type Store struct {
 	cache map[string]*configInfo // by storage image ID; image content is immutable
 
 	movedAside []MovedAside // record files Open found unusable (repair.go)
+
+	rw *rwLayers // containers' writable layers made by the driver directly (rwlayer.go)
 }
 
 type configInfo struct {
@@ -250,8 +252,14 @@ func Open(cfg Config) (*Store, error) {
 	if imageStore != "" {
 		removeStagingLeftovers(imageStore, log)
 	}
+	rw, rwMoved, err := loadRWLayers(graphRoot, log)
+	if err != nil {
+		st.Shutdown(true) //nolint:errcheck
+		return nil, err
+	}
+	movedAside = append(movedAside, rwMoved...)
 	s := &Store{
-		store: st, root: imageRoot, containerRoot: graphRoot, cache: map[string]*configInfo{},
+		store: st, root: imageRoot, containerRoot: graphRoot, cache: map[string]*configInfo{}, rw: rw,
 		log: log, progressTimeout: cfg.PullProgressTimeout, pinned: pinned, observer: cfg.Observer,
 		flights: &flights{m: map[string]*flight{}}, movedAside: movedAside,
 	}
@@ -269,6 +277,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.cancelBase()
 		s.flights.wait()
+		rwErr := s.unmountAllRW()
 		_, err := s.store.Shutdown(true)
 		if errors.Is(err, storagetypes.ErrLayerUsedByContainer) {
 			// Shutdown(force) unmounted the container layers but then
@@ -276,7 +285,7 @@ func (s *Store) Close() error {
 			// overlay home); the second call finds nothing mounted.
 			_, err = s.store.Shutdown(true)
 		}
-		s.closeErr = err
+		s.closeErr = errors.Join(rwErr, err)
 	})
 	return s.closeErr
 }
@@ -494,6 +503,12 @@ func (s *Store) Remove(ctx context.Context, ref string) error {
 			return nil
 		}
 	}
+	// No writable layer may be made on it while it goes (createRW).
+	s.rw.use.Lock()
+	defer s.rw.use.Unlock()
+	if s.rw.imageInUse(simg.ID) {
+		return fmt.Errorf("image %q (%s): remove the containers that use it first: %w", ref, simg.ID, ErrInUse)
+	}
 	if _, err := s.store.DeleteImage(simg.ID, true); err != nil {
 		if errors.Is(err, storagetypes.ErrImageUnknown) || errors.Is(err, storagetypes.ErrNotAnImage) {
 			return nil // removed meanwhile (by another peapod call or tool)
@@ -586,6 +601,13 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	if containerID == "" {
 		return "", errors.New("image: empty container ID")
 	}
+	if _, ok := s.rw.get(containerID); ok {
+		d, err := s.driver()
+		if err != nil {
+			return "", err
+		}
+		return s.mountRW(d, containerID)
+	}
 	if c, err := s.store.Container(containerID); err == nil {
 		// Mounting again returns the same path; the extra mount count is
 		// dropped by RemoveRootfs' forced unmount.
@@ -594,6 +616,12 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	simg, err := s.lookup(imageID)
 	if err != nil {
 		return "", err
+	}
+	// Most containers' layers are the driver's, recorded by peapod
+	// (rwlayer.go); a mapped one (user namespace) needs c/storage's ID
+	// mapping and is a c/storage container.
+	if len(uids) == 0 && len(gids) == 0 && rwLayerID(containerID) {
+		return s.createRW(containerID, simg)
 	}
 	// Volatile: c/storage records the container and its layer without an
 	// fsync (it fsyncs containers.json and layers.json, each rewritten
@@ -623,7 +651,9 @@ func (s *Store) CreateRootfsMapped(ctx context.Context, containerID, imageID str
 	return mp, nil
 }
 
-// durableRootfs turns volatile container records off (PEAPOD_DURABLE_ROOTFS=1).
+// durableRootfs turns volatile container records off (PEAPOD_DURABLE_ROOTFS=1):
+// c/storage's, and the fsync of peapod's records of writable layers
+// (rwLayers.save) and the overlay's "volatile" mount option with them.
 var durableRootfs = os.Getenv("PEAPOD_DURABLE_ROOTFS") == "1"
 
 func storageIDMap(list []specs.LinuxIDMapping) []idtools.IDMap {
@@ -637,10 +667,13 @@ func storageIDMap(list []specs.LinuxIDMapping) []idtools.IDMap {
 // RemoveRootfs unmounts and deletes the container's layer. An absent
 // container is not an error.
 func (s *Store) RemoveRootfs(ctx context.Context, containerID string) error {
+	if _, ok := s.rw.get(containerID); ok {
+		return s.removeRW(containerID)
+	}
 	c, err := s.store.Container(containerID)
 	if err != nil {
 		if errors.Is(err, storagetypes.ErrContainerUnknown) {
-			return nil
+			return s.removeUnrecordedRW(containerID)
 		}
 		return err
 	}
@@ -660,6 +693,13 @@ func (s *Store) RemoveRootfs(ctx context.Context, containerID string) error {
 // of the mount table that each runc, runner and container init reads.
 // Not mounted, or no longer there, is not an error.
 func (s *Store) UnmountRootfs(ctx context.Context, containerID string) error {
+	if _, ok := s.rw.get(containerID); ok {
+		d, err := s.driver()
+		if err != nil {
+			return err
+		}
+		return s.unmountRW(d, containerID)
+	}
 	_, err := s.store.Unmount(containerID, true)
 	if err != nil && !errors.Is(err, storagetypes.ErrLayerNotMounted) && !errors.Is(err, storagetypes.ErrContainerUnknown) &&
 		!errors.Is(err, storagetypes.ErrLayerUnknown) && !errors.Is(err, storagetypes.ErrNotAContainer) {

@@ -73,7 +73,7 @@ func TestStorageRepairAfterUncleanStop(t *testing.T) {
 			t.Errorf("the orphan's layer is still mounted at %s", m)
 		}
 	}
-	if log, _ := os.ReadFile(d.LogPath); !strings.Contains(string(log), "removed a storage container no container record points to") {
+	if log, _ := os.ReadFile(d.LogPath); !strings.Contains(string(log), "removed a writable layer no container record points to") {
 		t.Errorf("the daemon's log does not say it removed the orphan")
 	}
 	// The running container and its layer survive, the created one starts,
@@ -102,10 +102,21 @@ func TestStorageRepairAfterUncleanStop(t *testing.T) {
 	}
 }
 
-// storageContainers lists containers/storage's container records (both
-// files: peapod's containers are volatile).
+// storageContainers lists the containers whose writable layers are
+// recorded: peapod's own records of the layers the driver made
+// (image/rwlayer.go) and containers/storage's container records (both
+// files: user-namespaced containers' are volatile).
 func storageContainers(t *testing.T, root string) []string {
 	var ids []string
+	rw, err := os.ReadDir(filepath.Join(root, "storage", "peapod-rwlayers"))
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range rw {
+		if len(e.Name()) == 64 {
+			ids = append(ids, e.Name())
+		}
+	}
 	for _, f := range []string{"containers.json", "volatile-containers.json"} {
 		var recs []struct {
 			ID string `json:"id"`
@@ -128,6 +139,10 @@ func storageContainers(t *testing.T, root string) []string {
 }
 
 func storageLayerOf(t *testing.T, root, container string) string {
+	// A layer the driver made is named after its container.
+	if _, err := os.Stat(filepath.Join(root, "storage", "peapod-rwlayers", container)); err == nil {
+		return container
+	}
 	for _, f := range []string{"containers.json", "volatile-containers.json"} {
 		var recs []struct {
 			ID    string `json:"id"`

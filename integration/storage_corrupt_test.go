@@ -25,20 +25,28 @@ type storageRecord struct {
 	// filesystem (its storage container and every layer beneath it
 	// recorded), the image (all its layers recorded).
 	keepsRootfs, keepsImage bool
+	// rwLayer: the path is peapod's record of the running container's
+	// writable layer (image/rwlayer.go) with RUNNING for its ID, not a
+	// containers/storage file: an unreadable one is not moved aside but
+	// left out (said in the log) and its layer collected.
+	rwLayer bool
 }
 
 var storageRecords = []storageRecord{
-	{false, "overlay-layers/layers.json", true, false, false},         // image layers: under every container
-	{false, "overlay-layers/volatile-layers.json", true, false, true}, // container layers (peapod's are volatile)
-	{false, "overlay-images/images.json", true, true, false},
-	{false, "overlay-containers/containers.json", true, true, true}, // peapod's storage containers are volatile
-	{false, "overlay-containers/volatile-containers.json", true, false, true},
-	{true, "overlay-layers/mountpoints.json", true, true, true},
-	{false, "overlay-layers/layers.lock", false, true, true},
-	{false, "overlay-images/images.lock", false, true, true},
-	{false, "overlay-containers/containers.lock", false, true, true},
-	{true, "overlay-layers/mountpoints.lock", false, true, true},
-	{false, "storage.lock", false, true, true},
+	{false, "overlay-layers/layers.json", true, false, false, false}, // image layers: under every container
+	// Containers' layers are the driver's, recorded by peapod: c/storage's
+	// container and volatile layer files hold only user-namespaced ones.
+	{false, "overlay-layers/volatile-layers.json", true, true, true, false},
+	{false, "overlay-images/images.json", true, true, false, false},
+	{false, "overlay-containers/containers.json", true, true, true, false},
+	{false, "overlay-containers/volatile-containers.json", true, true, true, false},
+	{true, "overlay-layers/mountpoints.json", true, true, true, false},
+	{false, "overlay-layers/layers.lock", false, true, true, false},
+	{false, "overlay-images/images.lock", false, true, true, false},
+	{false, "overlay-containers/containers.lock", false, true, true, false},
+	{true, "overlay-layers/mountpoints.lock", false, true, true, false},
+	{false, "storage.lock", false, true, true, false},
+	{false, "peapod-rwlayers/RUNNING", true, false, true, true},
 }
 
 // TestCorruptStorageRecordsStartAnyway stops the daemon, damages one of
@@ -62,7 +70,7 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 	graph, run := filepath.Join(d.Root, "storage"), filepath.Join(d.State, "storage")
 	for _, rec := range storageRecords {
 		modes := []string{"empty", "truncated", "garbage"}
-		if rec.decoded {
+		if rec.decoded && !rec.rwLayer {
 			// The daemon killed instead of stopped: c/storage's mounts
 			// (the created container's, the running one's) stay, and
 			// the start repairs as after any unclean stop.
@@ -96,7 +104,7 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 					d.Stop()
 				}
 
-				path := filepath.Join(graph, rec.path)
+				path := filepath.Join(graph, strings.Replace(rec.path, "RUNNING", running, 1))
 				if rec.inState {
 					path = filepath.Join(run, rec.path)
 				}
@@ -114,7 +122,11 @@ func TestCorruptStorageRecordsStartAnyway(t *testing.T) {
 				after, _ := os.ReadFile(d.LogPath)
 				newLog := string(after[len(before):])
 				aside, _ := filepath.Glob(path + ".corrupt-*")
-				if rec.decoded {
+				if rec.rwLayer {
+					if !strings.Contains(newLog, "unreadable record of a container's writable layer") || !strings.Contains(newLog, running) {
+						t.Errorf("the daemon's log does not say the record of %s's layer was unreadable:\n%s", running, tail(newLog, 20))
+					}
+				} else if rec.decoded {
 					if !strings.Contains(newLog, "containers/storage record cannot be read; moved aside") || !strings.Contains(newLog, path) {
 						t.Errorf("the daemon's log does not say it moved %s aside:\n%s", path, tail(newLog, 20))
 					}

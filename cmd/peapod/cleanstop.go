@@ -87,7 +87,7 @@ func collectStorage(images *image.Store, rt *sandbox.Runtime, log *slog.Logger) 
 		log.Warn("storage repair: forgot an image whose layers are no longer all recorded; pull it again", "image", id)
 	}
 	for _, id := range got.Containers {
-		log.Warn("storage repair: removed a storage container no container record points to, or whose layers are no longer all recorded", "storage_container", id)
+		log.Warn("storage repair: removed a writable layer no container record points to, or whose layers are no longer all recorded", "container", id)
 	}
 	for _, id := range got.Layers {
 		log.Warn("storage repair: removed a layer no image or container uses", "layer", id)
