@@ -218,6 +218,12 @@ func (s *Store) createRW(id string, simg *storage.Image) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Looked up before the lock: a removal may have taken it since, and
+	// a record naming a removed image would not keep its layers from the
+	// next image that shares them.
+	if _, err := s.store.Image(simg.ID); err != nil {
+		return "", fmt.Errorf("create rootfs of container %s: image %s was removed: %w", id, simg.ID, ErrNotFound)
+	}
 	if simg.TopLayer != "" && !d.Exists(simg.TopLayer) {
 		return "", fmt.Errorf("create rootfs of container %s: image %s lost its layers; pull it again: %w", id, simg.ID, ErrNotFound)
 	}
