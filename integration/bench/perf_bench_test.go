@@ -511,7 +511,7 @@ func (res *results) run(sz suiteSizes, quick bool) *perfresult.Run {
 	run.Notes = []string{
 		fmt.Sprintf("Sizes: %d pod lifecycles and %d ExecSync per runtime, the runtimes taking turns sample by sample; critest --benchmark %d round(s) of %d pods, %d containers (2 at a time) and %d pulls, the order rotated and reversed by round; density %d pods, %d round(s), one runtime at a time, the order rotated by round (two rounds: p50 is the lower, \"p99\" the higher); %d ListContainerStats calls at that density; polling window %s.",
 			sz.lifecycles, sz.execs, sz.critestRounds, sz.critest.pods, sz.critest.containers, sz.critest.images, sz.densityPods, sz.densityRounds, sz.statsCalls, sz.steady),
-		"peapod runs with PEAPOD_DURABLE_ROOTFS=1: its container records (containers/storage's containers.json, layers.json) are synced, as the anchors sync their metadata.",
+		"peapod runs with PEAPOD_DURABLE_ROOTFS=1: its records of containers' writable layers (storage/peapod-rwlayers; containers/storage's files for user-namespaced ones) are synced, and the layers mounted without overlay's volatile option, as the anchors sync their metadata.",
 	}
 	return run
 }
