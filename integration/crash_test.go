@@ -401,20 +401,34 @@ func checkNothingLeft(t *testing.T, d *daemon, what string) {
 	}
 }
 
-// keeperOfAnotherDaemon reports whether pid is a keeper (or its PID
-// holder) whose socket (-S) is not under state: another daemon's, run
-// from the same sealed memfd when both run the same binary (a daemon
-// adopts the memfd of any keeper with the same content: helperbin.adopt),
-// as test daemons running side by side do.
+// keeperOfAnotherDaemon reports whether pid is a keeper, or a process
+// beneath one (its PID holder, "/pause"), whose socket (-S) is not under
+// state: another daemon's, run from the same sealed memfd when both run
+// the same binary (a daemon adopts the memfd of any keeper with the same
+// content: helperbin.adopt), as test daemons running side by side do.
 func keeperOfAnotherDaemon(pid int, state string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	args := strings.Split(string(b), "\x00")
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == "-S" {
-			return !strings.HasPrefix(args[i+1], state+"/")
+	for depth := 0; depth < 4 && pid > 1; depth++ {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			return false
+		}
+		args := strings.Split(string(b), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-S" {
+				return !strings.HasPrefix(args[i+1], state+"/")
+			}
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		// The parent is the second field after the command's ")".
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) < 2 {
+			return false
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			return false
 		}
 	}
 	return false
