@@ -119,12 +119,17 @@ func TestEnterWithoutClone3(t *testing.T) {
 // thread that forks the process and then ends with its goroutine: the
 // test's other threads stay unfiltered.
 func startWithout(nr uint32) func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	return startRefusing(nr, unix.ENOSYS)
+}
+
+// startRefusing is startWithout with another errno.
+func startRefusing(nr uint32, errno unix.Errno) func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	return func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
-		return startFiltered(nr, name, argv, attr)
+		return startFiltered(nr, errno, name, argv, attr)
 	}
 }
 
-func startFiltered(nr uint32, name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+func startFiltered(nr uint32, errno unix.Errno, name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	type result struct {
 		p   *os.Process
 		err error
@@ -135,7 +140,7 @@ func startFiltered(nr uint32, name string, argv []string, attr *os.ProcAttr) (*o
 		filter := []unix.SockFilter{
 			{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
 			{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nr, Jt: 0, Jf: 1},
-			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
 			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 		}
 		prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}

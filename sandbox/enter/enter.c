@@ -666,6 +666,19 @@ static int is_dev_null(struct stat *st)
 // /proc/<exec>/fd/N (and the host's root through its 1/root).
 static int proc_fd = -1;
 
+// procfs_failed reports a failed step of open_private_proc.
+static void __attribute__((noreturn)) procfs_failed(const char *step)
+{
+	int e = errno;
+	// Refused by the kernel or a policy (no new mount API, a seccomp
+	// filter, a user namespace without the right to mount proc): the
+	// daemon stops trying. Anything else (ENOMEM in the container's
+	// memory cgroup) only sends this exec through libcontainer.
+	if (e == ENOSYS || e == EPERM || e == EACCES || e == EINVAL)
+		fail("private procfs unavailable: %s: %s", step, errstr(e));
+	fail("private procfs: %s: %s", step, errstr(e));
+}
+
 // open_private_proc mounts a procfs of the caller's active PID namespace,
 // detached (fsmount: never attached to a mount table), with only the PID
 // directories (subset=pid: no /proc/sys, no sysrq-trigger) and only the
@@ -673,23 +686,23 @@ static int proc_fd = -1;
 // caller's active PID namespace: this runs in the exec process, born in
 // the container's. It runs before the container's seccomp filter is
 // loaded and the rlimits are set, which may refuse it. A failure is
-// reported as "private procfs unavailable" before anything of the
-// container runs: the daemon then execs through libcontainer, as runc
-// (sandbox/exec/fastexec.go).
+// reported before anything of the container runs: the daemon then execs
+// through libcontainer, as runc (sandbox/exec/fastexec.go), and never
+// through another /proc.
 static void open_private_proc(void)
 {
 	int fs = syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC);
 	if (fs < 0)
-		fail("private procfs unavailable: fsopen proc: %s", errstr(errno));
+		procfs_failed("fsopen proc");
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "subset", "pid", 0) < 0)
-		fail("private procfs unavailable: subset=pid: %s", errstr(errno));
+		procfs_failed("subset=pid");
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "hidepid", "ptraceable", 0) < 0)
-		fail("private procfs unavailable: hidepid=ptraceable: %s", errstr(errno));
+		procfs_failed("hidepid=ptraceable");
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		fail("private procfs unavailable: create: %s", errstr(errno));
+		procfs_failed("create");
 	proc_fd = syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 	if (proc_fd < 0)
-		fail("private procfs unavailable: fsmount: %s", errstr(errno));
+		procfs_failed("fsmount");
 	close(fs);
 }
 

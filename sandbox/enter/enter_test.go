@@ -203,6 +203,12 @@ func TestEnterAppArmorWithoutFsopen(t *testing.T) {
 	if strings.HasPrefix(rep, "pid ") && ws.ExitStatus() == 0 {
 		t.Errorf("the command ran")
 	}
+	// A failure that is no refusal (here ENOMEM) is worded so that the
+	// daemon sends only that exec through libcontainer.
+	rep, _, _ = runWith(t, helperRun{start: startRefusing(unix.SYS_FSMOUNT, unix.ENOMEM)}, "uid=0", "gid=0", "apparmor=peapod-test-no-such-profile", "arg=/bin/true")
+	if !strings.Contains(rep, "error private procfs: fsmount: cannot allocate memory") {
+		t.Errorf("report %q, want \"private procfs: fsmount: cannot allocate memory\"", rep)
+	}
 	// Without a profile nothing is mounted: the same filter is no matter.
 	rep, out, ws := runWith(t, helperRun{start: startWithout(unix.SYS_FSOPEN)}, "uid=0", "gid=0", "arg=/bin/echo", "arg=ran")
 	if strings.Contains(rep, "error") || ws.ExitStatus() != 0 || out != "ran\n" {

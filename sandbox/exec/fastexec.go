@@ -502,7 +502,9 @@ func (e *Executor) failedStart(rep helperReport, run *helperRun, s Streams, cmd 
 	}
 	killReap(rep.pid)
 	if strings.HasPrefix(rep.err, "private procfs unavailable") {
-		// Before anything of the container ran. runc's init, which
+		// Refused by the kernel or a policy, before anything of the
+		// container ran (another failure to mount it, "private procfs:
+		// ...", sends only this exec on below). runc's init, which
 		// libcontainer runs, looks for a procfs of its own the same way
 		// and falls back further as runc does; the helper never uses a
 		// weaker one (the host's /proc reached the host's root).
