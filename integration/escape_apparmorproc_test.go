@@ -169,11 +169,16 @@ func TestExecAppArmorWithoutPrivateProcfs(t *testing.T) {
 }
 
 // startWithoutFsopen starts d under a seccomp filter that fails fsopen
-// with ENOSYS, installed on a locked thread that starts the daemon and
-// then ends with its goroutine: the test's other threads stay unfiltered.
+// with ENOSYS, installed on a locked thread that starts the daemon: the
+// test's other threads stay unfiltered. The thread lives until the test's
+// cleanup: a thread's exit is its children's parent death, and the test
+// registry, started with Pdeathsig from whatever thread ran the test then,
+// died with it once.
 func startWithoutFsopen(t *testing.T, d *daemon) {
 	t.Helper()
-	done := make(chan error)
+	started := make(chan error, 1)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 		filter := []unix.SockFilter{
@@ -184,13 +189,17 @@ func startWithoutFsopen(t *testing.T, d *daemon) {
 		}
 		prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 		if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0); err != nil {
-			done <- err
+			started <- err
+			<-release
 			return
 		}
-		defer close(done) // also when Start fails the test (runtime.Goexit)
+		defer func() { // also when Start fails the test (runtime.Goexit)
+			started <- nil
+			<-release
+		}()
 		d.Start()
 	}()
-	if err := <-done; err != nil {
+	if err := <-started; err != nil {
 		t.Fatalf("seccomp filter: %v", err)
 	}
 	if d.Cmd == nil || d.Cmd.Process == nil {
