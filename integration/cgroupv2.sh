@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 
 GO=${GO:-go}
 TAGS=$(cat build-tags.txt)
-# The resource tests: limits in the files, 0.2 CPU, live update, stats, OOM.
-TESTS=${CGV2_TESTS:-'^(TestResources|TestExecPathsAgree|TestCgroupV2Only)$'}
+# The resource tests: limits in the files, 0.2 CPU, live update, stats, OOM;
+# and the exec helper's AppArmor tests, which need the AppArmor of
+# make test-cgroupv2-full's qemu guest (they skip without it).
+TESTS=${CGV2_TESTS:-'^(TestResources|TestExecPathsAgree|TestCgroupV2Only|TestEscapeExecAppArmorProc|TestExecAppArmorWithoutPrivateProcfs)$'}
 # Under systemd as PID 1: the systemd driver through D-Bus.
 SYSTEMD_TESTS=${CGV2_SYSTEMD_TESTS:-'^TestSystemdDriver$'}
 VM_RUN=${VM_RUN:-../shared/vm/vm-run.sh}

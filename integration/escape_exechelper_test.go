@@ -230,6 +230,16 @@ static void inspect(int pid) {
 				printf(" HOSTFD up=%s", up >= 0 ? "ok" : strerrorname_np(errno));
 				if (up >= 0) close(up);
 			}
+			if (fs.f_type == 0x9fa0) {
+				// a procfs: whose PID 1, and so whose root, does it show?
+				struct stat rs;
+				int r1 = openat(fd, "1/root", O_PATH | O_DIRECTORY);
+				if (r1 >= 0 && fstat(r1, &rs) == 0)
+					printf(" PROCROOT1 %lx:%lu", (unsigned long)rs.st_dev, (unsigned long)rs.st_ino);
+				else
+					printf(" PROCROOT1 %s", strerrorname_np(errno));
+				if (r1 >= 0) close(r1);
+			}
 			close(fd);
 		}
 		printf("\n");

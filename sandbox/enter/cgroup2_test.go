@@ -108,17 +108,28 @@ func TestEnterCgroup2(t *testing.T) {
 // (fastexec.go's failedStart), which then execs through libcontainer.
 func TestEnterWithoutClone3(t *testing.T) {
 	dir, _ := cgroup2Dir(t)
-	rep, _, _ := runWith(t, helperRun{start: startWithoutClone3}, "cg2="+dir, "uid=0", "gid=0", "arg=/bin/true")
+	rep, _, _ := runWith(t, helperRun{start: startWithout(unix.SYS_CLONE3)}, "cg2="+dir, "uid=0", "gid=0", "arg=/bin/true")
 	if !strings.HasPrefix(rep, "error clone3 unavailable") || !strings.Contains(rep, "function not implemented") {
 		t.Errorf("report %q, want an error that starts with \"clone3 unavailable\"", rep)
 	}
 }
 
-// startWithoutClone3 starts a process under a seccomp filter that fails
-// clone3 with ENOSYS. The filter is installed on a locked thread that
-// forks the process and then ends with its goroutine: the test's other
-// threads stay unfiltered.
-func startWithoutClone3(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+// startWithout returns a start of a process under a seccomp filter that
+// fails system call nr with ENOSYS. The filter is installed on a locked
+// thread that forks the process and then ends with its goroutine: the
+// test's other threads stay unfiltered.
+func startWithout(nr uint32) func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	return startRefusing(nr, unix.ENOSYS)
+}
+
+// startRefusing is startWithout with another errno.
+func startRefusing(nr uint32, errno unix.Errno) func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	return func(name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
+		return startFiltered(nr, errno, name, argv, attr)
+	}
+}
+
+func startFiltered(nr uint32, errno unix.Errno, name string, argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	type result struct {
 		p   *os.Process
 		err error
@@ -128,8 +139,8 @@ func startWithoutClone3(name string, argv []string, attr *os.ProcAttr) (*os.Proc
 		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
 		filter := []unix.SockFilter{
 			{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
-			{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_CLONE3, Jt: 0, Jf: 1},
-			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+			{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: nr, Jt: 0, Jf: 1},
+			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
 			{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
 		}
 		prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}

@@ -50,6 +50,7 @@
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/keyctl.h>
+#include <linux/mount.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
@@ -61,7 +62,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -86,8 +86,11 @@
 #define PID_FD 5
 #define BPF_FD 6
 
-#ifndef PROC_SUPER_MAGIC
-#define PROC_SUPER_MAGIC 0x9fa0
+// The new mount API (5.2): the same numbers on every architecture.
+#ifndef SYS_fsopen
+#define SYS_fsopen 430
+#define SYS_fsconfig 431
+#define SYS_fsmount 432
 #endif
 
 #define MAX_CONFIG (4 << 20)
@@ -655,19 +658,52 @@ static int is_dev_null(struct stat *st)
 	return S_ISCHR(st->st_mode) && st->st_rdev == makedev(1, 3);
 }
 
-// proc_fd is the host's procfs, opened before the helper joins the
-// container's mount namespace: the exec process writes its own AppArmor
-// attribute through it, not through a /proc the container mounted.
+// proc_fd is a private procfs of the container's PID namespace, made by
+// the exec process only when it has an AppArmor profile to set: it writes
+// its own exec attribute through it, neither through the container's
+// /proc, which a container with CAP_SYS_ADMIN may replace, nor through the
+// host's, which a container with CAP_SYS_PTRACE could reach through
+// /proc/<exec>/fd/N (and the host's root through its 1/root).
 static int proc_fd = -1;
 
-static void open_host_proc(void)
+// procfs_failed reports a failed step of open_private_proc.
+static void __attribute__((noreturn)) procfs_failed(const char *step)
 {
-	struct statfs fs;
-	proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int e = errno;
+	// Refused by the kernel or a policy (no new mount API, a seccomp
+	// filter, a user namespace without the right to mount proc): the
+	// daemon stops trying. Anything else (ENOMEM in the container's
+	// memory cgroup) only sends this exec through libcontainer.
+	if (e == ENOSYS || e == EPERM || e == EACCES || e == EINVAL)
+		fail("private procfs unavailable: %s: %s", step, errstr(e));
+	fail("private procfs: %s: %s", step, errstr(e));
+}
+
+// open_private_proc mounts a procfs of the caller's active PID namespace,
+// detached (fsmount: never attached to a mount table), with only the PID
+// directories (subset=pid: no /proc/sys, no sysrq-trigger) and only the
+// processes its user may ptrace (hidepid=ptraceable). procfs takes the
+// caller's active PID namespace: this runs in the exec process, born in
+// the container's. It runs before the container's seccomp filter is
+// loaded and the rlimits are set, which may refuse it. A failure is
+// reported before anything of the container runs: the daemon then execs
+// through libcontainer, as runc (sandbox/exec/fastexec.go), and never
+// through another /proc.
+static void open_private_proc(void)
+{
+	int fs = syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		procfs_failed("fsopen proc");
+	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "subset", "pid", 0) < 0)
+		procfs_failed("subset=pid");
+	if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "hidepid", "ptraceable", 0) < 0)
+		procfs_failed("hidepid=ptraceable");
+	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		procfs_failed("create");
+	proc_fd = syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 	if (proc_fd < 0)
-		fail("open /proc: %s", errstr(errno));
-	if (fstatfs(proc_fd, &fs) < 0 || fs.f_type != PROC_SUPER_MAGIC)
-		fail("/proc is not procfs");
+		procfs_failed("fsmount");
+	close(fs);
 }
 
 // apply_apparmor is libcontainer's apparmor.ApplyProfile
@@ -687,6 +723,9 @@ static void apply_apparmor(const char *profile)
 	if (write(fd, buf, n) != n)
 		fail("apparmor failed to apply profile: %s", errstr(errno));
 	close(fd);
+	// Its only use: nothing holds it for the rest of the start.
+	close(proc_fd);
+	proc_fd = -1;
 }
 
 // exec_process is the exec process, in the container's namespaces and
@@ -698,6 +737,8 @@ static void exec_process(struct config *c, int last, int cgns)
 	if (cgns && setns(PID_FD, CLONE_NEWCGROUP) < 0)
 		fail("join the cgroup namespace of the container's init: %s", errstr(errno));
 	close(PID_FD);
+	if (c->apparmor)
+		open_private_proc();
 	if (setsid() < 0)
 		fail("setsid failed: %s", errstr(errno));
 	if (setuid(0) < 0 || setgid(0) < 0)
@@ -819,8 +860,6 @@ static int enter_main(void)
 	c.setgroups_denied = setgroups_denied();
 	// Cgroups first, in the host's mount namespace.
 	join_cgroups(&c);
-	if (c.apparmor)
-		open_host_proc();
 	int cg = -1, cgns = 0;
 	if (c.cgroup2) {
 		cg = open(c.cgroup2, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -172,3 +172,46 @@ func TestEnterAppArmor(t *testing.T) {
 	}
 	t.Logf("report: %s", strings.TrimSpace(rep))
 }
+
+// TestEnterAppArmorPrivateProcfs: the exec process writes its AppArmor
+// attribute through a private procfs it mounts (subset=pid,
+// hidepid=ptraceable), also once it has dropped to a user without
+// capabilities: the attribute opens and only its write is refused, by the
+// kernel (no AppArmor here: "invalid argument"; a profile not loaded in an
+// AppArmor kernel: "no such file or directory").
+func TestEnterAppArmorPrivateProcfs(t *testing.T) {
+	rep, _, ws := run(t, "uid=65534", "gid=65534", "capb=0", "cape=0", "capp=0", "apparmor=peapod-test-no-such-profile", "arg=/bin/true")
+	if !strings.Contains(rep, "error apparmor failed to apply profile: ") || strings.Contains(rep, "open exec attribute") {
+		t.Errorf("report %q, want the attribute's write refused (not its open)", rep)
+	}
+	if strings.HasPrefix(rep, "pid ") && ws.ExitStatus() == 0 {
+		t.Errorf("the command ran")
+	}
+	t.Logf("report: %s", strings.TrimSpace(rep))
+}
+
+// TestEnterAppArmorWithoutFsopen: where the new mount API is refused (a
+// seccomp filter, here one failing fsopen with ENOSYS), the exec process
+// mounts no private procfs and says so, before anything runs, in words
+// the daemon recognizes (fastexec.go's failedStart: such execs then go
+// through libcontainer); it never falls back to another /proc.
+func TestEnterAppArmorWithoutFsopen(t *testing.T) {
+	rep, _, ws := runWith(t, helperRun{start: startWithout(unix.SYS_FSOPEN)}, "uid=0", "gid=0", "apparmor=peapod-test-no-such-profile", "arg=/bin/true")
+	if !strings.Contains(rep, "error private procfs unavailable: fsopen proc: function not implemented") {
+		t.Errorf("report %q, want \"private procfs unavailable\"", rep)
+	}
+	if strings.HasPrefix(rep, "pid ") && ws.ExitStatus() == 0 {
+		t.Errorf("the command ran")
+	}
+	// A failure that is no refusal (here ENOMEM) is worded so that the
+	// daemon sends only that exec through libcontainer.
+	rep, _, _ = runWith(t, helperRun{start: startRefusing(unix.SYS_FSMOUNT, unix.ENOMEM)}, "uid=0", "gid=0", "apparmor=peapod-test-no-such-profile", "arg=/bin/true")
+	if !strings.Contains(rep, "error private procfs: fsmount: cannot allocate memory") {
+		t.Errorf("report %q, want \"private procfs: fsmount: cannot allocate memory\"", rep)
+	}
+	// Without a profile nothing is mounted: the same filter is no matter.
+	rep, out, ws := runWith(t, helperRun{start: startWithout(unix.SYS_FSOPEN)}, "uid=0", "gid=0", "arg=/bin/echo", "arg=ran")
+	if strings.Contains(rep, "error") || ws.ExitStatus() != 0 || out != "ran\n" {
+		t.Errorf("without a profile: report %q, status %v, stdout %q", rep, ws, out)
+	}
+}

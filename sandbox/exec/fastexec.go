@@ -37,6 +37,7 @@ type fastPlan struct {
 	initPid   int
 	initStart uint64
 	bpf       []byte // the container's seccomp program, nil without one
+	apparmor  bool   // an AppArmor profile: the exec process needs a private procfs
 }
 
 // fastExecOff turns the fast path off (PEAPOD_EXEC_PATH=libcontainer):
@@ -158,7 +159,7 @@ func planFastExec(lc *libcontainer.Container, spec *specs.Spec) (*fastPlan, stri
 		}
 		add("bpf", strconv.FormatUint(uint64(flags), 10))
 	}
-	return &fastPlan{static: b.Bytes(), initPid: st.InitProcessPid, initStart: st.InitProcessStartTime, bpf: bpf}, ""
+	return &fastPlan{static: b.Bytes(), initPid: st.InitProcessPid, initStart: st.InitProcessStartTime, bpf: bpf, apparmor: profile != ""}, ""
 }
 
 var cloneFlag = map[configs.NamespaceType]int{
@@ -213,7 +214,12 @@ type execHelper struct {
 	once sync.Once
 	file *os.File // nil: no helper, execs go through libcontainer
 	bad  bool     // the helper does not speak exec-enter (an older runner)
-	mu   sync.Mutex
+	// noProcfs: the exec process could not mount a private procfs (a
+	// seccomp filter or user namespace refusing the new mount API), which
+	// it needs to set an AppArmor profile: such execs go through
+	// libcontainer.
+	noProcfs bool
+	mu       sync.Mutex
 }
 
 func (e *Executor) helper() *os.File {
@@ -242,6 +248,14 @@ func (e *Executor) helper() *os.File {
 	return h.file
 }
 
+// noPrivateProcfs says whether execs with an AppArmor profile go through
+// libcontainer (execHelper.noProcfs).
+func (e *Executor) noPrivateProcfs() bool {
+	e.execHelper.mu.Lock()
+	defer e.execHelper.mu.Unlock()
+	return e.execHelper.noProcfs
+}
+
 // errFallBack says the fast path did not start the command: the exec is to
 // go through libcontainer.
 var errFallBack = errors.New("exec through libcontainer")
@@ -252,7 +266,7 @@ var errFallBack = errors.New("exec through libcontainer")
 func (e *Executor) fastExec(ctx context.Context, h *Target, cmd []string, s Streams) (int32, error) {
 	plan := h.fast
 	helper := e.helper()
-	if plan == nil || helper == nil || s.TTY {
+	if plan == nil || helper == nil || s.TTY || plan.apparmor && e.noPrivateProcfs() {
 		return 0, errFallBack
 	}
 	pidf, err := openInit(plan)
@@ -487,6 +501,21 @@ func (e *Executor) failedStart(rep helperReport, run *helperRun, s Streams, cmd 
 		return 0, fmt.Errorf("exec helper: %s (%v): %w", rep.err, run.ps, errFallBack)
 	}
 	killReap(rep.pid)
+	if strings.HasPrefix(rep.err, "private procfs unavailable") {
+		// Refused by the kernel or a policy, before anything of the
+		// container ran (another failure to mount it, "private procfs:
+		// ...", sends only this exec on below). runc's init, which
+		// libcontainer runs, looks for a procfs of its own the same way
+		// and falls back further as runc does; the helper never uses a
+		// weaker one (the host's /proc reached the host's root).
+		e.execHelper.mu.Lock()
+		if !e.execHelper.noProcfs {
+			e.log.Warn("execs with an AppArmor profile go through libcontainer: the exec helper cannot mount a private procfs", "err", rep.err)
+		}
+		e.execHelper.noProcfs = true
+		e.execHelper.mu.Unlock()
+		return 0, fmt.Errorf("exec helper: %s: %w", rep.err, errFallBack)
+	}
 	msg := "unable to start container process: " + rep.err
 	if !strings.HasPrefix(rep.err, "exec") {
 		// Anything but the command's lookup and execve: let
