@@ -30,7 +30,7 @@ func openTestStore(t *testing.T, addr string) (*Store, string) {
 
 // openTestStoreWith is openTestStore with the Config adjusted by mod
 // (dir is the test's temp dir; Root and RunRoot are under it).
-func openTestStoreWith(t *testing.T, addr string, mod func(dir string, c *Config)) (*Store, string) {
+func openTestStoreWith(t testing.TB, addr string, mod func(dir string, c *Config)) (*Store, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (overlay storage)")
@@ -78,7 +78,7 @@ insecure = true
 	return s, dir
 }
 
-func mountsUnder(t *testing.T, dir string) []string {
+func mountsUnder(t testing.TB, dir string) []string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
