@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -118,6 +120,11 @@ func TestEscapeLifecycleRaces(t *testing.T) {
 		}
 		ec, el := wait("CreateContainer", cr), wait("StartContainer", ls)
 		t.Logf("round %d: create racing the stop: %v; start racing it: %v", round, ec, el)
+		for what, err := range map[string]error{"CreateContainer": ec, "StartContainer": el} {
+			if c := status.Code(err); c != codes.OK && c != codes.FailedPrecondition && c != codes.NotFound {
+				t.Errorf("round %d: %s racing StopPodSandbox answered %v, want OK, FailedPrecondition or NotFound: %v", round, what, c, err)
+			}
+		}
 		t0 := time.Now()
 		if _, err := d.RT.RemovePodSandbox(ctx(t), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 			t.Errorf("round %d: RemovePodSandbox: %v", round, err)
