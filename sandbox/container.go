@@ -721,8 +721,37 @@ func (r *Runtime) destroyLibcontainer(c *container) {
 	if err != nil {
 		return
 	}
-	if err := lc.Destroy(); err != nil {
+	err = lc.Destroy()
+	if errors.Is(err, libcontainer.ErrRunning) {
+		// Recorded as exited while its init runs: the pod's keeper, the
+		// init's parent, died and could not report (killed from the
+		// host, the node's OOM killer). Nothing reaps or stops it after
+		// this record (StopContainer skips an exited container), and
+		// without a PID namespace of its own the parent's death does not
+		// end it: end it here, so that what is reported exited has exited.
+		err = r.killUnreported(c, lc)
+	}
+	if err != nil {
 		r.log.Warn("destroy container state", "container", c.ID, "err", err)
+	}
+}
+
+// killUnreported SIGKILLs a container whose exit is recorded but whose
+// init still runs (every process of its cgroup when it has no PID
+// namespace of its own: libcontainer's Signal), waits up to 10 s for the
+// init to go, and destroys the container's state and cgroup.
+func (r *Runtime) killUnreported(c *container, lc *libcontainer.Container) error {
+	r.log.Warn("container recorded as exited still runs: killing it", "container", c.ID)
+	if err := lc.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+		return fmt.Errorf("kill the unreported container: %w", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := lc.Destroy()
+		if !errors.Is(err, libcontainer.ErrRunning) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

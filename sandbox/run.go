@@ -83,6 +83,11 @@ func (r *Runtime) runContainer(ctx context.Context, c *container, p *Pod) error 
 		StdinOnce: c.Config.GetStdinOnce(),
 		Argv:      r.runnerArgv(c, p),
 	})
+	if errors.Is(err, keeper.ErrGone) {
+		// A start racing StopPodSandbox (or a keeper that died): the
+		// pod, not the runtime, is what failed.
+		return fmt.Errorf("the pod is stopped or its keeper died: %w: %w", ErrFailedPrecondition, err)
+	}
 	if err != nil {
 		return err
 	}
