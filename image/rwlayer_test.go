@@ -40,13 +40,7 @@ func recordStamps(t *testing.T, graph string) map[string]time.Time {
 // collection, and goes with RemoveRootfs.
 func TestRWLayerLifecycle(t *testing.T) {
 	ctx := context.Background()
-	addr := testenv.StartRegistry(t)
-	testenv.PushImage(t, addr, "library/busybox:latest", testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
-	s, dir := openTestStore(t, addr)
-	img, err := s.Pull(ctx, "busybox", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir, img := storeWithBusybox(t)
 	graph := filepath.Join(dir, "root", "storage")
 	before := recordStamps(t, graph)
 	time.Sleep(20 * time.Millisecond) // a rewrite would show in the mtime
@@ -107,11 +101,7 @@ func TestRWLayerLifecycle(t *testing.T) {
 	if m := mountsUnder(t, dir); contains(m, mps[ids[0]]) {
 		t.Errorf("Close left %s mounted", mps[ids[0]])
 	}
-	s2, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: filepath.Join(dir, "registries.conf")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := reopen(t, dir)
 	rec, err := s2.RootfsRecorded(ids[:2])
 	if err != nil || !rec[ids[0]] || !rec[ids[1]] {
 		t.Errorf("RootfsRecorded after reopen = %v, %v", rec, err)
@@ -172,13 +162,7 @@ func TestRWLayerLifecycle(t *testing.T) {
 // still removes the layer.
 func TestRWLayerCorruptRecord(t *testing.T) {
 	ctx := context.Background()
-	addr := testenv.StartRegistry(t)
-	testenv.PushImage(t, addr, "library/busybox:latest", testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
-	s, dir := openTestStore(t, addr)
-	img, err := s.Pull(ctx, "busybox", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, dir, img := storeWithBusybox(t)
 	graph := filepath.Join(dir, "root", "storage")
 	a, b := rwTestID(10), rwTestID(11)
 	for _, id := range []string{a, b} {
@@ -194,11 +178,7 @@ func TestRWLayerCorruptRecord(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s2, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: filepath.Join(dir, "registries.conf")})
-	if err != nil {
-		t.Fatalf("Open with an unreadable record: %v", err)
-	}
-	defer s2.Close()
+	s2 := reopen(t, dir)
 	if moved := s2.RecordsMovedAside(); len(moved) != 2 {
 		t.Errorf("RecordsMovedAside = %v, want both records", moved)
 	}
@@ -233,4 +213,29 @@ func topLayer(t *testing.T, s *Store, imageID string) string {
 		return ""
 	}
 	return simg.TopLayer
+}
+
+// storeWithBusybox is a test store (openTestStore) with busybox pulled
+// from a test registry.
+func storeWithBusybox(t *testing.T) (*Store, string, *Image) {
+	t.Helper()
+	addr := testenv.StartRegistry(t)
+	testenv.PushImage(t, addr, "library/busybox:latest", testenv.BusyboxRootfs(t), testenv.ImageConfig{Cmd: []string{"sh"}})
+	s, dir := openTestStore(t, addr)
+	img, err := s.Pull(context.Background(), "busybox", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, dir, img
+}
+
+// reopen opens the store of openTestStore's dir again (a daemon restart).
+func reopen(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(Config{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), RegistriesConf: filepath.Join(dir, "registries.conf")})
+	if err != nil {
+		t.Fatalf("reopen the store: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
