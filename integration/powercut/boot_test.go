@@ -460,8 +460,9 @@ func leftovers(t *testing.T) (left []string) {
 	return left
 }
 
-// storageLeftovers reads c/storage's records: no container may remain, and
-// every layer (record or directory) must belong to an image.
+// storageLeftovers reads c/storage's records and peapod's records of
+// writable layers: no container may remain, and every layer (record or
+// directory) must belong to an image.
 func storageLeftovers(t *testing.T) (left []string) {
 	sroot := filepath.Join(root, "storage")
 	type rec struct {
@@ -483,6 +484,11 @@ func storageLeftovers(t *testing.T) (left []string) {
 		for _, c := range read(filepath.Join(sroot, f)) {
 			left = append(left, "storage container "+c.ID)
 		}
+	}
+	// peapod's records of containers' writable layers (image/rwlayer.go).
+	rw, _ := os.ReadDir(filepath.Join(sroot, "peapod-rwlayers"))
+	for _, e := range rw {
+		left = append(left, "writable layer record "+e.Name())
 	}
 	layers := map[string]rec{}
 	for _, f := range []string{"overlay-layers/layers.json", "overlay-layers/volatile-layers.json"} {
