@@ -72,10 +72,11 @@ type rwLayers struct {
 func rwLayerID(id string) bool { return storageID(id) }
 
 // loadRWLayers reads the writable layers' records. One that cannot be
-// read is moved aside (<id>.corrupt-<time>, kept for a person to look at)
+// read is logged with what it holds, moved aside (<id>.corrupt-<time>)
 // and reported as containers/storage's are (repairRecords): the start then
 // repairs the store, where RootfsRecorded reports that layer lost and
-// CollectGarbage removes it. One bad file never stops the node.
+// CollectGarbage removes it, and the moved file with it. One bad file
+// never stops the node.
 func loadRWLayers(graphRoot string, log *slog.Logger) (*rwLayers, []MovedAside, error) {
 	dir := filepath.Join(graphRoot, rwRecordDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -110,7 +111,7 @@ func loadRWLayers(graphRoot string, log *slog.Logger) (*rwLayers, []MovedAside, 
 		if rerr := os.Rename(p, to); rerr != nil {
 			return nil, moved, fmt.Errorf("image: move the unreadable record of container %s's writable layer aside (%v): %w", id, err, rerr)
 		}
-		log.Warn("unreadable record of a container's writable layer; moved aside, the layer will be collected", "container", id, "file", p, "moved_to", to, "err", err)
+		log.Warn("unreadable record of a container's writable layer; moved aside, the layer will be collected", "container", id, "file", p, "moved_to", to, "err", err, "content", fmt.Sprintf("%.200q", data))
 		moved = append(moved, MovedAside{File: p, To: to, Reason: err})
 	}
 	if len(moved) > 0 {
@@ -373,8 +374,12 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 	unknownDir := func(name string, dir bool) bool { return dir && storageID(name) && !known[name] }
 	errs = append(errs, sweep(filepath.Join(s.containerRoot, "overlay-containers"), unknownDir))
 	errs = append(errs, sweep(filepath.Join(s.root, "overlay-images"), unknownDir))
-	// Temporaries of writable layers' records whose write was cut.
-	errs = append(errs, sweep(s.rw.dir, func(name string, _ bool) bool { return strings.HasSuffix(name, ".tmp") }))
+	// Temporaries of records whose write was cut, and records moved aside
+	// unreadable (the log said what they held; the layers they named
+	// were handled above). A power cut can empty a record made in its
+	// last seconds (a new file: ext4's auto_da_alloc does not cover it),
+	// so these would pile up.
+	errs = append(errs, sweep(s.rw.dir, func(name string, _ bool) bool { return !rwLayerID(name) }))
 	return errors.Join(errs...)
 }
 

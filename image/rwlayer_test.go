@@ -197,6 +197,9 @@ func TestRWLayerCorruptRecord(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(graph, "overlay", a)); !os.IsNotExist(err) {
 		t.Errorf("the collection left the layer whose record was unreadable: %v", err)
 	}
+	if ents, _ := os.ReadDir(filepath.Join(graph, rwRecordDir)); len(ents) != 0 {
+		t.Errorf("records left after the repair (the moved-aside ones go with it): %v", ents)
+	}
 	if top := topLayer(t, s2, img.ID); top == "" {
 		t.Errorf("the image's layer after the collection: gone")
 	}
