@@ -12,6 +12,10 @@ type Collected struct {
 	Images     []string // images whose layers are not all recorded (records only: pulled again)
 	Containers []string // writable layers and storage containers (each with its layer) no record named, or whose layers are not all recorded
 	Layers     []string // layers no image and no container uses
+	// DriverDirs are driver layer directories no record named: a layer a
+	// create or pull cut left before its record, or a container's layer
+	// whose record a power cut emptied (moved aside at Open).
+	DriverDirs []string
 }
 
 // CollectGarbage repairs the store after an unclean stop (a crash or a
@@ -145,7 +149,9 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 	}
 	// Driver directories and layer data no record names, as c/storage's
 	// own collection, which would take the kept writable layers too.
-	if err := s.collectStorageDirs(keptRW); err != nil {
+	dirs, err := s.collectStorageDirs(keptRW)
+	out.DriverDirs = dirs
+	if err != nil {
 		errs = append(errs, fmt.Errorf("storage garbage collection: %w", err))
 	}
 	return out, errors.Join(errs...)

@@ -324,14 +324,14 @@ func (s *Store) unmountAllRW() error {
 // no record names. That collection cannot be used here, since it would
 // remove every writable layer made by the driver directly; keepLayer
 // names those to keep. It runs before the daemon serves.
-func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
+func (s *Store) collectStorageDirs(keepLayer map[string]bool) (removed []string, err error) {
 	d, err := s.driver()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	layers, err := s.store.Layers()
 	if err != nil {
-		return fmt.Errorf("image: list layers: %w", err)
+		return nil, fmt.Errorf("image: list layers: %w", err)
 	}
 	recorded := map[string]bool{}
 	for _, l := range layers {
@@ -340,7 +340,7 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 	var errs []error
 	ids, err := d.ListLayers()
 	if err != nil {
-		return fmt.Errorf("image: list driver layers: %w", err)
+		return nil, fmt.Errorf("image: list driver layers: %w", err)
 	}
 	for _, id := range ids {
 		if recorded[id] || keepLayer[id] {
@@ -348,7 +348,9 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 		}
 		if err := d.Remove(id); err != nil {
 			errs = append(errs, fmt.Errorf("remove driver layer %s no record names: %w", id, err))
+			continue
 		}
+		removed = append(removed, id)
 	}
 	// Layer data (tar-split files, data directories) of unrecorded layers.
 	errs = append(errs, sweep(filepath.Join(s.containerRoot, "overlay-layers"), func(name string, _ bool) bool {
@@ -358,7 +360,7 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 	// Directories of storage containers and images no record names.
 	containers, err := s.store.Containers()
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("image: list storage containers: %w", err))...)
+		return removed, errors.Join(append(errs, fmt.Errorf("image: list storage containers: %w", err))...)
 	}
 	known := map[string]bool{}
 	for _, c := range containers {
@@ -366,7 +368,7 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 	}
 	images, err := s.store.Images()
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("image: list images: %w", err))...)
+		return removed, errors.Join(append(errs, fmt.Errorf("image: list images: %w", err))...)
 	}
 	for _, img := range images {
 		known[img.ID] = true
@@ -380,7 +382,7 @@ func (s *Store) collectStorageDirs(keepLayer map[string]bool) error {
 	// last seconds (a new file: ext4's auto_da_alloc does not cover it),
 	// so these would pile up.
 	errs = append(errs, sweep(s.rw.dir, func(name string, _ bool) bool { return !rwLayerID(name) }))
-	return errors.Join(errs...)
+	return removed, errors.Join(errs...)
 }
 
 // storageID reports whether name is a containers/storage ID.

@@ -191,8 +191,12 @@ func TestRWLayerCorruptRecord(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(graph, "overlay", b)); !os.IsNotExist(err) {
 		t.Errorf("RemoveRootfs left the layer whose record was unreadable: %v", err)
 	}
-	if _, err := s2.CollectGarbage(func(string) bool { return true }); err != nil {
+	got, err := s2.CollectGarbage(func(string) bool { return true })
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(got.DriverDirs) != 1 || got.DriverDirs[0] != a {
+		t.Errorf("CollectGarbage's removed layer directories = %v, want %s's", got.DriverDirs, a)
 	}
 	if _, err := os.Stat(filepath.Join(graph, "overlay", a)); !os.IsNotExist(err) {
 		t.Errorf("the collection left the layer whose record was unreadable: %v", err)

@@ -92,9 +92,12 @@ func collectStorage(images *image.Store, rt *sandbox.Runtime, log *slog.Logger) 
 	for _, id := range got.Layers {
 		log.Warn("storage repair: removed a layer no image or container uses", "layer", id)
 	}
+	for _, id := range got.DriverDirs {
+		log.Warn("storage repair: removed a layer directory no record names (a create or pull cut short, or a record a power cut emptied)", "layer", id)
+	}
 	if err != nil {
 		log.Error("storage repair: containers/storage repair incomplete", "err", err)
 		return
 	}
-	log.Info("storage repair: containers/storage checked", "images_forgotten", len(got.Images), "containers_removed", len(got.Containers), "layers_removed", len(got.Layers))
+	log.Info("storage repair: containers/storage checked", "images_forgotten", len(got.Images), "containers_removed", len(got.Containers), "layers_removed", len(got.Layers), "layer_dirs_removed", len(got.DriverDirs))
 }
