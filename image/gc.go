@@ -59,7 +59,7 @@ func (s *Store) CollectGarbage(keep func(containerID string) bool) (Collected, e
 		errs = append(errs, err)
 	} else {
 		for id, rec := range s.rw.snapshot() {
-			if keep(id) && s.rwRecorded(parents, id, rec) {
+			if keep(id) && rwRecorded(d, parents, id, rec) {
 				keptRW[id] = true
 				if rec.Parent != "" {
 					usedLayers[rec.Parent] = true

@@ -132,10 +132,16 @@ func (s *Store) RootfsRecorded(containerIDs []string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once for all: each call takes containers/storage's graph lock, and
+	// a driver that cannot be had is not a lost record either.
+	d, err := s.driver()
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string]bool, len(containerIDs))
 	for _, id := range containerIDs {
 		if rec, ok := s.rw.get(id); ok {
-			out[id] = s.rwRecorded(parents, id, rec)
+			out[id] = rwRecorded(d, parents, id, rec)
 			continue
 		}
 		c, err := s.store.Container(id)

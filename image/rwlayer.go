@@ -411,12 +411,8 @@ func sweep(dir string, remove func(name string, isDir bool) bool) error {
 // rwRecorded reports whether layer id and every layer beneath it are still
 // there: its driver directory, its parent's chain in containers/storage's
 // records (an image without layers has none).
-func (s *Store) rwRecorded(parents map[string]string, id string, rec rwRecord) bool {
-	d, err := s.driver()
-	if err != nil || !d.Exists(id) {
-		return false
-	}
-	return rec.Parent == "" || chainRecorded(parents, rec.Parent)
+func rwRecorded(d drivers.Driver, parents map[string]string, id string, rec rwRecord) bool {
+	return d.Exists(id) && (rec.Parent == "" || chainRecorded(parents, rec.Parent))
 }
 
 // removeUnrecordedRW removes the driver's layer named after container id
